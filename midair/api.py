@@ -1,0 +1,119 @@
+"""The library API: ``download``, ``download_async`` and ``Downloader``.
+
+All three build the same ``Options`` and jobs the CLI builds and hand them to
+an engine, so the library and the command line cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
+from typing import Any
+
+from .core.actions import Action
+from .core.errors import InputError
+from .core.jobs import Checksum, Job, Options, parse_header
+from .core.results import Results
+from .engines import get_engine
+from .engines._session import Session
+
+_OPTION_NAMES = {f.name for f in fields(Options)}
+
+
+def make_options(dest: str = ".", **options: Any) -> Options:
+    """Build ``Options`` from keyword arguments named like the CLI's long options."""
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise InputError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    if isinstance(options.get("checksum"), str):
+        options["checksum"] = _checksum(options["checksum"])
+    if "headers" in options:
+        options["headers"] = _headers(options["headers"])
+    return Options(directory=dest, **options)
+
+
+def _checksum(text: str) -> Checksum:
+    try:
+        return Checksum.parse(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _headers(headers: Mapping[str, str] | Iterable[str | tuple[str, str]]
+             ) -> tuple[tuple[str, str], ...]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out = []
+    for item in items:
+        try:
+            out.append(parse_header(item) if isinstance(item, str) else parse_header(": ".join(item)))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    return tuple(out)
+
+
+class Downloader:
+    """Collect jobs with ``enqueue``, then ``run()`` (or ``await run_async()``) them as one batch."""
+
+    def __init__(self, dest: str = ".", *, engine: str = "asyncio",
+                 engine_options: Mapping[str, Any] | None = None,
+                 on_event: Callable[[Action], None] | None = None, **options: Any) -> None:
+        self.options = make_options(dest, **options)
+        self.engine_name = engine
+        self.engine_options = dict(engine_options or {})
+        self.on_event = on_event
+        self.jobs: list[Job] = []
+
+    def enqueue(self, url: str, *, out: str | None = None, checksum: str | None = None,
+                headers: Mapping[str, str] | None = None) -> None:
+        from .core.naming import relative_path
+
+        try:
+            name = relative_path(out) if out else None
+        except ValueError as exc:
+            raise InputError(f"{url}: out={exc}") from None
+        self.jobs.append(Job.from_url(url, out=name,
+                                      checksum=_checksum(checksum) if checksum else None,
+                                      headers=_headers(headers or {})))
+
+    def add_jobs(self, jobs: Iterable[Job]) -> None:
+        self.jobs.extend(jobs)
+
+    def session(self) -> Session:
+        return Session(self.jobs, self.options, listener=self.on_event)
+
+    def run(self) -> Results:
+        session = self.session()
+        get_engine(self.engine_name, **self.engine_options).run(session)
+        return session.results
+
+    async def run_async(self) -> Results:
+        session = self.session()
+        engine = get_engine(self.engine_name, **self.engine_options)
+        run_async = getattr(engine, "run_async", None)
+        if run_async is not None:
+            await run_async(session)
+        else:  # a blocking engine: keep the caller's loop free
+            await asyncio.to_thread(engine.run, session)
+        return session.results
+
+
+def download(urls: Iterable[str] | str, dest: str = ".", **options: Any) -> Results:
+    """Fetch ``urls`` into ``dest`` at once; see ``Options`` for every keyword."""
+    return _downloader(urls, dest, options).run()
+
+
+async def download_async(urls: Iterable[str] | str, dest: str = ".", **options: Any) -> Results:
+    """``download`` for callers already inside an event loop."""
+    return await _downloader(urls, dest, options).run_async()
+
+
+def _downloader(urls: Iterable[str] | str, dest: str, options: dict[str, Any]) -> Downloader:
+    engine = options.pop("engine", "asyncio")
+    on_event = options.pop("on_event", None)
+    engine_options = options.pop("engine_options", None)
+    downloader = Downloader(dest, engine=engine, engine_options=engine_options,
+                            on_event=on_event, **options)
+    for url in [urls] if isinstance(urls, str) else urls:
+        downloader.enqueue(url)
+    return downloader

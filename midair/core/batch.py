@@ -1,0 +1,399 @@
+"""The batch scheduler: many downloads over a bounded set of connections.
+
+``Batch`` is the one object an engine drives.  Events go in (``connected``,
+``received``, ``closed``, ``timer``, and the store's answers ``prepared`` and
+``published``); each call returns the actions to carry out, in order.  It
+never reads a clock — every call takes ``now`` — so a test can run a
+million-file batch in virtual time.
+
+Scheduling in one paragraph: downloads wait in a queue per origin.  A host is
+*ready* when it has work, is below ``per_host`` open connections and is not
+paused (after a 429/503).  Ready hosts take turns (round robin) while fewer
+than ``concurrency`` connections are open.  A connection that finishes a
+response cleanly takes the next download for its origin, else it is closed so
+its slot goes to another host.  Stalls are found by a periodic sweep rather
+than a timer per connection: one pass a second costs less than re-arming
+thousands of timers on every chunk.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from . import transfer as t
+from .actions import (
+    Action,
+    Close,
+    Connect,
+    ConnectionFailure,
+    Discard,
+    Failed,
+    Finished,
+    OnDisk,
+    Open,
+    Prepare,
+    Publish,
+    Retrying,
+    Send,
+    Started,
+    Write,
+)
+from .errors import (
+    DestinationError,
+    DownloadError,
+    IntegrityError,
+    NetworkError,
+    ProtocolError,
+    StallTimeout,
+    TLSError,
+)
+from .http import Body, ClientConnection, End, FramingError, Head
+from .jobs import Job, Options
+from .retry import backoff
+from .urls import URL
+
+
+@dataclass(eq=False)
+class _Host:
+    origin: tuple[str, str, int]
+    pending: deque[t.Download] = field(default_factory=deque)
+    open: int = 0
+    paused_until: float = 0.0
+    queued: bool = False  # in the ready queue
+
+
+@dataclass(eq=False)
+class _Conn:
+    id: int
+    host: _Host
+    download: t.Download
+    last_active: float
+    http: ClientConnection = field(default_factory=ClientConnection)
+    window_start: float = 0.0  # lowest-speed accounting
+    window_bytes: int = 0
+
+
+class Batch:
+    """Drive a set of jobs to completion; see the module docstring."""
+
+    def __init__(self, jobs: Iterable[Job], options: Options, *, seed: int | None = None):
+        self.options = options
+        self._downloads = {i: t.Download(i, job, options) for i, job in enumerate(jobs)}
+        self._unfinished = len(self._downloads)
+        self._hosts: dict[tuple[str, str, int], _Host] = {}
+        self._ready: deque[_Host] = deque()
+        self._conns: dict[int, _Conn] = {}
+        self._timers: list[tuple[float, int, t.Download | _Host]] = []
+        self._claims: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        self._sweep_every = min(1.0, options.timeout / 4)
+        self._next_sweep: float | None = None
+        self._rng = random.Random(seed)
+        self._out: list[Action] = []
+
+    # --- queries --------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self._unfinished == 0
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    def next_deadline(self) -> float | None:
+        """When ``timer`` must next be called, or None while nothing is timed."""
+        deadlines = [self._timers[0][0]] if self._timers else []
+        if self._conns and self._next_sweep is not None:
+            deadlines.append(self._next_sweep)
+        return min(deadlines, default=None)
+
+    # --- events in ------------------------------------------------------------------
+    def start(self, now: float) -> list[Action]:
+        for download in self._downloads.values():
+            self._prepare(download, download.candidate_name())
+        return self._flush(now)
+
+    def prepared(self, ident: int, disk: OnDisk, now: float) -> list[Action]:
+        """The store's answer to ``Prepare``: what is already on disk at the path."""
+        d = self._downloads[ident]
+        assert d.path is not None
+        if disk.kind == "complete":
+            d.size = disk.offset
+            self._finish(d, skipped=True)
+        elif disk.kind == "foreign" and self.options.auto_rename:
+            d.renames += 1
+            self._prepare(d, d.candidate_name())
+        elif disk.kind == "foreign" and not self.options.overwrite:
+            self._fail(d, DestinationError(
+                d.job.url.text, f"{d.path} exists and was not made by midair (use --overwrite)"))
+        else:
+            d.adopt(disk)
+            self._enqueue(d, now)
+        return self._flush(now)
+
+    def connected(self, conn_id: int, now: float) -> list[Action]:
+        conn = self._conns.get(conn_id)
+        if conn is not None:
+            conn.last_active = conn.window_start = now
+            self._send_request(conn)
+        return self._flush(now)
+
+    def received(self, conn_id: int, data: bytes, now: float) -> list[Action]:
+        conn = self._conns.get(conn_id)
+        if conn is not None:
+            conn.last_active = now
+            conn.window_bytes += len(data)
+            self._feed(conn, data, now)
+        return self._flush(now)
+
+    def closed(self, conn_id: int, now: float, failure: ConnectionFailure | None = None
+               ) -> list[Action]:
+        """The connection is gone: EOF (``failure`` None) or an error from the engine."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return self._flush(now)
+        if failure is None:
+            self._feed(conn, b"", now)  # ends a close-delimited body, or reports it short
+            if conn.id in self._conns:
+                self._attempt_failed(conn, NetworkError(conn.download.url.text,
+                                                        "connection closed by the server"), now)
+        else:
+            kind = TLSError if failure.tls else NetworkError
+            error = kind(conn.download.url.text, failure.reason)
+            self._attempt_failed(conn, error if failure.retryable or failure.tls else
+                                 DownloadError(error.url, error.reason), now)
+        return self._flush(now)
+
+    def published(self, ident: int, now: float, error: DownloadError | None = None
+                  ) -> list[Action]:
+        """The store's answer to ``Publish`` (or to a failed ``Open``/``Write``)."""
+        d = self._downloads[ident]
+        if error is None:
+            self._finish(d, skipped=False)
+            return self._flush(now)
+        for conn in [c for c in self._conns.values() if c.download is d]:
+            self._close(conn, now)
+        if isinstance(error, IntegrityError) and d.path:
+            self._out.append(Discard(d.id, d.path))
+            d.offset = 0
+        self._fail(d, error)
+        return self._flush(now)
+
+    def timer(self, now: float) -> list[Action]:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, item = heapq.heappop(self._timers)
+            if isinstance(item, _Host):
+                self._mark_ready(item, now)
+            else:
+                self._enqueue(item, now)
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self._sweep(now)
+        return self._flush(now)
+
+    # --- one connection's exchange --------------------------------------------------
+    def _send_request(self, conn: _Conn) -> None:
+        d = conn.download
+        d.position = d.offset
+        data = conn.http.request(d.url.target, d.request_headers())
+        self._out.append(Send(conn.id, data))
+
+    def _feed(self, conn: _Conn, data: bytes, now: float) -> None:
+        try:
+            events = conn.http.receive(data)
+        except FramingError as exc:
+            self._attempt_failed(conn, ProtocolError(conn.download.url.text, str(exc)), now)
+            return
+        for event in events:
+            if conn.id not in self._conns:
+                return
+            if isinstance(event, Body):
+                self._write(conn, event.data, now)
+            elif isinstance(event, Head):
+                self._on_head(conn, event, now)
+            elif isinstance(event, End):
+                self._on_end(conn, now)
+
+    def _on_head(self, conn: _Conn, head: Head, now: float) -> None:
+        d = conn.download
+        decision = d.on_head(head)
+        if isinstance(decision, t.Accept):
+            d.position = decision.offset
+            assert d.path is not None
+            self._out.append(Open(d.id, d.path, decision.offset, d.record()))
+            self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
+            return
+        self._close(conn, now)
+        if isinstance(decision, t.Redirect):
+            self._redirect(d, decision.url, now)
+        elif isinstance(decision, t.Retry):
+            if decision.pause_host and decision.wait:
+                self._pause(conn.host, now + min(decision.wait, self.options.max_retry_wait))
+            self._retry(d, decision.error, now, decision.wait)
+        elif isinstance(decision, t.Restart):
+            d.offset, d.size, d.etag, d.last_modified = 0, None, None, None
+            self._retry(d, ProtocolError(d.url.text, decision.reason), now, wait=0.0)
+        elif isinstance(decision, t.Fail):
+            self._fail(d, decision.error)
+        else:  # AlreadyComplete
+            self._publish(d)
+
+    def _write(self, conn: _Conn, data: bytes, now: float) -> None:
+        d = conn.download
+        self._out.append(Write(d.id, d.position, data))
+        d.position += len(data)
+        d.offset = d.position
+        problem = d.body_overflow()
+        if problem is not None:
+            self._attempt_failed(conn, problem, now)
+
+    def _on_end(self, conn: _Conn, now: float) -> None:
+        d = conn.download
+        problem = d.short_body()
+        if problem is not None:
+            self._attempt_failed(conn, problem, now)
+            return
+        d.size = d.position
+        self._publish(d)
+        host = conn.host
+        if conn.http.reusable and host.pending and host.paused_until <= now:
+            conn.http.next_cycle()
+            conn.download = host.pending.popleft()
+            self._send_request(conn)
+        else:
+            self._close(conn, now)
+
+    def _publish(self, d: t.Download) -> None:
+        assert d.path is not None
+        self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.url.text))
+
+    def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
+        self._close(conn, now)
+        self._retry(conn.download, error, now)
+
+    def _sweep(self, now: float) -> None:
+        """Abort attempts that stalled, or that crawl below --lowest-speed."""
+        opts = self.options
+        for conn in list(self._conns.values()):
+            idle = now - conn.last_active
+            if idle >= opts.timeout:
+                self._attempt_failed(conn, StallTimeout(
+                    conn.download.url.text, f"timed out: no data for {opts.timeout:g} s"), now)
+            elif opts.lowest_speed and now - conn.window_start >= opts.lowest_speed_time:
+                rate = conn.window_bytes / (now - conn.window_start)
+                if rate < opts.lowest_speed:
+                    self._attempt_failed(conn, StallTimeout(
+                        conn.download.url.text,
+                        f"too slow: {rate:.0f} B/s < --lowest-speed {opts.lowest_speed}"), now)
+                conn.window_start, conn.window_bytes = now, 0
+        self._next_sweep = now + self._sweep_every
+
+    # --- downloads: naming, queueing, retries, endings ------------------------------
+    def _prepare(self, d: t.Download, name: str) -> None:
+        if d.path is not None and self._claims.get(d.path) == d.id:
+            del self._claims[d.path]
+        try:
+            path = d.resolve(name)
+        except ValueError as exc:
+            self._fail(d, DestinationError(d.job.url.text, str(exc)))
+            return
+        if path in self._claims:
+            if not self.options.auto_rename:
+                other = self._downloads[self._claims[path]].job.url.text
+                self._fail(d, DestinationError(
+                    d.job.url.text, f"{path} is also the target of {other} (use --auto-rename)"))
+                return
+            d.renames += 1
+            self._prepare(d, d.candidate_name())
+            return
+        self._claims[path] = d.id
+        d.path = path
+        self._out.append(Prepare(d.id, path, d.job.url.text, d.checksum))
+
+    def _redirect(self, d: t.Download, url: URL, now: float) -> None:
+        d.url, d.hops = url, d.hops + 1
+        old = d.path
+        name = d.candidate_name()
+        if d.job.out is None and old is not None and d.resolve(name) != old:
+            self._prepare(d, name)  # the store answers, then it is queued
+        else:
+            self._enqueue(d, now)
+
+    def _enqueue(self, d: t.Download, now: float) -> None:
+        host = self._hosts.get(d.url.origin)
+        if host is None:
+            host = self._hosts[d.url.origin] = _Host(d.url.origin)
+        host.pending.append(d)
+        self._mark_ready(host, now)
+
+    def _retry(self, d: t.Download, error: DownloadError, now: float,
+               wait: float | None = None) -> None:
+        if not error.retryable:
+            self._fail(d, error)
+            return
+        d.attempts += 1
+        if d.attempts > self.options.retries:
+            self._fail(d, type(error)(error.url, f"{error.reason} (gave up after "
+                                      f"{self.options.retries} retries)", status=error.status))
+            return
+        opts = self.options
+        if wait is None:
+            wait = backoff(d.attempts, opts.retry_base, opts.max_retry_wait, self._rng.random())
+        wait = min(wait, opts.max_retry_wait)
+        self._out.append(Retrying(d.id, d.job.url.text, error.reason, wait, d.attempts))
+        heapq.heappush(self._timers, (now + wait, next(self._ids), d))
+
+    def _pause(self, host: _Host, until: float) -> None:
+        if until > host.paused_until:
+            host.paused_until = until
+            heapq.heappush(self._timers, (until, next(self._ids), host))
+
+    def _finish(self, d: t.Download, *, skipped: bool) -> None:
+        assert d.path is not None
+        self._unfinished -= 1
+        self._out.append(Finished(d.id, d.job.url.text, d.path, d.size or 0, skipped))
+
+    def _fail(self, d: t.Download, error: DownloadError) -> None:
+        self._unfinished -= 1
+        self._out.append(Failed(d.id, d.job.url.text, error))
+
+    # --- connections ----------------------------------------------------------------
+    def _mark_ready(self, host: _Host, now: float) -> None:
+        if (not host.queued and host.pending and host.open < self.options.per_host
+                and host.paused_until <= now):
+            host.queued = True
+            self._ready.append(host)
+
+    def _fill(self, now: float) -> None:
+        while self._ready and len(self._conns) < self.options.concurrency:
+            host = self._ready.popleft()
+            host.queued = False
+            if not host.pending or host.open >= self.options.per_host or host.paused_until > now:
+                continue
+            conn = _Conn(next(self._ids), host, host.pending.popleft(), now)
+            self._conns[conn.id] = conn
+            host.open += 1
+            scheme, name, port = host.origin
+            self._out.append(Connect(conn.id, name, port, scheme == "https"))
+            self._mark_ready(host, now)
+        if self._conns and self._next_sweep is None:
+            self._next_sweep = now + self._sweep_every
+        elif not self._conns:
+            self._next_sweep = None
+
+    def _close(self, conn: _Conn, now: float) -> None:
+        if self._conns.pop(conn.id, None) is None:
+            return
+        self._out.append(Close(conn.id))
+        conn.host.open -= 1
+        self._mark_ready(conn.host, now)
+
+    def _flush(self, now: float) -> list[Action]:
+        self._fill(now)
+        out, self._out = self._out, []
+        return out
+

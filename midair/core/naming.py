@@ -1,0 +1,84 @@
+"""Output names that can never escape the download directory.
+
+A name comes from the user (``out=``), from the server (Content-Disposition)
+or from the URL.  All three pass through ``sanitize`` and ``resolve``, so the
+rule lives in one place: the result is a single safe path component joined
+under the directory, and anything that still resolves outside is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from urllib.parse import unquote
+
+DEFAULT_NAME = "index.html"
+MAX_NAME_BYTES = 240  # leaves room for ".midair-part" within the usual 255
+
+
+def sanitize(name: str) -> str | None:
+    """Reduce ``name`` to one harmless path component, or None if nothing is left."""
+    name = re.split(r"[/\\]", name)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = name.strip().lstrip(".").strip()
+    if not name:
+        return None
+    return _truncate(name)
+
+
+def _truncate(name: str) -> str:
+    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:
+        stem, ext = name, ""
+    room = MAX_NAME_BYTES - len(ext.encode("utf-8")) - (1 if ext else 0)
+    stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return f"{stem}.{ext}" if ext else stem
+
+
+def name_from_path(url_path: str) -> str:
+    """The last segment of a URL path, percent-decoded and sanitised."""
+    segment = url_path.rstrip("/").rsplit("/", 1)[-1] if url_path.rstrip("/") else ""
+    return sanitize(unquote(segment, errors="replace")) or DEFAULT_NAME
+
+
+def content_disposition_name(value: str) -> str | None:
+    """The file name a Content-Disposition header proposes, sanitised (RFC 6266)."""
+    star = re.search(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", value, re.I)
+    if star:
+        charset = star.group(1) or "utf-8"
+        try:
+            return sanitize(unquote(star.group(2).strip(), encoding=charset, errors="replace"))
+        except LookupError:
+            return None
+    plain = re.search(r'filename\s*=\s*("((?:[^"\\]|\\.)*)"|[^;]+)', value, re.I)
+    if not plain:
+        return None
+    raw = plain.group(2) if plain.group(2) is not None else plain.group(1)
+    return sanitize(re.sub(r"\\(.)", r"\1", raw.strip()))
+
+
+def relative_path(path: str) -> str:
+    """Check a user-given relative path (``out=a/b``, ``dir=x``) and normalise it.
+
+    Raises ValueError for absolute paths, ``..`` or components that sanitising
+    would change: the user must see the problem, not a silently different file.
+    """
+    parts = [p for p in re.split(r"[/\\]", path) if p not in ("", ".")]
+    if not parts or path.startswith(("/", "\\")):
+        raise ValueError(f"{path!r} must be a relative path")
+    for part in parts:
+        if sanitize(part) != part:
+            raise ValueError(f"{path!r}: component {part!r} is not a safe file name")
+    return os.path.join(*parts)
+
+
+def resolve(directory: str, name: str) -> str:
+    """Join ``name`` under ``directory``, refusing anything that lands outside."""
+    root = os.path.abspath(directory)
+    path = os.path.normpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise ValueError(f"{name!r} resolves outside {directory!r}")
+    return path

@@ -1,0 +1,237 @@
+"""One download's life: requests, response rules, resume, redirects.
+
+A ``Download`` is pure bookkeeping plus decisions.  It never touches a
+connection; the batch scheduler asks it what a response head means and carries
+out the answer.  Every HTTP rule about a single file lives here once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import naming
+from .actions import OnDisk, Resume
+from .errors import (
+    DownloadError,
+    HTTPStatusError,
+    IntegrityError,
+    ProtocolError,
+    RedirectError,
+)
+from .http import Head
+from .jobs import Job, Options
+from .urls import URL, resolve_location
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+# Headers that must not follow a redirect to another origin.
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+# --- what a response head means -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Write the body from ``offset``; ``size`` is the complete size if known."""
+
+    offset: int
+    size: int | None
+    restarted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    url: URL
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try again later; ``wait`` is the server's Retry-After, ``pause_host`` for 429/503."""
+
+    error: DownloadError
+    wait: float | None = None
+    pause_host: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """The bytes on disk cannot be continued: drop them and fetch from zero."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    error: DownloadError
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyComplete:
+    pass
+
+
+Decision = Accept | Redirect | Retry | Restart | Fail | AlreadyComplete
+
+
+class Download:
+    """The state of one job across attempts, redirects and runs."""
+
+    def __init__(self, ident: int, job: Job, options: Options) -> None:
+        self.id = ident
+        self.job = job
+        self.options = options
+        self.url = job.url
+        self.hops = 0
+        self.attempts = 0
+        self.path: str | None = None
+        self.offset = 0  # contiguous bytes on disk, from zero
+        self.size: int | None = None
+        self.etag: str | None = None
+        self.last_modified: str | None = None
+        self.position = 0  # where the next body byte goes during an exchange
+        self.checksum = job.checksum or options.checksum
+        self.renames = 0  # --auto-rename: how many names were taken before ours
+
+    # --- naming -----------------------------------------------------------------
+    def candidate_name(self) -> str:
+        """The name before any response: ``out=`` or the URL's last segment.
+
+        With --auto-rename, ``renames`` counts the names already taken, so the
+        candidate becomes ``name.1``, ``name.2``, and so on.
+        """
+        name = self.job.out or naming.name_from_path(self.url.path)
+        if self.renames:
+            name = f"{name}.{self.renames}"
+        return name if not self.job.subdir else f"{self.job.subdir}/{name}"
+
+    def resolve(self, name: str) -> str:
+        return naming.resolve(self.options.directory, name)
+
+    def adopt(self, disk: OnDisk) -> None:
+        """Take over what the store found.  Without a validator, nothing can be resumed."""
+        self.offset, self.size = 0, None
+        self.etag = self.last_modified = None
+        if disk.kind == "partial" and disk.resume and disk.resume.url == self.job.url.text:
+            record = disk.resume
+            if record.etag or record.last_modified:
+                self.offset, self.size = disk.offset, record.size
+                self.etag, self.last_modified = record.etag, record.last_modified
+
+    def record(self) -> Resume:
+        return Resume(self.job.url.text, self.size, self.etag, self.last_modified)
+
+    # --- the request --------------------------------------------------------------
+    def request_headers(self) -> list[tuple[str, str]]:
+        headers = [
+            ("Host", self.url.host_header),
+            ("User-Agent", self.options.user_agent),
+            ("Accept", "*/*"),
+            ("Accept-Encoding", "identity"),
+        ]
+        if self.offset:
+            headers.append(("Range", f"bytes={self.offset}-"))
+            headers.append(("If-Range", self.etag or self.last_modified or ""))
+        same_origin = self.url.origin == self.job.url.origin
+        for name, value in (*self.options.headers, *self.job.headers):
+            if same_origin or name.lower() not in _CREDENTIALS:
+                headers.append((name, value))
+        return headers
+
+    # --- the response -------------------------------------------------------------
+    def on_head(self, head: Head) -> Decision:
+        status = head.status
+        if status in REDIRECTS:
+            return self._redirect(head)
+        if status == 200:
+            return self._full(head)
+        if status == 206:
+            return self._partial(head)
+        if status == 416 and self.offset:
+            return self._unsatisfiable(head)
+        error = HTTPStatusError(self.url.text, f"HTTP {status}", status=status)
+        if error.retryable:
+            return Retry(error, _retry_after(head), pause_host=status in (429, 503))
+        return Fail(error)
+
+    def _redirect(self, head: Head) -> Decision:
+        location = head.get(b"location")
+        if not location:
+            return Fail(RedirectError(self.url.text, f"HTTP {head.status} without Location"))
+        if self.hops >= self.options.max_redirects:
+            return Fail(RedirectError(
+                self.job.url.text, f"more than {self.options.max_redirects} redirects"))
+        try:
+            target = resolve_location(self.url, location)
+        except ValueError as exc:
+            return Fail(RedirectError(self.url.text, f"redirect refused: {exc}"))
+        return Redirect(target)
+
+    def _full(self, head: Head) -> Decision:
+        restarted = self.offset > 0
+        size = _content_length(head)
+        etag = head.get(b"etag")
+        self.etag = etag if etag and not etag.startswith("W/") else None
+        self.last_modified = head.get(b"last-modified")
+        self.offset, self.size = 0, size
+        return self._check_limit() or Accept(0, size, restarted)
+
+    def _partial(self, head: Head) -> Decision:
+        match = _CONTENT_RANGE.fullmatch((head.get(b"content-range") or "").strip())
+        if not match:
+            return Restart("206 without a usable Content-Range")
+        start, end, total = int(match[1]), int(match[2]), match[3]
+        size = None if total == "*" else int(total)
+        if start != self.offset or (size is not None and end != size - 1):
+            return Restart(f"Content-Range {match[0]!r} does not continue at byte {self.offset}")
+        if self.size is not None and size is not None and size != self.size:
+            return Restart(f"the size changed from {self.size} to {size}")
+        etag = head.get(b"etag")
+        if self.etag and etag and etag != self.etag:
+            return Restart("the ETag changed")
+        self.size = size if size is not None else self.size
+        return self._check_limit() or Accept(start, self.size, False)
+
+    def _unsatisfiable(self, head: Head) -> Decision:
+        match = _UNSATISFIED_RANGE.search(head.get(b"content-range") or "")
+        if match and int(match[1]) == self.offset and self.size in (None, self.offset):
+            self.size = self.offset
+            return AlreadyComplete()
+        return Restart("416 for a range that should exist")
+
+    def _check_limit(self) -> Fail | None:
+        limit = self.options.max_filesize
+        if limit is not None and self.size is not None and self.size > limit:
+            return Fail(IntegrityError(self.url.text, f"size {self.size} exceeds --max-filesize"))
+        return None
+
+    def body_overflow(self) -> DownloadError | None:
+        """Check after each write that the body stays within what was declared."""
+        if self.size is not None and self.position > self.size:
+            return ProtocolError(self.url.text, f"more body than the declared {self.size} bytes")
+        limit = self.options.max_filesize
+        if limit is not None and self.position > limit:
+            return IntegrityError(self.url.text, f"body exceeds --max-filesize {limit}")
+        return None
+
+    def short_body(self) -> DownloadError | None:
+        if self.size is not None and self.position != self.size:
+            return ProtocolError(
+                self.url.text, f"body ended at {self.position} of {self.size} bytes")
+        return None
+
+
+def _content_length(head: Head) -> int | None:
+    if head.get(b"transfer-encoding"):
+        return None
+    value = head.get(b"content-length")
+    if value is None:
+        return None
+    # h11 has already rejected malformed and conflicting values.
+    return int(value.split(",")[0])
+
+
+def _retry_after(head: Head) -> float | None:
+    from .retry import parse_retry_after  # local: keeps the decision table readable
+
+    return parse_retry_after(head.get(b"retry-after"), head.get(b"date"))

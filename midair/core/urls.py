@@ -1,0 +1,70 @@
+"""URLs as the core needs them: an origin to connect to and a target to ask for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Characters allowed unescaped in a request target (RFC 3986 pchar, '/', '?', '%').
+_TARGET_SAFE = "/:@!$&'()*+,;=-._~%?"
+
+
+@dataclass(frozen=True, slots=True)
+class URL:
+    """An absolute http(s) URL split into what a request needs."""
+
+    text: str
+    scheme: str
+    host: str
+    port: int
+    target: str
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port == DEFAULT_PORTS[self.scheme]:
+            return host
+        return f"{host}:{self.port}"
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_url(text: str) -> URL:
+    """Parse an absolute http(s) URL or raise ValueError saying what is wrong."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ValueError(f"unsupported scheme {scheme or '(none)'!r}: only http and https")
+    host = parts.hostname
+    if not host:
+        raise ValueError("URL has no host")
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        host = host.encode("idna").decode("ascii")
+    path = quote(parts.path or "/", safe=_TARGET_SAFE)
+    target = path + (f"?{quote(parts.query, safe=_TARGET_SAFE)}" if parts.query else "")
+    return URL(text.strip(), scheme, host, port or DEFAULT_PORTS[scheme], target)
+
+
+def resolve_location(base: URL, location: str) -> URL:
+    """Resolve a redirect's Location against the URL that answered it."""
+    return parse_url(urljoin(base.text, location.strip()))

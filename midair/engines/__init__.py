@@ -1,0 +1,62 @@
+"""Engines: the same core and store driven by different concurrency models.
+
+An engine has a ``name`` and ``run(session)``, which returns when the session
+is done (``run_async`` too, where the model allows).  The registry below names
+each engine's module lazily, so importing midair never imports gevent, uvloop
+or dask.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..core.errors import InputError
+from ._session import Session
+
+
+class Engine(Protocol):
+    name: str
+
+    def run(self, session: Session) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    module: str
+    cls: str
+    model: str
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
+
+
+ENGINES: dict[str, EngineInfo] = {
+    info.name: info
+    for info in [
+        EngineInfo("asyncio", "midair.engines.asyncio_engine", "AsyncioEngine",
+                   "coroutines on one asyncio event loop (uvloop with --loop uvloop)"),
+    ]
+}
+
+
+def get_engine(name: str, **options: Any) -> Engine:
+    """Build the engine called ``name``, or raise InputError saying what to install."""
+    info = ENGINES.get(name)
+    if info is None:
+        raise InputError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+    if not info.available:
+        raise InputError(f"engine {name!r} needs {', '.join(info.requires)}: "
+                         f"pip install 'midair[{info.extra}]'")
+    module = importlib.import_module(info.module)
+    engine: Engine = getattr(module, info.cls)(**options)
+    return engine
+
+
+__all__ = ["ENGINES", "Engine", "EngineInfo", "Session", "get_engine"]

@@ -1,0 +1,131 @@
+"""The one object every engine drives: core + store + clock + reports.
+
+An engine's whole job is to turn ``Connect``/``Send``/``Close`` into socket
+operations and to feed back what the sockets did.  Everything else — the file
+actions, the store's answers, progress, results — is settled here, in the
+same call, so no engine can get it subtly different.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from ..core.actions import (
+    Action,
+    ConnectionFailure,
+    Discard,
+    Failed,
+    Finished,
+    NetAction,
+    Open,
+    Prepare,
+    Publish,
+    Retrying,
+    Started,
+    Write,
+)
+from ..core.batch import Batch
+from ..core.errors import DestinationError, DownloadError
+from ..core.jobs import Job, Options
+from ..core.progress import Tracker
+from ..core.results import Results
+from ..store import Store
+
+Listener = Callable[[Action], None]
+_REPORTS = (Started, Retrying, Finished, Failed)
+NET_ACTIONS: tuple[type, ...] = NetAction.__args__  # type: ignore[attr-defined]
+
+
+class Session:
+    """Drive one batch.  Not thread-safe: a threaded engine holds a lock around calls."""
+
+    def __init__(self, jobs: Iterable[Job], options: Options, *,
+                 listener: Listener | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        jobs = list(jobs)
+        self.options = options
+        self.jobs = jobs
+        self.batch = Batch(jobs, options)
+        self.store = Store()
+        self.tracker = Tracker(jobs=len(jobs))
+        self.clock = clock
+        self._listener = listener
+
+    # --- the events an engine reports ----------------------------------------------
+    def start(self) -> list[NetAction]:
+        return self._carry_out(self.batch.start(self.clock()))
+
+    def connected(self, conn: int) -> list[NetAction]:
+        return self._carry_out(self.batch.connected(conn, self.clock()))
+
+    def received(self, conn: int, data: bytes) -> list[NetAction]:
+        return self._carry_out(self.batch.received(conn, data, self.clock()))
+
+    def closed(self, conn: int, failure: ConnectionFailure | None = None) -> list[NetAction]:
+        return self._carry_out(self.batch.closed(conn, self.clock(), failure))
+
+    def timer(self) -> list[NetAction]:
+        return self._carry_out(self.batch.timer(self.clock()))
+
+    def next_deadline(self) -> float | None:
+        """On the session's clock (``time.monotonic`` unless a test passes another)."""
+        return self.batch.next_deadline()
+
+    @property
+    def done(self) -> bool:
+        return self.batch.done
+
+    @property
+    def results(self) -> Results:
+        return self.tracker.results
+
+    def close(self) -> None:
+        """Flush and close part files; call on every exit path, interrupts included."""
+        self.store.close()
+
+    # --- carrying out the core's actions ---------------------------------------------
+    def _carry_out(self, actions: list[Action]) -> list[NetAction]:
+        net: list[NetAction] = []
+        queue = deque(actions)
+        broken: set[int] = set()  # downloads whose file failed in this call
+        while queue:
+            action = queue.popleft()
+            kind = type(action)
+            if kind in NET_ACTIONS:
+                net.append(action)  # type: ignore[arg-type]
+                continue
+            self.tracker.observe(action)
+            if kind in _REPORTS:
+                if self._listener is not None:
+                    self._listener(action)
+                continue
+            ident: int = action.download  # type: ignore[union-attr]
+            if ident not in broken:
+                follow = self._file_action(action, broken)
+                queue.extend(follow)
+        return net
+
+    def _file_action(self, action: Action, broken: set[int]) -> list[Action]:
+        store, now = self.store, self.clock
+        try:
+            if type(action) is Write:
+                store.write(action)
+            elif type(action) is Open:
+                store.open(action)
+            elif type(action) is Prepare:
+                try:
+                    disk = store.prepare(action)
+                except OSError as exc:
+                    raise DestinationError(action.url, f"cannot read {action.path}: {exc}") from exc
+                return self.batch.prepared(action.download, disk, now())
+            elif type(action) is Publish:
+                store.publish(action)
+                return self.batch.published(action.download, now())
+            elif type(action) is Discard:
+                store.discard(action)
+        except DownloadError as error:
+            broken.add(action.download)  # type: ignore[union-attr]
+            return self.batch.published(action.download, now(), error)  # type: ignore[union-attr]
+        return []

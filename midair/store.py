@@ -1,0 +1,196 @@
+"""The files: part files written at offsets, control files, atomic publication.
+
+Layout beside each target ``NAME``:
+
+- ``NAME.midair-part`` — the bytes so far, always a contiguous prefix;
+- ``NAME.midair-ctl``  — JSON: URL, complete size and validators, written when
+  a response is accepted, so a later run knows whether it may resume.
+
+Publication checks size and checksum, fsyncs, renames the part file over
+``NAME`` and tags it with an extended attribute (``user.midair``) naming the
+URL and size: that tag is how a re-run recognises a finished file as its own
+and skips it, while a file midair did not make is left alone.
+
+Open part files are kept in a small LRU cache: ten thousand transfers must not
+need ten thousand extra descriptors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from dataclasses import asdict
+
+from .core.actions import Discard, OnDisk, Open, Prepare, Publish, Resume, Write
+from .core.errors import DestinationError, DownloadError, IntegrityError
+from .core.jobs import Checksum
+
+PART_SUFFIX = ".midair-part"
+CONTROL_SUFFIX = ".midair-ctl"
+XATTR = "user.midair"
+
+
+class Store:
+    """Carries out the core's file actions; one per batch (not thread-safe)."""
+
+    def __init__(self, max_open: int = 128) -> None:
+        self._max_open = max_open
+        self._fds: OrderedDict[int, int] = OrderedDict()  # download id -> fd
+        self._parts: dict[int, str] = {}  # download id -> part path
+        self._urls: dict[int, str] = {}
+
+    # --- before a download: what is on disk? ----------------------------------------
+    def prepare(self, action: Prepare) -> OnDisk:
+        path = action.path
+        if os.path.lexists(path):
+            return _inspect_final(path, action.url, action.checksum)
+        part = path + PART_SUFFIX
+        try:
+            size = os.stat(part).st_size
+        except FileNotFoundError:
+            return OnDisk("fresh")
+        return OnDisk("partial", size, _read_control(path + CONTROL_SUFFIX))
+
+    # --- during: open, write ---------------------------------------------------------
+    def open(self, action: Open) -> None:
+        part = action.path + PART_SUFFIX
+        self._urls[action.download] = action.record.url
+        try:
+            os.makedirs(os.path.dirname(action.path), exist_ok=True)
+            fd = self._fd(action.download, part)
+            if os.fstat(fd).st_size != action.offset:
+                os.ftruncate(fd, action.offset)
+            _write_control(action.path + CONTROL_SUFFIX, action.record)
+        except OSError as exc:
+            raise self._local_error(action.download, action.path, exc) from exc
+
+    def write(self, action: Write) -> None:
+        try:
+            fd = self._fd(action.download, self._parts[action.download])
+            view, offset = memoryview(action.data), action.offset
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            path = self._parts[action.download].removesuffix(PART_SUFFIX)
+            raise self._local_error(action.download, path, exc) from exc
+
+    # --- after: publish or discard --------------------------------------------------
+    def publish(self, action: Publish) -> None:
+        """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
+        part = action.path + PART_SUFFIX
+        try:
+            fd = self._fd(action.download, part)
+            size = os.fstat(fd).st_size
+            if action.size is not None and size != action.size:
+                raise IntegrityError(action.url, f"{part} has {size} bytes, expected {action.size}")
+            if action.checksum is not None:
+                _verify(fd, action.checksum, action.url)
+            os.fsync(fd)
+            self._forget(action.download)
+            os.replace(part, action.path)
+            _tag(action.path, self._urls.pop(action.download, action.url), size)
+            _unlink(action.path + CONTROL_SUFFIX)
+        except OSError as exc:
+            raise self._local_error(action.download, action.path, exc) from exc
+
+    def discard(self, action: Discard) -> None:
+        self._forget(action.download)
+        _unlink(action.path + PART_SUFFIX)
+        _unlink(action.path + CONTROL_SUFFIX)
+
+    def close(self) -> None:
+        """Flush and close every open part file: the state a later run resumes from."""
+        for ident in list(self._fds):
+            self._forget(ident)
+
+    # --- descriptors -----------------------------------------------------------------
+    def _fd(self, ident: int, part: str) -> int:
+        fd = self._fds.get(ident)
+        if fd is not None:
+            self._fds.move_to_end(ident)
+            return fd
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fds[ident], self._parts[ident] = fd, part
+        if len(self._fds) > self._max_open:
+            _, oldest = self._fds.popitem(last=False)
+            os.close(oldest)
+        return fd
+
+    def _forget(self, ident: int) -> None:
+        fd = self._fds.pop(ident, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _local_error(self, ident: int, path: str, exc: OSError) -> DownloadError:
+        self._forget(ident)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno == errno.ENOSPC:
+            reason = "disk full"
+        return DestinationError(self._urls.get(ident, path), f"cannot write {path}: {reason}")
+
+
+def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
+    if not os.path.isfile(path):
+        return OnDisk("foreign")
+    size = os.path.getsize(path)
+    tag = _read_tag(path)
+    ours = tag is not None and tag.get("url") == url
+    if checksum is not None:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, checksum.algorithm).hexdigest()
+        if digest == checksum.hexdigest:
+            return OnDisk("complete", size)
+        return OnDisk("fresh") if ours else OnDisk("foreign")
+    if ours and tag is not None and tag.get("size") == size:
+        return OnDisk("complete", size)
+    return OnDisk("fresh") if ours else OnDisk("foreign")
+
+
+def _verify(fd: int, checksum: Checksum, url: str) -> None:
+    digest = hashlib.new(checksum.algorithm)
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    if digest.hexdigest() != checksum.hexdigest:
+        raise IntegrityError(url, f"checksum mismatch: expected {checksum.algorithm}="
+                                  f"{checksum.hexdigest}, got {digest.hexdigest()}")
+
+
+def _read_control(path: str) -> Resume | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return Resume(str(data["url"]), data.get("size"), data.get("etag"),
+                      data.get("last_modified"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: the part file cannot be trusted, so it restarts
+
+
+def _write_control(path: str, record: Resume) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(asdict(record), f)
+
+
+def _tag(path: str, url: str, size: int) -> None:
+    # Without xattrs here, a re-run sees the file as foreign and says so.
+    with contextlib.suppress(OSError):
+        os.setxattr(path, XATTR, json.dumps({"url": url, "size": size}).encode())
+
+
+def _read_tag(path: str) -> dict[str, object] | None:
+    try:
+        data = json.loads(os.getxattr(path, XATTR))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
