@@ -40,8 +40,23 @@ class EngineInfo:
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in [
+        EngineInfo("sequential", "midair.engines.blocking", "SequentialEngine",
+                   "one blocking socket at a time: the baseline"),
+        EngineInfo("threads", "midair.engines.blocking", "ThreadsEngine",
+                   "blocking sockets on a pool of OS threads"),
+        EngineInfo("green", "midair.engines.blocking", "GreenEngine",
+                   "blocking-style code on gevent greenlets", ("gevent",), "green"),
+        EngineInfo("epoll", "midair.engines.epoll", "EpollEngine",
+                   "one thread, selectors/epoll, explicit state per connection"),
+        EngineInfo("reactor", "midair.engines.reactor", "ReactorEngine",
+                   "callbacks on asyncio Protocol objects, no coroutines in the data path"),
         EngineInfo("asyncio", "midair.engines.asyncio_engine", "AsyncioEngine",
                    "coroutines on one asyncio event loop (uvloop with --loop uvloop)"),
+        EngineInfo("processes", "midair.engines.processes", "ProcessesEngine",
+                   "one event loop per core, hosts sharded across processes"),
+        EngineInfo("dask", "midair.engines.dask_engine", "DaskEngine",
+                   "host shards as tasks on a dask.distributed cluster",
+                   ("dask", "distributed"), "dask"),
     ]
 }
 
