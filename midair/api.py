@@ -7,6 +7,7 @@ an engine, so the library and the command line cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from typing import Any
@@ -30,6 +31,9 @@ def make_options(dest: str = ".", **options: Any) -> Options:
         options["checksum"] = _checksum(options["checksum"])
     if "headers" in options:
         options["headers"] = _headers(options["headers"])
+    ca = options.get("ca_certificate")
+    if ca and not os.path.isfile(ca):
+        raise InputError(f"{ca}: CA certificate file not found")
     return Options(directory=dest, **options)
 
 
@@ -40,13 +44,16 @@ def _checksum(text: str) -> Checksum:
         raise InputError(str(exc)) from None
 
 
-def _headers(headers: Mapping[str, str] | Iterable[str | tuple[str, str]]
-             ) -> tuple[tuple[str, str], ...]:
+def _headers(
+    headers: Mapping[str, str] | Iterable[str | tuple[str, str]],
+) -> tuple[tuple[str, str], ...]:
     items = headers.items() if isinstance(headers, Mapping) else headers
     out = []
     for item in items:
         try:
-            out.append(parse_header(item) if isinstance(item, str) else parse_header(": ".join(item)))
+            out.append(
+                parse_header(item) if isinstance(item, str) else parse_header(": ".join(item))
+            )
         except ValueError as exc:
             raise InputError(str(exc)) from None
     return tuple(out)
@@ -55,26 +62,43 @@ def _headers(headers: Mapping[str, str] | Iterable[str | tuple[str, str]]
 class Downloader:
     """Collect jobs with ``enqueue``, then ``run()`` (or ``await run_async()``) them as one batch."""
 
-    def __init__(self, dest: str = ".", *, engine: str = "asyncio",
-                 engine_options: Mapping[str, Any] | None = None,
-                 on_event: Callable[[Action], None] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        dest: str = ".",
+        *,
+        engine: str = "asyncio",
+        engine_options: Mapping[str, Any] | None = None,
+        on_event: Callable[[Action], None] | None = None,
+        **options: Any,
+    ) -> None:
         self.options = make_options(dest, **options)
         self.engine_name = engine
         self.engine_options = dict(engine_options or {})
         self.on_event = on_event
         self.jobs: list[Job] = []
 
-    def enqueue(self, url: str, *, out: str | None = None, checksum: str | None = None,
-                headers: Mapping[str, str] | None = None) -> None:
+    def enqueue(
+        self,
+        url: str,
+        *,
+        out: str | None = None,
+        checksum: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         from .core.naming import relative_path
 
         try:
             name = relative_path(out) if out else None
         except ValueError as exc:
             raise InputError(f"{url}: out={exc}") from None
-        self.jobs.append(Job.from_url(url, out=name,
-                                      checksum=_checksum(checksum) if checksum else None,
-                                      headers=_headers(headers or {})))
+        self.jobs.append(
+            Job.from_url(
+                url,
+                out=name,
+                checksum=_checksum(checksum) if checksum else None,
+                headers=_headers(headers or {}),
+            )
+        )
 
     def add_jobs(self, jobs: Iterable[Job]) -> None:
         self.jobs.extend(jobs)
@@ -112,8 +136,9 @@ def _downloader(urls: Iterable[str] | str, dest: str, options: dict[str, Any]) -
     engine = options.pop("engine", "asyncio")
     on_event = options.pop("on_event", None)
     engine_options = options.pop("engine_options", None)
-    downloader = Downloader(dest, engine=engine, engine_options=engine_options,
-                            on_event=on_event, **options)
+    downloader = Downloader(
+        dest, engine=engine, engine_options=engine_options, on_event=on_event, **options
+    )
     for url in [urls] if isinstance(urls, str) else urls:
         downloader.enqueue(url)
     return downloader

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import warnings
 
 from ..core.actions import ConnectionFailure
 from ..core.jobs import Options
@@ -13,8 +12,7 @@ from ..core.jobs import Options
 def tls_context(options: Options) -> ssl.SSLContext:
     """Verification on (system trust store) unless --insecure; --ca-certificate adds a CA."""
     context = ssl.create_default_context(cafile=options.ca_certificate)
-    if options.insecure:
-        warnings.warn("--insecure: TLS certificates are not verified", stacklevel=2)
+    if options.insecure:  # the CLI warns the user; a library caller asked for it
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["http/1.1"])
