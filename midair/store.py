@@ -11,8 +11,12 @@ Publication checks size and checksum, fsyncs, renames the part file over
 URL and size: that tag is how a re-run recognises a finished file as its own
 and skips it, while a file midair did not make is left alone.
 
-Open part files are kept in a small LRU cache: ten thousand transfers must not
-need ten thousand extra descriptors.
+Open part files are kept in an LRU cache sized from the open-file limit: ten
+thousand transfers must not need ten thousand extra descriptors.
+
+A control file is written when the core asks (``Checkpoint``: the transfer has
+run long enough to be worth resuming), at once when one already exists (its
+record must never go stale), and for every unfinished download on ``close``.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import errno
 import hashlib
 import json
 import os
+import resource
 from collections import OrderedDict
 from dataclasses import asdict
 
-from .core.actions import Discard, OnDisk, Open, Prepare, Publish, Resume, Write
+from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
 from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.jobs import Checksum
 
@@ -37,11 +42,13 @@ XATTR = "user.midair"
 class Store:
     """Carries out the core's file actions; one per batch (not thread-safe)."""
 
-    def __init__(self, max_open: int = 128) -> None:
-        self._max_open = max_open
+    def __init__(self, max_open: int | None = None, sockets: int = 0) -> None:
+        self._max_open = max_open or default_max_open(sockets)
         self._fds: OrderedDict[int, int] = OrderedDict()  # download id -> fd
         self._parts: dict[int, str] = {}  # download id -> part path
         self._urls: dict[int, str] = {}
+        self._records: dict[int, tuple[str, Resume]] = {}  # unpublished: target, record
+        self._controls: set[str] = set()  # targets whose control file exists on disk
 
     # --- before a download: what is on disk? ----------------------------------------
     def prepare(self, action: Prepare) -> OnDisk:
@@ -53,7 +60,10 @@ class Store:
             size = os.stat(part).st_size
         except FileNotFoundError:
             return OnDisk("fresh")
-        return OnDisk("partial", size, _read_control(path + CONTROL_SUFFIX))
+        record = _read_control(path + CONTROL_SUFFIX)
+        if os.path.exists(path + CONTROL_SUFFIX):
+            self._controls.add(path)
+        return OnDisk("partial", size, record)
 
     # --- during: open, write ---------------------------------------------------------
     def open(self, action: Open) -> None:
@@ -64,9 +74,23 @@ class Store:
             fd = self._fd(action.download, part)
             if os.fstat(fd).st_size != action.offset:
                 os.ftruncate(fd, action.offset)
-            _write_control(action.path + CONTROL_SUFFIX, action.record)
+            self._records[action.download] = (action.path, action.record)
+            if action.path in self._controls:
+                self._write_control(action.download)
         except OSError as exc:
             raise self._local_error(action.download, action.path, exc) from exc
+
+    def checkpoint(self, action: Checkpoint) -> None:
+        try:
+            self._write_control(action.download)
+        except OSError as exc:
+            path = self._records[action.download][0]
+            raise self._local_error(action.download, path, exc) from exc
+
+    def _write_control(self, ident: int) -> None:
+        path, record = self._records[ident]
+        _write_control(path + CONTROL_SUFFIX, record)
+        self._controls.add(path)
 
     def write(self, action: Write) -> None:
         try:
@@ -94,19 +118,28 @@ class Store:
             self._forget(action.download)
             os.replace(part, action.path)
             _tag(action.path, self._urls.pop(action.download, action.url), size)
-            _unlink(action.path + CONTROL_SUFFIX)
+            self._records.pop(action.download, None)
+            if action.path in self._controls:
+                self._controls.discard(action.path)
+                _unlink(action.path + CONTROL_SUFFIX)
         except OSError as exc:
             raise self._local_error(action.download, action.path, exc) from exc
 
     def discard(self, action: Discard) -> None:
         self._forget(action.download)
+        self._records.pop(action.download, None)
+        self._controls.discard(action.path)
         _unlink(action.path + PART_SUFFIX)
         _unlink(action.path + CONTROL_SUFFIX)
 
     def close(self) -> None:
-        """Flush and close every open part file: the state a later run resumes from."""
+        """Close every part file and write every missing control file: what a re-run resumes."""
         for ident in list(self._fds):
             self._forget(ident)
+        for ident, (path, _) in list(self._records.items()):
+            if path not in self._controls:
+                with contextlib.suppress(OSError):
+                    self._write_control(ident)
 
     # --- descriptors -----------------------------------------------------------------
     def _fd(self, ident: int, part: str) -> int:
@@ -114,7 +147,7 @@ class Store:
         if fd is not None:
             self._fds.move_to_end(ident)
             return fd
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)  # RDWR: checksums read back
         self._fds[ident], self._parts[ident] = fd, part
         if len(self._fds) > self._max_open:
             _, oldest = self._fds.popitem(last=False)
@@ -132,6 +165,14 @@ class Store:
         if exc.errno == errno.ENOSPC:
             reason = "disk full"
         return DestinationError(self._urls.get(ident, path), f"cannot write {path}: {reason}")
+
+
+def default_max_open(sockets: int) -> int:
+    """Part files to keep open: what the open-file limit leaves beside the sockets."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 16
+    return max(16, min(4096, soft - sockets - 64))
 
 
 def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:

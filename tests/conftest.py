@@ -8,12 +8,16 @@ skip locally, but fail in CI (``CI`` set): there a skip would hide a broken setu
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from midair.serve import ServerThread
 from midair.serve.nginx import Nginx, find_nginx
 
 NginxFactory = Callable[..., Nginx]
@@ -47,3 +51,53 @@ def nginx() -> Iterator[NginxFactory]:
     yield start
     for server in reversed(started):
         server.stop()
+
+
+# --- the CLI against midair serve: shared by the end-to-end and conformance suites --------
+def test_engines() -> list[str]:
+    """Every engine that can run here (``MIDAIR_TEST_ENGINES=a,b`` narrows the list)."""
+    import importlib.util
+
+    from midair.engines import ENGINES
+
+    chosen = os.environ.get("MIDAIR_TEST_ENGINES")
+    names = chosen.split(",") if chosen else list(ENGINES)
+    return [n for n in names if ENGINES[n].available
+            and importlib.util.find_spec(ENGINES[n].module) is not None]
+
+
+test_engines.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=test_engines())
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@dataclass
+class Midair:
+    """Runs ``python -m midair get`` with a fixed engine; returns the finished process."""
+
+    engine: str
+
+    def get(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def command(self, *args: str) -> list[str]:
+        extra = ["--workers", "2"] if self.engine in ("processes", "dask") else []
+        return [sys.executable, "-m", "midair", "get", "--engine", self.engine, *extra,
+                "--max-retry-wait", "2", *args]
+
+
+@pytest.fixture
+def midair(engine: str) -> Midair:
+    return Midair(engine)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerThread]:
+    """An unthrottled midair serve on 127.0.1.1-3 for the whole session."""
+    with ServerThread(addresses=3) as srv:
+        yield srv
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -44,8 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def raise_open_file_limit() -> None:
+    """Thousands of transfers need thousands of descriptors: take what the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    raise_open_file_limit()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.run(args))

@@ -68,6 +68,13 @@ class Open:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Write the control file now: the transfer has run long enough to be worth resuming."""
+
+    download: int
+
+
+@dataclass(frozen=True, slots=True)
 class Write:
     download: int
     offset: int
@@ -93,7 +100,7 @@ class Discard:
     path: str
 
 
-StoreAction = Prepare | Open | Write | Publish | Discard
+StoreAction = Prepare | Open | Checkpoint | Write | Publish | Discard
 
 
 # --- reports: for progress displays and results -------------------------------------

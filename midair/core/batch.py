@@ -14,6 +14,11 @@ response cleanly takes the next download for its origin, else it is closed so
 its slot goes to another host.  Stalls are found by a periodic sweep rather
 than a timer per connection: one pass a second costs less than re-arming
 thousands of timers on every chunk.
+
+Control files cost a file creation each; a transfer that finishes within
+``CHECKPOINT_AFTER`` seconds never needs one (a crash would lose at most that
+much of it), so ``Checkpoint`` is asked for only once an attempt has been
+receiving that long.  The store also writes them on every orderly exit.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from . import transfer as t
 from .actions import (
     Action,
+    Checkpoint,
     Close,
     Connect,
     ConnectionFailure,
@@ -57,6 +63,8 @@ from .jobs import Job, Options
 from .retry import backoff
 from .urls import URL
 
+CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
+
 
 @dataclass(eq=False)
 class _Host:
@@ -76,6 +84,7 @@ class _Conn:
     http: ClientConnection = field(default_factory=ClientConnection)
     window_start: float = 0.0  # lowest-speed accounting
     window_bytes: int = 0
+    checkpoint_at: float | None = None  # when to ask for a control file, if not yet
 
 
 class Batch:
@@ -223,6 +232,7 @@ class Batch:
         decision = d.on_head(head)
         if isinstance(decision, t.Accept):
             d.position = decision.offset
+            conn.checkpoint_at = now + CHECKPOINT_AFTER
             assert d.path is not None
             self._out.append(Open(d.id, d.path, decision.offset, d.record()))
             self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
@@ -247,6 +257,9 @@ class Batch:
         self._out.append(Write(d.id, d.position, data))
         d.position += len(data)
         d.offset = d.position
+        if conn.checkpoint_at is not None and now >= conn.checkpoint_at:
+            conn.checkpoint_at = None
+            self._out.append(Checkpoint(d.id))
         problem = d.body_overflow()
         if problem is not None:
             self._attempt_failed(conn, problem, now)

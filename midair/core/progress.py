@@ -7,6 +7,7 @@ worth worrying about.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .actions import Action, Failed, Finished, Retrying, Started, Write
@@ -57,6 +58,14 @@ class Tracker:
             self.active.pop(action.download, None)
             self.files_failed += 1
             self.results.failures.append(Failure(action.url, action.error))
+
+    def add_progress(self, written: int, positions: Mapping[int, int]) -> None:
+        """Merge progress counted elsewhere: bytes written, active downloads' positions."""
+        self.bytes_done += written
+        for download, done in positions.items():
+            transfer = self.active.get(download)
+            if transfer is not None:
+                transfer.done = done
 
     @property
     def bytes_expected(self) -> int:

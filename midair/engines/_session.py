@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 
 from ..core.actions import (
     Action,
+    Checkpoint,
     ConnectionFailure,
     Discard,
     Failed,
@@ -48,7 +49,7 @@ class Session:
         self.options = options
         self.jobs = jobs
         self.batch = Batch(jobs, options)
-        self.store = Store()
+        self.store = Store(sockets=options.concurrency)
         self.tracker = Tracker(jobs=len(jobs))
         self.clock = clock
         self._listener = listener
@@ -81,6 +82,12 @@ class Session:
     def results(self) -> Results:
         return self.tracker.results
 
+    def report(self, action: Action) -> None:
+        """Take a report made elsewhere (a shard's worker) as if this batch made it."""
+        self.tracker.observe(action)
+        if self._listener is not None:
+            self._listener(action)
+
     def close(self) -> None:
         """Flush and close part files; call on every exit path, interrupts included."""
         self.store.close()
@@ -101,10 +108,9 @@ class Session:
                 if self._listener is not None:
                     self._listener(action)
                 continue
-            ident: int = action.download  # type: ignore[union-attr]
-            if ident not in broken:
-                follow = self._file_action(action, broken)
-                queue.extend(follow)
+            # After a file error, later writes of that download in this call are moot.
+            if kind is not Write or action.download not in broken:  # type: ignore[union-attr]
+                queue.extend(self._file_action(action, broken))
         return net
 
     def _file_action(self, action: Action, broken: set[int]) -> list[Action]:
@@ -114,6 +120,8 @@ class Session:
                 store.write(action)
             elif type(action) is Open:
                 store.open(action)
+            elif type(action) is Checkpoint:
+                store.checkpoint(action)
             elif type(action) is Prepare:
                 try:
                     disk = store.prepare(action)

@@ -16,7 +16,7 @@ from ..core.actions import Close, Connect, NetAction, Send
 from ._net import classify, tls_context
 from ._session import Session
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024  # also the stream's buffer limit: bounds memory per transfer
 
 
 class AsyncioEngine:

@@ -1,0 +1,155 @@
+"""The CLI end to end against ``midair serve``, once per engine.
+
+Every engine must give byte-identical files and the same exit statuses and
+messages for the same faults: this file is the conformance suite.  Each test
+adds ``t=<engine>`` to its URLs so ``fail_times`` counters never leak between
+engines on the shared server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from midair.serve import ServerThread, expected_bytes
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*.midair-*"))
+
+
+def gen(server: ServerThread, host: int, name: str, size: int, engine: str, **query: object
+        ) -> str:
+    params = "".join(f"&{k}={v}" for k, v in query.items())
+    return server.url(host, f"/gen/{name}?size={size}&t={engine}{params}")
+
+
+def assert_file(directory: Path, name: str, size: int) -> None:
+    data = (directory / name).read_bytes()
+    assert len(data) == size
+    assert data == expected_bytes(name, size), f"{name}: bytes differ"
+
+
+def test_many_files_from_several_hosts_are_byte_exact(midair, server, engine, tmp_path):
+    sizes = [0, 1, 1000, 65536, 300_001, 1 << 20]
+    urls = [gen(server, i % 3, f"f{i}.bin", size, engine) for i, size in enumerate(sizes)]
+    result = midair.get("-d", str(tmp_path), *urls)
+    assert result.returncode == 0, result.stderr
+    for i, size in enumerate(sizes):
+        assert_file(tmp_path, f"f{i}.bin", size)
+    assert leftovers(tmp_path) == []
+
+
+def test_404_fails_at_once_naming_url_and_status(midair, server, engine, tmp_path):
+    good = gen(server, 0, "good.bin", 5000, engine)
+    missing = gen(server, 1, "missing.bin", 10, engine, status=404)
+    result = midair.get("-d", str(tmp_path), good, missing)
+    assert result.returncode == 1
+    failure_lines = [line for line in result.stderr.splitlines() if line.startswith("failed:")]
+    assert len(failure_lines) == 1
+    assert missing in failure_lines[0] and "HTTP 404" in failure_lines[0]
+    assert "retry" not in result.stderr
+    assert_file(tmp_path, "good.bin", 5000)
+    assert not (tmp_path / "missing.bin").exists()
+
+
+@pytest.mark.parametrize("fault", [
+    {"status": 503, "retry_after": 1, "fail_times": 1},
+    {"status": 429, "fail_times": 1},
+    {"status": 500, "fail_times": 2},
+    {"reset_after": 100_000, "fail_times": 1},
+    {"truncate": 7000, "fail_times": 1},
+    {"length": 400_000, "fail_times": 1},
+    {"redirect": 3},
+    {"chunked": 1},
+    {"bad_range": 1, "reset_after": 100_000, "fail_times": 1},
+    {"no_range": 1, "reset_after": 100_000, "fail_times": 1},
+], ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+def test_faults_are_survived(midair, server, engine, tmp_path, fault):
+    url = gen(server, 2, "faulty.bin", 300_000, engine, **fault)
+    result = midair.get("-d", str(tmp_path), url, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert_file(tmp_path, "faulty.bin", 300_000)
+    assert leftovers(tmp_path) == []
+
+
+def test_reset_resumes_with_range_and_if_range(midair, server, engine, tmp_path):
+    url = gen(server, 0, "resume.bin", 400_000, engine, reset_after=200_000, fail_times=1)
+    result = midair.get("-d", str(tmp_path), url)
+    assert result.returncode == 0, result.stderr
+    assert_file(tmp_path, "resume.bin", 400_000)
+    target = url.split("/", 3)[3]
+    requests = [r for r in server.stats().log if r.target == "/" + target]
+    assert len(requests) == 2
+    assert requests[1].header("range", ) and requests[1].header("range").startswith("bytes=")
+    assert int(requests[1].header("range")[6:-1]) > 0
+    assert requests[1].header("if-range")
+
+
+def test_stall_times_out_then_completes(midair, server, engine, tmp_path):
+    url = gen(server, 1, "stall.bin", 200_000, engine, stall_after=50_000, fail_times=1)
+    result = midair.get("-d", str(tmp_path), "--timeout", "1", url, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert_file(tmp_path, "stall.bin", 200_000)
+
+
+def test_too_many_redirects_fail_clearly(midair, server, engine, tmp_path):
+    url = gen(server, 0, "loop.bin", 10, engine, redirect=11)
+    result = midair.get("-d", str(tmp_path), url)
+    assert result.returncode == 1
+    assert "more than 10 redirects" in result.stderr
+    assert url in result.stderr
+
+
+def test_existing_file_is_never_overwritten_without_permission(midair, server, engine, tmp_path):
+    (tmp_path / "mine.bin").write_bytes(b"precious")
+    url = gen(server, 0, "mine.bin", 1000, engine)
+    result = midair.get("-d", str(tmp_path), url)
+    assert result.returncode == 1
+    assert "--overwrite" in result.stderr and "mine.bin" in result.stderr
+    assert (tmp_path / "mine.bin").read_bytes() == b"precious"
+    result = midair.get("-d", str(tmp_path), "--overwrite", url)
+    assert result.returncode == 0, result.stderr
+    assert_file(tmp_path, "mine.bin", 1000)
+
+
+def test_rerun_skips_finished_files_without_a_request(midair, server, engine, tmp_path):
+    urls = [gen(server, i, f"again{i}.bin", 20_000, engine) for i in range(3)]
+    assert midair.get("-d", str(tmp_path), *urls).returncode == 0
+    before = server.stats().requests
+    result = midair.get("-d", str(tmp_path), *urls)
+    assert result.returncode == 0, result.stderr
+    assert server.stats().requests == before
+    for i in range(3):
+        assert_file(tmp_path, f"again{i}.bin", 20_000)
+
+
+def test_checksum_mismatch_fails_and_publishes_nothing(midair, server, engine, tmp_path):
+    url = gen(server, 0, "sum.bin", 3000, engine)
+    wrong = "sha-256=" + "0" * 64
+    right = "sha-256=" + hashlib.sha256(expected_bytes("sum.bin", 3000)).hexdigest()
+    result = midair.get("-d", str(tmp_path), "--checksum", wrong, url)
+    assert result.returncode == 1
+    assert "checksum mismatch" in result.stderr and url in result.stderr
+    assert not (tmp_path / "sum.bin").exists() and leftovers(tmp_path) == []
+    result = midair.get("-d", str(tmp_path), "--checksum", right, url)
+    assert result.returncode == 0, result.stderr
+
+
+def test_per_host_limit_holds_at_the_server(midair, engine, tmp_path):
+    with ServerThread(addresses=1, rate=200_000) as slow:
+        urls = [slow.url(0, f"/gen/p{i}.bin?size=60000") for i in range(12)]
+        result = midair.get("-d", str(tmp_path), "--per-host", "3", "-j", "50", *urls)
+        stats = slow.stats().addresses[slow.hosts[0]]
+    assert result.returncode == 0, result.stderr
+    assert stats.max_concurrent == 3
+
+
+def test_refused_connection_is_retried_then_reported(midair, engine, tmp_path):
+    result = midair.get("-d", str(tmp_path), "--retries", "2", "--max-retry-wait", "0.2",
+                        "http://127.0.0.1:9/nothing.bin")
+    assert result.returncode == 1
+    assert "connection refused" in result.stderr
+    assert "http://127.0.0.1:9/nothing.bin" in result.stderr
