@@ -147,7 +147,8 @@ class Store:
         if fd is not None:
             self._fds.move_to_end(ident)
             return fd
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)  # RDWR: checksums read back
+        # Read-write: checksum verification reads the bytes back.
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._fds[ident], self._parts[ident] = fd, part
         if len(self._fds) > self._max_open:
             _, oldest = self._fds.popitem(last=False)

@@ -9,6 +9,13 @@ engines on the shared server.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -153,3 +160,117 @@ def test_refused_connection_is_retried_then_reported(midair, engine, tmp_path):
     assert result.returncode == 1
     assert "connection refused" in result.stderr
     assert "http://127.0.0.1:9/nothing.bin" in result.stderr
+
+
+# --- interruptions: SIGKILL and Ctrl-C, then the same command again ------------------------
+def _start(midair, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(midair.command(*args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _wait_for_parts(directory: Path, count: int, min_bytes: int, limit: float = 20) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        parts = list(directory.glob("*.midair-part"))
+        controls = list(directory.glob("*.midair-ctl"))
+        if (len(parts) >= count and len(controls) >= count
+                and all(p.stat().st_size >= min_bytes for p in parts)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"part files never reached {min_bytes} bytes")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_interrupted_run_resumes_byte_exact(midair, engine, tmp_path, how):
+    size = 400_000
+    with ServerThread(addresses=2, rate=150_000) as slow:
+        urls = [slow.url(i % 2, f"/gen/k{i}.bin?size={size}") for i in range(4)]
+        proc = _start(midair, "-d", str(tmp_path), *urls)
+        try:
+            # Control files appear after a second of receiving (or on an orderly exit).
+            _wait_for_parts(tmp_path, 4, 100_000 if how == "SIGKILL" else 1)
+        finally:
+            os.killpg(proc.pid, getattr(signal, how))
+            _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == (-9 if how == "SIGKILL" else 130), stderr
+        assert not any((tmp_path / f"k{i}.bin").exists() for i in range(4))
+        assert len(list(tmp_path.glob("*.midair-ctl"))) == 4
+        slow.reset_stats()
+        result = midair.get("-d", str(tmp_path), *urls, timeout=60)
+        log = slow.stats().log
+    assert result.returncode == 0, result.stderr
+    for i in range(4):
+        assert_file(tmp_path, f"k{i}.bin", size)
+    assert leftovers(tmp_path) == []
+    resumed = [r for r in log if r.header("range")]
+    assert len(resumed) == 4, "every file should resume from its part file"
+
+
+# --- HTTPS ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory) -> Iterator[tuple[ServerThread, Path]]:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.1.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    ca_path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    with ServerThread(addresses=1, tls=context) as srv:
+        yield srv, ca_path
+
+
+def test_https_verifies_against_the_given_ca(midair, engine, tls_server, tmp_path):
+    srv, ca_path = tls_server
+    url = srv.url(0, f"/gen/secure.bin?size=100000&t={engine}")
+    assert url.startswith("https://")
+    result = midair.get("-d", str(tmp_path), "--ca-certificate", str(ca_path), url)
+    assert result.returncode == 0, result.stderr
+    assert_file(tmp_path, "secure.bin", 100_000)
+
+
+def test_https_unknown_issuer_fails_without_retry(midair, engine, tls_server, tmp_path):
+    srv, _ = tls_server
+    url = srv.url(0, f"/gen/untrusted.bin?size=1000&t={engine}")
+    result = midair.get("-d", str(tmp_path), url)
+    assert result.returncode == 1
+    line = next(x for x in result.stderr.splitlines() if x.startswith("failed:"))
+    assert url in line and "certificate" in line
+    assert "retry" not in result.stderr
+    insecure = midair.get("-d", str(tmp_path), "--insecure", url)
+    assert insecure.returncode == 0, insecure.stderr
+    assert_file(tmp_path, "untrusted.bin", 1000)
+
+
+# --- a real nginx ----------------------------------------------------------------------------
+def test_nginx_interop_keepalive_range_404_redirect(midair, engine, nginx, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    blobs = {f"n{i}.bin": os.urandom(50_000 + i) for i in range(6)}
+    for name, data in blobs.items():
+        (root / name).write_bytes(data)
+    server = nginx(root, hosts=["127.0.1.1", "127.0.1.2"])
+    out = tmp_path / "out"
+    # A part file from an earlier run: midair must resume it with Range + If-Range.
+    out.mkdir()
+    first = blobs["n0.bin"]
+    etag = urllib.request.urlopen(server.url(0, "/n0.bin")).headers["ETag"]
+    (out / "n0.bin.midair-part").write_bytes(first[:20_000])
+    (out / "n0.bin.midair-ctl").write_text(json.dumps(
+        {"url": server.url(0, "/n0.bin"), "size": len(first), "etag": etag,
+         "last_modified": None}))
+    urls = [server.url(i % 2, f"/{name}") for i, name in enumerate(blobs)]
+    urls += [server.url(0, "/redirect/n5.bin"), server.url(1, "/missing.bin")]
+    result = midair.get("-d", str(out), "--per-host", "1", *urls[:-2], urls[-1])
+    assert result.returncode == 1
+    assert "HTTP 404" in result.stderr and urls[-1] in result.stderr
+    for name, data in blobs.items():
+        assert (out / name).read_bytes() == data
+    assert leftovers(out) == []
+    redirected = midair.get("-d", str(tmp_path / "r"), urls[-2])
+    assert redirected.returncode == 0, redirected.stderr
+    assert (tmp_path / "r" / "n5.bin").read_bytes() == blobs["n5.bin"]

@@ -1,0 +1,167 @@
+"""The command line's own contract: input files, usage errors, output modes, local faults.
+
+Engine-independent, so these run once, on the default engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from midair.serve import ServerThread, expected_bytes, expected_sha256
+
+
+def run(*args: str, stdin: str | None = None, timeout: float = 60
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "midair", *args], capture_output=True,
+                          text=True, input=stdin, timeout=timeout)
+
+
+def url(server: ServerThread, name: str, size: int, host: int = 0, **query: object) -> str:
+    params = "".join(f"&{k}={v}" for k, v in query.items())
+    return server.url(host, f"/gen/{name}?size={size}{params}")
+
+
+def test_version_and_engines_listing():
+    assert run("--version").stdout.startswith("midair ")
+    listing = run("engines").stdout
+    assert "asyncio" in listing and "epoll" in listing
+
+
+def test_input_file_options_are_honoured(server, tmp_path):
+    good_sum = expected_sha256("in2.bin", 2000)
+    listing = tmp_path / "list.txt"
+    listing.write_text(
+        "# a comment, then a blank line\n\n"
+        f"{url(server, 'in1.bin', 1000)}\n"
+        "  out=renamed.bin\n"
+        f"{url(server, 'in2.bin', 2000, 1)}\n"
+        "  dir=sub/deeper\n"
+        f"  checksum=sha-256={good_sum}\n"
+        "  header=X-Test: yes\n")
+    out = tmp_path / "out"
+    result = run("get", "-d", str(out), "-i", str(listing))
+    assert result.returncode == 0, result.stderr
+    assert (out / "renamed.bin").read_bytes() == expected_bytes("in1.bin", 1000)
+    assert (out / "sub" / "deeper" / "in2.bin").read_bytes() == expected_bytes("in2.bin", 2000)
+    sent = [r for r in server.stats().log if "in2.bin" in r.target]
+    assert sent[-1].header("x-test") == "yes"
+
+
+def test_input_from_stdin(server, tmp_path):
+    result = run("get", "-d", str(tmp_path), "-i", "-", stdin=url(server, "stdin.bin", 10) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "stdin.bin").read_bytes() == expected_bytes("stdin.bin", 10)
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("http://127.0.0.1/a\n  bogus=1\n", "list.txt:2: unknown option 'bogus'"),
+    ("  out=x\n", "list.txt:1: option line before any URL"),
+    ("http://127.0.0.1/a\n  out=../escape\n", "list.txt:2:"),
+    ("http://127.0.0.1/a\n  checksum=sha-256=zz\n", "list.txt:2:"),
+    ("ftp://127.0.0.1/a\n", "list.txt:1:"),
+])
+def test_bad_input_file_lines_are_usage_errors_naming_the_line(tmp_path, content, expected):
+    listing = tmp_path / "list.txt"
+    listing.write_text(content)
+    result = run("get", "-d", str(tmp_path), "-i", str(listing))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["not a url"],
+    ["-H", "no colon", "http://127.0.0.1/x"],
+    ["--ca-certificate", "/nonexistent/ca.pem", "https://127.0.0.1/x"],
+    ["--checksum", "sha-256=abc", "http://127.0.0.1/x"],
+    ["-i", "/nonexistent/list.txt"],
+    ["-j", "0", "http://127.0.0.1/x"],
+])
+def test_usage_errors_exit_2_with_one_line(tmp_path, args):
+    result = run("get", "-d", str(tmp_path), *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() and "Traceback" not in result.stderr
+
+
+def test_json_lines_describe_the_run(server, tmp_path):
+    ok = url(server, "j1.bin", 5000)
+    bad = url(server, "j2.bin", 10, status=410)
+    result = run("get", "--json", "-d", str(tmp_path), ok, bad)
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "summary" and "start" in kinds
+    done = next(e for e in events if e["event"] == "done")
+    assert done["url"] == ok and done["size"] == 5000
+    failed = next(e for e in events if e["event"] == "failed")
+    assert failed["url"] == bad and failed["status"] == 410
+
+
+def test_same_name_twice_in_one_batch(server, tmp_path):
+    a, b = url(server, "twin.bin", 100, 0), url(server, "twin.bin", 200, 1)
+    result = run("get", "-d", str(tmp_path), a, b)
+    assert result.returncode == 1
+    assert "also the target of" in result.stderr
+    assert (tmp_path / "twin.bin").stat().st_size in (100, 200)
+    renamed = run("get", "-d", str(tmp_path / "r"), "--auto-rename", a, b)
+    assert renamed.returncode == 0, renamed.stderr
+    sizes = sorted(p.stat().st_size for p in (tmp_path / "r").iterdir())
+    assert sizes == [100, 200]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["twin.bin", "twin.bin.1"]
+
+
+def test_unwritable_directory_fails_the_job_naming_the_file(server, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{url(server, 'ok.bin', 100)}\n"
+                       f"{url(server, 'blocked.bin', 100)}\n  dir=blocker\n")
+    result = run("get", "-d", str(tmp_path), "-i", str(listing))
+    assert result.returncode == 1
+    assert "blocked.bin" in result.stderr and "cannot" in result.stderr
+    assert (tmp_path / "ok.bin").read_bytes() == expected_bytes("ok.bin", 100)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_fails_that_file_and_keeps_the_rest(server, tiny_disk):
+    small, big = url(server, "small.bin", 100_000), url(server, "big.bin", 2_000_000)
+    result = run("get", "-d", str(tiny_disk), "-j", "1", small, big)
+    assert result.returncode == 1
+    line = next(x for x in result.stderr.splitlines() if x.startswith("failed:"))
+    assert "big.bin" in line and "disk full" in line
+    assert (tiny_disk / "small.bin").read_bytes() == expected_bytes("small.bin", 100_000)
+    assert not (tiny_disk / "big.bin").exists()
+
+
+def test_demo_runs_small(tmp_path):
+    result = run("demo", "--files", "3", "--size", "64K", "--rate", "256K", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "speed-up" in result.stdout and "verified" in result.stdout
+
+
+def test_library_api_matches_the_cli(server, tmp_path):
+    import midair
+
+    results = midair.download([url(server, "lib.bin", 1234), url(server, "nope", 1, status=404)],
+                              str(tmp_path), retries=0)
+    assert [s.path for s in results.successes] == [str(tmp_path / "lib.bin")]
+    assert results.failures[0].error.status == 404
+    assert not results.ok
+    assert os.path.getsize(tmp_path / "lib.bin") == 1234
