@@ -60,7 +60,7 @@ def _headers(
 
 
 class Downloader:
-    """Collect jobs with ``enqueue``, then ``run()`` (or ``await run_async()``) them as one batch."""
+    """Collect jobs with ``enqueue``, then run them as one batch (``run`` or ``run_async``)."""
 
     def __init__(
         self,
