@@ -6,7 +6,6 @@ an engine, so the library and the command line cannot drift apart.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
@@ -118,6 +117,8 @@ class Downloader:
         if run_async is not None:
             await run_async(session)
         else:  # a blocking engine: keep the caller's loop free
+            import asyncio
+
             await asyncio.to_thread(engine.run, session)
         return session.results
 

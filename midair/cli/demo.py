@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from ..api import Downloader
-from ..serve import ServerThread, expected_sha256
 from ._units import parse_size
 
 
@@ -31,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..serve import ServerThread
+
     ideal = args.size / args.rate
     print(f"midair demo: {args.files} servers on loopback, each sending {args.size >> 10} KiB "
           f"at {args.rate >> 10} KiB/s (about {ideal:.1f} s per file)")
@@ -67,6 +68,8 @@ def _timed(label: str, urls: list[str], concurrency: int, args: argparse.Namespa
 
 
 def _mismatches(directory: Path, args: argparse.Namespace) -> list[str]:
+    from ..serve import expected_sha256
+
     problems = []
     for i in range(args.files):
         path = directory / f"demo{i}.bin"
