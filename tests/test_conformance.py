@@ -151,7 +151,7 @@ def test_per_host_limit_holds_at_the_server(midair, engine, tmp_path):
         result = midair.get("-d", str(tmp_path), "--per-host", "3", "-j", "50", *urls)
         stats = slow.stats().addresses[slow.hosts[0]]
     assert result.returncode == 0, result.stderr
-    assert stats.max_concurrent == 3
+    assert stats.max_concurrent == (1 if engine == "sequential" else 3)  # one at a time
 
 
 def test_refused_connection_is_retried_then_reported(midair, engine, tmp_path):
@@ -174,28 +174,30 @@ def _wait_for_parts(directory: Path, count: int, min_bytes: int, limit: float = 
     while time.monotonic() < deadline:
         parts = list(directory.glob("*.midair-part"))
         controls = list(directory.glob("*.midair-ctl"))
-        if (len(parts) >= count and len(controls) >= count
+        if (len(parts) == count and len(controls) == count
                 and all(p.stat().st_size >= min_bytes for p in parts)):
             return
         time.sleep(0.05)
     raise AssertionError(f"part files never reached {min_bytes} bytes")
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT", "SIGTERM"])
 def test_interrupted_run_resumes_byte_exact(midair, engine, tmp_path, how):
     size = 400_000
+    in_flight = 1 if engine == "sequential" else 4  # transfers with a part file when stopped
     with ServerThread(addresses=2, rate=150_000) as slow:
         urls = [slow.url(i % 2, f"/gen/k{i}.bin?size={size}") for i in range(4)]
         proc = _start(midair, "-d", str(tmp_path), *urls)
         try:
             # Control files appear after a second of receiving (or on an orderly exit).
-            _wait_for_parts(tmp_path, 4, 100_000 if how == "SIGKILL" else 1)
+            _wait_for_parts(tmp_path, in_flight, 100_000 if how == "SIGKILL" else 1)
         finally:
             os.killpg(proc.pid, getattr(signal, how))
             _, stderr = proc.communicate(timeout=30)
-        assert proc.returncode == (-9 if how == "SIGKILL" else 130), stderr
+        expected = {"SIGKILL": -9, "SIGINT": 130, "SIGTERM": 143}[how]
+        assert proc.returncode == expected, stderr
         assert not any((tmp_path / f"k{i}.bin").exists() for i in range(4))
-        assert len(list(tmp_path.glob("*.midair-ctl"))) == 4
+        assert len(list(tmp_path.glob("*.midair-ctl"))) == in_flight
         slow.reset_stats()
         result = midair.get("-d", str(tmp_path), *urls, timeout=60)
         log = slow.stats().log
@@ -204,7 +206,7 @@ def test_interrupted_run_resumes_byte_exact(midair, engine, tmp_path, how):
         assert_file(tmp_path, f"k{i}.bin", size)
     assert leftovers(tmp_path) == []
     resumed = [r for r in log if r.header("range")]
-    assert len(resumed) == 4, "every file should resume from its part file"
+    assert len(resumed) == in_flight, "every started file should resume from its part file"
 
 
 # --- HTTPS ---------------------------------------------------------------------------------

@@ -99,11 +99,22 @@ class Batch:
         self._conns: dict[int, _Conn] = {}
         self._timers: list[tuple[float, int, t.Download | _Host]] = []
         self._claims: dict[str, int] = {}
+        self._ended: set[int] = set()  # downloads that were reported Finished or Failed
         self._ids = itertools.count(1)
         self._sweep_every = min(1.0, options.timeout / 4)
         self._next_sweep: float | None = None
         self._rng = random.Random(seed)
         self._out: list[Action] = []
+        self.max_connections = options.concurrency
+
+    def limit_connections(self, limit: int) -> None:
+        """Open at most ``limit`` connections, below ``concurrency``.
+
+        For engines that cannot keep more in the air (``sequential``): a
+        connection the core has asked for is on the stall clock, so it must not
+        wait in an engine's queue.
+        """
+        self.max_connections = max(1, min(limit, self.options.concurrency))
 
     # --- queries --------------------------------------------------------------------
     @property
@@ -182,6 +193,8 @@ class Batch:
                   ) -> list[Action]:
         """The store's answer to ``Publish`` (or to a failed ``Open``/``Write``)."""
         d = self._downloads[ident]
+        if ident in self._ended:  # a late answer, e.g. to a Publish after a failed Write
+            return self._flush(now)
         if error is None:
             self._finish(d, skipped=False)
             return self._flush(now)
@@ -282,7 +295,9 @@ class Batch:
 
     def _publish(self, d: t.Download) -> None:
         assert d.path is not None
-        self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.url.text))
+        # The job's URL, not a redirect's: the store tags the file with it, and a re-run
+        # recognises the file as its own only by the URL it was asked for.
+        self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text))
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)
@@ -367,10 +382,12 @@ class Batch:
 
     def _finish(self, d: t.Download, *, skipped: bool) -> None:
         assert d.path is not None
+        self._ended.add(d.id)
         self._unfinished -= 1
         self._out.append(Finished(d.id, d.job.url.text, d.path, d.size or 0, skipped))
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
+        self._ended.add(d.id)
         self._unfinished -= 1
         self._out.append(Failed(d.id, d.job.url.text, error))
 
@@ -382,7 +399,7 @@ class Batch:
             self._ready.append(host)
 
     def _fill(self, now: float) -> None:
-        while self._ready and len(self._conns) < self.options.concurrency:
+        while self._ready and len(self._conns) < self.max_connections:
             host = self._ready.popleft()
             host.queued = False
             if not host.pending or host.open >= self.options.per_host or host.paused_until > now:

@@ -9,9 +9,17 @@ from ..core.actions import ConnectionFailure
 from ..core.jobs import Options
 
 
-def tls_context(options: Options) -> ssl.SSLContext:
-    """Verification on (system trust store) unless --insecure; --ca-certificate adds a CA."""
-    context = ssl.create_default_context(cafile=options.ca_certificate)
+def tls_context(options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
+                ) -> ssl.SSLContext:
+    """Verification on (system trust store) unless --insecure; --ca-certificate adds a CA.
+
+    ``context_class`` lets the green engine get gevent's cooperative context
+    with exactly the same settings.
+    """
+    context = context_class(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
+    context.load_default_certs()
+    if options.ca_certificate:
+        context.load_verify_locations(cafile=options.ca_certificate)
     if options.insecure:  # the CLI warns the user; a library caller asked for it
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

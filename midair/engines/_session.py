@@ -1,5 +1,12 @@
 """The one object every engine drives: core + store + clock + reports.
 
+The contract: carry out ``Connect``/``Send``/``Close`` in order; report
+``connected``, ``received``, ``closed`` (EOF or a classified failure) and call
+``timer`` when ``next_deadline`` passes; report nothing for a connection after
+its ``Close``.  A ``Send`` only ever answers an event on its own connection
+(its connect, or the end of the previous response), so a thread-per-connection
+engine may send from the connection's own thread.
+
 An engine's whole job is to turn ``Connect``/``Send``/``Close`` into socket
 operations and to feed back what the sockets did.  Everything else — the file
 actions, the store's answers, progress, results — is settled here, in the
@@ -53,6 +60,10 @@ class Session:
         self.tracker = Tracker(jobs=len(jobs))
         self.clock = clock
         self._listener = listener
+
+    def limit_connections(self, limit: int) -> None:
+        """For engines that keep fewer connections in the air than ``concurrency``."""
+        self.batch.limit_connections(limit)
 
     # --- the events an engine reports ----------------------------------------------
     def start(self) -> list[NetAction]:

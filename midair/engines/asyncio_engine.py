@@ -10,6 +10,7 @@ wakes the core for retries and stall sweeps.  With the ``uvloop`` extra,
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 
 from ..core.actions import Close, Connect, NetAction, Send
@@ -47,7 +48,7 @@ class _Driver:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.loop = asyncio.get_running_loop()
-        self.tls = tls_context(session.options) if _needs_tls(session) else None
+        self.tls: ssl.SSLContext | None = None  # made on first use: http may redirect to https
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.writers: dict[int, asyncio.StreamWriter] = {}
         self.finished = self.loop.create_future()
@@ -103,6 +104,8 @@ class _Driver:
 
     async def connection(self, action: Connect) -> None:
         conn, session = action.conn, self.session
+        if action.tls and self.tls is None:
+            self.tls = tls_context(session.options)
         try:
             reader, writer = await asyncio.open_connection(
                 action.host, action.port, ssl=self.tls if action.tls else None,
@@ -126,6 +129,3 @@ class _Driver:
         finally:
             self.close(conn)
 
-
-def _needs_tls(session: Session) -> bool:
-    return any(job.url.tls for job in session.jobs)

@@ -1,0 +1,270 @@
+"""``epoll``: one thread, one ``selectors`` loop, an explicit state per connection.
+
+The loop, in four steps, until the session is done:
+
+1. report the connection failures found while carrying out actions;
+2. wait in ``select`` until a socket is ready or the session's deadline comes;
+3. move every ready connection along: finish its connect, its TLS handshake,
+   send what its write buffer holds, or read into the one shared buffer and
+   report what arrived;
+4. call the session's ``timer`` when its deadline has passed.
+
+Each connection is CONNECTING (non-blocking ``connect_ex`` in flight),
+HANDSHAKING (TLS, want-read or want-write) or OPEN, and asks the selector for
+exactly the readiness its state needs.  Every session call returns actions,
+carried out on the spot: ``Connect`` starts a connection, ``Send`` appends to
+its write buffer and writes what the socket takes now, ``Close`` drops it.
+Connect and handshake need no timers of their own: the core's stall sweep
+closes a connection that has not produced anything within ``timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import selectors
+import socket
+import ssl
+import time
+from collections import deque
+from enum import Enum
+from typing import Any
+
+from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
+from ._net import classify, tls_context
+from ._session import Session
+
+__all__ = ["EpollEngine"]
+
+READ_SIZE = 256 * 1024
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_AddrInfo = tuple[Any, ...]  # one getaddrinfo result
+_IN_PROGRESS = (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
+
+
+class State(Enum):
+    CONNECTING = "connecting"
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+
+
+class _Conn:
+    __slots__ = ("addresses", "host", "id", "outbuf", "sock", "state", "tls", "want")
+
+    def __init__(self, action: Connect, addresses: list[_AddrInfo]) -> None:
+        self.id, self.host, self.tls = action.conn, action.host, action.tls
+        self.addresses = addresses  # getaddrinfo results still to try
+        self.sock: socket.socket | None = None
+        self.state = State.CONNECTING
+        self.want = WRITE  # the readiness the current state waits for
+        self.outbuf = bytearray()
+
+
+class EpollEngine:
+    name = "epoll"
+
+    def run(self, session: Session) -> None:
+        loop = _Loop(session)
+        try:
+            loop.run()
+        finally:
+            loop.close_all()
+            session.close()
+
+
+class _Loop:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.selector = selectors.DefaultSelector()
+        self.conns: dict[int, _Conn] = {}
+        self.failed: deque[tuple[_Conn, ConnectionFailure]] = deque()
+        self.view = memoryview(bytearray(READ_SIZE))  # one buffer: one thread reads
+        self.tls: ssl.SSLContext | None = None
+
+    def run(self) -> None:
+        session = self.session
+        self.execute(session.start())
+        while True:
+            while self.failed:
+                conn, failure = self.failed.popleft()
+                self.execute(session.closed(conn.id, failure))
+            if session.done:
+                return
+            for key, mask in self.selector.select(self.timeout()):
+                conn = key.data
+                if self.conns.get(conn.id) is conn:  # not closed by an earlier one
+                    self.ready(conn, mask)
+            deadline = session.next_deadline()
+            if deadline is not None and time.monotonic() >= deadline:
+                self.execute(session.timer())
+
+    def timeout(self) -> float | None:
+        deadline = self.session.next_deadline()
+        if self.failed:
+            return 0.0
+        if deadline is None:
+            if not self.conns:  # nothing to wait for, yet not done: a core bug
+                raise RuntimeError("session is waiting for nothing")
+            return None
+        return max(0.0, deadline - time.monotonic())
+
+    # --- actions ----------------------------------------------------------------------
+    def execute(self, actions: list[NetAction]) -> None:
+        for action in actions:
+            if type(action) is Send:
+                conn = self.conns.get(action.conn)
+                if conn is not None:
+                    conn.outbuf += action.data
+                    if conn.state is State.OPEN:
+                        self.flush(conn)
+            elif type(action) is Connect:
+                self.connect(action)
+            elif type(action) is Close:
+                conn = self.conns.get(action.conn)
+                if conn is not None:
+                    self.drop(conn)
+
+    def connect(self, action: Connect) -> None:
+        # Blocking DNS: instant for the IP literals and loopback names midair serves
+        # and tests with; a resolver thread (or getaddrinfo_a) would go here otherwise.
+        try:
+            addresses = socket.getaddrinfo(action.host, action.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            conn = _Conn(action, [])
+            self.conns[conn.id] = conn
+            self.fail(conn, exc)
+            return
+        conn = self.conns[action.conn] = _Conn(action, addresses)
+        self.try_next_address(conn, None)
+
+    def try_next_address(self, conn: _Conn, error: OSError | None) -> None:
+        """Start a connect to the next address; when none is left, report ``error``."""
+        self.close_socket(conn)
+        while conn.addresses:
+            family, kind, proto, _, address = conn.addresses.pop(0)
+            try:
+                conn.sock = socket.socket(family, kind, proto)  # EMFILE lands here
+                conn.sock.setblocking(False)
+                code = conn.sock.connect_ex(address)
+            except OSError as exc:
+                error = exc
+            else:
+                if code in _IN_PROGRESS:
+                    self.selector.register(conn.sock, WRITE, conn)
+                    return
+                error = OSError(code, os.strerror(code))
+            self.close_socket(conn)
+        self.fail(conn, error or OSError(errno.EHOSTUNREACH, "no address to connect to"))
+
+    def fail(self, conn: _Conn, exc: OSError) -> None:
+        """Close ``conn`` now; report the failure at the top of the loop (no re-entry)."""
+        self.drop(conn)
+        self.failed.append((conn, classify(exc)))
+
+    def drop(self, conn: _Conn) -> None:
+        self.conns.pop(conn.id, None)
+        self.close_socket(conn)
+
+    def close_socket(self, conn: _Conn) -> None:
+        self.unregister(conn)
+        if conn.sock is not None:
+            conn.sock.close()
+            conn.sock = None
+
+    def unregister(self, conn: _Conn) -> None:
+        if conn.sock is not None and conn.sock.fileno() >= 0:
+            with contextlib.suppress(KeyError):  # never registered
+                self.selector.unregister(conn.sock)
+
+    def close_all(self) -> None:
+        for conn in list(self.conns.values()):
+            self.drop(conn)
+        self.selector.close()
+
+    # --- readiness, by state ----------------------------------------------------------
+    def ready(self, conn: _Conn, mask: int) -> None:
+        try:
+            if conn.state is State.CONNECTING:
+                self.connected(conn)
+            elif conn.state is State.HANDSHAKING:
+                self.handshake(conn)
+            else:
+                if mask & WRITE:
+                    self.flush(conn)
+                if mask & READ and self.conns.get(conn.id) is conn:
+                    self.read(conn)
+        except OSError as exc:  # includes ssl.SSLError
+            if self.conns.get(conn.id) is conn:
+                self.drop(conn)
+                self.execute(self.session.closed(conn.id, classify(exc)))
+
+    def connected(self, conn: _Conn) -> None:
+        assert conn.sock is not None
+        code = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self.try_next_address(conn, OSError(code, os.strerror(code)))
+            return
+        if not conn.tls:
+            self.opened(conn)
+            return
+        self.unregister(conn)
+        conn.sock = self.tls_context().wrap_socket(
+            conn.sock, server_hostname=conn.host, do_handshake_on_connect=False)
+        conn.state = State.HANDSHAKING
+        self.selector.register(conn.sock, WRITE, conn)
+        self.handshake(conn)
+
+    def handshake(self, conn: _Conn) -> None:
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.interest(conn, READ)
+        except ssl.SSLWantWriteError:
+            self.interest(conn, WRITE)
+        else:
+            self.opened(conn)
+
+    def opened(self, conn: _Conn) -> None:
+        conn.state = State.OPEN
+        self.interest(conn, READ | WRITE if conn.outbuf else READ)
+        self.execute(self.session.connected(conn.id))
+
+    def read(self, conn: _Conn) -> None:
+        """Read once; TLS may hold decrypted bytes the socket no longer signals, so drain."""
+        while True:
+            try:
+                n = conn.sock.recv_into(self.view)  # type: ignore[union-attr]
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return
+            if n == 0:
+                self.drop(conn)
+                self.execute(self.session.closed(conn.id))
+                return
+            self.execute(self.session.received(conn.id, bytes(self.view[:n])))
+            if not (isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending()):
+                return
+
+    def flush(self, conn: _Conn) -> None:
+        """Write what the socket takes now; wait for writability only while bytes remain."""
+        try:
+            while conn.outbuf:
+                sent = conn.sock.send(conn.outbuf)  # type: ignore[union-attr]
+                del conn.outbuf[:sent]
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            pass
+        except OSError as exc:  # a Send may come from any event: report it from the top
+            self.fail(conn, exc)
+            return
+        self.interest(conn, READ | WRITE if conn.outbuf else READ)
+
+    def interest(self, conn: _Conn, events: int) -> None:
+        if conn.want != events and conn.sock is not None:
+            conn.want = events
+            self.selector.modify(conn.sock, events, conn)
+
+    def tls_context(self) -> ssl.SSLContext:
+        if self.tls is None:  # made on first use: an http batch may redirect to https
+            self.tls = tls_context(self.session.options)
+        return self.tls

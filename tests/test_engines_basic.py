@@ -1,0 +1,147 @@
+"""The blocking-style engines and the epoll engine against ``midair serve``.
+
+Every case runs on every engine: exact bytes, a 404 failing, a reset and a
+stall each retried, refused connections, the per-host limit as the server saw
+it, and HTTPS with a private CA.  File names carry the engine's name, so the
+server's ``fail_times`` counters never leak from one case into another.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import midair
+from midair.core.actions import Retrying
+from midair.engines import ENGINES
+from midair.serve import ServerThread, expected_bytes
+
+ENGINE_NAMES = ["sequential", "threads", "green", "epoll"]
+
+
+def _engine_param(name: str) -> object:
+    skip = pytest.mark.skipif(not ENGINES[name].available,
+                              reason=f"engine {name!r} needs {', '.join(ENGINES[name].requires)}")
+    return pytest.param(name, marks=skip)
+
+
+engines = pytest.mark.parametrize("engine", [_engine_param(n) for n in ENGINE_NAMES])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    with ServerThread(addresses=3) as srv:
+        yield srv
+
+
+def _check(results: midair.Results, sizes: dict[str, int]) -> None:
+    """Every success is byte-exact: the file name is the /gen/ name."""
+    assert results.ok, results.failures
+    assert len(results.successes) == len(sizes)
+    for success in results.successes:
+        name = Path(success.path).name
+        assert Path(success.path).read_bytes() == expected_bytes(name, sizes[name]), name
+
+
+@engines
+def test_files_byte_exact_and_404_fails(engine: str, server: ServerThread, tmp_path: Path) -> None:
+    sizes = {f"{engine}-{i}.bin": 1000 + 70_001 * i for i in range(6)}
+    urls = [server.url(i % 3, f"/gen/{name}?size={size}")
+            for i, (name, size) in enumerate(sizes.items())]
+    missing = server.url(1, f"/gen/{engine}-missing?status=404")
+    results = midair.download([*urls, missing], tmp_path, engine=engine)
+    assert [f.url for f in results.failures] == [missing]
+    assert results.failures[0].error.status == 404
+    results.failures.clear()
+    _check(results, sizes)
+
+
+@engines
+def test_reset_and_stall_are_retried(engine: str, server: ServerThread, tmp_path: Path) -> None:
+    size = 200_000
+    urls = [server.url(0, f"/gen/{engine}-reset?size={size}&reset_after=50000&fail_times=1"),
+            server.url(1, f"/gen/{engine}-stall?size={size}&stall_after=50000&fail_times=1")]
+    retries: list[str] = []
+
+    def listen(event: object) -> None:
+        if isinstance(event, Retrying):
+            retries.append(event.url)
+
+    results = midair.download(urls, tmp_path, engine=engine, timeout=1.0,
+                              retry_base=0.05, on_event=listen)
+    _check(results, {f"{engine}-reset": size, f"{engine}-stall": size})
+    if engine == "sequential":  # see test_sequential_queue_wait_is_not_a_stall
+        assert set(retries) == set(urls)
+    else:
+        assert sorted(retries) == sorted(urls)
+
+
+def test_sequential_queue_wait_is_not_a_stall(tmp_path: Path) -> None:
+    sizes = {f"queued-{i}.bin": 40_000 for i in range(3)}
+    retries: list[object] = []
+    with ServerThread(addresses=1, rate=64 * 1024) as srv:  # 0.6 s per file
+        urls = [srv.url(0, f"/gen/{name}?size={size}") for name, size in sizes.items()]
+        results = midair.download(urls, tmp_path, engine="sequential", timeout=1.0,
+                                  on_event=lambda e: retries.append(e)
+                                  if isinstance(e, Retrying) else None)
+    _check(results, sizes)
+    assert retries == []
+
+
+@engines
+def test_refused_connection_fails(engine: str, tmp_path: Path) -> None:
+    with socket.socket() as unused:  # bound, never listening: connecting is refused
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/x.bin"
+        results = midair.download(url, tmp_path, engine=engine, retries=1, retry_base=0.01)
+    assert [f.url for f in results.failures] == [url]
+    assert "refused" in results.failures[0].error.reason
+
+
+@engines
+def test_per_host_limit_honoured(engine: str, tmp_path: Path) -> None:
+    sizes = {f"{engine}-c{i}.bin": 16_384 for i in range(20)}
+    with ServerThread(addresses=1, rate=128 * 1024) as srv:  # 1/8 s per file
+        urls = [srv.url(0, f"/gen/{name}?size={size}") for name, size in sizes.items()]
+        results = midair.download(urls, tmp_path, engine=engine, per_host=4)
+        stats = srv.stats().addresses[srv.hosts[0]]
+    _check(results, sizes)
+    assert stats.max_concurrent == (1 if engine == "sequential" else 4)
+    assert stats.requests == 20 and stats.connections < 20  # connections were reused
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, str]]:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.1.1", "127.0.1.2").configure_cert(server_ctx)
+    ca_path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    with ServerThread(addresses=2, tls=server_ctx) as srv:
+        yield srv, str(ca_path)
+
+
+@engines
+def test_https_with_private_ca(engine: str, tls_server: tuple[ServerThread, str],
+                               tmp_path: Path) -> None:
+    server, ca_path = tls_server
+    sizes = {f"{engine}-tls{i}.bin": 300_000 + i for i in range(4)}
+    urls = [server.url(i % 2, f"/gen/{name}?size={size}")
+            for i, (name, size) in enumerate(sizes.items())]
+    results = midair.download(urls, tmp_path, engine=engine, ca_certificate=ca_path)
+    _check(results, sizes)
+
+
+@engines
+def test_https_untrusted_certificate_fails(engine: str, tls_server: tuple[ServerThread, str],
+                                           tmp_path: Path) -> None:
+    server, _ = tls_server
+    url = server.url(0, f"/gen/{engine}-untrusted?size=10")
+    results = midair.download(url, tmp_path, engine=engine)
+    assert [f.url for f in results.failures] == [url]
+    assert "certificate" in results.failures[0].error.reason
