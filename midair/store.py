@@ -144,9 +144,10 @@ class Store:
     # --- descriptors -----------------------------------------------------------------
     def _fd(self, ident: int, part: str) -> int:
         fd = self._fds.get(ident)
-        if fd is not None:
+        if fd is not None and self._parts[ident] == part:
             self._fds.move_to_end(ident)
             return fd
+        self._forget(ident)  # a redirect can move a download to another name
         # Read-write: checksum verification reads the bytes back.
         fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._fds[ident], self._parts[ident] = fd, part

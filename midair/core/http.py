@@ -123,7 +123,8 @@ class ClientConnection:
         """True once both sides finished an exchange that keeps the connection open."""
         if self._fast:
             return self._remaining is None and self._fast_reusable
-        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+        return (self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+                and not self._h11.trailing_data[0])  # bytes past the body: framing broken
 
     def next_cycle(self) -> None:
         if self._fast:

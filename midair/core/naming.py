@@ -21,7 +21,9 @@ def sanitize(name: str) -> str | None:
     """Reduce ``name`` to one harmless path component, or None if nothing is left."""
     name = re.split(r"[/\\]", name)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    name = name.strip().lstrip(".").strip()
+    name = name.strip()
+    while name.startswith("."):  # ". .." must not become ".."
+        name = name.lstrip(".").strip()
     if not name:
         return None
     return _truncate(name)

@@ -6,12 +6,14 @@ can pin every delay.
 
 from __future__ import annotations
 
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 
 def backoff(attempt: int, base: float, cap: float, draw: float) -> float:
     """Full jitter (AWS): uniform in [0, min(cap, base * 2**(attempt-1))]; ``draw`` in [0, 1)."""
-    return draw * min(cap, base * 2 ** max(attempt - 1, 0))
+    # The exponent is capped so that a huge --retries cannot overflow the float.
+    return draw * min(cap, base * 2.0 ** min(max(attempt - 1, 0), 1000))
 
 
 def parse_retry_after(value: str | None, date: str | None = None) -> float | None:
@@ -23,7 +25,7 @@ def parse_retry_after(value: str | None, date: str | None = None) -> float | Non
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "\xb2": str.isdigit() takes it
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -32,4 +34,6 @@ def parse_retry_after(value: str | None, date: str | None = None) -> float | Non
         return None
     if now is None:
         return None
+    # HTTP dates are GMT; the asctime and "-0000" forms parse as naive datetimes.
+    when, now = (d if d.tzinfo else d.replace(tzinfo=UTC) for d in (when, now))
     return max(0.0, (when - now).total_seconds())

@@ -129,9 +129,10 @@ class Download:
             ("Accept", "*/*"),
             ("Accept-Encoding", "identity"),
         ]
-        if self.offset:
+        validator = self.etag or self.last_modified
+        if self.offset and validator:  # no validator: nothing proves the bytes still fit
             headers.append(("Range", f"bytes={self.offset}-"))
-            headers.append(("If-Range", self.etag or self.last_modified or ""))
+            headers.append(("If-Range", validator))
         same_origin = self.url.origin == self.job.url.origin
         for name, value in (*self.options.headers, *self.job.headers):
             if same_origin or name.lower() not in _CREDENTIALS:

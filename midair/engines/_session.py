@@ -119,8 +119,8 @@ class Session:
                 if self._listener is not None:
                     self._listener(action)
                 continue
-            # After a file error, later writes of that download in this call are moot.
-            if kind is not Write or action.download not in broken:  # type: ignore[union-attr]
+            # After a file error only cleaning up is left to do for that download.
+            if kind is Discard or action.download not in broken:  # type: ignore[union-attr]
                 queue.extend(self._file_action(action, broken))
         return net
 

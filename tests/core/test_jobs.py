@@ -1,0 +1,176 @@
+"""Jobs, options and aria2's input-file format; errors name file:line."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from midair.core.errors import InputError
+from midair.core.jobs import Checksum, Job, Options, parse_header, parse_input_file
+from midair.core.urls import parse_url
+
+SHA256_EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+MD5_EMPTY = "d41d8cd98f00b204e9800998ecf8427e"
+
+
+# --- checksums ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "algorithm", "digest"),
+    [
+        (f"sha-256={SHA256_EMPTY}", "sha256", SHA256_EMPTY),
+        (f"SHA-256={SHA256_EMPTY.upper()}", "sha256", SHA256_EMPTY),
+        (f"sha256={SHA256_EMPTY}", "sha256", SHA256_EMPTY),
+        (f" md5={MD5_EMPTY} ", "md5", MD5_EMPTY),
+        ("sha-1=" + "a" * 40, "sha1", "a" * 40),
+        ("sha-512=" + "0" * 128, "sha512", "0" * 128),
+    ],
+)
+def test_checksum_parse(text: str, algorithm: str, digest: str) -> None:
+    assert Checksum.parse(text) == Checksum(algorithm, digest)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (SHA256_EMPTY, "expected ALGO=HEX"),
+        (f"crc32={SHA256_EMPTY}", "expected ALGO=HEX"),
+        (f"sha-256={SHA256_EMPTY[:-1]}", "not a sha256 hex digest"),
+        ("sha-256=" + "g" * 64, "not a sha256 hex digest"),
+        ("md5=" + "a" * 64, "not a md5 hex digest"),
+        ("sha-256=", "not a sha256 hex digest"),
+    ],
+)
+def test_checksum_parse_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Checksum.parse(text)
+
+
+# --- headers -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "header"),
+    [
+        ("X-Token: abc", ("X-Token", "abc")),
+        ("Authorization:Bearer x:y", ("Authorization", "Bearer x:y")),
+        ("  Cookie :  a=b  ", ("Cookie", "a=b")),
+        ("X-Empty:", ("X-Empty", "")),
+    ],
+)
+def test_parse_header(text: str, header: tuple[str, str]) -> None:
+    assert parse_header(text) == header
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("no colon", "expected 'Name: value'"),
+        (": value", "expected 'Name: value'"),
+        ("Bad Name: x", "expected 'Name: value'"),
+        ("X-Split: a\r\nInjected: yes", "line break"),
+        ("X-Nul: a\0b", "line break"),
+    ],
+)
+def test_parse_header_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_header(text)
+
+
+# --- options and jobs --------------------------------------------------------------
+def test_options_defaults_are_valid() -> None:
+    options = Options()
+    assert options.concurrency >= options.per_host >= 1
+    assert options.retries >= 0 and options.timeout > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be at least 1"),
+        ({"per_host": 0}, "per-host must be at least 1"),
+        ({"retries": -1}, "must not be negative"),
+        ({"timeout": 0}, "must not be negative"),
+        ({"max_retry_wait": -1}, "must not be negative"),
+    ],
+)
+def test_options_refuse_nonsense(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        Options(**kwargs)  # type: ignore[arg-type]
+
+
+def test_job_from_url() -> None:
+    job = Job.from_url("http://h/f.iso", out="g.iso")
+    assert job.url == parse_url("http://h/f.iso") and job.out == "g.iso"
+
+
+def test_job_from_url_names_the_url_in_errors() -> None:
+    with pytest.raises(InputError, match=r"^ftp://h/x: unsupported scheme 'ftp'"):
+        Job.from_url("ftp://h/x")
+
+
+# --- the input file ----------------------------------------------------------------
+INPUT = f"""\
+# a comment, then a blank line
+
+http://a.example/one.iso
+  out=first.iso
+\tdir=sub/dir
+  checksum=sha-256={SHA256_EMPTY}
+  header=X-Token: t1
+  header=Cookie: c=1
+http://b.example/two.iso\thttp://mirror.example/two.iso
+   # an indented comment
+http://c.example/three
+"""
+
+
+def test_parse_input_file() -> None:
+    jobs = parse_input_file(INPUT, "list.txt")
+    assert [j.url.text for j in jobs] == [
+        "http://a.example/one.iso", "http://b.example/two.iso", "http://c.example/three"]
+    first = jobs[0]
+    assert first.out == "first.iso"
+    assert first.subdir == os.path.join("sub", "dir")
+    assert first.checksum == Checksum("sha256", SHA256_EMPTY)
+    assert first.headers == (("X-Token", "t1"), ("Cookie", "c=1"))
+    assert jobs[1] == Job(parse_url("http://b.example/two.iso"))
+    assert jobs[2] == Job(parse_url("http://c.example/three"))
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_parse_input_file_line_endings(newline: str) -> None:
+    jobs = parse_input_file(INPUT.replace("\n", newline), "list.txt")
+    assert len(jobs) == 3 and jobs[0].out == "first.iso"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only comments\n  \n"])
+def test_parse_input_file_empty(text: str) -> None:
+    assert parse_input_file(text, "empty.txt") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("  out=x\nhttp://h/a\n", "list.txt:1: option line before any URL"),
+        ("http://h/a\nftp://h/b\n", "list.txt:2: ftp://h/b: unsupported scheme 'ftp'"),
+        ("\n\nnot a url\n", "list.txt:3: not a url: unsupported scheme"),
+        ("http://h/a\n  out=ok\n  bogus=1\n", "list.txt:3: unknown option 'bogus'"),
+        ("http://h/a\n  out\n", "list.txt:2: expected key=value, got 'out'"),
+        ("http://h/a\n\n  out=../escape\n", "list.txt:3: '../escape': component '..'"),
+        ("http://h/a\n  out=/abs\n", "list.txt:2: '/abs' must be a relative path"),
+        ("http://h/a\n  dir=a/../..\n", "list.txt:2: 'a/../..': component '..'"),
+        ("http://h/a\n  checksum=sha-256=abc\n", "list.txt:2: checksum 'sha-256=abc'"),
+        ("http://h/a\n  header=nope\n", "list.txt:2: header 'nope'"),
+        ("http://h/a\nhttp://h/b\n  header=X: a\0b\n", "list.txt:3: header"),
+    ],
+)
+def test_parse_input_file_errors_name_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_input_file(text, "list.txt")
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_parse_input_file_stops_at_the_first_error() -> None:
+    text = "http://h/a\n  bogus=1\nftp://h/b\n"
+    with pytest.raises(InputError, match=r"^list\.txt:2:"):
+        parse_input_file(text, "list.txt")

@@ -1,0 +1,207 @@
+"""Output names: one safe component, never outside the download directory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from midair.core.naming import (
+    DEFAULT_NAME,
+    MAX_NAME_BYTES,
+    content_disposition_name,
+    name_from_path,
+    relative_path,
+    resolve,
+    sanitize,
+)
+
+ROOT = "/downloads"
+
+# Deterministic: the same examples on every run (no example database either).
+SEEDED = settings(derandomize=True, database=None, deadline=None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "safe"),
+    [
+        ("file.iso", "file.iso"),
+        ("a/b/c.txt", "c.txt"),
+        ("a\\b\\c.txt", "c.txt"),
+        ("../../etc/passwd", "passwd"),
+        ("..", None),
+        (".", None),
+        ("...", None),
+        ("", None),
+        ("   ", None),
+        (".hidden", "hidden"),
+        ("  spaced  ", "spaced"),
+        ("tab\there", "tabhere"),
+        ("nul\x00byte", "nulbyte"),
+        ("new\nline\r", "newline"),
+        ("bidi\u202eevil", "bidievil"),
+        ("dir/", None),
+        ("ünïcödé.txt", "ünïcödé.txt"),
+        (". ..", None),
+        (" . . ", None),
+        (". .. x", "x"),
+    ],
+)
+def test_sanitize(raw: str, safe: str | None) -> None:
+    assert sanitize(raw) == safe
+
+
+def test_sanitize_truncates_to_max_bytes_keeping_the_extension() -> None:
+    name = sanitize("a" * 400 + ".tar")
+    assert name is not None
+    assert name.endswith(".tar")
+    assert len(name.encode()) <= MAX_NAME_BYTES
+
+
+def test_sanitize_truncates_multibyte_names_on_a_character_boundary() -> None:
+    name = sanitize("é" * 300 + ".bin")
+    assert name is not None
+    assert name.endswith(".bin")
+    assert len(name.encode()) <= MAX_NAME_BYTES
+    assert set(name.removesuffix(".bin")) == {"é"}
+
+
+def test_sanitize_truncates_names_with_a_long_extension_whole() -> None:
+    name = sanitize("x." + "e" * 300)
+    assert name is not None
+    assert len(name.encode()) <= MAX_NAME_BYTES
+    assert name.startswith("x.")
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/", DEFAULT_NAME),
+        ("", DEFAULT_NAME),
+        ("/dir/", "dir"),
+        ("/a/b/file.iso", "file.iso"),
+        ("/a/file%20name.txt", "file name.txt"),
+        ("/a/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "passwd"),
+        ("/a/..%5C..%5Cwin.ini", "win.ini"),
+        ("/%2E%2E", DEFAULT_NAME),
+        ("/%00", DEFAULT_NAME),
+        ("/%2E%20%2E%2E", DEFAULT_NAME),
+        ("/bad%ffutf8", "bad\ufffdutf8"),
+    ],
+)
+def test_name_from_path(path: str, name: str) -> None:
+    assert name_from_path(path) == name
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ('attachment; filename="report.pdf"', "report.pdf"),
+        ("attachment; filename=report.pdf", "report.pdf"),
+        ("attachment; filename=report.pdf; size=3", "report.pdf"),
+        ('attachment; filename="with \\"quotes\\".txt"', 'with "quotes".txt'),
+        ('attachment; filename="../../etc/passwd"', "passwd"),
+        ("attachment; filename*=UTF-8''%E2%82%AC%20rates.txt", "€ rates.txt"),
+        ("attachment; filename*=iso-8859-1'en'%A3%20rates.txt", "£ rates.txt"),
+        ("attachment; filename=\"plain.txt\"; filename*=UTF-8''fancy.txt", "fancy.txt"),
+        ("attachment; filename*=nosuchcharset''%A3x.txt", None),
+        ("attachment", None),
+        ('attachment; filename=".."', None),
+        ('ATTACHMENT; FILENAME="UPPER.TXT"', "UPPER.TXT"),
+    ],
+)
+def test_content_disposition_name(header: str, name: str | None) -> None:
+    assert content_disposition_name(header) == name
+
+
+@pytest.mark.parametrize(
+    ("given", "normal"),
+    [("a", "a"), ("a/b", os.path.join("a", "b")), ("./a//b/", os.path.join("a", "b")),
+     ("a\\b", os.path.join("a", "b"))],
+)
+def test_relative_path_accepts(given: str, normal: str) -> None:
+    assert relative_path(given) == normal
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("/etc/passwd", "must be a relative path"),
+        ("\\abs", "must be a relative path"),
+        ("", "must be a relative path"),
+        (".", "must be a relative path"),
+        ("a/../../b", "component '..'"),
+        ("..", "component '..'"),
+        ("a/.hidden", "component '.hidden'"),
+        ("a/ b", "component ' b'"),
+        ("a/b\x00", "is not a safe file name"),
+    ],
+)
+def test_relative_path_refuses(given: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        relative_path(given)
+
+
+@pytest.mark.parametrize("name", ["a", "a/b", "sub/dir/file.iso", "a/../b"])
+def test_resolve_inside(name: str) -> None:
+    path = resolve(ROOT, name)
+    assert os.path.commonpath([ROOT, path]) == ROOT
+    assert path != ROOT
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/../../x", "/etc/passwd", ".", "", "a/.."])
+def test_resolve_refuses_outside(name: str) -> None:
+    with pytest.raises(ValueError, match="resolves outside"):
+        resolve(ROOT, name)
+
+
+def test_resolve_relative_directory_is_made_absolute(tmp_path: object) -> None:
+    assert resolve("rel", "x") == os.path.join(os.getcwd(), "rel", "x")
+
+
+# --- properties --------------------------------------------------------------------
+NASTY = st.text(st.sampled_from(list("./\\ ..a\x00\n\u202eé%2F")) | st.characters(), max_size=60)
+
+
+@SEEDED
+@given(NASTY)
+def test_sanitize_yields_one_harmless_component(raw: str) -> None:
+    name = sanitize(raw)
+    if name is None:
+        return
+    assert name == name.strip()
+    assert not name.startswith(".")
+    assert "/" not in name and "\\" not in name
+    assert len(name.encode()) <= MAX_NAME_BYTES
+    assert os.path.dirname(resolve(ROOT, name)) == ROOT
+    assert sanitize(name) == name  # idempotent
+
+
+@SEEDED
+@given(NASTY)
+def test_url_names_land_directly_in_the_directory(path: str) -> None:
+    name = name_from_path("/" + path)
+    assert os.path.dirname(resolve(ROOT, name)) == ROOT
+
+
+@SEEDED
+@given(NASTY)
+def test_content_disposition_names_land_directly_in_the_directory(raw: str) -> None:
+    for header in (f'attachment; filename="{raw}"', f"attachment; filename*=UTF-8''{raw}"):
+        name = content_disposition_name(header)
+        if name is not None:
+            assert os.path.dirname(resolve(ROOT, name)) == ROOT
+
+
+@SEEDED
+@given(st.lists(NASTY, min_size=1, max_size=4))
+def test_relative_paths_never_leave_the_directory(parts: list[str]) -> None:
+    try:
+        rel = relative_path("/".join(parts))
+    except ValueError:
+        return
+    path = resolve(ROOT, rel)
+    assert path.startswith(ROOT + os.sep)
+    assert ".." not in path.split(os.sep)

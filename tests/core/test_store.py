@@ -1,0 +1,354 @@
+"""The store on real files: part + control files, publication, resume, errors."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from midair.core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
+from midair.core.errors import DestinationError, IntegrityError
+from midair.core.jobs import Checksum
+from midair.store import CONTROL_SUFFIX, PART_SUFFIX, XATTR, Store
+
+URL = "http://h/file.bin"
+DATA = bytes(range(256)) * 40
+SHA = Checksum("sha256", hashlib.sha256(DATA).hexdigest())
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    s = Store()
+    yield s
+    s.close()
+
+
+def record(url: str = URL, size: int | None = len(DATA), etag: str | None = '"e1"') -> Resume:
+    return Resume(url, size, etag, None)
+
+
+def prepare(store: Store, path: Path, url: str = URL,
+            checksum: Checksum | None = None) -> OnDisk:
+    return store.prepare(Prepare(1, str(path), url, checksum))
+
+
+def download(store: Store, path: Path, data: bytes = DATA, ident: int = 1, url: str = URL,
+             checksum: Checksum | None = None, size: int | None = None) -> None:
+    store.open(Open(ident, str(path), 0, record(url, len(data))))
+    for i in range(0, len(data), 1000):
+        store.write(Write(ident, i, data[i:i + 1000]))
+    store.publish(Publish(ident, str(path), len(data) if size is None else size, checksum, url))
+
+
+def xattr(path: Path) -> dict[str, object]:
+    return json.loads(os.getxattr(path, XATTR))
+
+
+def part(path: Path) -> Path:
+    return Path(str(path) + PART_SUFFIX)
+
+
+def control(path: Path) -> Path:
+    return Path(str(path) + CONTROL_SUFFIX)
+
+
+# --- the life of one file -----------------------------------------------------------
+def test_fresh(store: Store, tmp_path: Path) -> None:
+    assert prepare(store, tmp_path / "f") == OnDisk("fresh")
+
+
+def test_open_and_write_make_part_and_control(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    store.open(Open(1, str(path), 0, record()))
+    store.write(Write(1, 0, b"hello "))
+    store.write(Write(1, 6, b"world"))
+    assert not control(path).exists()  # a short transfer never needs one
+    store.checkpoint(Checkpoint(1))
+    assert json.loads(control(path).read_text())["url"] == URL
+    store.close()
+    assert part(path).read_bytes() == b"hello world"
+    assert json.loads(control(path).read_text()) == {
+        "url": URL, "size": len(DATA), "etag": '"e1"', "last_modified": None}
+    assert not path.exists()
+    assert prepare(store, path) == OnDisk("partial", 11, record())
+
+
+def test_close_writes_the_missing_control_files(tmp_path: Path) -> None:
+    store = Store()
+    store.open(Open(1, str(tmp_path / "a"), 0, record()))
+    store.write(Write(1, 0, b"abc"))
+    store.open(Open(2, str(tmp_path / "b"), 0, record(url="http://h/b")))
+    store.write(Write(2, 0, b"b"))
+    store.publish(Publish(2, str(tmp_path / "b"), 1, None, "http://h/b"))
+    store.close()
+    assert prepare(Store(), tmp_path / "a") == OnDisk("partial", 3, record())
+    assert not control(tmp_path / "b").exists()
+
+
+def test_an_existing_control_file_is_rewritten_at_once(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    part(path).write_bytes(b"old bytes")
+    control(path).write_text(json.dumps({"url": URL, "size": 9, "etag": '"old"'}))
+    assert prepare(store, path).kind == "partial"
+    store.open(Open(1, str(path), 0, record(etag='"new"')))  # a 200: starting over
+    assert json.loads(control(path).read_text())["etag"] == '"new"'  # never stale
+    assert part(path).read_bytes() == b""
+
+
+def test_discard_removes_part_and_control(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    store.open(Open(1, str(path), 0, record()))
+    store.write(Write(1, 0, b"wrong"))
+    store.checkpoint(Checkpoint(1))
+    store.discard(Discard(1, str(path)))
+    store.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_publish_renames_removes_control_and_tags(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    store.open(Open(1, str(path), 0, record()))
+    store.write(Write(1, 0, DATA))
+    store.checkpoint(Checkpoint(1))
+    store.publish(Publish(1, str(path), len(DATA), None, URL))
+    assert path.read_bytes() == DATA
+    assert not part(path).exists() and not control(path).exists()
+    assert xattr(path) == {"url": URL, "size": len(DATA)}
+    assert prepare(store, path) == OnDisk("complete", len(DATA))
+
+
+def test_publish_with_a_matching_checksum(store: Store, tmp_path: Path) -> None:
+    download(store, tmp_path / "f", checksum=SHA)
+    assert (tmp_path / "f").read_bytes() == DATA
+
+
+def test_subdirectories_are_made(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "f"
+    download(store, path)
+    assert path.read_bytes() == DATA
+
+
+def test_an_empty_file(store: Store, tmp_path: Path) -> None:
+    download(store, tmp_path / "empty", b"")
+    assert (tmp_path / "empty").read_bytes() == b""
+    assert prepare(store, tmp_path / "empty") == OnDisk("complete", 0)
+
+
+def test_publish_after_a_restart_without_open(tmp_path: Path) -> None:
+    """A part file that is already complete (416 on resume) is published by a new store."""
+    path = tmp_path / "f"
+    first = Store()
+    first.open(Open(1, str(path), 0, record()))
+    first.write(Write(1, 0, DATA))
+    first.close()
+    second = Store()
+    assert prepare(second, path) == OnDisk("partial", len(DATA), record())
+    second.publish(Publish(5, str(path), len(DATA), SHA, URL))
+    assert path.read_bytes() == DATA and xattr(path)["url"] == URL
+    assert not part(path).exists() and not control(path).exists()
+
+
+# --- what is already there ----------------------------------------------------------
+def test_a_foreign_file_is_foreign(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(DATA)
+    assert prepare(store, tmp_path / "f") == OnDisk("foreign")
+
+
+def test_a_foreign_file_with_the_right_checksum_is_complete(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(DATA)
+    assert prepare(store, tmp_path / "f", checksum=SHA) == OnDisk("complete", len(DATA))
+
+
+def test_a_foreign_file_with_the_wrong_checksum_is_foreign(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(DATA + b"x")
+    assert prepare(store, tmp_path / "f", checksum=SHA) == OnDisk("foreign")
+
+
+def test_our_file_with_the_wrong_checksum_is_redone(store: Store, tmp_path: Path) -> None:
+    download(store, tmp_path / "f", DATA + b"x")
+    assert prepare(store, tmp_path / "f", checksum=SHA) == OnDisk("fresh")
+
+
+def test_our_file_changed_since_is_redone(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    download(store, path)
+    with open(path, "ab") as f:
+        f.write(b"more")
+    assert prepare(store, path) == OnDisk("fresh")
+
+
+def test_our_file_for_another_url_is_foreign(store: Store, tmp_path: Path) -> None:
+    download(store, tmp_path / "f")
+    assert prepare(store, tmp_path / "f", url="http://other/f") == OnDisk("foreign")
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling symlink", "symlink to a directory"])
+def test_things_that_are_not_files_are_foreign(store: Store, tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "f"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "dangling symlink":
+        path.symlink_to(tmp_path / "nowhere")
+    else:
+        path.symlink_to(tmp_path)
+    assert prepare(store, path) == OnDisk("foreign")
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"size": 3}', "null"])
+def test_an_unreadable_control_file_means_no_resume_record(store: Store, tmp_path: Path,
+                                                           text: str) -> None:
+    path = tmp_path / "f"
+    part(path).write_bytes(b"abc")
+    control(path).write_text(text)
+    assert prepare(store, path) == OnDisk("partial", 3, None)
+
+
+def test_a_part_without_control_file(store: Store, tmp_path: Path) -> None:
+    part(tmp_path / "f").write_bytes(b"abc")
+    assert prepare(store, tmp_path / "f") == OnDisk("partial", 3, None)
+
+
+# --- verification ---------------------------------------------------------------------
+def test_size_mismatch_is_an_integrity_error(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    with pytest.raises(IntegrityError, match=rf"has {len(DATA)} bytes, expected {len(DATA) + 1}"):
+        download(store, path, size=len(DATA) + 1)
+    assert not path.exists()
+    store.discard(Discard(1, str(path)))
+    assert not part(path).exists() and not control(path).exists()
+
+
+def test_checksum_mismatch_is_an_integrity_error(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    with pytest.raises(IntegrityError, match="checksum mismatch: expected sha256=") as info:
+        download(store, path, DATA[:-1] + b"!", checksum=SHA)
+    assert str(info.value).startswith(URL)
+    assert not path.exists() and part(path).exists()
+
+
+# --- offsets and descriptors ------------------------------------------------------------
+def test_open_at_an_offset_cuts_off_the_rest(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    part(path).write_bytes(b"0123456789")
+    store.open(Open(1, str(path), 4, record()))
+    store.write(Write(1, 4, b"ab"))
+    store.close()
+    assert part(path).read_bytes() == b"0123ab"
+
+
+def test_open_at_zero_after_a_longer_attempt(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    store.open(Open(1, str(path), 0, record()))
+    store.write(Write(1, 0, b"a long first version"))
+    store.open(Open(1, str(path), 0, record(size=5)))
+    store.write(Write(1, 0, b"short"))
+    store.publish(Publish(1, str(path), 5, None, URL))
+    assert path.read_bytes() == b"short"
+
+
+def test_one_download_moving_to_another_path(store: Store, tmp_path: Path) -> None:
+    """A redirect after a partial attempt gives the same download a new name."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    store.open(Open(1, str(old), 0, record()))
+    store.write(Write(1, 0, b"partial from the first name"))
+    store.open(Open(1, str(new), 0, record(size=3)))
+    store.write(Write(1, 0, b"new"))
+    store.publish(Publish(1, str(new), 3, None, URL))
+    assert new.read_bytes() == b"new"
+    assert part(old).read_bytes() == b"partial from the first name"
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_descriptor_cache_is_bounded_and_writes_stay_correct(tmp_path: Path) -> None:
+    store = Store(max_open=3)
+    before = open_fds()
+    files = {i: bytes([65 + i]) * 100 + bytes(range(i)) for i in range(12)}
+    for i, data in files.items():
+        store.open(Open(i, str(tmp_path / f"f{i}"), 0, record(size=len(data))))
+        assert open_fds() - before <= 3
+    for offset in range(0, 112, 7):  # every download, in turn, a few bytes at a time
+        for i, data in files.items():
+            if offset < len(data):
+                store.write(Write(i, offset, data[offset:offset + 7]))
+                assert open_fds() - before <= 3
+    for i, data in files.items():
+        store.publish(Publish(i, str(tmp_path / f"f{i}"), len(data), None, URL))
+        assert (tmp_path / f"f{i}").read_bytes() == data
+    store.close()
+    assert open_fds() == before
+
+
+# --- the local side failing -------------------------------------------------------------
+def test_a_directory_under_a_regular_file(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "plain").write_bytes(b"")
+    path = tmp_path / "plain" / "sub" / "f"
+    with pytest.raises(DestinationError) as info:
+        store.open(Open(1, str(path), 0, record()))
+    message = str(info.value)
+    assert message.startswith(f"{URL}: cannot write {path}: ")
+    assert "Not a directory" in message
+    assert "\n" not in message
+
+
+def test_prepare_under_a_regular_file_raises_oserror(store: Store, tmp_path: Path) -> None:
+    # The session turns this into a DestinationError naming the path.
+    (tmp_path / "plain").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        prepare(store, tmp_path / "plain" / "f")
+
+
+def test_disk_full(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f"
+    store.open(Open(1, str(path), 0, record()))
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(DestinationError, match=rf"^{URL}: cannot write {path}: disk full$"):
+        store.write(Write(1, 0, b"x"))
+
+
+def test_permission_denied(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As root chmod does not stop writes, so the refusal is injected at the OS boundary.
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(DestinationError, match=r"cannot write .*: Permission denied$"):
+        store.open(Open(1, str(tmp_path / "f"), 0, record()))
+
+
+def test_publish_onto_a_directory(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    store.open(Open(1, str(path), 0, record(size=1)))
+    store.write(Write(1, 0, b"x"))
+    path.mkdir()
+    with pytest.raises(DestinationError, match=f"cannot write {path}"):
+        store.publish(Publish(1, str(path), 1, None, URL))
+    assert part(path).read_bytes() == b"x"  # nothing lost
+
+
+def test_short_writes_are_continued(store: Store, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.pwrite
+
+    def dribble(fd: int, data: bytes, offset: int) -> int:
+        return real(fd, bytes(data[:3]), offset)
+
+    path = tmp_path / "f"
+    store.open(Open(1, str(path), 0, record(size=26)))
+    monkeypatch.setattr(os, "pwrite", dribble)
+    store.write(Write(1, 0, b"abcdefghijklmnopqrstuvwxyz"))
+    monkeypatch.undo()
+    store.publish(Publish(1, str(path), 26, None, URL))
+    assert path.read_bytes() == b"abcdefghijklmnopqrstuvwxyz"

@@ -1,0 +1,105 @@
+"""URLs: what a request needs (origin, target, Host) and redirect resolution."""
+
+from __future__ import annotations
+
+import pytest
+
+from midair.core.urls import URL, parse_url, resolve_location
+
+
+@pytest.mark.parametrize(
+    ("text", "origin", "target", "host_header"),
+    [
+        ("http://example.com", ("http", "example.com", 80), "/", "example.com"),
+        ("http://example.com/", ("http", "example.com", 80), "/", "example.com"),
+        ("https://example.com/a/b.iso", ("https", "example.com", 443), "/a/b.iso", "example.com"),
+        ("http://example.com:8080/x", ("http", "example.com", 8080), "/x", "example.com:8080"),
+        ("https://example.com:443/x", ("https", "example.com", 443), "/x", "example.com"),
+        ("https://example.com:80/x", ("https", "example.com", 80), "/x", "example.com:80"),
+        ("HTTP://EXAMPLE.com/Path", ("http", "example.com", 80), "/Path", "example.com"),
+        ("http://[::1]:8000/f", ("http", "::1", 8000), "/f", "[::1]:8000"),
+        ("http://[::1]/f", ("http", "::1", 80), "/f", "[::1]"),
+        ("http://127.0.0.2:9/f?a=1&b=2", ("http", "127.0.0.2", 9), "/f?a=1&b=2", "127.0.0.2:9"),
+        ("http://h/a b", ("http", "h", 80), "/a%20b", "h"),
+        ("http://h/%41%20already", ("http", "h", 80), "/%41%20already", "h"),
+        ("http://h/x#fragment", ("http", "h", 80), "/x", "h"),
+        ("http://h/?q=a b", ("http", "h", 80), "/?q=a%20b", "h"),
+        ("http://h/ünï", ("http", "h", 80), "/%C3%BCn%C3%AF", "h"),
+        ("http://bücher.example/", ("http", "xn--bcher-kva.example", 80), "/",
+         "xn--bcher-kva.example"),
+        ("  http://h/padded  ", ("http", "h", 80), "/padded", "h"),
+        ("http://user:pw@h/x", ("http", "h", 80), "/x", "h"),
+    ],
+)
+def test_parse_url(text: str, origin: tuple[str, str, int], target: str,
+                   host_header: str) -> None:
+    url = parse_url(text)
+    assert url.origin == origin
+    assert url.target == target
+    assert url.host_header == host_header
+    assert url.text == text.strip() == str(url)
+    assert url.tls == (origin[0] == "https")
+
+
+def test_target_is_always_ascii_and_starts_with_slash() -> None:
+    for text in ("http://h", "http://h/ü?ä=ö", "http://h/a\tb"):
+        target = parse_url(text).target
+        assert target.startswith("/")
+        target.encode("ascii")
+        assert " " not in target
+
+
+def test_path_drops_the_query() -> None:
+    assert parse_url("http://h/dir/file.tar.gz?token=1").path == "/dir/file.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ftp://h/x", "unsupported scheme 'ftp'"),
+        ("file:///etc/passwd", "unsupported scheme 'file'"),
+        ("h/x", "unsupported scheme '(none)'"),
+        ("", "unsupported scheme '(none)'"),
+        ("http://", "no host"),
+        ("http:///path", "no host"),
+        ("http://h:99999/", "invalid URL"),
+        ("http://h:port/", "invalid URL"),
+        ("http://[::1/", "invalid URL"),
+    ],
+)
+def test_parse_url_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_url(text)
+
+
+def test_url_is_a_frozen_value() -> None:
+    url = parse_url("http://h/x")
+    assert url == parse_url("http://h/x")
+    assert hash(url) == hash(parse_url("http://h/x"))
+    with pytest.raises(AttributeError):
+        url.host = "other"  # type: ignore[misc]
+    assert isinstance(url, URL)
+
+
+@pytest.mark.parametrize(
+    ("base", "location", "expected"),
+    [
+        ("http://h/a/b/c.iso", "d.iso", "http://h/a/b/d.iso"),
+        ("http://h/a/b/c.iso", "../d.iso", "http://h/a/d.iso"),
+        ("http://h/a/b/c.iso", "/top.iso", "http://h/top.iso"),
+        ("http://h/a/b/c.iso", "//mirror.example/x.iso", "http://mirror.example/x.iso"),
+        ("https://h/a", "//mirror.example/x.iso", "https://mirror.example/x.iso"),
+        ("http://h/a", "https://other:8443/y", "https://other:8443/y"),
+        ("http://h/a?x=1", "?x=2", "http://h/a?x=2"),
+        ("http://h/a", "  /spaced  ", "http://h/spaced"),
+    ],
+)
+def test_resolve_location(base: str, location: str, expected: str) -> None:
+    assert resolve_location(parse_url(base), location) == parse_url(expected)
+
+
+@pytest.mark.parametrize("location",
+                         ["ftp://h/x", "file:///etc/passwd", "javascript:x", "mailto:a@b"])
+def test_resolve_location_refuses_what_parse_url_refuses(location: str) -> None:
+    with pytest.raises(ValueError):
+        resolve_location(parse_url("http://h/a"), location)
