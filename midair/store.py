@@ -114,10 +114,13 @@ class Store:
                 raise IntegrityError(action.url, f"{part} has {size} bytes, expected {action.size}")
             if action.checksum is not None:
                 _verify(fd, action.checksum, action.url)
+            target = action.target or action.path
+            if target != action.path:
+                _check_replaceable(target, action.url, action.replace)
             os.fsync(fd)
             self._forget(action.download)
-            os.replace(part, action.path)
-            _tag(action.path, self._urls.pop(action.download, action.url), size)
+            os.replace(part, target)
+            _tag(target, self._urls.pop(action.download, action.url), size)
             self._records.pop(action.download, None)
             if action.path in self._controls:
                 self._controls.discard(action.path)
@@ -192,6 +195,16 @@ def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
     if ours and tag is not None and tag.get("size") == size:
         return OnDisk("complete", size)
     return OnDisk("fresh") if ours else OnDisk("foreign")
+
+
+def _check_replaceable(target: str, url: str, replace: bool) -> None:
+    """A server-chosen name may replace only nothing, or a file midair made for this URL."""
+    if not os.path.lexists(target) or replace:
+        return
+    tag = _read_tag(target) if os.path.isfile(target) else None
+    if tag is None or tag.get("url") != url:
+        raise DestinationError(url, f"{target} exists and was not made by midair "
+                                    "(use --overwrite)")
 
 
 def _verify(fd: int, checksum: Checksum, url: str) -> None:

@@ -83,13 +83,21 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Verify, fsync and rename into place; answer with ``Batch.published``."""
+    """Verify, fsync and rename ``path``'s part file to ``target``; answer with ``Batch.published``.
+
+    ``target`` differs from ``path`` when the server named the file
+    (Content-Disposition): the part file keeps the URL's name so a re-run can
+    find it, and the server's name must not replace a file midair did not
+    make unless ``replace``.
+    """
 
     download: int
     path: str
     size: int | None
     checksum: Checksum | None
     url: str
+    target: str = ""
+    replace: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,8 @@ class _Conn:
     window_start: float = 0.0  # lowest-speed accounting
     window_bytes: int = 0
     checkpoint_at: float | None = None  # when to ask for a control file, if not yet
+    exchanges: int = 0  # requests sent on this connection
+    answered: bool = False  # the current request has a response head
 
 
 class Batch:
@@ -127,6 +129,8 @@ class Batch:
 
     def next_deadline(self) -> float | None:
         """When ``timer`` must next be called, or None while nothing is timed."""
+        if self.done:
+            return None
         deadlines = [self._timers[0][0]] if self._timers else []
         if self._conns and self._next_sweep is not None:
             deadlines.append(self._next_sweep)
@@ -177,6 +181,12 @@ class Batch:
         conn = self._conns.get(conn_id)
         if conn is None:
             return self._flush(now)
+        if conn.exchanges > 1 and not conn.answered and (failure is None or failure.retryable):
+            # The server closed a kept-alive connection just as we reused it: a race,
+            # not a fault of this download.  Try again at once, uncounted (as urllib3 does).
+            self._close(conn, now)
+            self._enqueue(conn.download, now)
+            return self._flush(now)
         if failure is None:
             self._feed(conn, b"", now)  # ends a close-delimited body, or reports it short
             if conn.id in self._conns:
@@ -221,6 +231,8 @@ class Batch:
     def _send_request(self, conn: _Conn) -> None:
         d = conn.download
         d.position = d.offset
+        conn.exchanges += 1
+        conn.answered = False
         data = conn.http.request(d.url.target, d.request_headers())
         self._out.append(Send(conn.id, data))
 
@@ -242,8 +254,10 @@ class Batch:
 
     def _on_head(self, conn: _Conn, head: Head, now: float) -> None:
         d = conn.download
+        conn.answered = True
         decision = d.on_head(head)
         if isinstance(decision, t.Accept):
+            self._adopt_server_name(d, head)
             d.position = decision.offset
             conn.checkpoint_at = now + CHECKPOINT_AFTER
             assert d.path is not None
@@ -254,9 +268,9 @@ class Batch:
         if isinstance(decision, t.Redirect):
             self._redirect(d, decision.url, now)
         elif isinstance(decision, t.Retry):
-            if decision.pause_host and decision.wait:
-                self._pause(conn.host, now + min(decision.wait, self.options.max_retry_wait))
-            self._retry(d, decision.error, now, decision.wait)
+            wait = self._retry(d, decision.error, now, decision.wait)
+            if decision.pause_host and wait:  # the whole host said "slow down"
+                self._pause(conn.host, now + wait)
         elif isinstance(decision, t.Restart):
             d.offset, d.size, d.etag, d.last_modified = 0, None, None, None
             self._retry(d, ProtocolError(d.url.text, decision.reason), now, wait=0.0)
@@ -297,7 +311,8 @@ class Batch:
         assert d.path is not None
         # The job's URL, not a redirect's: the store tags the file with it, and a re-run
         # recognises the file as its own only by the URL it was asked for.
-        self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text))
+        self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text,
+                                 target=d.final_path or d.path, replace=self.options.overwrite))
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)
@@ -359,21 +374,44 @@ class Batch:
         self._mark_ready(host, now)
 
     def _retry(self, d: t.Download, error: DownloadError, now: float,
-               wait: float | None = None) -> None:
+               wait: float | None = None) -> float | None:
+        """Schedule another attempt and return its delay, or fail ``d`` and return None."""
         if not error.retryable:
             self._fail(d, error)
-            return
+            return None
         d.attempts += 1
         if d.attempts > self.options.retries:
             self._fail(d, type(error)(error.url, f"{error.reason} (gave up after "
                                       f"{self.options.retries} retries)", status=error.status))
-            return
+            return None
         opts = self.options
         if wait is None:
             wait = backoff(d.attempts, opts.retry_base, opts.max_retry_wait, self._rng.random())
         wait = min(wait, opts.max_retry_wait)
         self._out.append(Retrying(d.id, d.job.url.text, error.reason, wait, d.attempts))
         heapq.heappush(self._timers, (now + wait, next(self._ids), d))
+        return wait
+
+    def _adopt_server_name(self, d: t.Download, head: Head) -> None:
+        """Publish under the server's Content-Disposition name, when it is usable.
+
+        A server name is a suggestion: one that resolves outside the directory
+        (impossible after sanitising, but checked) or that another job of this
+        batch claims is ignored, and the URL's name stands.
+        """
+        name = d.server_name(head)
+        if name is None:
+            return
+        try:
+            target = d.resolve(name)
+        except ValueError:
+            return
+        if target in (d.path, d.target) or self._claims.get(target, d.id) != d.id:
+            return
+        if d.target is not None:
+            self._claims.pop(d.target, None)
+        self._claims[target] = d.id
+        d.target = target
 
     def _pause(self, host: _Host, until: float) -> None:
         if until > host.paused_until:
@@ -384,7 +422,8 @@ class Batch:
         assert d.path is not None
         self._ended.add(d.id)
         self._unfinished -= 1
-        self._out.append(Finished(d.id, d.job.url.text, d.path, d.size or 0, skipped))
+        self._out.append(Finished(d.id, d.job.url.text, d.final_path or d.path, d.size or 0,
+                                  skipped))
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
         self._ended.add(d.id)

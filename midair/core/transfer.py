@@ -92,6 +92,7 @@ class Download:
         self.position = 0  # where the next body byte goes during an exchange
         self.checksum = job.checksum or options.checksum
         self.renames = 0  # --auto-rename: how many names were taken before ours
+        self.target: str | None = None  # set when the server names the file
 
     # --- naming -----------------------------------------------------------------
     def candidate_name(self) -> str:
@@ -104,6 +105,21 @@ class Download:
         if self.renames:
             name = f"{name}.{self.renames}"
         return name if not self.job.subdir else f"{self.job.subdir}/{name}"
+
+    def server_name(self, head: Head) -> str | None:
+        """The server's name for the file (Content-Disposition), unless ``out=`` rules."""
+        value = head.get(b"content-disposition")
+        if self.job.out or not value:
+            return None
+        name = naming.content_disposition_name(value)
+        if name is None:
+            return None
+        return name if not self.job.subdir else f"{self.job.subdir}/{name}"
+
+    @property
+    def final_path(self) -> str | None:
+        """Where the finished file goes: the server's name if it gave one, else ``path``."""
+        return self.target or self.path
 
     def resolve(self, name: str) -> str:
         return naming.resolve(self.options.directory, name)
@@ -169,6 +185,11 @@ class Download:
         return Redirect(target)
 
     def _full(self, head: Head) -> Decision:
+        if head.get(b"transfer-encoding") and head.get(b"content-length"):
+            # RFC 9112 lets Transfer-Encoding win, but a server that sends both is
+            # broken or lying (request smuggling's favourite shape): do not trust it.
+            return Retry(ProtocolError(self.url.text,
+                                       "both Transfer-Encoding and Content-Length"))
         restarted = self.offset > 0
         size = _content_length(head)
         etag = head.get(b"etag")
@@ -190,6 +211,9 @@ class Download:
         etag = head.get(b"etag")
         if self.etag and etag and etag != self.etag:
             return Restart("the ETag changed")
+        modified = head.get(b"last-modified")
+        if self.last_modified and modified and modified != self.last_modified:
+            return Restart("Last-Modified changed")
         self.size = size if size is not None else self.size
         return self._check_limit() or Accept(start, self.size, False)
 

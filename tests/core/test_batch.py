@@ -72,7 +72,7 @@ def test_driving_a_batch_by_hand() -> None:
                              b"hi", 0.2)
     assert actions == [Open(0, "/d/f", 0, Resume(f"{H}/f", 2, '"e"', None)),
                        Started(0, f"{H}/f", "/d/f", 0, 2), Write(0, 0, b"hi"),
-                       Publish(0, "/d/f", 2, None, f"{H}/f"), Close(1)]
+                       Publish(0, "/d/f", 2, None, f"{H}/f", target="/d/f"), Close(1)]
     assert batch.published(0, 0.3) == [Finished(0, f"{H}/f", "/d/f", 2, skipped=False)]
     assert batch.done and batch.open_connections == 0 and batch.next_deadline() is None
 
