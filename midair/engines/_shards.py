@@ -1,0 +1,228 @@
+"""What the sharding engines share: the plan, the worker's side, the merge.
+
+``processes`` and ``dask`` split one batch into shards, run each shard as its
+own ``Session`` somewhere else, and fold what comes back into the caller's
+session.  Each rule lives here once:
+
+- **plan** (``plan_shards``): every job of one origin lands in the same shard,
+  so ``--per-host`` holds across shards; so do jobs whose first-choice file
+  names collide, so the core still sees every contender for a name (a redirect
+  that renames a file late is the one case it cannot foresee).  Shards are
+  balanced by job count and split ``--concurrency`` between them.
+- **worker** (``run_shard``): runs an event-driven engine over a shard and
+  sends ``Summary`` records home every ``interval`` seconds from a side
+  thread — reports in order, plus bytes written and positions since the last —
+  and, when asked to stop, stops the engine so its part files are closed.
+- **merge** (``Merger``): maps shard download ids back to the batch's, keeps
+  the first ending per job (a re-run shard reports again), and gives every
+  job of a lost shard a ``Failed`` so the results always hold one entry per job.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..core.actions import Failed, Finished, Report
+from ..core.errors import InputError, NetworkError
+from ..core.jobs import Job, Options
+from ..core.transfer import Download
+from ._session import Session
+
+ENDINGS = (Finished, Failed)
+SHARDING = frozenset({"processes", "dask"})
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    number: int
+    indexes: tuple[int, ...]  # positions in the caller's ``session.jobs``
+    options: Options  # its share of --concurrency; an absolute directory
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a shard did since its last summary; ids are the shard's own."""
+
+    reports: tuple[Report, ...]
+    written: int  # bytes written to files
+    positions: dict[int, int]  # active download -> bytes on disk
+
+
+# --- the plan ------------------------------------------------------------------------
+def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shard]:
+    groups = _groups(jobs, options)
+    count = max(0, min(shards, len(groups), options.concurrency))
+    bins: list[list[int]] = [[] for _ in range(count)]
+    caps = [0] * count
+    for group in sorted(groups, key=len, reverse=True):  # largest first, to the lightest
+        lightest = min(range(count), key=lambda b: len(bins[b]))
+        bins[lightest].extend(group)
+        caps[lightest] += min(len(group), options.per_host)
+    base = replace(options, directory=os.path.abspath(options.directory),
+                   ca_certificate=options.ca_certificate and os.path.abspath(
+                       options.ca_certificate))
+    return [Shard(n, tuple(sorted(b)), replace(base, concurrency=c))
+            for n, (b, c) in enumerate(zip(bins, split(options.concurrency, caps), strict=True))]
+
+
+def _groups(jobs: Sequence[Job], options: Options) -> list[list[int]]:
+    """Jobs joined by origin and by first-choice path (union-find)."""
+    parent = list(range(len(jobs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[object, int] = {}
+    for i, job in enumerate(jobs):
+        for key in (job.url.origin, _path(job, options)):
+            if key is None:
+                continue
+            j = first.setdefault(key, i)
+            parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(jobs)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def _path(job: Job, options: Options) -> str | None:
+    download = Download(0, job, options)
+    try:
+        return "path:" + download.resolve(download.candidate_name())
+    except ValueError:
+        return None  # the core fails it, whichever shard it is in
+
+
+def split(total: int, caps: Sequence[int]) -> list[int]:
+    """Share ``total`` connections: at least one each, none past a shard's cap while
+    another shard can still use more, the rest evenly."""
+    shares = [1] * len(caps)
+    left = total - len(caps)
+    while left > 0 and caps:
+        wanting = [i for i, cap in enumerate(caps) if shares[i] < cap] or range(len(caps))
+        for i in wanting[:left]:
+            shares[i] += 1
+            left -= 1
+    return shares
+
+
+# --- the worker's side ---------------------------------------------------------------
+def shard_engine(name: str) -> object:
+    """The engine a shard runs: ``name`` if it is usable here, else ``asyncio``."""
+    from . import get_engine
+
+    if name in SHARDING:
+        raise InputError(f"a shard cannot run the {name!r} engine; use an event-driven one")
+    try:
+        return get_engine(name)
+    except (InputError, ImportError):
+        return get_engine("asyncio")
+
+
+def run_shard(jobs: Sequence[Job], options: Options, inner: str,
+              send: Callable[[Summary], None], interval: float = 0.2,
+              stopped: Callable[[], bool] | None = None) -> list[Report]:
+    """Download ``jobs``; ``send`` summaries meanwhile; return every ending.
+
+    ``stopped`` is polled every ``interval``: once true, the engine is asked to
+    stop (engines with a ``stop()`` method; others finish their shard) and the
+    endings so far are returned.
+    """
+    outbox: deque[Any] = deque()  # the session hands its listener reports only
+    session = Session(jobs, options, listener=outbox.append)
+    engine = shard_engine(inner)
+    reporter = _Reporter(session, outbox, send, stopped, getattr(engine, "stop", None))
+    done = threading.Event()
+    thread = threading.Thread(target=reporter.every, args=(done, interval),
+                              name="midair-shard-reporter", daemon=True)
+    thread.start()
+    try:
+        engine.run(session)  # type: ignore[attr-defined]
+    except BaseException:
+        if not reporter.stopping:
+            raise
+    finally:
+        session.close()
+        done.set()
+        thread.join()
+        reporter.flush()
+    return reporter.endings
+
+
+class _Reporter:
+    """Drains the session's reports and samples its tracker, off the engine's thread."""
+
+    def __init__(self, session: Session, outbox: deque[Any],
+                 send: Callable[[Summary], None], stopped: Callable[[], bool] | None,
+                 stop: Callable[[], None] | None) -> None:
+        self.session, self.outbox, self.send = session, outbox, send
+        self.stopped, self.stop = stopped, stop
+        self.stopping = False
+        self.written = 0
+        self.endings: list[Report] = []
+
+    def every(self, done: threading.Event, interval: float) -> None:
+        while not done.wait(interval):
+            self.flush()
+            if self.stop is not None and self.stopped is not None and (
+                    self.stopping or self.stopped()):
+                self.stopping = True
+                self.stop()  # again each turn: the engine may not have been running yet
+
+    def flush(self) -> None:
+        reports: list[Report] = []
+        while self.outbox:
+            reports.append(self.outbox.popleft())
+        # Sampled after the reports: a download ended above is no longer active here.
+        tracker = self.session.tracker
+        positions = {d: t.done for d, t in list(tracker.active.items())}
+        written, self.written = tracker.bytes_done - self.written, tracker.bytes_done
+        self.endings.extend(r for r in reports if type(r) in ENDINGS)
+        if reports or written or positions:
+            self.send(Summary(tuple(reports), written, positions))
+
+
+# --- the merge -----------------------------------------------------------------------
+class Merger:
+    """Folds shard summaries into the caller's session, one ending per job."""
+
+    def __init__(self, session: Session, shards: Sequence[Shard]) -> None:
+        self.session = session
+        self.shards = {shard.number: shard for shard in shards}
+        self.ended: set[int] = set()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.ended) == len(self.session.jobs)
+
+    def apply(self, number: int, summary: Summary) -> None:
+        self.reports(number, summary.reports)
+        indexes = self.shards[number].indexes
+        self.session.tracker.add_progress(
+            summary.written, {indexes[d]: done for d, done in summary.positions.items()})
+
+    def reports(self, number: int, reports: Sequence[Report]) -> None:
+        indexes = self.shards[number].indexes
+        for report in reports:
+            ident = indexes[report.download]
+            if ident in self.ended:
+                continue  # a re-run shard repeating itself
+            if type(report) in ENDINGS:
+                self.ended.add(ident)
+            self.session.report(replace(report, download=ident))
+
+    def lost(self, number: int, reason: str) -> None:
+        """Fail every job of shard ``number`` that has not ended: ``reason`` says why."""
+        for ident in self.shards[number].indexes:
+            if ident not in self.ended:
+                url = self.session.jobs[ident].url.text
+                self.ended.add(ident)
+                self.session.report(Failed(ident, url, NetworkError(url, reason)))

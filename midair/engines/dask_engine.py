@@ -1,0 +1,178 @@
+"""``dask``: host shards as tasks on a ``dask.distributed`` cluster.
+
+"Use ten different computers": the same plan as ``processes`` (``_shards``),
+with each shard one task that runs an event-driven engine inside a dask worker
+and writes straight into the download directory — which must therefore be a
+filesystem every worker sees at the same path (it is made absolute here).
+
+Progress streams home through a ``distributed.Queue`` (pickled ``Summary``
+records, every ``interval`` seconds), and each task also returns its shard's
+endings, which are merged when it completes: the stream is for displays, the
+return value is what the results rest on, so a dropped message costs a late
+progress bar, never a result.
+
+A worker that dies mid-shard is the scheduler's to handle: it runs the task
+again on another worker (up to ``distributed.scheduler.allowed-failures``
+times; ``retries`` covers a task that raised).  The re-run resumes from the
+part files and its repeated reports are dropped by the merge.  A shard that
+still cannot finish fails its remaining jobs, naming the shard.
+
+Ctrl-C (any exception here) sets a ``distributed.Event`` the shards poll;
+each asks its engine to ``stop()`` (the reactor has one; an engine without it
+finishes its shard), closes its part files and returns, and the error goes on.
+
+Without ``scheduler`` a ``LocalCluster`` of ``workers`` processes is started
+and closed here; with an address, the engine only connects a ``Client``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from ..core.actions import Report
+from ..core.jobs import Job, Options
+from ._session import Session
+from ._shards import Merger, Summary, plan_shards, run_shard, shard_engine
+
+_STOP_WAIT = 10.0  # seconds for stopped shards to flush their files and return
+
+
+class DaskEngine:
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, workers: int = 2, inner: str = "reactor",
+                 shards: int | None = None, interval: float = 0.2, retries: int = 2) -> None:
+        self.scheduler = scheduler
+        self.workers = workers
+        self.inner = inner
+        shard_engine(inner)  # a bad name fails here, not on every worker
+        self.shards = shards  # default: one per worker thread of the cluster
+        self.interval = interval
+        self.retries = retries
+
+    def run(self, session: Session) -> None:
+        from distributed import Queue
+
+        try:
+            with self._client() as client:
+                shards = plan_shards(session.jobs, session.options,
+                                     self.shards or sum(client.nthreads().values()))
+                merger = Merger(session, shards)
+                queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
+                futures = {
+                    client.submit(_shard_task, [session.jobs[i] for i in shard.indexes],
+                                  shard.options, self.inner, queue.name, shard.number,
+                                  self.interval, pure=False, retries=self.retries,
+                                  key=f"{queue.name}-shard-{shard.number}"): shard.number
+                    for shard in shards}
+                try:
+                    _follow(futures, queue, merger, self.interval)
+                except BaseException:  # Ctrl-C above all: shards flush their files and end
+                    _stop(client, queue.name, list(futures))
+                    raise
+                finally:
+                    queue.close()
+        finally:
+            session.close()
+
+    @contextlib.contextmanager
+    def _client(self) -> Iterator[Any]:
+        from distributed import Client
+
+        if self.scheduler is not None:
+            with Client(self.scheduler) as client:
+                yield client
+            return
+        with local_cluster(self.workers) as cluster, Client(cluster) as client:
+            yield client
+
+
+def local_cluster(workers: int) -> Any:
+    """A ``LocalCluster`` of ``workers`` single-threaded processes, no dashboard.
+
+    The scheduler's small HTTP server (health, metrics) still listens: on a free
+    port, not on 8787, which another cluster may hold.  The worker processes
+    start with SIGINT ignored: a Ctrl-C at the terminal reaches the whole
+    process group, and a worker that died of it would take its shard down
+    without closing the part files; the engine stops the shards itself.
+    """
+    from distributed import LocalCluster
+
+    with _sigint_ignored():
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None,
+                            scheduler_kwargs={"dashboard_address": ":0"})
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored here (and so in processes started meanwhile), in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _follow(futures: dict[Any, int], queue: Any, merger: Merger, interval: float) -> None:
+    """Merge streamed summaries until every shard's task has ended, then its endings."""
+    from distributed import wait
+
+    pending = dict(futures)
+    while pending:
+        with contextlib.suppress(TimeoutError):
+            wait(list(pending), timeout=interval, return_when="FIRST_COMPLETED")
+        _drain(queue, merger)  # before endings: what a finished shard sent before returning
+        for future, number in [(f, n) for f, n in pending.items() if f.done()]:
+            del pending[future]
+            if future.status == "finished":
+                merger.reports(number, future.result())
+                merger.lost(number, f"dask shard {number} ended without finishing its jobs")
+            else:
+                merger.lost(number, f"dask shard {number} failed: {_describe(future.exception())}")
+
+
+def _stop(client: Any, name: str, futures: list[Any]) -> None:
+    from distributed import Event, wait
+
+    Event(f"{name}-stop", client=client).set()
+    with contextlib.suppress(Exception):
+        wait(futures, timeout=_STOP_WAIT)
+    client.cancel(futures)
+
+
+def _drain(queue: Any, merger: Merger) -> None:
+    for item in queue.get(batch=True):
+        number, summary = pickle.loads(item)
+        merger.apply(number, summary)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+# --- on a dask worker ----------------------------------------------------------------
+def _shard_task(jobs: list[Job], options: Options, inner: str, queue_name: str, number: int,
+                interval: float) -> list[Report]:
+    from distributed import Event, Queue
+
+    queue = Queue(queue_name)
+    stop = Event(f"{queue_name}-stop")
+
+    def send(summary: Summary) -> None:
+        queue.put(pickle.dumps((number, summary)))
+
+    try:
+        return run_shard(jobs, options, inner, send, interval, stopped=stop.is_set)
+    finally:
+        queue.close()

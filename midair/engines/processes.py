@@ -1,0 +1,156 @@
+"""``processes``: one event loop per core, hosts sharded across processes.
+
+Shared-nothing, the way Seastar and GHC's multicore I/O manager scale: the
+batch is cut into shards by origin (see ``_shards``), and each shard runs in
+its own process with its own ``Session`` and event-driven engine (``reactor``
+by default; ``asyncio`` if the one asked for cannot load).  Nothing is shared
+but the download directory.  Each child sends ``Summary`` records home over a
+pipe; this process folds them into the caller's session, so displays and
+results look the same as with a single-loop engine.
+
+Endings: a child that finishes sends ``done``; one that crashes sends why; one
+that dies without a word (killed, out of memory) is seen as the end of its
+pipe.  In every case each job of its shard with no ending yet is failed, with a
+message naming the worker, so ``run`` always returns with one result per job.
+Ctrl-C here stops every child (they catch SIGTERM like SIGINT and close their
+part files, so a re-run resumes) and is raised again.
+
+Children start with ``spawn`` (or ``forkserver``): a fork of a process with
+threads and an event loop is not safe.  As with any ``spawn`` user, a script
+that calls midair at import time needs an ``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from ..core.jobs import Job, Options
+from ._session import Session
+from ._shards import Merger, Shard, Summary, plan_shards, run_shard, shard_engine
+
+_JOIN_TIMEOUT = 10.0
+
+
+class ProcessesEngine:
+    name = "processes"
+
+    def __init__(self, workers: int | None = None, inner: str = "reactor",
+                 start_method: str = "spawn", interval: float = 0.2) -> None:
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError("start_method must be 'spawn' or 'forkserver'")
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.inner = inner
+        shard_engine(inner)  # a bad name fails here, not in every child
+        self.context = multiprocessing.get_context(start_method)
+        self.interval = interval
+
+    def run(self, session: Session) -> None:
+        shards = plan_shards(session.jobs, session.options, self.workers)
+        merger = Merger(session, shards)
+        children = _Children(self.context, shards)
+        try:
+            children.start(session.jobs, self.inner, self.interval)
+            children.wait(merger)
+        except BaseException:  # Ctrl-C above all: stop every child, then let it through
+            children.terminate()
+            raise
+        finally:
+            children.reap()
+            session.close()
+
+
+class _Children:
+    """The worker processes and the parent's ends of their pipes."""
+
+    def __init__(self, context: Any, shards: list[Shard]) -> None:
+        self.context = context
+        self.shards = shards
+        self.processes: dict[int, BaseProcess] = {}
+        self.pipes: dict[Connection, int] = {}  # reader -> shard number
+        self.ends: dict[int, str] = {}  # shard number -> how it ended, once known
+
+    def start(self, jobs: list[Job], inner: str, interval: float) -> None:
+        for shard in self.shards:
+            reader, writer = self.context.Pipe(duplex=False)
+            process = self.context.Process(
+                target=_child, name=f"midair-shard-{shard.number}", daemon=False,
+                args=([jobs[i] for i in shard.indexes], shard.options, inner, interval, writer))
+            process.start()
+            writer.close()  # the child holds the only writer: its death ends the pipe
+            self.processes[shard.number] = process
+            self.pipes[reader] = shard.number
+
+    def wait(self, merger: Merger) -> None:
+        while self.pipes:
+            for reader in wait(list(self.pipes)):
+                self.receive(reader, merger)  # type: ignore[arg-type]
+
+    def receive(self, reader: Connection, merger: Merger) -> None:
+        number = self.pipes[reader]
+        try:
+            kind, body = reader.recv()
+        except (EOFError, OSError):
+            kind, body = "eof", None
+        if kind == "summary":
+            merger.apply(number, body)
+            return
+        del self.pipes[reader]
+        reader.close()
+        if kind == "eof":
+            body = self.death(number)
+        merger.lost(number, f"worker {number} {body}")
+
+    def death(self, number: int) -> str:
+        process = self.processes[number]
+        process.join(_JOIN_TIMEOUT)
+        code = process.exitcode
+        if code is not None and code < 0:
+            return f"died (killed by {signal.Signals(-code).name})"
+        return f"died (exit status {code})"
+
+    def terminate(self) -> None:
+        for process in self.processes.values():
+            if process.is_alive():
+                process.terminate()
+
+    def reap(self) -> None:
+        for process in self.processes.values():
+            process.join(_JOIN_TIMEOUT)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for reader in self.pipes:
+            reader.close()
+
+
+# --- in the child --------------------------------------------------------------------
+def _child(jobs: list[Job], options: Options, inner: str, interval: float,
+           writer: Connection) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    def send(summary: Summary) -> None:
+        writer.send(("summary", summary))
+
+    try:
+        run_shard(jobs, options, inner, send, interval)
+        writer.send(("done", "ended without finishing its jobs"))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        writer.send(("crashed", f"crashed: {type(exc).__name__}: {exc}"))
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM takes the engine's own Ctrl-C path (asyncio.Runner's handler cancels the
+    main task), so part files are flushed and closed; plain KeyboardInterrupt otherwise."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # SIGINT ignored, as in a background job
+        handler = signal.default_int_handler
+    handler(signal.SIGINT, frame)

@@ -1,0 +1,348 @@
+"""The reactor engine and the sharding engines (processes, dask) end to end.
+
+Every case runs against ``midair serve`` on several loopback hosts: bytes must
+match, a 404 is reported with its URL, the results hold one entry per job, the
+per-host limit holds across shards, and a worker killed mid-run costs its
+unfinished jobs (processes) or a re-run of its shard (dask) — never a hang.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from midair.api import Downloader, make_options
+from midair.core.actions import Action, Finished, Started
+from midair.core.errors import NetworkError
+from midair.core.jobs import Job
+from midair.engines import get_engine
+from midair.engines._session import Session
+from midair.engines._shards import Merger, Summary, plan_shards, run_shard, split
+from midair.serve import ServerThread, expected_bytes
+
+HAVE_DASK = all(importlib.util.find_spec(m) for m in ("dask", "distributed"))
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    with ServerThread(addresses=4) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler() -> Iterator[str]:
+    from midair.engines.dask_engine import local_cluster
+
+    with local_cluster(2) as cluster:
+        yield cluster.scheduler_address
+
+
+ENGINES = [
+    pytest.param("reactor", id="reactor"),
+    pytest.param("reactor-uvloop", id="reactor-uvloop",
+                 marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop not installed")),
+    pytest.param("processes", id="processes"),
+    pytest.param("dask", id="dask",
+                 marks=pytest.mark.skipif(not HAVE_DASK, reason="dask.distributed not installed")),
+]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """(registry name, engine options) for ``Downloader``."""
+    if request.param == "reactor-uvloop":
+        return "reactor", {"loop": "uvloop"}
+    if request.param == "processes":
+        return "processes", {"workers": 2}
+    if request.param == "dask":
+        return "dask", {"scheduler": request.getfixturevalue("dask_scheduler")}
+    return "reactor", {}
+
+
+def gen(srv: ServerThread, host: int, name: str, size: int, extra: str = "") -> str:
+    return srv.url(host, f"/gen/{name}?size={size}{extra}")
+
+
+def run(dest: Path, engine: tuple[str, dict[str, Any]], urls: list[str],
+        on_event: Callable[[Action], None] | None = None, **options: Any) -> Session:
+    """Run ``urls`` through the engine; return the session to inspect."""
+    downloader = Downloader(str(dest), engine=engine[0], engine_options=engine[1],
+                            on_event=on_event, **options)
+    for url in urls:
+        downloader.enqueue(url)
+    session = downloader.session()
+    get_engine(engine[0], **engine[1]).run(session)
+    return session
+
+
+def check_one_entry_per_job(session: Session) -> None:
+    results = session.results
+    ended = Counter([s.url for s in results.successes] + [f.url for f in results.failures])
+    assert ended == Counter(j.url.text for j in session.jobs)
+
+
+# --- every engine ---------------------------------------------------------------------
+def test_byte_exact_with_a_404(server: ServerThread, tmp_path: Path,
+                               engine: tuple[str, dict[str, Any]]) -> None:
+    sizes = {f"f{h}{i}.bin": (h, 1000 * (h + 1) + 70_001 * i) for h in range(3) for i in range(3)}
+    urls = [gen(server, h, name, size) for name, (h, size) in sizes.items()]
+    urls.append(gen(server, 3, "chunked.bin", 123_457, "&chunked=1"))
+    missing = gen(server, 1, "missing.bin", 10, "&status=404")
+    urls.append(missing)
+    events: list[Action] = []
+    session = run(tmp_path, engine, urls, events.append)
+
+    check_one_entry_per_job(session)
+    [failure] = session.results.failures
+    assert failure.url == missing and failure.error.status == 404
+    assert str(failure.error).startswith(missing)
+    sizes["chunked.bin"] = (3, 123_457)
+    assert len(session.results.successes) == len(sizes)
+    for success in session.results.successes:
+        name = Path(success.path).name
+        assert Path(success.path).read_bytes() == expected_bytes(name, sizes[name][1])
+    # Reports carry the caller's download ids, whatever shard made them.
+    for event in events:
+        assert session.jobs[event.download].url.text == event.url  # type: ignore[union-attr]
+    assert sum(type(e) is Finished for e in events) == len(sizes)
+    tracker = session.tracker
+    assert tracker.bytes_done == sum(size for _, size in sizes.values())
+    assert (tracker.files_done, tracker.files_failed, tracker.active) == (len(sizes), 1, {})
+
+
+def test_per_host_limit_holds(server: ServerThread, tmp_path: Path,
+                              engine: tuple[str, dict[str, Any]]) -> None:
+    urls = [gen(server, h, f"p{h}-{i}.bin", 40_000, "&rate=200000")
+            for h in range(4) for i in range(5)]
+    server.reset_stats()
+    session = run(tmp_path, engine, urls, per_host=2, concurrency=100)
+    assert session.results.ok and len(session.results.successes) == len(urls)
+    stats = server.stats().addresses
+    assert {stats[h].max_concurrent for h in server.hosts} == {2}
+
+
+def test_retry_after_503_uses_the_timer(server: ServerThread, tmp_path: Path,
+                                        engine: tuple[str, dict[str, Any]]) -> None:
+    url = gen(server, 2, "flaky.bin", 5000, f"&status=503&fail_times=1&k={engine}")
+    events: list[Action] = []
+    session = run(tmp_path, engine, [url], events.append, retry_base=0.05)
+    assert session.results.ok, session.results.failures
+    assert session.tracker.retries == 1
+
+
+# --- reactor ----------------------------------------------------------------------------
+def test_reactor_reports_a_refused_connection(tmp_path: Path) -> None:
+    with ServerThread(addresses=1) as srv:
+        url = srv.url(0, "/gen/x.bin?size=10")
+    session = run(tmp_path, ("reactor", {}), [url], retries=0)
+    [failure] = session.results.failures
+    assert "connection refused" in str(failure.error)
+
+
+def test_reactor_raises_a_core_bug_instead_of_hanging(server: ServerThread,
+                                                      tmp_path: Path) -> None:
+    downloader = Downloader(str(tmp_path))
+    downloader.enqueue(gen(server, 0, "bug.bin", 1000))
+    session = downloader.session()
+
+    def broken(conn: int, data: bytes) -> list[Any]:
+        raise RuntimeError("a bug in the core")
+
+    session.received = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="a bug in the core"):
+        get_engine("reactor").run(session)
+
+
+@pytest.mark.parametrize("name", ["reactor", "processes"])
+def test_an_empty_batch_returns_at_once(tmp_path: Path, name: str) -> None:
+    session = Downloader(str(tmp_path)).session()
+    get_engine(name).run(session)
+    assert session.results.successes == [] and session.results.failures == []
+
+
+# --- processes --------------------------------------------------------------------------
+def test_killed_worker_fails_only_its_unfinished_jobs(server: ServerThread,
+                                                      tmp_path: Path) -> None:
+    urls = [gen(server, h, f"k{h}-{i}.bin", 60_000, "&rate=100000")
+            for h in range(4) for i in range(2)]
+    killed: list[int] = []
+
+    def kill_shard_zero(event: Action) -> None:
+        if killed or type(event) is not Started:
+            return
+        for child in multiprocessing.active_children():
+            if child.name == "midair-shard-0" and child.pid:
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
+
+    session = run(tmp_path, ("processes", {"workers": 2}), urls, kill_shard_zero, per_host=1)
+    assert killed
+    check_one_entry_per_job(session)
+    results = session.results
+    assert results.failures and results.successes
+    for failure in results.failures:
+        assert "worker 0 died (killed by SIGKILL)" in str(failure.error)
+    shard_one = {session.jobs[i].url.text
+                 for i in plan_shards(session.jobs, session.options, 2)[1].indexes}
+    assert {s.path.rsplit("/", 1)[1] for s in results.successes} == {
+        u.split("/gen/")[1].split("?")[0] for u in shard_one}
+
+
+def test_ctrl_c_stops_every_worker_and_keeps_part_files(server: ServerThread,
+                                                        tmp_path: Path) -> None:
+    urls = [gen(server, h, f"c{h}.bin", 400_000, "&rate=100000") for h in range(4)]
+    started: set[int] = set()
+
+    def interrupt_once_all_started(event: Action) -> None:
+        if type(event) is Started:
+            started.add(event.download)
+            if len(started) == len(urls):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, ("processes", {"workers": 2}), urls, interrupt_once_all_started)
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("midair")]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"c{h}.bin.midair-{kind}" for h in range(4) for kind in ("ctl", "part"))
+
+
+def test_a_stopped_shard_returns_its_endings_and_flushes(server: ServerThread,
+                                                         tmp_path: Path) -> None:
+    fast = gen(server, 0, "fast.bin", 1000)
+    slow = gen(server, 1, "slow.bin", 400_000, "&rate=100000")
+    options = make_options(str(tmp_path))
+    clock = time.monotonic() + 0.6
+    summaries: list[Summary] = []
+    endings = run_shard([job(fast), job(slow)], options, "reactor", summaries.append,
+                        interval=0.05, stopped=lambda: time.monotonic() > clock)
+    assert [type(e) for e in endings] == [Finished] and endings[0].url == fast
+    assert (tmp_path / "slow.bin.midair-ctl").exists()
+    assert 0 < (tmp_path / "slow.bin.midair-part").stat().st_size < 400_000
+    assert sum(s.written for s in summaries) == 1000 + (tmp_path / "slow.bin.midair-part"
+                                                         ).stat().st_size
+
+
+def test_processes_through_the_library_api(server: ServerThread, tmp_path: Path) -> None:
+    import midair
+
+    urls = [gen(server, h, f"api{h}.bin", 2048) for h in range(3)]
+    results = midair.download(urls, str(tmp_path), engine="processes",
+                              engine_options={"workers": 2})
+    assert results.ok and sorted(Path(p).name for p in results.paths) == [
+        "api0.bin", "api1.bin", "api2.bin"]
+
+
+# --- the plan and the merge ---------------------------------------------------------------
+def job(url: str, **kwargs: Any) -> Job:
+    return Job.from_url(url, **kwargs)
+
+
+def test_plan_keeps_hosts_and_shared_names_together() -> None:
+    jobs = [job(f"http://h{h}.test/{h}-{i}") for h in range(6) for i in range(1 + h % 3)]
+    jobs.append(job("http://h9.test/0-0"))  # the same target path as h0's file
+    options = make_options("/tmp/x", concurrency=10, per_host=2)
+    shards = plan_shards(jobs, options, 4)
+    assert len(shards) == 4
+    where = {i: s.number for s in shards for i in s.indexes}
+    assert sorted(where) == list(range(len(jobs)))
+    for a, one in enumerate(jobs):
+        same_host = [b for b, other in enumerate(jobs) if other.url.host == one.url.host]
+        assert {where[b] for b in same_host} == {where[a]}
+    assert where[len(jobs) - 1] == where[0]
+    assert sum(s.options.concurrency for s in shards) == 10
+    assert all(s.options.directory == "/tmp/x" for s in shards)
+    counts = sorted(len(s.indexes) for s in shards)
+    assert counts[-1] - counts[0] <= 3
+
+
+def test_plan_never_has_more_shards_than_connections_or_groups() -> None:
+    jobs = [job(f"http://h{h}.test/f{h}") for h in range(2)] + [job("http://h0.test/g")]
+    assert len(plan_shards(jobs, make_options(concurrency=8), 16)) == 2
+    assert len(plan_shards(jobs, make_options(concurrency=1), 16)) == 1
+    assert plan_shards([], make_options(), 4) == []
+
+
+@pytest.mark.parametrize(("total", "caps", "shares"), [
+    (10, [2, 2, 20], [2, 2, 6]),
+    (3, [0, 0, 0], [1, 1, 1]),
+    (7, [1, 1], [4, 3]),
+])
+def test_split_fills_shards_that_can_use_connections(total: int, caps: list[int],
+                                                     shares: list[int]) -> None:
+    assert split(total, caps) == shares
+
+
+def test_merger_drops_reports_after_a_jobs_ending() -> None:
+    jobs = [job(f"http://h.test/f{i}") for i in range(3)]
+    session = Session(jobs, make_options())
+    [shard] = plan_shards(jobs, session.options, 1)
+    merger = Merger(session, [shard])
+    started = Started(1, jobs[1].url.text, "/p", 0, 10)
+    merger.apply(0, Summary((started,), 4, {1: 4}))
+    assert session.tracker.active[1].done == 4 and session.tracker.bytes_done == 4
+    merger.reports(0, [Finished(1, jobs[1].url.text, "/p", 10, False), started])
+    assert not session.tracker.active  # the repeated Started came after the ending
+    merger.lost(0, "worker 0 died")
+    assert merger.complete
+    check_one_entry_per_job(session)
+    failures = session.results.failures
+    assert [f.url for f in failures] == [jobs[0].url.text, jobs[2].url.text]
+    assert all(isinstance(f.error, NetworkError) and f.error.retryable for f in failures)
+    assert str(failures[0].error) == f"{jobs[0].url.text}: worker 0 died"
+
+
+# --- dask ----------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAVE_DASK, reason="dask.distributed not installed")
+def test_dask_starts_and_closes_its_own_cluster(server: ServerThread, tmp_path: Path) -> None:
+    urls = [gen(server, h, f"own{h}.bin", 3000) for h in range(3)]
+    before = set(multiprocessing.active_children())
+    session = run(tmp_path, ("dask", {"workers": 2}), urls)
+    assert session.results.ok and len(session.results.successes) == 3
+    assert set(multiprocessing.active_children()) <= before
+
+
+@pytest.mark.skipif(not HAVE_DASK, reason="dask.distributed not installed")
+def test_dask_reruns_the_shard_of_a_killed_worker(server: ServerThread, tmp_path: Path,
+                                                  dask_scheduler: str) -> None:
+    from distributed import Client
+
+    urls = [gen(server, h, f"d{h}-{i}.bin", 150_000, "&rate=150000")
+            for h in range(2) for i in range(2)]
+    plan = plan_shards([job(u) for u in urls], make_options(str(tmp_path), per_host=1), 2)
+    shard_of = {i: shard.number for shard in plan for i in shard.indexes}
+    with Client(dask_scheduler) as client:
+        pids = client.run(os.getpid)
+        killed: list[int] = []
+        events: list[Action] = []
+
+        def kill_the_worker_that_started_it(event: Action) -> None:
+            events.append(event)
+            if killed or type(event) is not Started:
+                return
+            key = f"-shard-{shard_of[event.download]}"  # the engine's task keys end so
+            for worker, keys in client.processing().items():
+                if any(str(k).endswith(key) for k in keys):
+                    os.kill(pids[worker], signal.SIGKILL)
+                    killed.append(pids[worker])
+                    return
+
+        session = run(tmp_path, ("dask", {"scheduler": dask_scheduler}), urls,
+                      kill_the_worker_that_started_it, per_host=1)
+    assert killed
+    check_one_entry_per_job(session)
+    assert session.results.ok, session.results.failures
+    starts = Counter(e.download for e in events if type(e) is Started)
+    assert max(starts.values()) == 2, "the killed shard ran again and restarted a download"
+    for success in session.results.successes:
+        assert Path(success.path).read_bytes() == expected_bytes(Path(success.path).name,
+                                                                 150_000)
