@@ -28,6 +28,7 @@ import json
 import os
 import resource
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict
 
 from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
@@ -106,27 +107,36 @@ class Store:
     # --- after: publish or discard --------------------------------------------------
     def publish(self, action: Publish) -> None:
         """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
+        self.begin_publish(action)()
+
+    def begin_publish(self, action: Publish) -> Callable[[], None]:
+        """Detach the finished part file; return the slow rest (verify, fsync, rename).
+
+        The returned function touches only the file it was given, so a session
+        can run it on another thread while transfers go on: fsync can take a
+        millisecond, and ten thousand of them must not stall the I/O loop.
+        """
         part = action.path + PART_SUFFIX
         try:
             fd = self._fd(action.download, part)
-            size = os.fstat(fd).st_size
-            if action.size is not None and size != action.size:
-                raise IntegrityError(action.url, f"{part} has {size} bytes, expected {action.size}")
-            if action.checksum is not None:
-                _verify(fd, action.checksum, action.url)
-            target = action.target or action.path
-            if target != action.path:
-                _check_replaceable(target, action.url, action.replace)
-            os.fsync(fd)
-            self._forget(action.download)
-            os.replace(part, target)
-            _tag(target, self._urls.pop(action.download, action.url), size)
-            self._records.pop(action.download, None)
-            if action.path in self._controls:
-                self._controls.discard(action.path)
-                _unlink(action.path + CONTROL_SUFFIX)
         except OSError as exc:
             raise self._local_error(action.download, action.path, exc) from exc
+        self._fds.pop(action.download, None)
+        url = self._urls.pop(action.download, action.url)
+        self._records.pop(action.download, None)
+        had_control = action.path in self._controls
+        self._controls.discard(action.path)
+
+        def finish() -> None:
+            try:
+                _publish(fd, part, action, url, had_control)
+            except OSError as exc:
+                reason = "disk full" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
+                raise DestinationError(url, f"cannot publish {action.path}: {reason}") from exc
+            finally:
+                os.close(fd)
+
+        return finish
 
     def discard(self, action: Discard) -> None:
         self._forget(action.download)
@@ -195,6 +205,22 @@ def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
     if ours and tag is not None and tag.get("size") == size:
         return OnDisk("complete", size)
     return OnDisk("fresh") if ours else OnDisk("foreign")
+
+
+def _publish(fd: int, part: str, action: Publish, url: str, had_control: bool) -> None:
+    size = os.fstat(fd).st_size
+    if action.size is not None and size != action.size:
+        raise IntegrityError(action.url, f"{part} has {size} bytes, expected {action.size}")
+    if action.checksum is not None:
+        _verify(fd, action.checksum, action.url)
+    target = action.target or action.path
+    if target != action.path:
+        _check_replaceable(target, action.url, action.replace)
+    os.fsync(fd)
+    os.replace(part, target)
+    _tag(target, url, size)
+    if had_control:
+        _unlink(action.path + CONTROL_SUFFIX)
 
 
 def _check_replaceable(target: str, url: str, replace: bool) -> None:

@@ -11,10 +11,18 @@ An engine's whole job is to turn ``Connect``/``Send``/``Close`` into socket
 operations and to feed back what the sockets did.  Everything else — the file
 actions, the store's answers, progress, results — is settled here, in the
 same call, so no engine can get it subtly different.
+
+One exception to "in the same call": publishing a finished file (verify,
+fsync, rename) runs on a publisher thread, because an fsync can take a
+millisecond and ten thousand of them must not stall the I/O loop.  While
+publications are pending, ``next_deadline`` asks for a short poll, and
+``timer`` hands their outcomes to the core — so engines need not know.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -42,6 +50,7 @@ from ..core.results import Results
 from ..store import Store
 
 Listener = Callable[[Action], None]
+PUBLISH_POLL = 0.005  # seconds between looks for finished publications
 _REPORTS = (Started, Retrying, Finished, Failed)
 NET_ACTIONS: tuple[type, ...] = NetAction.__args__  # type: ignore[attr-defined]
 
@@ -51,7 +60,8 @@ class Session:
 
     def __init__(self, jobs: Iterable[Job], options: Options, *,
                  listener: Listener | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 background_publish: bool = True) -> None:
         jobs = list(jobs)
         self.options = options
         self.jobs = jobs
@@ -60,6 +70,9 @@ class Session:
         self.tracker = Tracker(jobs=len(jobs))
         self.clock = clock
         self._listener = listener
+        self._publisher = _Publisher()
+        self._background_publish = background_publish  # off for deterministic simulations
+        self._poll_at: float | None = None  # when to look for finished publications
 
     def limit_connections(self, limit: int) -> None:
         """For engines that keep fewer connections in the air than ``concurrency``."""
@@ -79,11 +92,19 @@ class Session:
         return self._carry_out(self.batch.closed(conn, self.clock(), failure))
 
     def timer(self) -> list[NetAction]:
-        return self._carry_out(self.batch.timer(self.clock()))
+        now = self.clock()
+        actions: list[Action] = []
+        for ident, error in self._publisher.collect():
+            actions += self.batch.published(ident, now, error)
+        self._poll_at = now + PUBLISH_POLL if self._publisher.pending else None
+        return self._carry_out(actions + self.batch.timer(now))
 
     def next_deadline(self) -> float | None:
         """On the session's clock (``time.monotonic`` unless a test passes another)."""
-        return self.batch.next_deadline()
+        deadline = self.batch.next_deadline()
+        if self._poll_at is not None:  # a fixed instant: engines compare it with the clock
+            return self._poll_at if deadline is None else min(deadline, self._poll_at)
+        return deadline
 
     @property
     def done(self) -> bool:
@@ -100,7 +121,8 @@ class Session:
             self._listener(action)
 
     def close(self) -> None:
-        """Flush and close part files; call on every exit path, interrupts included."""
+        """Finish publications, flush and close part files; call on every exit path."""
+        self._publisher.close()
         self.store.close()
 
     # --- carrying out the core's actions ---------------------------------------------
@@ -140,11 +162,59 @@ class Session:
                     raise DestinationError(action.url, f"cannot read {action.path}: {exc}") from exc
                 return self.batch.prepared(action.download, disk, now())
             elif type(action) is Publish:
-                store.publish(action)
-                return self.batch.published(action.download, now())
+                begin = getattr(store, "begin_publish", None)
+                if begin is None or not self._background_publish:
+                    store.publish(action)
+                    return self.batch.published(action.download, now())
+                self._publisher.submit(action.download, action.url, begin(action))
+                if self._poll_at is None:
+                    self._poll_at = now() + PUBLISH_POLL
             elif type(action) is Discard:
                 store.discard(action)
         except DownloadError as error:
             broken.add(action.download)  # type: ignore[union-attr]
             return self.batch.published(action.download, now(), error)  # type: ignore[union-attr]
         return []
+
+
+class _Publisher:
+    """A thread that finishes publications; outcomes wait in ``collect`` for the I/O thread."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[tuple[int, str, Callable[[], None]] | None] = (
+            queue.SimpleQueue())
+        self._done: deque[tuple[int, DownloadError | None]] = deque()
+        self._thread: threading.Thread | None = None
+        self.pending = 0
+
+    def submit(self, ident: int, url: str, work: Callable[[], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="midair-publish", daemon=True)
+            self._thread.start()
+        self.pending += 1
+        self._work.put((ident, url, work))
+
+    def collect(self) -> list[tuple[int, DownloadError | None]]:
+        done = []
+        while self._done:  # deque appends and pops are atomic: no lock needed
+            done.append(self._done.popleft())
+        self.pending -= len(done)
+        return done
+
+    def close(self) -> None:
+        """Wait for what was submitted: a file being renamed must not be cut off."""
+        if self._thread is not None:
+            self._work.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            ident, url, work = item
+            try:
+                work()
+                self._done.append((ident, None))
+            except DownloadError as error:
+                self._done.append((ident, error))
+            except Exception as exc:  # a bug must fail the file, not hang the batch
+                self._done.append((ident, DestinationError(url, f"cannot publish: {exc!r}")))

@@ -373,7 +373,8 @@ class Sim:
         self.now = 0.0
         self.store: AnyStore = store if store is not None else MemoryStore()
         # The engines' own glue, with a seeded batch, the chosen store and the virtual clock.
-        self.session = Session(self.jobs, options, listener=self._report, clock=lambda: self.now)
+        self.session = Session(self.jobs, options, listener=self._report, clock=lambda: self.now,
+                               background_publish=False)
         self.batch = self.session.batch = Batch(self.jobs, options, seed=seed)
         self.session.store = LoggingStore(self.store, self)  # type: ignore[assignment]
         self.connect_delay = connect_delay

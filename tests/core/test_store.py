@@ -333,7 +333,7 @@ def test_publish_onto_a_directory(store: Store, tmp_path: Path) -> None:
     store.open(Open(1, str(path), 0, record(size=1)))
     store.write(Write(1, 0, b"x"))
     path.mkdir()
-    with pytest.raises(DestinationError, match=f"cannot write {path}"):
+    with pytest.raises(DestinationError, match=f"cannot publish {path}"):
         store.publish(Publish(1, str(path), 1, None, URL))
     assert part(path).read_bytes() == b"x"  # nothing lost
 
