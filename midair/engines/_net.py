@@ -1,12 +1,34 @@
-"""What engines share at the socket boundary: TLS set-up and error classification."""
+"""What engines share at the I/O boundary: event loops, TLS set-up, error classification."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+from collections.abc import Coroutine
+from typing import Any
 
 from ..core.actions import ConnectionFailure
 from ..core.jobs import Options
+
+LOOPS = ("asyncio", "uvloop")
+
+
+def check_loop(loop: str) -> str:
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, not {loop!r}")
+    return loop
+
+
+def run_on_loop(loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on a fresh asyncio loop, or on uvloop (the extra) when asked."""
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def tls_context(options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext

@@ -14,7 +14,7 @@ import ssl
 import time
 
 from ..core.actions import Close, Connect, NetAction, Send
-from ._net import classify, tls_context
+from ._net import check_loop, classify, run_on_loop, tls_context
 from ._session import Session
 
 READ_SIZE = 64 * 1024  # also the stream's buffer limit: bounds memory per transfer
@@ -24,16 +24,10 @@ class AsyncioEngine:
     name = "asyncio"
 
     def __init__(self, loop: str = "asyncio") -> None:
-        self.loop = loop
+        self.loop = check_loop(loop)
 
     def run(self, session: Session) -> None:
-        factory = None
-        if self.loop == "uvloop":
-            import uvloop
-
-            factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(self.run_async(session))
+        run_on_loop(self.loop, self.run_async(session))
 
     async def run_async(self, session: Session) -> None:
         driver = _Driver(session)

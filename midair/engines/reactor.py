@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Callable
 
 from ..core.actions import Close, Connect, NetAction, Send
-from ._net import classify, tls_context
+from ._net import check_loop, classify, run_on_loop, tls_context
 from ._session import Session
 
 
@@ -35,19 +35,11 @@ class ReactorEngine:
     name = "reactor"
 
     def __init__(self, loop: str = "asyncio") -> None:
-        if loop not in ("asyncio", "uvloop"):
-            raise ValueError(f"loop must be 'asyncio' or 'uvloop', not {loop!r}")
-        self.loop = loop
+        self.loop = check_loop(loop)
         self._running: tuple[asyncio.AbstractEventLoop, asyncio.Task[object]] | None = None
 
     def run(self, session: Session) -> None:
-        factory = None
-        if self.loop == "uvloop":
-            import uvloop
-
-            factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(self.run_async(session))
+        run_on_loop(self.loop, self.run_async(session))
 
     async def run_async(self, session: Session) -> None:
         reactor = _Reactor(session, asyncio.get_running_loop())
