@@ -34,10 +34,11 @@ from dataclasses import asdict
 from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
 from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.jobs import Checksum
+from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
 
-PART_SUFFIX = ".midair-part"
-CONTROL_SUFFIX = ".midair-ctl"
 XATTR = "user.midair"
+# A part or control file that is a symlink would carry writes out of the directory.
+_OPEN_FLAGS = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 class Store:
@@ -123,7 +124,7 @@ class Store:
             raise self._local_error(action.download, action.path, exc) from exc
         self._fds.pop(action.download, None)
         url = self._urls.pop(action.download, action.url)
-        self._records.pop(action.download, None)
+        _, record = self._records.pop(action.download, (None, None))
         had_control = action.path in self._controls
         self._controls.discard(action.path)
 
@@ -131,8 +132,12 @@ class Store:
             try:
                 _publish(fd, part, action, url, had_control)
             except OSError as exc:
+                _keep_resumable(action.path, record, had_control)
                 reason = "disk full" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
                 raise DestinationError(url, f"cannot publish {action.path}: {reason}") from exc
+            except DownloadError:
+                _keep_resumable(action.path, record, had_control)
+                raise
             finally:
                 os.close(fd)
 
@@ -162,7 +167,7 @@ class Store:
             return fd
         self._forget(ident)  # a redirect can move a download to another name
         # Read-write: checksum verification reads the bytes back.
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(part, os.O_RDWR | _OPEN_FLAGS, 0o644)
         self._fds[ident], self._parts[ident] = fd, part
         if len(self._fds) > self._max_open:
             _, oldest = self._fds.popitem(last=False)
@@ -223,6 +228,14 @@ def _publish(fd: int, part: str, action: Publish, url: str, had_control: bool) -
         _unlink(action.path + CONTROL_SUFFIX)
 
 
+def _keep_resumable(path: str, record: Resume | None, had_control: bool) -> None:
+    """Publication failed (the name is taken, the disk is full): like every unfinished
+    download, the part file keeps the control file a re-run resumes it with."""
+    if record is not None and not had_control:
+        with contextlib.suppress(OSError):
+            _write_control(path + CONTROL_SUFFIX, record)
+
+
 def _check_replaceable(target: str, url: str, replace: bool) -> None:
     """A server-chosen name may replace only nothing, or a file midair made for this URL."""
     if not os.path.lexists(target) or replace:
@@ -255,7 +268,8 @@ def _read_control(path: str) -> Resume | None:
 
 
 def _write_control(path: str, record: Resume) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | _OPEN_FLAGS, 0o644)
+    with open(fd, "w", encoding="utf-8") as f:
         json.dump(asdict(record), f)
 
 

@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         downloader.add_jobs(parse_input_file(*_read_input(args.input_file)))
     if not downloader.jobs:
         raise InputError("no URLs given (pass URLs or -i FILE)")
+    if args.insecure:
+        print("midair: warning: --insecure: TLS certificates and host names are not verified",
+              file=sys.stderr)
     reporter = make_reporter(json=args.json, quiet=args.quiet)
     downloader.on_event = reporter.event
     session = downloader.session()

@@ -45,10 +45,10 @@ class Reporter:
 
     def event(self, action: Action) -> None:
         if isinstance(action, Failed):
-            self.line(f"failed: {action.error}")
+            self.line(failure_line(action))
 
     def line(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(printable(text), file=self.out, flush=True)
 
     @contextlib.contextmanager
     def live(self, tracker: Tracker) -> Iterator[None]:
@@ -57,6 +57,18 @@ class Reporter:
     def summary(self, tracker: Tracker, seconds: float) -> None:
         if tracker.files_failed:
             self.line(summary_line(tracker, seconds))
+
+
+def printable(text: str) -> str:
+    """One line, escapes and all: URLs and reasons may carry what a server or list put there."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def failure_line(action: Failed) -> str:
+    """``failed: URL: reason``, naming the URL the user gave, and where it failed if elsewhere."""
+    error = action.error
+    where = f" (at {error.url})" if error.url != action.url else ""
+    return f"failed: {action.url}: {error.reason}{where}"
 
 
 def summary_line(tracker: Tracker, seconds: float) -> str:
@@ -151,7 +163,7 @@ class RichReporter(PlainReporter):
             super().event(action)
 
     def line(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(printable(text), markup=False, highlight=False)
 
     @contextlib.contextmanager
     def live(self, tracker: Tracker) -> Iterator[None]:

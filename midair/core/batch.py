@@ -162,7 +162,11 @@ class Batch:
 
     def connected(self, conn_id: int, now: float) -> list[Action]:
         conn = self._conns.get(conn_id)
-        if conn is not None:
+        if conn is not None and conn.host.paused_until > now:
+            # Opened before the host said "slow down": its download waits with the others.
+            self._close(conn, now)
+            conn.host.pending.appendleft(conn.download)
+        elif conn is not None:
             conn.last_active = conn.window_start = now
             self._send_request(conn)
         return self._flush(now)
@@ -281,15 +285,16 @@ class Batch:
 
     def _write(self, conn: _Conn, data: bytes, now: float) -> None:
         d = conn.download
+        problem = d.body_overflow(len(data))
+        if problem is not None:
+            self._attempt_failed(conn, problem, now)
+            return
         self._out.append(Write(d.id, d.position, data))
         d.position += len(data)
         d.offset = d.position
         if conn.checkpoint_at is not None and now >= conn.checkpoint_at:
             conn.checkpoint_at = None
             self._out.append(Checkpoint(d.id))
-        problem = d.body_overflow()
-        if problem is not None:
-            self._attempt_failed(conn, problem, now)
 
     def _on_end(self, conn: _Conn, now: float) -> None:
         d = conn.download
@@ -326,7 +331,8 @@ class Batch:
             if idle >= opts.timeout:
                 self._attempt_failed(conn, StallTimeout(
                     conn.download.url.text, f"timed out: no data for {opts.timeout:g} s"), now)
-            elif opts.lowest_speed and now - conn.window_start >= opts.lowest_speed_time:
+            elif (opts.lowest_speed and conn.exchanges  # connecting is --timeout's business
+                  and now - conn.window_start >= opts.lowest_speed_time):
                 rate = conn.window_bytes / (now - conn.window_start)
                 if rate < opts.lowest_speed:
                     self._attempt_failed(conn, StallTimeout(

@@ -59,6 +59,7 @@ class ClientConnection:
         self._remaining: int | None = None  # fast path: body bytes still to come
         self._fast: bool = False  # this exchange's body went through the fast path
         self._fast_reusable = False
+        self._eof = False  # the peer closed: whatever the framing said, no reuse
 
     def request(self, target: str, headers: list[tuple[str, str]]) -> bytes:
         request = h11.Request(method="GET", target=target, headers=headers)
@@ -66,6 +67,7 @@ class ClientConnection:
 
     def receive(self, data: bytes) -> list[Event]:
         """Feed bytes (``b""`` means the peer closed) and return complete events."""
+        self._eof = self._eof or not data
         if self._remaining is not None:
             return self._counted_body(data)
         if self._fast:  # the exchange is over: unsolicited bytes or EOF, either way not reusable
@@ -121,6 +123,8 @@ class ClientConnection:
     @property
     def reusable(self) -> bool:
         """True once both sides finished an exchange that keeps the connection open."""
+        if self._eof:  # e.g. a close-delimited body without "Connection: close"
+            return False
         if self._fast:
             return self._remaining is None and self._fast_reusable
         return (self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
@@ -150,6 +154,11 @@ def _head(event: h11.Response) -> Head:
     headers = tuple((bytes(k), bytes(v)) for k, v in event.headers)
     if len(headers) > MAX_HEADER_FIELDS:
         raise FramingError(f"response head has {len(headers)} fields (limit {MAX_HEADER_FIELDS})")
+    # h11 bounds a head only while it is incomplete: one that arrives whole in a single
+    # read is parsed at any size.  Measure it (status line, "name: value\r\n" each).
+    size = 15 + len(event.reason) + sum(len(k) + len(v) + 4 for k, v in headers)
+    if size > MAX_HEAD_BYTES:
+        raise FramingError(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
     return Head(event.status_code, headers)
 
 

@@ -15,6 +15,11 @@ from urllib.parse import unquote
 
 DEFAULT_NAME = "index.html"
 MAX_NAME_BYTES = 240  # leaves room for ".midair-part" within the usual 255
+# The store keeps its work beside each target in NAME + one of these; a name that
+# ends with one could pass for another download's part or control file.
+PART_SUFFIX = ".midair-part"
+CONTROL_SUFFIX = ".midair-ctl"
+WORK_SUFFIXES = (PART_SUFFIX, CONTROL_SUFFIX)
 
 
 def sanitize(name: str) -> str | None:
@@ -26,7 +31,8 @@ def sanitize(name: str) -> str | None:
         name = name.lstrip(".").strip()
     if not name:
         return None
-    return _truncate(name)
+    name = _truncate(name)
+    return name + "_" if name.casefold().endswith(WORK_SUFFIXES) else name
 
 
 def _truncate(name: str) -> str:

@@ -160,6 +160,11 @@ class Download:
         status = head.status
         if status in REDIRECTS:
             return self._redirect(head)
+        if status in (200, 206) and head.get(b"transfer-encoding") and head.get(b"content-length"):
+            # RFC 9112 lets Transfer-Encoding win, but a server that sends both is
+            # broken or lying (request smuggling's favourite shape): do not trust it.
+            return Retry(ProtocolError(self.url.text,
+                                       "both Transfer-Encoding and Content-Length"))
         if status == 200:
             return self._full(head)
         if status == 206:
@@ -185,11 +190,6 @@ class Download:
         return Redirect(target)
 
     def _full(self, head: Head) -> Decision:
-        if head.get(b"transfer-encoding") and head.get(b"content-length"):
-            # RFC 9112 lets Transfer-Encoding win, but a server that sends both is
-            # broken or lying (request smuggling's favourite shape): do not trust it.
-            return Retry(ProtocolError(self.url.text,
-                                       "both Transfer-Encoding and Content-Length"))
         restarted = self.offset > 0
         size = _content_length(head)
         etag = head.get(b"etag")
@@ -206,6 +206,10 @@ class Download:
         size = None if total == "*" else int(total)
         if start != self.offset or (size is not None and end != size - 1):
             return Restart(f"Content-Range {match[0]!r} does not continue at byte {self.offset}")
+        length = _content_length(head)
+        if length is not None and length != end - start + 1:
+            return Retry(ProtocolError(self.url.text, f"Content-Length {length} does not match "
+                                                      f"Content-Range {match[0]!r}"))
         if self.size is not None and size is not None and size != self.size:
             return Restart(f"the size changed from {self.size} to {size}")
         etag = head.get(b"etag")
@@ -230,12 +234,14 @@ class Download:
             return Fail(IntegrityError(self.url.text, f"size {self.size} exceeds --max-filesize"))
         return None
 
-    def body_overflow(self) -> DownloadError | None:
-        """Check after each write that the body stays within what was declared."""
-        if self.size is not None and self.position > self.size:
+    def body_overflow(self, incoming: int = 0) -> DownloadError | None:
+        """Check, before ``incoming`` more bytes are written, that the body stays within
+        what was declared and within --max-filesize: nothing past either reaches the disk."""
+        end = self.position + incoming
+        if self.size is not None and end > self.size:
             return ProtocolError(self.url.text, f"more body than the declared {self.size} bytes")
         limit = self.options.max_filesize
-        if limit is not None and self.position > limit:
+        if limit is not None and end > limit:
             return IntegrityError(self.url.text, f"body exceeds --max-filesize {limit}")
         return None
 

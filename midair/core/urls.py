@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urljoin, urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Characters allowed unescaped in a request target (RFC 3986 pchar, '/', '?', '%').
 _TARGET_SAFE = "/:@!$&'()*+,;=-._~%?"
+# A host name or IP literal (RFC 3986 reg-name, IPv6 with a zone): nothing else may reach
+# a connect call, or a message.
+_HOST = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%:-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +64,18 @@ def parse_url(text: str) -> URL:
         host.encode("ascii")
     except UnicodeEncodeError:
         host = host.encode("idna").decode("ascii")
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"invalid host {host!r}")
     path = quote(parts.path or "/", safe=_TARGET_SAFE)
     target = path + (f"?{quote(parts.query, safe=_TARGET_SAFE)}" if parts.query else "")
     return URL(text.strip(), scheme, host, port or DEFAULT_PORTS[scheme], target)
 
 
 def resolve_location(base: URL, location: str) -> URL:
-    """Resolve a redirect's Location against the URL that answered it."""
-    return parse_url(urljoin(base.text, location.strip()))
+    """Resolve a redirect's Location against the URL that answered it.
+
+    The server wrote this URL, so its text is rebuilt from what will be
+    requested (percent-encoded ASCII): messages that show it stay printable.
+    """
+    url = parse_url(urljoin(base.text, location.strip()))
+    return replace(url, text=f"{url.scheme}://{url.host_header}{url.target}")

@@ -311,6 +311,22 @@ def test_429_without_retry_after_backs_off_that_download_only() -> None:
     assert not sim.failed and len(sim.retrying) == 1
 
 
+def test_a_connection_that_opens_during_a_host_pause_waits_too() -> None:
+    batch = Batch([Job.from_url(f"{H}/a"), Job.from_url(f"{H}/b")],
+                  Options(directory="/d", per_host=2), seed=1)
+    batch.start(0.0)
+    batch.prepared(0, OnDisk("fresh"), 0.0)
+    assert batch.prepared(1, OnDisk("fresh"), 0.0) == [Connect(2, "h.example", 80, False)]
+    batch.connected(1, 0.1)
+    answer = batch.received(1, b"HTTP/1.1 429 Slow Down\r\nRetry-After: 10\r\n"
+                               b"Content-Length: 0\r\n\r\n", 0.2)
+    assert Close(1) in answer
+    # Connection 2 was asked for before the 429 and opens during the pause: it must not ask.
+    assert batch.connected(2, 0.3) == [Close(2)]
+    assert batch.next_deadline() == 10.2
+    assert [type(a) for a in batch.timer(10.2)] == [Connect, Connect]
+
+
 def test_connection_refused_is_retried_then_fails() -> None:
     sim = run(["http://nobody.example/f"], {}, retries=2)
     error = sim.failed[0].error
@@ -351,6 +367,16 @@ def test_too_slow_is_aborted_with_lowest_speed() -> None:
               retries=1)
     error = sim.failed[0].error
     assert isinstance(error, StallTimeout) and "too slow" in str(error)
+
+
+def test_lowest_speed_does_not_judge_a_connection_still_connecting() -> None:
+    # The speed window starts when the connection is up (a slow connect is --timeout's
+    # business); before, a sweep measured it from time zero and called it 0 B/s.
+    server = FileServer()
+    server.add("/f", body(2000))
+    sim = Sim([f"{H}/f"], options(Path("/sim"), lowest_speed=100, lowest_speed_time=1.0,
+                                 retries=0), {H: server}, connect_delay=3.0).run()
+    assert sim.content(0) == body(2000), sim.failed
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked", "close"])
@@ -819,6 +845,58 @@ def test_every_job_ends_exact_or_failed_without_a_file(
     event(f"resumed with Range: {bool(ranges)}")
     event(f"failed: {bool(sim.failed)}")
     event(f"restarted: {any('changed' in r.reason for _, r in sim.retrying)}")
+
+
+# Names a hostile server might give, colliding with each other and with the URLs' names.
+SERVER_NAMES = ["f0", "f1", "same", "../same", "/etc/same", ".same", "..", "f0.midair-part",
+                "f1.midair-ctl"]
+PAUSE_STEP = st.builds(
+    lambda status, retry_after: Step(status=status, headers=() if retry_after is None else (
+        ("Retry-After", str(retry_after)),)),
+    st.sampled_from([200, 429, 503]), st.none() | st.integers(0, 5))
+
+
+@settings(max_examples=int(os.environ.get("MIDAIR_SIM_EXAMPLES", "150")), deadline=None,
+          derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resources=st.lists(st.tuples(st.integers(0, 1), st.none() | st.sampled_from(SERVER_NAMES),
+                                    st.lists(PAUSE_STEP, max_size=3)), min_size=1, max_size=6),
+       per_host=st.integers(1, 3), connect_delay=st.sampled_from([0.01, 0.5, 3.0]),
+       keep_alive=st.booleans(), seed=st.integers(0, 2**32))
+def test_hostile_names_and_slow_downs(resources: list[tuple[int, str | None, list[Step]]],
+                                      per_host: int, connect_delay: float, keep_alive: bool,
+                                      seed: int) -> None:
+    """Server names never leave the directory, never take another job's file; after a
+    429/503 no request reaches that host until the pause is over, not even on a
+    connection that was being opened when the host said so."""
+    servers = {H: FileServer(keep_alive=keep_alive), H2: FileServer(keep_alive=keep_alive)}
+    jobs, bodies = [], []
+    for i, (host, name, script) in enumerate(resources):
+        cd = () if name is None else (("Content-Disposition", f'attachment; filename="{name}"'),)
+        steps = [Step(status=s.status, headers=s.headers + cd) for s in script]
+        servers[(H, H2)[host]].add(f"/f{i}", body(50 + i, i), *steps, *[Step(headers=cd)] * 8)
+        jobs.append(f"{(H, H2)[host]}/f{i}")
+        bodies.append(body(50 + i, i))
+    with tempfile.TemporaryDirectory() as directory:
+        top = Path(directory) / "d"
+        sim = Sim(jobs, options(top, per_host=per_host, retries=4, max_retry_wait=4.0,
+                                retry_base=0.1), servers, store=DiskStore(), seed=seed,
+                  connect_delay=connect_delay, max_steps=20_000).run()
+        paths = [sim.finished[i].path for i in sim.finished]
+        assert len(set(paths)) == len(paths), "two jobs published to one name"
+        for i, finished in sim.finished.items():
+            assert os.path.dirname(finished.path) == str(top)
+            assert not os.path.basename(finished.path).startswith(".")
+            assert not finished.path.endswith((PART_SUFFIX, CONTROL_SUFFIX))
+            assert Path(finished.path).read_bytes() == bodies[i]
+        assert os.listdir(directory) == ["d"] or not os.listdir(directory)
+        assert not set(sim.failed), [f.error for f in sim.failed.values()]  # 3 < 4 retries
+    for answered, retrying in sim.retrying:
+        if retrying.reason not in ("HTTP 429", "HTTP 503"):
+            continue
+        host = origin(retrying.url)
+        during = [r for o, r in sim.sends if o == host
+                  and answered < r.time < answered + retrying.delay - 1e-9]
+        assert not during, f"asked {host} during its pause after {retrying}"
 
 
 # --- scale ----------------------------------------------------------------------------------

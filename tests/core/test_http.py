@@ -102,6 +102,15 @@ def test_trailing_data_is_not_part_of_the_response(name: str, data: bytes, eof: 
     assert not conn.reusable
 
 
+def test_a_body_ended_by_eof_never_makes_the_connection_reusable() -> None:
+    # HTTP/1.1 without "Connection: close": h11 calls the exchange DONE once EOF ends the
+    # body, but the peer is gone; reusing it failed the next download's attempt.
+    conn = connection()
+    head, got, ended = feed(conn, [b"HTTP/1.1 200 OK\r\n\r\nuntil the end"], eof=True)
+    assert head is not None and (got, ended) == (b"until the end", True)
+    assert not conn.reusable
+
+
 def test_head_accessors() -> None:
     conn = connection()
     head, _, _ = feed(conn, [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: 1\r\nx-a: 2\r\n"

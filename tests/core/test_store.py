@@ -336,6 +336,34 @@ def test_publish_onto_a_directory(store: Store, tmp_path: Path) -> None:
     with pytest.raises(DestinationError, match=f"cannot publish {path}"):
         store.publish(Publish(1, str(path), 1, None, URL))
     assert part(path).read_bytes() == b"x"  # nothing lost
+    assert json.loads(control(path).read_text())["url"] == URL  # and a re-run can resume it
+
+
+def test_a_server_name_taken_by_a_foreign_file_keeps_the_part_resumable(
+        store: Store, tmp_path: Path) -> None:
+    path, taken = tmp_path / "f", tmp_path / "chosen.bin"
+    taken.write_bytes(b"mine")
+    store.open(Open(1, str(path), 0, record(size=1)))
+    store.write(Write(1, 0, b"x"))
+    with pytest.raises(DestinationError, match="exists and was not made by midair"):
+        store.publish(Publish(1, str(path), 1, None, URL, target=str(taken)))
+    assert taken.read_bytes() == b"mine"
+    assert part(path).read_bytes() == b"x"
+    assert prepare(store, path) == OnDisk("partial", 1, record(size=1))
+
+
+@pytest.mark.parametrize("which", [PART_SUFFIX, CONTROL_SUFFIX])
+def test_a_symlink_as_part_or_control_file_is_never_followed(store: Store, tmp_path: Path,
+                                                            which: str) -> None:
+    outside, path = tmp_path / "outside", tmp_path / "d" / "f"
+    outside.write_bytes(b"precious")
+    path.parent.mkdir()
+    Path(str(path) + which).symlink_to(outside)
+    with pytest.raises(DestinationError, match="cannot write"):
+        store.open(Open(1, str(path), 0, record(size=1)))
+        store.write(Write(1, 0, b"x"))
+        store.checkpoint(Checkpoint(1))
+    assert outside.read_bytes() == b"precious"
 
 
 def test_short_writes_are_continued(store: Store, tmp_path: Path,
