@@ -89,7 +89,8 @@ def render_config(
 ) -> str:
     """The whole nginx.conf as text: pure, so a test can read it without nginx."""
     ssl = " ssl" if tls else ""
-    listens = "".join(f"        listen {_bracket(h)}:{port}{ssl};\n" for h in hosts)
+    reuse = " reuseport" if workers != 1 else ""  # a socket per worker: the kernel balances
+    listens = "".join(f"        listen {_bracket(h)}:{port}{ssl}{reuse};\n" for h in hosts)
     temps = "".join(f"    {m}_temp_path {_quote(prefix / 'temp' / m)};\n" for m in temp_modules)
     tls_lines = ""
     if tls:

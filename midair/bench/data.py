@@ -1,0 +1,120 @@
+"""Data sets: deterministic files generated once, a manifest, file-by-file checks.
+
+A client that is fast but writes wrong bytes has failed, so every run is
+checked against the sha256 recorded when the files were made. Files are
+generated from a seeded PRNG, so the same parameters give the same bytes on
+every machine, and a cache directory keeps them between runs (the manifest is
+written last and atomically: a half-made cache is never taken for a whole one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["MANIFEST", "Dataset", "Verification", "make_dataset", "verify"]
+
+MANIFEST = "manifest.json"
+_CHUNK = 8 << 20  # big files are generated and hashed this much at a time
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Files under ``root`` (names sorted = manifest order) with their sha256."""
+
+    root: Path
+    size: int
+    sha256: dict[str, str]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.sha256)
+
+    def subset(self, count: int) -> dict[str, str]:
+        """The first ``count`` files' digests: sweep points reuse one data set."""
+        return {n: self.sha256[n] for n in self.names[:count]}
+
+
+def dataset_dir(cache: Path, count: int, size: int, seed: str) -> Path:
+    return cache / f"{seed}-{count}x{size}"
+
+
+def make_dataset(cache: Path, count: int, size: int, seed: str) -> Dataset:
+    """``count`` files of ``size`` bytes under ``cache``; reused when already made."""
+    root = dataset_dir(cache, count, size, seed)
+    wanted = {"count": count, "size": size, "seed": seed}
+    cached = _load_manifest(root, wanted)
+    if cached is not None:
+        return cached
+    root.mkdir(parents=True, exist_ok=True)
+    sums = {f"f{i:05d}.bin": _write_file(root / f"f{i:05d}.bin", seed, i, size)
+            for i in range(count)}
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({**wanted, "sha256": sums}, indent=0))
+    tmp.replace(root / MANIFEST)
+    return Dataset(root, size, sums)
+
+
+def _write_file(path: Path, seed: str, index: int, size: int) -> str:
+    """Write one file in chunks (2 GiB never sits in memory) and return its sha256."""
+    rng = random.Random(f"{seed}:{index}")
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for start in range(0, size, _CHUNK):
+            chunk = rng.randbytes(min(_CHUNK, size - start))
+            digest.update(chunk)
+            f.write(chunk)
+    return digest.hexdigest()
+
+
+def _load_manifest(root: Path, wanted: dict[str, object]) -> Dataset | None:
+    try:
+        data = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if any(data.get(k) != v for k, v in wanted.items()):
+        return None
+    sums: dict[str, str] = data["sha256"]
+    size = int(data["size"])
+    if not all(_size(root / name) == size for name in sums):
+        return None
+    return Dataset(root, size, sums)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What a client left in its output directory, compared with the manifest."""
+
+    ok: int
+    missing: list[str]
+    wrong: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.wrong
+
+
+def verify(out_dir: Path, expected: dict[str, str]) -> Verification:
+    """sha256 every expected file; a missing or different file is named."""
+    ok, missing, wrong = 0, [], []
+    for name, digest in sorted(expected.items()):
+        path = out_dir / name
+        if not path.is_file():
+            missing.append(name)
+            continue
+        with open(path, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() == digest:
+                ok += 1
+            else:
+                wrong.append(name)
+    return Verification(ok, missing, wrong)

@@ -1,0 +1,156 @@
+"""PNG charts (matplotlib, the ``midair[bench]`` extra): one per scenario.
+
+Throttled scenarios: a bar per client of wall time as a multiple of the floor
+(1.0 = every file as fast as one file alone). bulk: GB/s per client with the
+loopback ceiling drawn in. small: files per second. sweep: wall time, CPU per
+file and peak RSS per transfer against N, one line per client, log scales.
+midair's engines are blue, peers orange, so the two families read apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from midair.bench.report import SWEEP_METRICS, Row, rows_for, size_text
+from midair.bench.runner import ScenarioResult
+
+__all__ = ["available", "plot_all"]
+
+MIDAIR, PEER = "#1f77b4", "#ff7f0e"
+
+
+def available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plot_all(results: list[ScenarioResult], out: Path) -> list[Path]:
+    """Write one PNG per scenario with runs into ``out``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    paths = []
+    for result in results:
+        if not any(r.status == "ok" for r in result.runs):
+            continue
+        path = out / f"{result.scenario.name}.png"
+        if result.scenario.counts:
+            _sweep(result, path, result.server)
+        else:
+            _bars(result, path, result.server)
+        paths.append(path)
+    return paths
+
+
+def _bars(result: ScenarioResult, path: Path, server: str) -> None:
+    import matplotlib.pyplot as plt
+
+    scn = result.scenario
+    rows = [r for r in rows_for(result) if not r.status.startswith("skipped")]
+    value, label, title = _bar_measure(result)
+    fig, ax = plt.subplots(figsize=(9, max(2.4, 0.9 + 0.3 * len(rows))), dpi=90)
+    names = [r.client for r in rows]
+    values = [(value(r) or 0.0) if r.ok else 0.0 for r in rows]
+    ax.barh(names, values, color=[MIDAIR if n.startswith("midair") else PEER for n in names])
+    ax.invert_yaxis()
+    for i, (row, v) in enumerate(zip(rows, values, strict=True)):
+        text = (f" {v:,.2f}" if v < 100 else f" {v:,.0f}") if row.ok else " FAILED"
+        ax.text(v, i, text, va="center", fontsize=8, color="black" if row.ok else "red")
+    if scn.throttled:
+        ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    elif result.ceiling and scn.files == 1:
+        ax.axvline(result.ceiling, color="grey", linestyle="--", linewidth=1)
+        ax.text(result.ceiling, -0.6, "loopback ceiling ", color="grey", fontsize=8, ha="right")
+    ax.set_xlabel(label)
+    ax.set_xlim(0, max([*values, result.ceiling or 0]) * 1.15)
+    ax.set_title(f"{scn.name}: {title} ({server})", fontsize=10)
+    ax.tick_params(axis="y", labelsize=8)
+    _legend_families(ax)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _bar_measure(result: ScenarioResult) -> tuple[Callable[[Row], float | None], str, str]:
+    scn = result.scenario
+    size = f"{scn.files:,} x {size_text(scn.size)}"
+    if scn.throttled:
+        return ((lambda r: r.ratio), "wall time / floor (1.0 = as fast as one file alone; "
+                "lower is better)", f"{size} over {scn.hosts} addresses at "
+                f"{size_text(scn.rate)}/s per connection")
+    if scn.files == 1:
+        return ((lambda r: r.gbps), "throughput, GB/s (higher is better)",
+                f"{size} from one unthrottled server")
+    return ((lambda r: r.files_per_s), "files per second (higher is better)",
+            f"{size} from one unthrottled server, {scn.points()[0].jobs} at a time")
+
+
+def _legend_families(ax: Any) -> None:
+    """Outside the axes, top right: it never hides a bar or its value."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=MIDAIR, label="midair engines"), Patch(color=PEER, label="peers")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              frameon=False)
+
+
+def _sweep(result: ScenarioResult, path: Path, server: str) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    scn = result.scenario
+    counts = sorted({r.files for r in result.runs})
+    by_n = {n: {row.client: row for row in rows_for(result, n)} for n in counts}
+    clients = list(dict.fromkeys(r.client for r in result.runs))
+    metrics = [m for m in SWEEP_METRICS if m[0] != "x floor"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(14, 4.8), dpi=80)
+    for client, style in zip(clients, _styles(clients), strict=True):
+        for ax, (_, get, _) in zip(axes, metrics, strict=True):
+            pts = [(n, get(by_n[n][client])) for n in counts
+                   if client in by_n[n] and by_n[n][client].ok]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], **style)
+    units = ["wall time, s", "client CPU per file, ms (user + sys)",
+             "peak RSS per transfer, KiB"]
+    titles = ["wall time (flat = all in the air)", "CPU per file",
+              "RSS per transfer (falls as fixed cost spreads)"]
+    for ax, unit, title in zip(axes, units, titles, strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("N = transfers in flight (log scale)")
+        ax.set_ylabel(unit + " (log scale)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    fig.suptitle(f"sweep: N x {size_text(scn.size)} at {size_text(scn.rate)}/s per connection "
+                 f"over min(N, {scn.hosts}) addresses ({server})", fontsize=11)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.995, 0.5), fontsize=8,
+               frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _styles(clients: list[str]) -> list[dict[str, Any]]:
+    """midair engines: solid lines, tab10 colours; peers: dashed, Dark2; a marker each."""
+    import matplotlib.pyplot as plt
+
+    markers = "o^vDsPX*<>ph"
+    ours = [c for c in clients if c.startswith("midair")]
+    theirs = [c for c in clients if not c.startswith("midair")]
+    styles: list[dict[str, Any]] = []
+    for client in clients:
+        mine = client.startswith("midair")
+        i = (ours if mine else theirs).index(client)
+        colour = plt.get_cmap("tab10" if mine else "Dark2")(i % (10 if mine else 8))
+        styles.append({"linestyle": "-" if mine else "--", "marker": markers[i % len(markers)],
+                       "color": colour, "label": client, "markersize": 5, "linewidth": 1.5})
+    return styles

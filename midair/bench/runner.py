@@ -1,0 +1,275 @@
+"""Running a scenario: data, server, the floor or ceiling, then every client x rep.
+
+The ideal a client is compared with is measured in the same run, on the same
+server, so ratios do not depend on the machine:
+
+- throttled scenarios: the *floor*, one file alone fetched by one curl (or by
+  ``midair get -j 1`` when curl is missing). With nginx this is shorter than
+  size/rate: ``limit_rate`` lets the first second's worth of bytes out at once
+  and then paces, so a file of S bytes at R bytes/s takes about S/R - 1 s
+  (3 s, not 4, for 4 MiB at 1 MiB/s). ``midair serve`` paces from the first
+  byte (about S/R). ratio = wall / floor; 1.00x means every file took as long
+  as one file alone, i.e. all were in the air at once with no overhead.
+- bulk: the *ceiling*, the same file read over one plain socket into a reused
+  buffer by the bench itself (no parsing, no disk): what loopback and the
+  server can give one connection. It is read twice and the better kept, so
+  the file is in the page cache as it is for every client after the first.
+
+A run fails when it times out (it is then killed by process group), exits
+non-zero, or leaves any file missing or different from the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from midair.bench.clients import Client, Job
+from midair.bench.data import Dataset, Verification, make_dataset, verify
+from midair.bench.measure import Measurement, run_measured
+from midair.bench.scenarios import SEED, Point, Scenario
+from midair.bench.servers import Served, serve
+
+__all__ = ["Context", "Run", "ScenarioResult", "run_scenario"]
+
+SEQUENTIAL_BUDGET = 90.0  # seconds a one-at-a-time client may need before it is skipped
+_SETTLE = 0.1  # seconds between runs, for the last client's sockets to close
+_FD_MARGIN = 256  # descriptors a client needs beyond one per transfer
+
+
+@dataclass
+class Context:
+    """What every scenario shares: where, against what, how often, how reported."""
+
+    server: str
+    cache: Path
+    work: Path
+    reps: int
+    clients: dict[str, Client]
+    versions: dict[str, str | None]
+    nofile: int
+    timeout: float | None = None
+    nginx_workers: int = 1
+    done: dict[tuple[int, ...], list[Run]] = field(default_factory=dict)  # by Scenario.key
+    say: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Run:
+    """One client run at one point, measured and verified: a line of the JSON."""
+
+    scenario: str
+    files: int
+    client: str
+    version: str
+    rep: int
+    in_flight: int
+    bytes: int
+    measurement: Measurement | None
+    verified_ok: int = 0
+    missing: int = 0
+    wrong: int = 0
+    status: str = "ok"  # ok | FAILED | SKIPPED
+    detail: str = ""
+    reused_from: str = ""  # the scenario that measured this identical point
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        if self.measurement is not None:
+            data["measurement"]["cpu_s"] = self.measurement.cpu_s
+        return data
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    server: str
+    floor_s: list[float] = field(default_factory=list)
+    ceiling_gbps: list[float] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    skipped: str = ""
+
+    @property
+    def floor(self) -> float | None:
+        return statistics.median(self.floor_s) if self.floor_s else None
+
+    @property
+    def ceiling(self) -> float | None:
+        return statistics.median(self.ceiling_gbps) if self.ceiling_gbps else None
+
+
+def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
+    """Every point x rep x client of one scenario, against one server."""
+    result = ScenarioResult(scn, ctx.server)
+    points = [p for p in scn.points() if not _too_many_fds(p, ctx, result)]
+    if not points:
+        return result
+    ctx.say(f"[{scn.name}] data: {scn.dataset_files} x {scn.size} bytes in {ctx.cache}")
+    data = make_dataset(ctx.cache, scn.dataset_files, scn.size, SEED)
+    work = ctx.work / scn.name
+    work.mkdir(parents=True, exist_ok=True)
+    hosts = max(p.hosts for p in points)
+    workers = nginx_workers(points, ctx)
+    with serve(ctx.server, data.root, hosts, scn.rate, work / "server.log", workers) as served:
+        result.server = served.kind + (f" ({workers} workers)" if served.kind == "nginx"
+                                       and workers != 1 else "")
+        for rep in range(ctx.reps):
+            _baseline(scn, served, data, work, result)
+            for point in points:
+                result.runs += _reused(scn, point, rep, ctx) or _run_point(
+                    scn, point, rep, served, data, work, ctx, result)
+    return result
+
+
+def _reused(scn: Scenario, point: Point, rep: int, ctx: Context) -> list[Run]:
+    """The runs of an identical point measured earlier in this bench (same rep)."""
+    earlier = [r for r in ctx.done.get(scn.key(point), []) if r.rep == rep]
+    if earlier:
+        ctx.say(f"[{scn.name}] N={point.files}: same point as {earlier[0].scenario}, reused")
+    return [dataclasses.replace(r, scenario=scn.name, reused_from=r.scenario) for r in earlier]
+
+
+def nginx_workers(points: list[Point], ctx: Context) -> int:
+    """Enough nginx workers that none needs more descriptors than RLIMIT_NOFILE allows.
+
+    An nginx worker holds two per connection (the socket and the file it sends),
+    so 10,000 connections need two workers under a 20,000 hard limit (the
+    listening sockets then use ``reuseport`` so the kernel splits them evenly).
+    """
+    connections = max(min(p.jobs, p.files) for p in points)
+    needed = math.ceil((2 * connections + 4 * _FD_MARGIN) / ctx.nofile)
+    return max(ctx.nginx_workers, needed) if ctx.nginx_workers > 0 else 0
+
+
+def _too_many_fds(point: Point, ctx: Context, result: ScenarioResult) -> bool:
+    needed = point.jobs + _FD_MARGIN
+    if ctx.nofile >= needed:
+        return False
+    reason = (f"N={point.files} needs ~{needed} open files, RLIMIT_NOFILE hard limit is "
+              f"{ctx.nofile} (raise it: ulimit -Hn)")
+    result.skipped = "; ".join(filter(None, [result.skipped, reason]))
+    ctx.say(f"[{result.scenario.name}] SKIPPED {reason}")
+    return True
+
+
+def _baseline(scn: Scenario, served: Served, data: Dataset, work: Path,
+              result: ScenarioResult) -> None:
+    """The floor (throttled) or the loopback ceiling (bulk), once per rep."""
+    if scn.throttled:
+        result.floor_s.append(measure_floor(served.url(0, data.names[0]), work, scn.timeout))
+    elif scn.files == 1:  # twice, best kept: the first read may come from disk, not cache
+        url = served.url(0, data.names[0])
+        result.ceiling_gbps.append(max(measure_ceiling(url, scn.timeout) for _ in range(2)))
+
+
+def measure_floor(url: str, work: Path, timeout: float) -> float:
+    """One file alone, by one curl (or midair -j 1): the best any client can do per file."""
+    if shutil.which("curl"):
+        argv = ["curl", "-q", "-sS", "--fail", "-o", os.devnull, url]
+    else:
+        argv = [sys.executable, "-m", "midair", "get", "-j", "1", "-q", "--overwrite",
+                "-d", str(work / "floor"), url]
+    m = run_measured(argv, timeout, work / "floor.log")
+    if m.exit_code != 0 or m.timed_out:
+        raise RuntimeError(f"floor download of {url} failed: {m.output_tail.strip()[-300:]}")
+    return m.wall_s
+
+
+def measure_ceiling(url: str, timeout: float) -> float:
+    """GB/s of one plain socket reading ``url`` into a reused buffer (no disk, no parsing)."""
+    parts = urlsplit(url)
+    buf = bytearray(1 << 20)
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+        start = time.perf_counter()
+        sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        total = 0
+        while n := sock.recv_into(buf):
+            total += n
+        seconds = time.perf_counter() - start
+    return total / seconds / 1e9
+
+
+def _run_point(scn: Scenario, point: Point, rep: int, served: Served, data: Dataset,
+               work: Path, ctx: Context, result: ScenarioResult) -> list[Run]:
+    names = data.names[:point.files]
+    urls = [served.url(i % point.hosts, name) for i, name in enumerate(names)]
+    list_file = work / f"urls-{point.files}.txt"
+    list_file.write_text("".join(u + "\n" for u in urls))
+    expected = data.subset(point.files)
+    runs = []
+    for name, client in ctx.clients.items():
+        if client.only and scn.name not in client.only:
+            continue
+        job = Job(urls, list_file, work / f"{name}-{point.files}-{rep}", point.jobs,
+                  point.per_host)
+        runs.append(_run_client(scn, point, rep, name, client, job, expected, ctx, result))
+    ctx.done.setdefault(scn.key(point), []).extend(runs)
+    return runs
+
+
+def _run_client(scn: Scenario, point: Point, rep: int, name: str, client: Client, job: Job,
+                expected: dict[str, str], ctx: Context, result: ScenarioResult) -> Run:
+    version = ctx.versions.get(name)
+    run = Run(scn.name, point.files, name, version or "missing", rep,
+              client.in_flight(point.files, point.jobs, version or ""),
+              point.files * scn.size, None)
+    reason = _skip_reason(scn, point, client, version, result.floor, ctx.timeout or scn.timeout)
+    if reason:
+        run.status, run.detail = "SKIPPED", reason
+        return run
+    job.out.mkdir(parents=True)
+    timeout = _timeout(scn, point, client, result.floor, ctx)
+    run.measurement = run_measured(client.command(job), timeout, Path(f"{job.out}.log"))
+    judge(run, verify(job.out, expected))
+    shutil.rmtree(job.out, ignore_errors=True)
+    label = f"N={point.files} " if scn.counts else ""
+    ctx.say(f"[{scn.name}] {label}{name} rep {rep + 1}: {run.measurement.wall_s:.2f} s "
+            f"{run.status} {run.detail}".rstrip())
+    time.sleep(_SETTLE)
+    return run
+
+
+def _skip_reason(scn: Scenario, point: Point, client: Client, version: str | None,
+                 floor: float | None, timeout: float) -> str:
+    if version is None:
+        return "not installed"
+    if client.sequential and scn.throttled and floor is not None:
+        estimate = point.files * floor
+        if estimate > min(SEQUENTIAL_BUDGET, timeout / 3):
+            return f"one at a time would take ~{estimate:.0f} s ({point.files} x floor)"
+    return ""
+
+
+def _timeout(scn: Scenario, point: Point, client: Client, floor: float | None,
+             ctx: Context) -> float:
+    base = ctx.timeout or scn.timeout
+    if client.sequential and floor is not None:
+        return max(base, point.files * floor * 1.5 + 20)
+    return base
+
+
+def judge(run: Run, check: Verification) -> Run:
+    """FAILED on timeout, non-zero exit, or any missing/wrong file; say which."""
+    m = run.measurement
+    assert m is not None
+    run.verified_ok, run.missing, run.wrong = check.ok, len(check.missing), len(check.wrong)
+    problems = [f"timed out after {m.wall_s:.0f} s"] if m.timed_out else []
+    problems += [f"exit {m.exit_code}"] if m.exit_code != 0 and not m.timed_out else []
+    problems += [f"{run.missing} missing"] if run.missing else []
+    problems += [f"{run.wrong} wrong"] if run.wrong else []
+    if problems:
+        run.status = "FAILED"
+        last = m.output_tail.strip().splitlines()[-1:]
+        run.detail = ", ".join(problems) + (f": {last[0][:120]}" if last else "")
+    return run
