@@ -766,25 +766,32 @@ def many_hosts() -> Iterator[ServerThread]:
 
 
 def run_measured(command: list[str], limit: float) -> tuple[int, str, float, float]:
-    """Run ``command``; return (exit status, stderr, wall seconds, peak RSS in MiB)."""
+    """Run ``command``; return (exit status, stderr, wall seconds, peak RSS in MiB).
+
+    Peak RSS is sampled from ``VmHWM`` of the child's processes while it runs
+    (the largest single process): ``wait4``'s ``ru_maxrss`` would include the
+    high-water mark the child inherited from this (large) pytest process at exec.
+    """
+    from midair.bench.measure import _group_pids, _hwm_kib
+
+    peak_kib = 0
     with tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL)
-        watchdog = threading.Timer(limit, proc.kill)
-        watchdog.start()
+                                stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            while proc.poll() is None:
+                if time.monotonic() - started > limit:
+                    proc.kill()
+                peak_kib = max([peak_kib, *(_hwm_kib(p) for p in _group_pids(proc.pid))])
+                time.sleep(0.05)
         except BaseException:  # interrupted (pytest-timeout, Ctrl-C): leave no child behind
             proc.kill()
             proc.wait()
             raise
-        finally:
-            watchdog.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - started
         err.seek(0)
-        return proc.returncode, err.read(), wall, usage.ru_maxrss / 1024
+        return proc.returncode, err.read(), wall, peak_kib / 1024
 
 
 LOAD_FILES, LOAD_CONCURRENCY = 2000, 500
