@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import resource
 import signal
 import sys
@@ -17,7 +18,15 @@ from collections.abc import Sequence
 from .. import __version__
 from ..core.errors import InputError
 
-SUBCOMMANDS = ("get", "serve", "demo", "bench", "engines")
+# name -> one-line help.  Only the chosen subcommand's module is imported: the
+# others (bench, serve) pull in much that `midair get` never needs.
+SUBCOMMANDS = {
+    "get": "download URLs",
+    "serve": "run the slow, faulty HTTP test server on loopback addresses",
+    "demo": "one-by-one vs all-at-once on local slow servers",
+    "bench": "benchmark midair's engines against other clients",
+    "engines": "list the engines and their concurrency models",
+}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
@@ -29,19 +38,18 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The full parser for the subcommand named in ``argv``; a one-line entry for the rest."""
     parser = argparse.ArgumentParser(
         prog="midair", description="Download many files from many slow servers at once.")
     parser.add_argument("--version", action="version", version=f"midair {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"midair.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"midair.cli.{name}":
-                raise
-            continue
-        module.add_parser(sub)
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    for name, help_text in SUBCOMMANDS.items():
+        if chosen is None or name == chosen:
+            importlib.import_module(f"midair.cli.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
@@ -53,7 +61,8 @@ def raise_open_file_limit() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     raise_open_file_limit()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -68,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("midair: terminated; part files kept", file=sys.stderr)
         return EXIT_TERMINATED
+    except BrokenPipeError:  # `midair engines | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
 
