@@ -133,8 +133,8 @@ class Store:
                 _publish(fd, part, action, url, had_control)
             except OSError as exc:
                 _keep_resumable(action.path, record, had_control)
-                reason = "disk full" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
-                raise DestinationError(url, f"cannot publish {action.path}: {reason}") from exc
+                raise DestinationError(
+                    url, f"cannot publish {action.path}: {_reason(exc)}") from exc
             except DownloadError:
                 _keep_resumable(action.path, record, had_control)
                 raise
@@ -181,10 +181,15 @@ class Store:
 
     def _local_error(self, ident: int, path: str, exc: OSError) -> DownloadError:
         self._forget(ident)
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        if exc.errno == errno.ENOSPC:
-            reason = "disk full"
+        reason = _reason(exc)
         return DestinationError(self._urls.get(ident, path), f"cannot write {path}: {reason}")
+
+
+def _reason(exc: OSError) -> str:
+    """An OS error as users read it: "disk full" rather than "No space left on device"."""
+    if exc.errno == errno.ENOSPC:
+        return "disk full"
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def default_max_open(sockets: int) -> int:

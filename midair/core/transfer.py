@@ -21,6 +21,7 @@ from .errors import (
 )
 from .http import Head
 from .jobs import Job, Options
+from .retry import parse_retry_after
 from .urls import URL, resolve_location
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -263,6 +264,4 @@ def _content_length(head: Head) -> int | None:
 
 
 def _retry_after(head: Head) -> float | None:
-    from .retry import parse_retry_after  # local: keeps the decision table readable
-
     return parse_retry_after(head.get(b"retry-after"), head.get(b"date"))
