@@ -26,8 +26,10 @@ import errno
 import hashlib
 import json
 import os
+import queue
 import resource
-from collections import OrderedDict
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -44,8 +46,11 @@ _OPEN_FLAGS = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 class Store:
     """Carries out the core's file actions; one per batch (not thread-safe)."""
 
-    def __init__(self, max_open: int | None = None, sockets: int = 0) -> None:
+    def __init__(self, max_open: int | None = None, sockets: int = 0,
+                 background: bool = True) -> None:
         self._max_open = max_open or default_max_open(sockets)
+        self.background = background  # publish on a thread; off for simulations
+        self._publisher = _Publisher()
         self._fds: OrderedDict[int, int] = OrderedDict()  # download id -> fd
         self._parts: dict[int, str] = {}  # download id -> part path
         self._urls: dict[int, str] = {}
@@ -106,6 +111,24 @@ class Store:
             raise self._local_error(action.download, path, exc) from exc
 
     # --- after: publish or discard --------------------------------------------------
+    def submit(self, action: Publish) -> bool:
+        """Publish ``action``: on the publisher thread (True: its outcome comes from
+        ``collect``), or here and now when not ``background`` (False; raises on failure)."""
+        if not self.background:
+            self.publish(action)
+            return False
+        self._publisher.submit(action.download, action.url, self.begin_publish(action))
+        return True
+
+    def collect(self) -> list[tuple[int, DownloadError | None]]:
+        """Outcomes of submitted publications that have finished since the last call."""
+        return self._publisher.collect()
+
+    @property
+    def pending(self) -> int:
+        """Submitted publications whose outcome ``collect`` has not handed out yet."""
+        return self._publisher.pending
+
     def publish(self, action: Publish) -> None:
         """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
         self.begin_publish(action)()
@@ -151,7 +174,9 @@ class Store:
         _unlink(action.path + CONTROL_SUFFIX)
 
     def close(self) -> None:
-        """Close every part file and write every missing control file: what a re-run resumes."""
+        """Finish publications, close every part file and write every missing control
+        file: what a re-run resumes."""
+        self._publisher.close()
         for ident in list(self._fds):
             self._forget(ident)
         for ident, (path, _) in list(self._records.items()):
@@ -295,3 +320,46 @@ def _read_tag(path: str) -> dict[str, object] | None:
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+class _Publisher:
+    """A thread that finishes publications; outcomes wait in ``collect`` for the I/O thread."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[tuple[int, str, Callable[[], None]] | None] = (
+            queue.SimpleQueue())
+        self._done: deque[tuple[int, DownloadError | None]] = deque()
+        self._thread: threading.Thread | None = None
+        self.pending = 0
+
+    def submit(self, ident: int, url: str, work: Callable[[], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="midair-publish", daemon=True)
+            self._thread.start()
+        self.pending += 1
+        self._work.put((ident, url, work))
+
+    def collect(self) -> list[tuple[int, DownloadError | None]]:
+        done = []
+        while self._done:  # deque appends and pops are atomic: no lock needed
+            done.append(self._done.popleft())
+        self.pending -= len(done)
+        return done
+
+    def close(self) -> None:
+        """Wait for what was submitted: a file being renamed must not be cut off."""
+        if self._thread is not None:
+            self._work.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            ident, url, work = item
+            try:
+                work()
+                self._done.append((ident, None))
+            except DownloadError as error:
+                self._done.append((ident, error))
+            except Exception as exc:  # a bug must fail the file, not hang the batch
+                self._done.append((ident, DestinationError(url, f"cannot publish: {exc!r}")))

@@ -21,8 +21,6 @@ publications are pending, ``next_deadline`` asks for a short poll, and
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -70,8 +68,7 @@ class Session:
         self.tracker = Tracker(jobs=len(jobs))
         self.clock = clock
         self._listener = listener
-        self._publisher = _Publisher()
-        self._background_publish = background_publish  # off for deterministic simulations
+        self.store.background = background_publish  # off for deterministic simulations
         self._poll_at: float | None = None  # when to look for finished publications
 
     def limit_connections(self, limit: int) -> None:
@@ -94,9 +91,9 @@ class Session:
     def timer(self) -> list[NetAction]:
         now = self.clock()
         actions: list[Action] = []
-        for ident, error in self._publisher.collect():
+        for ident, error in self.store.collect():
             actions += self.batch.published(ident, now, error)
-        self._poll_at = now + PUBLISH_POLL if self._publisher.pending else None
+        self._poll_at = now + PUBLISH_POLL if self.store.pending else None
         return self._carry_out(actions + self.batch.timer(now))
 
     def next_deadline(self) -> float | None:
@@ -122,7 +119,6 @@ class Session:
 
     def close(self) -> None:
         """Finish publications, flush and close part files; call on every exit path."""
-        self._publisher.close()
         self.store.close()
 
     # --- carrying out the core's actions ---------------------------------------------
@@ -162,11 +158,8 @@ class Session:
                     raise DestinationError(action.url, f"cannot read {action.path}: {exc}") from exc
                 return self.batch.prepared(action.download, disk, now())
             elif type(action) is Publish:
-                begin = getattr(store, "begin_publish", None)
-                if begin is None or not self._background_publish:
-                    store.publish(action)
+                if not store.submit(action):  # published already: no thread, or a simulation
                     return self.batch.published(action.download, now())
-                self._publisher.submit(action.download, action.url, begin(action))
                 if self._poll_at is None:
                     self._poll_at = now() + PUBLISH_POLL
             elif type(action) is Discard:
@@ -175,46 +168,3 @@ class Session:
             broken.add(action.download)  # type: ignore[union-attr]
             return self.batch.published(action.download, now(), error)  # type: ignore[union-attr]
         return []
-
-
-class _Publisher:
-    """A thread that finishes publications; outcomes wait in ``collect`` for the I/O thread."""
-
-    def __init__(self) -> None:
-        self._work: queue.SimpleQueue[tuple[int, str, Callable[[], None]] | None] = (
-            queue.SimpleQueue())
-        self._done: deque[tuple[int, DownloadError | None]] = deque()
-        self._thread: threading.Thread | None = None
-        self.pending = 0
-
-    def submit(self, ident: int, url: str, work: Callable[[], None]) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="midair-publish", daemon=True)
-            self._thread.start()
-        self.pending += 1
-        self._work.put((ident, url, work))
-
-    def collect(self) -> list[tuple[int, DownloadError | None]]:
-        done = []
-        while self._done:  # deque appends and pops are atomic: no lock needed
-            done.append(self._done.popleft())
-        self.pending -= len(done)
-        return done
-
-    def close(self) -> None:
-        """Wait for what was submitted: a file being renamed must not be cut off."""
-        if self._thread is not None:
-            self._work.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while (item := self._work.get()) is not None:
-            ident, url, work = item
-            try:
-                work()
-                self._done.append((ident, None))
-            except DownloadError as error:
-                self._done.append((ident, error))
-            except Exception as exc:  # a bug must fail the file, not hang the batch
-                self._done.append((ident, DestinationError(url, f"cannot publish: {exc!r}")))

@@ -45,7 +45,7 @@ from midair.core.actions import (
     Write,
 )
 from midair.core.batch import Batch
-from midair.core.errors import IntegrityError
+from midair.core.errors import DownloadError, IntegrityError
 from midair.core.jobs import Job, Options
 from midair.core.urls import parse_url
 from midair.engines._session import Session
@@ -247,7 +247,11 @@ class FileServer:
 
 # --- stores ----------------------------------------------------------------------------
 class DiskStore(Store):
-    """The real store, plus what the tests ask of it."""
+    """The real store, plus what the tests ask of it: it publishes in the caller's thread,
+    so a run in virtual time is deterministic."""
+
+    def __init__(self) -> None:
+        super().__init__(background=False)
 
     def read(self, path: str) -> bytes | None:
         try:
@@ -313,6 +317,15 @@ class MemoryStore:
         self.controls.pop(action.path, None)
         self.tags[action.path] = (record[1].url if record else action.url, len(part))
 
+    def submit(self, action: Publish) -> bool:
+        self.publish(action)
+        return False  # published here and now: nothing for ``collect``
+
+    def collect(self) -> list[tuple[int, DownloadError | None]]:
+        return []
+
+    pending = 0
+
     def discard(self, action: Discard) -> None:
         self._records.pop(action.download, None)
         self.parts.pop(action.path, None)
@@ -337,7 +350,7 @@ class LoggingStore:
 
     def __getattr__(self, name: str) -> Callable[..., object]:
         method = getattr(self.inner, name)
-        if name not in ("prepare", "open", "checkpoint", "write", "publish", "discard"):
+        if name not in ("prepare", "open", "checkpoint", "write", "submit", "discard"):
             return method  # type: ignore[no-any-return]
 
         def logged(action: Action) -> object:
