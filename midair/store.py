@@ -22,12 +22,15 @@ record must never go stale), and for every unfinished download on ``close``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
 import queue
 import resource
+import stat
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -47,10 +50,13 @@ class Store:
     """Carries out the core's file actions; one per batch (not thread-safe)."""
 
     def __init__(self, max_open: int | None = None, sockets: int = 0,
-                 background: bool = True) -> None:
+                 background: bool = True, fsync: bool = True) -> None:
         self._max_open = max_open or default_max_open(sockets)
         self.background = background  # publish on a thread; off for simulations
+        self.fsync = fsync  # off: publish without waiting for stable storage (tmpfs, scratch)
         self._publisher = _Publisher()
+        self._listings: dict[str, set[str] | None] = {}  # directory -> names, see _may_exist
+        self._directories: set[str] = set()  # known to exist: made or listed by this batch
         self._fds: OrderedDict[int, int] = OrderedDict()  # download id -> fd
         self._parts: dict[int, str] = {}  # download id -> part path
         self._urls: dict[int, str] = {}
@@ -60,32 +66,72 @@ class Store:
     # --- before a download: what is on disk? ----------------------------------------
     def prepare(self, action: Prepare) -> OnDisk:
         path = action.path
-        if os.path.lexists(path):
+        if self._may_exist(path) and os.path.lexists(path):
             return _inspect_final(path, action.url, action.checksum)
         part = path + PART_SUFFIX
+        if not self._may_exist(part):
+            return OnDisk("fresh")
         try:
             size = os.stat(part).st_size
         except FileNotFoundError:
             return OnDisk("fresh")
-        record = _read_control(path + CONTROL_SUFFIX)
-        if os.path.exists(path + CONTROL_SUFFIX):
-            self._controls.add(path)
-        return OnDisk("partial", size, record)
+        control = path + CONTROL_SUFFIX
+        if not (self._may_exist(control) and os.path.exists(control)):
+            return OnDisk("partial", size, None)
+        self._controls.add(path)
+        return OnDisk("partial", size, _read_control(control))
+
+    def _may_exist(self, path: str) -> bool:
+        """False only when the directory's listing says ``path`` is not there.
+
+        The listing is read once per batch and learns every name this batch
+        creates, so it can go stale only by another process creating a file
+        meanwhile; publication checks the final name again, atomically.
+        """
+        directory, name = os.path.split(path)
+        names = self._names_in(directory)
+        return names is None or name in names
+
+    def _names_in(self, directory: str) -> set[str] | None:
+        """The names in ``directory`` (empty if it does not exist); None if unlistable."""
+        if directory not in self._listings:
+            try:
+                self._listings[directory] = set(os.listdir(directory or "."))
+                self._directories.add(directory)
+            except FileNotFoundError:
+                self._listings[directory] = set()
+            except PermissionError:  # searchable but unreadable: ask about each name
+                self._listings[directory] = None
+        return self._listings[directory]
+
+    def _note_created(self, path: str) -> None:
+        directory, name = os.path.split(path)
+        names = self._listings.get(directory)
+        if names is not None:
+            names.add(name)
+
+    def _ensure_directory(self, directory: str) -> None:
+        if directory and directory not in self._directories:
+            os.makedirs(directory, exist_ok=True)
+        self._directories.add(directory)
 
     # --- during: open, write ---------------------------------------------------------
     def open(self, action: Open) -> None:
-        part = action.path + PART_SUFFIX
-        self._urls[action.download] = action.record.url
+        part, ident = action.path + PART_SUFFIX, action.download
+        self._urls[ident] = action.record.url
         try:
-            os.makedirs(os.path.dirname(action.path), exist_ok=True)
-            fd = self._fd(action.download, part)
-            if os.fstat(fd).st_size != action.offset:
-                os.ftruncate(fd, action.offset)
-            self._records[action.download] = (action.path, action.record)
+            self._ensure_directory(os.path.dirname(action.path))
+            cached = ident in self._fds and self._parts[ident] == part
+            # From zero, O_TRUNC cuts a new or old part in the open call itself.
+            fd = self._fd(ident, part, os.O_TRUNC if action.offset == 0 else 0)
+            if cached or action.offset:
+                _cut(fd, action.offset)
+            self._note_created(part)
+            self._records[ident] = (action.path, action.record)
             if action.path in self._controls:
-                self._write_control(action.download)
+                self._write_control(ident)
         except OSError as exc:
-            raise self._local_error(action.download, action.path, exc) from exc
+            raise self._local_error(ident, action.path, exc) from exc
 
     def checkpoint(self, action: Checkpoint) -> None:
         try:
@@ -97,6 +143,7 @@ class Store:
     def _write_control(self, ident: int) -> None:
         path, record = self._records[ident]
         _write_control(path + CONTROL_SUFFIX, record)
+        self._note_created(path + CONTROL_SUFFIX)
         self._controls.add(path)
 
     def write(self, action: Write) -> None:
@@ -117,7 +164,7 @@ class Store:
         if not self.background:
             self.publish(action)
             return False
-        self._publisher.submit(action.download, action.url, self.begin_publish(action))
+        self._publisher.submit(self._detach(action))
         return True
 
     def collect(self) -> list[tuple[int, DownloadError | None]]:
@@ -131,15 +178,13 @@ class Store:
 
     def publish(self, action: Publish) -> None:
         """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
-        self.begin_publish(action)()
+        (error,) = _publish_group([self._detach(action)])
+        if error is not None:
+            raise error
 
-    def begin_publish(self, action: Publish) -> Callable[[], None]:
-        """Detach the finished part file; return the slow rest (verify, fsync, rename).
-
-        The returned function touches only the file it was given, so a session
-        can run it on another thread while transfers go on: fsync can take a
-        millisecond, and ten thousand of them must not stall the I/O loop.
-        """
+    def _detach(self, action: Publish) -> _Publication:
+        """Hand the finished part file over to publication, which touches only it: the
+        publisher thread may run it while transfers go on."""
         part = action.path + PART_SUFFIX
         try:
             fd = self._fd(action.download, part)
@@ -150,21 +195,8 @@ class Store:
         _, record = self._records.pop(action.download, (None, None))
         had_control = action.path in self._controls
         self._controls.discard(action.path)
-
-        def finish() -> None:
-            try:
-                _publish(fd, part, action, url, had_control)
-            except OSError as exc:
-                _keep_resumable(action.path, record, had_control)
-                raise DestinationError(
-                    url, f"cannot publish {action.path}: {_reason(exc)}") from exc
-            except DownloadError:
-                _keep_resumable(action.path, record, had_control)
-                raise
-            finally:
-                os.close(fd)
-
-        return finish
+        self._note_created(action.target or action.path)
+        return _Publication(action, fd, url, record, had_control, self.fsync)
 
     def discard(self, action: Discard) -> None:
         self._forget(action.download)
@@ -185,14 +217,14 @@ class Store:
                     self._write_control(ident)
 
     # --- descriptors -----------------------------------------------------------------
-    def _fd(self, ident: int, part: str) -> int:
+    def _fd(self, ident: int, part: str, flags: int = 0) -> int:
         fd = self._fds.get(ident)
         if fd is not None and self._parts[ident] == part:
             self._fds.move_to_end(ident)
             return fd
         self._forget(ident)  # a redirect can move a download to another name
         # Read-write: checksum verification reads the bytes back.
-        fd = os.open(part, os.O_RDWR | _OPEN_FLAGS, 0o644)
+        fd = os.open(part, os.O_RDWR | _OPEN_FLAGS | flags, 0o644)
         self._fds[ident], self._parts[ident] = fd, part
         if len(self._fds) > self._max_open:
             _, oldest = self._fds.popitem(last=False)
@@ -225,37 +257,169 @@ def default_max_open(sockets: int) -> int:
     return max(16, min(4096, soft - sockets - 64))
 
 
+def _cut(fd: int, offset: int) -> None:
+    """Make the part file exactly ``offset`` bytes: resuming keeps only the prefix."""
+    if os.fstat(fd).st_size != offset:
+        os.ftruncate(fd, offset)
+
+
 def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
-    if not os.path.isfile(path):
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:  # a dangling symlink
         return OnDisk("foreign")
-    size = os.path.getsize(path)
+    if not stat.S_ISREG(info.st_mode):
+        return OnDisk("foreign")
     tag = _read_tag(path)
     ours = tag is not None and tag.get("url") == url
     if checksum is not None:
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, checksum.algorithm).hexdigest()
         if digest == checksum.hexdigest:
-            return OnDisk("complete", size)
+            return OnDisk("complete", info.st_size)
         return OnDisk("fresh") if ours else OnDisk("foreign")
-    if ours and tag is not None and tag.get("size") == size:
-        return OnDisk("complete", size)
+    if ours and tag is not None and tag.get("size") == info.st_size:
+        return OnDisk("complete", info.st_size)
     return OnDisk("fresh") if ours else OnDisk("foreign")
 
 
-def _publish(fd: int, part: str, action: Publish, url: str, had_control: bool) -> None:
-    size = os.fstat(fd).st_size
-    if action.size is not None and size != action.size:
-        raise IntegrityError(action.url, f"{part} has {size} bytes, expected {action.size}")
+# --- publication: verify, make durable, rename, in groups --------------------------------
+class _Publication:
+    """One finished part file on its way to its final name; ``error`` once it has failed."""
+
+    __slots__ = ("action", "device", "durable", "error", "fd", "had_control", "record", "url")
+
+    def __init__(self, action: Publish, fd: int, url: str, record: Resume | None,
+                 had_control: bool, durable: bool) -> None:
+        self.action, self.fd, self.url, self.record = action, fd, url, record
+        self.had_control, self.durable = had_control, durable
+        self.device = 0
+        self.error: DownloadError | None = None
+
+    @property
+    def part(self) -> str:
+        return self.action.path + PART_SUFFIX
+
+    @property
+    def target(self) -> str:
+        return self.action.target or self.action.path
+
+    def fail(self, exc: OSError | DownloadError) -> None:
+        if isinstance(exc, DownloadError):
+            self.error = exc
+        else:
+            self.error = DestinationError(
+                self.url, f"cannot publish {self.action.path}: {_reason(exc)}")
+
+
+def _publish_group(group: list[_Publication]) -> list[DownloadError | None]:
+    """Publish every file of ``group``; one outcome each, in order.
+
+    The slow steps are paid once per group, not per file: one ``syncfs`` makes
+    every part durable before any of them gets its final name (a final name
+    never points at bytes a crash could lose), and each directory is fsynced
+    once after the renames so that they survive a crash too.  A file failing
+    at any step drops out of the later ones; the others go on.
+    """
+    verified = _each(group, _verify_and_tag)
+    durable = _make_durable(verified)
+    renamed = _each(durable, _rename)
+    _sync_directories(renamed)
+    for publication in group:
+        _settle(publication)
+    return [publication.error for publication in group]
+
+
+def _each(group: list[_Publication],
+          step: Callable[[_Publication], None]) -> list[_Publication]:
+    """Run ``step`` on each publication; return those it did not fail."""
+    survivors = []
+    for publication in group:
+        try:
+            step(publication)
+        except (OSError, DownloadError) as exc:
+            publication.fail(exc)
+        else:
+            survivors.append(publication)
+    return survivors
+
+
+def _verify_and_tag(publication: _Publication) -> None:
+    """Check size and checksum, then tag the part (fsetxattr) so the sync covers the tag."""
+    fd, action = publication.fd, publication.action
+    info = os.fstat(fd)
+    if action.size is not None and info.st_size != action.size:
+        raise IntegrityError(action.url, f"{publication.part} has {info.st_size} bytes, "
+                                         f"expected {action.size}")
     if action.checksum is not None:
         _verify(fd, action.checksum, action.url)
-    target = action.target or action.path
-    if target != action.path:
-        _check_replaceable(target, action.url, action.replace)
-    os.fsync(fd)
+    publication.device = info.st_dev
+    _tag(fd, publication.url, info.st_size)
+
+
+def _make_durable(group: list[_Publication]) -> list[_Publication]:
+    """Put the bytes of every part on stable storage: one syncfs per file system, or,
+    where that is missing or fails, an fsync per file (which also tells which one failed)."""
+    ready = [publication for publication in group if not publication.durable]
+    by_device: dict[int, list[_Publication]] = {}
+    for publication in group:
+        if publication.durable:
+            by_device.setdefault(publication.device, []).append(publication)
+    for members in by_device.values():
+        if _syncfs(members[0].fd):
+            ready += members
+        else:
+            ready += _each(members, lambda publication: os.fsync(publication.fd))
+    return ready
+
+
+def _rename(publication: _Publication) -> None:
+    """Give the part its final name, which may replace only nothing, a file midair made
+    for this URL, or anything when the user said ``--overwrite``."""
+    part, target, action = publication.part, publication.target, publication.action
+    if not action.replace and _rename_if_free(part, target):
+        return
+    if not action.replace:
+        _check_replaceable(target, action, publication.url)
     os.replace(part, target)
-    _tag(target, url, size)
-    if had_control:
-        _unlink(action.path + CONTROL_SUFFIX)
+
+
+def _sync_directories(group: list[_Publication]) -> None:
+    """fsync once each directory a rename touched, so that the renames are durable too."""
+    members: dict[str, list[_Publication]] = {}
+    for publication in group:
+        if publication.durable:
+            for directory in {_directory_of(publication.part), _directory_of(publication.target)}:
+                members.setdefault(directory, []).append(publication)
+    for directory, publications in members.items():
+        try:
+            _fsync_directory(directory)
+        except OSError as exc:
+            for publication in publications:
+                publication.fail(exc)
+
+
+def _directory_of(path: str) -> str:
+    return os.path.dirname(path) or "."
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _settle(publication: _Publication) -> None:
+    """Close the part; a published file needs no control file, a failed one keeps it."""
+    os.close(publication.fd)
+    path = publication.action.path
+    if publication.error is None:
+        if publication.had_control:
+            _unlink(path + CONTROL_SUFFIX)
+    else:
+        _keep_resumable(path, publication.record, publication.had_control)
 
 
 def _keep_resumable(path: str, record: Resume | None, had_control: bool) -> None:
@@ -266,14 +430,14 @@ def _keep_resumable(path: str, record: Resume | None, had_control: bool) -> None
             _write_control(path + CONTROL_SUFFIX, record)
 
 
-def _check_replaceable(target: str, url: str, replace: bool) -> None:
-    """A server-chosen name may replace only nothing, or a file midair made for this URL."""
-    if not os.path.lexists(target) or replace:
+def _check_replaceable(target: str, action: Publish, url: str) -> None:
+    """A name that is taken may be replaced only by the download midair made it for."""
+    if not os.path.lexists(target):
         return
     tag = _read_tag(target) if os.path.isfile(target) else None
     if tag is None or tag.get("url") != url:
-        raise DestinationError(url, f"{target} exists and was not made by midair "
-                                    "(use --overwrite)")
+        raise DestinationError(url, f"cannot publish {action.path}: {target} exists and "
+                                    "was not made by midair (use --overwrite)")
 
 
 def _verify(fd: int, checksum: Checksum, url: str) -> None:
@@ -285,6 +449,41 @@ def _verify(fd: int, checksum: Checksum, url: str) -> None:
     if digest.hexdigest() != checksum.hexdigest:
         raise IntegrityError(url, f"checksum mismatch: expected {checksum.algorithm}="
                                   f"{checksum.hexdigest}, got {digest.hexdigest()}")
+
+
+# --- system calls the os module lacks ---------------------------------------------------
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded on first use (ctypes costs startup time); None off glibc."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _rename_if_free(source: str, target: str) -> bool:
+    """rename(2) that fails rather than replace: True if done, False if ``target`` is
+    taken or the call is unavailable (then the caller checks the name itself)."""
+    rename = getattr(_libc(), "renameat2", None)
+    if rename is None:
+        return False
+    if rename(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
+              _RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EEXIST, errno.EINVAL, errno.ENOSYS):  # EINVAL: the fs cannot do it
+        return False
+    raise OSError(code, os.strerror(code), target)
+
+
+def _syncfs(fd: int) -> bool:
+    """syncfs(2): flush the whole file system ``fd`` is on.  False if unavailable or failed."""
+    sync = getattr(_libc(), "syncfs", None)
+    return sync is not None and sync(fd) == 0
 
 
 def _read_control(path: str) -> Resume | None:
@@ -303,10 +502,10 @@ def _write_control(path: str, record: Resume) -> None:
         json.dump(asdict(record), f)
 
 
-def _tag(path: str, url: str, size: int) -> None:
+def _tag(fd: int, url: str, size: int) -> None:
     # Without xattrs here, a re-run sees the file as foreign and says so.
     with contextlib.suppress(OSError):
-        os.setxattr(path, XATTR, json.dumps({"url": url, "size": size}).encode())
+        os.setxattr(fd, XATTR, json.dumps({"url": url, "size": size}).encode())
 
 
 def _read_tag(path: str) -> dict[str, object] | None:
@@ -323,21 +522,21 @@ def _unlink(path: str) -> None:
 
 
 class _Publisher:
-    """A thread that finishes publications; outcomes wait in ``collect`` for the I/O thread."""
+    """A thread that publishes in groups: everything queued since it last looked, at once.
+    Outcomes wait in ``collect`` for the I/O thread."""
 
     def __init__(self) -> None:
-        self._work: queue.SimpleQueue[tuple[int, str, Callable[[], None]] | None] = (
-            queue.SimpleQueue())
+        self._work: queue.SimpleQueue[_Publication | None] = queue.SimpleQueue()
         self._done: deque[tuple[int, DownloadError | None]] = deque()
         self._thread: threading.Thread | None = None
         self.pending = 0
 
-    def submit(self, ident: int, url: str, work: Callable[[], None]) -> None:
+    def submit(self, publication: _Publication) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="midair-publish", daemon=True)
             self._thread.start()
         self.pending += 1
-        self._work.put((ident, url, work))
+        self._work.put(publication)
 
     def collect(self) -> list[tuple[int, DownloadError | None]]:
         done = []
@@ -354,12 +553,18 @@ class _Publisher:
             self._thread = None
 
     def _run(self) -> None:
-        while (item := self._work.get()) is not None:
-            ident, url, work = item
-            try:
-                work()
-                self._done.append((ident, None))
-            except DownloadError as error:
-                self._done.append((ident, error))
-            except Exception as exc:  # a bug must fail the file, not hang the batch
-                self._done.append((ident, DestinationError(url, f"cannot publish: {exc!r}")))
+        running = True
+        while running:
+            group = [self._work.get()]
+            while not self._work.empty():
+                group.append(self._work.get())
+            running = group[-1] is not None  # close() puts None last, after every submit
+            self._publish([publication for publication in group if publication is not None])
+
+    def _publish(self, group: list[_Publication]) -> None:
+        try:
+            errors = _publish_group(group)
+        except Exception as exc:  # a bug must fail the files, not hang the batch
+            errors = [DestinationError(p.url, f"cannot publish: {exc!r}") for p in group]
+        for publication, error in zip(group, errors, strict=True):
+            self._done.append((publication.action.download, error))

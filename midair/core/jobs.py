@@ -76,6 +76,7 @@ class Options:
     insecure: bool = False
     ca_certificate: str | None = None
     user_agent: str = "midair"
+    fsync: bool = True  # False: publish without waiting for stable storage (tmpfs, scratch runs)
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
