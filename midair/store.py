@@ -32,6 +32,7 @@ import queue
 import resource
 import stat
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict
@@ -42,6 +43,9 @@ from .core.jobs import Checksum
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
 
 XATTR = "user.midair"
+# How long the publisher waits after a first publication for others to share its syncfs
+# and directory fsync (and one thread wake-up); the session polls for outcomes every 5 ms.
+GATHER_SECONDS = 0.002
 # A part or control file that is a symlink would carry writes out of the directory.
 _OPEN_FLAGS = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -556,6 +560,7 @@ class _Publisher:
         running = True
         while running:
             group = [self._work.get()]
+            time.sleep(GATHER_SECONDS)
             while not self._work.empty():
                 group.append(self._work.get())
             running = group[-1] is not None  # close() puts None last, after every submit
