@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from midair import store as store_module
 from midair.core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
-from midair.core.errors import DestinationError, IntegrityError
+from midair.core.errors import DestinationError, DownloadError, IntegrityError
 from midair.core.jobs import Checksum
 from midair.store import CONTROL_SUFFIX, PART_SUFFIX, XATTR, Store
 
@@ -380,3 +381,166 @@ def test_short_writes_are_continued(store: Store, tmp_path: Path,
     monkeypatch.undo()
     store.publish(Publish(1, str(path), 26, None, URL))
     assert path.read_bytes() == b"abcdefghijklmnopqrstuvwxyz"
+
+
+# --- fewer system calls: the directory listing and made directories -------------------
+def test_one_listing_and_one_makedirs_per_directory(store: Store, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    for name in ("listdir", "makedirs"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n),
+                                                                         _r(*a, **k))[1])
+    for i in range(5):
+        path = tmp_path / "sub" / f"f{i}"
+        assert prepare(store, path) == OnDisk("fresh")
+        download(store, path, ident=i)
+    assert calls == ["listdir", "makedirs"]
+    assert sorted(os.listdir(tmp_path / "sub")) == [f"f{i}" for i in range(5)]
+
+
+def test_the_listing_learns_what_the_batch_creates(store: Store, tmp_path: Path) -> None:
+    assert prepare(store, tmp_path / "a") == OnDisk("fresh")  # the listing is read here
+    store.open(Open(1, str(tmp_path / "a"), 0, record()))
+    store.write(Write(1, 0, b"abc"))
+    store.checkpoint(Checkpoint(1))
+    download(store, tmp_path / "b", ident=2)
+    assert prepare(store, tmp_path / "a") == OnDisk("partial", 3, record())
+    assert prepare(store, tmp_path / "b") == OnDisk("complete", len(DATA))
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "without renameat2"])
+def test_a_foreign_file_made_after_the_listing_is_never_overwritten(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: bool) -> None:
+    if not renameat2:
+        monkeypatch.setattr(store_module, "_rename_if_free", lambda source, target: False)
+    path = tmp_path / "f"
+    assert prepare(store, path) == OnDisk("fresh")
+    path.write_bytes(b"someone else's")  # after the listing: the store cannot know
+    with pytest.raises(DestinationError, match=f"{path} exists and was not made by midair"):
+        download(store, path)
+    assert path.read_bytes() == b"someone else's"
+    assert part(path).read_bytes() == DATA
+    assert prepare(Store(), path) == OnDisk("foreign")
+
+
+def test_a_file_of_ours_made_after_the_listing_is_replaced(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    assert prepare(store, path) == OnDisk("fresh")
+    download(Store(), path, b"an older run")  # tagged for the same URL
+    download(store, path)
+    assert path.read_bytes() == DATA and xattr(path)["size"] == len(DATA)
+
+
+# --- group commit ---------------------------------------------------------------------------
+def started(store: Store, path: Path, ident: int, data: bytes = DATA,
+            size: int | None = None, target: Path | None = None) -> Publish:
+    """A download whose bytes are written: the Publish that would finish it."""
+    store.open(Open(ident, str(path), 0, record(size=len(data))))
+    store.write(Write(ident, 0, data))
+    return Publish(ident, str(path), len(data) if size is None else size, None, URL,
+                   target=str(target or path))
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
+    """Log, in order, every step of publication that touches stable storage."""
+    calls: list[tuple[str, object]] = []
+
+    def logged(module: object, name: str, key: str) -> None:
+        real = getattr(module, name)
+
+        def wrapper(*args: object) -> object:
+            calls.append((key, args[-1] if key == "rename" else args[0]))
+            return real(*args)
+        monkeypatch.setattr(module, name, wrapper)
+
+    logged(store_module, "_syncfs", "syncfs")
+    logged(os, "fsync", "fsync")
+    logged(store_module, "_rename_if_free", "rename")
+    logged(store_module, "_fsync_directory", "directory")
+    return calls
+
+
+def publish_together(store: Store, actions: list[Publish]) -> list[DownloadError | None]:
+    return store_module._publish_group([store._detach(action) for action in actions])
+
+
+def test_a_group_syncs_once_before_any_rename_and_syncs_the_directory_after(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    actions = [started(store, tmp_path / f"f{i}", i) for i in range(4)]
+    calls = record_calls(monkeypatch)
+    assert publish_together(store, actions) == [None] * 4
+    kinds = [kind for kind, _ in calls]
+    assert kinds == ["syncfs", "rename", "rename", "rename", "rename", "directory", "fsync"]
+    assert calls[-2] == ("directory", str(tmp_path))  # then that directory's own fsync
+    assert all((tmp_path / f"f{i}").read_bytes() == DATA for i in range(4))
+
+
+def test_without_syncfs_each_file_is_fsynced_before_any_rename(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_syncfs", lambda fd: False)
+    actions = [started(store, tmp_path / f"f{i}", i) for i in range(3)]
+    calls = record_calls(monkeypatch)
+    assert publish_together(store, actions) == [None] * 3
+    kinds = [kind for kind, _ in calls]
+    assert kinds == ["syncfs", "fsync", "fsync", "fsync", "rename", "rename", "rename",
+                     "directory", "fsync"]
+
+
+def test_one_failing_file_fails_alone(store: Store, tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    actions = [started(store, tmp_path / "good", 1),
+               started(store, tmp_path / "short", 2, size=len(DATA) + 1),
+               started(store, tmp_path / "clash", 3, target=taken),
+               started(store, tmp_path / "also-good", 4)]
+    taken.write_bytes(b"mine")
+    good, short, clash, also_good = publish_together(store, actions)
+    assert good is None and also_good is None
+    assert isinstance(short, IntegrityError) and isinstance(clash, DestinationError)
+    assert (tmp_path / "good").read_bytes() == DATA == (tmp_path / "also-good").read_bytes()
+    assert taken.read_bytes() == b"mine"
+    for name in ("short", "clash"):  # kept for a re-run, as after any failure
+        assert part(tmp_path / name).read_bytes() == DATA
+        assert json.loads(control(tmp_path / name).read_text())["url"] == URL
+
+
+def test_a_file_that_cannot_be_made_durable_never_gets_its_name(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    actions = [started(store, tmp_path / f"f{i}", i) for i in range(3)]
+    publications = [store._detach(action) for action in actions]
+    broken = publications[1].fd
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        if fd == broken:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_module, "_syncfs", lambda fd: False)  # as after a failed syncfs
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    first, second, third = store_module._publish_group(publications)
+    assert first is None and third is None
+    assert str(second) == f"{URL}: cannot publish {tmp_path / 'f1'}: Input/output error"
+    assert not (tmp_path / "f1").exists() and part(tmp_path / "f1").exists()
+
+
+def test_fsync_off_skips_every_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(fsync=False)
+    actions = [started(store, tmp_path / f"f{i}", i) for i in range(3)]
+    calls = record_calls(monkeypatch)
+    assert publish_together(store, actions) == [None] * 3
+    assert [kind for kind, _ in calls] == ["rename"] * 3
+    assert xattr(tmp_path / "f2") == {"url": URL, "size": len(DATA)}
+
+
+def test_the_publisher_thread_reports_every_outcome(tmp_path: Path) -> None:
+    store = Store()
+    actions = [started(store, tmp_path / f"f{i}", i, size=None if i != 2 else 1)
+               for i in range(5)]
+    assert all(store.submit(action) for action in actions)
+    store.close()  # waits for the publisher
+    outcomes = dict(store.collect())
+    assert store.pending == 0 and sorted(outcomes) == list(range(5))
+    assert isinstance(outcomes.pop(2), IntegrityError)
+    assert set(outcomes.values()) == {None}
+    assert all((tmp_path / f"f{i}").read_bytes() == DATA for i in outcomes)
