@@ -6,10 +6,16 @@ Layout beside each target ``NAME``:
 - ``NAME.midair-ctl``  — JSON: URL, complete size and validators, written when
   a response is accepted, so a later run knows whether it may resume.
 
-Publication checks size and checksum, fsyncs, renames the part file over
-``NAME`` and tags it with an extended attribute (``user.midair``) naming the
-URL and size: that tag is how a re-run recognises a finished file as its own
-and skips it, while a file midair did not make is left alone.
+Publication checks size and checksum, tags the part file with an extended
+attribute (``user.midair``) naming the URL and size, makes it durable and
+renames it to ``NAME``: the tag is how a re-run recognises a finished file as
+its own and skips it, while a file midair did not make is left alone.  A
+publisher thread does this for groups of files at once (group commit): one
+``syncfs`` for the group before any rename, one fsync per directory after.
+
+Per file the store aims at curl's handful of system calls: each directory is
+listed once per batch (``prepare`` then answers "nothing there" from a set)
+and made once; a part started from zero is cut by ``O_TRUNC`` in its open.
 
 Open part files are kept in an LRU cache sized from the open-file limit: ten
 thousand transfers must not need ten thousand extra descriptors.
