@@ -13,27 +13,36 @@ from typing import Any
 
 from .core.actions import Action
 from .core.errors import InputError
-from .core.jobs import Checksum, Job, Options, parse_header
+from .core.jobs import Checksum, Job, Options, check_header, parse_header
 from .core.results import Results
-from .engines import get_engine
+from .engines import DEFAULT_ENGINE, ENGINES, get_engine
 from .engines._session import Session
 
 _OPTION_NAMES = {f.name for f in fields(Options)}
 
 
-def make_options(dest: str = ".", **options: Any) -> Options:
-    """Build ``Options`` from keyword arguments named like the CLI's long options."""
-    unknown = set(options) - _OPTION_NAMES
+def make_options(dest: str | os.PathLike[str] = ".", **options: Any) -> Options:
+    """Build ``Options`` from keyword arguments named like the CLI's long options.
+
+    Text forms are accepted where the CLI takes text (``checksum="sha-256=..."``,
+    ``headers=["Name: value"]``); every value is then checked by ``Options`` itself.
+    """
+    unknown = sorted(set(options) - _OPTION_NAMES)
     if unknown:
-        raise InputError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        known = ", ".join(sorted(_OPTION_NAMES))
+        raise InputError(f"unknown option {unknown[0]!r}; known: {known}")
     if isinstance(options.get("checksum"), str):
         options["checksum"] = _checksum(options["checksum"])
     if "headers" in options:
         options["headers"] = _headers(options["headers"])
     ca = options.get("ca_certificate")
-    if ca and not os.path.isfile(ca):
+    if isinstance(ca, str) and ca and not os.path.isfile(ca):
         raise InputError(f"{ca}: CA certificate file not found")
-    return Options(directory=dest, **options)
+    try:
+        directory = os.fspath(dest)
+    except TypeError:
+        raise InputError(f"--dir: expected a directory name, got {dest!r}") from None
+    return Options(directory=directory, **options)
 
 
 def _checksum(text: str) -> Checksum:
@@ -43,19 +52,23 @@ def _checksum(text: str) -> Checksum:
         raise InputError(str(exc)) from None
 
 
-def _headers(
-    headers: Mapping[str, str] | Iterable[str | tuple[str, str]],
-) -> tuple[tuple[str, str], ...]:
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    out = []
-    for item in items:
-        try:
-            out.append(
-                parse_header(item) if isinstance(item, str) else parse_header(": ".join(item))
-            )
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-    return tuple(out)
+def _headers(headers: object) -> tuple[tuple[str, str], ...]:
+    """``{"Name": "value"}``, ``["Name: value"]`` or ``[("Name", "value")]``."""
+    if isinstance(headers, Mapping):
+        headers = list(headers.items())
+    if isinstance(headers, str) or not isinstance(headers, Iterable):
+        raise InputError(f"--header: expected a mapping or a list of headers, got {headers!r}")
+    return tuple(_header(item) for item in headers)
+
+
+def _header(item: object) -> tuple[str, str]:
+    if isinstance(item, str):
+        return parse_header(item)
+    if isinstance(item, tuple | list) and len(item) == 2:
+        name, value = (v.strip() if isinstance(v, str) else v for v in item)
+        check_header(name, value)
+        return name, value
+    raise InputError(f"--header: expected 'Name: value' or (name, value), got {item!r}")
 
 
 class Downloader:
@@ -65,12 +78,16 @@ class Downloader:
         self,
         dest: str = ".",
         *,
-        engine: str = "asyncio",
+        engine: str = DEFAULT_ENGINE,
         engine_options: Mapping[str, Any] | None = None,
         on_event: Callable[[Action], None] | None = None,
         **options: Any,
     ) -> None:
         self.options = make_options(dest, **options)
+        if engine not in ENGINES:
+            raise InputError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        if not isinstance(engine_options, Mapping | None):
+            raise InputError(f"engine_options: expected a mapping, got {engine_options!r}")
         self.engine_name = engine
         self.engine_options = dict(engine_options or {})
         self.on_event = on_event
@@ -83,7 +100,8 @@ class Downloader:
         out: str | None = None,
         checksum: str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> None:
+    ) -> Downloader:
+        """Add one URL; returns the downloader, so calls chain into ``run()``."""
         from .core.naming import relative_path
 
         try:
@@ -98,9 +116,11 @@ class Downloader:
                 headers=_headers(headers or {}),
             )
         )
+        return self
 
-    def add_jobs(self, jobs: Iterable[Job]) -> None:
+    def add_jobs(self, jobs: Iterable[Job]) -> Downloader:
         self.jobs.extend(jobs)
+        return self
 
     def session(self) -> Session:
         return Session(self.jobs, self.options, listener=self.on_event)
@@ -134,7 +154,7 @@ async def download_async(urls: Iterable[str] | str, dest: str = ".", **options: 
 
 
 def _downloader(urls: Iterable[str] | str, dest: str, options: dict[str, Any]) -> Downloader:
-    engine = options.pop("engine", "asyncio")
+    engine = options.pop("engine", DEFAULT_ENGINE)
     on_event = options.pop("on_event", None)
     engine_options = options.pop("engine_options", None)
     downloader = Downloader(

@@ -165,3 +165,67 @@ def test_library_api_matches_the_cli(server, tmp_path):
     assert results.failures[0].error.status == 404
     assert not results.ok
     assert os.path.getsize(tmp_path / "lib.bin") == 1234
+
+
+# --- every bad value is a one-line usage error naming the option --------------------------
+@pytest.mark.parametrize(("args", "named"), [
+    (["-j", "abc"], "-j/--concurrency"), (["-j", "0"], "--concurrency"),
+    (["--per-host", "-1"], "--per-host"), (["--retries", "1.5"], "--retries"),
+    (["--retries", "-1"], "--retries"), (["--timeout", "nan"], "--timeout"),
+    (["--timeout", "0"], "--timeout"), (["--timeout", "inf"], "--timeout"),
+    (["--max-retry-wait", "-2"], "--max-retry-wait"), (["--max-filesize", "-1"], "--max-filesize"),
+    (["--max-filesize", "10Q"], "--max-filesize"), (["--lowest-speed", "-5"], "--lowest-speed"),
+    (["--lowest-speed-time", "0"], "--lowest-speed-time"),
+    (["--checksum", "sha-256=00"], "checksum"),
+    (["--user-agent", ""], "--user-agent"), (["--engine", "nope"], "--engine"),
+    (["-H", "Content-Length: 5"], "Content-Length"),
+    (["-H", "Transfer-Encoding: x"], "Transfer-Encoding"),
+    (["-H", "Range: bytes=0-"], "Range"), (["-H", "no colon"], "no colon"),
+    (["--loop", "uvloop", "--engine", "threads"], "loop"),
+])
+def test_bad_values_are_usage_errors_naming_the_option(args, named, tmp_path):
+    result = run("get", "-d", str(tmp_path), *args, "http://127.0.0.1:9/never-fetched")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("midair: error: ") and named in lines[0]
+    assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"retries": "3"}, "--retries"), ({"timeout": float("nan")}, "--timeout"),
+    ({"max_filesize": -1}, "--max-filesize"), ({"concurrency": None}, "--concurrency"),
+    ({"headers": {"Content-Length": "5"}}, "Content-Length"), ({"headers": 5}, "--header"),
+    ({"no_such_option": 1}, "no_such_option"), ({"engine": "nope"}, "nope"),
+    ({"engine_options": {"bogus": 1}}, "bogus"), ({"engine_options": [1]}, "engine_options"),
+])
+def test_the_library_refuses_the_same_values_with_input_error(options, named, tmp_path):
+    import midair
+
+    with pytest.raises(midair.InputError, match=named):
+        midair.download(["http://127.0.0.1:9/never-fetched"], str(tmp_path), **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_enqueue_chains_into_run(server, tmp_path):
+    import midair
+
+    results = midair.Downloader(str(tmp_path)).enqueue(url(server, "chain.bin", 100)).run()
+    assert results.ok and (tmp_path / "chain.bin").read_bytes() == expected_bytes("chain.bin", 100)
+
+
+def test_cli_and_library_send_the_same_user_agent(server, tmp_path):
+    import midair
+
+    assert run("get", "-d", str(tmp_path / "cli"), url(server, "ua1.bin", 10)).returncode == 0
+    assert midair.download([url(server, "ua2.bin", 10)], str(tmp_path / "lib")).ok
+    sent = {r.target.split("?")[0]: r.header("user-agent") for r in server.stats().log
+            if "/ua" in r.target}
+    assert sent == {"/gen/ua1.bin": f"midair/{midair.__version__}",
+                    "/gen/ua2.bin": f"midair/{midair.__version__}"}
+
+
+def test_version_imports_no_subcommand():
+    code = ("import sys, midair.cli; midair.cli.build_parser(['--version']); "
+            "print(sorted(m for m in sys.modules if m.startswith('midair')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "midair.api" not in loaded and "midair.cli.get" not in loaded, loaded

@@ -276,3 +276,25 @@ def test_nginx_interop_keepalive_range_404_redirect(midair, engine, nginx, tmp_p
     redirected = midair.get("-d", str(tmp_path / "r"), urls[-2])
     assert redirected.returncode == 0, redirected.stderr
     assert (tmp_path / "r" / "n5.bin").read_bytes() == blobs["n5.bin"]
+
+
+# --- user headers: they replace midair's own, and never break a run -----------------------
+def test_user_headers_replace_midairs_and_reach_the_server(midair, server, tmp_path):
+    target = f"/gen/hdr-{midair.engine}.bin?size=300"
+    result = midair.get("-d", str(tmp_path), "-H", "User-Agent: mine/1", "-H", "Host: vhost.test",
+                        "-H", "X-A: é☃", "-H", "accept: text/plain", server.url(0, target))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / f"hdr-{midair.engine}.bin").stat().st_size == 300
+    [request] = [r for r in server.stats().log if r.target == target]
+    assert request.header("user-agent") == "mine/1" and request.header("host") == "vhost.test"
+    assert request.header("accept") == "text/plain"
+    assert request.header("x-a") == "é☃".encode().decode("latin-1")  # UTF-8 bytes on the wire
+    names = [name.lower() for name, _ in request.headers]
+    assert names.count("user-agent") == names.count("host") == names.count("accept") == 1
+
+
+def test_a_framing_header_is_refused_before_anything_starts(midair, server, tmp_path):
+    result = midair.get("-d", str(tmp_path), "-H", "Content-Length: 5",
+                        server.url(0, "/gen/never.bin?size=5"))
+    assert result.returncode == 2 and "Content-Length" in result.stderr
+    assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []

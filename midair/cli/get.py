@@ -9,9 +9,12 @@ from typing import Any
 
 from ..api import Downloader
 from ..core.errors import InputError
-from ..core.jobs import parse_input_file
-from ..engines import ENGINES
+from ..core.jobs import Options, parse_input_file
+from ..engines import DEFAULT_ENGINE, ENGINES
+from ._units import parse_size
 from .progress import make_reporter
+
+D = Options()  # the defaults, written once: argparse shows them and passes only what was given
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,31 +23,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-d", "--dir", default=".", help="download directory (default: .)")
     p.add_argument("-i", "--input-file", metavar="FILE",
                    help="aria2-style list of URLs with out=, dir=, checksum=, header= ('-': stdin)")
-    p.add_argument("-j", "--concurrency", type=_positive, default=100,
-                   help="transfers in the air at once (default: 100)")
-    p.add_argument("--per-host", type=_positive, default=6,
-                   help="connections per host (default: 6)")
-    p.add_argument("--retries", type=int, default=5, help="retries per file (default: 5)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds without a byte before an attempt is retried (default: 30)")
-    p.add_argument("--max-retry-wait", type=float, default=60.0,
-                   help="cap on backoff and Retry-After, seconds (default: 60)")
+    p.add_argument("-j", "--concurrency", type=whole, metavar="N",
+                   help=f"transfers in the air at once (default: {D.concurrency})")
+    p.add_argument("--per-host", type=whole, metavar="N",
+                   help=f"connections per host (default: {D.per_host})")
+    p.add_argument("--retries", type=whole, metavar="N",
+                   help=f"retries per file (default: {D.retries})")
+    p.add_argument("--timeout", type=seconds, metavar="S",
+                   help=f"seconds without a byte before an attempt is retried "
+                        f"(default: {D.timeout:g})")
+    p.add_argument("--max-retry-wait", type=seconds, metavar="S",
+                   help=f"cap on backoff and Retry-After, seconds (default: {D.max_retry_wait:g})")
     p.add_argument("--checksum", metavar="ALGO=HEX", help="expected digest, e.g. sha-256=…")
-    p.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
-    p.add_argument("--overwrite", action="store_true",
+    p.add_argument("-H", "--header", action="append", metavar="'Name: value'",
+                   help="extra request header, replacing midair's own of that name (repeatable)")
+    p.add_argument("--user-agent", metavar="STRING", help=f"User-Agent (default: {D.user_agent})")
+    p.add_argument("--overwrite", action="store_true", default=None,
                    help="replace existing files midair did not create")
-    p.add_argument("--auto-rename", action="store_true",
+    p.add_argument("--auto-rename", action="store_true", default=None,
                    help="on a name clash, save as NAME.1, NAME.2, …")
-    p.add_argument("--max-filesize", type=int, metavar="BYTES")
-    p.add_argument("--lowest-speed", type=int, default=0, metavar="BYTES_PER_S",
-                   help="retry an attempt slower than this over --lowest-speed-time")
-    p.add_argument("--lowest-speed-time", type=float, default=10.0, metavar="S")
-    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    p.add_argument("--max-filesize", type=size, metavar="BYTES",
+                   help="refuse bodies larger than this (units K, M, G)")
+    p.add_argument("--lowest-speed", type=size, metavar="BYTES_PER_S",
+                   help="retry an attempt slower than this over --lowest-speed-time (off)")
+    p.add_argument("--lowest-speed-time", type=seconds, metavar="S",
+                   help=f"window for --lowest-speed (default: {D.lowest_speed_time:g})")
+    p.add_argument("--no-fsync", dest="fsync", action="store_false", default=None,
+                   help="skip making files durable before publishing (scratch dirs, tmpfs)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="do not verify TLS certificates")
     p.add_argument("--ca-certificate", metavar="FILE", help="trust this CA bundle as well")
-    p.add_argument("--engine", default="asyncio", choices=sorted(ENGINES))
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=sorted(ENGINES),
+                   help=f"concurrency model (default: {DEFAULT_ENGINE}; see `midair engines`)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default=None,
                    help="event loop for the asyncio and reactor engines")
-    p.add_argument("--workers", type=_positive, default=None,
+    p.add_argument("--workers", type=whole, default=None, metavar="N",
                    help="worker processes for the processes and dask engines")
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler to join")
     out = p.add_mutually_exclusive_group()
@@ -53,11 +66,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(run=run)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+# Converters turn text into values; Options decides which values are acceptable.
+def whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+
+
+def size(text: str) -> int:
+    if text.strip().startswith("-"):  # let Options name the option and the bound
+        return whole(text)
+    return parse_size(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,27 +114,19 @@ def run(args: argparse.Namespace) -> int:
 def _engine(name: str, options: dict[str, Any]) -> Any:
     from ..engines import get_engine
 
-    try:
-        return get_engine(name, **options)
-    except TypeError:
-        raise InputError(f"engine {name!r} does not take "
-                         f"{', '.join('--' + k for k in options)}") from None
+    return get_engine(name, **options)
+
+
+_OPTIONS = ("concurrency", "per_host", "retries", "timeout", "max_retry_wait", "checksum",
+            "user_agent", "overwrite", "auto_rename", "max_filesize", "lowest_speed",
+            "lowest_speed_time", "fsync", "insecure", "ca_certificate")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "concurrency": args.concurrency, "per_host": args.per_host, "retries": args.retries,
-        "timeout": args.timeout, "max_retry_wait": args.max_retry_wait,
-        "headers": args.header, "overwrite": args.overwrite, "auto_rename": args.auto_rename,
-        "max_filesize": args.max_filesize, "lowest_speed": args.lowest_speed,
-        "lowest_speed_time": args.lowest_speed_time, "insecure": args.insecure,
-        "ca_certificate": args.ca_certificate,
-    }
-    if args.checksum:
-        options["checksum"] = args.checksum
-    from .. import __version__
-
-    options["user_agent"] = f"midair/{__version__}"
+    """The options given on the command line; Options supplies every default."""
+    options = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None}
+    if args.header:
+        options["headers"] = args.header
     return options
 
 

@@ -62,7 +62,9 @@ class ClientConnection:
         self._eof = False  # the peer closed: whatever the framing said, no reuse
 
     def request(self, target: str, headers: list[tuple[str, str]]) -> bytes:
-        request = h11.Request(method="GET", target=target, headers=headers)
+        # Values as UTF-8 bytes: curl sends what the user typed; h11 would refuse non-ASCII.
+        request = h11.Request(method="GET", target=target,
+                              headers=[(name, value.encode()) for name, value in headers])
         return self._h11.send(request) + self._h11.send(h11.EndOfMessage())  # type: ignore[operator]
 
     def receive(self, data: bytes) -> list[Event]:

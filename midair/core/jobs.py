@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from .._version import __version__
 from .errors import InputError
 from .naming import relative_path
 from .urls import URL, parse_url
@@ -56,7 +58,12 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """Everything a batch needs to know.  Defaults match the CLI's."""
+    """Everything a batch needs to know.  The defaults here are the CLI's too.
+
+    Every value is checked on construction (``__post_init__``), so the library and
+    the command line refuse the same bad values with the same message, which names
+    the option as the command line spells it.
+    """
 
     directory: str = "."
     concurrency: int = 100
@@ -75,27 +82,90 @@ class Options:
     lowest_speed_time: float = 10.0
     insecure: bool = False
     ca_certificate: str | None = None
-    user_agent: str = "midair"
+    user_agent: str = f"midair/{__version__}"
     fsync: bool = True  # False: publish without waiting for stable storage (tmpfs, scratch runs)
-    extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "per_host"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name.replace('_', '-')} must be at least 1")
-        if self.retries < 0 or self.timeout <= 0 or self.max_retry_wait < 0:
-            raise InputError("retries, timeout and max-retry-wait must not be negative")
+        for name, low in _WHOLE_NUMBERS.items():
+            _check_whole(name, getattr(self, name), low)
+        for name, positive in _SECONDS.items():
+            _check_seconds(name, getattr(self, name), positive)
+        if self.max_filesize is not None:
+            _check_whole("max_filesize", self.max_filesize, 1)
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(name, "True or False", getattr(self, name))
+        for name in ("directory", "user_agent"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise _bad(name, "a non-empty string", getattr(self, name))
+        if not isinstance(self.ca_certificate, str | None):
+            raise _bad("ca_certificate", "a file name", self.ca_certificate)
+        if not isinstance(self.checksum, Checksum | None):
+            raise _bad("checksum", "ALGO=HEX", self.checksum)
+        _check_value("User-Agent", self.user_agent)
+        for header in self.headers:
+            check_header(*header)
+
+
+_WHOLE_NUMBERS = {"concurrency": 1, "per_host": 1, "retries": 0, "max_redirects": 0,
+                  "lowest_speed": 0}
+_SECONDS = {"timeout": True, "max_retry_wait": False, "retry_base": False,
+            "lowest_speed_time": True}  # name -> must be above zero
+_FLAGS = ("overwrite", "auto_rename", "insecure", "fsync")
+
+
+def option_flag(name: str) -> str:
+    """``max_filesize`` -> ``--max-filesize``: messages name options as the CLI spells them."""
+    return "--" + name.replace("_", "-")
+
+
+def _bad(name: str, expected: str, value: object) -> InputError:
+    return InputError(f"{option_flag(name)}: expected {expected}, got {value!r}")
+
+
+def _check_whole(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _bad(name, f"a whole number >= {low}", value)
+
+
+def _check_seconds(name: str, value: object, positive: bool) -> None:
+    ok = (isinstance(value, int | float) and not isinstance(value, bool)
+          and math.isfinite(value) and (value > 0 if positive else value >= 0))
+    if not ok:
+        raise _bad(name, "a number of seconds " + ("> 0" if positive else ">= 0"), value)
+
+
+# Headers midair writes itself: framing and connection management (a user value would
+# desynchronise the exchange) and resume (the core decides what to ask for).
+CONTROLLED_HEADERS = frozenset({
+    "content-length", "transfer-encoding", "te", "trailer", "connection", "keep-alive",
+    "upgrade", "expect", "range", "if-range"})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def parse_header(text: str) -> tuple[str, str]:
-    """Parse ``Name: value`` as given to ``-H`` or ``header=``."""
+    """Parse ``Name: value`` as given to ``-H``, ``header=`` or ``headers=``."""
     name, sep, value = text.partition(":")
-    name = name.strip()
-    if not sep or not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
-        raise ValueError(f"header {text!r}: expected 'Name: value'")
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError(f"header {text!r}: value contains a line break")
-    return name, value.strip()
+    if not sep:
+        raise InputError(f"header {text!r}: expected 'Name: value'")
+    name, value = name.strip(), value.strip()
+    check_header(name, value)
+    return name, value
+
+
+def check_header(name: object, value: object) -> None:
+    """A header a user may add: a token name, a value without line breaks, and not one
+    that midair must control.  A user header replaces midair's own of the same name."""
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise InputError(f"header name {name!r}: not a valid HTTP header name")
+    if name.lower() in CONTROLLED_HEADERS:
+        raise InputError(f"header {name}: midair sets it itself; it cannot be given")
+    _check_value(name, value)
+
+
+def _check_value(name: str, value: object) -> None:
+    if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+        raise InputError(f"header {name}: the value must be text without line breaks")
 
 
 def parse_input_file(text: str, source: str) -> list[Job]:
@@ -158,6 +228,6 @@ def _job(url: str, opts: Iterable[tuple[int, str]]) -> Job:
                 headers.append(parse_header(value))
             else:
                 raise ValueError(f"unknown option {key!r}")
-        except ValueError as exc:
+        except (ValueError, InputError) as exc:
             raise _LineError(number, str(exc)) from None
     return Job(parse_url(url), headers=tuple(headers), **values)  # type: ignore[arg-type]

@@ -35,7 +35,3 @@ class Results:
     @property
     def paths(self) -> list[str]:
         return [s.path for s in self.successes]
-
-    def extend(self, other: Results) -> None:
-        self.successes.extend(other.successes)
-        self.failures.extend(other.failures)

@@ -6,9 +6,6 @@ can pin every delay.
 
 from __future__ import annotations
 
-from datetime import UTC
-from email.utils import parsedate_to_datetime
-
 
 def backoff(attempt: int, base: float, cap: float, draw: float) -> float:
     """Full jitter (AWS): uniform in [0, min(cap, base * 2**(attempt-1))]; ``draw`` in [0, 1)."""
@@ -27,6 +24,9 @@ def parse_retry_after(value: str | None, date: str | None = None) -> float | Non
     value = value.strip()
     if value.isascii() and value.isdigit():  # not "\xb2": str.isdigit() takes it
         return float(value)
+    from datetime import UTC  # HTTP dates are rare here: email's parser waits until needed
+    from email.utils import parsedate_to_datetime
+
     try:
         when = parsedate_to_datetime(value)
         now = parsedate_to_datetime(date) if date else None

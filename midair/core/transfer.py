@@ -27,8 +27,8 @@ from .urls import URL, resolve_location
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
-# Headers that must not follow a redirect to another origin.
-_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# User headers that must not follow a redirect to another origin.
+_ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 
 
 # --- what a response head means -------------------------------------------------------
@@ -140,21 +140,25 @@ class Download:
 
     # --- the request --------------------------------------------------------------
     def request_headers(self) -> list[tuple[str, str]]:
-        headers = [
-            ("Host", self.url.host_header),
-            ("User-Agent", self.options.user_agent),
-            ("Accept", "*/*"),
-            ("Accept-Encoding", "identity"),
-        ]
+        """midair's headers, each replaced by a user header of the same name, then the
+        user's others.  Host comes first, as RFC 9112 asks."""
+        user = self._user_headers()
+        given = {name.lower() for name, _ in user}
+        ours = [("Host", self.url.host_header), ("User-Agent", self.options.user_agent),
+                ("Accept", "*/*"), ("Accept-Encoding", "identity")]
         validator = self.etag or self.last_modified
         if self.offset and validator:  # no validator: nothing proves the bytes still fit
-            headers.append(("Range", f"bytes={self.offset}-"))
-            headers.append(("If-Range", validator))
+            ours += [("Range", f"bytes={self.offset}-"), ("If-Range", validator)]
+        host = [h for h in user if h[0].lower() == "host"] or ours[:1]
+        rest = [h for h in ours[1:] if h[0].lower() not in given]
+        return host + rest + [h for h in user if h[0].lower() != "host"]
+
+    def _user_headers(self) -> list[tuple[str, str]]:
+        """-H and header= values; those bound to the origin are dropped after a redirect
+        to another one (credentials, and a Host meant for the first server)."""
         same_origin = self.url.origin == self.job.url.origin
-        for name, value in (*self.options.headers, *self.job.headers):
-            if same_origin or name.lower() not in _CREDENTIALS:
-                headers.append((name, value))
-        return headers
+        return [(name, value) for name, value in (*self.options.headers, *self.job.headers)
+                if same_origin or name.lower() not in _ORIGIN_BOUND]
 
     # --- the response -------------------------------------------------------------
     def on_head(self, head: Head) -> Decision:

@@ -29,10 +29,6 @@ class URL:
         return (self.scheme, self.host, self.port)
 
     @property
-    def tls(self) -> bool:
-        return self.scheme == "https"
-
-    @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if self.port == DEFAULT_PORTS[self.scheme]:

@@ -61,17 +61,27 @@ ENGINES: dict[str, EngineInfo] = {
 }
 
 
+DEFAULT_ENGINE = "asyncio"  # what `midair get` and the library use without --engine / engine=
+
+
 def get_engine(name: str, **options: Any) -> Engine:
-    """Build the engine called ``name``, or raise InputError saying what to install."""
-    info = ENGINES.get(name)
+    """Build the engine called ``name``; an InputError says what to install, or which
+    option it does not take."""
+    info = ENGINES.get(name) if isinstance(name, str) else None
     if info is None:
         raise InputError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
     if not info.available:
         raise InputError(f"engine {name!r} needs {', '.join(info.requires)}: "
                          f"pip install 'midair[{info.extra}]'")
     module = importlib.import_module(info.module)
-    engine: Engine = getattr(module, info.cls)(**options)
+    try:
+        engine: Engine = getattr(module, info.cls)(**options)
+    except TypeError:
+        given = ", ".join(sorted(options))
+        raise InputError(f"engine {name!r} does not take {given or 'these options'}") from None
+    except ValueError as exc:
+        raise InputError(f"engine {name!r}: {exc}") from None
     return engine
 
 
-__all__ = ["ENGINES", "Engine", "EngineInfo", "Session", "get_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "Session", "get_engine"]

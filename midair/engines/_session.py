@@ -64,7 +64,7 @@ class Session:
         self.options = options
         self.jobs = jobs
         self.batch = Batch(jobs, options)
-        self.store = Store(sockets=options.concurrency)
+        self.store = Store(sockets=options.concurrency, fsync=options.fsync)
         self.tracker = Tracker(jobs=len(jobs))
         self.clock = clock
         self._listener = listener

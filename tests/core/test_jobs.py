@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
+import midair
 from midair.core.errors import InputError
 from midair.core.jobs import Checksum, Job, Options, parse_header, parse_input_file
 from midair.core.urls import parse_url
@@ -64,15 +66,26 @@ def test_parse_header(text: str, header: tuple[str, str]) -> None:
     ("text", "message"),
     [
         ("no colon", "expected 'Name: value'"),
-        (": value", "expected 'Name: value'"),
-        ("Bad Name: x", "expected 'Name: value'"),
+        (": value", "not a valid HTTP header name"),
+        ("Bad Name: x", "not a valid HTTP header name"),
         ("X-Split: a\r\nInjected: yes", "line break"),
         ("X-Nul: a\0b", "line break"),
+        ("Content-Length: 5", "Content-Length: midair sets it itself"),
+        ("transfer-encoding: chunked", "midair sets it itself"),
+        ("Connection: close", "midair sets it itself"),
+        ("Range: bytes=0-", "midair sets it itself"),
+        ("If-Range: x", "midair sets it itself"),
     ],
 )
 def test_parse_header_errors(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         parse_header(text)
+
+
+@pytest.mark.parametrize("text", ["Host: example.org", "User-Agent: x", "X-A: \u00e9\u2603"])
+def test_headers_a_user_may_set(text: str) -> None:
+    name, value = parse_header(text)
+    assert f"{name}: {value}" == text
 
 
 # --- options and jobs --------------------------------------------------------------
@@ -80,20 +93,40 @@ def test_options_defaults_are_valid() -> None:
     options = Options()
     assert options.concurrency >= options.per_host >= 1
     assert options.retries >= 0 and options.timeout > 0
+    assert options.user_agent == f"midair/{midair.__version__}"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"concurrency": 0}, "concurrency must be at least 1"),
-        ({"per_host": 0}, "per-host must be at least 1"),
-        ({"retries": -1}, "must not be negative"),
-        ({"timeout": 0}, "must not be negative"),
-        ({"max_retry_wait": -1}, "must not be negative"),
+        ({"concurrency": 0}, "--concurrency: expected a whole number >= 1, got 0"),
+        ({"concurrency": "100"}, "--concurrency: expected a whole number >= 1, got '100'"),
+        ({"concurrency": True}, "--concurrency: expected a whole number"),
+        ({"per_host": 0}, "--per-host: expected a whole number >= 1"),
+        ({"retries": -1}, "--retries: expected a whole number >= 0"),
+        ({"retries": "3"}, "--retries: expected a whole number >= 0, got '3'"),
+        ({"retries": 2.5}, "--retries: expected a whole number"),
+        ({"timeout": 0}, "--timeout: expected a number of seconds > 0"),
+        ({"timeout": float("nan")}, "--timeout: expected a number of seconds > 0, got nan"),
+        ({"timeout": float("inf")}, "--timeout: expected a number of seconds"),
+        ({"timeout": "30"}, "--timeout: expected a number of seconds"),
+        ({"max_retry_wait": -1}, "--max-retry-wait: expected a number of seconds >= 0"),
+        ({"lowest_speed_time": 0}, "--lowest-speed-time: expected a number of seconds > 0"),
+        ({"lowest_speed": -5}, "--lowest-speed: expected a whole number >= 0, got -5"),
+        ({"max_filesize": -1}, "--max-filesize: expected a whole number >= 1, got -1"),
+        ({"max_filesize": 0}, "--max-filesize: expected a whole number >= 1"),
+        ({"max_redirects": -1}, "--max-redirects: expected a whole number >= 0"),
+        ({"overwrite": "yes"}, "--overwrite: expected True or False"),
+        ({"fsync": 1}, "--fsync: expected True or False"),
+        ({"user_agent": ""}, "--user-agent: expected a non-empty string"),
+        ({"user_agent": "a\r\nb"}, "User-Agent: the value must be text without line breaks"),
+        ({"directory": 3}, "--directory: expected a non-empty string"),
+        ({"checksum": "sha-256=00"}, "--checksum: expected ALGO=HEX"),
+        ({"headers": (("Content-Length", "1"),)}, "midair sets it itself"),
     ],
 )
-def test_options_refuse_nonsense(kwargs: dict[str, float], message: str) -> None:
-    with pytest.raises(InputError, match=message):
+def test_options_refuse_nonsense(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=re.escape(message)):
         Options(**kwargs)  # type: ignore[arg-type]
 
 

@@ -266,6 +266,25 @@ def test_job_headers_come_after_option_headers() -> None:
     assert [v for k, v in d.request_headers() if k == "X-A"] == ["global", "job"]
 
 
+@pytest.mark.parametrize("name", ["User-Agent", "user-agent", "Accept", "Accept-Encoding"])
+def test_a_user_header_replaces_midairs_own(name: str) -> None:
+    sent = download(headers=((name, "mine"),)).request_headers()
+    assert [v for k, v in sent if k.lower() == name.lower()] == ["mine"]
+
+
+def test_a_user_host_replaces_midairs_and_stays_first() -> None:
+    d = download(headers=(("X-A", "1"), ("host", "virtual.example")))
+    sent = d.request_headers()
+    assert sent[0] == ("host", "virtual.example")
+    assert [k for k, _ in sent].count("Host") == 0 and ("X-A", "1") in sent
+
+
+def test_a_user_host_does_not_follow_a_redirect_to_another_origin() -> None:
+    d = download(headers=(("Host", "virtual.example"),))
+    d.url = parse_url("http://cdn.example/x")
+    assert d.request_headers()[0] == ("Host", "cdn.example")
+
+
 # --- what a previous run left -----------------------------------------------------------
 @pytest.mark.parametrize(
     ("disk", "state"),

@@ -38,7 +38,6 @@ def test_parse_url(text: str, origin: tuple[str, str, int], target: str,
     assert url.target == target
     assert url.host_header == host_header
     assert url.text == text.strip() == str(url)
-    assert url.tls == (origin[0] == "https")
 
 
 def test_target_is_always_ascii_and_starts_with_slash() -> None:
