@@ -16,7 +16,9 @@ server, so ratios do not depend on the machine:
   the file is in the page cache as it is for every client after the first.
 
 A run fails when it times out (it is then killed by process group), exits
-non-zero, or leaves any file missing or different from the manifest.
+non-zero, or leaves any file missing or different from the manifest. Each run
+also gets its start-up and exit costs from the server's log
+(``midair.bench.timeline``), whose clock is checked once per scenario.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from midair.bench.data import Dataset, Verification, make_dataset, verify
 from midair.bench.measure import Measurement, run_measured
 from midair.bench.scenarios import SEED, Point, Scenario
 from midair.bench.servers import Served, serve
+from midair.bench.timeline import ClockCheck, Timing, check_clock, collect
 
 __all__ = ["Context", "Run", "ScenarioResult", "run_scenario"]
 
@@ -82,6 +85,7 @@ class Run:
     status: str = "ok"  # ok | FAILED | SKIPPED
     detail: str = ""
     reused_from: str = ""  # the scenario that measured this identical point
+    timing: Timing | None = None  # start-up and exit costs, from the server's log
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -98,6 +102,8 @@ class ScenarioResult:
     ceiling_gbps: list[float] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     skipped: str = ""
+    clock: ClockCheck | None = None
+    reps: int = 1
 
     @property
     def floor(self) -> float | None:
@@ -110,7 +116,7 @@ class ScenarioResult:
 
 def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     """Every point x rep x client of one scenario, against one server."""
-    result = ScenarioResult(scn, ctx.server)
+    result = ScenarioResult(scn, ctx.server, reps=scn.reps or ctx.reps)
     points = [p for p in scn.points() if not _too_many_fds(p, ctx, result)]
     if not points:
         return result
@@ -120,10 +126,11 @@ def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     work.mkdir(parents=True, exist_ok=True)
     hosts = max(p.hosts for p in points)
     workers = nginx_workers(points, ctx)
-    with serve(ctx.server, data.root, hosts, scn.rate, work / "server.log", workers) as served:
+    with serve(ctx.server, data.root, hosts, scn.rate, work, workers) as served:
         result.server = served.kind + (f" ({workers} workers)" if served.kind == "nginx"
                                        and workers != 1 else "")
-        for rep in range(ctx.reps):
+        result.clock = check_clock(served.log, served.url(0, "midair-bench-clock-probe"))
+        for rep in range(result.reps):
             _baseline(scn, served, data, work, result)
             for point in points:
                 result.runs += _reused(scn, point, rep, ctx) or _run_point(
@@ -213,13 +220,15 @@ def _run_point(scn: Scenario, point: Point, rep: int, served: Served, data: Data
             continue
         job = Job(urls, list_file, work / f"{name}-{point.files}-{rep}", point.jobs,
                   point.per_host)
-        runs.append(_run_client(scn, point, rep, name, client, job, expected, ctx, result))
+        runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx,
+                                result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)
     return runs
 
 
 def _run_client(scn: Scenario, point: Point, rep: int, name: str, client: Client, job: Job,
-                expected: dict[str, str], ctx: Context, result: ScenarioResult) -> Run:
+                expected: dict[str, str], served: Served, ctx: Context,
+                result: ScenarioResult) -> Run:
     version = ctx.versions.get(name)
     run = Run(scn.name, point.files, name, version or "missing", rep,
               client.in_flight(point.files, point.jobs, version or ""),
@@ -230,14 +239,23 @@ def _run_client(scn: Scenario, point: Point, rep: int, name: str, client: Client
         return run
     job.out.mkdir(parents=True)
     timeout = _timeout(scn, point, client, result.floor, ctx)
-    run.measurement = run_measured(client.command(job), timeout, Path(f"{job.out}.log"))
+    run.measurement = m = run_measured(client.command(job), timeout, Path(f"{job.out}.log"))
+    run.timing = collect(served.log, m.started_at, m.ended_at, point.files)
     judge(run, verify(job.out, expected))
     shutil.rmtree(job.out, ignore_errors=True)
     label = f"N={point.files} " if scn.counts else ""
-    ctx.say(f"[{scn.name}] {label}{name} rep {rep + 1}: {run.measurement.wall_s:.2f} s "
+    ctx.say(f"[{scn.name}] {label}{name} rep {rep + 1}: {m.wall_s:.2f} s{_costs(run.timing)} "
             f"{run.status} {run.detail}".rstrip())
     time.sleep(_SETTLE)
     return run
+
+
+def _costs(timing: Timing | None) -> str:
+    """`` (first request 180 ms, exit 35 ms)`` for the progress line, or nothing."""
+    parts = [f"{label} {value:.0f} ms" for label, value in [
+        ("first request", timing and timing.first_request_ms),
+        ("exit", timing and timing.exit_ms)] if value is not None]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _skip_reason(scn: Scenario, point: Point, client: Client, version: str | None,
