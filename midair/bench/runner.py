@@ -129,7 +129,7 @@ def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     with serve(ctx.server, data.root, hosts, scn.rate, work, workers) as served:
         result.server = served.kind + (f" ({workers} workers)" if served.kind == "nginx"
                                        and workers != 1 else "")
-        result.clock = check_clock(served.log, served.url(0, "midair-bench-clock-probe"))
+        result.clock = check_clock(served.log, served.url(0, "midair-bench-clock-probe?rate=0"))
         for rep in range(result.reps):
             _baseline(scn, served, data, work, result)
             for point in points:

@@ -84,7 +84,7 @@ class StatsLog:
 
     def __init__(self, base: str) -> None:
         parts = urlsplit(base)
-        self.url = f"{parts.scheme}://{parts.netloc}/__stats"
+        self.url = f"{parts.scheme}://{parts.netloc}/__stats?rate=0"  # unthrottled
 
     def since(self, t: float) -> list[Seen]:
         with urllib.request.urlopen(self.url, timeout=10) as resp:
@@ -147,7 +147,8 @@ class ClockCheck:
 
 
 def check_clock(log: RequestLog, url: str) -> ClockCheck:
-    """Request ``url`` (a missing file: answered at once) ``_PROBES`` times and compare."""
+    """Request ``url`` (a missing file, ``?rate=0`` so ``midair serve`` answers at once)
+    ``_PROBES`` times and compare."""
     misses, windows = [], []
     for _ in range(_PROBES):
         sent, replied = _probe(url)
