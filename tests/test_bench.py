@@ -59,6 +59,7 @@ def test_quick_bench_against_midair_serve(tmp_path: Path) -> None:
             assert run["measurement"]["wall_s"] > 0 and run["measurement"]["cpu_s"] > 0
             assert "--engine" not in run["measurement"]["argv"]
     assert scenarios["seed"]["floor_s"] and scenarios["bulk"]["ceiling_gbps"]
+    assert scenarios["bulk"]["file_ceiling_gbps"]
     assert scenarios["seed"]["clock_check"]["probes"] == 5
     seed = scenarios["seed"]["runs"][0]
     wall_ms = seed["measurement"]["wall_s"] * 1000

@@ -2,7 +2,7 @@
 
 Throttled scenarios: a bar per client of wall time as a multiple of the floor
 (1.0 = every file as fast as one file alone). bulk: GB/s per client with the
-loopback ceiling drawn in. small: files per second. Beside each, CPU per file
+loopback ceilings drawn in. small: files per second. Beside each, CPU per file
 and, where the server logged them, the start-up and exit costs against issue
 8's targets. sweep: wall time, CPU per file and peak RSS per transfer against
 N, one line per client, log scales. startup: each command's median wall time.
@@ -93,13 +93,18 @@ def _panel(ax: Any, rows: list[Row], value: Callable[[Row], float | None], label
 
 
 def _reference_line(ax: Any, result: ScenarioResult) -> None:
-    """The floor (1.0x) or the loopback ceiling, dashed."""
+    """The floor (1.0x) or the loopback ceilings (socket only, into a new file), dashed."""
     if result.scenario.throttled:
         ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
-    elif result.ceiling and result.scenario.files == 1:
-        ax.axvline(result.ceiling, color="grey", linestyle="--", linewidth=1)
-        ax.text(result.ceiling, -0.6, "loopback ceiling ", color="grey", fontsize=8, ha="right")
-        ax.set_xlim(0, max(ax.get_xlim()[1], result.ceiling * 1.15))
+        return
+    if result.scenario.files != 1:
+        return
+    for ceiling, label, y in [(result.ceiling, "socket only ", -0.6),
+                              (result.file_ceiling, "into a new file ", -0.15)]:
+        if ceiling:
+            ax.axvline(ceiling, color="grey", linestyle="--", linewidth=1)
+            ax.text(ceiling, y, label, color="grey", fontsize=7, ha="right")
+            ax.set_xlim(0, max(ax.get_xlim()[1], ceiling * 1.15))
 
 
 def _edges_panel(ax: Any, rows: list[Row]) -> None:

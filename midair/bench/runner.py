@@ -12,8 +12,11 @@ server, so ratios do not depend on the machine:
   as one file alone, i.e. all were in the air at once with no overhead.
 - bulk: the *ceiling*, the same file read over one plain socket into a reused
   buffer by the bench itself (no parsing, no disk): what loopback and the
-  server can give one connection. It is read twice and the better kept, so
-  the file is in the page cache as it is for every client after the first.
+  server can give one connection; and the same again written into a new file
+  in the downloads directory (no fsync), what any downloader could reach
+  there. Each is read twice and the better kept, so the file is in the page
+  cache as it is for every client after the first. "% of ceiling" is against
+  the new-file ceiling.
 
 A run fails when it times out (it is then killed by process group), exits
 non-zero, or leaves any file missing or different from the manifest. Each run
@@ -23,6 +26,7 @@ also gets its start-up and exit costs from the server's log
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -99,7 +103,8 @@ class ScenarioResult:
     scenario: Scenario
     server: str
     floor_s: list[float] = field(default_factory=list)
-    ceiling_gbps: list[float] = field(default_factory=list)
+    ceiling_gbps: list[float] = field(default_factory=list)  # socket only
+    file_ceiling_gbps: list[float] = field(default_factory=list)  # socket -> a new file
     runs: list[Run] = field(default_factory=list)
     skipped: str = ""
     clock: ClockCheck | None = None
@@ -112,6 +117,10 @@ class ScenarioResult:
     @property
     def ceiling(self) -> float | None:
         return statistics.median(self.ceiling_gbps) if self.ceiling_gbps else None
+
+    @property
+    def file_ceiling(self) -> float | None:
+        return statistics.median(self.file_ceiling_gbps) if self.file_ceiling_gbps else None
 
 
 def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
@@ -171,12 +180,15 @@ def _too_many_fds(point: Point, ctx: Context, result: ScenarioResult) -> bool:
 
 def _baseline(scn: Scenario, served: Served, data: Dataset, work: Path,
               result: ScenarioResult) -> None:
-    """The floor (throttled) or the loopback ceiling (bulk), once per rep."""
+    """The floor (throttled) or the loopback ceilings (bulk), once per rep."""
     if scn.throttled:
         result.floor_s.append(measure_floor(served.url(0, data.names[0]), work, scn.timeout))
     elif scn.files == 1:  # twice, best kept: the first read may come from disk, not cache
         url = served.url(0, data.names[0])
         result.ceiling_gbps.append(max(measure_ceiling(url, scn.timeout) for _ in range(2)))
+        into = work / "ceiling.bin"
+        result.file_ceiling_gbps.append(max(measure_ceiling(url, scn.timeout, into)
+                                            for _ in range(2)))
 
 
 def measure_floor(url: str, work: Path, timeout: float) -> float:
@@ -192,18 +204,27 @@ def measure_floor(url: str, work: Path, timeout: float) -> float:
     return m.wall_s
 
 
-def measure_ceiling(url: str, timeout: float) -> float:
-    """GB/s of one plain socket reading ``url`` into a reused buffer (no disk, no parsing)."""
+def measure_ceiling(url: str, timeout: float, into: Path | None = None) -> float:
+    """GB/s of one plain socket reading ``url`` into a reused buffer (no parsing), and with
+    ``into`` writing it to that new file as well (closed, not fsynced, then removed)."""
     parts = urlsplit(url)
     buf = bytearray(1 << 20)
-    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+    view = memoryview(buf)
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(
+            (parts.hostname, parts.port or 80), timeout=timeout))
         start = time.perf_counter()
+        out = stack.enter_context(open(into, "wb", buffering=0)) if into else None
         sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                      "Connection: close\r\n\r\n".encode())
         total = 0
         while n := sock.recv_into(buf):
             total += n
-        seconds = time.perf_counter() - start
+            if out is not None:
+                out.write(view[:n])
+    seconds = time.perf_counter() - start
+    if into is not None:
+        into.unlink()
     return total / seconds / 1e9
 
 
