@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from conftest import NginxFactory
 
-from midair.bench import clients, downloads
+from midair.bench import clients, downloads, runner
 from midair.bench.clients import PEERS, Job, engine_clients
 from midair.bench.downloads import choose_downloads, mount_of
 from midair.bench.measure import Measurement
 from midair.bench.report import durability, markdown, rows_for
 from midair.bench.runner import Run, ScenarioResult
-from midair.bench.scenarios import NAMES, QUICK, parse_scenario
+from midair.bench.scenarios import NAMES, QUICK, Point, parse_scenario
 from midair.bench.timeline import NginxLog, Seen, check_clock, collect, timing
 from midair.cli import bench as bench_cli
 from midair.serve.nginx import parse_access_line
@@ -280,3 +280,17 @@ def test_rank_and_durable_publication() -> None:
     assert "| # | client |" in text and "| connections |" in text
     result.runs = result.runs[:1]
     assert durability(result) is None
+
+
+def test_one_at_a_time_and_timed_out_clients_are_not_repeated() -> None:
+    result = ScenarioResult(QUICK["small"], "nginx")
+    slow = _run("aria2c", 30.0, 1.0, status="FAILED")
+    assert slow.measurement is not None
+    slow.measurement.timed_out = True
+    result.runs = [_run("curl", 0.5, 0.4), slow]
+    point = Point(100, 1, 100, 100)
+    sequential = engine_clients(["sequential"])["midair-sequential"]
+    assert not runner._not_repeated("midair-sequential", sequential, point, 0, result)
+    assert runner._not_repeated("midair-sequential", sequential, point, 1, result)
+    assert runner._not_repeated("aria2c", PEERS["aria2c"], point, 1, result)
+    assert not runner._not_repeated("curl", PEERS["curl"], point, 1, result)

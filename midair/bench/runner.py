@@ -19,7 +19,8 @@ server, so ratios do not depend on the machine:
   the new-file ceiling.
 
 A run fails when it times out (it is then killed by process group), exits
-non-zero, or leaves any file missing or different from the manifest. Each run
+non-zero, or leaves any file missing or different from the manifest. Neither a
+run that timed out nor a one-at-a-time client is repeated in later reps. Each run
 also gets its start-up and exit costs from the server's log
 (``midair.bench.timeline``), whose clock is checked once per scenario.
 """
@@ -237,7 +238,8 @@ def _run_point(scn: Scenario, point: Point, rep: int, served: Served, data: Data
     expected = data.subset(point.files)
     runs = []
     for name, client in ctx.clients.items():
-        if client.only and scn.name not in client.only:
+        elsewhere = bool(client.only) and scn.name not in client.only
+        if elsewhere or _not_repeated(name, client, point, rep, result):
             continue
         job = Job(urls, list_file, work / f"{name}-{point.files}-{rep}", point.jobs,
                   point.per_host)
@@ -245,6 +247,17 @@ def _run_point(scn: Scenario, point: Point, rep: int, served: Served, data: Data
                                 result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)
     return runs
+
+
+def _not_repeated(name: str, client: Client, point: Point, rep: int,
+                  result: ScenarioResult) -> bool:
+    """After the first rep, skip a one-at-a-time client (its wall time is already a sum
+    over every file, so a repeat adds little but minutes) and a client that timed out."""
+    if rep == 0:
+        return False
+    mine = [r for r in result.runs if r.client == name and r.files == point.files]
+    return client.sequential or any(r.measurement is not None and r.measurement.timed_out
+                                    for r in mine)
 
 
 def _run_client(scn: Scenario, point: Point, rep: int, name: str, client: Client, job: Job,

@@ -172,7 +172,8 @@ def _header(meta: dict[str, Any]) -> str:
         f"Server: {server['kind']} {server['version']}"
         + (f" ({server['nginx_workers']} worker unless a scenario says more)"
            if server["nginx_workers"] else "")
-        + f". Reps: {meta['reps']} unless a scenario says otherwise (medians). "
+        + f". Reps: {meta['reps']} unless a scenario says otherwise (medians; one-at-a-time "
+        "clients and runs that timed out are not repeated). "
         f"Took {meta['seconds']:.0f} s.",
         f"Downloads: {where['path']} ({where['fstype']}, mounted on {where['mount']}; "
         f"--downloads {where['choice']}){'. ' + where['note'] if where['note'] else ''}. "
