@@ -33,6 +33,7 @@ from typing import Any
 from ..bench import plots
 from ..bench.clients import (
     DEFAULT,
+    DEFAULT_CLIENT,
     NO_FSYNC,
     PEERS,
     Client,
@@ -123,7 +124,7 @@ def _largest_output(scenarios: list[Scenario]) -> int:
 
 def _add_no_fsync(clients: dict[str, Client], downloads: Downloads) -> str:
     """On a disk, add the default ``midair get`` with --no-fsync; say what was done."""
-    if DEFAULT not in _engine_names(clients):
+    if DEFAULT_CLIENT not in clients:
         return "not measured: the default midair get is not among the clients"
     if not downloads.durable:
         return (f"not measured: downloads on {downloads.fstype}, where fsync writes "
@@ -133,10 +134,6 @@ def _add_no_fsync(clients: dict[str, Client], downloads: Downloads) -> str:
         return f"not measured: `midair get --help` does not list {NO_FSYNC}"
     clients[client.name] = client
     return f"measured: {client.name} beside midair-default"
-
-
-def _engine_names(clients: dict[str, Client]) -> list[str]:
-    return [n.removeprefix("midair-") for n in clients if n.startswith("midair-")]
 
 
 def _run_all(scenarios: list[Scenario], ctx: Context, downloads: Downloads, startup: bool
