@@ -1,8 +1,11 @@
-"""``midair bench --quick`` end to end against ``midair serve``, so the command cannot rot.
+"""``midair bench``: end to end (``--quick``, so the command cannot rot) and its parts.
 
-Forced onto ``--server midair`` so it needs no nginx; one peer (curl, when
-installed) and one engine keep it well under a minute. The JSON must hold
-verified runs for every scenario and the Markdown a table for each.
+The end-to-end runs are forced onto ``--server midair`` so they need no nginx;
+one peer (curl, when installed) and the default ``midair get`` keep them well
+under a minute. The parts: where downloads go (tmpfs or disk, and what
+/proc/mounts says it is), the server-side start-up and exit times (nginx's
+timing access log, checked against the bench's own clock), the peers' command
+lines, ranks and the durable-publication figure in the report.
 """
 
 from __future__ import annotations
@@ -11,41 +14,89 @@ import json
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import NginxFactory
 
-from midair.bench.scenarios import NAMES, QUICK, parse_scenario
+from midair.bench import clients, downloads, runner
+from midair.bench.clients import PEERS, Job, engine_clients
+from midair.bench.downloads import choose_downloads, mount_of
+from midair.bench.measure import Measurement
+from midair.bench.report import durability, markdown, rows_for
+from midair.bench.runner import Run, ScenarioResult
+from midair.bench.scenarios import NAMES, QUICK, Point, parse_scenario
+from midair.bench.timeline import NginxLog, Seen, check_clock, collect, timing
+from midair.cli import bench as bench_cli
+from midair.serve.nginx import parse_access_line
 
-pytestmark = pytest.mark.slow
 
-
-def test_quick_bench_against_midair_serve(tmp_path: Path) -> None:
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     peers = "curl" if shutil.which("curl") else "none"
-    out = tmp_path / "out"
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "midair", "bench", "--quick", "--server", "midair",
-         "--peers", peers, "--engines", "asyncio", "--out", str(out),
-         "--cache", str(tmp_path / "cache"), "--work", str(tmp_path), "--no-plots"],
-        capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL, check=False)
+         "--peers", peers, "--engines", "default", "--out", str(tmp_path / "out"),
+         "--cache", str(tmp_path / "cache"), "--no-plots", *args],
+        capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.mark.slow
+def test_quick_bench_against_midair_serve(tmp_path: Path) -> None:
+    done = _bench(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads((out / "bench.json").read_text())
+    report = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert report["server"]["kind"] == "midair"
     scenarios = {s["name"]: s for s in report["scenarios"]}
     assert list(scenarios) == NAMES
     for name, scenario in scenarios.items():
-        ours = [r for r in scenario["runs"] if r["client"] == "midair-asyncio"]
+        ours = [r for r in scenario["runs"] if r["client"] == "midair-default"]
         assert ours, name
         for run in ours:
             assert run["status"] == "ok", run
             assert run["verified_ok"] == run["files"] and run["missing"] == run["wrong"] == 0
             assert run["measurement"]["wall_s"] > 0 and run["measurement"]["cpu_s"] > 0
+            assert "--engine" not in run["measurement"]["argv"]
     assert scenarios["seed"]["floor_s"] and scenarios["bulk"]["ceiling_gbps"]
-    markdown = (out / "bench.md").read_text()
-    for name in NAMES:
-        assert f"### {name}" in markdown
-    assert "| midair-asyncio |" in markdown
-    assert "server: midair serve" in markdown
+    assert scenarios["bulk"]["file_ceiling_gbps"]
+    assert scenarios["seed"]["clock_check"]["probes"] == 5
+    seed = scenarios["seed"]["runs"][0]
+    wall_ms = seed["measurement"]["wall_s"] * 1000
+    assert 0 < seed["timing"]["first_request_ms"] < wall_ms
+    assert seed["timing"]["exit_ms"] is None  # midair serve logs arrivals only
+    startup = {row["label"]: row for row in report["startup"]}
+    assert len(startup["midair --version"]["walls_s"]) == 10
+    assert startup["python -c pass"]["median_ms"] > 0
+    markdown_text = (tmp_path / "out" / "bench.md").read_text()
+    for name in ["startup", *NAMES]:
+        assert f"### {name}" in markdown_text
+    assert "| midair-default |" in markdown_text and "server: midair serve" in markdown_text
+
+
+@pytest.mark.slow
+def test_quick_bench_reports_where_it_downloaded(tmp_path: Path) -> None:
+    """Default tmpfs when there is one; ``--downloads disk`` lands on the cache's file system."""
+    for choice, where in [("tmpfs", None), ("disk", tmp_path / "cache")]:
+        done = _bench(tmp_path, "seed", "--downloads", choice)
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads((tmp_path / "out" / "bench.json").read_text())
+        place = report["downloads"]
+        assert place["choice"] == choice
+        assert (place["mount"], place["fstype"]) == mount_of(Path(place["path"]))
+        if where is not None:
+            assert Path(place["path"]) == where.resolve()
+        elif not place["note"]:
+            assert place["fstype"] == "tmpfs"
+        note = place["durable_publication"]
+        if place["fstype"] == "tmpfs":
+            assert note.startswith("not measured: downloads on tmpfs")
+        elif "--no-fsync" in clients.get_help():
+            assert note.startswith("measured") and "midair-nofsync" in report["versions"]
+        else:
+            assert "does not list --no-fsync" in note
+        text = (tmp_path / "out" / "bench.md").read_text()
+        assert f"({place['fstype']}, mounted on {place['mount']}" in text
 
 
 def test_scenario_overrides() -> None:
@@ -53,9 +104,193 @@ def test_scenario_overrides() -> None:
     assert (crowd.files, crowd.rate, crowd.hosts, crowd.size) == (50, 4096, 5, QUICK["crowd"].size)
     point = crowd.points()[0]
     assert (point.jobs, point.per_host) == (50, 10)
-    sweep = parse_scenario("sweep:counts=10/20", quick=False)
-    assert [p.files for p in sweep.points()] == [10, 20]
+    sweep = parse_scenario("sweep:counts=10/20,reps=1", quick=False)
+    assert [p.files for p in sweep.points()] == [10, 20] and sweep.reps == 1
+    small = parse_scenario("small", quick=False)
+    assert (small.jobs, small.per_host, small.hosts) == (100, 100, 1)
     with pytest.raises(ValueError, match="unknown field"):
         parse_scenario("seed:colour=blue", quick=False)
     with pytest.raises(ValueError, match="unknown scenario"):
         parse_scenario("nope", quick=False)
+
+
+# --- where downloads go -----------------------------------------------------------------
+
+MOUNTS = """\
+/dev/vda / ext4 rw,relatime 0 0
+tmpfs /dev/shm tmpfs rw,relatime 0 0
+tmpfs /mnt/with\\040space tmpfs rw 0 0
+/dev/vdb /mnt/with\\040space/disk xfs rw 0 0
+overlay /mnt/stack ext4 rw 0 0
+tmpfs /mnt/stack tmpfs rw 0 0
+"""
+
+
+def test_mount_of_takes_the_longest_and_the_last_mounted() -> None:
+    assert mount_of(Path("/dev/shm/x/y"), MOUNTS) == ("/dev/shm", "tmpfs")
+    assert mount_of(Path("/dev/shmem"), MOUNTS) == ("/", "ext4")
+    assert mount_of(Path("/mnt/with space/f"), MOUNTS) == ("/mnt/with space", "tmpfs")
+    assert mount_of(Path("/mnt/with space/disk/f"), MOUNTS) == ("/mnt/with space/disk", "xfs")
+    assert mount_of(Path("/mnt/stack/f"), MOUNTS) == ("/mnt/stack", "tmpfs")
+
+
+def _fake_mounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> None:
+    table = tmp_path / "mounts"
+    table.write_text(text)
+    monkeypatch.setattr(downloads, "_MOUNTS", table)
+
+
+def test_tmpfs_is_chosen_when_it_has_room(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    _fake_mounts(monkeypatch, tmp_path, f"/dev/vda / ext4 rw 0 0\ntmpfs {shm} tmpfs rw 0 0\n")
+    monkeypatch.setattr(downloads, "PREFERRED_TMPFS", shm)
+    chosen = choose_downloads("tmpfs", tmp_path / "cache", needed=1 << 20)
+    assert (chosen.path, chosen.fstype, chosen.durable, chosen.note) == (shm, "tmpfs", False, "")
+    too_big = choose_downloads("tmpfs", tmp_path / "cache", needed=1 << 60)
+    assert too_big.path == (tmp_path / "cache").resolve() and too_big.fstype == "ext4"
+    assert too_big.durable and "no writable tmpfs" in too_big.note
+
+
+def test_disk_and_dir_choices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_mounts(monkeypatch, tmp_path, f"/dev/vda / ext4 rw 0 0\ntmpfs {tmp_path}/ram tmpfs rw"
+                                        " 0 0\n")
+    disk = choose_downloads("disk", tmp_path / "cache", needed=1)
+    assert (disk.path, disk.fstype, disk.choice) == ((tmp_path / "cache").resolve(), "ext4",
+                                                     "disk")
+    ram = choose_downloads(str(tmp_path / "ram" / "d"), tmp_path / "cache", needed=1)
+    assert (ram.mount, ram.fstype, ram.durable) == (f"{tmp_path}/ram", "tmpfs", False)
+    assert ram.path.is_dir()
+
+
+# --- start-up and exit costs, from the server's log ----------------------------------------
+
+def test_access_line_gives_start_and_end() -> None:
+    logged = parse_access_line("1700000010.250 2.125 7 200 4194553\n")
+    assert logged is not None
+    assert (logged.start, logged.end, logged.connection) == (1700000008.125, 1700000010.25, 7)
+    assert parse_access_line("1700000010.2") is None and parse_access_line("") is None
+
+
+def test_timing_of_one_run() -> None:
+    seen = [Seen(100.030, 101.0, 1), Seen(100.020, 102.5, 2), Seen(101.0, 102.0, 1)]
+    t = timing(seen, started=100.0, ended=102.512)
+    assert t.first_request_ms == pytest.approx(20) and t.exit_ms == pytest.approx(12)
+    assert (t.requests, t.connections) == (3, 2)
+    arrivals = timing([Seen(100.05, None, None)], started=100.0, ended=101.0)
+    assert arrivals.first_request_ms == pytest.approx(50) and arrivals.exit_ms is None
+    assert timing([], 100.0, 101.0).requests == 0
+
+
+def test_nginx_log_reads_only_whole_new_lines(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text("1000.000 0.000 1 404 10\n1010.500 0.500 2 200 99\n1011.0")
+    log = NginxLog(path)
+    assert [s.start for s in log.since(1005.0)] == [1010.0]
+    with open(path, "a") as f:
+        f.write("00 0.250 3 200 99\n")
+    assert [s.start for s in log.since(1010.0)] == [1010.0, 1010.75]
+
+
+def test_nginx_access_log_is_millisecond_accurate(nginx: NginxFactory, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"x" * 1000)
+    server = nginx(root, access_log=tmp_path / "access.log")
+    log = NginxLog(tmp_path / "access.log")
+    clock = check_clock(log, server.url(0, "missing"))
+    assert clock.probes == 5 and clock.accurate, clock
+    started = time.time()
+    for _ in range(3):
+        with urllib.request.urlopen(server.url(0, "a.bin"), timeout=5) as resp:
+            assert resp.read() == b"x" * 1000
+    ended = time.time()
+    seen = collect(log, started, ended, expected=3)
+    assert seen.requests == 3 and seen.connections == 3  # urllib: one connection each
+    assert seen.first_request_ms is not None and seen.exit_ms is not None
+    assert -1.0 <= seen.first_request_ms <= (ended - started) * 1000
+    assert -1.0 <= seen.exit_ms <= (ended - started) * 1000
+
+
+# --- clients: what each is asked to do -----------------------------------------------------
+
+def _job(tmp_path: Path, jobs: int = 100) -> Job:
+    return Job(["http://127.0.1.1:8080/f00000.bin"], tmp_path / "urls.txt", tmp_path / "out",
+               jobs, jobs)
+
+
+@pytest.mark.parametrize(("peer", "flags"), [
+    ("curl", ["--parallel", "--parallel-max 100"]),
+    ("wget2", ["--max-threads 100", "--progress=none"]),
+    ("aria2c", ["-j 100", "--max-connection-per-server=1", "--split=1",
+                "--file-allocation=none", "--show-console-readout=false"]),
+    ("parfive", ["--concurrency 100", "--per-host 100"]),
+    ("aiohttp", ["--concurrency 100", "--per-host 100"]),
+    ("httpx", ["--concurrency 100"]),
+])
+def test_peers_get_batch_flags(tmp_path: Path, peer: str, flags: list[str]) -> None:
+    line = " ".join(PEERS[peer].command(_job(tmp_path)))
+    for flag in flags:
+        assert f" {flag}" in line, (peer, flag, line)
+
+
+def test_default_midair_names_no_engine(tmp_path: Path) -> None:
+    made = engine_clients(["default", "epoll"])
+    default = made["midair-default"].command(_job(tmp_path))
+    assert default[2:4] == ["midair", "get"] and "--engine" not in default
+    assert "--engine epoll" in " ".join(made["midair-epoll"].command(_job(tmp_path)))
+    assert clients.default_engine() in made["midair-default"].note
+
+
+def test_no_fsync_twin_only_on_a_disk_and_when_midair_has_the_flag(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    disk = downloads.Downloads(tmp_path, "/", "ext4", "disk")
+    ram = downloads.Downloads(tmp_path, "/dev/shm", "tmpfs", "tmpfs")
+    monkeypatch.setattr(clients, "get_help", lambda: "usage: midair get [--no-fsync]")
+    chosen = engine_clients(["default"])
+    assert bench_cli._add_no_fsync(chosen, disk).startswith("measured")
+    assert "--no-fsync" in chosen["midair-nofsync"].command(_job(tmp_path))
+    chosen = engine_clients(["default"])
+    assert "tmpfs" in bench_cli._add_no_fsync(chosen, ram) and len(chosen) == 1
+    monkeypatch.setattr(clients, "get_help", lambda: "usage: midair get [-q]")
+    assert "does not list --no-fsync" in bench_cli._add_no_fsync(chosen, disk)
+    assert list(chosen) == ["midair-default"]
+
+
+# --- the report ------------------------------------------------------------------------
+
+def _run(client: str, wall: float, cpu: float, status: str = "ok") -> Run:
+    m = Measurement([client], wall, cpu, 0.0, 30.0, 0, False)
+    return Run("small", 100, client, "1", 0, 100, 100 * 8192, m, status=status)
+
+
+def test_rank_and_durable_publication() -> None:
+    result = ScenarioResult(QUICK["small"], "nginx")
+    result.runs = [_run("midair-default", 1.5, 1.2), _run("midair-nofsync", 1.0, 1.0),
+                   _run("curl", 0.5, 0.4), _run("wget2", 0.1, 0.1, status="FAILED")]
+    ranked = {r.client: r.rank for r in rows_for(result)}
+    assert ranked == {"curl": 1, "midair-nofsync": 2, "midair-default": 3, "wget2": None}
+    cost = durability(result)
+    assert cost is not None
+    assert cost["wall_ms_per_file"] == pytest.approx(5.0)
+    assert cost["cpu_ms_per_file"] == pytest.approx(2.0)
+    text = markdown("header", [result])
+    assert "Durable publication (midair-default against midair-nofsync): +5.00 ms wall" in text
+    assert "| # | client |" in text and "| connections |" in text
+    result.runs = result.runs[:1]
+    assert durability(result) is None
+
+
+def test_one_at_a_time_and_timed_out_clients_are_not_repeated() -> None:
+    result = ScenarioResult(QUICK["small"], "nginx")
+    slow = _run("aria2c", 30.0, 1.0, status="FAILED")
+    assert slow.measurement is not None
+    slow.measurement.timed_out = True
+    result.runs = [_run("curl", 0.5, 0.4), slow]
+    point = Point(100, 1, 100, 100)
+    sequential = engine_clients(["sequential"])["midair-sequential"]
+    assert not runner._not_repeated("midair-sequential", sequential, point, 0, result)
+    assert runner._not_repeated("midair-sequential", sequential, point, 1, result)
+    assert runner._not_repeated("aria2c", PEERS["aria2c"], point, 1, result)
+    assert not runner._not_repeated("curl", PEERS["curl"], point, 1, result)

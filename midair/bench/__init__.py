@@ -11,7 +11,12 @@ same way, or the ratios mean nothing. So each rule lives in one module:
   addresses) or ``midair serve`` when nginx is not installed;
 - ``clients`` — command lines for curl, aria2c, wget2, the Python peers in
   ``peers/`` and one ``midair-ENGINE`` client per engine;
+- ``downloads`` — where clients write: tmpfs by default, a disk when asked,
+  and which file system it was;
+- ``timeline`` — each run's start-up and exit costs from the server's log
+  (nginx's millisecond access log, checked against the bench's clock);
 - ``scenarios`` — seed, crowd, c10k, bulk, small and sweep, with overrides;
+  ``startup`` — each client's bare start and exit;
 - ``runner`` — floor/ceiling, every client x rep, judged pass or fail;
-- ``report`` — medians, Markdown tables, JSON; ``plots`` — PNG charts.
+- ``report`` — medians, ranked Markdown tables, JSON; ``plots`` — PNG charts.
 """

@@ -3,14 +3,22 @@
 A client turns a ``Job`` (these URLs, one per line in ``list_file``, into
 ``out``, this many in flight, this many per host) into a command line. Peers:
 curl ``--parallel``, aria2c, wget2, a sequential curl loop, and the Python
-libraries in ``midair.bench.peers``; midair appears once per engine as
+libraries in ``midair.bench.peers``; midair appears as ``midair-default``
+(plain ``midair get``, no ``--engine``: what a user gets) and once per engine as
 ``midair-ENGINE``. Each is used only if installed; versions are recorded.
+
+Every peer gets the options a competent user would pick for a batch: N
+transfers in flight, keep-alive (the default of each), no progress output, no
+preallocation; where a peer cannot honour a limit the bench asks for (a
+per-host cap, more than 300 in flight) its ``note`` says so in the report.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +26,15 @@ from pathlib import Path
 
 from midair.bench.measure import package_version, tool_version
 
-__all__ = ["CURL_PARALLEL_CAP", "PEERS", "Client", "Job", "engine_clients", "select_clients"]
+__all__ = ["CURL_PARALLEL_CAP", "DEFAULT", "DEFAULT_CLIENT", "NO_FSYNC", "NO_FSYNC_CLIENT",
+           "PEERS", "Client", "Job",
+           "engine_clients", "get_help", "no_fsync_client", "select_clients"]
 
 CURL_PARALLEL_CAP = 300  # curl clamps --parallel-max to 300 before 8.16
+DEFAULT = "default"  # the --engines name of plain `midair get`
+DEFAULT_CLIENT = "midair-default"
+NO_FSYNC = "--no-fsync"
+NO_FSYNC_CLIENT = "midair-nofsync"
 
 
 @dataclass(frozen=True)
@@ -71,8 +85,9 @@ def _curl_loop_cmd(job: Job) -> list[str]:
 
 def _aria2_cmd(job: Job) -> list[str]:
     return ["aria2c", "-i", str(job.list_file), "--deferred-input=true", "-d", str(job.out),
-            "-j", str(job.jobs), "-x", "1", "-s", "1", "--file-allocation=none",
-            "--quiet=true", "--console-log-level=error", "--summary-interval=0",
+            "-j", str(job.jobs), "--max-connection-per-server=1", "--split=1",
+            "--file-allocation=none", "--quiet=true", "--show-console-readout=false",
+            "--console-log-level=error", "--summary-interval=0", "--download-result=hide",
             "--auto-file-renaming=false", "--allow-overwrite=true", "--no-conf=true"]
 
 
@@ -116,12 +131,16 @@ def _curl_cap(version: str) -> int | None:
 
 PEERS: dict[str, Client] = {c.name: c for c in [
     Client("curl", _curl_cmd, _binary_version("curl"), cap=_curl_cap,
-           note="--parallel: no per-host cap before 8.16 (--parallel-max-host); "
+           note="--parallel --parallel-max N, connections kept alive and reused; "
+                "no per-host cap before 8.16 (--parallel-max-host); "
                 "--parallel-max clamped to 300 before 8.16"),
     Client("aria2c", _aria2_cmd, _binary_version("aria2c"),
-           note="-j N -x 1 -s 1: -x is per download, so no cross-download per-host cap"),
+           note="-j N, --max-connection-per-server=1 --split=1, keep-alive, "
+                "--file-allocation=none, no console readout; -x is per download, so no "
+                "cross-download per-host cap"),
     Client("wget2", _wget2_cmd, _binary_version("wget2"),
-           note="--max-threads N: one thread per transfer, no per-host cap"),
+           note="--max-threads N (keep-alive by default): one thread per transfer, "
+                "no per-host cap"),
     Client("curl-loop", _curl_loop_cmd, _binary_version("curl"), sequential=True,
            only=("seed",), note="one curl process per file, one after another (seed only)"),
     Client("parfive", _python_peer("parfive_peer"), _package("parfive", "aiohttp"),
@@ -135,25 +154,59 @@ PEERS: dict[str, Client] = {c.name: c for c in [
 ]}
 
 
-def _midair_cmd(engine: str) -> Callable[[Job], list[str]]:
+def _midair_cmd(*flags: str) -> Callable[[Job], list[str]]:
     def command(job: Job) -> list[str]:
-        return [sys.executable, "-m", "midair", "get", "--engine", engine, "-j", str(job.jobs),
+        return [sys.executable, "-m", "midair", "get", *flags, "-j", str(job.jobs),
                 "--per-host", str(job.per_host), "-q", "-i", str(job.list_file),
                 "-d", str(job.out)]
     return command
 
 
 def engine_clients(names: list[str]) -> dict[str, Client]:
-    """``midair-ENGINE`` for each name; an engine that cannot run here reports None."""
+    """``midair-ENGINE`` per name (``default``: no --engine); None = cannot run here."""
+    return dict(_engine_client(n) for n in names)
+
+
+def _engine_client(name: str) -> tuple[str, Client]:
     from midair import __version__
     from midair.engines import ENGINES
 
-    def version(name: str) -> Callable[[], str | None]:
-        return lambda: __version__ if _engine_ready(ENGINES[name]) else None
+    if name == DEFAULT:
+        note = f"`midair get` without --engine: the default (today {default_engine()})"
+        return DEFAULT_CLIENT, Client(DEFAULT_CLIENT, _midair_cmd(), lambda: __version__,
+                                      note=note)
+    info = ENGINES[name]
+    return f"midair-{name}", Client(
+        f"midair-{name}", _midair_cmd("--engine", name),
+        lambda: __version__ if _engine_ready(info) else None,
+        sequential=name == "sequential", note=info.model)
 
-    return {f"midair-{n}": Client(f"midair-{n}", _midair_cmd(n), version(n),
-                                  sequential=n == "sequential", note=ENGINES[n].model)
-            for n in names}
+
+def default_engine() -> str:
+    """The engine ``midair get`` uses when none is named, as its own parser says."""
+    from midair.cli import build_parser
+
+    return str(build_parser(["get"]).parse_args(["get"]).engine)
+
+
+@functools.cache
+def get_help() -> str:
+    """``midair get --help`` as this midair prints it (the flags it has)."""
+    done = subprocess.run([sys.executable, "-m", "midair", "get", "--help"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          stdin=subprocess.DEVNULL)
+    return done.stdout
+
+
+def no_fsync_client() -> Client | None:
+    """The default ``midair get`` with --no-fsync, when this midair has that flag."""
+    if NO_FSYNC not in get_help():
+        return None
+    from midair import __version__
+
+    return Client(NO_FSYNC_CLIENT, _midair_cmd(NO_FSYNC), lambda: __version__,
+                  note="midair-default with --no-fsync: files published without fsync; "
+                       "the difference is what durable publication costs")
 
 
 def _engine_ready(info: object) -> bool:
@@ -164,17 +217,19 @@ def _engine_ready(info: object) -> bool:
 
 
 def default_engines() -> list[str]:
-    """Every engine that can run here except dask: a LocalCluster start dominates."""
+    """The default client, then every engine that can run here except dask (a
+    LocalCluster start dominates every run)."""
     from midair.engines import ENGINES
 
-    return [n for n, info in ENGINES.items() if n != "dask" and _engine_ready(info)]
+    return [DEFAULT] + [n for n, info in ENGINES.items() if n != "dask" and _engine_ready(info)]
 
 
 def select_clients(engines: list[str], peers: list[str]) -> dict[str, Client]:
     """midair engines first, then peers, in the order asked for."""
     from midair.engines import ENGINES
 
-    for kind, asked, known in [("engine", engines, list(ENGINES)), ("peer", peers, list(PEERS))]:
+    for kind, asked, known in [("engine", engines, [DEFAULT, *ENGINES]),
+                               ("peer", peers, list(PEERS))]:
         unknown = [a for a in asked if a not in known]
         if unknown:
             raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; "

@@ -14,6 +14,10 @@ peak, counting the worker processes of sharded clients. ``ru_maxrss`` is used
 as well when it exceeds what the child inherited, since then it is the
 client's own peak and also covers its last milliseconds.
 
+Wall-clock instants (epoch seconds) of the exec and of the exit are kept too:
+the server logs when each request started and ended on the same clock, which
+gives a client's start-up and exit costs (``midair.bench.timeline``).
+
 A run that outlives its limit is killed by process group, and so is anything
 it left behind.
 """
@@ -51,6 +55,8 @@ class Measurement:
     exit_code: int
     timed_out: bool
     output_tail: str = ""
+    started_at: float = 0.0  # epoch seconds, just before the exec
+    ended_at: float = 0.0  # epoch seconds, as soon as wait4 returned
 
     @property
     def cpu_s(self) -> float:
@@ -70,7 +76,7 @@ def run_measured(argv: Sequence[str], timeout: float, log: Path) -> Measurement:
     timed_out = threading.Event()
     inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(log, "wb") as out:
-        start = time.perf_counter()
+        started_at, start = time.time(), time.perf_counter()
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, process_group=0)
 
@@ -84,7 +90,7 @@ def run_measured(argv: Sequence[str], timeout: float, log: Path) -> Measurement:
     sampler.start()
     try:
         _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
+        wall, ended_at = time.perf_counter() - start, time.time()
     finally:
         timer.cancel()
         sampler.stop()
@@ -94,7 +100,8 @@ def run_measured(argv: Sequence[str], timeout: float, log: Path) -> Measurement:
     return Measurement(
         argv=list(argv), wall_s=wall, user_s=usage.ru_utime, sys_s=usage.ru_stime,
         maxrss_mib=max(own, sampler.peak_kib) / 1024, exit_code=proc.returncode,
-        timed_out=timed_out.is_set(), output_tail=_tail(log),
+        timed_out=timed_out.is_set(), output_tail=_tail(log), started_at=started_at,
+        ended_at=ended_at,
     )
 
 

@@ -2,8 +2,10 @@
 
 Throttled scenarios: a bar per client of wall time as a multiple of the floor
 (1.0 = every file as fast as one file alone). bulk: GB/s per client with the
-loopback ceiling drawn in. small: files per second. sweep: wall time, CPU per
-file and peak RSS per transfer against N, one line per client, log scales.
+loopback ceilings drawn in. small: files per second. Beside each, CPU per file
+and, where the server logged them, the start-up and exit costs against issue
+8's targets. sweep: wall time, CPU per file and peak RSS per transfer against
+N, one line per client, log scales. startup: each command's median wall time.
 midair's engines are blue, peers orange, so the two families read apart.
 """
 
@@ -13,12 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from midair.bench.report import SWEEP_METRICS, Row, rows_for, size_text
+from midair.bench.report import SWEEP_METRICS, TARGETS, Row, rows_for, size_text
 from midair.bench.runner import ScenarioResult
+from midair.bench.startup import RUNS, StartupRow
 
 __all__ = ["available", "plot_all"]
 
-MIDAIR, PEER = "#1f77b4", "#ff7f0e"
+MIDAIR, PEER, NEUTRAL = "#1f77b4", "#ff7f0e", "#7f7f7f"  # NEUTRAL: the bare interpreter
 
 
 def available() -> bool:
@@ -29,12 +32,15 @@ def available() -> bool:
     return True
 
 
-def plot_all(results: list[ScenarioResult], out: Path) -> list[Path]:
-    """Write one PNG per scenario with runs into ``out``; return their paths."""
+def plot_all(results: list[ScenarioResult], out: Path,
+             startup: list[StartupRow] | None = None) -> list[Path]:
+    """Write one PNG per scenario with runs (and startup.png) into ``out``; return them."""
     import matplotlib
 
     matplotlib.use("Agg")
     paths = []
+    if startup and any(r.walls_s for r in startup):
+        paths.append(_startup(startup, out / "startup.png"))
     for result in results:
         if not any(r.status == "ok" for r in result.runs):
             continue
@@ -48,32 +54,106 @@ def plot_all(results: list[ScenarioResult], out: Path) -> list[Path]:
 
 
 def _bars(result: ScenarioResult, path: Path, server: str) -> None:
+    """The scenario's measure, CPU per file and, when the server logged them, start-up
+    and exit: one panel each, a bar per client, best first."""
     import matplotlib.pyplot as plt
 
     scn = result.scenario
     rows = [r for r in rows_for(result) if not r.status.startswith("skipped")]
     value, label, title = _bar_measure(result)
-    fig, ax = plt.subplots(figsize=(9, max(2.4, 0.9 + 0.3 * len(rows))), dpi=90)
-    names = [r.client for r in rows]
-    values = [(value(r) or 0.0) if r.ok else 0.0 for r in rows]
-    ax.barh(names, values, color=[MIDAIR if n.startswith("midair") else PEER for n in names])
-    ax.invert_yaxis()
-    for i, (row, v) in enumerate(zip(rows, values, strict=True)):
-        text = (f" {v:,.2f}" if v < 100 else f" {v:,.0f}") if row.ok else " FAILED"
-        ax.text(v, i, text, va="center", fontsize=8, color="black" if row.ok else "red")
-    if scn.throttled:
-        ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
-    elif result.ceiling and scn.files == 1:
-        ax.axvline(result.ceiling, color="grey", linestyle="--", linewidth=1)
-        ax.text(result.ceiling, -0.6, "loopback ceiling ", color="grey", fontsize=8, ha="right")
-    ax.set_xlabel(label)
-    ax.set_xlim(0, max([*values, result.ceiling or 0]) * 1.15)
-    ax.set_title(f"{scn.name}: {title} ({server})", fontsize=10)
-    ax.tick_params(axis="y", labelsize=8)
-    _legend_families(ax)
+    edges = any(r.first_request_ms is not None for r in rows)
+    panels = 3 if edges else 2
+    fig, axes = plt.subplots(1, panels, sharey=True, dpi=90,
+                             figsize=(5 * panels, max(2.4, 0.9 + 0.3 * len(rows))))
+    _panel(axes[0], rows, value, label)
+    _reference_line(axes[0], result)
+    _panel(axes[1], rows, lambda r: r.cpu_ms_per_file,
+           "client CPU per file, ms (user + sys; lower is better)")
+    if edges:
+        _edges_panel(axes[2], rows)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"{scn.name}: {title} ({server})", fontsize=10)
+    _legend_families(fig)
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+def _panel(ax: Any, rows: list[Row], value: Callable[[Row], float | None], label: str) -> None:
+    """Horizontal bars, midair blue and peers orange, each with its value written out."""
+    names = [r.client for r in rows]
+    values = [(value(r) or 0.0) if r.ok else 0.0 for r in rows]
+    ax.barh(names, values, color=[_family(n) for n in names])
+    for i, (row, v) in enumerate(zip(rows, values, strict=True)):
+        text = (f" {v:,.2f}" if v < 100 else f" {v:,.0f}") if row.ok else " FAILED"
+        ax.text(v, i, text, va="center", fontsize=8, color="black" if row.ok else "red")
+    ax.set_xlabel(label, fontsize=8)
+    ax.set_xlim(0, max([*values, 1e-9]) * 1.2)
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def _reference_line(ax: Any, result: ScenarioResult) -> None:
+    """The floor (1.0x) or the loopback ceilings (socket only, into a new file), dashed."""
+    if result.scenario.throttled:
+        ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+        return
+    if result.scenario.files != 1:
+        return
+    for ceiling, label, y in [(result.ceiling, "socket only ", -0.6),
+                              (result.file_ceiling, "into a new file ", -0.15)]:
+        if ceiling:
+            ax.axvline(ceiling, color="grey", linestyle="--", linewidth=1)
+            ax.text(ceiling, y, label, color="grey", fontsize=7, ha="right")
+            ax.set_xlim(0, max(ax.get_xlim()[1], ceiling * 1.15))
+
+
+def _edges_panel(ax: Any, rows: list[Row]) -> None:
+    """First request after exec and exit after the last response, with issue 8's targets."""
+    series = [("exec -> first request", [r.first_request_ms for r in rows], -0.2, "#2ca02c",
+               TARGETS["first_request_ms"]),
+              ("last response -> exit", [r.exit_ms for r in rows], 0.2, "#9467bd",
+               TARGETS["exit_ms"])]
+    for label, values, shift, colour, target in series:
+        spots = [i + shift for i in range(len(rows))]
+        lengths = [v or 0.0 for v in values]
+        ax.barh(spots, lengths, height=0.4, color=colour, label=label)
+        for y, v in zip(spots, values, strict=True):
+            ax.text(v or 0.0, y, f" {v:.0f}" if v is not None else " -", va="center",
+                    fontsize=7)
+        ax.axvline(target, color=colour, linestyle=":", linewidth=1)
+    ax.set_xlabel("ms, as the server saw it (dotted: targets)", fontsize=8)
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.1)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7,
+              frameon=False)
+
+
+def _family(client: str) -> str:
+    if client.startswith("python"):
+        return NEUTRAL
+    return MIDAIR if client.startswith("midair") else PEER
+
+
+def _startup(rows: list[StartupRow], path: Path) -> Path:
+    """Median wall time of each start-up command, the --version target dashed."""
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.median_ms is not None]
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.35 * len(shown)), dpi=90)
+    names = [r.label for r in shown]
+    values = [r.median_ms or 0.0 for r in shown]
+    ax.barh(names, values, color=[_family(n) for n in names])
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.0f}", va="center", fontsize=8)
+    ax.axvline(TARGETS["version_ms"], color="grey", linestyle="--", linewidth=1)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"wall time from exec to exit, ms (median of {RUNS}; dashed: the "
+                  "midair --version target)")
+    ax.set_title("startup: each client doing nothing", fontsize=10)
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _bar_measure(result: ScenarioResult) -> tuple[Callable[[Row], float | None], str, str]:
@@ -90,13 +170,13 @@ def _bar_measure(result: ScenarioResult) -> tuple[Callable[[Row], float | None],
             f"{size} from one unthrottled server, {scn.points()[0].jobs} at a time")
 
 
-def _legend_families(ax: Any) -> None:
-    """Outside the axes, top right: it never hides a bar or its value."""
+def _legend_families(fig: Any) -> None:
+    """Outside the panels, top right: it never hides a bar or its value."""
     from matplotlib.patches import Patch
 
     handles = [Patch(color=MIDAIR, label="midair engines"), Patch(color=PEER, label="peers")]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              frameon=False)
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
+               frameon=False)
 
 
 def _sweep(result: ScenarioResult, path: Path, server: str) -> None:

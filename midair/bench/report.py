@@ -1,7 +1,9 @@
-"""Medians over reps, one Markdown table per scenario (best first), and the JSON.
+"""Medians over reps, one Markdown table per scenario (best first, ranked), and the JSON.
 
 Medians are taken over a client's passing reps only (a run that failed fast
-would otherwise look fast); failures are counted in the status column.
+would otherwise look fast); failures are counted in the status column. Each
+scenario states the target issue 8 sets for the default ``midair get``, and on
+a disk the cost of durable publication (the default against ``--no-fsync``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,26 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from midair.bench.clients import DEFAULT_CLIENT, NO_FSYNC_CLIENT
 from midair.bench.runner import Run, ScenarioResult
 from midair.bench.scenarios import Scenario
+from midair.bench.startup import RUNS, StartupRow
 
-__all__ = ["Row", "markdown", "rows_for", "write_json"]
+__all__ = ["GOALS", "TARGETS", "Row", "durability", "markdown", "rows_for", "table_kind",
+           "write_json"]
+
+TARGETS = {"first_request_ms": 50.0, "exit_ms": 20.0, "version_ms": 100.0}  # issue 8
+GOALS = {  # issue 8, "What to reach", for the default `midair get`
+    "seed": "<= 1.02x floor; first request <= 50 ms after exec, exit <= 20 ms after the last "
+            "response",
+    "crowd": "wall <= wget2's, CPU <= aria2c's",
+    "c10k": "<= 2.5x floor and ahead of wget2, RSS per in-flight transfer <= 20 KiB",
+    "bulk": ">= wget2's GB/s and >= 90% of the new-file ceiling",
+    "small": "files/s >= wget2's, CPU per file <= curl's",
+}
 
 
 @dataclass
@@ -32,9 +47,13 @@ class Row:
     cpu_s: float | None = None
     rss_mib: float | None = None
     ratio: float | None = None  # wall / floor (throttled scenarios)
-    of_ceiling: float | None = None  # throughput / loopback ceiling (bulk)
+    of_ceiling: float | None = None  # throughput / new-file ceiling (bulk)
     gbps: float | None = None
     files_per_s: float | None = None
+    first_request_ms: float | None = None  # exec -> first request at the server
+    exit_ms: float | None = None  # last response's end -> exit
+    connections: float | None = None  # distinct connections the server saw
+    rank: int | None = None  # 1 = best of the passing rows
 
     @property
     def ok(self) -> bool:
@@ -52,9 +71,11 @@ class Row:
 def rows_for(result: ScenarioResult, files: int | None = None) -> list[Row]:
     """One row per client (at one sweep point), sorted best first, failures last."""
     runs = [r for r in result.runs if files is None or r.files == files]
-    rows = [_row(result, [r for r in runs if r.client == c])
-            for c in dict.fromkeys(r.client for r in runs)]
-    return sorted(rows, key=_sort_key)
+    rows = sorted([_row(result, [r for r in runs if r.client == c])
+                   for c in dict.fromkeys(r.client for r in runs)], key=_sort_key)
+    for rank, row in enumerate((r for r in rows if r.ok), start=1):
+        row.rank = rank
+    return rows
 
 
 def _row(result: ScenarioResult, mine: Sequence[Run]) -> Row:
@@ -70,9 +91,22 @@ def _row(result: ScenarioResult, mine: Sequence[Run]) -> Row:
     row.files_per_s = first.files / row.wall_s
     if result.floor:
         row.ratio = row.wall_s / result.floor
-    elif result.ceiling:
-        row.of_ceiling = row.gbps / result.ceiling
+    elif result.file_ceiling or result.ceiling:
+        row.of_ceiling = row.gbps / (result.file_ceiling or result.ceiling or 1.0)
+    _add_timing(row, [r for r in mine if r.status == "ok"])
     return row
+
+
+def _add_timing(row: Row, runs: Sequence[Run]) -> None:
+    timings = [r.timing for r in runs if r.timing is not None]
+    row.first_request_ms = _median([t.first_request_ms for t in timings])
+    row.exit_ms = _median([t.exit_ms for t in timings])
+    row.connections = _median([t.connections for t in timings])
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _status(runs: Sequence[Run]) -> str:
@@ -101,35 +135,61 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
 
+def _fine(value: float | None) -> str:
+    """Three decimals below 1 (CPU ms per file of a fast client), two above."""
+    return _num(value, 3 if value is not None and value < 1 else 2)
+
+
 def _table(head: list[str], lines: list[list[str]]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in lines]
     return "\n".join(out)
 
 
-def throttled_table(rows: list[Row]) -> str:
-    head = ["client", "version", "wall s", "x floor", "CPU s", "CPU ms/file", "peak RSS MiB",
-            "RSS KiB/transfer", "in flight", "status"]
-    return _table(head, [[r.client, r.version, _num(r.wall_s, 2), _num(r.ratio, 2, "x"),
-                          _num(r.cpu_s, 2), _num(r.cpu_ms_per_file, 2), _num(r.rss_mib, 1),
-                          _num(r.rss_kib_per_transfer, 1), str(r.in_flight), r.status]
-                         for r in rows])
+COLUMNS: dict[str, tuple[str, Callable[[Row], str]]] = {
+    "rank": ("#", lambda r: str(r.rank) if r.rank else "-"),
+    "client": ("client", lambda r: r.client),
+    "version": ("version", lambda r: r.version),
+    "wall": ("wall s", lambda r: _num(r.wall_s, 2)),
+    "ratio": ("x floor", lambda r: _num(r.ratio, 2, "x")),
+    "gbps": ("GB/s", lambda r: _num(r.gbps, 2)),
+    "of_ceiling": ("% of ceiling", lambda r: _pct(r.of_ceiling)),
+    "files_per_s": ("files/s", lambda r: _num(r.files_per_s, 0)),
+    "cpu": ("CPU s", lambda r: _num(r.cpu_s, 2)),
+    "cpu_per_file": ("CPU ms/file", lambda r: _fine(r.cpu_ms_per_file)),
+    "rss": ("peak RSS MiB", lambda r: _num(r.rss_mib, 1)),
+    "rss_per_transfer": ("RSS KiB/transfer", lambda r: _num(r.rss_kib_per_transfer, 1)),
+    "first_request": ("first request ms", lambda r: _num(r.first_request_ms, 0)),
+    "exit": ("exit ms", lambda r: _num(r.exit_ms, 0)),
+    "connections": ("connections", lambda r: _num(r.connections, 0)),
+    "in_flight": ("in flight", lambda r: str(r.in_flight)),
+    "status": ("status", lambda r: r.status),
+}
+_COSTS = ["cpu", "cpu_per_file", "rss"]
+_EDGES = ["first_request", "exit"]
+LAYOUTS: dict[str, list[str]] = {  # table_kind -> columns
+    "throttled": ["rank", "client", "version", "wall", "ratio", *_COSTS, "rss_per_transfer",
+                  *_EDGES, "in_flight", "status"],
+    "bulk": ["rank", "client", "version", "wall", "gbps", "of_ceiling", *_COSTS, *_EDGES,
+             "status"],
+    "small": ["rank", "client", "version", "wall", "files_per_s", *_COSTS, "connections",
+              *_EDGES, "status"],
+}
 
 
-def bulk_table(rows: list[Row]) -> str:
-    head = ["client", "version", "wall s", "GB/s", "% of ceiling", "CPU s", "peak RSS MiB",
-            "status"]
-    return _table(head, [[r.client, r.version, _num(r.wall_s, 2), _num(r.gbps, 2),
-                          _pct(r.of_ceiling), _num(r.cpu_s, 2), _num(r.rss_mib, 1),
-                          r.status] for r in rows])
+def table_kind(scn: Scenario) -> str:
+    """sweep (a table per measure), throttled (x floor), bulk (GB/s) or small (files/s)."""
+    if scn.counts:
+        return "sweep"
+    if scn.throttled:
+        return "throttled"
+    return "bulk" if scn.files == 1 else "small"
 
 
-def small_table(rows: list[Row]) -> str:
-    head = ["client", "version", "wall s", "files/s", "CPU s", "CPU ms/file", "peak RSS MiB",
-            "status"]
-    return _table(head, [[r.client, r.version, _num(r.wall_s, 2), _num(r.files_per_s, 0),
-                          _num(r.cpu_s, 2), _num(r.cpu_ms_per_file, 3), _num(r.rss_mib, 1),
-                          r.status] for r in rows])
+def scenario_table(kind: str, rows: list[Row]) -> str:
+    columns = [COLUMNS[c] for c in LAYOUTS[kind]]
+    return _table([head for head, _ in columns], [[cell(r) for _, cell in columns]
+                                                    for r in rows])
 
 
 SWEEP_METRICS: list[tuple[str, Callable[[Row], float | None], int]] = [
@@ -168,17 +228,39 @@ def scenario_markdown(result: ScenarioResult) -> str:
         parts.append(f"Skipped: {result.skipped}.")
     if not result.runs:
         return "\n\n".join(parts)
-    if scn.counts:
-        parts.append(sweep_tables(result))
-    elif scn.throttled:
-        parts.append(throttled_table(rows_for(result)))
-    elif scn.files == 1:
-        parts.append(bulk_table(rows_for(result)))
-    else:
-        parts.append(small_table(rows_for(result)))
+    kind = table_kind(scn)
+    parts.append(sweep_tables(result) if kind == "sweep"
+                 else scenario_table(kind, rows_for(result)))
+    parts += _durability_lines(result)
     failed = [r for r in result.runs if r.status == "FAILED"]
     parts += [f"Failed runs: {len(failed)} (details in the JSON)."] if failed else []
     return "\n\n".join(parts)
+
+
+def durability(result: ScenarioResult, files: int | None = None) -> dict[str, float] | None:
+    """What fsync-before-rename costs the default ``midair get``, per file: its figures
+    minus those of the same command with --no-fsync (None unless both passed)."""
+    rows = {r.client: r for r in rows_for(result, files)}
+    durable, loose = rows.get(DEFAULT_CLIENT), rows.get(NO_FSYNC_CLIENT)
+    if durable is None or loose is None or not (durable.ok and loose.ok):
+        return None
+    assert durable.wall_s is not None and loose.wall_s is not None
+    assert durable.cpu_s is not None and loose.cpu_s is not None
+    return {"wall_ms_per_file": (durable.wall_s - loose.wall_s) * 1000 / durable.files,
+            "cpu_ms_per_file": (durable.cpu_s - loose.cpu_s) * 1000 / durable.files}
+
+
+def _durability_lines(result: ScenarioResult) -> list[str]:
+    counts = sorted({r.files for r in result.runs}) if result.scenario.counts else [None]
+    lines = []
+    for n in counts:
+        cost = durability(result, n)
+        if cost is not None:
+            at = f" at N={n:,}" if n else ""
+            lines.append(f"Durable publication{at} ({DEFAULT_CLIENT} against "
+                         f"{NO_FSYNC_CLIENT}): {cost['wall_ms_per_file']:+.2f} ms wall and "
+                         f"{cost['cpu_ms_per_file']:+.3f} ms CPU per file.")
+    return lines
 
 
 def describe(result: ScenarioResult) -> str:
@@ -195,7 +277,28 @@ def describe(result: ScenarioResult) -> str:
         text += (f" Floor (one file alone, curl): {result.floor:.2f} s "
                  f"(expected {expected_floor(scn, result.server):.2f} s).")
     if result.ceiling:
-        text += f" Loopback ceiling (one plain socket, no disk): {result.ceiling:.2f} GB/s."
+        text += f" Loopback ceiling (one plain socket, no file): {result.ceiling:.2f} GB/s"
+        text += (f"; into a new file in the downloads directory: {result.file_ceiling:.2f} "
+                 "GB/s (the 100% below)." if result.file_ceiling else ".")
+    text += f" {result.reps} rep{'s' if result.reps > 1 else ''}"
+    text += " (medians)." if result.reps > 1 else "."
+    text += clock_text(result)
+    goal = GOALS.get(scn.name)
+    return text + (f"\n\nTarget for {DEFAULT_CLIENT} (issue 8): {goal}." if goal else "")
+
+
+def clock_text(result: ScenarioResult) -> str:
+    """How far the server's log can be trusted for the first request / exit columns."""
+    clock = result.clock
+    if clock is None:
+        return ""
+    if not clock.accurate:
+        return (f" Server log clock NOT millisecond-accurate (worst probe {clock.worst_ms:.1f} "
+                "ms off): first request and exit are approximate.")
+    text = (f" Server log clock checked: {clock.probes} probes logged within their "
+            f"send-reply window (<= {clock.window_ms:.1f} ms) to 1 ms.")
+    if result.server.startswith("midair"):
+        text += " midair serve logs arrivals only: no exit figures."
     return text
 
 
@@ -213,14 +316,37 @@ def size_text(n: int) -> str:
     return f"{n} B"
 
 
-def markdown(header: str, results: list[ScenarioResult]) -> str:
-    return "\n\n".join([header] + [scenario_markdown(r) for r in results]) + "\n"
+def startup_markdown(rows: list[StartupRow]) -> str:
+    """The ``startup`` table: each command's median wall, fastest run and CPU."""
+    target = TARGETS["version_ms"]
+    lines = [[r.label, _num(r.median_ms, 1), _num(r.min_ms, 1), _num(r.cpu_ms, 1),
+              f"<= {target:.0f} ms" if r.label == "midair --version" else "",
+              f"FAILED {r.failures}/{r.failures + len(r.walls_s)}" if r.failures else "ok"]
+             for r in rows]
+    table = _table(["command", "median ms", "fastest ms", "CPU ms", "target (issue 8)",
+                    "status"], lines)
+    return (f"### startup\n\nEach command {RUNS} times, interleaved (one of each per round); "
+            "median and fastest wall time from exec to exit, median CPU (user + sys). midair "
+            "runs as the bench runs it, `python -m midair`.\n\n" + table)
 
 
-def write_json(path: Path, meta: dict[str, object], results: list[ScenarioResult]) -> None:
+def markdown(header: str, results: list[ScenarioResult],
+             startup: list[StartupRow] | None = None) -> str:
+    sections = [header] + ([startup_markdown(startup)] if startup else [])
+    return "\n\n".join(sections + [scenario_markdown(r) for r in results]) + "\n"
+
+
+def write_json(path: Path, meta: dict[str, object], results: list[ScenarioResult],
+               startup: list[StartupRow] | None = None) -> None:
     scenarios = [{
         "name": r.scenario.name, "params": r.scenario.__dict__ | {"counts": r.scenario.counts},
-        "server": r.server, "floor_s": r.floor_s, "ceiling_gbps": r.ceiling_gbps,
-        "skipped": r.skipped, "runs": [run.as_dict() for run in r.runs],
+        "server": r.server, "reps": r.reps, "floor_s": r.floor_s,
+        "ceiling_gbps": r.ceiling_gbps, "file_ceiling_gbps": r.file_ceiling_gbps,
+        "skipped": r.skipped,
+        "clock_check": asdict(r.clock) if r.clock else None,
+        "durable_publication": durability(r) if not r.scenario.counts else None,
+        "runs": [run.as_dict() for run in r.runs],
     } for r in results]
-    path.write_text(json.dumps({**meta, "scenarios": scenarios}, indent=1))
+    document = {**meta, "startup": [row.as_dict() for row in startup or []],
+                "scenarios": scenarios}
+    path.write_text(json.dumps(document, indent=1))

@@ -12,15 +12,22 @@ server, so ratios do not depend on the machine:
   as one file alone, i.e. all were in the air at once with no overhead.
 - bulk: the *ceiling*, the same file read over one plain socket into a reused
   buffer by the bench itself (no parsing, no disk): what loopback and the
-  server can give one connection. It is read twice and the better kept, so
-  the file is in the page cache as it is for every client after the first.
+  server can give one connection; and the same again written into a new file
+  in the downloads directory (no fsync), what any downloader could reach
+  there. Each is read twice and the better kept, so the file is in the page
+  cache as it is for every client after the first. "% of ceiling" is against
+  the new-file ceiling.
 
 A run fails when it times out (it is then killed by process group), exits
-non-zero, or leaves any file missing or different from the manifest.
+non-zero, or leaves any file missing or different from the manifest. Neither a
+run that timed out nor a one-at-a-time client is repeated in later reps. Each run
+also gets its start-up and exit costs from the server's log
+(``midair.bench.timeline``), whose clock is checked once per scenario.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -39,6 +46,7 @@ from midair.bench.data import Dataset, Verification, make_dataset, verify
 from midair.bench.measure import Measurement, run_measured
 from midair.bench.scenarios import SEED, Point, Scenario
 from midair.bench.servers import Served, serve
+from midair.bench.timeline import ClockCheck, Timing, check_clock, collect
 
 __all__ = ["Context", "Run", "ScenarioResult", "run_scenario"]
 
@@ -82,6 +90,7 @@ class Run:
     status: str = "ok"  # ok | FAILED | SKIPPED
     detail: str = ""
     reused_from: str = ""  # the scenario that measured this identical point
+    timing: Timing | None = None  # start-up and exit costs, from the server's log
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -95,9 +104,12 @@ class ScenarioResult:
     scenario: Scenario
     server: str
     floor_s: list[float] = field(default_factory=list)
-    ceiling_gbps: list[float] = field(default_factory=list)
+    ceiling_gbps: list[float] = field(default_factory=list)  # socket only
+    file_ceiling_gbps: list[float] = field(default_factory=list)  # socket -> a new file
     runs: list[Run] = field(default_factory=list)
     skipped: str = ""
+    clock: ClockCheck | None = None
+    reps: int = 1
 
     @property
     def floor(self) -> float | None:
@@ -107,10 +119,14 @@ class ScenarioResult:
     def ceiling(self) -> float | None:
         return statistics.median(self.ceiling_gbps) if self.ceiling_gbps else None
 
+    @property
+    def file_ceiling(self) -> float | None:
+        return statistics.median(self.file_ceiling_gbps) if self.file_ceiling_gbps else None
+
 
 def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     """Every point x rep x client of one scenario, against one server."""
-    result = ScenarioResult(scn, ctx.server)
+    result = ScenarioResult(scn, ctx.server, reps=scn.reps or ctx.reps)
     points = [p for p in scn.points() if not _too_many_fds(p, ctx, result)]
     if not points:
         return result
@@ -120,10 +136,11 @@ def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     work.mkdir(parents=True, exist_ok=True)
     hosts = max(p.hosts for p in points)
     workers = nginx_workers(points, ctx)
-    with serve(ctx.server, data.root, hosts, scn.rate, work / "server.log", workers) as served:
+    with serve(ctx.server, data.root, hosts, scn.rate, work, workers) as served:
         result.server = served.kind + (f" ({workers} workers)" if served.kind == "nginx"
                                        and workers != 1 else "")
-        for rep in range(ctx.reps):
+        result.clock = check_clock(served.log, served.url(0, "midair-bench-clock-probe?rate=0"))
+        for rep in range(result.reps):
             _baseline(scn, served, data, work, result)
             for point in points:
                 result.runs += _reused(scn, point, rep, ctx) or _run_point(
@@ -164,12 +181,15 @@ def _too_many_fds(point: Point, ctx: Context, result: ScenarioResult) -> bool:
 
 def _baseline(scn: Scenario, served: Served, data: Dataset, work: Path,
               result: ScenarioResult) -> None:
-    """The floor (throttled) or the loopback ceiling (bulk), once per rep."""
+    """The floor (throttled) or the loopback ceilings (bulk), once per rep."""
     if scn.throttled:
         result.floor_s.append(measure_floor(served.url(0, data.names[0]), work, scn.timeout))
     elif scn.files == 1:  # twice, best kept: the first read may come from disk, not cache
         url = served.url(0, data.names[0])
         result.ceiling_gbps.append(max(measure_ceiling(url, scn.timeout) for _ in range(2)))
+        into = work / "ceiling.bin"
+        result.file_ceiling_gbps.append(max(measure_ceiling(url, scn.timeout, into)
+                                            for _ in range(2)))
 
 
 def measure_floor(url: str, work: Path, timeout: float) -> float:
@@ -185,18 +205,27 @@ def measure_floor(url: str, work: Path, timeout: float) -> float:
     return m.wall_s
 
 
-def measure_ceiling(url: str, timeout: float) -> float:
-    """GB/s of one plain socket reading ``url`` into a reused buffer (no disk, no parsing)."""
+def measure_ceiling(url: str, timeout: float, into: Path | None = None) -> float:
+    """GB/s of one plain socket reading ``url`` into a reused buffer (no parsing), and with
+    ``into`` writing it to that new file as well (closed, not fsynced, then removed)."""
     parts = urlsplit(url)
     buf = bytearray(1 << 20)
-    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+    view = memoryview(buf)
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(
+            (parts.hostname, parts.port or 80), timeout=timeout))
         start = time.perf_counter()
+        out = stack.enter_context(open(into, "wb", buffering=0)) if into else None
         sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                      "Connection: close\r\n\r\n".encode())
         total = 0
         while n := sock.recv_into(buf):
             total += n
-        seconds = time.perf_counter() - start
+            if out is not None:
+                out.write(view[:n])
+    seconds = time.perf_counter() - start
+    if into is not None:
+        into.unlink()
     return total / seconds / 1e9
 
 
@@ -209,17 +238,31 @@ def _run_point(scn: Scenario, point: Point, rep: int, served: Served, data: Data
     expected = data.subset(point.files)
     runs = []
     for name, client in ctx.clients.items():
-        if client.only and scn.name not in client.only:
+        elsewhere = bool(client.only) and scn.name not in client.only
+        if elsewhere or _not_repeated(name, client, point, rep, result):
             continue
         job = Job(urls, list_file, work / f"{name}-{point.files}-{rep}", point.jobs,
                   point.per_host)
-        runs.append(_run_client(scn, point, rep, name, client, job, expected, ctx, result))
+        runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx,
+                                result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)
     return runs
 
 
+def _not_repeated(name: str, client: Client, point: Point, rep: int,
+                  result: ScenarioResult) -> bool:
+    """After the first rep, skip a one-at-a-time client (its wall time is already a sum
+    over every file, so a repeat adds little but minutes) and a client that timed out."""
+    if rep == 0:
+        return False
+    mine = [r for r in result.runs if r.client == name and r.files == point.files]
+    return client.sequential or any(r.measurement is not None and r.measurement.timed_out
+                                    for r in mine)
+
+
 def _run_client(scn: Scenario, point: Point, rep: int, name: str, client: Client, job: Job,
-                expected: dict[str, str], ctx: Context, result: ScenarioResult) -> Run:
+                expected: dict[str, str], served: Served, ctx: Context,
+                result: ScenarioResult) -> Run:
     version = ctx.versions.get(name)
     run = Run(scn.name, point.files, name, version or "missing", rep,
               client.in_flight(point.files, point.jobs, version or ""),
@@ -230,14 +273,23 @@ def _run_client(scn: Scenario, point: Point, rep: int, name: str, client: Client
         return run
     job.out.mkdir(parents=True)
     timeout = _timeout(scn, point, client, result.floor, ctx)
-    run.measurement = run_measured(client.command(job), timeout, Path(f"{job.out}.log"))
+    run.measurement = m = run_measured(client.command(job), timeout, Path(f"{job.out}.log"))
+    run.timing = collect(served.log, m.started_at, m.ended_at, point.files)
     judge(run, verify(job.out, expected))
     shutil.rmtree(job.out, ignore_errors=True)
     label = f"N={point.files} " if scn.counts else ""
-    ctx.say(f"[{scn.name}] {label}{name} rep {rep + 1}: {run.measurement.wall_s:.2f} s "
+    ctx.say(f"[{scn.name}] {label}{name} rep {rep + 1}: {m.wall_s:.2f} s{_costs(run.timing)} "
             f"{run.status} {run.detail}".rstrip())
     time.sleep(_SETTLE)
     return run
+
+
+def _costs(timing: Timing | None) -> str:
+    """`` (first request 180 ms, exit 35 ms)`` for the progress line, or nothing."""
+    parts = [f"{label} {value:.0f} ms" for label, value in [
+        ("first request", timing and timing.first_request_ms),
+        ("exit", timing and timing.exit_ms)] if value is not None]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _skip_reason(scn: Scenario, point: Point, client: Client, version: str | None,

@@ -4,13 +4,15 @@
     crowd  1,000 x 256 KiB over 100 addresses at 128 KiB/s, all in flight
     c10k   10,000 x 64 KiB over 100 addresses at 16 KiB/s, all in flight
     bulk   1 x 2 GiB from one unthrottled server: GB/s against the loopback ceiling
-    small  20,000 x 8 KiB from one unthrottled server, 16 at a time: files per second
+    small  20,000 x 8 KiB from one unthrottled server, 100 at a time: files per second
     sweep  c10k's files and rate with N = 10, 100, 1,000, 10,000 transfers in flight
            (a point identical to one already run, e.g. N = 10,000 after c10k, reuses it)
 
 Any field can be overridden on the command line: ``crowd:files=2000,rate=64K``
 (sizes and rates take K/M/G; ``counts=10/100/1000`` for sweep). ``jobs`` (in
-flight at once) defaults to every file, ``per_host`` to an even share of it.
+flight at once) defaults to every file, ``per_host`` to an even share of it;
+``reps`` to ``--reps`` (so one run can repeat the short scenarios three times
+and c10k once: ``c10k:reps=1``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Scenario:
     per_host: int = 0  # 0 = jobs spread evenly over the addresses
     timeout: float = 120.0  # seconds per client run
     counts: tuple[int, ...] = ()  # sweep only: the N values
+    reps: int = 0  # 0 = --reps
 
     @property
     def throttled(self) -> bool:
@@ -79,7 +82,7 @@ DEFAULTS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("crowd", 1000, 256 * KIB, 100, 128 * KIB, timeout=120),
     Scenario("c10k", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120),
     Scenario("bulk", 1, 2 * GIB, 1, 0, timeout=120),
-    Scenario("small", 20_000, 8 * KIB, 1, 0, jobs=16, timeout=180),
+    Scenario("small", 20_000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=180),
     Scenario("sweep", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120,
              counts=(10, 100, 1000, 10_000)),
 ]}
@@ -90,11 +93,11 @@ QUICK: dict[str, Scenario] = {s.name: s for s in [  # each transfer ~1 s on ngin
     Scenario("crowd", 200, 12 * KIB, 20, 8 * KIB, timeout=30),
     Scenario("c10k", 400, 6 * KIB, 20, 4 * KIB, timeout=30),
     Scenario("bulk", 1, 64 * MIB, 1, 0, timeout=30),
-    Scenario("small", 300, 8 * KIB, 1, 0, jobs=16, timeout=30),
+    Scenario("small", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30),
     Scenario("sweep", 400, 6 * KIB, 20, 4 * KIB, timeout=30, counts=(10, 400)),
 ]}
 
-_INTS = {"files", "hosts", "jobs", "per_host"}
+_INTS = {"files", "hosts", "jobs", "per_host", "reps"}
 _SIZES = {"size", "rate"}
 
 

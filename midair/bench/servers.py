@@ -6,7 +6,8 @@ own server, ``limit_rate`` per connection for the slow scenarios and none for
 ``bulk`` and ``small`` (keep-alive, sendfile). When nginx is not installed, or
 ``--server midair`` asks for it, the same files are served by ``midair serve
 --root`` in its own process (so its CPU never mixes with the bench's), and the
-report says which one was used.
+report says which one was used. Either way ``Served.log`` tells when each
+request started (and, with nginx, ended): ``midair.bench.timeline``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from midair.bench.measure import tool_version
+from midair.bench.timeline import NginxLog, RequestLog, StatsLog
 from midair.serve.nginx import Nginx, find_nginx
 from midair.serve.server import loopback_hosts
 
@@ -31,10 +33,11 @@ _STOP_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class Served:
-    """A running server: which kind, and the base URL of each address."""
+    """A running server: which kind, the base URL of each address, what it logged."""
 
     kind: str
     bases: list[str]
+    log: RequestLog
 
     def url(self, host_index: int, name: str) -> str:
         return self.bases[host_index] + name
@@ -61,18 +64,21 @@ def server_version(kind: str) -> str:
 
 
 @contextlib.contextmanager
-def serve(kind: str, root: Path, hosts: int, rate: int, log: Path,
+def serve(kind: str, root: Path, hosts: int, rate: int, work: Path,
           workers: int = 1) -> Iterator[Served]:
     """Serve ``root`` on ``hosts`` loopback addresses at ``rate`` bytes/s per connection.
 
-    ``log`` takes ``midair serve``'s stderr (a pipe could fill and stall it).
+    ``work`` takes nginx's access log and ``midair serve``'s stderr (a pipe
+    could fill and stall it).
     """
     if kind == "nginx":
-        with Nginx(root, hosts=loopback_hosts(hosts), limit_rate=rate, workers=workers) as ng:
-            yield Served("nginx", [ng.url(i, "") for i in range(hosts)])
+        access = work / "access.log"
+        with Nginx(root, hosts=loopback_hosts(hosts), limit_rate=rate, workers=workers,
+                   access_log=access) as ng:
+            yield Served("nginx", [ng.url(i, "") for i in range(hosts)], NginxLog(access))
         return
-    with _midair_serve(root, hosts, rate, log) as bases:
-        yield Served("midair serve", bases)
+    with _midair_serve(root, hosts, rate, work / "server.log") as bases:
+        yield Served("midair serve", bases, StatsLog(bases[0]))
 
 
 @contextlib.contextmanager

@@ -1,20 +1,29 @@
 """``midair bench``: midair's engines against curl, aria2c, wget2 and Python peers.
 
-    midair bench [SCENARIO[:key=value,...]...] [--engines LIST] [--peers LIST]
+    midair bench [startup] [SCENARIO[:key=value,...]...] [--engines LIST] [--peers LIST]
                  [--reps N] [--out DIR] [--quick] [--server auto|nginx|midair]
+                 [--downloads tmpfs|disk|DIR]
 
-Scenarios: seed, crowd, c10k, bulk, small, sweep (default: all; see
-``midair.bench.scenarios`` for what each measures and the fields to override).
+Scenarios: seed, crowd, c10k, bulk, small, sweep, and ``startup`` (each
+client's start-up alone: ``midair --version`` beside ``curl --version``...);
+default: all. See ``midair.bench.scenarios`` for what each measures and the
+fields to override (``c10k:reps=1`` repeats c10k fewer times than --reps).
 Every run is checked file by file against a sha256 manifest, has a time limit,
-and counts as failed on a timeout, a non-zero exit or any wrong file. Writes
-OUT/bench.md (a table per scenario), OUT/bench.json (every run) and, with
-matplotlib installed (``pip install 'midair[bench]'``), OUT/SCENARIO.png.
+and counts as failed on a timeout, a non-zero exit or any wrong file.
+
+Downloads go to tmpfs by default (/dev/shm or another tmpfs with room), so the
+clients and not the disk are measured; ``--downloads disk`` puts them on the
+data cache's file system and then also runs the default ``midair get`` with
+--no-fsync, to show what durable publication costs. Writes OUT/bench.md (a
+table per scenario), OUT/bench.json (every run, with its command line) and,
+with matplotlib installed (``pip install 'midair[bench]'``), OUT/SCENARIO.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -22,21 +31,36 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import plots
-from ..bench.clients import PEERS, default_engines, select_clients
+from ..bench.clients import (
+    DEFAULT,
+    DEFAULT_CLIENT,
+    NO_FSYNC,
+    PEERS,
+    Client,
+    default_engines,
+    no_fsync_client,
+    select_clients,
+)
+from ..bench.downloads import Downloads, choose_downloads
 from ..bench.measure import machine_info, raise_nofile_limit
 from ..bench.report import markdown, write_json
 from ..bench.runner import Context, ScenarioResult, run_scenario
 from ..bench.scenarios import NAMES, Scenario, parse_scenario
 from ..bench.servers import choose_server, server_version
+from ..bench.startup import StartupRow, measure_startup
+
+STARTUP = "startup"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("bench", help="benchmark midair's engines against other clients",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                   help=f"{', '.join(NAMES)}, optionally NAME:field=value,... (default: all)")
-    p.add_argument("--engines", help="comma-separated midair engines, 'all' or 'none' "
-                   "(default: every available engine except dask)")
+                   help=f"{STARTUP}, {', '.join(NAMES)}, optionally NAME:field=value,... "
+                   "(default: all)")
+    p.add_argument("--engines", help="comma-separated midair engines ('default' = no "
+                   "--engine), 'all' or 'none' (default: default and every available "
+                   "engine except dask)")
     p.add_argument("--peers", help=f"comma-separated subset of {','.join(PEERS)}, or 'none' "
                    "(default: all; each used only if installed)")
     p.add_argument("--reps", type=int, default=1, help="runs per client; medians shown (1)")
@@ -48,8 +72,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="nginx, midair serve, or nginx when installed (auto)")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "midair-bench",
                    help="where generated data sets are kept between runs")
-    p.add_argument("--work", type=Path, default=None,
-                   help="where clients download to (default: the system temp directory)")
+    p.add_argument("--downloads", default="tmpfs", metavar="tmpfs|disk|DIR",
+                   help="where clients download to: a tmpfs (default), the data cache's "
+                   "file system, or DIR")
     p.add_argument("--timeout", type=float, help="seconds per client run (default: per scenario)")
     p.add_argument("--nginx-workers", type=int, default=1, help="0 = one per core (1)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
@@ -67,31 +92,57 @@ def _list(text: str | None, default: list[str], everything: list[str]) -> list[s
 def run(args: argparse.Namespace) -> int:
     from ..engines import ENGINES
 
+    names = args.scenarios or [STARTUP, *NAMES]
     try:
-        scenarios = [parse_scenario(s, args.quick) for s in args.scenarios or NAMES]
-        engines = _list(args.engines, default_engines(), list(ENGINES))
+        scenarios = [parse_scenario(s, args.quick) for s in names if s != STARTUP]
+        engines = _list(args.engines, default_engines(), [DEFAULT, *ENGINES])
         clients = select_clients(engines, _list(args.peers, list(PEERS), list(PEERS)))
         server = choose_server(args.server)
-    except (ValueError, RuntimeError) as exc:
+        downloads = choose_downloads(args.downloads, args.cache, _largest_output(scenarios))
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"midair bench: {exc}", file=sys.stderr)
         return 2
+    durability = _add_no_fsync(clients, downloads)
     versions = {name: c.version() for name, c in clients.items()}
     ctx = Context(server=server, cache=args.cache, work=Path(), reps=max(1, args.reps),
                   clients=clients, versions=versions, nofile=raise_nofile_limit(),
                   timeout=args.timeout, nginx_workers=args.nginx_workers)
     args.out.mkdir(parents=True, exist_ok=True)
     started, load = time.monotonic(), os.getloadavg()[0]
-    results = _run_all(scenarios, ctx, args.work)
+    startup, results = _run_all(scenarios, ctx, downloads, STARTUP in names)
     meta = _meta(args, ctx, time.monotonic() - started)
+    meta["work"] = str(ctx.work)
     meta["machine"]["load_1m_at_start"] = round(load, 2)
-    return _report(args, meta, results)
+    meta["downloads"] = downloads.as_dict() | {"durable_publication": durability}
+    return _report(args, meta, results, startup)
 
 
-def _run_all(scenarios: list[Scenario], ctx: Context, work: Path | None
-             ) -> list[ScenarioResult]:
-    with tempfile.TemporaryDirectory(prefix="midair-bench-", dir=work) as tmp:
+def _largest_output(scenarios: list[Scenario]) -> int:
+    """Bytes one client run writes at most: each run's files are deleted after checking."""
+    return max((max(p.files for p in s.points()) * s.size for s in scenarios), default=0)
+
+
+def _add_no_fsync(clients: dict[str, Client], downloads: Downloads) -> str:
+    """On a disk, add the default ``midair get`` with --no-fsync; say what was done."""
+    if DEFAULT_CLIENT not in clients:
+        return "not measured: the default midair get is not among the clients"
+    if not downloads.durable:
+        return (f"not measured: downloads on {downloads.fstype}, where fsync writes "
+                "nothing (--downloads disk measures it)")
+    client = no_fsync_client()
+    if client is None:
+        return f"not measured: `midair get --help` does not list {NO_FSYNC}"
+    clients[client.name] = client
+    return f"measured: {client.name} beside midair-default"
+
+
+def _run_all(scenarios: list[Scenario], ctx: Context, downloads: Downloads, startup: bool
+             ) -> tuple[list[StartupRow], list[ScenarioResult]]:
+    with tempfile.TemporaryDirectory(prefix="midair-bench-", dir=downloads.path) as tmp:
         ctx.work = Path(tmp)
-        return [run_scenario(s, ctx) for s in scenarios]
+        ctx.say(f"downloads in {tmp} ({downloads.fstype}, mounted on {downloads.mount})")
+        rows = measure_startup(ctx.work / STARTUP) if startup else []
+        return rows, [run_scenario(s, ctx) for s in scenarios]
 
 
 def _meta(args: argparse.Namespace, ctx: Context, seconds: float) -> dict[str, Any]:
@@ -109,6 +160,7 @@ def _meta(args: argparse.Namespace, ctx: Context, seconds: float) -> dict[str, A
 def _header(meta: dict[str, Any]) -> str:
     m = meta["machine"]
     server = meta["server"]
+    where = meta["downloads"]
     lines = [
         "## midair bench",
         f"Machine: {m['cpus']} cores ({m['cpu_model']}), {m['memory_gib']} GiB memory, "
@@ -117,22 +169,45 @@ def _header(meta: dict[str, Any]) -> str:
         f"Server: {server['kind']} {server['version']}"
         + (f" ({server['nginx_workers']} worker unless a scenario says more)"
            if server["nginx_workers"] else "")
-        + f". Reps: {meta['reps']} (medians). Took {meta['seconds']:.0f} s.",
-        "| client | version | how it was run |\n|---|---|---|\n" + "\n".join(
-            f"| {n} | {v} | {meta['notes'].get(n, '')} |" for n, v in meta["versions"].items()),
+        + f". Reps: {meta['reps']} unless a scenario says otherwise (medians; one-at-a-time "
+        "clients and runs that timed out are not repeated). "
+        f"Took {meta['seconds']:.0f} s.",
+        f"Downloads: {where['path']} ({where['fstype']}, mounted on {where['mount']}; "
+        f"--downloads {where['choice']}){'. ' + where['note'] if where['note'] else ''}. "
+        f"Durable publication: {where['durable_publication']}.",
+        f"Command: `{meta['command']}`; every run's exact command line is in bench.json.",
+        "| client | version | how it was run | first command line ($WORK: the work "
+        "directory) |\n|---|---|---|---|\n" + "\n".join(
+            f"| {n} | {v} | {meta['notes'].get(n, '')} | "
+            f"{_code(meta['commands'].get(n, ''))} |" for n, v in meta["versions"].items()),
     ]
     return "\n\n".join(lines)
 
 
-def _report(args: argparse.Namespace, meta: dict[str, Any], results: list[ScenarioResult]
-            ) -> int:
-    text = markdown(_header(meta), results)
+def _first_commands(results: list[ScenarioResult], work: str) -> dict[str, str]:
+    """client -> the command line of its first measured run, with the work dir as $WORK."""
+    commands: dict[str, str] = {}
+    for run in (r for res in results for r in res.runs):
+        if run.measurement is not None:
+            argv = shlex.join(run.measurement.argv)
+            commands.setdefault(run.client, argv.replace(work, "$WORK"))
+    return commands
+
+
+def _code(text: str) -> str:
+    return f"`{text}`" if text else ""
+
+
+def _report(args: argparse.Namespace, meta: dict[str, Any], results: list[ScenarioResult],
+            startup: list[StartupRow]) -> int:
+    meta["commands"] = _first_commands(results, meta["work"])
+    text = markdown(_header(meta), results, startup)
     (args.out / "bench.md").write_text(text)
-    write_json(args.out / "bench.json", meta, results)
+    write_json(args.out / "bench.json", meta, results, startup)
     print(text)
     if not args.no_plots:
         if plots.available():
-            for path in plots.plot_all(results, args.out):
+            for path in plots.plot_all(results, args.out, startup):
                 print(f"plot: {path}", file=sys.stderr)
         else:
             print("no plots: pip install 'midair[bench]' for matplotlib", file=sys.stderr)

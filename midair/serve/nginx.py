@@ -11,6 +11,10 @@ touches ``/etc/nginx`` or ``/var``.
 
 Routes: ``/NAME`` serves ``root/NAME`` (Range, ETag, keep-alive), a missing file
 is a plain 404, and ``/redirect/NAME`` answers 302 to ``/NAME``.
+
+``access_log=PATH`` logs when each request started and ended, to the
+millisecond, for ``midair bench``'s start-up and exit times (``parse_access_line``
+reads it back); without it nothing is logged.
 """
 
 from __future__ import annotations
@@ -24,19 +28,46 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Nginx", "NginxError", "find_nginx"]
+__all__ = ["LoggedRequest", "Nginx", "NginxError", "find_nginx", "parse_access_line"]
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 _PORT_ATTEMPTS = 5
 _TEMP_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+# $msec: when the line is logged (= the response's end); $request_time: since the
+# request's first bytes were read. Both from nginx's millisecond clock.
+_TIMING_FORMAT = "$msec $request_time $connection $status $bytes_sent"
+_LOG_BUFFER = "buffer=64k flush=20ms"  # a write per 64 KiB, not per request
 
 
 class NginxError(RuntimeError):
     """nginx could not be started; the message carries its error log."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One line of the timing access log: epoch seconds, millisecond resolution."""
+
+    start: float
+    end: float
+    connection: int
+    status: int
+    bytes_sent: int
+
+
+def parse_access_line(line: str) -> LoggedRequest | None:
+    """A line written with ``_TIMING_FORMAT``, or None for anything else (a torn line)."""
+    fields = line.split()
+    try:
+        end, took = float(fields[0]), float(fields[1])
+        return LoggedRequest(round(end - took, 3), end, int(fields[2]), int(fields[3]),
+                             int(fields[4]))
+    except (IndexError, ValueError):
+        return None
 
 
 def find_nginx() -> str | None:
@@ -86,6 +117,7 @@ def render_config(
     workers: int,
     extra_locations: str,
     temp_modules: Sequence[str] = _TEMP_MODULES,
+    access_log: Path | None = None,
 ) -> str:
     """The whole nginx.conf as text: pure, so a test can read it without nginx."""
     ssl = " ssl" if tls else ""
@@ -97,6 +129,10 @@ def render_config(
         tls_lines = (f"        ssl_certificate {_quote(tls[0])};\n"
                      f"        ssl_certificate_key {_quote(tls[1])};\n")
     rate = f"            limit_rate {limit_rate};\n" if limit_rate > 0 else ""
+    logging = "    access_log off;\n"
+    if access_log is not None:
+        logging = (f"    log_format timing '{_TIMING_FORMAT}';\n"
+                   f"    access_log {_quote(access_log)} timing {_LOG_BUFFER};\n")
     return f"""# written by midair.serve.nginx
 {_user_line()}daemon off;
 master_process on;
@@ -107,8 +143,7 @@ error_log {_quote(prefix / "logs" / "error.log")} warn;
 events {{ worker_connections 20000; }}
 http {{
     default_type application/octet-stream;
-    access_log off;
-    keepalive_requests 100000;
+{logging}    keepalive_requests 100000;
     keepalive_timeout 65;
     sendfile on;
     tcp_nopush on;
@@ -139,6 +174,7 @@ class Nginx:
         tls: tuple[Path, Path] | None = None,
         workers: int = 1,
         extra_locations: str = "",
+        access_log: Path | None = None,
     ) -> None:
         if not hosts:
             raise ValueError("Nginx needs at least one host")
@@ -149,6 +185,7 @@ class Nginx:
         self.tls = (Path(tls[0]), Path(tls[1])) if tls else None
         self.workers = workers
         self.extra_locations = extra_locations
+        self.access_log = Path(access_log).resolve() if access_log else None
         self.prefix: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -201,6 +238,7 @@ class Nginx:
             prefix=self.prefix, root=self.root, hosts=self.hosts, port=self.port,
             limit_rate=self.limit_rate, tls=self.tls, workers=self.workers,
             extra_locations=self.extra_locations, temp_modules=temp_modules,
+            access_log=self.access_log,
         ))
         log = self.prefix / "logs" / "error.log"
         log.write_text("")
