@@ -39,8 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Measurement", "machine_info", "package_version", "raise_nofile_limit",
-           "run_measured", "tool_version"]
+__all__ = ["Measurement", "machine_info", "package_version", "run_measured", "tool_version"]
 
 
 @dataclass
@@ -61,14 +60,6 @@ class Measurement:
     @property
     def cpu_s(self) -> float:
         return self.user_s + self.sys_s
-
-
-def raise_nofile_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit (children inherit it); returns the limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def run_measured(argv: Sequence[str], timeout: float, log: Path) -> Measurement:

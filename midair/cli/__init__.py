@@ -61,11 +61,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def raise_open_file_limit() -> None:
-    """Thousands of transfers need thousands of descriptors: take what the hard limit allows."""
+def raise_open_file_limit() -> int:
+    """Thousands of transfers need thousands of descriptors: take what the hard limit
+    allows (children inherit it).  Returns the limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,12 +42,13 @@ from ..bench.clients import (
     select_clients,
 )
 from ..bench.downloads import Downloads, choose_downloads
-from ..bench.measure import machine_info, raise_nofile_limit
+from ..bench.measure import machine_info
 from ..bench.report import markdown, write_json
 from ..bench.runner import Context, ScenarioResult, run_scenario
 from ..bench.scenarios import NAMES, Scenario, parse_scenario
 from ..bench.servers import choose_server, server_version
 from ..bench.startup import StartupRow, measure_startup
+from . import raise_open_file_limit
 
 STARTUP = "startup"
 
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     durability = _add_no_fsync(clients, downloads)
     versions = {name: c.version() for name, c in clients.items()}
     ctx = Context(server=server, cache=args.cache, work=Path(), reps=max(1, args.reps),
-                  clients=clients, versions=versions, nofile=raise_nofile_limit(),
+                  clients=clients, versions=versions, nofile=raise_open_file_limit(),
                   timeout=args.timeout, nginx_workers=args.nginx_workers)
     args.out.mkdir(parents=True, exist_ok=True)
     started, load = time.monotonic(), os.getloadavg()[0]
