@@ -11,7 +11,10 @@ attribute (``user.midair``) naming the URL and size, makes it durable and
 renames it to ``NAME``: the tag is how a re-run recognises a finished file as
 its own and skips it, while a file midair did not make is left alone.  A
 publisher thread does this for groups of files at once (group commit): one
-``syncfs`` for the group before any rename, one fsync per directory after.
+``syncfs`` for the group (an fsync per file where syncfs cannot be trusted)
+before any rename, one fsync per directory after.  ``fsync=False`` skips both,
+for tmpfs and scratch runs.  The rename never replaces a file it may not
+(``RENAME_NOREPLACE``), whatever ``prepare`` saw earlier.
 
 Per file the store aims at curl's handful of system calls: each directory is
 listed once per batch (``prepare`` then answers "nothing there" from a set)
