@@ -11,7 +11,10 @@ attribute (``user.midair``) naming the URL and size, makes it durable and
 renames it to ``NAME``: the tag is how a re-run recognises a finished file as
 its own and skips it, while a file midair did not make is left alone.  A
 publisher thread does this for groups of files at once (group commit): one
-``syncfs`` for the group before any rename, one fsync per directory after.
+``syncfs`` for the group (an fsync per file where syncfs cannot be trusted)
+before any rename, one fsync per directory after.  ``fsync=False`` skips both,
+for tmpfs and scratch runs.  The rename never replaces a file it may not
+(``RENAME_NOREPLACE``), whatever ``prepare`` saw earlier.
 
 Per file the store aims at curl's handful of system calls: each directory is
 listed once per batch (``prepare`` then answers "nothing there" from a set)
@@ -28,13 +31,13 @@ record must never go stale), and for every unfinished download on ``close``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import hashlib
 import json
 import os
 import queue
+import re
 import resource
 import stat
 import threading
@@ -42,18 +45,22 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
 from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.jobs import Checksum
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
 
+if TYPE_CHECKING:
+    import ctypes
+
 XATTR = "user.midair"
 # How long the publisher waits after a first publication for others to share its syncfs
 # and directory fsync (and one thread wake-up); the session polls for outcomes every 5 ms.
 GATHER_SECONDS = 0.002
 # A part or control file that is a symlink would carry writes out of the directory.
-_OPEN_FLAGS = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 class Store:
@@ -133,7 +140,7 @@ class Store:
             self._ensure_directory(os.path.dirname(action.path))
             cached = ident in self._fds and self._parts[ident] == part
             # From zero, O_TRUNC cuts a new or old part in the open call itself.
-            fd = self._fd(ident, part, os.O_TRUNC if action.offset == 0 else 0)
+            fd = self._fd(ident, part, os.O_CREAT | (os.O_TRUNC if action.offset == 0 else 0))
             if cached or action.offset:
                 _cut(fd, action.offset)
             self._note_created(part)
@@ -233,7 +240,9 @@ class Store:
             self._fds.move_to_end(ident)
             return fd
         self._forget(ident)  # a redirect can move a download to another name
-        # Read-write: checksum verification reads the bytes back.
+        # Read-write: checksum verification reads the bytes back.  Only ``open`` creates
+        # (O_CREAT): a part that vanished while its descriptor was closed must fail, not
+        # come back empty and get the rest written after a hole of zeros.
         fd = os.open(part, os.O_RDWR | _OPEN_FLAGS | flags, 0o644)
         self._fds[ident], self._parts[ident] = fd, part
         if len(self._fds) > self._max_open:
@@ -376,7 +385,7 @@ def _make_durable(group: list[_Publication]) -> list[_Publication]:
         if publication.durable:
             by_device.setdefault(publication.device, []).append(publication)
     for members in by_device.values():
-        if _syncfs(members[0].fd):
+        if len(members) > 1 and _syncfs(members[0].fd):  # for one file, fsync does less
             ready += members
         else:
             ready += _each(members, lambda publication: os.fsync(publication.fd))
@@ -395,18 +404,17 @@ def _rename(publication: _Publication) -> None:
 
 
 def _sync_directories(group: list[_Publication]) -> None:
-    """fsync once each directory a rename touched, so that the renames are durable too."""
-    members: dict[str, list[_Publication]] = {}
-    for publication in group:
-        if publication.durable:
-            for directory in {_directory_of(publication.part), _directory_of(publication.target)}:
-                members.setdefault(directory, []).append(publication)
-    for directory, publications in members.items():
-        try:
+    """fsync once each directory a rename touched, so that the renames are durable too.
+
+    Best effort: the files already stand complete under their final names, so an
+    error here must not report them failed; and a rename that a crash then loses
+    leaves its durable part file, which a re-run publishes or fetches again.
+    """
+    directories = {_directory_of(path) for publication in group if publication.durable
+                   for path in (publication.part, publication.target)}
+    for directory in directories:
+        with contextlib.suppress(OSError):
             _fsync_directory(directory)
-        except OSError as exc:
-            for publication in publications:
-                publication.fail(exc)
 
 
 def _directory_of(path: str) -> str:
@@ -426,8 +434,9 @@ def _settle(publication: _Publication) -> None:
     os.close(publication.fd)
     path = publication.action.path
     if publication.error is None:
-        if publication.had_control:
-            _unlink(path + CONTROL_SUFFIX)
+        if publication.had_control:  # a leftover control file without its part is ignored
+            with contextlib.suppress(OSError):
+                os.unlink(path + CONTROL_SUFFIX)
     else:
         _keep_resumable(path, publication.record, publication.had_control)
 
@@ -468,7 +477,9 @@ _AT_FDCWD = -100
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    """The C library, loaded on first use (ctypes costs startup time); None off glibc."""
+    """The C library, loaded on first use (importing ctypes costs startup time)."""
+    import ctypes
+
     try:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
@@ -484,6 +495,8 @@ def _rename_if_free(source: str, target: str) -> bool:
     if rename(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
               _RENAME_NOREPLACE) == 0:
         return True
+    import ctypes
+
     code = ctypes.get_errno()
     if code in (errno.EEXIST, errno.EINVAL, errno.ENOSYS):  # EINVAL: the fs cannot do it
         return False
@@ -491,9 +504,37 @@ def _rename_if_free(source: str, target: str) -> bool:
 
 
 def _syncfs(fd: int) -> bool:
-    """syncfs(2): flush the whole file system ``fd`` is on.  False if unavailable or failed."""
+    """syncfs(2): flush the whole file system ``fd`` is on.  False where it is missing,
+    failed, or not known to mean "durable" there (then the caller fsyncs each file)."""
     sync = getattr(_libc(), "syncfs", None)
-    return sync is not None and sync(fd) == 0
+    return sync is not None and _syncfs_is_durable(fd) and sync(fd) == 0
+
+
+# Local file systems whose syncfs writes back and commits everything: ext2/3/4, xfs, btrfs,
+# f2fs, tmpfs.  On FUSE syncfs need not reach the server, and network file systems vary.
+_SYNCFS_FILE_SYSTEMS = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x01021994})
+
+
+def _syncfs_is_durable(fd: int) -> bool:
+    # Before Linux 5.8 syncfs returned 0 even when writing back failed.
+    return _kernel() >= (5, 8) and _file_system_type(fd) in _SYNCFS_FILE_SYSTEMS
+
+
+@functools.cache
+def _kernel() -> tuple[int, int]:
+    found = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
+def _file_system_type(fd: int) -> int | None:
+    """fstatfs(2)'s ``f_type``, the first field of ``struct statfs``; None if unknown."""
+    import ctypes
+
+    statfs = getattr(_libc(), "fstatfs", None)
+    buffer = (ctypes.c_long * 32)()  # larger than struct statfs on every Linux
+    if statfs is None or statfs(fd, buffer) != 0:
+        return None
+    return buffer[0] & 0xFFFFFFFF
 
 
 def _read_control(path: str) -> Resume | None:
@@ -507,7 +548,7 @@ def _read_control(path: str) -> Resume | None:
 
 
 def _write_control(path: str, record: Resume) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | _OPEN_FLAGS, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o644)
     with open(fd, "w", encoding="utf-8") as f:
         json.dump(asdict(record), f)
 
@@ -577,5 +618,8 @@ class _Publisher:
             errors = _publish_group(group)
         except Exception as exc:  # a bug must fail the files, not hang the batch
             errors = [DestinationError(p.url, f"cannot publish: {exc!r}") for p in group]
+            for publication in group:
+                with contextlib.suppress(OSError):
+                    os.close(publication.fd)
         for publication, error in zip(group, errors, strict=True):
             self._done.append((publication.action.download, error))

@@ -288,6 +288,20 @@ def test_descriptor_cache_is_bounded_and_writes_stay_correct(tmp_path: Path) -> 
     assert open_fds() == before
 
 
+def test_a_part_deleted_while_its_descriptor_was_closed_fails_rather_than_leave_a_hole(
+        tmp_path: Path) -> None:
+    store = Store(max_open=1)
+    path = tmp_path / "f"
+    store.open(Open(1, str(path), 0, record()))
+    store.write(Write(1, 0, b"abc"))
+    store.open(Open(2, str(tmp_path / "g"), 0, record()))  # closes f's descriptor
+    part(path).unlink()
+    with pytest.raises(DestinationError, match=f"cannot write {path}: No such file"):
+        store.write(Write(1, 3, b"def"))
+    store.close()
+    assert not part(path).exists()
+
+
 # --- the local side failing -------------------------------------------------------------
 def test_a_directory_under_a_regular_file(store: Store, tmp_path: Path) -> None:
     (tmp_path / "plain").write_bytes(b"")
@@ -467,6 +481,7 @@ def publish_together(store: Store, actions: list[Publish]) -> list[DownloadError
 
 def test_a_group_syncs_once_before_any_rename_and_syncs_the_directory_after(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_syncfs_is_durable", lambda fd: True)  # whatever /tmp is
     actions = [started(store, tmp_path / f"f{i}", i) for i in range(4)]
     calls = record_calls(monkeypatch)
     assert publish_together(store, actions) == [None] * 4
@@ -476,15 +491,42 @@ def test_a_group_syncs_once_before_any_rename_and_syncs_the_directory_after(
     assert all((tmp_path / f"f{i}").read_bytes() == DATA for i in range(4))
 
 
-def test_without_syncfs_each_file_is_fsynced_before_any_rename(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "_syncfs", lambda fd: False)
+@pytest.mark.parametrize("why", ["syncfs failed", "FUSE", "Linux 5.4"])
+def test_without_a_trusted_syncfs_each_file_is_fsynced_before_any_rename(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str) -> None:
+    if why == "syncfs failed":
+        monkeypatch.setattr(store_module, "_syncfs", lambda fd: False)
+    elif why == "FUSE":  # where syncfs need not reach the server
+        monkeypatch.setattr(store_module, "_file_system_type", lambda fd: 0x65735546)
+    else:  # where syncfs hid writeback errors
+        monkeypatch.setattr(store_module, "_kernel", lambda: (5, 4))
     actions = [started(store, tmp_path / f"f{i}", i) for i in range(3)]
     calls = record_calls(monkeypatch)
     assert publish_together(store, actions) == [None] * 3
     kinds = [kind for kind, _ in calls]
     assert kinds == ["syncfs", "fsync", "fsync", "fsync", "rename", "rename", "rename",
                      "directory", "fsync"]
+
+
+def test_a_group_of_one_is_fsynced_not_the_whole_file_system(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    action = started(store, tmp_path / "f", 1)
+    calls = record_calls(monkeypatch)
+    assert publish_together(store, [action]) == [None]
+    assert [kind for kind, _ in calls] == ["fsync", "rename", "directory", "fsync"]
+
+
+def test_a_failing_directory_fsync_fails_no_published_file(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The files stand complete under their names: reporting them failed would be false.
+    actions = [started(store, tmp_path / f"f{i}", i) for i in range(2)]
+
+    def failing(directory: str) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(store_module, "_fsync_directory", failing)
+    assert publish_together(store, actions) == [None, None]
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["f0", "f1"]
 
 
 def test_one_failing_file_fails_alone(store: Store, tmp_path: Path) -> None:
