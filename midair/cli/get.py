@@ -74,24 +74,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     reporter = make_reporter(json=args.json, quiet=args.quiet)
     downloader.on_event = reporter.event
-    session = downloader.session()
     started = time.monotonic()
-    with reporter.live(session.tracker):
-        engine = _engine(args.engine, downloader.engine_options)
-        engine.run(session)
-    results = session.results
-    reporter.summary(session.tracker, time.monotonic() - started)
+    results = downloader.run(around=lambda run: reporter.live(run.tracker))
+    assert downloader.last_run is not None
+    reporter.summary(downloader.last_run.tracker, time.monotonic() - started)
     return 0 if results.ok else 1
-
-
-def _engine(name: str, options: dict[str, Any]) -> Any:
-    from ..engines import get_engine
-
-    try:
-        return get_engine(name, **options)
-    except TypeError:
-        raise InputError(f"engine {name!r} does not take "
-                         f"{', '.join('--' + k for k in options)}") from None
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:

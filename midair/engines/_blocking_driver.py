@@ -14,6 +14,10 @@ connection's owner, a ``Connect`` is handed to ``spawn``, a ``Close`` marks
 the connection and shuts its socket down, which wakes an owner blocked in
 ``recv``).  Timers: the concurrent models wait for the next deadline on the
 calling thread; the sequential one bounds each ``recv`` by it.
+
+A stop request sets ``wake`` and shuts every socket down, so the calling
+thread and every owner blocked in ``recv`` return at once; an exception in an
+owner's code is the run's internal error.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -29,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
-from ._net import classify, tls_context
-from ._session import Session
+from ..session import Session
+from ._common import LazyTls, classify
 
 READ_SIZE = 64 * 1024  # per connection; a slow server rarely fills even this
 
@@ -48,7 +51,8 @@ class Runtime:
     create_connection: Callable[..., socket.socket]
     context_class: type[ssl.SSLContext]  # its wrap_socket gives this runtime's TLS sockets
     lock: Callable[[], AbstractContextManager[Any]]
-    event: Callable[[], EventLike]
+    event: Callable[[], EventLike]  # its ``set`` must be safe from a signal handler
+    max_wait: float | None = None  # bound on one wait, where ``set`` may not wake at once
 
 
 class _Link:
@@ -76,9 +80,9 @@ class Driver:
         self.wake = runtime.event()  # set when the deadline moved earlier or the batch ended
         self.armed: float | None = None  # the deadline the waiting thread sleeps towards
         self.links: dict[int, _Link] = {}
-        self.tls: ssl.SSLContext | None = None
-        self.error: BaseException | None = None  # raised in a worker, re-raised by wait_done
+        self.tls = LazyTls(session.options, runtime.context_class)
         self.sequential = sequential  # one link at a time: bound each recv by the deadline
+        session.run.on_stop(self.interrupt)
 
     # --- session calls, always under the lock ------------------------------------------
     def start(self) -> None:
@@ -101,8 +105,7 @@ class Driver:
     def tick(self) -> None:
         """Call the session's timer if it is due."""
         with self.lock:
-            deadline = self.session.next_deadline()
-            if deadline is not None and time.monotonic() >= deadline:
+            if self.session.due():
                 self.carry_out(self.session.timer())
 
     def carry_out(self, actions: list[NetAction]) -> None:
@@ -133,10 +136,8 @@ class Driver:
     def connection(self, link: _Link) -> None:
         try:
             self.converse(link)
-        except BaseException as exc:  # a bug, not the network: stop the whole run
-            with self.lock:
-                self.error = self.error or exc
-            self.wake.set()
+        except Exception as exc:  # a bug, not the network: stop the whole run
+            self.session.run.fail(exc)
 
     def converse(self, link: _Link) -> None:
         try:
@@ -162,18 +163,12 @@ class Driver:
         sock = self.runtime.create_connection((action.host, action.port), timeout=timeout)
         if action.tls:
             try:
-                sock = self.tls_context().wrap_socket(sock, server_hostname=action.host)
+                sock = self.tls.get().wrap_socket(sock, server_hostname=action.host)
             except BaseException:
                 sock.close()
                 raise
         sock.settimeout(None)
         return sock
-
-    def tls_context(self) -> ssl.SSLContext:
-        with self.lock:  # made on first use: an http batch may redirect to https
-            if self.tls is None:
-                self.tls = tls_context(self.session.options, self.runtime.context_class)
-            return self.tls
 
     def pump(self, link: _Link, sock: socket.socket) -> None:
         view = memoryview(bytearray(READ_SIZE))
@@ -194,10 +189,9 @@ class Driver:
 
     def receive(self, link: _Link, sock: socket.socket, view: memoryview) -> int:
         """Sequential: ``recv_into``, waking for the session's timer when it is due."""
-        while not link.closed:
-            deadline = self.session.next_deadline()
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:  # (a zero timeout would mean non-blocking)
+        while not link.closed and not self.session.done:
+            wait = self.session.timeout()
+            if wait == 0.0:  # (a zero socket timeout would mean non-blocking)
                 self.tick()
                 continue
             sock.settimeout(wait)
@@ -213,21 +207,39 @@ class Driver:
         while True:
             self.wake.clear()
             with self.lock:
-                if self.error is not None:
-                    raise self.error
                 if self.session.done:
                     return
-                deadline = self.armed = self.session.next_deadline()
-                if deadline is not None and time.monotonic() >= deadline:
+                if self.session.due():
                     self.carry_out(self.session.timer())
                     continue
-            self.wake.wait(None if deadline is None else deadline - time.monotonic())
+                self.armed = self.session.next_deadline()
+                timeout = self.session.timeout()
+            self.idle(timeout)
+
+    def idle(self, timeout: float | None) -> None:
+        """Wait for ``timeout`` seconds, a wake-up, or (where wakes may lag) ``max_wait``."""
+        bound = self.runtime.max_wait
+        if bound is not None and (timeout is None or timeout > bound):
+            timeout = bound
+        self.wake.wait(timeout)
+
+    def interrupt(self) -> None:
+        """On a stop (any thread, a signal handler too): wake the waiter and every owner.
+
+        No lock: the interrupted thread may hold it.  Copying the dict is atomic."""
+        self.wake.set()
+        for link in list(self.links.values()):
+            if link.sock is not None:
+                _shutdown(link.sock)
 
     def abort(self) -> None:
         """Every exit path: shut every socket down so its owner returns."""
         with self.lock:
             for link in list(self.links.values()):
                 self.forget(link)
+        close = getattr(self.wake, "close", None)
+        if close is not None:
+            close()
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -15,11 +15,12 @@ A worker that dies mid-shard is the scheduler's to handle: it runs the task
 again on another worker (up to ``distributed.scheduler.allowed-failures``
 times; ``retries`` covers a task that raised).  The re-run resumes from the
 part files and its repeated reports are dropped by the merge.  A shard that
-still cannot finish fails its remaining jobs, naming the shard.
+still cannot finish fails its remaining jobs, naming the shard; a shard
+whose run raised an internal error fails the whole run with it.
 
-Ctrl-C (any exception here) sets a ``distributed.Event`` the shards poll;
-each asks its engine to ``stop()`` (the reactor has one; an engine without it
-finishes its shard), closes its part files and returns, and the error goes on.
+A stop request (Ctrl-C, SIGTERM, an error), seen within ``interval``, sets a
+``distributed.Event`` the shards poll; each stops its run, closes its part
+files and returns.
 
 Without ``scheduler`` a ``LocalCluster`` of ``workers`` processes is started
 and closed here; with an address, the engine only connects a ``Client``.
@@ -37,8 +38,8 @@ from typing import Any
 
 from ..core.actions import Report
 from ..core.jobs import Job, Options
-from ._session import Session
-from ._shards import Merger, Summary, plan_shards, run_shard, shard_engine
+from ..run import Run
+from ._shards import Merger, ShardError, Summary, plan_shards, run_shard, shard_engine
 
 _STOP_WAIT = 10.0  # seconds for stopped shards to flush their files and return
 
@@ -56,30 +57,26 @@ class DaskEngine:
         self.interval = interval
         self.retries = retries
 
-    def run(self, session: Session) -> None:
+    def run(self, run: Run) -> None:
         from distributed import Queue
 
-        try:
-            with self._client() as client:
-                shards = plan_shards(session.jobs, session.options,
-                                     self.shards or sum(client.nthreads().values()))
-                merger = Merger(session, shards)
-                queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
-                futures = {
-                    client.submit(_shard_task, [session.jobs[i] for i in shard.indexes],
-                                  shard.options, self.inner, queue.name, shard.number,
-                                  self.interval, pure=False, retries=self.retries,
-                                  key=f"{queue.name}-shard-{shard.number}"): shard.number
-                    for shard in shards}
-                try:
-                    _follow(futures, queue, merger, self.interval)
-                except BaseException:  # Ctrl-C above all: shards flush their files and end
-                    _stop(client, queue.name, list(futures))
-                    raise
-                finally:
-                    queue.close()
-        finally:
-            session.close()
+        with self._client() as client:
+            shards = plan_shards(run.jobs, run.options,
+                                 self.shards or sum(client.nthreads().values()))
+            merger = Merger(run, shards)
+            queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
+            futures = {
+                client.submit(_shard_task, [run.jobs[i] for i in shard.indexes],
+                              shard.options, self.inner, queue.name, shard.number,
+                              self.interval, pure=False, retries=self.retries,
+                              key=f"{queue.name}-shard-{shard.number}"): shard.number
+                for shard in shards}
+            try:
+                _follow(futures, queue, merger, self.interval)
+            finally:
+                if futures and (run.stopping or not all(f.done() for f in futures)):
+                    _stop(client, queue.name, list(futures))  # shards flush files and end
+                queue.close()
 
     @contextlib.contextmanager
     def _client(self) -> Iterator[Any]:
@@ -128,7 +125,7 @@ def _follow(futures: dict[Any, int], queue: Any, merger: Merger, interval: float
     from distributed import wait
 
     pending = dict(futures)
-    while pending:
+    while pending and not merger.run.stopping:
         with contextlib.suppress(TimeoutError):
             wait(list(pending), timeout=interval, return_when="FIRST_COMPLETED")
         _drain(queue, merger)  # before endings: what a finished shard sent before returning
@@ -138,7 +135,17 @@ def _follow(futures: dict[Any, int], queue: Any, merger: Merger, interval: float
                 merger.reports(number, future.result())
                 merger.lost(number, f"dask shard {number} ended without finishing its jobs")
             else:
-                merger.lost(number, f"dask shard {number} failed: {_describe(future.exception())}")
+                _failed(merger, number, future.exception())
+
+
+def _failed(merger: Merger, number: int, error: BaseException) -> None:
+    """A lost worker fails the shard's jobs; an exception the shard's run raised, the run."""
+    from distributed import KilledWorker
+
+    reason = f"dask shard {number} failed: {_describe(error)}"
+    if not isinstance(error, KilledWorker):
+        merger.run.fail(ShardError(reason))
+    merger.lost(number, reason)
 
 
 def _stop(client: Any, name: str, futures: list[Any]) -> None:
