@@ -94,7 +94,9 @@ class Session:
     # --- the events an engine reports ----------------------------------------------
     @_guarded
     def start(self) -> list[NetAction]:
-        return self._carry_out(self.batch.start(self.clock()))
+        actions = self.batch.start(self.clock())
+        self.run.commit()  # from here on the store acts: signals only request a stop
+        return self._carry_out(actions)
 
     @_guarded
     def connected(self, conn: int) -> list[NetAction]:

@@ -28,7 +28,8 @@ class Waker:
     A stop request sets it, so whatever the engine waits in returns at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, select_fn: Callable[..., Any] = select.select) -> None:
+        self._select = select_fn  # gevent's, for the green engine: waiting must not block the hub
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
@@ -49,7 +50,7 @@ class Waker:
                 pass
 
     def wait(self, timeout: float | None = None) -> None:
-        select.select([self._read], [], [], timeout)
+        self._select([self._read], [], [], timeout)
 
     def close(self) -> None:
         self.closed = True
