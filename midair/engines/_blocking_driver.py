@@ -4,8 +4,8 @@ Each connection is a straight-line function: connect (and TLS handshake),
 report ``connected``, then loop "send what is queued, block in ``recv_into``,
 report what arrived" until the core closes it or the socket ends.  How those
 functions run together is injected as a ``Runtime`` — the socket module, a
-lock and an event — plus a ``spawn`` function, so the same code runs on
-OS threads, on gevent greenlets (cooperative sockets, nothing monkey-patched),
+lock and a waker — plus a ``spawn`` function, so the same code runs on OS
+threads, on gevent greenlets (cooperative sockets, nothing monkey-patched),
 or one connection after another on the calling thread.
 
 The session is not thread-safe: every session call happens under ``lock``,
@@ -15,44 +15,39 @@ the connection and shuts its socket down, which wakes an owner blocked in
 ``recv``).  Timers: the concurrent models wait for the next deadline on the
 calling thread; the sequential one bounds each ``recv`` by it.
 
-A stop request sets ``wake`` and shuts every socket down, so the calling
-thread and every owner blocked in ``recv`` return at once; an exception in an
-owner's code is the run's internal error.
+A stop (signal, failure) must interrupt every blocking call at once, so each
+socket is registered on its connection *before* it connects: ``interrupt``
+shuts every registered socket down, which ends a blocked ``connect``,
+handshake, ``sendall`` or ``recv``, and sets the waker the calling thread
+waits on.  It takes no lock, since it may run in a signal handler on a thread
+that holds it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..session import Session
-from ._common import LazyTls, classify
+from ._common import LazyTls, Waker, classify
 
 READ_SIZE = 64 * 1024  # per connection; a slow server rarely fills even this
-
-
-class EventLike(Protocol):
-    def set(self) -> None: ...
-    def clear(self) -> None: ...
-    def wait(self, timeout: float | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Runtime:
     """What "blocking" means here: stdlib sockets and threads, or gevent's."""
 
-    create_connection: Callable[..., socket.socket]
-    context_class: type[ssl.SSLContext]  # its wrap_socket gives this runtime's TLS sockets
+    net: Any  # the socket module: ``getaddrinfo`` and ``socket``
+    context_class: type  # an SSLContext whose wrap_socket gives this runtime's TLS sockets
     lock: Callable[[], AbstractContextManager[Any]]
-    event: Callable[[], EventLike]  # its ``set`` must be safe from a signal handler
-    max_wait: float | None = None  # bound on one wait, where ``set`` may not wake at once
+    waker: Callable[[], Waker]
 
 
 class _Link:
@@ -77,7 +72,7 @@ class Driver:
         self.runtime = runtime
         self.spawn = spawn
         self.lock = runtime.lock()
-        self.wake = runtime.event()  # set when the deadline moved earlier or the batch ended
+        self.wake = runtime.waker()  # set when the deadline moved earlier or the run ended
         self.armed: float | None = None  # the deadline the waiting thread sleeps towards
         self.links: dict[int, _Link] = {}
         self.tls = LazyTls(session.options, runtime.context_class)
@@ -132,6 +127,13 @@ class Driver:
         if link.sock is not None:
             _shutdown(link.sock)  # wakes the owner if it is blocked on this socket
 
+    def interrupt(self) -> None:
+        """A stop: wake the waiting thread and every blocked owner (no lock; see above)."""
+        self.wake.set()
+        for link in list(self.links.values()):
+            if link.sock is not None:
+                _shutdown(link.sock)
+
     # --- one connection, start to end (the owner's code) ------------------------------
     def connection(self, link: _Link) -> None:
         try:
@@ -141,15 +143,13 @@ class Driver:
 
     def converse(self, link: _Link) -> None:
         try:
-            sock = self.open(link.action)
-        except OSError as exc:  # ssl.SSLError and TimeoutError included
+            sock = self.open(link)
+        except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             self.report_end(link, classify(exc))
             return
+        if sock is None:  # closed while connecting
+            return
         try:
-            with self.lock:
-                if link.closed:
-                    return
-                link.sock = sock
             self.report(link, self.session.connected)
             self.pump(link, sock)
         except OSError as exc:
@@ -157,18 +157,46 @@ class Driver:
         finally:
             sock.close()
 
-    def open(self, action: Connect) -> socket.socket:
+    def open(self, link: _Link) -> socket.socket | None:
         """Connect (and shake hands) within ``timeout``; the result blocks without one."""
-        timeout = self.session.options.timeout
-        sock = self.runtime.create_connection((action.host, action.port), timeout=timeout)
-        if action.tls:
-            try:
-                sock = self.tls.get().wrap_socket(sock, server_hostname=action.host)
-            except BaseException:
-                sock.close()
-                raise
-        sock.settimeout(None)
+        action = link.action
+        sock = self.connect(link)
+        if sock is not None and action.tls:
+            sock = self.tls.get().wrap_socket(sock, server_hostname=action.host,
+                                              do_handshake_on_connect=False)
+            if not self.adopt(link, sock):
+                return None
+            sock.do_handshake()  # type: ignore[attr-defined]
+        if sock is not None:
+            sock.settimeout(None)
         return sock
+
+    def connect(self, link: _Link) -> socket.socket | None:
+        """``socket.create_connection``, with each socket adopted before it connects."""
+        net, action = self.runtime.net, link.action
+        error: OSError = OSError(f"no address for {action.host}")
+        for family, kind, proto, _, address in net.getaddrinfo(
+                action.host, action.port, type=socket.SOCK_STREAM):
+            sock = net.socket(family, kind, proto)
+            if not self.adopt(link, sock):
+                return None
+            try:
+                sock.settimeout(self.session.options.timeout)
+                sock.connect(address)
+                return sock  # type: ignore[no-any-return]
+            except OSError as exc:
+                error = exc
+                sock.close()
+        raise error
+
+    def adopt(self, link: _Link, sock: socket.socket) -> bool:
+        """Register ``sock`` so a stop can shut it down; False (and closed) if too late."""
+        with self.lock:
+            link.sock = sock
+            if link.closed or self.session.done:  # checked after: no stop slips between
+                sock.close()
+                return False
+            return True
 
     def pump(self, link: _Link, sock: socket.socket) -> None:
         view = memoryview(bytearray(READ_SIZE))
@@ -189,9 +217,9 @@ class Driver:
 
     def receive(self, link: _Link, sock: socket.socket, view: memoryview) -> int:
         """Sequential: ``recv_into``, waking for the session's timer when it is due."""
-        while not link.closed and not self.session.done:
+        while not link.closed:
             wait = self.session.timeout()
-            if wait == 0.0:  # (a zero socket timeout would mean non-blocking)
+            if wait == 0:  # (a zero socket timeout would mean non-blocking)
                 self.tick()
                 continue
             sock.settimeout(wait)
@@ -209,37 +237,30 @@ class Driver:
             with self.lock:
                 if self.session.done:
                     return
-                if self.session.due():
+                wait = self.session.timeout()
+                self.armed = self.session.next_deadline()
+                if wait == 0:
                     self.carry_out(self.session.timer())
                     continue
-                self.armed = self.session.next_deadline()
-                timeout = self.session.timeout()
-            self.idle(timeout)
+            self.wake.wait(wait)
 
-    def idle(self, timeout: float | None) -> None:
-        """Wait for ``timeout`` seconds, a wake-up, or (where wakes may lag) ``max_wait``."""
-        bound = self.runtime.max_wait
-        if bound is not None and (timeout is None or timeout > bound):
-            timeout = bound
-        self.wake.wait(timeout)
-
-    def interrupt(self) -> None:
-        """On a stop (any thread, a signal handler too): wake the waiter and every owner.
-
-        No lock: the interrupted thread may hold it.  Copying the dict is atomic."""
-        self.wake.set()
-        for link in list(self.links.values()):
-            if link.sock is not None:
-                _shutdown(link.sock)
+    def idle(self) -> None:
+        """Sequential, between connections: sleep until the timer (or a stop), then tick."""
+        self.wake.clear()
+        if self.session.done:  # stopped since the caller looked
+            return
+        wait = self.session.timeout()
+        if wait is None:  # nothing queued, nothing timed, not done: a core bug
+            raise RuntimeError("session is waiting for nothing")
+        self.wake.wait(wait)
+        self.tick()
 
     def abort(self) -> None:
         """Every exit path: shut every socket down so its owner returns."""
         with self.lock:
             for link in list(self.links.values()):
                 self.forget(link)
-        close = getattr(self.wake, "close", None)
-        if close is not None:
-            close()
+        self.wake.close()
 
 
 def _shutdown(sock: socket.socket) -> None:

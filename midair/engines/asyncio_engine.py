@@ -92,7 +92,7 @@ class _Driver:
             reader, writer = await asyncio.open_connection(
                 action.host, action.port, ssl=self.tls.get() if action.tls else None,
                 limit=READ_SIZE)
-        except OSError as exc:  # TimeoutError and ssl.SSLError included
+        except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             self.tasks.pop(conn, None)
             self.execute(session.closed(conn, classify(exc)))
             return

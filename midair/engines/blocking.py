@@ -25,9 +25,9 @@ from ._common import Waker
 __all__ = ["GreenEngine", "SequentialEngine", "ThreadsEngine"]
 
 _JOIN_TIMEOUT = 10.0  # after an abort every socket is shut down: workers end at once
-_GREEN_MAX_WAIT = 0.25  # a signal handler's Event.set may not wake gevent's hub at once
 
-STDLIB = Runtime(socket.create_connection, ssl.SSLContext, threading.Lock, Waker)
+
+STDLIB = Runtime(socket, ssl.SSLContext, threading.Lock, Waker)
 
 
 class SequentialEngine:
@@ -48,22 +48,12 @@ class SequentialEngine:
             driver.start()
             while not session.done:
                 if queue:
-                    link = queue.popleft()
-                    if not link.closed:
-                        driver.connection(link)
+                    driver.connection(queue.popleft())
                 else:
-                    driver.idle(_wait(session))
-                    driver.tick()
+                    driver.idle()
         finally:
             driver.abort()
             session.close()
-
-
-def _wait(session: Session) -> float:
-    timeout = session.timeout()
-    if timeout is None:  # nothing queued, nothing timed, not done: a core bug
-        raise RuntimeError("session is waiting for nothing")
-    return timeout
 
 
 class ThreadsEngine:
@@ -105,10 +95,10 @@ class GreenEngine:
 
 
 def _green_runtime() -> Runtime:
-    import gevent.event
     import gevent.lock
+    import gevent.select
     import gevent.socket
     import gevent.ssl
 
-    return Runtime(gevent.socket.create_connection, gevent.ssl.SSLContext,
-                   gevent.lock.Semaphore, gevent.event.Event, max_wait=_GREEN_MAX_WAIT)
+    return Runtime(gevent.socket, gevent.ssl.SSLContext, gevent.lock.Semaphore,
+                   lambda: Waker(gevent.select.select))

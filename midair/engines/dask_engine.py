@@ -65,6 +65,7 @@ class DaskEngine:
                                  self.shards or sum(client.nthreads().values()))
             merger = Merger(run, shards)
             queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
+            run.commit()  # shards about to write files: from here a signal only stops
             futures = {
                 client.submit(_shard_task, [run.jobs[i] for i in shard.indexes],
                               shard.options, self.inner, queue.name, shard.number,

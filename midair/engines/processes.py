@@ -55,6 +55,7 @@ class ProcessesEngine:
     def run(self, run: Run) -> None:
         shards = plan_shards(run.jobs, run.options, self.workers)
         children = _Children(self.context, shards, run)
+        run.commit()  # children about to write files: from here a signal only stops
         try:
             children.start(run.jobs, self.inner, self.interval)
             children.wait(Merger(run, shards))
