@@ -159,17 +159,24 @@ class Driver:
 
     def open(self, link: _Link) -> socket.socket | None:
         """Connect (and shake hands) within ``timeout``; the result blocks without one."""
-        action = link.action
         sock = self.connect(link)
-        if sock is not None and action.tls:
-            sock = self.tls.get().wrap_socket(sock, server_hostname=action.host,
-                                              do_handshake_on_connect=False)
-            if not self.adopt(link, sock):
-                return None
-            sock.do_handshake()  # type: ignore[attr-defined]
+        if sock is not None and link.action.tls:
+            sock = self.handshake(link, sock)
         if sock is not None:
             sock.settimeout(None)
         return sock
+
+    def handshake(self, link: _Link, sock: socket.socket) -> socket.socket | None:
+        tls = self.tls.get().wrap_socket(sock, server_hostname=link.action.host,
+                                         do_handshake_on_connect=False)
+        if not self.adopt(link, tls):
+            return None
+        try:
+            tls.do_handshake()
+        except BaseException:
+            tls.close()
+            raise
+        return tls  # type: ignore[no-any-return]
 
     def connect(self, link: _Link) -> socket.socket | None:
         """``socket.create_connection``, with each socket adopted before it connects."""
