@@ -87,7 +87,7 @@ class Downloader:
         self.engine_options = dict(engine_options or {})
         self.on_event = on_event
         self.jobs: list[Job] = []
-        self.last_run: Run | None = None  # its tracker, for a summary after ``run``
+        self.last_run: Run | None = None  # the latest run: its tracker and results
 
     def enqueue(
         self,
@@ -130,22 +130,22 @@ class Downloader:
     def run(self, around: Around | None = None) -> Results:
         """Download every job; ``around(run)`` is entered for the run's duration."""
         engine, run = self.engine(), self.new_run()
-        with stop_on_signals(run), _around(around, run):
+        with _around(around, run), stop_on_signals(run):
             engine.run(run)
-        run.raise_outcome()
+            run.raise_outcome()  # inside ``around``: a display shows no summary then
         return run.results
 
     async def run_async(self, around: Around | None = None) -> Results:
         engine, run = self.engine(), self.new_run()
         run_async = getattr(engine, "run_async", None)
-        with stop_on_signals(run), _around(around, run):
+        with _around(around, run), stop_on_signals(run):
             if run_async is not None:
                 await run_async(run)
             else:  # a blocking engine: keep the caller's loop free
                 import asyncio
 
                 await asyncio.to_thread(engine.run, run)
-        run.raise_outcome()
+            run.raise_outcome()
         return run.results
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..api import Downloader
 from ..core.errors import InputError
 from ..core.jobs import parse_input_file
 from ..engines import ENGINES
-from .progress import make_reporter
+from ..run import LISTENER, Run
+from .progress import Reporter, make_reporter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -74,11 +77,17 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     reporter = make_reporter(json=args.json, quiet=args.quiet)
     downloader.on_event = reporter.event
-    started = time.monotonic()
-    results = downloader.run(around=lambda run: reporter.live(run.tracker))
-    assert downloader.last_run is not None
-    reporter.summary(downloader.last_run.tracker, time.monotonic() - started)
+    results = downloader.run(around=lambda run: _display(reporter, run))
     return 0 if results.ok else 1
+
+
+@contextlib.contextmanager
+def _display(reporter: Reporter, run: Run) -> Iterator[None]:
+    """The live view for the run's duration; the summary only if it ended normally."""
+    started = time.monotonic()
+    with reporter.live(run.tracker, on_error=lambda exc: run.fail(exc, LISTENER)):
+        yield
+    reporter.summary(run.tracker, time.monotonic() - started)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:

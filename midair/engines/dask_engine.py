@@ -15,8 +15,9 @@ A worker that dies mid-shard is the scheduler's to handle: it runs the task
 again on another worker (up to ``distributed.scheduler.allowed-failures``
 times; ``retries`` covers a task that raised).  The re-run resumes from the
 part files and its repeated reports are dropped by the merge.  A shard that
-still cannot finish fails its remaining jobs, naming the shard; a shard
-whose run raised an internal error fails the whole run with it.
+still cannot finish fails its remaining jobs, naming the shard.  A shard
+whose run had an internal error returns it (a re-run would only repeat the
+bug), and that fails the whole run.
 
 A stop request (Ctrl-C, SIGTERM, an error), seen within ``interval``, sets a
 ``distributed.Event`` the shards poll; each stops its run, closes its part
@@ -133,14 +134,17 @@ def _follow(futures: dict[Any, int], queue: Any, merger: Merger, interval: float
         for future, number in [(f, n) for f, n in pending.items() if f.done()]:
             del pending[future]
             if future.status == "finished":
-                merger.reports(number, future.result())
+                endings, error = future.result()
+                merger.reports(number, endings)
+                if error is not None:
+                    merger.run.fail(ShardError(f"dask shard {number} crashed: {error}"))
                 merger.lost(number, f"dask shard {number} ended without finishing its jobs")
             else:
                 _failed(merger, number, future.exception())
 
 
 def _failed(merger: Merger, number: int, error: BaseException) -> None:
-    """A lost worker fails the shard's jobs; an exception the shard's run raised, the run."""
+    """A lost worker fails the shard's jobs; any other exception of its task, the run."""
     from distributed import KilledWorker
 
     reason = f"dask shard {number} failed: {_describe(error)}"
@@ -171,7 +175,9 @@ def _describe(error: BaseException) -> str:
 
 # --- on a dask worker ----------------------------------------------------------------
 def _shard_task(jobs: list[Job], options: Options, inner: str, queue_name: str, number: int,
-                interval: float) -> list[Report]:
+                interval: float) -> tuple[list[Report], str | None]:
+    """The shard's endings, and its internal error if it had one: returned, not raised,
+    because dask re-runs a task that raised, and a bug would only happen again."""
     from distributed import Event, Queue
 
     queue = Queue(queue_name)
@@ -181,6 +187,8 @@ def _shard_task(jobs: list[Job], options: Options, inner: str, queue_name: str, 
         queue.put(pickle.dumps((number, summary)))
 
     try:
-        return run_shard(jobs, options, inner, send, interval, stopped=stop.is_set)
+        return run_shard(jobs, options, inner, send, interval, stopped=stop.is_set), None
+    except Exception as exc:
+        return [], f"{type(exc).__name__}: {exc}"
     finally:
         queue.close()
