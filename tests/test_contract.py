@@ -128,7 +128,12 @@ def signal_and_time(proc: subprocess.Popen[str], signum: int) -> tuple[float, st
     """Send ``signum``; seconds until the process exited, and its stderr."""
     sent = time.monotonic()
     proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=30)
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"still running 30 s after {signal.Signals(signum).name}")
     return time.monotonic() - sent, stderr
 
 
