@@ -116,7 +116,7 @@ class Run:
         if self._listener is not None:
             try:
                 self._listener(action)
-            except BaseException as exc:  # noqa: BLE001 - never into the core
+            except BaseException as exc:
                 self.fail(exc, LISTENER)
 
 

@@ -56,6 +56,7 @@ from .store import Store
 
 PUBLISH_POLL = 0.005  # seconds between looks for finished publications
 _Event = TypeVar("_Event", bound=Callable[..., list[NetAction]])
+_Step = Callable[[Any], list[Action] | None]  # carries out one action; may answer with more
 
 
 def _guarded(event: _Event) -> _Event:
@@ -162,12 +163,12 @@ class Session:
                 queue.extend(more)
         return net
 
-    def _dispatch_table(self) -> dict[type, Callable[[Any], list[Action] | None]]:
+    def _dispatch_table(self) -> dict[type, _Step]:
         net = self._net_action
-        file_steps = {Write: self.store.write, Open: self.store.open,
-                      Checkpoint: self.store.checkpoint, Discard: self.store.discard,
-                      Prepare: self._prepare, Publish: self._publish}
-        table: dict[type, Callable[[Any], list[Action] | None]] = {
+        file_steps: dict[type, _Step] = {
+            Write: self.store.write, Open: self.store.open, Checkpoint: self.store.checkpoint,
+            Discard: self.store.discard, Prepare: self._prepare, Publish: self._publish}
+        table: dict[type, _Step] = {
             Connect: net, Send: net, Close: net,
             Started: self.run.report, Retrying: self.run.report,
             Finished: self.run.report, Failed: self.run.report}
@@ -177,8 +178,7 @@ class Session:
     def _net_action(self, action: NetAction) -> None:
         self._net.append(action)
 
-    def _file_step(self, step: Callable[[Any], list[Action] | None]
-                   ) -> Callable[[Any], list[Action] | None]:
+    def _file_step(self, step: _Step) -> _Step:
         """Count the action, skip it after a file error of its download, turn errors into
         the core's ``published(..., error)`` so only cleaning up is left for that download."""
         observe = self.run.tracker.observe

@@ -195,3 +195,15 @@ def test_a_closed_stdout_ends_a_json_run_promptly(midair, server, engine, tmp_pa
     assert time.monotonic() - closed < SIZE / RATE, "ran on after its reader left"
     assert proc.returncode != 0
     assert "Traceback" not in stderr
+
+
+def test_the_cli_reports_an_internal_error_in_one_line_and_a_traceback(midair, server, engine,
+                                                                       tmp_path, inject):
+    inject("received")  # in the CLI's process too: it inherits the environment
+    result = midair.get("-d", str(tmp_path), *slow_urls(server, engine, "cli"), timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    [line] = [x for x in lines if x.startswith("midair: error: internal error:")]
+    assert faults.MESSAGE.format(kind="received") in line
+    assert "Traceback (most recent call last)" in result.stderr
+    assert not (tmp_path / "cli-0.bin").exists()

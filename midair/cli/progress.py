@@ -20,7 +20,6 @@ from typing import Any, TextIO
 from ..core.actions import Action, Failed, Finished, Retrying, Started
 from ..core.progress import Tracker
 
-
 OnError = Callable[[BaseException], None] | None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -42,10 +43,8 @@ def finished_on_stop(run: Run) -> asyncio.Future[None]:
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing waits
         loop.call_soon_threadsafe(callback)
-    except RuntimeError:  # the loop closed meanwhile: nothing waits any more
-        pass
 
 
 async def guarded(run: Run, work: Awaitable[None]) -> None:

@@ -176,7 +176,7 @@ class Driver:
         except BaseException:
             tls.close()
             raise
-        return tls  # type: ignore[no-any-return]
+        return tls
 
     def connect(self, link: _Link) -> socket.socket | None:
         """``socket.create_connection``, with each socket adopted before it connects."""

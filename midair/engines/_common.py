@@ -86,7 +86,10 @@ class Alarm:
 
     def _ring(self) -> None:
         self.handle = self.armed = None
-        self.fire()
+        try:
+            self.fire()
+        except Exception as exc:  # the loop would only log it, and the run would hang
+            self.session.run.fail(exc)
 
 
 class LazyTls:

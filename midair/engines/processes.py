@@ -101,8 +101,8 @@ class _Children:
             if not ready:
                 return  # stopped children that did not end: ``reap`` kills them
             for reader in ready:
-                if reader is not self.waker:
-                    self.receive(reader, merger)  # type: ignore[arg-type]
+                if reader in self.pipes:  # not the waker
+                    self.receive(reader, merger)
 
     def receive(self, reader: Connection, merger: Merger) -> None:
         number = self.pipes[reader]
