@@ -119,7 +119,8 @@ class _Children:
             body = self.death(number)
         elif kind == "crashed":
             self.run.fail(ShardError(f"worker {number} {body}"))
-        merger.lost(number, f"worker {number} {body}")
+        if not self.run.stopping:  # a stopped run ends without a result for every job
+            merger.lost(number, f"worker {number} {body}")
 
     def death(self, number: int) -> str:
         process = self.processes[number]
