@@ -23,6 +23,7 @@ run.  Each rule lives here once:
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from ..core.transfer import Download
 from ..run import Run, stop_on_signals
 
 ENDINGS = (Finished, Failed)
+PACK_CHUNK = 2000  # jobs pickled at once (~60 ms): the longest a stop waits on packing
 SHARDING = frozenset({"processes", "dask"})
 
 
@@ -120,6 +122,32 @@ def split(total: int, caps: Sequence[int]) -> list[int]:
     return shares
 
 
+# --- carrying jobs to a worker --------------------------------------------------------
+def pack_jobs(jobs: Sequence[Job], stopped: Callable[[], bool]) -> list[bytes] | None:
+    """``jobs`` pickled in chunks for another process, or None once ``stopped``.
+
+    Pickling 100,000 jobs takes seconds; inside ``Process.start`` or
+    ``Client.submit`` a stop could not interrupt it, so it happens here, a chunk
+    at a time (and a list of bytes costs those calls nothing to pickle again).
+    """
+    packed = []
+    for start in range(0, len(jobs), PACK_CHUNK):
+        if stopped():
+            return None
+        packed.append(pickle.dumps(list(jobs[start:start + PACK_CHUNK]), pickle.HIGHEST_PROTOCOL))
+    return packed
+
+
+def unpack_jobs(packed: Sequence[bytes], stopped: Callable[[], bool]) -> list[Job] | None:
+    """What ``pack_jobs`` packed, or None once ``stopped``."""
+    jobs: list[Job] = []
+    for chunk in packed:
+        if stopped():
+            return None
+        jobs.extend(pickle.loads(chunk))
+    return jobs
+
+
 # --- the worker's side ---------------------------------------------------------------
 def shard_engine(name: str) -> object:
     """The engine a shard runs: ``name`` if it is usable here, else ``asyncio``."""
@@ -142,6 +170,8 @@ def run_shard(jobs: Sequence[Job], options: Options, inner: str,
     stop and the endings so far are returned.  A signal stop or an internal
     error is raised (``Run.raise_outcome``) after the part files are closed.
     """
+    if stopped is not None and stopped():  # before a batch start that cannot be interrupted
+        return []
     outbox: deque[Any] = deque()  # the run hands its listener reports only
     run = Run(jobs, options, listener=outbox.append)
     engine = shard_engine(inner)

@@ -38,9 +38,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..core.actions import Report
-from ..core.jobs import Job, Options
+from ..core.jobs import Options
 from ..run import Run
-from ._shards import Merger, ShardError, Summary, plan_shards, run_shard, shard_engine
+from ._shards import (
+    Merger,
+    Shard,
+    ShardError,
+    Summary,
+    pack_jobs,
+    plan_shards,
+    run_shard,
+    shard_engine,
+    unpack_jobs,
+)
 
 _STOP_WAIT = 10.0  # seconds for stopped shards to flush their files and return
 
@@ -67,18 +77,26 @@ class DaskEngine:
             merger = Merger(run, shards)
             queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
             run.commit()  # shards about to write files: from here a signal only stops
-            futures = {
-                client.submit(_shard_task, [run.jobs[i] for i in shard.indexes],
-                              shard.options, self.inner, queue.name, shard.number,
-                              self.interval, pure=False, retries=self.retries,
-                              key=f"{queue.name}-shard-{shard.number}"): shard.number
-                for shard in shards}
+            futures = self._submit(client, run, shards, queue.name)
             try:
                 _follow(futures, queue, merger, self.interval)
             finally:
                 if futures and (run.stopping or not all(f.done() for f in futures)):
                     _stop(client, queue.name, list(futures))  # shards flush files and end
                 queue.close()
+
+    def _submit(self, client: Any, run: Run, shards: list[Shard], name: str) -> dict[Any, int]:
+        """One task per shard (until a stop): future -> shard number."""
+        futures = {}
+        for shard in shards:
+            packed = pack_jobs([run.jobs[i] for i in shard.indexes], lambda: run.stopping)
+            if packed is None:
+                break
+            future = client.submit(_shard_task, packed, shard.options, self.inner, name,
+                                   shard.number, self.interval, pure=False,
+                                   retries=self.retries, key=f"{name}-shard-{shard.number}")
+            futures[future] = shard.number
+        return futures
 
     @contextlib.contextmanager
     def _client(self) -> Iterator[Any]:
@@ -174,8 +192,8 @@ def _describe(error: BaseException) -> str:
 
 
 # --- on a dask worker ----------------------------------------------------------------
-def _shard_task(jobs: list[Job], options: Options, inner: str, queue_name: str, number: int,
-                interval: float) -> tuple[list[Report], str | None]:
+def _shard_task(packed: list[bytes], options: Options, inner: str, queue_name: str,
+                number: int, interval: float) -> tuple[list[Report], str | None]:
     """The shard's endings, and its internal error if it had one: returned, not raised,
     because dask re-runs a task that raised, and a bug would only happen again."""
     from distributed import Event, Queue
@@ -187,6 +205,9 @@ def _shard_task(jobs: list[Job], options: Options, inner: str, queue_name: str, 
         queue.put(pickle.dumps((number, summary)))
 
     try:
+        jobs = unpack_jobs(packed, stop.is_set)
+        if jobs is None:
+            return [], None
         return run_shard(jobs, options, inner, send, interval, stopped=stop.is_set), None
     except Exception as exc:
         return [], f"{type(exc).__name__}: {exc}"
