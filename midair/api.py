@@ -1,13 +1,16 @@
 """The library API: ``download``, ``download_async`` and ``Downloader``.
 
 All three build the same ``Options`` and jobs the CLI builds and hand them to
-an engine, so the library and the command line cannot drift apart.
+an engine through ``Downloader.run``/``run_async``, the one path the CLI takes
+too, so the library and the command line cannot drift apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import fields
 from typing import Any
 
@@ -15,8 +18,10 @@ from .core.actions import Action
 from .core.errors import InputError
 from .core.jobs import Checksum, Job, Options, check_header, parse_header
 from .core.results import Results
-from .engines import DEFAULT_ENGINE, ENGINES, get_engine
-from .engines._session import Session
+from .engines import DEFAULT_ENGINE, ENGINES, Engine, get_engine
+from .run import Run, stop_on_signals
+
+Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
 
 _OPTION_NAMES = {f.name for f in fields(Options)}
 
@@ -72,7 +77,14 @@ def _header(item: object) -> tuple[str, str]:
 
 
 class Downloader:
-    """Collect jobs with ``enqueue``, then run them as one batch (``run`` or ``run_async``)."""
+    """Collect jobs with ``enqueue``, then run them as one batch (``run`` or ``run_async``).
+
+    While a run is active in the main thread, SIGINT and SIGTERM only ask it to
+    stop; once the engine has flushed the part files, ``run`` raises
+    ``KeyboardInterrupt`` or ``midair.run.Terminated``.  An internal error (core,
+    store, engine) or an exception from ``on_event`` is raised the same way:
+    a run that went wrong never returns as if it had succeeded.
+    """
 
     def __init__(
         self,
@@ -92,6 +104,7 @@ class Downloader:
         self.engine_options = dict(engine_options or {})
         self.on_event = on_event
         self.jobs: list[Job] = []
+        self.last_run: Run | None = None  # the latest run: its tracker and results
 
     def enqueue(
         self,
@@ -122,25 +135,38 @@ class Downloader:
         self.jobs.extend(jobs)
         return self
 
-    def session(self) -> Session:
-        return Session(self.jobs, self.options, listener=self.on_event)
+    def new_run(self) -> Run:
+        """A new run of the jobs so far (an engine's ``run`` drives it)."""
+        self.last_run = Run(self.jobs, self.options, listener=self.on_event)
+        return self.last_run
 
-    def run(self) -> Results:
-        session = self.session()
-        get_engine(self.engine_name, **self.engine_options).run(session)
-        return session.results
+    def engine(self) -> Engine:
+        return get_engine(self.engine_name, **self.engine_options)  # InputError if it cannot
 
-    async def run_async(self) -> Results:
-        session = self.session()
-        engine = get_engine(self.engine_name, **self.engine_options)
+    def run(self, around: Around | None = None) -> Results:
+        """Download every job; ``around(run)`` is entered for the run's duration."""
+        engine, run = self.engine(), self.new_run()
+        with _around(around, run), stop_on_signals(run):
+            engine.run(run)
+            run.raise_outcome()  # inside ``around``: a display shows no summary then
+        return run.results
+
+    async def run_async(self, around: Around | None = None) -> Results:
+        engine, run = self.engine(), self.new_run()
         run_async = getattr(engine, "run_async", None)
-        if run_async is not None:
-            await run_async(session)
-        else:  # a blocking engine: keep the caller's loop free
-            import asyncio
+        with _around(around, run), stop_on_signals(run):
+            if run_async is not None:
+                await run_async(run)
+            else:  # a blocking engine: keep the caller's loop free
+                import asyncio
 
-            await asyncio.to_thread(engine.run, session)
-        return session.results
+                await asyncio.to_thread(engine.run, run)
+            run.raise_outcome()
+        return run.results
+
+
+def _around(around: Around | None, run: Run) -> AbstractContextManager[Any]:
+    return around(run) if around is not None else contextlib.nullcontext()
 
 
 def download(urls: Iterable[str] | str, dest: str = ".", **options: Any) -> Results:

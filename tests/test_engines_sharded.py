@@ -25,8 +25,8 @@ from midair.core.actions import Action, Finished, Started
 from midair.core.errors import NetworkError
 from midair.core.jobs import Job
 from midair.engines import get_engine
-from midair.engines._session import Session
 from midair.engines._shards import Merger, Summary, plan_shards, run_shard, split
+from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
 HAVE_DASK = all(importlib.util.find_spec(m) for m in ("dask", "distributed"))
@@ -74,18 +74,18 @@ def gen(srv: ServerThread, host: int, name: str, size: int, extra: str = "") -> 
 
 
 def run(dest: Path, engine: tuple[str, dict[str, Any]], urls: list[str],
-        on_event: Callable[[Action], None] | None = None, **options: Any) -> Session:
-    """Run ``urls`` through the engine; return the session to inspect."""
+        on_event: Callable[[Action], None] | None = None, **options: Any) -> Run:
+    """Run ``urls`` through the engine; return the run to inspect."""
     downloader = Downloader(str(dest), engine=engine[0], engine_options=engine[1],
                             on_event=on_event, **options)
     for url in urls:
         downloader.enqueue(url)
-    session = downloader.session()
-    get_engine(engine[0], **engine[1]).run(session)
-    return session
+    downloader.run()
+    assert downloader.last_run is not None
+    return downloader.last_run
 
 
-def check_one_entry_per_job(session: Session) -> None:
+def check_one_entry_per_job(session: Run) -> None:
     results = session.results
     ended = Counter([s.url for s in results.successes] + [f.url for f in results.failures])
     assert ended == Counter(j.url.text for j in session.jobs)
@@ -149,23 +149,22 @@ def test_reactor_reports_a_refused_connection(tmp_path: Path) -> None:
     assert "connection refused" in str(failure.error)
 
 
-def test_reactor_raises_a_core_bug_instead_of_hanging(server: ServerThread,
-                                                      tmp_path: Path) -> None:
-    downloader = Downloader(str(tmp_path))
+def test_reactor_raises_a_core_bug_instead_of_hanging(server: ServerThread, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    downloader = Downloader(str(tmp_path), engine="reactor")
     downloader.enqueue(gen(server, 0, "bug.bin", 1000))
-    session = downloader.session()
 
-    def broken(conn: int, data: bytes) -> list[Any]:
+    def broken(*args: object) -> list[Any]:
         raise RuntimeError("a bug in the core")
 
-    session.received = broken  # type: ignore[method-assign]
+    monkeypatch.setattr("midair.session.Batch.received", broken)
     with pytest.raises(RuntimeError, match="a bug in the core"):
-        get_engine("reactor").run(session)
+        downloader.run()
 
 
 @pytest.mark.parametrize("name", ["reactor", "processes"])
 def test_an_empty_batch_returns_at_once(tmp_path: Path, name: str) -> None:
-    session = Downloader(str(tmp_path)).session()
+    session = Downloader(str(tmp_path)).new_run()
     get_engine(name).run(session)
     assert session.results.successes == [] and session.results.failures == []
 
@@ -284,7 +283,7 @@ def test_split_fills_shards_that_can_use_connections(total: int, caps: list[int]
 
 def test_merger_drops_reports_after_a_jobs_ending() -> None:
     jobs = [job(f"http://h.test/f{i}") for i in range(3)]
-    session = Session(jobs, make_options())
+    session = Run(jobs, make_options())
     [shard] = plan_shards(jobs, session.options, 1)
     merger = Merger(session, [shard])
     started = Started(1, jobs[1].url.text, "/p", 0, 10)

@@ -1,8 +1,9 @@
 """The ``midair`` command: one module per subcommand, each with ``add_parser`` and ``run``.
 
-Exit statuses: 0 all succeeded; 1 some downloads failed; 2 bad usage or
-input; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).  Part files are
-flushed on every exit path, so re-running the same command resumes.
+Exit statuses: 0 all succeeded; 1 some downloads failed or an internal error
+(reported with its traceback); 2 bad usage or input; 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM).  Part files are flushed on every exit path, so
+re-running the same command resumes.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import os
 import resource
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
 from .._version import __version__
 from ..core.errors import InputError
+from ..run import Terminated
 
 # name -> one-line help.  Only the chosen subcommand's module is imported: the
 # others (bench, serve) pull in much that `midair get` never needs.
@@ -31,11 +34,8 @@ SUBCOMMANDS = {
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
-class Terminated(BaseException):
-    """Raised in the main thread by SIGTERM so cleanup runs as for Ctrl-C."""
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
+    """Outside a run (parsing, list loading) SIGTERM ends at once; a run only stops."""
     raise Terminated
 
 
@@ -90,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `midair engines | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
+    except Exception as exc:  # a bug: say so on one line, then show where
+        print(f"midair: error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        traceback.print_exc()
+        return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -104,7 +108,8 @@ def _exit_now(code: int) -> None:
     """Skip the interpreter's teardown when nothing is left to finish.
 
     Freeing every module and object of a large run takes tens of milliseconds
-    after the last file is already safe on disk.  By the time ``main`` returns,
+    (half a second after a 300,000-job run: the last full collection walks every
+    object) after the last file is already safe on disk.  By the time ``main`` returns,
     every engine has closed its files and joined its workers; if a non-daemon
     thread still runs (an embedding program's, say), exit normally so it is joined.
     """

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..api import Downloader
 from ..core.errors import InputError
 from ..core.jobs import Options, parse_input_file
 from ..engines import DEFAULT_ENGINE, ENGINES
+from ..run import LISTENER, Run
 from ._units import parse_size
-from .progress import make_reporter
+from .progress import Reporter, make_reporter
 
 D = Options()  # the defaults, written once: argparse shows them and passes only what was given
 
@@ -101,20 +104,17 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     reporter = make_reporter(json=args.json, quiet=args.quiet)
     downloader.on_event = reporter.event
-    session = downloader.session()
-    started = time.monotonic()
-    with reporter.live(session.tracker):
-        engine = _engine(args.engine, downloader.engine_options)
-        engine.run(session)
-    results = session.results
-    reporter.summary(session.tracker, time.monotonic() - started)
+    results = downloader.run(around=lambda run: _display(reporter, run))
     return 0 if results.ok else 1
 
 
-def _engine(name: str, options: dict[str, Any]) -> Any:
-    from ..engines import get_engine
-
-    return get_engine(name, **options)
+@contextlib.contextmanager
+def _display(reporter: Reporter, run: Run) -> Iterator[None]:
+    """The live view for the run's duration; the summary only if it ended normally."""
+    started = time.monotonic()
+    with reporter.live(run.tracker, on_error=lambda exc: run.fail(exc, LISTENER)):
+        yield
+    reporter.summary(run.tracker, time.monotonic() - started)
 
 
 _OPTIONS = ("concurrency", "per_host", "retries", "timeout", "max_retry_wait", "checksum",

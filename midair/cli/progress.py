@@ -1,8 +1,10 @@
 """How a run looks: a rich live display on a terminal, plain lines in a log,
 JSON lines for scripts, or only failures with ``-q``.
 
-Every reporter gets the session's reports as they happen (``event``) and may
-read the ``Tracker`` from its own refresh thread (``live``).
+Every reporter gets the run's reports as they happen (``event``) and may
+read the ``Tracker`` from its own refresh thread (``live``).  A refresh
+thread that cannot write (a closed stdout) hands its error to ``on_error``,
+which ends the run: the thread must not die alone while the run goes on.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from ..core.actions import Action, Failed, Finished, Retrying, Started
 from ..core.progress import Tracker
+
+OnError = Callable[[BaseException], None] | None
 
 
 def make_reporter(*, json: bool = False, quiet: bool = False) -> Reporter:
@@ -51,7 +55,7 @@ class Reporter:
         print(printable(text), file=self.out, flush=True)
 
     @contextlib.contextmanager
-    def live(self, tracker: Tracker) -> Iterator[None]:
+    def live(self, tracker: Tracker, on_error: OnError = None) -> Iterator[None]:
         yield
 
     def summary(self, tracker: Tracker, seconds: float) -> None:
@@ -127,12 +131,18 @@ class JsonReporter(Reporter):
                        "delay": round(action.delay, 3), "attempt": action.attempt})
 
     @contextlib.contextmanager
-    def live(self, tracker: Tracker) -> Iterator[None]:
+    def live(self, tracker: Tracker, on_error: OnError = None) -> Iterator[None]:
         stop = threading.Event()
 
         def tick() -> None:
             while not stop.wait(self.INTERVAL):
-                self.emit(self._progress(tracker))
+                try:
+                    self.emit(self._progress(tracker))
+                except Exception as exc:  # BrokenPipeError: `midair get --json | head -1`
+                    if on_error is None:
+                        raise
+                    on_error(exc)
+                    return
 
         thread = threading.Thread(target=tick, name="midair-json-progress", daemon=True)
         thread.start()
@@ -166,7 +176,7 @@ class RichReporter(PlainReporter):
         self.console.print(printable(text), markup=False, highlight=False)
 
     @contextlib.contextmanager
-    def live(self, tracker: Tracker) -> Iterator[None]:
+    def live(self, tracker: Tracker, on_error: OnError = None) -> Iterator[None]:
         from rich.console import Console
         from rich.live import Live
 

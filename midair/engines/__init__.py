@@ -1,7 +1,8 @@
 """Engines: the same core and store driven by different concurrency models.
 
-An engine has a ``name`` and ``run(session)``, which returns when the session
-is done (``run_async`` too, where the model allows).  The registry below names
+An engine has a ``name`` and ``run(run)``, which drives a ``midair.run.Run``
+(through a ``midair.session.Session``, or shards of it) and returns when it is
+finished or stopped (``run_async`` too, where the model allows).  The registry below names
 each engine's module lazily, so importing midair never imports gevent, uvloop
 or dask.
 """
@@ -14,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..core.errors import InputError
-from ._session import Session
+from ..run import Run
 
 
 class Engine(Protocol):
     name: str
 
-    def run(self, session: Session) -> None: ...
+    def run(self, run: Run) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,4 +85,4 @@ def get_engine(name: str, **options: Any) -> Engine:
     return engine
 
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "Session", "get_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "get_engine"]

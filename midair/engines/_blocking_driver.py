@@ -4,8 +4,8 @@ Each connection is a straight-line function: connect (and TLS handshake),
 report ``connected``, then loop "send what is queued, block in ``recv_into``,
 report what arrived" until the core closes it or the socket ends.  How those
 functions run together is injected as a ``Runtime`` — the socket module, a
-lock and an event — plus a ``spawn`` function, so the same code runs on
-OS threads, on gevent greenlets (cooperative sockets, nothing monkey-patched),
+lock and a waker — plus a ``spawn`` function, so the same code runs on OS
+threads, on gevent greenlets (cooperative sockets, nothing monkey-patched),
 or one connection after another on the calling thread.
 
 The session is not thread-safe: every session call happens under ``lock``,
@@ -14,41 +14,40 @@ connection's owner, a ``Connect`` is handed to ``spawn``, a ``Close`` marks
 the connection and shuts its socket down, which wakes an owner blocked in
 ``recv``).  Timers: the concurrent models wait for the next deadline on the
 calling thread; the sequential one bounds each ``recv`` by it.
+
+A stop (signal, failure) must interrupt every blocking call at once, so each
+socket is registered on its connection *before* it connects: ``interrupt``
+shuts every registered socket down, which ends a blocked ``connect``,
+handshake, ``sendall`` or ``recv``, and sets the waker the calling thread
+waits on.  It takes no lock, since it may run in a signal handler on a thread
+that holds it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
-import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
-from ._net import classify, tls_context
-from ._session import Session
+from ..session import Session
+from ._common import LazyTls, Waker, classify
 
 READ_SIZE = 64 * 1024  # per connection; a slow server rarely fills even this
-
-
-class EventLike(Protocol):
-    def set(self) -> None: ...
-    def clear(self) -> None: ...
-    def wait(self, timeout: float | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Runtime:
     """What "blocking" means here: stdlib sockets and threads, or gevent's."""
 
-    create_connection: Callable[..., socket.socket]
-    context_class: type[ssl.SSLContext]  # its wrap_socket gives this runtime's TLS sockets
+    net: Any  # the socket module: ``getaddrinfo`` and ``socket``
+    context_class: type  # an SSLContext whose wrap_socket gives this runtime's TLS sockets
     lock: Callable[[], AbstractContextManager[Any]]
-    event: Callable[[], EventLike]
+    waker: Callable[[], Waker]
 
 
 class _Link:
@@ -73,12 +72,12 @@ class Driver:
         self.runtime = runtime
         self.spawn = spawn
         self.lock = runtime.lock()
-        self.wake = runtime.event()  # set when the deadline moved earlier or the batch ended
+        self.wake = runtime.waker()  # set when the deadline moved earlier or the run ended
         self.armed: float | None = None  # the deadline the waiting thread sleeps towards
         self.links: dict[int, _Link] = {}
-        self.tls: ssl.SSLContext | None = None
-        self.error: BaseException | None = None  # raised in a worker, re-raised by wait_done
+        self.tls = LazyTls(session.options, runtime.context_class)
         self.sequential = sequential  # one link at a time: bound each recv by the deadline
+        session.run.on_stop(self.interrupt)
 
     # --- session calls, always under the lock ------------------------------------------
     def start(self) -> None:
@@ -101,8 +100,7 @@ class Driver:
     def tick(self) -> None:
         """Call the session's timer if it is due."""
         with self.lock:
-            deadline = self.session.next_deadline()
-            if deadline is not None and time.monotonic() >= deadline:
+            if self.session.due():
                 self.carry_out(self.session.timer())
 
     def carry_out(self, actions: list[NetAction]) -> None:
@@ -129,26 +127,29 @@ class Driver:
         if link.sock is not None:
             _shutdown(link.sock)  # wakes the owner if it is blocked on this socket
 
+    def interrupt(self) -> None:
+        """A stop: wake the waiting thread and every blocked owner (no lock; see above)."""
+        self.wake.set()
+        for link in list(self.links.values()):
+            if link.sock is not None:
+                _shutdown(link.sock)
+
     # --- one connection, start to end (the owner's code) ------------------------------
     def connection(self, link: _Link) -> None:
         try:
             self.converse(link)
-        except BaseException as exc:  # a bug, not the network: stop the whole run
-            with self.lock:
-                self.error = self.error or exc
-            self.wake.set()
+        except Exception as exc:  # a bug, not the network: stop the whole run
+            self.session.run.fail(exc)
 
     def converse(self, link: _Link) -> None:
         try:
-            sock = self.open(link.action)
-        except OSError as exc:  # ssl.SSLError and TimeoutError included
+            sock = self.open(link)
+        except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             self.report_end(link, classify(exc))
             return
+        if sock is None:  # closed while connecting
+            return
         try:
-            with self.lock:
-                if link.closed:
-                    return
-                link.sock = sock
             self.report(link, self.session.connected)
             self.pump(link, sock)
         except OSError as exc:
@@ -156,24 +157,53 @@ class Driver:
         finally:
             sock.close()
 
-    def open(self, action: Connect) -> socket.socket:
+    def open(self, link: _Link) -> socket.socket | None:
         """Connect (and shake hands) within ``timeout``; the result blocks without one."""
-        timeout = self.session.options.timeout
-        sock = self.runtime.create_connection((action.host, action.port), timeout=timeout)
-        if action.tls:
-            try:
-                sock = self.tls_context().wrap_socket(sock, server_hostname=action.host)
-            except BaseException:
-                sock.close()
-                raise
-        sock.settimeout(None)
+        sock = self.connect(link)
+        if sock is not None and link.action.tls:
+            sock = self.handshake(link, sock)
+        if sock is not None:
+            sock.settimeout(None)
         return sock
 
-    def tls_context(self) -> ssl.SSLContext:
-        with self.lock:  # made on first use: an http batch may redirect to https
-            if self.tls is None:
-                self.tls = tls_context(self.session.options, self.runtime.context_class)
-            return self.tls
+    def handshake(self, link: _Link, sock: socket.socket) -> socket.socket | None:
+        tls = self.tls.get().wrap_socket(sock, server_hostname=link.action.host,
+                                         do_handshake_on_connect=False)
+        if not self.adopt(link, tls):
+            return None
+        try:
+            tls.do_handshake()
+        except BaseException:
+            tls.close()
+            raise
+        return tls
+
+    def connect(self, link: _Link) -> socket.socket | None:
+        """``socket.create_connection``, with each socket adopted before it connects."""
+        net, action = self.runtime.net, link.action
+        error: OSError = OSError(f"no address for {action.host}")
+        for family, kind, proto, _, address in net.getaddrinfo(
+                action.host, action.port, type=socket.SOCK_STREAM):
+            sock = net.socket(family, kind, proto)
+            if not self.adopt(link, sock):
+                return None
+            try:
+                sock.settimeout(self.session.options.timeout)
+                sock.connect(address)
+                return sock  # type: ignore[no-any-return]
+            except OSError as exc:
+                error = exc
+                sock.close()
+        raise error
+
+    def adopt(self, link: _Link, sock: socket.socket) -> bool:
+        """Register ``sock`` so a stop can shut it down; False (and closed) if too late."""
+        with self.lock:
+            link.sock = sock
+            if link.closed or self.session.done:  # checked after: no stop slips between
+                sock.close()
+                return False
+            return True
 
     def pump(self, link: _Link, sock: socket.socket) -> None:
         view = memoryview(bytearray(READ_SIZE))
@@ -195,9 +225,8 @@ class Driver:
     def receive(self, link: _Link, sock: socket.socket, view: memoryview) -> int:
         """Sequential: ``recv_into``, waking for the session's timer when it is due."""
         while not link.closed:
-            deadline = self.session.next_deadline()
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:  # (a zero timeout would mean non-blocking)
+            wait = self.session.timeout()
+            if wait == 0:  # (a zero socket timeout would mean non-blocking)
                 self.tick()
                 continue
             sock.settimeout(wait)
@@ -213,21 +242,32 @@ class Driver:
         while True:
             self.wake.clear()
             with self.lock:
-                if self.error is not None:
-                    raise self.error
                 if self.session.done:
                     return
-                deadline = self.armed = self.session.next_deadline()
-                if deadline is not None and time.monotonic() >= deadline:
+                wait = self.session.timeout()
+                self.armed = self.session.next_deadline()
+                if wait == 0:
                     self.carry_out(self.session.timer())
                     continue
-            self.wake.wait(None if deadline is None else deadline - time.monotonic())
+            self.wake.wait(wait)
+
+    def idle(self) -> None:
+        """Sequential, between connections: sleep until the timer (or a stop), then tick."""
+        self.wake.clear()
+        if self.session.done:  # stopped since the caller looked
+            return
+        wait = self.session.timeout()
+        if wait is None:  # nothing queued, nothing timed, not done: a core bug
+            raise RuntimeError("session is waiting for nothing")
+        self.wake.wait(wait)
+        self.tick()
 
     def abort(self) -> None:
         """Every exit path: shut every socket down so its owner returns."""
         with self.lock:
             for link in list(self.links.values()):
                 self.forget(link)
+        self.wake.close()
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -1,8 +1,8 @@
 """What the sharding engines share: the plan, the worker's side, the merge.
 
 ``processes`` and ``dask`` split one batch into shards, run each shard as its
-own ``Session`` somewhere else, and fold what comes back into the caller's
-session.  Each rule lives here once:
+own ``Run`` somewhere else, and fold what comes back into the caller's
+run.  Each rule lives here once:
 
 - **plan** (``plan_shards``): every job of one origin lands in the same shard,
   so ``--per-host`` holds across shards; so do jobs whose first-choice file
@@ -12,7 +12,9 @@ session.  Each rule lives here once:
 - **worker** (``run_shard``): runs an event-driven engine over a shard and
   sends ``Summary`` records home every ``interval`` seconds from a side
   thread — reports in order, plus bytes written and positions since the last —
-  and, when asked to stop, stops the engine so its part files are closed.
+  and, when asked to stop (``stopped``, or SIGINT/SIGTERM in a worker
+  process), stops the run so its part files are closed; an internal error of
+  the shard's run is raised, for the caller to fail the whole run with.
 - **merge** (``Merger``): maps shard download ids back to the batch's, keeps
   the first ending per job (a re-run shard reports again), and gives every
   job of a lost shard a ``Failed`` so the results always hold one entry per job.
@@ -21,6 +23,7 @@ session.  Each rule lives here once:
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,16 +34,17 @@ from ..core.actions import Failed, Finished, Report
 from ..core.errors import InputError, NetworkError
 from ..core.jobs import Job, Options
 from ..core.transfer import Download
-from ._session import Session
+from ..run import Run, stop_on_signals
 
 ENDINGS = (Finished, Failed)
+PACK_CHUNK = 2000  # jobs pickled at once (~60 ms): the longest a stop waits on packing
 SHARDING = frozenset({"processes", "dask"})
 
 
 @dataclass(frozen=True, slots=True)
 class Shard:
     number: int
-    indexes: tuple[int, ...]  # positions in the caller's ``session.jobs``
+    indexes: tuple[int, ...]  # positions in the caller's ``run.jobs``
     options: Options  # its share of --concurrency; an absolute directory
 
 
@@ -51,6 +55,10 @@ class Summary:
     reports: tuple[Report, ...]
     written: int  # bytes written to files
     positions: dict[int, int]  # active download -> bytes on disk
+
+
+class ShardError(RuntimeError):
+    """A shard's run failed with an internal error (the text says which shard, and what)."""
 
 
 # --- the plan ------------------------------------------------------------------------
@@ -114,6 +122,32 @@ def split(total: int, caps: Sequence[int]) -> list[int]:
     return shares
 
 
+# --- carrying jobs to a worker --------------------------------------------------------
+def pack_jobs(jobs: Sequence[Job], stopped: Callable[[], bool]) -> list[bytes] | None:
+    """``jobs`` pickled in chunks for another process, or None once ``stopped``.
+
+    Pickling 100,000 jobs takes seconds; inside ``Process.start`` or
+    ``Client.submit`` a stop could not interrupt it, so it happens here, a chunk
+    at a time (and a list of bytes costs those calls nothing to pickle again).
+    """
+    packed = []
+    for start in range(0, len(jobs), PACK_CHUNK):
+        if stopped():
+            return None
+        packed.append(pickle.dumps(list(jobs[start:start + PACK_CHUNK]), pickle.HIGHEST_PROTOCOL))
+    return packed
+
+
+def unpack_jobs(packed: Sequence[bytes], stopped: Callable[[], bool]) -> list[Job] | None:
+    """What ``pack_jobs`` packed, or None once ``stopped``."""
+    jobs: list[Job] = []
+    for chunk in packed:
+        if stopped():
+            return None
+        jobs.extend(pickle.loads(chunk))
+    return jobs
+
+
 # --- the worker's side ---------------------------------------------------------------
 def shard_engine(name: str) -> object:
     """The engine a shard runs: ``name`` if it is usable here, else ``asyncio``."""
@@ -132,57 +166,52 @@ def run_shard(jobs: Sequence[Job], options: Options, inner: str,
               stopped: Callable[[], bool] | None = None) -> list[Report]:
     """Download ``jobs``; ``send`` summaries meanwhile; return every ending.
 
-    ``stopped`` is polled every ``interval``: once true, the engine is asked to
-    stop (engines with a ``stop()`` method; others finish their shard) and the
-    endings so far are returned.
+    ``stopped`` is polled every ``interval``: once true, the run is asked to
+    stop and the endings so far are returned.  A signal stop or an internal
+    error is raised (``Run.raise_outcome``) after the part files are closed.
     """
-    outbox: deque[Any] = deque()  # the session hands its listener reports only
-    session = Session(jobs, options, listener=outbox.append)
+    if stopped is not None and stopped():  # before a batch start that cannot be interrupted
+        return []
+    outbox: deque[Any] = deque()  # the run hands its listener reports only
+    run = Run(jobs, options, listener=outbox.append)
     engine = shard_engine(inner)
-    reporter = _Reporter(session, outbox, send, stopped, getattr(engine, "stop", None))
+    reporter = _Reporter(run, outbox, send, stopped)
     done = threading.Event()
     thread = threading.Thread(target=reporter.every, args=(done, interval),
                               name="midair-shard-reporter", daemon=True)
     thread.start()
     try:
-        engine.run(session)  # type: ignore[attr-defined]
-    except BaseException:
-        if not reporter.stopping:
-            raise
+        with stop_on_signals(run):  # a worker process's main thread; elsewhere a no-op
+            engine.run(run)  # type: ignore[attr-defined]
     finally:
-        session.close()
         done.set()
         thread.join()
         reporter.flush()
+    run.raise_outcome()
     return reporter.endings
 
 
 class _Reporter:
-    """Drains the session's reports and samples its tracker, off the engine's thread."""
+    """Drains the run's reports and samples its tracker, off the engine's thread."""
 
-    def __init__(self, session: Session, outbox: deque[Any],
-                 send: Callable[[Summary], None], stopped: Callable[[], bool] | None,
-                 stop: Callable[[], None] | None) -> None:
-        self.session, self.outbox, self.send = session, outbox, send
-        self.stopped, self.stop = stopped, stop
-        self.stopping = False
+    def __init__(self, run: Run, outbox: deque[Any], send: Callable[[Summary], None],
+                 stopped: Callable[[], bool] | None) -> None:
+        self.run, self.outbox, self.send, self.stopped = run, outbox, send, stopped
         self.written = 0
         self.endings: list[Report] = []
 
     def every(self, done: threading.Event, interval: float) -> None:
         while not done.wait(interval):
             self.flush()
-            if self.stop is not None and self.stopped is not None and (
-                    self.stopping or self.stopped()):
-                self.stopping = True
-                self.stop()  # again each turn: the engine may not have been running yet
+            if self.stopped is not None and not self.run.stopping and self.stopped():
+                self.run.request_stop()
 
     def flush(self) -> None:
         reports: list[Report] = []
         while self.outbox:
             reports.append(self.outbox.popleft())
         # Sampled after the reports: a download ended above is no longer active here.
-        tracker = self.session.tracker
+        tracker = self.run.tracker
         positions = {d: t.done for d, t in list(tracker.active.items())}
         written, self.written = tracker.bytes_done - self.written, tracker.bytes_done
         self.endings.extend(r for r in reports if type(r) in ENDINGS)
@@ -192,21 +221,21 @@ class _Reporter:
 
 # --- the merge -----------------------------------------------------------------------
 class Merger:
-    """Folds shard summaries into the caller's session, one ending per job."""
+    """Folds shard summaries into the caller's run, one ending per job."""
 
-    def __init__(self, session: Session, shards: Sequence[Shard]) -> None:
-        self.session = session
+    def __init__(self, run: Run, shards: Sequence[Shard]) -> None:
+        self.run = run
         self.shards = {shard.number: shard for shard in shards}
         self.ended: set[int] = set()
 
     @property
     def complete(self) -> bool:
-        return len(self.ended) == len(self.session.jobs)
+        return len(self.ended) == len(self.run.jobs)
 
     def apply(self, number: int, summary: Summary) -> None:
         self.reports(number, summary.reports)
         indexes = self.shards[number].indexes
-        self.session.tracker.add_progress(
+        self.run.tracker.add_progress(
             summary.written, {indexes[d]: done for d, done in summary.positions.items()})
 
     def reports(self, number: int, reports: Sequence[Report]) -> None:
@@ -217,12 +246,12 @@ class Merger:
                 continue  # a re-run shard repeating itself
             if type(report) in ENDINGS:
                 self.ended.add(ident)
-            self.session.report(replace(report, download=ident))
+            self.run.report(replace(report, download=ident))
 
     def lost(self, number: int, reason: str) -> None:
         """Fail every job of shard ``number`` that has not ended: ``reason`` says why."""
         for ident in self.shards[number].indexes:
             if ident not in self.ended:
-                url = self.session.jobs[ident].url.text
+                url = self.run.jobs[ident].url.text
                 self.ended.add(ident)
-                self.session.report(Failed(ident, url, NetworkError(url, reason)))
+                self.run.report(Failed(ident, url, NetworkError(url, reason)))

@@ -1,21 +1,23 @@
 """``asyncio``: one coroutine per connection on one event loop.
 
-Each connection is a coroutine that connects, then reads until the socket
-ends, feeding every chunk to the session; the actions that come back are
-carried out on the spot.  One timer handle, re-armed after every session call,
-wakes the core for retries and stall sweeps.  With the ``uvloop`` extra,
-``loop="uvloop"`` runs the same code on libuv.
+Each connection is a task that connects, then reads until the socket ends,
+feeding every chunk to the session; the actions that come back are carried
+out on the spot.  One ``Alarm`` wakes the core for retries and stall sweeps.
+Every task is ``guarded``: an exception in it fails the run instead of being
+logged as "never retrieved".  A stop request resolves the future ``run_async``
+awaits, from any thread.  With the ``uvloop`` extra, ``loop="uvloop"`` runs
+the same code on libuv.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
-import time
 
 from ..core.actions import Close, Connect, NetAction, Send
-from ._net import check_loop, classify, run_on_loop, tls_context
-from ._session import Session
+from ..run import Run
+from ..session import Session
+from ._aio import check_loop, finished_on_stop, guarded, run_on_loop
+from ._common import Alarm, LazyTls, classify
 
 READ_SIZE = 64 * 1024  # also the stream's buffer limit: bounds memory per transfer
 
@@ -26,13 +28,15 @@ class AsyncioEngine:
     def __init__(self, loop: str = "asyncio") -> None:
         self.loop = check_loop(loop)
 
-    def run(self, session: Session) -> None:
-        run_on_loop(self.loop, self.run_async(session))
+    def run(self, run: Run) -> None:
+        run_on_loop(self.loop, self.run_async(run))
 
-    async def run_async(self, session: Session) -> None:
+    async def run_async(self, run: Run) -> None:
+        session = Session(run)
         driver = _Driver(session)
         try:
-            await driver.run()
+            driver.execute(session.start())
+            await driver.finished
         finally:
             driver.abort()
             session.close()
@@ -42,19 +46,14 @@ class _Driver:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.loop = asyncio.get_running_loop()
-        self.tls: ssl.SSLContext | None = None  # made on first use: http may redirect to https
+        self.tls = LazyTls(session.options)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.writers: dict[int, asyncio.StreamWriter] = {}
-        self.finished = self.loop.create_future()
-        self.timer: asyncio.TimerHandle | None = None
-
-    async def run(self) -> None:
-        self.execute(self.session.start())
-        await self.finished
+        self.finished = finished_on_stop(session.run)
+        self.alarm = Alarm(self.loop, session, lambda: self.execute(session.timer()))
 
     def abort(self) -> None:
-        if self.timer:
-            self.timer.cancel()
+        self.alarm.cancel()
         for task in self.tasks.values():
             task.cancel()
         for writer in self.writers.values():
@@ -67,7 +66,8 @@ class _Driver:
                 if writer is not None:
                     writer.write(action.data)
             elif type(action) is Connect:
-                self.tasks[action.conn] = self.loop.create_task(self.connection(action))
+                work = guarded(self.session.run, self.connection(action))
+                self.tasks[action.conn] = self.loop.create_task(work)
             elif type(action) is Close:
                 self.close(action.conn)
         self.rearm()
@@ -81,45 +81,36 @@ class _Driver:
             task.cancel()
 
     def rearm(self) -> None:
-        if self.session.done:
-            if not self.finished.done():
-                self.finished.set_result(None)
-            return
-        if self.timer:
-            self.timer.cancel()
-        deadline = self.session.next_deadline()
-        if deadline is not None:
-            delay = max(0.0, deadline - time.monotonic())
-            self.timer = self.loop.call_later(delay, self.on_timer)
-
-    def on_timer(self) -> None:
-        self.timer = None
-        self.execute(self.session.timer())
+        if not self.session.done:
+            self.alarm.update()
+        elif not self.finished.done():
+            self.finished.set_result(None)
 
     async def connection(self, action: Connect) -> None:
         conn, session = action.conn, self.session
-        if action.tls and self.tls is None:
-            self.tls = tls_context(session.options)
         try:
             reader, writer = await asyncio.open_connection(
-                action.host, action.port, ssl=self.tls if action.tls else None,
+                action.host, action.port, ssl=self.tls.get() if action.tls else None,
                 limit=READ_SIZE)
-        except (TimeoutError, OSError) as exc:
+        except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             self.tasks.pop(conn, None)
             self.execute(session.closed(conn, classify(exc)))
             return
         self.writers[conn] = writer
         self.execute(session.connected(conn))
         try:
-            while conn in self.writers:
-                data = await reader.read(READ_SIZE)
-                if conn not in self.writers:
-                    break
-                self.execute(session.received(conn, data) if data else session.closed(conn))
-                if not data:
-                    break
+            await self.pump(conn, reader)
         except OSError as exc:
             self.execute(session.closed(conn, classify(exc)))
         finally:
             self.close(conn)
 
+    async def pump(self, conn: int, reader: asyncio.StreamReader) -> None:
+        session = self.session
+        while conn in self.writers:
+            data = await reader.read(READ_SIZE)
+            if conn not in self.writers:
+                return
+            self.execute(session.received(conn, data) if data else session.closed(conn))
+            if not data:
+                return

@@ -14,19 +14,20 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+from ..run import Run
+from ..session import Session
 from ._blocking_driver import Driver, Runtime, _Link
-from ._session import Session
+from ._common import Waker
 
 __all__ = ["GreenEngine", "SequentialEngine", "ThreadsEngine"]
 
 _JOIN_TIMEOUT = 10.0  # after an abort every socket is shut down: workers end at once
 
 
-STDLIB = Runtime(socket.create_connection, ssl.SSLContext, threading.Lock, threading.Event)
+STDLIB = Runtime(socket, ssl.SSLContext, threading.Lock, Waker)
 
 
 class SequentialEngine:
@@ -38,7 +39,8 @@ class SequentialEngine:
 
     name = "sequential"
 
-    def run(self, session: Session) -> None:
+    def run(self, run: Run) -> None:
+        session = Session(run)
         queue: deque[_Link] = deque()
         driver = Driver(session, STDLIB, lambda _, link: queue.append(link), sequential=True)
         session.limit_connections(1)
@@ -46,21 +48,12 @@ class SequentialEngine:
             driver.start()
             while not session.done:
                 if queue:
-                    link = queue.popleft()
-                    if not link.closed:
-                        driver.converse(link)
+                    driver.connection(queue.popleft())
                 else:
-                    _sleep_until(session.next_deadline())
-                    driver.tick()
+                    driver.idle()
         finally:
             driver.abort()
             session.close()
-
-
-def _sleep_until(deadline: float | None) -> None:
-    if deadline is None:  # nothing queued, nothing timed, not done: a core bug
-        raise RuntimeError("session is waiting for nothing")
-    time.sleep(max(0.0, deadline - time.monotonic()))
 
 
 class ThreadsEngine:
@@ -68,9 +61,9 @@ class ThreadsEngine:
 
     name = "threads"
 
-    def run(self, session: Session) -> None:
-        size = session.options.concurrency
-        with ThreadPoolExecutor(size, thread_name_prefix="midair") as pool:
+    def run(self, run: Run) -> None:
+        session = Session(run)
+        with ThreadPoolExecutor(run.options.concurrency, thread_name_prefix="midair") as pool:
             driver = Driver(session, STDLIB, pool.submit)
             try:
                 driver.start()
@@ -85,9 +78,10 @@ class GreenEngine:
 
     name = "green"
 
-    def run(self, session: Session) -> None:
+    def run(self, run: Run) -> None:
         import gevent.pool
 
+        session = Session(run)
         group = gevent.pool.Group()
         driver = Driver(session, _green_runtime(), group.spawn)
         try:
@@ -101,10 +95,10 @@ class GreenEngine:
 
 
 def _green_runtime() -> Runtime:
-    import gevent.event
     import gevent.lock
+    import gevent.select
     import gevent.socket
     import gevent.ssl
 
-    return Runtime(gevent.socket.create_connection, gevent.ssl.SSLContext,
-                   gevent.lock.Semaphore, gevent.event.Event)
+    return Runtime(gevent.socket, gevent.ssl.SSLContext, gevent.lock.Semaphore,
+                   lambda: Waker(gevent.select.select))

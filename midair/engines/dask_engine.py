@@ -15,11 +15,13 @@ A worker that dies mid-shard is the scheduler's to handle: it runs the task
 again on another worker (up to ``distributed.scheduler.allowed-failures``
 times; ``retries`` covers a task that raised).  The re-run resumes from the
 part files and its repeated reports are dropped by the merge.  A shard that
-still cannot finish fails its remaining jobs, naming the shard.
+still cannot finish fails its remaining jobs, naming the shard.  A shard
+whose run had an internal error returns it (a re-run would only repeat the
+bug), and that fails the whole run.
 
-Ctrl-C (any exception here) sets a ``distributed.Event`` the shards poll;
-each asks its engine to ``stop()`` (the reactor has one; an engine without it
-finishes its shard), closes its part files and returns, and the error goes on.
+A stop request (Ctrl-C, SIGTERM, an error), seen within ``interval``, sets a
+``distributed.Event`` the shards poll; each stops its run, closes its part
+files and returns.
 
 Without ``scheduler`` a ``LocalCluster`` of ``workers`` processes is started
 and closed here; with an address, the engine only connects a ``Client``.
@@ -36,9 +38,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..core.actions import Report
-from ..core.jobs import Job, Options
-from ._session import Session
-from ._shards import Merger, Summary, plan_shards, run_shard, shard_engine
+from ..core.jobs import Options
+from ..run import Run
+from ._shards import (
+    Merger,
+    Shard,
+    ShardError,
+    Summary,
+    pack_jobs,
+    plan_shards,
+    run_shard,
+    shard_engine,
+    unpack_jobs,
+)
 
 _STOP_WAIT = 10.0  # seconds for stopped shards to flush their files and return
 
@@ -56,30 +68,35 @@ class DaskEngine:
         self.interval = interval
         self.retries = retries
 
-    def run(self, session: Session) -> None:
+    def run(self, run: Run) -> None:
         from distributed import Queue
 
-        try:
-            with self._client() as client:
-                shards = plan_shards(session.jobs, session.options,
-                                     self.shards or sum(client.nthreads().values()))
-                merger = Merger(session, shards)
-                queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
-                futures = {
-                    client.submit(_shard_task, [session.jobs[i] for i in shard.indexes],
-                                  shard.options, self.inner, queue.name, shard.number,
-                                  self.interval, pure=False, retries=self.retries,
-                                  key=f"{queue.name}-shard-{shard.number}"): shard.number
-                    for shard in shards}
-                try:
-                    _follow(futures, queue, merger, self.interval)
-                except BaseException:  # Ctrl-C above all: shards flush their files and end
-                    _stop(client, queue.name, list(futures))
-                    raise
-                finally:
-                    queue.close()
-        finally:
-            session.close()
+        with self._client() as client:
+            shards = plan_shards(run.jobs, run.options,
+                                 self.shards or sum(client.nthreads().values()))
+            merger = Merger(run, shards)
+            queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
+            run.commit()  # shards about to write files: from here a signal only stops
+            futures = self._submit(client, run, shards, queue.name)
+            try:
+                _follow(futures, queue, merger, self.interval)
+            finally:
+                if futures and (run.stopping or not all(f.done() for f in futures)):
+                    _stop(client, queue.name, list(futures))  # shards flush files and end
+                queue.close()
+
+    def _submit(self, client: Any, run: Run, shards: list[Shard], name: str) -> dict[Any, int]:
+        """One task per shard (until a stop): future -> shard number."""
+        futures = {}
+        for shard in shards:
+            packed = pack_jobs([run.jobs[i] for i in shard.indexes], lambda: run.stopping)
+            if packed is None:
+                break
+            future = client.submit(_shard_task, packed, shard.options, self.inner, name,
+                                   shard.number, self.interval, pure=False,
+                                   retries=self.retries, key=f"{name}-shard-{shard.number}")
+            futures[future] = shard.number
+        return futures
 
     @contextlib.contextmanager
     def _client(self) -> Iterator[Any]:
@@ -128,17 +145,30 @@ def _follow(futures: dict[Any, int], queue: Any, merger: Merger, interval: float
     from distributed import wait
 
     pending = dict(futures)
-    while pending:
+    while pending and not merger.run.stopping:
         with contextlib.suppress(TimeoutError):
             wait(list(pending), timeout=interval, return_when="FIRST_COMPLETED")
         _drain(queue, merger)  # before endings: what a finished shard sent before returning
         for future, number in [(f, n) for f, n in pending.items() if f.done()]:
             del pending[future]
             if future.status == "finished":
-                merger.reports(number, future.result())
+                endings, error = future.result()
+                merger.reports(number, endings)
+                if error is not None:
+                    merger.run.fail(ShardError(f"dask shard {number} crashed: {error}"))
                 merger.lost(number, f"dask shard {number} ended without finishing its jobs")
             else:
-                merger.lost(number, f"dask shard {number} failed: {_describe(future.exception())}")
+                _failed(merger, number, future.exception())
+
+
+def _failed(merger: Merger, number: int, error: BaseException) -> None:
+    """A lost worker fails the shard's jobs; any other exception of its task, the run."""
+    from distributed import KilledWorker
+
+    reason = f"dask shard {number} failed: {_describe(error)}"
+    if not isinstance(error, KilledWorker):
+        merger.run.fail(ShardError(reason))
+    merger.lost(number, reason)
 
 
 def _stop(client: Any, name: str, futures: list[Any]) -> None:
@@ -162,8 +192,10 @@ def _describe(error: BaseException) -> str:
 
 
 # --- on a dask worker ----------------------------------------------------------------
-def _shard_task(jobs: list[Job], options: Options, inner: str, queue_name: str, number: int,
-                interval: float) -> list[Report]:
+def _shard_task(packed: list[bytes], options: Options, inner: str, queue_name: str,
+                number: int, interval: float) -> tuple[list[Report], str | None]:
+    """The shard's endings, and its internal error if it had one: returned, not raised,
+    because dask re-runs a task that raised, and a bug would only happen again."""
     from distributed import Event, Queue
 
     queue = Queue(queue_name)
@@ -173,6 +205,11 @@ def _shard_task(jobs: list[Job], options: Options, inner: str, queue_name: str, 
         queue.put(pickle.dumps((number, summary)))
 
     try:
-        return run_shard(jobs, options, inner, send, interval, stopped=stop.is_set)
+        jobs = unpack_jobs(packed, stop.is_set)
+        if jobs is None:
+            return [], None
+        return run_shard(jobs, options, inner, send, interval, stopped=stop.is_set), None
+    except Exception as exc:
+        return [], f"{type(exc).__name__}: {exc}"
     finally:
         queue.close()

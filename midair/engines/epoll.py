@@ -9,6 +9,9 @@ The loop, in four steps, until the session is done:
    report what arrived;
 4. call the session's ``timer`` when its deadline has passed.
 
+A stop request writes to a self-pipe the selector watches, so ``select``
+returns at once and step 1 finds the session done.
+
 Each connection is CONNECTING (non-blocking ``connect_ex`` in flight),
 HANDSHAKING (TLS, want-read or want-write) or OPEN, and asks the selector for
 exactly the readiness its state needs.  Every session call returns actions,
@@ -26,14 +29,14 @@ import os
 import selectors
 import socket
 import ssl
-import time
 from collections import deque
 from enum import Enum
 from typing import Any
 
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
-from ._net import classify, tls_context
-from ._session import Session
+from ..run import Run
+from ..session import Session
+from ._common import LazyTls, Waker, classify
 
 __all__ = ["EpollEngine"]
 
@@ -64,7 +67,8 @@ class _Conn:
 class EpollEngine:
     name = "epoll"
 
-    def run(self, session: Session) -> None:
+    def run(self, run: Run) -> None:
+        session = Session(run)
         loop = _Loop(session)
         try:
             loop.run()
@@ -80,7 +84,10 @@ class _Loop:
         self.conns: dict[int, _Conn] = {}
         self.failed: deque[tuple[_Conn, ConnectionFailure]] = deque()
         self.view = memoryview(bytearray(READ_SIZE))  # one buffer: one thread reads
-        self.tls: ssl.SSLContext | None = None
+        self.tls = LazyTls(session.options)
+        self.waker = Waker()
+        self.selector.register(self.waker, READ, None)
+        session.run.on_stop(self.waker.set)
 
     def run(self) -> None:
         session = self.session
@@ -93,21 +100,18 @@ class _Loop:
                 return
             for key, mask in self.selector.select(self.timeout()):
                 conn = key.data
-                if self.conns.get(conn.id) is conn:  # not closed by an earlier one
+                if conn is not None and self.conns.get(conn.id) is conn:  # not closed meanwhile
                     self.ready(conn, mask)
-            deadline = session.next_deadline()
-            if deadline is not None and time.monotonic() >= deadline:
+            if session.due():
                 self.execute(session.timer())
 
     def timeout(self) -> float | None:
-        deadline = self.session.next_deadline()
         if self.failed:
             return 0.0
-        if deadline is None:
-            if not self.conns:  # nothing to wait for, yet not done: a core bug
-                raise RuntimeError("session is waiting for nothing")
-            return None
-        return max(0.0, deadline - time.monotonic())
+        timeout = self.session.timeout()
+        if timeout is None and not self.conns:  # nothing to wait for, yet not done: a core bug
+            raise RuntimeError("session is waiting for nothing")
+        return timeout
 
     # --- actions ----------------------------------------------------------------------
     def execute(self, actions: list[NetAction]) -> None:
@@ -181,6 +185,7 @@ class _Loop:
         for conn in list(self.conns.values()):
             self.drop(conn)
         self.selector.close()
+        self.waker.close()
 
     # --- readiness, by state ----------------------------------------------------------
     def ready(self, conn: _Conn, mask: int) -> None:
@@ -209,7 +214,7 @@ class _Loop:
             self.opened(conn)
             return
         self.unregister(conn)
-        conn.sock = self.tls_context().wrap_socket(
+        conn.sock = self.tls.get().wrap_socket(
             conn.sock, server_hostname=conn.host, do_handshake_on_connect=False)
         conn.state = State.HANDSHAKING
         self.selector.register(conn.sock, WRITE, conn)
@@ -263,8 +268,3 @@ class _Loop:
         if conn.want != events and conn.sock is not None:
             conn.want = events
             self.selector.modify(conn.sock, events, conn)
-
-    def tls_context(self) -> ssl.SSLContext:
-        if self.tls is None:  # made on first use: an http batch may redirect to https
-            self.tls = tls_context(self.session.options)
-        return self.tls

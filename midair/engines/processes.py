@@ -2,18 +2,19 @@
 
 Shared-nothing, the way Seastar and GHC's multicore I/O manager scale: the
 batch is cut into shards by origin (see ``_shards``), and each shard runs in
-its own process with its own ``Session`` and event-driven engine (``reactor``
+its own process with its own ``Run`` and event-driven engine (``reactor``
 by default; ``asyncio`` if the one asked for cannot load).  Nothing is shared
 but the download directory.  Each child sends ``Summary`` records home over a
-pipe; this process folds them into the caller's session, so displays and
+pipe; this process folds them into the caller's run, so displays and
 results look the same as with a single-loop engine.
 
-Endings: a child that finishes sends ``done``; one that crashes sends why; one
+Endings: a child that finishes sends ``done``; one whose run failed with an
+internal error sends why, and that fails the whole run (``ShardError``); one
 that dies without a word (killed, out of memory) is seen as the end of its
 pipe.  In every case each job of its shard with no ending yet is failed, with a
 message naming the worker, so ``run`` always returns with one result per job.
-Ctrl-C here stops every child (they catch SIGTERM like SIGINT and close their
-part files, so a re-run resumes) and is raised again.
+A stop request here (Ctrl-C, SIGTERM, an error) sends every child SIGTERM,
+which stops its run the same way: part files are closed, so a re-run resumes.
 
 Children start with ``spawn`` (or ``forkserver``): a fork of a process with
 threads and an event loop is not safe.  As with any ``spawn`` user, a script
@@ -22,18 +23,29 @@ that calls midair at import time needs an ``if __name__ == "__main__":`` guard.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
 import sys
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from types import FrameType
 from typing import Any
 
 from ..core.jobs import Job, Options
-from ._session import Session
-from ._shards import Merger, Shard, Summary, plan_shards, run_shard, shard_engine
+from ..run import Run, Terminated
+from ._common import Waker
+from ._shards import (
+    Merger,
+    Shard,
+    ShardError,
+    Summary,
+    pack_jobs,
+    plan_shards,
+    run_shard,
+    shard_engine,
+    unpack_jobs,
+)
 
 _JOIN_TIMEOUT = 10.0
 
@@ -51,46 +63,60 @@ class ProcessesEngine:
         self.context = multiprocessing.get_context(start_method)
         self.interval = interval
 
-    def run(self, session: Session) -> None:
-        shards = plan_shards(session.jobs, session.options, self.workers)
-        merger = Merger(session, shards)
-        children = _Children(self.context, shards)
+    def run(self, run: Run) -> None:
+        shards = plan_shards(run.jobs, run.options, self.workers)
+        children = _Children(self.context, shards, run)
+        run.commit()  # children about to write files: from here a signal only stops
         try:
-            children.start(session.jobs, self.inner, self.interval)
-            children.wait(merger)
-        except BaseException:  # Ctrl-C above all: stop every child, then let it through
+            children.start(run.jobs, self.inner, self.interval)
+            children.wait(Merger(run, shards))
+        except BaseException:  # a bug here: stop every child, then let it through
             children.terminate()
             raise
         finally:
             children.reap()
-            session.close()
 
 
 class _Children:
     """The worker processes and the parent's ends of their pipes."""
 
-    def __init__(self, context: Any, shards: list[Shard]) -> None:
+    def __init__(self, context: Any, shards: list[Shard], run: Run) -> None:
         self.context = context
         self.shards = shards
+        self.run = run
+        self.waker = Waker()  # a stop request interrupts the wait below
+        run.on_stop(self.waker.set)
         self.processes: dict[int, BaseProcess] = {}
         self.pipes: dict[Connection, int] = {}  # reader -> shard number
         self.ends: dict[int, str] = {}  # shard number -> how it ended, once known
 
     def start(self, jobs: list[Job], inner: str, interval: float) -> None:
         for shard in self.shards:
+            packed = pack_jobs([jobs[i] for i in shard.indexes], lambda: self.run.stopping)
+            if packed is None:  # stopped meanwhile: no more children
+                return
             reader, writer = self.context.Pipe(duplex=False)
             process = self.context.Process(
                 target=_child, name=f"midair-shard-{shard.number}", daemon=False,
-                args=([jobs[i] for i in shard.indexes], shard.options, inner, interval, writer))
+                args=(packed, shard.options, inner, interval, writer))
             process.start()
             writer.close()  # the child holds the only writer: its death ends the pipe
             self.processes[shard.number] = process
             self.pipes[reader] = shard.number
 
     def wait(self, merger: Merger) -> None:
+        """Until every pipe ended; on a stop, SIGTERM the children and give them a while."""
+        watched: list[Any] = [self.waker]
         while self.pipes:
-            for reader in wait(list(self.pipes)):
-                self.receive(reader, merger)  # type: ignore[arg-type]
+            if self.run.stopping and watched:
+                watched = []
+                self.terminate()
+            ready = wait([*self.pipes, *watched], None if watched else _JOIN_TIMEOUT)
+            if not ready:
+                return  # stopped children that did not end: ``reap`` kills them
+            for reader in ready:
+                if reader in self.pipes:  # not the waker
+                    self.receive(reader, merger)
 
     def receive(self, reader: Connection, merger: Merger) -> None:
         number = self.pipes[reader]
@@ -105,7 +131,10 @@ class _Children:
         reader.close()
         if kind == "eof":
             body = self.death(number)
-        merger.lost(number, f"worker {number} {body}")
+        elif kind == "crashed":
+            self.run.fail(ShardError(f"worker {number} {body}"))
+        if not self.run.stopping:  # a stopped run ends without a result for every job
+            merger.lost(number, f"worker {number} {body}")
 
     def death(self, number: int) -> str:
         process = self.processes[number]
@@ -128,12 +157,14 @@ class _Children:
                 process.join()
         for reader in self.pipes:
             reader.close()
+        self.waker.close()
 
 
 # --- in the child --------------------------------------------------------------------
-def _child(jobs: list[Job], options: Options, inner: str, interval: float,
+def _child(packed: list[bytes], options: Options, inner: str, interval: float,
            writer: Connection) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
+    """One shard; SIGINT and SIGTERM stop its run (``run_shard``), which flushes its files."""
+    jobs = unpack_jobs(packed, lambda: False) or []  # a SIGTERM meanwhile ends the process
 
     def send(summary: Summary) -> None:
         writer.send(("summary", summary))
@@ -143,14 +174,9 @@ def _child(jobs: list[Job], options: Options, inner: str, interval: float,
         writer.send(("done", "ended without finishing its jobs"))
     except KeyboardInterrupt:
         sys.exit(130)
+    except Terminated:
+        sys.exit(143)
     except Exception as exc:
         writer.send(("crashed", f"crashed: {type(exc).__name__}: {exc}"))
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM takes the engine's own Ctrl-C path (asyncio.Runner's handler cancels the
-    main task), so part files are flushed and closed; plain KeyboardInterrupt otherwise."""
-    handler = signal.getsignal(signal.SIGINT)
-    if not callable(handler):  # SIGINT ignored, as in a background job
-        handler = signal.default_int_handler
-    handler(signal.SIGINT, frame)
+    finally:
+        gc.freeze()  # the process ends next: skip a last full collection over every job

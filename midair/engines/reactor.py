@@ -8,11 +8,11 @@ back, on the spot: no coroutine, no task and no buffer between the socket and
 the core.  Only opening a connection is awaited — ``create_connection`` is a
 coroutine — in a small task whose one job is to connect.
 
-One ``call_later`` handle wakes the core for retries and stall sweeps; it is
-re-armed only when the core's next deadline moves, not after every chunk.
-With the ``uvloop`` extra, ``loop="uvloop"`` runs the same protocols on libuv.
-``stop()`` ends a run from another thread the way Ctrl-C does (the sharding
-engines use it).
+One ``call_later`` handle (an ``Alarm``) wakes the core for retries and stall
+sweeps; it is re-armed only when the core's next deadline moves, not after
+every chunk.  With the ``uvloop`` extra, ``loop="uvloop"`` runs the same
+protocols on libuv.  A stop request resolves the future ``run_async`` awaits,
+from any thread; an exception in a callback or the connect task fails the run.
 
 A ``BufferedProtocol`` reading into one preallocated buffer was measured (8 x
 100 MB over loopback): no CPU difference beyond noise, so the plain
@@ -22,13 +22,13 @@ A ``BufferedProtocol`` reading into one preallocated buffer was measured (8 x
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 from collections.abc import Callable
 
 from ..core.actions import Close, Connect, NetAction, Send
-from ._net import check_loop, classify, run_on_loop, tls_context
-from ._session import Session
+from ..run import Run
+from ..session import Session
+from ._aio import check_loop, finished_on_stop, guarded, run_on_loop
+from ._common import Alarm, LazyTls, classify
 
 
 class ReactorEngine:
@@ -36,32 +36,19 @@ class ReactorEngine:
 
     def __init__(self, loop: str = "asyncio") -> None:
         self.loop = check_loop(loop)
-        self._running: tuple[asyncio.AbstractEventLoop, asyncio.Task[object]] | None = None
 
-    def run(self, session: Session) -> None:
-        run_on_loop(self.loop, self.run_async(session))
+    def run(self, run: Run) -> None:
+        run_on_loop(self.loop, self.run_async(run))
 
-    async def run_async(self, session: Session) -> None:
+    async def run_async(self, run: Run) -> None:
+        session = Session(run)
         reactor = _Reactor(session, asyncio.get_running_loop())
-        task = asyncio.current_task()
-        if task is not None:
-            self._running = (reactor.loop, task)
         try:
-            reactor.execute(session.start())
+            reactor.call(session.start)
             await reactor.finished
         finally:
-            self._running = None
             reactor.abort()
             session.close()
-
-    def stop(self) -> None:
-        """From any thread: end a running ``run`` early, as Ctrl-C would (it raises
-        ``CancelledError``; part files are flushed).  A no-op when nothing runs."""
-        running = self._running
-        if running is not None:
-            loop, task = running
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(task.cancel)
 
 
 class _Conn(asyncio.Protocol):
@@ -95,22 +82,19 @@ class _Reactor:
     def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
         self.session = session
         self.loop = loop
-        self.tls: ssl.SSLContext | None = None  # made on first use: http may redirect to https
+        self.tls = LazyTls(session.options)
         self.protocols: dict[int, _Conn] = {}  # connections the core still wants
         self.connecting: dict[int, asyncio.Task[None]] = {}
-        self.finished: asyncio.Future[None] = loop.create_future()
-        self.timer: asyncio.TimerHandle | None = None
-        self.armed: float | None = None  # the deadline ``timer`` is set for
+        self.finished = finished_on_stop(session.run)
+        self.alarm = Alarm(loop, session, lambda: self.call(session.timer))
 
     # --- session calls: every one ends by re-arming the timer -------------------------
     def call(self, event: Callable[..., list[NetAction]], *args: object) -> None:
+        """Report to the session from a callback; a bug in carrying out fails the run."""
         try:
-            actions = event(*args)
-        except Exception as exc:  # a bug in the core or store: stop, don't retry it
-            if not self.finished.done():
-                self.finished.set_exception(exc)
-            return
-        self.execute(actions)
+            self.execute(event(*args))
+        except Exception as exc:
+            self.session.run.fail(exc)
 
     def execute(self, actions: list[NetAction]) -> None:
         for action in actions:
@@ -126,38 +110,21 @@ class _Reactor:
         self.rearm()
 
     def rearm(self) -> None:
-        session = self.session
-        if session.done:
-            if not self.finished.done():
-                self.finished.set_result(None)
-            return
-        deadline = session.next_deadline()
-        if deadline == self.armed and (deadline is None or self.timer is not None):
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.armed = deadline
-        if deadline is not None:
-            delay = max(0.0, deadline - session.clock())
-            self.timer = self.loop.call_later(delay, self.on_timer)
-
-    def on_timer(self) -> None:
-        self.timer = self.armed = None
-        self.call(self.session.timer)
+        if not self.session.done:
+            self.alarm.update()
+        elif not self.finished.done():
+            self.finished.set_result(None)
 
     # --- connections -----------------------------------------------------------------
     def connect(self, action: Connect) -> None:
         protocol = _Conn(self, action.conn)
         self.protocols[action.conn] = protocol
-        task = self.loop.create_task(self.open(action, protocol))
+        task = self.loop.create_task(guarded(self.session.run, self.open(action, protocol)))
         self.connecting[action.conn] = task
 
     async def open(self, action: Connect, protocol: _Conn) -> None:
         try:
-            if action.tls and self.tls is None:
-                self.tls = tls_context(self.session.options)
-            tls = self.tls if action.tls else None
+            tls = self.tls.get() if action.tls else None
             await self.loop.create_connection(
                 lambda: protocol, action.host, action.port,
                 ssl=tls, server_hostname=action.host if tls else None)
@@ -191,8 +158,7 @@ class _Reactor:
             task.cancel()
 
     def abort(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        self.alarm.cancel()
         for task in list(self.connecting.values()):
             task.cancel()
         for protocol in list(self.protocols.values()):

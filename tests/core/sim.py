@@ -5,9 +5,9 @@
   script of faults (``Step``: another status, a cut after N bytes followed by a
   reset, EOF or stall, a new version of the file, pieces of any size).
 - ``Sim`` is the driver loop an engine would be.  It drives the engines' own
-  glue (``engines._session.Session``, which carries out the store actions)
+  glue (``midair.session.Session``, which carries out the store actions)
   with a seeded ``Batch``, a real ``DiskStore`` or the in-memory
-  ``MemoryStore``, and a virtual clock; it delivers server bytes in time order
+  ``MemoryStore``, and a virtual clock, all injected; it delivers server bytes in time order
   and jumps the clock to the next delivery or to ``next_deadline()``.
 
 After every call the driver checks the connection limits (global and per
@@ -48,7 +48,8 @@ from midair.core.batch import Batch
 from midair.core.errors import DownloadError, IntegrityError
 from midair.core.jobs import Job, Options
 from midair.core.urls import parse_url
-from midair.engines._session import Session
+from midair.run import Run
+from midair.session import Session
 from midair.store import Store
 
 Origin = tuple[str, str, int]
@@ -386,10 +387,10 @@ class Sim:
         self.now = 0.0
         self.store: AnyStore = store if store is not None else MemoryStore()
         # The engines' own glue, with a seeded batch, the chosen store and the virtual clock.
-        self.session = Session(self.jobs, options, listener=self._report, clock=lambda: self.now,
-                               background_publish=False)
-        self.batch = self.session.batch = Batch(self.jobs, options, seed=seed)
-        self.session.store = LoggingStore(self.store, self)  # type: ignore[assignment]
+        self.run_state = Run(self.jobs, options, listener=self._report)
+        self.batch = Batch(self.jobs, options, seed=seed)
+        self.session = Session(self.run_state, batch=self.batch, clock=lambda: self.now,
+                               store=LoggingStore(self.store, self))  # type: ignore[arg-type]
         self.connect_delay = connect_delay
         self.max_steps = max_steps
         self.keep_log = log
@@ -425,7 +426,7 @@ class Sim:
                 self._call(self.session.timer)
         assert not any(c.alive for c in self._conns.values()), "connections left open"
         assert len(self.finished) + len(self.failed) == len(self.jobs)
-        results = self.session.results
+        results = self.run_state.results
         assert (len(results.successes), len(results.failures)) == (
             len(self.finished), len(self.failed))
         self.session.close()
@@ -449,7 +450,10 @@ class Sim:
             assert not c.alive, f"the batch kept connection {conn} after it closed"
 
     def _call(self, method: Callable[..., list[NetAction]], *args: object) -> None:
-        for action in method(*args):
+        actions = method(*args)
+        if self.run_state.error is not None:  # the session keeps it from engines; not from tests
+            raise self.run_state.error
+        for action in actions:
             if self.keep_log:
                 self.log.append((self.now, action))
             if isinstance(action, Connect):

@@ -1,0 +1,147 @@
+"""What engines share at the I/O boundary: waking, timers, TLS set-up, error classification.
+
+No asyncio here (``_aio`` has the event-loop parts): importing a blocking or
+``epoll`` engine must stay quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..core.actions import ConnectionFailure
+from ..core.jobs import Options
+from ..session import Session
+
+
+class Waker:
+    """An event on a self-pipe: ``set()`` is safe from any thread and from a signal handler.
+
+    Same ``set``/``clear``/``wait`` as ``threading.Event``, whose ``set`` takes a
+    lock the interrupted main thread may hold; a selector may also watch ``fileno()``.
+    A stop request sets it, so whatever the engine waits in returns at once.
+    """
+
+    def __init__(self, select_fn: Callable[..., Any] = select.select) -> None:
+        self._select = select_fn  # gevent's, for the green engine: waiting must not block the hub
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._read
+
+    def set(self) -> None:
+        if self.closed:  # its descriptor numbers may belong to another file by now
+            return
+        with contextlib.suppress(OSError):  # full: set already
+            os.write(self._write, b"!")
+
+    def clear(self) -> None:
+        with contextlib.suppress(OSError):
+            while os.read(self._read, 4096):
+                pass
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._select([self._read], [], [], timeout)
+
+    def close(self) -> None:
+        self.closed = True
+        os.close(self._read)
+        os.close(self._write)
+
+
+class Alarm:
+    """One loop timer for the session's deadline, re-armed only when the deadline moves.
+
+    Works with any loop that has ``call_later`` (asyncio, uvloop); aioquic arms
+    its timer the same way, so a busy connection does not churn timer handles.
+    """
+
+    def __init__(self, loop: Any, session: Session, fire: Callable[[], None]) -> None:
+        self.loop, self.session, self.fire = loop, session, fire
+        self.handle: Any = None
+        self.armed: float | None = None  # the deadline ``handle`` is set for
+
+    def update(self) -> None:
+        deadline = self.session.next_deadline()
+        if deadline == self.armed and (deadline is None or self.handle is not None):
+            return
+        self.cancel()
+        self.armed = deadline
+        if deadline is not None:
+            self.handle = self.loop.call_later(self.session.timeout(), self._ring)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle = self.armed = None
+
+    def _ring(self) -> None:
+        self.handle = self.armed = None
+        try:
+            self.fire()
+        except Exception as exc:  # the loop would only log it, and the run would hang
+            self.session.run.fail(exc)
+
+
+class LazyTls:
+    """The run's TLS context, made on first use: an http batch may redirect to https.
+
+    ``context_class`` lets the green engine get gevent's cooperative context
+    with exactly the same settings.
+    """
+
+    def __init__(self, options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
+                 ) -> None:
+        self.options, self.context_class = options, context_class
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()  # threads may ask at once; making it does no I/O
+
+    def get(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = tls_context(self.options, self.context_class)
+            return self._context
+
+
+def tls_context(options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
+                ) -> ssl.SSLContext:
+    """Verification on (system trust store) unless --insecure; --ca-certificate adds a CA."""
+    context = context_class(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
+    context.load_default_certs()
+    if options.ca_certificate:
+        context.load_verify_locations(cafile=options.ca_certificate)
+    if options.insecure:  # the CLI warns the user; a library caller asked for it
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def classify(exc: BaseException) -> ConnectionFailure:
+    """Turn whatever the socket layer raised into the core's one failure record."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConnectionFailure(f"TLS certificate rejected: {exc.verify_message}",
+                                 retryable=False, tls=True)
+    if isinstance(exc, ssl.SSLError):
+        return ConnectionFailure(f"TLS error: {exc.reason or exc}", tls=True)
+    if isinstance(exc, socket.gaierror):
+        transient = exc.errno == socket.EAI_AGAIN
+        return ConnectionFailure(f"cannot resolve host: {exc.strerror}", retryable=transient)
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectionFailure("connection refused")
+    if isinstance(exc, ConnectionResetError):
+        return ConnectionFailure("connection reset by peer")
+    if isinstance(exc, TimeoutError):
+        return ConnectionFailure("connection timed out")
+    if isinstance(exc, OSError):
+        return ConnectionFailure(exc.strerror or str(exc) or type(exc).__name__)
+    return ConnectionFailure(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,144 @@
+"""What one run is, apart from whoever drives it: jobs, options, reports, and how it ends.
+
+A ``Run`` is shared by the surface that starts it, the engine that drives it
+and (for the sharding engines) the merge of what shards report.  It holds the
+two ways a run ends early, both safe to request from any thread or from a
+signal handler:
+
+- ``request_stop(reason)``: SIGINT, SIGTERM, a listener that broke, or a
+  caller's own stop.  Engines register a waker with ``on_stop`` so a stop
+  interrupts whatever they wait in, at once.
+- ``fail(exc)``: an internal error (core, store, engine).  The first one is
+  kept and re-raised by ``raise_outcome`` once the engine has flushed its
+  files, so a bug is never reported as success.
+
+Nothing here raises into the core: a listener that raises (``BrokenPipeError``
+from a closed stdout included) becomes a stop with that error recorded.
+
+Signals (``stop_on_signals``): until the engine first acts on the batch
+(``commit``), nothing has touched the network or the disk, so a signal still
+raises at once — building a 300,000-job batch takes seconds, and its
+half-built state is thrown away.  From ``commit`` on, a signal only requests a
+stop, so no exception ever lands in the middle of a Batch transition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
+
+from .core.actions import Action
+from .core.jobs import Job, Options
+from .core.progress import Tracker
+from .core.results import Results
+
+Listener = Callable[[Action], None]
+SIGINT, SIGTERM, ERROR, LISTENER, REQUESTED = "SIGINT", "SIGTERM", "error", "listener", "requested"
+_SIGNAL_REASONS = {signal.SIGINT: SIGINT, signal.SIGTERM: SIGTERM}
+
+
+class Terminated(BaseException):
+    """A run (or the CLI) ended by SIGTERM; cleanup runs as for Ctrl-C."""
+
+
+_STOP_EXCEPTIONS: dict[str, type[BaseException]] = {SIGINT: KeyboardInterrupt,
+                                                    SIGTERM: Terminated}
+
+
+class Run:
+    """One batch's jobs, options, listener and results, and its stop and failure state."""
+
+    def __init__(self, jobs: Iterable[Job], options: Options, *,
+                 listener: Listener | None = None) -> None:
+        self.jobs = list(jobs)
+        self.options = options
+        self.tracker = Tracker(jobs=len(self.jobs))
+        self._listener = listener
+        # Appends are atomic, so a signal handler may add to these while a thread reads them.
+        self._reasons: list[str] = []
+        self._errors: list[BaseException] = []
+        self._wakers: list[Callable[[], None]] = []
+        self.committed = False  # the engine has begun acting on the batch: signals only stop
+
+    @property
+    def results(self) -> Results:
+        return self.tracker.results
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self._reasons)
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._reasons[0] if self._reasons else None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._errors[0] if self._errors else None
+
+    def commit(self) -> None:
+        """From now on the batch has state worth flushing: a signal must not raise."""
+        self.committed = True
+
+    # --- ending early --------------------------------------------------------------------
+    def request_stop(self, reason: str = REQUESTED) -> None:
+        """Ask the engine to end now (flushing part files); the first reason is kept."""
+        self._reasons.append(reason)
+        for wake in list(self._wakers):
+            wake()
+
+    def fail(self, exc: BaseException, reason: str = ERROR) -> None:
+        """Record an internal error (the first is kept) and stop."""
+        self._errors.append(exc)
+        self.request_stop(reason)
+
+    def on_stop(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` (thread- and signal-safe, quick) when a stop is requested."""
+        self._wakers.append(wake)
+        if self.stopping:
+            wake()
+
+    def raise_outcome(self) -> None:
+        """After the engine returned: raise what ended the run early, if anything did."""
+        if self.error is not None:
+            raise self.error
+        stop = _STOP_EXCEPTIONS.get(self.stop_reason or "")
+        if stop is not None:
+            raise stop
+
+    # --- reports -------------------------------------------------------------------------
+    def report(self, action: Action) -> None:
+        """Count ``action`` and tell the listener; a listener's exception stops the run."""
+        self.tracker.observe(action)
+        if self._listener is not None:
+            try:
+                self._listener(action)
+            except BaseException as exc:
+                self.fail(exc, LISTENER)
+
+
+@contextlib.contextmanager
+def stop_on_signals(run: Run) -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM only request a stop; previous handlers back after.
+
+    Signal handlers can only be set in the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: FrameType | None) -> None:
+        reason = _SIGNAL_REASONS[signal.Signals(signum)]
+        if not run.committed:  # nothing to flush or undo yet: end at once
+            raise _STOP_EXCEPTIONS[reason]
+        run.request_stop(reason)
+
+    previous = {signum: signal.signal(signum, request) for signum in _SIGNAL_REASONS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,210 @@
+"""The one object every single-loop engine drives: one Batch and one Store for a Run.
+
+The contract: carry out ``Connect``/``Send``/``Close`` in order; report
+``connected``, ``received``, ``closed`` (EOF or a classified failure) and call
+``timer`` when ``due()``; report nothing for a connection after its ``Close``;
+end promptly once ``done`` and call ``close()`` on every exit path.  A
+``Send`` only ever answers an event on its own connection (its connect, or the
+end of the previous response), so a thread-per-connection engine may send
+from the connection's own thread.
+
+An engine's whole job is to turn ``Connect``/``Send``/``Close`` into socket
+operations and to feed back what the sockets did.  Everything else — the file
+actions, the store's answers, progress, results — is settled here, in the
+same call, so no engine can get it subtly different.  So is failure: every
+entry point is ``_guarded``, so an exception from the core, the store or a
+listener records an internal error on the run and stops it; no engine sees it.
+
+Publishing a finished file (verify, fsync, rename) runs on the store's
+publisher thread, because an fsync can take a millisecond and ten thousand of
+them must not stall the I/O loop.  While publications are pending,
+``next_deadline`` asks for a short poll, and ``timer`` hands their outcomes to
+the core — so engines need not know.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .core.actions import (
+    Action,
+    Checkpoint,
+    Close,
+    Connect,
+    ConnectionFailure,
+    Discard,
+    Failed,
+    Finished,
+    NetAction,
+    Open,
+    Prepare,
+    Publish,
+    Retrying,
+    Send,
+    Started,
+    Write,
+)
+from .core.batch import Batch
+from .core.errors import DestinationError, DownloadError
+from .core.jobs import Options
+from .run import Run
+from .store import Store
+
+PUBLISH_POLL = 0.005  # seconds between looks for finished publications
+_Event = TypeVar("_Event", bound=Callable[..., list[NetAction]])
+_Step = Callable[[Any], list[Action] | None]  # carries out one action; may answer with more
+
+
+def _guarded(event: _Event) -> _Event:
+    """The one place an engine's call into the session can fail: record it, stop, act on nothing."""
+    @functools.wraps(event)
+    def guarded(self: Session, *args: Any) -> list[NetAction]:
+        if self.done:
+            return []
+        try:
+            return event(self, *args)
+        except Exception as exc:  # a bug in the core, the store or an engine's glue
+            self.run.fail(exc)
+            return []
+    return guarded  # type: ignore[return-value]
+
+
+class Session:
+    """Drive one batch.  Not thread-safe: a threaded engine holds a lock around calls."""
+
+    def __init__(self, run: Run, *, batch: Batch | None = None, store: Store | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.run = run
+        self.options: Options = run.options
+        self.batch = batch if batch is not None else Batch(run.jobs, run.options)
+        self.store = store if store is not None else Store(sockets=run.options.concurrency,
+                                                            fsync=run.options.fsync)
+        self.clock = clock
+        self._poll_at: float | None = None  # when to look for finished publications
+        self._net: list[NetAction] = []  # what the current call hands the engine
+        self._broken: set[int] = set()  # downloads whose file failed in the current call
+        self._handlers = self._dispatch_table()
+
+    def limit_connections(self, limit: int) -> None:
+        """For engines that keep fewer connections in the air than ``concurrency``."""
+        self.batch.limit_connections(limit)
+
+    # --- the events an engine reports ----------------------------------------------
+    @_guarded
+    def start(self) -> list[NetAction]:
+        actions = self.batch.start(self.clock())
+        self.run.commit()  # from here on the store acts: signals only request a stop
+        return self._carry_out(actions)
+
+    @_guarded
+    def connected(self, conn: int) -> list[NetAction]:
+        return self._carry_out(self.batch.connected(conn, self.clock()))
+
+    @_guarded
+    def received(self, conn: int, data: bytes) -> list[NetAction]:
+        return self._carry_out(self.batch.received(conn, data, self.clock()))
+
+    @_guarded
+    def closed(self, conn: int, failure: ConnectionFailure | None = None) -> list[NetAction]:
+        return self._carry_out(self.batch.closed(conn, self.clock(), failure))
+
+    @_guarded
+    def timer(self) -> list[NetAction]:
+        now = self.clock()
+        actions: list[Action] = []
+        for ident, error in self.store.collect():
+            actions += self.batch.published(ident, now, error)
+        self._poll_at = now + PUBLISH_POLL if self.store.pending else None
+        return self._carry_out(actions + self.batch.timer(now))
+
+    # --- time, on the session's clock ------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """On the session's clock (``time.monotonic`` unless a test passes another)."""
+        deadline = self.batch.next_deadline()
+        if self._poll_at is not None:  # a fixed instant: engines compare it with the clock
+            return self._poll_at if deadline is None else min(deadline, self._poll_at)
+        return deadline
+
+    def timeout(self) -> float | None:
+        """Seconds until ``timer`` is due (0 when it is), or None when nothing is timed."""
+        deadline = self.next_deadline()
+        return None if deadline is None else max(0.0, deadline - self.clock())
+
+    def due(self) -> bool:
+        return self.timeout() == 0.0
+
+    # --- the end -----------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """Finished, or stopping: either way the engine ends now."""
+        return self.run.stopping or self.batch.done
+
+    def close(self) -> None:
+        """Finish publications, flush and close part files; call on every exit path."""
+        try:
+            self.store.close()
+        except Exception as exc:  # a file that cannot be flushed is not a success
+            self.run.fail(exc)
+
+    # --- carrying out the core's actions ---------------------------------------------
+    def _carry_out(self, actions: list[Action]) -> list[NetAction]:
+        net: list[NetAction] = []
+        self._net, self._broken = net, set()
+        queue, handlers, run = deque(actions), self._handlers, self.run
+        while queue:
+            if run.stopping:  # e.g. SIGTERM while start() prepares 300,000 files
+                return []
+            action = queue.popleft()
+            more = handlers[type(action)](action)
+            if more:
+                queue.extend(more)
+        return net
+
+    def _dispatch_table(self) -> dict[type, _Step]:
+        net = self._net_action
+        file_steps: dict[type, _Step] = {
+            Write: self.store.write, Open: self.store.open, Checkpoint: self.store.checkpoint,
+            Discard: self.store.discard, Prepare: self._prepare, Publish: self._publish}
+        table: dict[type, _Step] = {
+            Connect: net, Send: net, Close: net,
+            Started: self.run.report, Retrying: self.run.report,
+            Finished: self.run.report, Failed: self.run.report}
+        table.update({kind: self._file_step(step) for kind, step in file_steps.items()})
+        return table
+
+    def _net_action(self, action: NetAction) -> None:
+        self._net.append(action)
+
+    def _file_step(self, step: _Step) -> _Step:
+        """Count the action, skip it after a file error of its download, turn errors into
+        the core's ``published(..., error)`` so only cleaning up is left for that download."""
+        observe = self.run.tracker.observe
+
+        def carry_out(action: Any) -> list[Action] | None:
+            observe(action)
+            if action.download in self._broken and type(action) is not Discard:
+                return None
+            try:
+                return step(action)
+            except DownloadError as error:
+                self._broken.add(action.download)
+                return self.batch.published(action.download, self.clock(), error)
+        return carry_out
+
+    def _prepare(self, action: Prepare) -> list[Action]:
+        try:
+            disk = self.store.prepare(action)
+        except OSError as exc:
+            raise DestinationError(action.url, f"cannot read {action.path}: {exc}") from exc
+        return self.batch.prepared(action.download, disk, self.clock())
+
+    def _publish(self, action: Publish) -> list[Action] | None:
+        if not self.store.submit(action):  # published already: no thread, or a simulation
+            return self.batch.published(action.download, self.clock())
+        if self._poll_at is None:
+            self._poll_at = self.clock() + PUBLISH_POLL
+        return None

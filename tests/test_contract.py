@@ -1,0 +1,209 @@
+"""The engine contract that signals and exceptions cannot break, once per engine.
+
+In process: a core that raises once (in ``connected``, ``received`` or
+``timer``), a store that raises and a listener that raises each end the run
+with that error — raised to the caller, never a success.  The faults come from
+``tests/faults/sitecustomize.py``, patched here and, through the environment,
+in every worker process the sharding engines start.
+
+As a subprocess (``python -m midair get``): SIGTERM and SIGINT mid-transfer
+exit 143/130 within a second, keep the part files, and a re-run completes the
+files byte-exact; a signal while a 300,000-line list loads, or while the run
+starts up, exits within a second too; a closed stdout ends a ``--json`` run
+promptly with a non-zero status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from midair.api import Downloader
+from midair.core.actions import Action, Started
+from midair.serve import ServerThread, expected_bytes
+
+FAULTS = Path(__file__).parent / "faults"
+sys.path.insert(0, str(FAULTS))
+import sitecustomize as faults  # noqa: E402  (tests/faults, not an installed module)
+
+SHARDING = ("processes", "dask")
+SIGNAL_EXIT = {signal.SIGTERM: 143, signal.SIGINT: 130}
+STOP_WITHIN = 1.0  # seconds from a signal to the process's exit
+SIZE, RATE = 600_000, 150_000  # 4 s a file: a run that ignored a stop would show it
+
+
+def engine_options(engine: str) -> dict[str, Any]:
+    return {"workers": 2} if engine in SHARDING else {}
+
+
+def gen(server: ServerThread, host: int, name: str, size: int, engine: str,
+        rate: int = RATE) -> str:
+    return server.url(host, f"/gen/{name}?size={size}&rate={rate}&t={engine}-{os.getpid()}")
+
+
+def slow_urls(server: ServerThread, engine: str, tag: str) -> list[str]:
+    """One small quick file first (its publication wakes the timer), then slow ones."""
+    quick = gen(server, 0, f"{tag}-quick.bin", 1000, engine, rate=0)
+    return [quick] + [gen(server, h, f"{tag}-{h}.bin", SIZE, engine) for h in range(3)]
+
+
+# --- in process: every internal error reaches the caller ---------------------------------
+@pytest.fixture
+def inject(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """``inject(kind)``: patch here and in every child process started from now on."""
+    def install(kind: str) -> None:
+        marker = str(tmp_path / f"fault-{kind}")
+        cls, name = faults.target(kind)
+        monkeypatch.setattr(cls, name, faults.faulty(kind, marker))
+        monkeypatch.setenv(faults.ENV, f"{kind}:{marker}")
+        path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH")) if p)
+        monkeypatch.setenv("PYTHONPATH", path)
+    yield install
+
+
+def downloader(tmp_path: Path, engine: str, urls: list[str], **kwargs: Any) -> Downloader:
+    dl = Downloader(str(tmp_path / "out"), engine=engine,
+                    engine_options=engine_options(engine), max_retry_wait=1, **kwargs)
+    for url in urls:
+        dl.enqueue(url)
+    return dl
+
+
+@pytest.mark.parametrize("kind", ["connected", "received", "timer", "store"])
+def test_an_internal_error_ends_the_run_with_that_error(server, engine, tmp_path, inject,
+                                                        kind):
+    dl = downloader(tmp_path, engine, slow_urls(server, engine, kind))
+    inject(kind)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=faults.MESSAGE.format(kind=kind)):
+        dl.run()
+    assert time.monotonic() - started < 3 * SIZE / RATE  # far sooner than the slow files
+
+
+@pytest.mark.parametrize("error", [ValueError("the listener broke"), BrokenPipeError()],
+                         ids=["ValueError", "BrokenPipeError"])
+def test_a_listener_that_raises_ends_the_run_with_its_error(server, engine, tmp_path,
+                                                            error):
+    def listener(action: Action) -> None:
+        if type(action) is Started:
+            raise error
+
+    dl = downloader(tmp_path, engine, slow_urls(server, engine, "listener"), on_event=listener)
+    started = time.monotonic()
+    with pytest.raises(type(error)) as raised:
+        dl.run()
+    assert raised.value is error
+    assert time.monotonic() - started < 3 * SIZE / RATE
+
+
+# --- as a subprocess: signals and a closed stdout ----------------------------------------
+def start(midair: Any, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    popen.setdefault("stdout", subprocess.PIPE)
+    return subprocess.Popen(midair.command(*args), stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, **popen)
+
+
+def wait_for_event(proc: subprocess.Popen[str], event: str, limit: float = 60) -> None:
+    """Read ``--json`` lines until one of ``event`` arrives (bounded in time)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, f"midair ended before a {event!r} event: {proc.stderr.read()}"
+        if json.loads(line)["event"] == event:
+            return
+    pytest.fail(f"no {event!r} event in {limit} s")
+
+
+def signal_and_time(proc: subprocess.Popen[str], signum: int) -> tuple[float, str]:
+    """Send ``signum``; seconds until the process exited, and its stderr."""
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"still running 30 s after {signal.Signals(signum).name}")
+    return time.monotonic() - sent, stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_transfer_stops_at_once_and_the_rerun_resumes(midair, server, engine,
+                                                                   tmp_path, signum):
+    urls = [gen(server, h, f"sig{h}.bin", SIZE, engine) for h in range(3)]
+    proc = start(midair, "--json", "-d", str(tmp_path), *urls)
+    wait_for_event(proc, "start")
+    time.sleep(0.5)  # bytes on disk
+    seconds, stderr = signal_and_time(proc, signum)
+    assert proc.returncode == SIGNAL_EXIT[signum], stderr
+    assert seconds < STOP_WITHIN, f"{seconds:.2f} s to stop"
+    assert "part files kept" in stderr
+    assert list(tmp_path.glob("*.midair-part")), "no part file kept"
+    rerun = midair.get("-d", str(tmp_path), *urls)
+    assert rerun.returncode == 0, rerun.stderr
+    for h in range(3):
+        assert (tmp_path / f"sig{h}.bin").read_bytes() == expected_bytes(f"sig{h}.bin", SIZE)
+    assert not list(tmp_path.glob("*.midair-*"))
+
+
+@pytest.fixture(scope="module")
+def long_list(tmp_path_factory: pytest.TempPathFactory, server: ServerThread) -> Path:
+    """300,000 URLs: loading takes seconds, and so does preparing every file."""
+    path = tmp_path_factory.mktemp("list") / "urls.txt"
+    with path.open("w") as f:
+        for i in range(300_000):
+            f.write(gen(server, i % 3, f"l{i}.bin", 1000, "list") + "\n")
+    return path
+
+
+# On an idle machine: 0-3 s reading the list and building the batch, 3-6 s the core's
+# start (nothing on disk yet: a signal raises), 6-7.5 s preparing every file (a stop).
+@pytest.mark.parametrize(("phase", "delay", "signum"), [
+    ("loading the list", 1.0, signal.SIGTERM),
+    ("starting the batch", 4.5, signal.SIGINT),
+    ("preparing the files", 7.0, signal.SIGTERM),
+], ids=["loading", "start-up", "preparing"])
+def test_a_signal_before_transfers_begin_ends_within_a_second(midair, engine, tmp_path,
+                                                               long_list, phase, delay, signum):
+    proc = start(midair, "-q", "-d", str(tmp_path), "-i", str(long_list),
+                 stdout=subprocess.DEVNULL)
+    time.sleep(delay)
+    assert proc.poll() is None, f"ended before {phase}"
+    seconds, stderr = signal_and_time(proc, signum)
+    assert proc.returncode == SIGNAL_EXIT[signum], stderr
+    assert seconds < STOP_WITHIN, f"{seconds:.2f} s to stop while {phase}"
+
+
+def test_a_closed_stdout_ends_a_json_run_promptly(midair, server, engine, tmp_path):
+    urls = [gen(server, h, f"pipe{h}.bin", SIZE, engine) for h in range(3)]
+    proc = start(midair, "--json", "-d", str(tmp_path), *urls)
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["event"]
+    closed = time.monotonic()
+    proc.stdout.close()  # `| head -1`: the reader is gone
+    _, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - closed < SIZE / RATE, "ran on after its reader left"
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr
+
+
+def test_the_cli_reports_an_internal_error_in_one_line_and_a_traceback(midair, server, engine,
+                                                                       tmp_path, inject):
+    inject("received")  # in the CLI's process too: it inherits the environment
+    result = midair.get("-d", str(tmp_path), *slow_urls(server, engine, "cli"), timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    [line] = [x for x in lines if x.startswith("midair: error: internal error:")]
+    assert faults.MESSAGE.format(kind="received") in line
+    assert "Traceback (most recent call last)" in result.stderr
+    assert not (tmp_path / "cli-0.bin").exists()
