@@ -16,12 +16,13 @@ How a response is read:
 - Content-Length and close-delimited bodies only need counting: the bytes pass
   through untouched (a memoryview slice where a read holds head or trailing bytes).
   Chunked bodies are decoded by llhttp.
-- Bytes past a declared body, an EOF-delimited body, or the peer's EOF make the
-  connection non-reusable; a body cut short is a ``FramingError``.
+- Bytes past a declared body (empty lines aside), an EOF-delimited body, or the
+  peer's EOF make the connection non-reusable; a body cut short is a ``FramingError``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +45,7 @@ _REASONS = {
         "both Transfer-Encoding and Content-Length",
 }
 _LENGTH_REASONS = ("Duplicate Content-Length", "Invalid character in Content-Length")
+_EMPTY_LINES = re.compile(rb"[\r\n]*")
 
 
 class FramingError(Exception):
@@ -123,8 +125,8 @@ class ClientConnection:
     # --- the phases of one exchange: ``_receive`` is the current one ---------------------
     def _begin(self) -> None:
         self._receive = self._await_head
-        self._pending = bytearray()  # head bytes so far, when a head spans reads
-        self._skipped = 0  # empty lines before the head
+        self._pending = bytearray()  # the start of a head that spans reads
+        self._before = 0  # bytes before ``_pending``: empty lines and 1xx heads
         self._response: _Response | None = None
         self._remaining = 0
         self._complete = self._keep_alive = self._trailing = self._eof = False
@@ -132,46 +134,54 @@ class ClientConnection:
     def _await_head(self, data: Chunk) -> None:
         if not data:
             raise FramingError(_NO_RESPONSE)
-        start = max(0, len(self._pending) - 2)  # an empty line may straddle two reads
-        head = self._collect(data)
-        end = _head_end(head, start)
-        if 0 <= end <= MAX_HEAD_BYTES:
-            self._pending = bytearray()  # a new buffer: body views may refer to the old one
-            self._take_head(head, end)
-        elif len(head) > MAX_HEAD_BYTES:
-            raise FramingError(_HEAD_TOO_LARGE)
-        elif head is not self._pending:
-            self._pending = bytearray(head)
+        searched = max(0, len(self._pending) - 2)  # an empty line may straddle two reads
+        buffer, at = self._collect(data), 0
+        while True:
+            start, end = self._find_head(buffer, at, searched)
+            if end < 0:
+                self._keep(buffer, start)
+                return
+            response = _parse_head(bytes(buffer[start:end]))
+            if response is not None:
+                self._pending = bytearray()  # a new buffer: body views may refer to the old one
+                self._take_head(response, memoryview(buffer)[end:])
+                return
+            at = end  # that was an interim 1xx head: the final one follows
 
     def _collect(self, data: Chunk) -> bytes | bytearray:
         """The head's bytes so far: this read alone (no copy) if it begins the head."""
         if self._pending:
             self._pending += data
             return self._pending
-        return self._skip_empty_lines(data)
+        return data if isinstance(data, bytes) else bytes(data)
 
-    def _skip_empty_lines(self, data: Chunk) -> bytes:
-        """Empty lines before a status line are skipped, as llhttp does between messages
-        (a server may end a body with a stray CRLF), within the limit of a head."""
-        kept = bytes(data).lstrip(b"\r\n")
-        self._skipped += len(data) - len(kept)
-        if self._skipped > MAX_HEAD_BYTES:
+    def _find_head(self, buffer: bytes | bytearray, at: int, searched: int) -> tuple[int, int]:
+        """Where the next head in ``buffer`` starts and ends (-1: not yet complete).
+
+        Empty lines before a status line are skipped, as llhttp does between messages
+        (a server may end a body with a stray CRLF).  They and 1xx heads count toward
+        the final head's limit, so no flood of them goes on for ever.
+        """
+        start = _EMPTY_LINES.match(buffer, at).end()  # type: ignore[union-attr]
+        end = _head_end(buffer, max(start, searched))
+        if self._before + (end if end >= 0 else len(buffer)) > MAX_HEAD_BYTES:
             raise FramingError(_HEAD_TOO_LARGE)
-        return kept
+        return start, end
 
-    def _take_head(self, data: bytes | bytearray, end: int) -> None:
-        """Parse the head that ends at ``end``; then hand what follows to the body."""
-        response = _parse_head(bytes(data[:end]))
-        rest = memoryview(data)[end:] if end < len(data) else b""
-        if response is None:  # an interim 1xx head: the real one follows
-            if rest:
-                self._await_head(rest)
-            return
-        assert response.head is not None
+    def _keep(self, buffer: bytes | bytearray, start: int) -> None:
+        """Keep the incomplete head that starts at ``start`` for the next read."""
+        self._before += start
+        if start or buffer is not self._pending:
+            self._pending = bytearray(buffer[start:])
+
+    def _take_head(self, response: _Response, rest: memoryview) -> None:
+        """Tell the sink about a final head; then hand what follows to the body."""
+        head = response.head
+        assert head is not None
         self._response, self._keep_alive = response, response.keep_alive
-        self._sink.on_head(response.head)
+        self._sink.on_head(head)
         if self._live:
-            self._start_body(response, response.head, rest)
+            self._start_body(response, head, rest)
 
     def _start_body(self, response: _Response, head: Head, rest: Chunk) -> None:
         length = head.content_length
@@ -352,7 +362,8 @@ def _final(response: _Response) -> _Response | None:
     coding = head.fields.get(b"transfer-encoding")
     if coding is not None and not response.done and coding.strip().lower() != b"chunked":
         # Another coding would be saved undecoded, and its framing guessed.
-        raise FramingError(f"malformed response: unsupported Transfer-Encoding {coding!r}")
+        raise FramingError("malformed response: unsupported Transfer-Encoding "
+                           f"{coding.decode('latin-1')!r}")
     return response
 
 

@@ -376,7 +376,7 @@ BAD = [
     ("length and chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
      b"Content-Length: 2\r\n\r\n", "both Transfer-Encoding and Content-Length"),
     ("another coding", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
-     "unsupported Transfer-Encoding"),
+     "unsupported Transfer-Encoding 'gzip'"),
     ("gzip then chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
      b"0\r\n\r\n", "unsupported Transfer-Encoding"),
     ("chunked twice", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
@@ -414,6 +414,24 @@ def test_chunked_framing_without_data_is_bounded(framing: bytes) -> None:
     with pytest.raises(FramingError, match="chunked framing without data for more than 64"):
         for _ in range(MAX_HEAD_BYTES // 1024 + 1):
             conn.receive(b"a" * 1024)
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+FINAL = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_thousands_of_interim_heads_in_one_read() -> None:
+    many = MAX_HEAD_BYTES // len(CONTINUE) - 2  # just within the limit, with the final head
+    assert feed([CONTINUE * many + FINAL])[1:] == (b"ok", True, True)
+
+
+@pytest.mark.parametrize("filler", [CONTINUE, b"\r\n"])
+def test_interim_heads_and_empty_lines_count_toward_the_head_limit(filler: bytes) -> None:
+    # Else a server could keep an attempt busy for ever without sending a response.
+    flood = filler * (MAX_HEAD_BYTES // len(filler) + 1)
+    for reads in ([flood + FINAL], split_at(flood, list(range(0, len(flood), 1000)))):
+        with pytest.raises(FramingError, match="larger than 64 KiB"):
+            feed(reads)
 
 
 def test_a_head_of_exactly_the_limit_is_accepted() -> None:
