@@ -76,9 +76,15 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class Write:
+    """Write ``data`` at ``offset``.  A memoryview refers to bytes an engine read: the
+    store copies them out (to the file) before the next event, never keeps the view."""
+
     download: int
     offset: int
-    data: bytes
+    data: bytes | memoryview
+
+    def __repr__(self) -> str:  # the bytes, not a view's address: logs of two runs compare
+        return f"Write(download={self.download}, offset={self.offset}, data={bytes(self.data)!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from . import transfer as t
 from .actions import (
@@ -58,7 +60,7 @@ from .errors import (
     StallTimeout,
     TLSError,
 )
-from .http import Body, ClientConnection, End, FramingError, Head
+from .http import Chunk, ClientConnection, FramingError, Head
 from .jobs import Job, Options
 from .retry import backoff
 from .urls import URL
@@ -77,16 +79,33 @@ class _Host:
 
 @dataclass(eq=False)
 class _Conn:
+    """One connection and the download on it; the sink of its responses, too."""
+
     id: int
     host: _Host
     download: t.Download
     last_active: float
-    http: ClientConnection = field(default_factory=ClientConnection)
+    batch: Batch
+    http: ClientConnection = field(init=False)
     window_start: float = 0.0  # lowest-speed accounting
     window_bytes: int = 0
-    checkpoint_at: float | None = None  # when to ask for a control file, if not yet
+    body_limit: float = math.inf  # the exchange's body may not pass this position
+    checkpoint_at: float = math.inf  # when to ask for a control file, if not yet
     exchanges: int = 0  # requests sent on this connection
     answered: bool = False  # the current request has a response head
+
+    def __post_init__(self) -> None:
+        self.http = ClientConnection(self)
+
+    # --- ResponseSink: straight to the batch, at the time of the bytes being fed -------
+    def on_head(self, head: Head) -> None:
+        self.batch._on_head(self, head, self.batch._now)
+
+    def on_body(self, data: Chunk) -> None:
+        self.batch._write(self, data, self.batch._now)
+
+    def on_end(self) -> None:
+        self.batch._on_end(self, self.batch._now)
 
 
 class Batch:
@@ -107,6 +126,7 @@ class Batch:
         self._next_sweep: float | None = None
         self._rng = random.Random(seed)
         self._out: list[Action] = []
+        self._now = 0.0  # the time of the bytes being fed, for the response callbacks
         self.max_connections = options.concurrency
 
     def limit_connections(self, limit: int) -> None:
@@ -241,59 +261,68 @@ class Batch:
         self._out.append(Send(conn.id, data))
 
     def _feed(self, conn: _Conn, data: bytes, now: float) -> None:
+        """Parse ``data``; its head, body and end come back through ``conn``'s sink methods."""
+        self._now = now
         try:
-            events = conn.http.receive(data)
-        except FramingError as exc:
+            conn.http.receive(data)
+        except FramingError as exc:  # raised only while the exchange is live: conn is open
             self._attempt_failed(conn, ProtocolError(conn.download.url.text, str(exc)), now)
-            return
-        for event in events:
-            if conn.id not in self._conns:
-                return
-            if isinstance(event, Body):
-                self._write(conn, event.data, now)
-            elif isinstance(event, Head):
-                self._on_head(conn, event, now)
-            elif isinstance(event, End):
-                self._on_end(conn, now)
 
     def _on_head(self, conn: _Conn, head: Head, now: float) -> None:
-        d = conn.download
         conn.answered = True
-        decision = d.on_head(head)
-        if isinstance(decision, t.Accept):
-            self._adopt_server_name(d, head)
-            d.position = decision.offset
-            conn.checkpoint_at = now + CHECKPOINT_AFTER
-            assert d.path is not None
-            self._out.append(Open(d.id, d.path, decision.offset, d.record()))
-            self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
-            return
-        self._close(conn, now)
-        if isinstance(decision, t.Redirect):
-            self._redirect(d, decision.url, now)
-        elif isinstance(decision, t.Retry):
-            wait = self._retry(d, decision.error, now, decision.wait)
-            if decision.pause_host and wait:  # the whole host said "slow down"
-                self._pause(conn.host, now + wait)
-        elif isinstance(decision, t.Restart):
-            d.offset, d.size, d.etag, d.last_modified = 0, None, None, None
-            self._retry(d, ProtocolError(d.url.text, decision.reason), now, wait=0.0)
-        elif isinstance(decision, t.Fail):
-            self._fail(d, decision.error)
-        else:  # AlreadyComplete
-            self._publish(d)
+        decision = conn.download.on_head(head)
+        self._DECISIONS[type(decision)](self, conn, decision, head, now)
 
-    def _write(self, conn: _Conn, data: bytes, now: float) -> None:
+    # What each ``Download.on_head`` decision means for the connection and the download.
+    def _accept(self, conn: _Conn, decision: t.Accept, head: Head, now: float) -> None:
         d = conn.download
-        problem = d.body_overflow(len(data))
-        if problem is not None:
-            self._attempt_failed(conn, problem, now)
+        self._adopt_server_name(d, head)
+        d.position = decision.offset
+        conn.body_limit = d.body_limit()
+        conn.checkpoint_at = now + CHECKPOINT_AFTER
+        assert d.path is not None
+        self._out.append(Open(d.id, d.path, decision.offset, d.record()))
+        self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
+
+    def _follow(self, conn: _Conn, decision: t.Redirect, head: Head, now: float) -> None:
+        self._close(conn, now)
+        self._redirect(conn.download, decision.url, now)
+
+    def _retry_later(self, conn: _Conn, decision: t.Retry, head: Head, now: float) -> None:
+        self._close(conn, now)
+        wait = self._retry(conn.download, decision.error, now, decision.wait)
+        if decision.pause_host and wait:  # the whole host said "slow down"
+            self._pause(conn.host, now + wait)
+
+    def _restart(self, conn: _Conn, decision: t.Restart, head: Head, now: float) -> None:
+        self._close(conn, now)
+        d = conn.download
+        d.offset, d.size, d.etag, d.last_modified = 0, None, None, None
+        self._retry(d, ProtocolError(d.url.text, decision.reason), now, wait=0.0)
+
+    def _refuse(self, conn: _Conn, decision: t.Fail, head: Head, now: float) -> None:
+        self._close(conn, now)
+        self._fail(conn.download, decision.error)
+
+    def _complete(self, conn: _Conn, decision: t.AlreadyComplete, head: Head, now: float
+                  ) -> None:
+        self._close(conn, now)
+        self._publish(conn.download)
+
+    _DECISIONS: ClassVar[dict[type, Callable[..., None]]] = {
+        t.Accept: _accept, t.Redirect: _follow, t.Retry: _retry_later, t.Restart: _restart,
+        t.Fail: _refuse, t.AlreadyComplete: _complete}
+
+    def _write(self, conn: _Conn, data: Chunk, now: float) -> None:
+        d = conn.download
+        end = d.position + len(data)
+        if end > conn.body_limit:
+            self._attempt_failed(conn, d.body_overflow(end), now)
             return
         self._out.append(Write(d.id, d.position, data))
-        d.position += len(data)
-        d.offset = d.position
-        if conn.checkpoint_at is not None and now >= conn.checkpoint_at:
-            conn.checkpoint_at = None
+        d.position = d.offset = end
+        if now >= conn.checkpoint_at:
+            conn.checkpoint_at = math.inf
             self._out.append(Checkpoint(d.id))
 
     def _on_end(self, conn: _Conn, now: float) -> None:
@@ -306,7 +335,6 @@ class Batch:
         self._publish(d)
         host = conn.host
         if conn.http.reusable and host.pending and host.paused_until <= now:
-            conn.http.next_cycle()
             conn.download = host.pending.popleft()
             self._send_request(conn)
         else:
@@ -449,7 +477,7 @@ class Batch:
             host.queued = False
             if not host.pending or host.open >= self.options.per_host or host.paused_until > now:
                 continue
-            conn = _Conn(next(self._ids), host, host.pending.popleft(), now)
+            conn = _Conn(next(self._ids), host, host.pending.popleft(), now, self)
             self._conns[conn.id] = conn
             host.open += 1
             scheme, name, port = host.origin
@@ -463,6 +491,7 @@ class Batch:
     def _close(self, conn: _Conn, now: float) -> None:
         if self._conns.pop(conn.id, None) is None:
             return
+        conn.http.abandon()
         self._out.append(Close(conn.id))
         conn.host.open -= 1
         self._mark_ready(conn.host, now)

@@ -1,24 +1,51 @@
-"""One HTTP/1.1 client connection, sans-IO, over h11.
+"""One HTTP/1.1 client connection, sans-IO, over llhttp (the httptools binding).
 
-h11 does the framing (Content-Length, chunked, close-delimited, keep-alive
-rules); this wrapper narrows its events to the three a download cares about
-and turns every framing failure into one ``FramingError``.
+``request`` gives the bytes of a GET; ``receive`` takes the bytes that come back and
+tells a ``ResponseSink`` what they mean: ``on_head``, ``on_body`` (any number of times),
+``on_end``.  Every framing failure is one ``FramingError``.
 
-Fast path: a 200/206 with a plain Content-Length is by far the common case,
-and once h11 has parsed and validated its head, the body needs only counting.
-Passing body bytes through untouched (no buffer, no slicing, no event object
-per chunk) saves two copies of every byte; the next exchange on the same
-connection starts a fresh h11 state.  The slow path handles everything else.
+How a response is read:
+
+- The head is collected until its empty line, then parsed in one piece by llhttp.
+  Knowing where the head ends bounds it (64 KiB, 256 fields) whatever the read sizes,
+  and tells exactly where the body starts.
+- llhttp validates the status line, every field and ``Content-Length``, refuses
+  ``Transfer-Encoding`` with ``Content-Length``, and says whether the connection stays
+  open; midair adds what it refuses on top (any coding but chunked, a 101 to a plain
+  GET, a status below 100) and skips 1xx interim heads.
+- Content-Length and close-delimited bodies only need counting: the bytes pass
+  through untouched (a memoryview slice where a read holds head or trailing bytes).
+  Chunked bodies are decoded by llhttp.
+- Bytes past a declared body (empty lines aside), an EOF-delimited body, or the
+  peer's EOF make the connection non-reusable; a body cut short is a ``FramingError``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-import h11
+import httptools
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 256
+
+Chunk = bytes | memoryview
+
+_SHORT_BODY = "connection closed before the end of the body (short body)"
+_NO_RESPONSE = "connection closed before a response"
+_HEAD_TOO_LARGE = f"response head larger than {MAX_HEAD_BYTES // 1024} KiB"
+# llhttp's words for what users know by other names.
+_REASONS = {
+    "Invalid character in Content-Length": "bad Content-Length",
+    "Content-Length overflow": "bad Content-Length (too large)",
+    "Content-Length can't be present with Transfer-Encoding":
+        "both Transfer-Encoding and Content-Length",
+}
+_LENGTH_REASONS = ("Duplicate Content-Length", "Invalid character in Content-Length")
+_EMPTY_LINES = re.compile(rb"[\r\n]*")
 
 
 class FramingError(Exception):
@@ -27,150 +54,330 @@ class FramingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Head:
+    """A final response head.  ``fields``: lower-cased names; a repeated field's values
+    joined by ", " (RFC 9110 section 5.3), so each name is looked up once."""
+
     status: int
-    headers: tuple[tuple[bytes, bytes], ...]  # names lower-cased by h11
+    fields: dict[bytes, bytes]
 
     def get(self, name: bytes) -> str | None:
-        values = [v for k, v in self.headers if k == name]
-        return b", ".join(values).decode("latin-1") if values else None
+        value = self.fields.get(name)
+        return None if value is None else value.decode("latin-1")  # never a decode error
 
-    def count(self, name: bytes) -> int:
-        return sum(1 for k, _ in self.headers if k == name)
-
-
-@dataclass(frozen=True, slots=True)
-class Body:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class End:
-    pass
+    @property
+    def content_length(self) -> int | None:
+        """The declared body length, unless Transfer-Encoding frames the body instead."""
+        value = self.fields.get(b"content-length")
+        if value is None or b"transfer-encoding" in self.fields:
+            return None
+        return int(value)  # the parser has validated it (digits only, repeats merged)
 
 
-Event = Head | Body | End
+class ResponseSink(Protocol):
+    """Where a response goes as it is parsed: one head, body chunks, one end."""
+
+    def on_head(self, head: Head) -> None: ...
+
+    def on_body(self, data: Chunk) -> None: ...
+
+    def on_end(self) -> None: ...
 
 
 class ClientConnection:
-    """Request bytes out, response events in; reusable after a clean exchange."""
+    """Request bytes out, response events to ``sink``; reusable after a clean exchange.
 
-    def __init__(self) -> None:
-        self._h11 = _new_h11()
-        self._remaining: int | None = None  # fast path: body bytes still to come
-        self._fast: bool = False  # this exchange's body went through the fast path
-        self._fast_reusable = False
-        self._eof = False  # the peer closed: whatever the framing said, no reuse
+    The sink may call ``abandon`` (nothing more is delivered) or, from ``on_end``,
+    ``request`` (the next exchange).  A ``FramingError`` is raised only while the
+    exchange is live: never after ``on_end`` or ``abandon``.
+    """
 
-    def request(self, target: str, headers: list[tuple[str, str]]) -> bytes:
-        # Values as UTF-8 bytes: curl sends what the user typed; h11 would refuse non-ASCII.
-        request = h11.Request(method="GET", target=target,
-                              headers=[(name, value.encode()) for name, value in headers])
-        return self._h11.send(request) + self._h11.send(h11.EndOfMessage())  # type: ignore[operator]
+    def __init__(self, sink: ResponseSink) -> None:
+        self._sink = sink
+        self._live = True
+        self._begin()
 
-    def receive(self, data: bytes) -> list[Event]:
-        """Feed bytes (``b""`` means the peer closed) and return complete events."""
-        self._eof = self._eof or not data
-        if self._remaining is not None:
-            return self._counted_body(data)
-        if self._fast:  # the exchange is over: unsolicited bytes or EOF, either way not reusable
-            self._fast_reusable = False
-            return []
-        self._h11.receive_data(data)
-        events: list[Event] = []
-        try:
-            while True:
-                event = self._h11.next_event()
-                if event is h11.NEED_DATA or event is h11.PAUSED:
-                    return events
-                if isinstance(event, h11.Data):
-                    events.append(Body(bytes(event.data)))
-                elif isinstance(event, h11.Response):
-                    head = _head(event)
-                    events.append(head)
-                    if _plain_length(head) is not None:
-                        return events + self._start_counting(head, event)
-                elif isinstance(event, h11.EndOfMessage):
-                    events.append(End())
-                    return events
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise FramingError("connection closed before a response")
-        except h11.RemoteProtocolError as exc:
-            raise FramingError(_describe(exc)) from None
+    def request(self, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
+        """Begin an exchange: the bytes of ``GET target``, headers sent as given (UTF-8)."""
+        lines = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers),
+                 "", ""]
+        text = "\r\n".join(lines)
+        breaks = len(lines) - 1
+        if text.count("\n") != breaks or text.count("\r") != breaks:
+            # Headers are validated where they are made; this guards the wire all the same.
+            raise ValueError(f"a line break inside the request for {target!r}")
+        self._begin()
+        return text.encode()
 
-    def _start_counting(self, head: Head, response: h11.Response) -> list[Event]:
-        length = _plain_length(head)
-        assert length is not None
-        leftover, closed = self._h11.trailing_data
-        self._remaining, self._fast = length, True
-        self._fast_reusable = response.http_version == b"1.1" and not any(
-            v.lower() == "close" for v in (head.get(b"connection") or "").split(","))
-        events = self._counted_body(leftover) if leftover or not length else []
-        if closed and self._remaining is not None:
-            events += self._counted_body(b"")
-        return events
+    def receive(self, data: Chunk) -> None:
+        """Feed bytes; ``b""`` means the peer closed."""
+        self._receive(data)
 
-    def _counted_body(self, data: bytes) -> list[Event]:
-        remaining = self._remaining
-        assert remaining is not None
-        if not data and remaining:
-            raise FramingError("connection closed before the end of the body (short body)")
-        if len(data) < remaining:
-            self._remaining = remaining - len(data)
-            return [Body(data)]
-        self._remaining = None
-        if len(data) > remaining:  # bytes after the body: the server broke framing
-            self._fast_reusable = False
-        return [Body(data[:remaining]), End()] if remaining else [End()]
+    def abandon(self) -> None:
+        """The caller is done with this exchange: deliver nothing more."""
+        self._live = False
+        self._receive = self._after_end
 
     @property
     def reusable(self) -> bool:
-        """True once both sides finished an exchange that keeps the connection open."""
-        if self._eof:  # e.g. a close-delimited body without "Connection: close"
-            return False
-        if self._fast:
-            return self._remaining is None and self._fast_reusable
-        return (self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
-                and not self._h11.trailing_data[0])  # bytes past the body: framing broken
+        """True once the response ended cleanly on a connection both sides keep open."""
+        return self._complete and self._keep_alive and not (self._trailing or self._eof)
 
-    def next_cycle(self) -> None:
-        if self._fast:
-            self._h11, self._fast = _new_h11(), False
+    # --- the phases of one exchange: ``_receive`` is the current one ---------------------
+    def _begin(self) -> None:
+        self._receive = self._await_head
+        self._pending = bytearray()  # the start of a head that spans reads
+        self._before = 0  # bytes before ``_pending``: empty lines and 1xx heads
+        self._response: _Response | None = None
+        self._remaining = 0
+        self._complete = self._keep_alive = self._trailing = self._eof = False
+
+    def _await_head(self, data: Chunk) -> None:
+        if not data:
+            raise FramingError(_NO_RESPONSE)
+        searched = max(0, len(self._pending) - 2)  # an empty line may straddle two reads
+        buffer, at = self._collect(data), 0
+        while True:
+            start, end = self._find_head(buffer, at, searched)
+            if end < 0:
+                self._keep(buffer, start)
+                return
+            response = _parse_head(bytes(buffer[start:end]))
+            if response is not None:
+                self._pending = bytearray()  # a new buffer: body views may refer to the old one
+                self._take_head(response, memoryview(buffer)[end:])
+                return
+            at = end  # that was an interim 1xx head: the final one follows
+
+    def _collect(self, data: Chunk) -> bytes | bytearray:
+        """The head's bytes so far: this read alone (no copy) if it begins the head."""
+        if self._pending:
+            self._pending += data
+            return self._pending
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def _find_head(self, buffer: bytes | bytearray, at: int, searched: int) -> tuple[int, int]:
+        """Where the next head in ``buffer`` starts and ends (-1: not yet complete).
+
+        Empty lines before a status line are skipped, as llhttp does between messages
+        (a server may end a body with a stray CRLF).  They and 1xx heads count toward
+        the final head's limit, so no flood of them goes on for ever.
+        """
+        start = _EMPTY_LINES.match(buffer, at).end()  # type: ignore[union-attr]
+        end = _head_end(buffer, max(start, searched))
+        if self._before + (end if end >= 0 else len(buffer)) > MAX_HEAD_BYTES:
+            raise FramingError(_HEAD_TOO_LARGE)
+        return start, end
+
+    def _keep(self, buffer: bytes | bytearray, start: int) -> None:
+        """Keep the incomplete head that starts at ``start`` for the next read."""
+        self._before += start
+        if start or buffer is not self._pending:
+            self._pending = bytearray(buffer[start:])
+
+    def _take_head(self, response: _Response, rest: memoryview) -> None:
+        """Tell the sink about a final head; then hand what follows to the body."""
+        head = response.head
+        assert head is not None
+        self._response, self._keep_alive = response, response.keep_alive
+        self._sink.on_head(head)
+        if self._live:
+            self._start_body(response, head, rest)
+
+    def _start_body(self, response: _Response, head: Head, rest: Chunk) -> None:
+        length = head.content_length
+        if response.done:  # no body: 204, 304, Content-Length: 0
+            self._trailing = _unasked(rest)
+            self._end()
+            return
+        if b"transfer-encoding" in head.fields:
+            self._receive = self._chunked_body
+        elif length is not None:
+            self._receive, self._remaining = self._counted_body, length
         else:
-            self._h11.start_next_cycle()
+            self._receive, self._keep_alive = self._body_until_eof, False
+        if rest:
+            self._receive(rest)
+
+    def _counted_body(self, data: Chunk) -> None:
+        remaining = self._remaining
+        if len(data) < remaining:
+            if not data:
+                raise FramingError(_SHORT_BODY)
+            self._remaining = remaining - len(data)
+            self._sink.on_body(data)
+            return
+        more = len(data) > remaining
+        self._trailing = more and _unasked(memoryview(data)[remaining:])
+        self._sink.on_body(memoryview(data)[:remaining] if more else data)
+        if self._live:
+            self._end()
+
+    def _body_until_eof(self, data: Chunk) -> None:
+        if data:
+            self._sink.on_body(data)
+            return
+        self._eof = True
+        self._end()
+
+    def _chunked_body(self, data: Chunk) -> None:
+        response = self._response
+        assert response is not None
+        if not data:
+            raise FramingError(_SHORT_BODY)
+        chunks = response.feed_body(data)
+        for chunk in chunks:
+            self._sink.on_body(chunk)
+            if not self._live:
+                return
+        if response.done:
+            self._trailing = response.after_end
+            self._end()
+
+    def _after_end(self, data: Chunk) -> None:
+        if data:
+            self._trailing = self._trailing or _unasked(data)
+        else:
+            self._eof = True
+
+    def _end(self) -> None:
+        self._complete = True
+        self._receive = self._after_end
+        self._sink.on_end()  # last: the sink may begin the next exchange from here
 
 
-def _new_h11() -> h11.Connection:
-    return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+class _Response:
+    """One response as llhttp reports it; httptools calls the ``on_*`` methods.
+
+    They only record: the sink is called after ``feed_data`` returns, so its
+    exceptions and its ``abandon`` never unwind through the C parser.
+    """
+
+    def __init__(self) -> None:
+        self.fields: dict[bytes, bytes] = {}
+        self.count = 0
+        self.head: Head | None = None  # once the head is complete
+        self.done = self.after_end = self.keep_alive = False
+        self.chunks: list[bytes] = []
+        self.idle = 0  # chunked framing bytes in reads that carried no body byte
+        self.failure = ""  # llhttp's reason, when it refused the bytes
+        self.parser = httptools.HttpResponseParser(self)
+        # A bare LF ends a line (RFC 9112 section 2.2 lets a recipient accept it).
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head is not None:  # a chunked body's trailer field: not part of the head
+            return
+        self.count += 1
+        name, value = name.lower(), value.rstrip(b" \t")
+        known = self.fields.get(name)
+        self.fields[name] = value if known is None else known + b", " + value
+
+    def on_headers_complete(self) -> None:
+        self.head = Head(self.parser.get_status_code(), self.fields)
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
+
+    def on_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+    def on_message_begin(self) -> None:
+        if self.done:  # bytes after the end began another response: stop parsing there
+            raise _AfterEnd
+
+    def feed(self, data: Chunk) -> None:
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.done:
+                self.failure = str(exc)
+                raise FramingError(f"malformed response: "
+                                   f"{_REASONS.get(self.failure, self.failure)}") from None
+            self.after_end = True  # not body, and not a response we asked for
+
+    def feed_body(self, data: Chunk) -> list[bytes]:
+        """Decode chunked body bytes.  Framing that carries no body (trailers, chunk
+        extensions) is bounded here: httptools would accumulate a trailer without end."""
+        self.feed(data)
+        chunks, self.chunks = self.chunks, []
+        self.idle = 0 if chunks else self.idle + len(data)
+        if self.idle > MAX_HEAD_BYTES:
+            raise FramingError(f"chunked framing without data for more than "
+                               f"{MAX_HEAD_BYTES // 1024} KiB")
+        return chunks
 
 
-def _plain_length(head: Head) -> int | None:
-    """The body length when the fast path applies: a 200/206 framed by Content-Length alone."""
-    if head.status not in (200, 206) or b"transfer-encoding" in (k for k, _ in head.headers):
+def _unasked(data: Chunk) -> bool:
+    """Whether bytes after a response are more than empty lines: an answer to nothing,
+    so framing is broken.  Empty lines are skipped, by llhttp and before a head alike."""
+    return bool(bytes(data).strip(b"\r\n"))
+
+
+class _AfterEnd(Exception):
+    """Raised from a callback to stop llhttp at the start of an unasked-for response."""
+
+
+def _head_end(data: bytes | bytearray, start: int) -> int:
+    """Where the first empty line after ``start`` ends (LF, optional CR, LF), or -1.
+
+    With empty lines before the status line skipped and obs-fold refused by llhttp,
+    this is where llhttp's head ends too: it is fed exactly the head.
+    """
+    crlf = data.find(b"\n\r\n", start)
+    stop = crlf if crlf >= 0 else len(data)
+    lf = data.find(b"\n\n", start, stop + 1)
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else -1
+
+
+def _parse_head(head: bytes) -> _Response | None:
+    """The response whose complete head this is, or None for an interim 1xx head."""
+    response = _Response()
+    try:
+        response.feed(head)
+    except FramingError:
+        if response.failure not in _LENGTH_REASONS:
+            raise
+        response = _Response()
+        response.feed(_merge_lengths(head))
+    return _final(response)
+
+
+def _final(response: _Response) -> _Response | None:
+    """Check what llhttp leaves to its caller; None for an interim (1xx) head."""
+    head = response.head
+    if head is None:
+        raise FramingError("malformed response: the head does not end")
+    if head.status < 100:
+        raise FramingError(f"malformed response: status {head.status}")
+    if head.status == 101:
+        raise FramingError("malformed response: 101 Switching Protocols to a plain GET")
+    if response.count > MAX_HEADER_FIELDS:
+        raise FramingError(f"response head has {response.count} fields "
+                           f"(limit {MAX_HEADER_FIELDS})")
+    if head.status < 200:
         return None
-    value = head.get(b"content-length")
-    # h11 has already rejected malformed or conflicting values.
-    return int(value.split(",")[0]) if value is not None else None
+    coding = head.fields.get(b"transfer-encoding")
+    if coding is not None and not response.done and coding.strip().lower() != b"chunked":
+        # Another coding would be saved undecoded, and its framing guessed.
+        raise FramingError("malformed response: unsupported Transfer-Encoding "
+                           f"{coding.decode('latin-1')!r}")
+    return response
 
 
-def _head(event: h11.Response) -> Head:
-    headers = tuple((bytes(k), bytes(v)) for k, v in event.headers)
-    if len(headers) > MAX_HEADER_FIELDS:
-        raise FramingError(f"response head has {len(headers)} fields (limit {MAX_HEADER_FIELDS})")
-    # h11 bounds a head only while it is incomplete: one that arrives whole in a single
-    # read is parsed at any size.  Measure it (status line, "name: value\r\n" each).
-    size = 15 + len(event.reason) + sum(len(k) + len(v) + 4 for k, v in headers)
-    if size > MAX_HEAD_BYTES:
-        raise FramingError(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
-    return Head(event.status_code, headers)
+def _merge_lengths(head: bytes) -> bytes:
+    """The head with its Content-Length fields merged into one, when they agree.
 
-
-def _describe(exc: h11.RemoteProtocolError) -> str:
-    text = str(exc)
-    if "without sending complete message body" in text:
-        return "connection closed before the end of the body (short body)"
-    if "ConnectionClosed" in text or "unexpectedly closed" in text:
-        # h11 raises these instead of returning ConnectionClosed mid-response.
-        return "connection closed before a response"
-    if "exceeded" in text or "too long" in text:
-        return f"response head larger than {MAX_HEAD_BYTES // 1024} KiB"
-    return f"malformed response: {text}"
+    RFC 9110 section 8.6 lets a recipient take "42, 42" or a repeated field of
+    equal values as one; llhttp refuses both.  Values that differ are an error.
+    """
+    lines = head.split(b"\n")
+    found = [i for i, line in enumerate(lines) if line[:15].lower() == b"content-length:"]
+    values = {value.strip() for i in found for value in lines[i][15:].split(b",")}
+    if len(values) != 1:
+        raise FramingError("malformed response: conflicting Content-Length")
+    ending = b"\r" if lines[found[0]].endswith(b"\r") else b""
+    lines[found[0]] = b"Content-Length: " + values.pop() + ending
+    return b"\n".join(line for i, line in enumerate(lines) if i not in found[1:])

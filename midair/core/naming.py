@@ -24,8 +24,9 @@ WORK_SUFFIXES = (PART_SUFFIX, CONTROL_SUFFIX)
 
 def sanitize(name: str) -> str | None:
     """Reduce ``name`` to one harmless path component, or None if nothing is left."""
-    name = re.split(r"[/\\]", name)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    if not (name.isascii() and name.isprintable()):  # else there is no control character
+        name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = name.strip()
     while name.startswith("."):  # ". .." must not become ".."
         name = name.lstrip(".").strip()
@@ -87,6 +88,7 @@ def resolve(directory: str, name: str) -> str:
     """Join ``name`` under ``directory``, refusing anything that lands outside."""
     root = os.path.abspath(directory)
     path = os.path.normpath(os.path.join(root, name))
-    if os.path.commonpath([root, path]) != root or path == root:
+    inside = root if root.endswith(os.sep) else root + os.sep  # both are normalised
+    if not path.startswith(inside) or path == root:
         raise ValueError(f"{name!r} resolves outside {directory!r}")
     return path

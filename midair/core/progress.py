@@ -7,8 +7,9 @@ worth worrying about.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .actions import Action, Failed, Finished, Retrying, Started, Write
 from .results import Failure, Results, Success
@@ -35,29 +36,33 @@ class Tracker:
     results: Results = field(default_factory=Results)
 
     def observe(self, action: Action) -> None:
-        kind = type(action)
-        if kind is Write:
-            self.bytes_done += len(action.data)  # type: ignore[union-attr]
-            transfer = self.active.get(action.download)  # type: ignore[union-attr]
-            if transfer is not None:
-                transfer.done = action.offset + len(action.data)  # type: ignore[union-attr]
-        elif kind is Started:
-            assert isinstance(action, Started)
-            self.active[action.download] = Transfer(
-                action.url, action.path, action.offset, action.size)
-        elif kind is Retrying:
-            self.retries += 1
-        elif kind is Finished:
-            assert isinstance(action, Finished)
-            self.active.pop(action.download, None)
-            self.files_done += 1
-            self.results.successes.append(
-                Success(action.url, action.path, action.size, action.skipped))
-        elif kind is Failed:
-            assert isinstance(action, Failed)
-            self.active.pop(action.download, None)
-            self.files_failed += 1
-            self.results.failures.append(Failure(action.url, action.error))
+        count = _COUNTERS.get(type(action))
+        if count is not None:
+            count(self, action)
+
+    def _wrote(self, action: Write) -> None:
+        self.bytes_done += len(action.data)
+        transfer = self.active.get(action.download)
+        if transfer is not None:
+            transfer.done = action.offset + len(action.data)
+
+    def _started(self, action: Started) -> None:
+        self.active[action.download] = Transfer(action.url, action.path, action.offset,
+                                                action.size)
+
+    def _retrying(self, action: Retrying) -> None:
+        self.retries += 1
+
+    def _finished(self, action: Finished) -> None:
+        self.active.pop(action.download, None)
+        self.files_done += 1
+        self.results.successes.append(
+            Success(action.url, action.path, action.size, action.skipped))
+
+    def _failed(self, action: Failed) -> None:
+        self.active.pop(action.download, None)
+        self.files_failed += 1
+        self.results.failures.append(Failure(action.url, action.error))
 
     def add_progress(self, written: int, positions: Mapping[int, int]) -> None:
         """Merge progress counted elsewhere: bytes written, active downloads' positions."""
@@ -72,3 +77,9 @@ class Tracker:
         """Known remaining bytes of the active transfers plus what is done."""
         return self.bytes_done + sum(
             t.size - t.done for t in list(self.active.values()) if t.size is not None)
+
+
+# What each kind of action counts; the other kinds count nothing.
+_COUNTERS: dict[type, Callable[[Tracker, Any], None]] = {
+    Write: Tracker._wrote, Started: Tracker._started, Retrying: Tracker._retrying,
+    Finished: Tracker._finished, Failed: Tracker._failed}

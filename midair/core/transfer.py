@@ -7,6 +7,7 @@ out the answer.  Every HTTP rule about a single file lives here once.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -34,11 +35,9 @@ _ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "ho
 # --- what a response head means -------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """Write the body from ``offset``; ``size`` is the complete size if known."""
+    """Write the body from ``offset`` (the download's ``size`` is set, if known)."""
 
     offset: int
-    size: int | None
-    restarted: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +164,6 @@ class Download:
         status = head.status
         if status in REDIRECTS:
             return self._redirect(head)
-        if status in (200, 206) and head.get(b"transfer-encoding") and head.get(b"content-length"):
-            # RFC 9112 lets Transfer-Encoding win, but a server that sends both is
-            # broken or lying (request smuggling's favourite shape): do not trust it.
-            return Retry(ProtocolError(self.url.text,
-                                       "both Transfer-Encoding and Content-Length"))
         if status == 200:
             return self._full(head)
         if status == 206:
@@ -195,13 +189,11 @@ class Download:
         return Redirect(target)
 
     def _full(self, head: Head) -> Decision:
-        restarted = self.offset > 0
-        size = _content_length(head)
         etag = head.get(b"etag")
         self.etag = etag if etag and not etag.startswith("W/") else None
         self.last_modified = head.get(b"last-modified")
-        self.offset, self.size = 0, size
-        return self._check_limit() or Accept(0, size, restarted)
+        self.offset, self.size = 0, head.content_length
+        return self._check_limit() or Accept(0)
 
     def _partial(self, head: Head) -> Decision:
         match = _CONTENT_RANGE.fullmatch((head.get(b"content-range") or "").strip())
@@ -211,7 +203,7 @@ class Download:
         size = None if total == "*" else int(total)
         if start != self.offset or (size is not None and end != size - 1):
             return Restart(f"Content-Range {match[0]!r} does not continue at byte {self.offset}")
-        length = _content_length(head)
+        length = head.content_length
         if length is not None and length != end - start + 1:
             return Retry(ProtocolError(self.url.text, f"Content-Length {length} does not match "
                                                       f"Content-Range {match[0]!r}"))
@@ -224,7 +216,7 @@ class Download:
         if self.last_modified and modified and modified != self.last_modified:
             return Restart("Last-Modified changed")
         self.size = size if size is not None else self.size
-        return self._check_limit() or Accept(start, self.size, False)
+        return self._check_limit() or Accept(start)
 
     def _unsatisfiable(self, head: Head) -> Decision:
         match = _UNSATISFIED_RANGE.search(head.get(b"content-range") or "")
@@ -239,32 +231,24 @@ class Download:
             return Fail(IntegrityError(self.url.text, f"size {self.size} exceeds --max-filesize"))
         return None
 
-    def body_overflow(self, incoming: int = 0) -> DownloadError | None:
-        """Check, before ``incoming`` more bytes are written, that the body stays within
-        what was declared and within --max-filesize: nothing past either reaches the disk."""
-        end = self.position + incoming
+    def body_limit(self) -> float:
+        """Where an accepted body must end at the latest: the declared size, and
+        --max-filesize.  Nothing past it reaches the disk."""
+        limits = [n for n in (self.size, self.options.max_filesize) if n is not None]
+        return min(limits, default=math.inf)
+
+    def body_overflow(self, end: int) -> DownloadError:
+        """Why a body that would reach ``end`` went past ``body_limit``."""
         if self.size is not None and end > self.size:
             return ProtocolError(self.url.text, f"more body than the declared {self.size} bytes")
-        limit = self.options.max_filesize
-        if limit is not None and end > limit:
-            return IntegrityError(self.url.text, f"body exceeds --max-filesize {limit}")
-        return None
+        return IntegrityError(self.url.text,
+                              f"body exceeds --max-filesize {self.options.max_filesize}")
 
     def short_body(self) -> DownloadError | None:
         if self.size is not None and self.position != self.size:
             return ProtocolError(
                 self.url.text, f"body ended at {self.position} of {self.size} bytes")
         return None
-
-
-def _content_length(head: Head) -> int | None:
-    if head.get(b"transfer-encoding"):
-        return None
-    value = head.get(b"content-length")
-    if value is None:
-        return None
-    # h11 has already rejected malformed and conflicting values.
-    return int(value.split(",")[0])
 
 
 def _retry_after(head: Head) -> float | None:

@@ -46,7 +46,19 @@ from midair.core.jobs import Checksum, Job, Options
 from midair.core.urls import parse_url
 from midair.store import CONTROL_SUFFIX, PART_SUFFIX
 
-from .sim import DiskStore, FileServer, MemoryStore, Sim, Step, origin, reply, run
+from .sim import (
+    DiskStore,
+    FileServer,
+    MemoryStore,
+    Reply,
+    Request,
+    Sim,
+    Step,
+    origin,
+    reply,
+    response,
+    run,
+)
 
 H = "http://h.example"
 H2 = "http://mirror.example"
@@ -173,6 +185,21 @@ def test_keep_alive_connections_are_reused(framing: str) -> None:
     assert sim.connects[origin(H)] == 2
     assert len(server.requests) == 10
     assert len({r.conn for r in server.requests}) == 2
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_stray_empty_line_after_each_response_costs_no_retry(framing: str) -> None:
+    # It arrives after the batch reused the connection: the next head skips it.
+    def answer(req: Request) -> Reply:
+        data, _ = response(200, body(50, int(req.target[2:])), framing=framing)
+        return Reply(data + b"\r\n", pieces=(len(data),))
+
+    server = FileServer()
+    for k in range(5):
+        server.route(f"/f{k}", answer)
+    sim = run([f"{H}/f{k}" for k in range(5)], {H: server}, per_host=1)
+    assert [sim.content(k) for k in range(5)] == [body(50, k) for k in range(5)]
+    assert not sim.retrying and sim.connects[origin(H)] == 1
 
 
 def test_connection_close_responses_are_not_reused() -> None:

@@ -151,10 +151,19 @@ def test_resolve_inside(name: str) -> None:
     assert path != ROOT
 
 
-@pytest.mark.parametrize("name", ["..", "../x", "a/../../x", "/etc/passwd", ".", "", "a/.."])
+@pytest.mark.parametrize("name", ["..", "../x", "a/../../x", "/etc/passwd", ".", "", "a/..",
+                                  f"../{os.path.basename(ROOT)}2/x", ROOT + "2/x"])
 def test_resolve_refuses_outside(name: str) -> None:
+    # (a sibling whose name starts with the directory's is outside too)
     with pytest.raises(ValueError, match="resolves outside"):
         resolve(ROOT, name)
+
+
+@pytest.mark.parametrize("name", ["x", "a/b", "a/../x"])
+def test_resolve_in_the_root_directory(name: str) -> None:
+    assert resolve("/", name) == os.path.normpath("/" + name)
+    with pytest.raises(ValueError, match="resolves outside"):
+        resolve("/", "..")
 
 
 def test_resolve_relative_directory_is_made_absolute(tmp_path: object) -> None:

@@ -42,7 +42,7 @@ def download(url: str = URL, *, offset: int = 0, size: int | None = None,
 
 
 def head(status: int, *headers: tuple[str, str]) -> Head:
-    return Head(status, tuple((k.lower().encode(), v.encode("latin-1")) for k, v in headers))
+    return Head(status, {k.lower().encode(): v.encode("latin-1") for k, v in headers})
 
 
 def length(n: int) -> tuple[str, str]:
@@ -53,13 +53,14 @@ def length(n: int) -> tuple[str, str]:
 def test_200_fresh() -> None:
     d = download()
     assert d.on_head(head(200, length(10), ("ETag", '"e1"'), ("Last-Modified", DATE))
-                     ) == Accept(0, 10, restarted=False)
+                     ) == Accept(0)
     assert (d.offset, d.size, d.etag, d.last_modified) == (0, 10, '"e1"', DATE)
 
 
 def test_200_chunked_has_no_size() -> None:
     d = download()
-    assert d.on_head(head(200, ("Transfer-Encoding", "chunked"))) == Accept(0, None, False)
+    assert d.on_head(head(200, ("Transfer-Encoding", "chunked"))) == Accept(0)
+    assert d.size is None
 
 
 def test_200_weak_etag_is_no_validator() -> None:
@@ -70,15 +71,15 @@ def test_200_weak_etag_is_no_validator() -> None:
 
 def test_200_to_a_range_request_accepts_at_zero_restarted() -> None:
     d = download(offset=500, size=1000, etag='"e1"')
-    assert d.on_head(head(200, length(1000), ("ETag", '"e2"'))) == Accept(0, 1000, True)
-    assert (d.offset, d.etag) == (0, '"e2"')
+    assert d.on_head(head(200, length(1000), ("ETag", '"e2"'))) == Accept(0)
+    assert (d.offset, d.size, d.etag) == (0, 1000, '"e2"')
 
 
 def test_200_over_max_filesize_fails() -> None:
     decision = download(max_filesize=99).on_head(head(200, length(100)))
     assert isinstance(decision, Fail) and isinstance(decision.error, IntegrityError)
     assert "exceeds --max-filesize" in str(decision.error)
-    assert download(max_filesize=100).on_head(head(200, length(100))) == Accept(0, 100, False)
+    assert download(max_filesize=100).on_head(head(200, length(100))) == Accept(0)
 
 
 # --- 206 --------------------------------------------------------------------------------
@@ -86,16 +87,18 @@ def test_206_continues_at_the_offset() -> None:
     d = download(offset=400, size=1000, etag='"e1"')
     decision = d.on_head(head(206, ("Content-Range", "bytes 400-999/1000"), length(600),
                               ("ETag", '"e1"')))
-    assert decision == Accept(400, 1000, False)
+    assert decision == Accept(400) and d.size == 1000
 
 
 def test_206_unknown_total_keeps_what_we_knew() -> None:
     d = download(offset=400, size=None, etag='"e1"')
-    assert d.on_head(head(206, ("Content-Range", "bytes 400-999/*"))) == Accept(400, None, False)
+    assert d.on_head(head(206, ("Content-Range", "bytes 400-999/*"))) == Accept(400)
+    assert d.size is None
 
 
 def test_206_to_a_plain_request_from_zero_is_fine() -> None:
-    assert download().on_head(head(206, ("Content-Range", "bytes 0-9/10"))) == Accept(0, 10, False)
+    d = download()
+    assert d.on_head(head(206, ("Content-Range", "bytes 0-9/10"))) == Accept(0) and d.size == 10
 
 
 @pytest.mark.parametrize(
@@ -329,12 +332,12 @@ def test_candidate_name(url: str, job: dict[str, object], renames: int, name: st
 
 
 # --- body accounting ------------------------------------------------------------------
-def test_body_overflow_and_short_body() -> None:
-    d = download(size=10)
+def test_body_limit_overflow_and_short_body() -> None:
+    d = download(size=10, max_filesize=20)
+    assert d.body_limit() == 10
     d.position = 10
-    assert d.body_overflow() is None and d.short_body() is None
-    d.position = 11
-    assert isinstance(d.body_overflow(), ProtocolError)
+    assert d.short_body() is None
+    assert isinstance(d.body_overflow(11), ProtocolError)
     d.position = 9
     error = d.short_body()
     assert isinstance(error, ProtocolError) and "body ended at 9 of 10 bytes" in str(error)
@@ -342,9 +345,10 @@ def test_body_overflow_and_short_body() -> None:
 
 def test_body_over_max_filesize_with_unknown_size() -> None:
     d = download(max_filesize=5)
-    d.position = 6
-    assert isinstance(d.body_overflow(), IntegrityError)
-    assert download().short_body() is None
+    assert d.body_limit() == 5
+    error = d.body_overflow(6)
+    assert isinstance(error, IntegrityError) and "--max-filesize 5" in str(error)
+    assert download().body_limit() == float("inf") and download().short_body() is None
 
 
 # --- property: a 206 is accepted exactly when it continues what we have ------------------
@@ -358,6 +362,6 @@ def test_206_accepted_only_if_it_continues_to_the_end(offset: int, size: int, st
     continues = start == offset and end == total - 1 and total == size
     assert isinstance(decision, Accept) == continues
     if continues:
-        assert decision == Accept(offset, size, False)
+        assert decision == Accept(offset) and d.size == size
     else:
         assert isinstance(decision, Restart)
