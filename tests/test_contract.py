@@ -15,11 +15,13 @@ promptly with a non-zero status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ import pytest
 
 from midair.api import Downloader
 from midair.core.actions import Action, Started
+from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
 FAULTS = Path(__file__).parent / "faults"
@@ -103,6 +106,52 @@ def test_a_listener_that_raises_ends_the_run_with_its_error(server, engine, tmp_
         dl.run()
     assert raised.value is error
     assert time.monotonic() - started < 3 * SIZE / RATE
+
+
+@contextlib.contextmanager
+def stop_after(seconds: float, run: Run) -> Iterator[None]:
+    """``around`` for ``Downloader.run``: ask ``run`` to stop from another thread."""
+    timer = threading.Timer(seconds, run.request_stop)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def test_a_stop_requested_from_another_thread_ends_the_run_keeping_part_files(
+        server, engine, tmp_path):
+    urls = [gen(server, h, f"req{h}.bin", SIZE, engine) for h in range(3)]
+    started = time.monotonic()
+    results = downloader(tmp_path, engine, urls).run(around=lambda run: stop_after(1.0, run))
+    assert time.monotonic() - started < SIZE / RATE  # sooner than any file could finish
+    assert results.successes == [] and results.failures == []  # stopped, not failed
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.midair-part")) == [f"req{h}.bin.midair-part"
+                                                                 for h in range(3)]
+    assert len(list(out.glob("*.midair-ctl"))) == 3  # written on the way out: resumable
+
+
+def handlers() -> tuple[object, object]:
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def test_a_run_in_the_main_thread_takes_the_signals_and_gives_them_back(server, tmp_path):
+    before, during = handlers(), []
+    url = gen(server, 0, "handlers.bin", 1000, "epoll", rate=0)
+    downloader(tmp_path, "epoll", [url], on_event=lambda _: during.append(handlers())).run()
+    assert during and all(h != before for h in during)
+    assert handlers() == before
+
+
+def test_a_run_in_another_thread_leaves_the_signals_alone(server, tmp_path):
+    before, during = handlers(), []
+    url = gen(server, 0, "thread.bin", 1000, "epoll", rate=0)
+    dl = downloader(tmp_path, "epoll", [url], on_event=lambda _: during.append(handlers()))
+    thread = threading.Thread(target=dl.run)
+    thread.start()
+    thread.join(timeout=30)
+    assert during and all(h == before for h in during)
 
 
 # --- as a subprocess: signals and a closed stdout ----------------------------------------
