@@ -15,11 +15,13 @@ promptly with a non-zero status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ import pytest
 
 from midair.api import Downloader
 from midair.core.actions import Action, Started
+from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
 FAULTS = Path(__file__).parent / "faults"
@@ -103,6 +106,66 @@ def test_a_listener_that_raises_ends_the_run_with_its_error(server, engine, tmp_
         dl.run()
     assert raised.value is error
     assert time.monotonic() - started < 3 * SIZE / RATE
+
+
+@contextlib.contextmanager
+def stop_once(begun: threading.Event, run: Run) -> Iterator[None]:
+    """``around`` for ``Downloader.run``: once ``begun``, stop ``run`` from another thread."""
+    def stop() -> None:
+        if begun.wait(timeout=30):
+            time.sleep(0.3)  # bytes on disk
+        run.request_stop()
+
+    thread = threading.Thread(target=stop)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+def test_a_stop_requested_from_another_thread_ends_the_run_keeping_part_files(
+        server, engine, tmp_path):
+    urls = [gen(server, h, f"req{h}.bin", SIZE, engine) for h in range(3)]
+    in_flight = 1 if engine == "sequential" else 3  # the transfers that begin at once
+    started: list[Action] = []
+    begun = threading.Event()
+
+    def listen(action: Action) -> None:
+        if type(action) is Started:
+            started.append(action)
+            if len(started) == in_flight:
+                begun.set()
+
+    dl = downloader(tmp_path, engine, urls, on_event=listen)
+    results = dl.run(around=lambda run: stop_once(begun, run))
+    assert begun.is_set()
+    assert results.successes == [] and results.failures == []  # stopped: none ended
+    out = tmp_path / "out"
+    assert len(list(out.glob("req*.bin.midair-part"))) == in_flight
+    assert len(list(out.glob("req*.bin.midair-ctl"))) == in_flight  # written on the way out
+
+
+def handlers() -> tuple[object, object]:
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def test_a_run_in_the_main_thread_takes_the_signals_and_gives_them_back(server, tmp_path):
+    before, during = handlers(), []
+    url = gen(server, 0, "handlers.bin", 1000, "epoll", rate=0)
+    downloader(tmp_path, "epoll", [url], on_event=lambda _: during.append(handlers())).run()
+    assert during and all(h != before for h in during)
+    assert handlers() == before
+
+
+def test_a_run_in_another_thread_leaves_the_signals_alone(server, tmp_path):
+    before, during = handlers(), []
+    url = gen(server, 0, "thread.bin", 1000, "epoll", rate=0)
+    dl = downloader(tmp_path, "epoll", [url], on_event=lambda _: during.append(handlers()))
+    thread = threading.Thread(target=dl.run)
+    thread.start()
+    thread.join(timeout=30)
+    assert during and all(h == before for h in during)
 
 
 # --- as a subprocess: signals and a closed stdout ----------------------------------------

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import pickle
 import signal
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -52,7 +51,10 @@ from ._shards import (
     unpack_jobs,
 )
 
-_STOP_WAIT = 10.0  # seconds for stopped shards to flush their files and return
+# Seconds for stopped shards to flush their files and return: a running shard sees the stop
+# within ``interval`` and closes its files at once.  One still inside the core's start (which
+# a worker thread cannot interrupt) has no file to flush yet, and is left to end on its own.
+_STOP_WAIT = 0.6
 
 
 class DaskEngine:
@@ -114,30 +116,23 @@ def local_cluster(workers: int) -> Any:
     """A ``LocalCluster`` of ``workers`` single-threaded processes, no dashboard.
 
     The scheduler's small HTTP server (health, metrics) still listens: on a free
-    port, not on 8787, which another cluster may hold.  The worker processes
-    start with SIGINT ignored: a Ctrl-C at the terminal reaches the whole
-    process group, and a worker that died of it would take its shard down
-    without closing the part files; the engine stops the shards itself.
+    port, not on 8787, which another cluster may hold.  Each worker process
+    ignores SIGINT (``dask_setup``, run there as a preload): a Ctrl-C at the
+    terminal reaches the whole process group, and a worker that died of it
+    would take its shard down without closing the part files; the engine
+    stops the shards itself.  (Ignoring it here while the workers start would
+    lose a Ctrl-C meant for this process.)
     """
     from distributed import LocalCluster
 
-    with _sigint_ignored():
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            dashboard_address=None,
-                            scheduler_kwargs={"dashboard_address": ":0"})
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                        dashboard_address=None, preload=[__name__],
+                        scheduler_kwargs={"dashboard_address": ":0"})
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored here (and so in processes started meanwhile), in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def dask_setup(worker: Any) -> None:
+    """In each worker process of ``local_cluster``, on its main thread: ignore SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _follow(futures: dict[Any, int], queue: Any, merger: Merger, interval: float) -> None:
