@@ -7,6 +7,8 @@ framing, the download's rules, scheduling, actions and progress.  Also times res
 parsing alone, h11 against httptools.
 
     PYTHONPATH=. python benchmarks/core_per_file.py [--files 20000] [--size 8192] [--reps 5]
+
+h11 is needed only for the comparison (the bench extra installs it, with httpx).
 """
 
 from __future__ import annotations
