@@ -111,13 +111,16 @@ def _exit_now(code: int) -> None:
     (half a second after a 300,000-job run: the last full collection walks every
     object) after the last file is already safe on disk.  By the time ``main`` returns,
     every engine has closed its files and joined its workers; if a non-daemon
-    thread still runs (an embedding program's, say), exit normally so it is joined.
+    thread still runs (an embedding program's, say), or a profiler is attached,
+    exit normally.
     """
     import threading
 
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()
            if t is not threading.main_thread()):
         return
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return  # a profiler or coverage writes its report at exit
     try:
         sys.stdout.flush()
         sys.stderr.flush()
