@@ -18,7 +18,7 @@ from .core.actions import Action
 from .core.errors import InputError
 from .core.jobs import Checksum, Job, Options, parse_header
 from .core.results import Results
-from .engines import Engine, get_engine
+from .engines import DEFAULT_ENGINE, Engine, get_engine
 from .run import Run, stop_on_signals
 
 Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
@@ -77,7 +77,7 @@ class Downloader:
         self,
         dest: str = ".",
         *,
-        engine: str = "asyncio",
+        engine: str = DEFAULT_ENGINE,
         engine_options: Mapping[str, Any] | None = None,
         on_event: Callable[[Action], None] | None = None,
         **options: Any,
@@ -164,7 +164,7 @@ async def download_async(urls: Iterable[str] | str, dest: str = ".", **options: 
 
 
 def _downloader(urls: Iterable[str] | str, dest: str, options: dict[str, Any]) -> Downloader:
-    engine = options.pop("engine", "asyncio")
+    engine = options.pop("engine", DEFAULT_ENGINE)
     on_event = options.pop("on_event", None)
     engine_options = options.pop("engine_options", None)
     downloader = Downloader(

@@ -12,7 +12,7 @@ from typing import Any
 from ..api import Downloader
 from ..core.errors import InputError
 from ..core.jobs import parse_input_file
-from ..engines import ENGINES
+from ..engines import DEFAULT_ENGINE, ENGINES
 from ..run import LISTENER, Run
 from .progress import Reporter, make_reporter
 
@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--lowest-speed-time", type=float, default=10.0, metavar="S")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--ca-certificate", metavar="FILE", help="trust this CA bundle as well")
-    p.add_argument("--engine", default="asyncio", choices=sorted(ENGINES))
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=sorted(ENGINES),
+                   help=f"concurrency model (default: {DEFAULT_ENGINE}; see `midair engines`)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default=None,
                    help="event loop for the asyncio and reactor engines")
     p.add_argument("--workers", type=_positive, default=None,

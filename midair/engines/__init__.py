@@ -41,6 +41,9 @@ class EngineInfo:
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in [
+        EngineInfo("auto", "midair.engines.auto", "AutoEngine",
+                   "picks by the batch's shape: processes for many jobs on one origin, "
+                   "else epoll"),
         EngineInfo("sequential", "midair.engines.blocking", "SequentialEngine",
                    "one blocking socket at a time: the baseline"),
         EngineInfo("threads", "midair.engines.blocking", "ThreadsEngine",
@@ -62,6 +65,9 @@ ENGINES: dict[str, EngineInfo] = {
 }
 
 
+DEFAULT_ENGINE = "auto"  # what `midair get` and the library use without --engine / engine=
+
+
 def get_engine(name: str, **options: Any) -> Engine:
     """Build the engine called ``name``, or raise InputError saying what to install."""
     info = ENGINES.get(name)
@@ -75,4 +81,4 @@ def get_engine(name: str, **options: Any) -> Engine:
     return engine
 
 
-__all__ = ["ENGINES", "Engine", "EngineInfo", "get_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "get_engine"]
