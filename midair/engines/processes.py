@@ -18,9 +18,8 @@ which stops its run the same way: part files are closed, so a re-run resumes.
 
 Children start with ``fork`` when this process has one thread (cheap: no
 re-import, no pickled jobs; see ``start_context`` for why it is safe), else
-with ``forkserver`` preloading midair.  As with any ``forkserver`` or ``spawn``
-user, a script that calls midair at import time needs an
-``if __name__ == "__main__":`` guard.
+with ``spawn``.  As with any ``spawn`` user, a script that calls midair at
+import time needs an ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -76,16 +75,15 @@ def start_context(method: str) -> Any:
     thread held at that instant (a lock, a half-written buffer); with one
     thread there is none, and no event loop runs here (children make their
     own).  The child ends with ``os._exit``, so it flushes none of the buffers
-    it inherited.  With other threads (a progress display), ``forkserver``:
-    one clean process, midair imported once, forked per child.
+    it inherited.  With other threads (a progress display), ``spawn``; not
+    ``forkserver``, whose server keeps the environment of its first use, so a
+    later run's proxy settings (or a test's injected fault) would not reach it.
     """
     if method != "auto":
         return multiprocessing.get_context(method)
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
+    return multiprocessing.get_context("spawn")
 
 
 class _Children:
