@@ -271,6 +271,36 @@ def test_plan_never_has_more_shards_than_connections_or_groups() -> None:
     assert plan_shards([], make_options(), 4) == []
 
 
+def test_plan_splits_a_host_holding_most_jobs_and_shares_its_limit() -> None:
+    jobs = [job(f"http://big.test/f{i}") for i in range(9)] + [job("http://small.test/s")]
+    jobs.append(job("http://small.test/x/f3"))  # the same target path as big's f3
+    shards = plan_shards(jobs, make_options("/tmp/x", concurrency=10, per_host=5), 4)
+    assert len(shards) == 4
+    assert sum(s.options.per_host for s in shards) == 5
+    assert sum(s.options.concurrency for s in shards) == 10
+    where = {i: s.number for s in shards for i in s.indexes}
+    assert sorted(where) == list(range(len(jobs)))
+    assert len({where[i] for i in range(9)}) == 4  # the big host is spread
+    assert where[len(jobs) - 1] == where[3]  # contenders for one name stay together
+
+
+def test_plan_does_not_split_a_host_limited_to_one_connection() -> None:
+    jobs = [job(f"http://big.test/f{i}") for i in range(9)] + [job("http://small.test/s")]
+    shards = plan_shards(jobs, make_options(concurrency=10, per_host=1), 4)
+    assert len(shards) == 2
+    assert {s.options.per_host for s in shards} == {1}
+    assert sorted(len(s.indexes) for s in shards) == [1, 9]
+
+
+def test_processes_split_one_host_and_keep_its_limit(server: ServerThread,
+                                                     tmp_path: Path) -> None:
+    urls = [gen(server, 0, f"one-{i}.bin", 40_000, "&rate=100000") for i in range(8)]
+    server.reset_stats()
+    session = run(tmp_path, ("processes", {"workers": 2}), urls, per_host=3, concurrency=100)
+    assert session.results.ok and len(session.results.successes) == len(urls)
+    assert server.stats().addresses[server.hosts[0]].max_concurrent == 3
+
+
 @pytest.mark.parametrize(("total", "caps", "shares"), [
     (10, [2, 2, 20], [2, 2, 6]),
     (3, [0, 0, 0], [1, 1, 1]),

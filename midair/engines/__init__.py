@@ -41,6 +41,9 @@ class EngineInfo:
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in [
+        EngineInfo("auto", "midair.engines.auto", "AutoEngine",
+                   "picks by the batch's shape: processes for many jobs on one origin, "
+                   "else epoll"),
         EngineInfo("sequential", "midair.engines.blocking", "SequentialEngine",
                    "one blocking socket at a time: the baseline"),
         EngineInfo("threads", "midair.engines.blocking", "ThreadsEngine",
@@ -62,7 +65,7 @@ ENGINES: dict[str, EngineInfo] = {
 }
 
 
-DEFAULT_ENGINE = "asyncio"  # what `midair get` and the library use without --engine / engine=
+DEFAULT_ENGINE = "auto"  # what `midair get` and the library use without --engine / engine=
 
 
 def get_engine(name: str, **options: Any) -> Engine:

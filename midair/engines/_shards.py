@@ -5,10 +5,12 @@ own ``Run`` somewhere else, and fold what comes back into the caller's
 run.  Each rule lives here once:
 
 - **plan** (``plan_shards``): every job of one origin lands in the same shard,
-  so ``--per-host`` holds across shards; so do jobs whose first-choice file
-  names collide, so the core still sees every contender for a name (a redirect
-  that renames a file late is the one case it cannot foresee).  Shards are
-  balanced by job count and split ``--concurrency`` between them.
+  so ``--per-host`` holds across shards — unless one origin holds most jobs:
+  then its jobs are spread too, and each shard gets a share of ``--per-host``.
+  Jobs whose first-choice file names collide always share a shard, so the core
+  still sees every contender for a name (a redirect that renames a file late is
+  the one case it cannot foresee).  Shards are balanced by job count and split
+  ``--concurrency`` between them.
 - **worker** (``run_shard``): runs an event-driven engine over a shard and
   sends ``Summary`` records home every ``interval`` seconds from a side
   thread — reports in order, plus bytes written and positions since the last —
@@ -63,24 +65,53 @@ class ShardError(RuntimeError):
 
 # --- the plan ------------------------------------------------------------------------
 def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shard]:
-    groups = _groups(jobs, options)
+    """Cut the batch into at most ``shards`` shards, each with its options.
+
+    Usually each origin's jobs share a shard, so its ``--per-host`` holds there.
+    When one origin holds most jobs, that would leave the other cores idle:
+    then jobs are grouped by name only, and every shard gets a share of
+    ``--per-host`` (the shares add up to it), so each origin's limit still
+    holds across shards, however its jobs were spread.
+    """
+    paths = [_path(job, options) for job in jobs]
+    origins = [job.url.origin for job in jobs]
+    groups = sorted(_groups(list(zip(origins, paths, strict=True))), key=len, reverse=True)
+    ways = _ways_to_split(groups, len(jobs), options, shards)
+    if ways > 1:
+        return _plan(_groups([(path,) for path in paths]), options, ways,
+                     split(options.per_host, [1] * ways))
     count = max(0, min(shards, len(groups), options.concurrency))
+    return _plan(groups, options, count, [options.per_host] * count)
+
+
+def _ways_to_split(groups: Sequence[list[int]], total: int, options: Options,
+                   shards: int) -> int:
+    """How many shards may share the largest origin: 1 unless it holds most jobs."""
+    if not groups or 2 * len(groups[0]) <= total:
+        return 1
+    return max(1, min(shards, options.per_host, options.concurrency, len(groups[0])))
+
+
+def _plan(groups: Sequence[list[int]], options: Options, count: int,
+          per_host: Sequence[int]) -> list[Shard]:
+    """Bin ``groups`` into ``count`` shards, largest first to the lightest."""
     bins: list[list[int]] = [[] for _ in range(count)]
     caps = [0] * count
-    for group in sorted(groups, key=len, reverse=True):  # largest first, to the lightest
+    for group in sorted(groups, key=len, reverse=True):
         lightest = min(range(count), key=lambda b: len(bins[b]))
         bins[lightest].extend(group)
-        caps[lightest] += min(len(group), options.per_host)
+        caps[lightest] += min(len(group), per_host[lightest])
     base = replace(options, directory=os.path.abspath(options.directory),
                    ca_certificate=options.ca_certificate and os.path.abspath(
                        options.ca_certificate))
-    return [Shard(n, tuple(sorted(b)), replace(base, concurrency=c))
-            for n, (b, c) in enumerate(zip(bins, split(options.concurrency, caps), strict=True))]
+    shares = split(options.concurrency, caps)
+    return [Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p))
+            for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))]
 
 
-def _groups(jobs: Sequence[Job], options: Options) -> list[list[int]]:
-    """Jobs joined by origin and by first-choice path (union-find)."""
-    parent = list(range(len(jobs)))
+def _groups(keys: Sequence[tuple[object, ...]]) -> list[list[int]]:
+    """Job positions joined when they share a key (union-find); None joins nothing."""
+    parent = list(range(len(keys)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -89,14 +120,14 @@ def _groups(jobs: Sequence[Job], options: Options) -> list[list[int]]:
         return i
 
     first: dict[object, int] = {}
-    for i, job in enumerate(jobs):
-        for key in (job.url.origin, _path(job, options)):
+    for i, job_keys in enumerate(keys):
+        for key in job_keys:
             if key is None:
                 continue
             j = first.setdefault(key, i)
             parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
-    for i in range(len(jobs)):
+    for i in range(len(keys)):
         groups.setdefault(root(i), []).append(i)
     return list(groups.values())
 

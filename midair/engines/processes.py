@@ -16,9 +16,10 @@ message naming the worker, so ``run`` always returns with one result per job.
 A stop request here (Ctrl-C, SIGTERM, an error) sends every child SIGTERM,
 which stops its run the same way: part files are closed, so a re-run resumes.
 
-Children start with ``spawn`` (or ``forkserver``): a fork of a process with
-threads and an event loop is not safe.  As with any ``spawn`` user, a script
-that calls midair at import time needs an ``if __name__ == "__main__":`` guard.
+Children start with ``fork`` when this process has one thread (cheap: no
+re-import, no pickled jobs; see ``start_context`` for why it is safe), else
+with ``spawn``.  As with any ``spawn`` user, a script that calls midair at
+import time needs an ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -54,18 +56,18 @@ class ProcessesEngine:
     name = "processes"
 
     def __init__(self, workers: int | None = None, inner: str = "reactor",
-                 start_method: str = "spawn", interval: float = 0.2) -> None:
-        if start_method not in ("spawn", "forkserver"):
-            raise ValueError("start_method must be 'spawn' or 'forkserver'")
+                 start_method: str = "auto", interval: float = 0.2) -> None:
+        if start_method not in ("auto", "spawn", "forkserver"):
+            raise ValueError("start_method must be 'auto', 'spawn' or 'forkserver'")
         self.workers = workers or len(os.sched_getaffinity(0))
         self.inner = inner
         shard_engine(inner)  # a bad name fails here, not in every child
-        self.context = multiprocessing.get_context(start_method)
+        self.start_method = start_method
         self.interval = interval
 
     def run(self, run: Run) -> None:
         shards = plan_shards(run.jobs, run.options, self.workers)
-        children = _Children(self.context, shards, run)
+        children = _Children(start_context(self.start_method), shards, run)
         run.commit()  # children about to write files: from here a signal only stops
         try:
             children.start(run.jobs, self.inner, self.interval)
@@ -75,6 +77,24 @@ class ProcessesEngine:
             raise
         finally:
             children.reap()
+
+
+def start_context(method: str) -> Any:
+    """The multiprocessing context children start from: ``method``, or the cheapest safe one.
+
+    ``fork`` copies only the calling thread.  Its hazard is state another
+    thread held at that instant (a lock, a half-written buffer); with one
+    thread there is none, and no event loop runs here (children make their
+    own).  The child ends with ``os._exit``, so it flushes none of the buffers
+    it inherited.  With other threads (a progress display), ``spawn``; not
+    ``forkserver``, whose server keeps the environment of its first use, so a
+    later run's proxy settings (or a test's injected fault) would not reach it.
+    """
+    if method != "auto":
+        return multiprocessing.get_context(method)
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 class _Children:

@@ -1,0 +1,58 @@
+"""``auto``: the engine that measured fastest for the batch's shape (the default).
+
+Measured on 2 cores against nginx, downloads on tmpfs (README, "Choosing an
+engine"): one loop (``epoll``) is as fast as any other engine while the
+network is the limit — slow servers, few or many — and costs the least CPU
+and start-up.  When the core's CPU per file is the limit — many small files
+from one fast server — ``processes`` runs the batch on every core, splitting
+the busiest origin's jobs and its ``--per-host`` between them.  That pays off
+only for a batch big enough to cover starting the workers, and only where
+there is more than one core and ``--per-host`` lets one origin use more than
+one connection.  ``--loop`` asks for an asyncio loop, so the single loop is
+then ``reactor`` on it; ``--workers`` counts as the cores to use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+from ..run import Run
+
+__all__ = ["AutoEngine", "choose"]
+
+MANY_JOBS = 2_000  # below this, starting worker processes costs more than it saves
+SINGLE_LOOP = "epoll"
+MULTI_CORE = "processes"
+
+
+def choose(run: Run, cores: int | None = None) -> str:
+    """The engine for ``run``'s batch: ``processes`` for a big batch one origin holds most of."""
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    jobs, options = run.jobs, run.options
+    if cores < 2 or len(jobs) < MANY_JOBS or min(options.per_host, options.concurrency) < 2:
+        return SINGLE_LOOP
+    busiest = Counter(job.url.origin for job in jobs).most_common(1)[0][1]
+    return MULTI_CORE if 2 * busiest > len(jobs) else SINGLE_LOOP
+
+
+class AutoEngine:
+    name = "auto"
+
+    def __init__(self, workers: int | None = None, loop: str | None = None) -> None:
+        self.workers = workers  # for ``processes``, when chosen
+        self.loop = loop  # for ``reactor``, then the single loop
+
+    def run(self, run: Run) -> None:
+        self.engine(run).run(run)
+
+    def engine(self, run: Run) -> Any:
+        """The chosen engine, given the options it takes."""
+        from . import get_engine
+
+        if choose(run, self.workers) == MULTI_CORE:
+            return get_engine(MULTI_CORE, workers=self.workers)
+        if self.loop is not None:
+            return get_engine("reactor", loop=self.loop)
+        return get_engine(SINGLE_LOOP)

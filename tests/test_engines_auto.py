@@ -1,0 +1,58 @@
+"""The ``auto`` engine: which engine it picks for a batch's shape, and that it runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import midair
+from midair.api import make_options
+from midair.core.jobs import Job
+from midair.engines import DEFAULT_ENGINE, get_engine
+from midair.engines.auto import MANY_JOBS, choose
+from midair.run import Run
+from midair.serve import ServerThread
+
+
+def batch(hosts: list[int], **options: int) -> Run:
+    """One job per entry of ``hosts``, on the host that entry names."""
+    jobs = [Job.from_url(f"http://h{h}.test/f{i}") for i, h in enumerate(hosts)]
+    return Run(jobs, make_options("/tmp/x", **options))
+
+
+def test_auto_is_the_default() -> None:
+    assert DEFAULT_ENGINE == "auto"
+
+
+def test_a_big_batch_mostly_from_one_origin_runs_on_every_core() -> None:
+    hosts = [0] * MANY_JOBS + [1] * (MANY_JOBS // 2)
+    assert choose(batch(hosts, per_host=8), cores=2) == "processes"
+
+
+@pytest.mark.parametrize(("hosts", "options", "cores"), [
+    ([0] * (MANY_JOBS - 1), {"per_host": 8}, 2),  # too few jobs to pay for the workers
+    ([0] * MANY_JOBS, {"per_host": 8}, 1),  # one core
+    ([0] * MANY_JOBS, {"per_host": 1}, 2),  # one connection to the origin at a time
+    ([0] * MANY_JOBS, {"per_host": 8, "concurrency": 1}, 2),
+    ([i % 10 for i in range(MANY_JOBS * 2)], {"per_host": 8}, 2),  # spread over origins
+], ids=["few-jobs", "one-core", "per-host-1", "concurrency-1", "many-origins"])
+def test_otherwise_one_loop(hosts: list[int], options: dict[str, int], cores: int) -> None:
+    assert choose(batch(hosts, **options), cores=cores) == "epoll"
+
+
+def test_options_go_to_the_engine_chosen() -> None:
+    many = batch([0] * MANY_JOBS, per_host=8)
+    processes = get_engine("auto", workers=2).engine(many)  # type: ignore[attr-defined]
+    assert (processes.name, processes.workers) == ("processes", 2)
+    reactor = get_engine("auto", loop="asyncio").engine(batch([0]))  # type: ignore[attr-defined]
+    assert reactor.name == "reactor"
+    assert get_engine("auto", workers=1).engine(many).name == "epoll"  # type: ignore[attr-defined]
+
+
+def test_the_default_downloads(tmp_path: Path) -> None:
+    with ServerThread(addresses=2) as server:
+        urls = [server.url(i % 2, f"/gen/auto-{i}.bin?size={1000 * (i + 1)}") for i in range(4)]
+        results = midair.download(urls, tmp_path)
+    assert results.ok
+    assert sorted(p.stat().st_size for p in tmp_path.iterdir()) == [1000, 2000, 3000, 4000]
