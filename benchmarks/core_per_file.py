@@ -26,16 +26,18 @@ from midair.core.batch import Batch
 from midair.core.jobs import Job, Options
 from midair.core.progress import Tracker
 
-HEAD = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
-        b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n"
-        b"Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\nConnection: keep-alive\r\n"
-        b'ETag: "65920080-2000"\r\nAccept-Ranges: bytes\r\n\r\n')
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+    b"Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\nConnection: keep-alive\r\n"
+    b'ETag: "65920080-2000"\r\nAccept-Ranges: bytes\r\n\r\n'
+)
 
 
 def run_batch(files: int, size: int, in_flight: int, split: bool) -> float:
     """Drive one batch to the end; return the CPU seconds it took."""
     response = HEAD % size + bytes(size)
-    pieces = [response[:len(HEAD % size)], response[len(HEAD % size):]] if split else [response]
+    pieces = [response[: len(HEAD % size)], response[len(HEAD % size) :]] if split else [response]
     jobs = [Job.from_url(f"http://127.0.0.1:8080/f/{i}.bin") for i in range(files)]
     batch = Batch(jobs, Options(directory="/bench", concurrency=in_flight, per_host=in_flight))
     tracker = Tracker(jobs=files)
@@ -142,14 +144,21 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--split", action="store_true", help="head and body in two reads")
     args = parser.parse_args()
-    per_file = [run_batch(args.files, args.size, args.in_flight, args.split) / args.files
-                for _ in range(args.reps)]
-    print(f"batch: {args.files} files x {args.size} B, {args.in_flight} in flight: "
-          f"{statistics.median(per_file) * 1e6:.1f} us CPU per file "
-          f"(min {min(per_file) * 1e6:.1f}, {args.reps} runs)")
+    per_file = [
+        run_batch(args.files, args.size, args.in_flight, args.split) / args.files
+        for _ in range(args.reps)
+    ]
+    print(
+        f"batch: {args.files} files x {args.size} B, {args.in_flight} in flight: "
+        f"{statistics.median(per_file) * 1e6:.1f} us CPU per file "
+        f"(min {min(per_file) * 1e6:.1f}, {args.reps} runs)"
+    )
     head, count = HEAD % 0, 20_000
-    for name, parse in (("h11", parse_h11), ("httptools", parse_httptools),
-                        ("midair http.py", parse_midair)):
+    for name, parse in (
+        ("h11", parse_h11),
+        ("httptools", parse_httptools),
+        ("midair http.py", parse_midair),
+    ):
         best = min(parse(head, count) for _ in range(args.reps)) / count
         print(f"head parsing, {name}: {best * 1e6:.2f} us per head")
 

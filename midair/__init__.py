@@ -20,12 +20,31 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _WHERE = {
-    "Downloader": "api", "download": "api", "download_async": "api",
-    "Checksum": "core.jobs", "Job": "core.jobs", "Options": "core.jobs",
-    "Failure": "core.results", "Results": "core.results", "Success": "core.results",
-    **dict.fromkeys(["DestinationError", "DownloadError", "HTTPStatusError", "InputError",
-                     "IntegrityError", "MidairError", "NetworkError", "ProtocolError",
-                     "RedirectError", "StallTimeout", "TLSError"], "core.errors"),
+    "Downloader": "api",
+    "download": "api",
+    "download_async": "api",
+    "Checksum": "core.jobs",
+    "Job": "core.jobs",
+    "Options": "core.jobs",
+    "Failure": "core.results",
+    "Results": "core.results",
+    "Success": "core.results",
+    **dict.fromkeys(
+        [
+            "DestinationError",
+            "DownloadError",
+            "HTTPStatusError",
+            "InputError",
+            "IntegrityError",
+            "MidairError",
+            "NetworkError",
+            "ProtocolError",
+            "RedirectError",
+            "StallTimeout",
+            "TLSError",
+        ],
+        "core.errors",
+    ),
 }
 
 if TYPE_CHECKING:

@@ -44,15 +44,15 @@ class Terminated(BaseException):
     """A run (or the CLI) ended by SIGTERM; cleanup runs as for Ctrl-C."""
 
 
-_STOP_EXCEPTIONS: dict[str, type[BaseException]] = {SIGINT: KeyboardInterrupt,
-                                                    SIGTERM: Terminated}
+_STOP_EXCEPTIONS: dict[str, type[BaseException]] = {SIGINT: KeyboardInterrupt, SIGTERM: Terminated}
 
 
 class Run:
     """One batch's jobs, options, listener and results, and its stop and failure state."""
 
-    def __init__(self, jobs: Iterable[Job], options: Options, *,
-                 listener: Listener | None = None) -> None:
+    def __init__(
+        self, jobs: Iterable[Job], options: Options, *, listener: Listener | None = None
+    ) -> None:
         self.jobs = list(jobs)
         self.options = options
         self.tracker = Tracker(jobs=len(self.jobs))

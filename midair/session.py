@@ -61,6 +61,7 @@ _Step = Callable[[Any], list[Action] | None]  # carries out one action; may answ
 
 def _guarded(event: _Event) -> _Event:
     """The one place an engine's call into the session can fail: record it, stop, act on nothing."""
+
     @functools.wraps(event)
     def guarded(self: Session, *args: Any) -> list[NetAction]:
         if self.done:
@@ -70,19 +71,29 @@ def _guarded(event: _Event) -> _Event:
         except Exception as exc:  # a bug in the core, the store or an engine's glue
             self.run.fail(exc)
             return []
+
     return guarded  # type: ignore[return-value]
 
 
 class Session:
     """Drive one batch.  Not thread-safe: a threaded engine holds a lock around calls."""
 
-    def __init__(self, run: Run, *, batch: Batch | None = None, store: Store | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        run: Run,
+        *,
+        batch: Batch | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.run = run
         self.options: Options = run.options
         self.batch = batch if batch is not None else Batch(run.jobs, run.options)
-        self.store = store if store is not None else Store(sockets=run.options.concurrency,
-                                                            fsync=run.options.fsync)
+        self.store = (
+            store
+            if store is not None
+            else Store(sockets=run.options.concurrency, fsync=run.options.fsync)
+        )
         self.clock = clock
         self._poll_at: float | None = None  # when to look for finished publications
         self._net: list[NetAction] = []  # what the current call hands the engine
@@ -167,12 +178,22 @@ class Session:
     def _dispatch_table(self) -> dict[type, _Step]:
         net = self._net_action
         file_steps: dict[type, _Step] = {
-            Write: self.store.write, Open: self.store.open, Checkpoint: self.store.checkpoint,
-            Discard: self.store.discard, Prepare: self._prepare, Publish: self._publish}
+            Write: self.store.write,
+            Open: self.store.open,
+            Checkpoint: self.store.checkpoint,
+            Discard: self.store.discard,
+            Prepare: self._prepare,
+            Publish: self._publish,
+        }
         table: dict[type, _Step] = {
-            Connect: net, Send: net, Close: net,
-            Started: self.run.report, Retrying: self.run.report,
-            Finished: self.run.report, Failed: self.run.report}
+            Connect: net,
+            Send: net,
+            Close: net,
+            Started: self.run.report,
+            Retrying: self.run.report,
+            Finished: self.run.report,
+            Failed: self.run.report,
+        }
         table.update({kind: self._file_step(step) for kind, step in file_steps.items()})
         return table
 
@@ -193,6 +214,7 @@ class Session:
             except DownloadError as error:
                 self._broken.add(action.download)
                 return self.batch.published(action.download, self.clock(), error)
+
         return carry_out
 
     def _prepare(self, action: Prepare) -> list[Action]:

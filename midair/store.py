@@ -66,8 +66,13 @@ _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 class Store:
     """Carries out the core's file actions; one per batch (not thread-safe)."""
 
-    def __init__(self, max_open: int | None = None, sockets: int = 0,
-                 background: bool = True, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        max_open: int | None = None,
+        sockets: int = 0,
+        background: bool = True,
+        fsync: bool = True,
+    ) -> None:
         self._max_open = max_open or default_max_open(sockets)
         self.background = background  # publish on a thread; off for simulations
         self.fsync = fsync  # off: publish without waiting for stable storage (tmpfs, scratch)
@@ -308,8 +313,15 @@ class _Publication:
 
     __slots__ = ("action", "device", "durable", "error", "fd", "had_control", "record", "url")
 
-    def __init__(self, action: Publish, fd: int, url: str, record: Resume | None,
-                 had_control: bool, durable: bool) -> None:
+    def __init__(
+        self,
+        action: Publish,
+        fd: int,
+        url: str,
+        record: Resume | None,
+        had_control: bool,
+        durable: bool,
+    ) -> None:
         self.action, self.fd, self.url, self.record = action, fd, url, record
         self.had_control, self.durable = had_control, durable
         self.device = 0
@@ -328,7 +340,8 @@ class _Publication:
             self.error = exc
         else:
             self.error = DestinationError(
-                self.url, f"cannot publish {self.action.path}: {_reason(exc)}")
+                self.url, f"cannot publish {self.action.path}: {_reason(exc)}"
+            )
 
 
 def _publish_group(group: list[_Publication]) -> list[DownloadError | None]:
@@ -349,8 +362,7 @@ def _publish_group(group: list[_Publication]) -> list[DownloadError | None]:
     return [publication.error for publication in group]
 
 
-def _each(group: list[_Publication],
-          step: Callable[[_Publication], None]) -> list[_Publication]:
+def _each(group: list[_Publication], step: Callable[[_Publication], None]) -> list[_Publication]:
     """Run ``step`` on each publication; return those it did not fail."""
     survivors = []
     for publication in group:
@@ -368,8 +380,9 @@ def _verify_and_tag(publication: _Publication) -> None:
     fd, action = publication.fd, publication.action
     info = os.fstat(fd)
     if action.size is not None and info.st_size != action.size:
-        raise IntegrityError(action.url, f"{publication.part} has {info.st_size} bytes, "
-                                         f"expected {action.size}")
+        raise IntegrityError(
+            action.url, f"{publication.part} has {info.st_size} bytes, expected {action.size}"
+        )
     if action.checksum is not None:
         _verify(fd, action.checksum, action.url)
     publication.device = info.st_dev
@@ -410,8 +423,12 @@ def _sync_directories(group: list[_Publication]) -> None:
     error here must not report them failed; and a rename that a crash then loses
     leaves its durable part file, which a re-run publishes or fetches again.
     """
-    directories = {_directory_of(path) for publication in group if publication.durable
-                   for path in (publication.part, publication.target)}
+    directories = {
+        _directory_of(path)
+        for publication in group
+        if publication.durable
+        for path in (publication.part, publication.target)
+    }
     for directory in directories:
         with contextlib.suppress(OSError):
             _fsync_directory(directory)
@@ -455,8 +472,11 @@ def _check_replaceable(target: str, action: Publish, url: str) -> None:
         return
     tag = _read_tag(target) if os.path.isfile(target) else None
     if tag is None or tag.get("url") != url:
-        raise DestinationError(url, f"cannot publish {action.path}: {target} exists and "
-                                    "was not made by midair (use --overwrite)")
+        raise DestinationError(
+            url,
+            f"cannot publish {action.path}: {target} exists and "
+            "was not made by midair (use --overwrite)",
+        )
 
 
 def _verify(fd: int, checksum: Checksum, url: str) -> None:
@@ -466,8 +486,11 @@ def _verify(fd: int, checksum: Checksum, url: str) -> None:
         digest.update(chunk)
         offset += len(chunk)
     if digest.hexdigest() != checksum.hexdigest:
-        raise IntegrityError(url, f"checksum mismatch: expected {checksum.algorithm}="
-                                  f"{checksum.hexdigest}, got {digest.hexdigest()}")
+        raise IntegrityError(
+            url,
+            f"checksum mismatch: expected {checksum.algorithm}="
+            f"{checksum.hexdigest}, got {digest.hexdigest()}",
+        )
 
 
 # --- system calls the os module lacks ---------------------------------------------------
@@ -492,8 +515,10 @@ def _rename_if_free(source: str, target: str) -> bool:
     rename = getattr(_libc(), "renameat2", None)
     if rename is None:
         return False
-    if rename(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
-              _RENAME_NOREPLACE) == 0:
+    if (
+        rename(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE)
+        == 0
+    ):
         return True
     import ctypes
 
@@ -541,8 +566,9 @@ def _read_control(path: str) -> Resume | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return Resume(str(data["url"]), data.get("size"), data.get("etag"),
-                      data.get("last_modified"))
+        return Resume(
+            str(data["url"]), data.get("size"), data.get("etag"), data.get("last_modified")
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: the part file cannot be trusted, so it restarts
 

@@ -62,8 +62,11 @@ def test_engines() -> list[str]:
 
     chosen = os.environ.get("MIDAIR_TEST_ENGINES")
     names = chosen.split(",") if chosen else list(ENGINES)
-    return [n for n in names if ENGINES[n].available
-            and importlib.util.find_spec(ENGINES[n].module) is not None]
+    return [
+        n
+        for n in names
+        if ENGINES[n].available and importlib.util.find_spec(ENGINES[n].module) is not None
+    ]
 
 
 test_engines.__test__ = False  # type: ignore[attr-defined]
@@ -81,13 +84,28 @@ class Midair:
     engine: str
 
     def get(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(*args), capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            self.command(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def command(self, *args: str) -> list[str]:
         extra = ["--workers", "2"] if self.engine in ("processes", "dask") else []
-        return [sys.executable, "-m", "midair", "get", "--engine", self.engine, *extra,
-                "--max-retry-wait", "2", *args]
+        return [
+            sys.executable,
+            "-m",
+            "midair",
+            "get",
+            "--engine",
+            self.engine,
+            *extra,
+            "--max-retry-wait",
+            "2",
+            *args,
+        ]
 
 
 @pytest.fixture
@@ -100,4 +118,3 @@ def server() -> Iterator[ServerThread]:
     """An unthrottled midair serve on 127.0.1.1-3 for the whole session."""
     with ServerThread(addresses=3) as srv:
         yield srv
-

@@ -36,10 +36,31 @@ from midair.serve.nginx import parse_access_line
 def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     peers = "curl" if shutil.which("curl") else "none"
     return subprocess.run(
-        [sys.executable, "-m", "midair", "bench", "--quick", "--server", "midair",
-         "--peers", peers, "--engines", "default", "--out", str(tmp_path / "out"),
-         "--cache", str(tmp_path / "cache"), "--no-plots", *args],
-        capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL, check=False)
+        [
+            sys.executable,
+            "-m",
+            "midair",
+            "bench",
+            "--quick",
+            "--server",
+            "midair",
+            "--peers",
+            peers,
+            "--engines",
+            "default",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--no-plots",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -140,8 +161,7 @@ def _fake_mounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> 
     monkeypatch.setattr(downloads, "_MOUNTS", table)
 
 
-def test_tmpfs_is_chosen_when_it_has_room(monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
+def test_tmpfs_is_chosen_when_it_has_room(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     shm = tmp_path / "shm"
     shm.mkdir()
     _fake_mounts(monkeypatch, tmp_path, f"/dev/vda / ext4 rw 0 0\ntmpfs {shm} tmpfs rw 0 0\n")
@@ -154,17 +174,18 @@ def test_tmpfs_is_chosen_when_it_has_room(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_disk_and_dir_choices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _fake_mounts(monkeypatch, tmp_path, f"/dev/vda / ext4 rw 0 0\ntmpfs {tmp_path}/ram tmpfs rw"
-                                        " 0 0\n")
+    _fake_mounts(
+        monkeypatch, tmp_path, f"/dev/vda / ext4 rw 0 0\ntmpfs {tmp_path}/ram tmpfs rw 0 0\n"
+    )
     disk = choose_downloads("disk", tmp_path / "cache", needed=1)
-    assert (disk.path, disk.fstype, disk.choice) == ((tmp_path / "cache").resolve(), "ext4",
-                                                     "disk")
+    assert (disk.path, disk.fstype, disk.choice) == ((tmp_path / "cache").resolve(), "ext4", "disk")
     ram = choose_downloads(str(tmp_path / "ram" / "d"), tmp_path / "cache", needed=1)
     assert (ram.mount, ram.fstype, ram.durable) == (f"{tmp_path}/ram", "tmpfs", False)
     assert ram.path.is_dir()
 
 
 # --- start-up and exit costs, from the server's log ----------------------------------------
+
 
 def test_access_line_gives_start_and_end() -> None:
     logged = parse_access_line("1700000010.250 2.125 7 200 4194553\n")
@@ -215,20 +236,33 @@ def test_nginx_access_log_is_millisecond_accurate(nginx: NginxFactory, tmp_path:
 
 # --- clients: what each is asked to do -----------------------------------------------------
 
+
 def _job(tmp_path: Path, jobs: int = 100) -> Job:
-    return Job(["http://127.0.1.1:8080/f00000.bin"], tmp_path / "urls.txt", tmp_path / "out",
-               jobs, jobs)
+    return Job(
+        ["http://127.0.1.1:8080/f00000.bin"], tmp_path / "urls.txt", tmp_path / "out", jobs, jobs
+    )
 
 
-@pytest.mark.parametrize(("peer", "flags"), [
-    ("curl", ["--parallel", "--parallel-max 100"]),
-    ("wget2", ["--max-threads 100", "--progress=none"]),
-    ("aria2c", ["-j 100", "--max-connection-per-server=1", "--split=1",
-                "--file-allocation=none", "--show-console-readout=false"]),
-    ("parfive", ["--concurrency 100", "--per-host 100"]),
-    ("aiohttp", ["--concurrency 100", "--per-host 100"]),
-    ("httpx", ["--concurrency 100"]),
-])
+@pytest.mark.parametrize(
+    ("peer", "flags"),
+    [
+        ("curl", ["--parallel", "--parallel-max 100"]),
+        ("wget2", ["--max-threads 100", "--progress=none"]),
+        (
+            "aria2c",
+            [
+                "-j 100",
+                "--max-connection-per-server=1",
+                "--split=1",
+                "--file-allocation=none",
+                "--show-console-readout=false",
+            ],
+        ),
+        ("parfive", ["--concurrency 100", "--per-host 100"]),
+        ("aiohttp", ["--concurrency 100", "--per-host 100"]),
+        ("httpx", ["--concurrency 100"]),
+    ],
+)
 def test_peers_get_batch_flags(tmp_path: Path, peer: str, flags: list[str]) -> None:
     line = " ".join(PEERS[peer].command(_job(tmp_path)))
     for flag in flags:
@@ -244,7 +278,8 @@ def test_default_midair_names_no_engine(tmp_path: Path) -> None:
 
 
 def test_no_fsync_twin_only_on_a_disk_and_when_midair_has_the_flag(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     disk = downloads.Downloads(tmp_path, "/", "ext4", "disk")
     ram = downloads.Downloads(tmp_path, "/dev/shm", "tmpfs", "tmpfs")
     monkeypatch.setattr(clients, "get_help", lambda: "usage: midair get [--no-fsync]")
@@ -260,6 +295,7 @@ def test_no_fsync_twin_only_on_a_disk_and_when_midair_has_the_flag(
 
 # --- the report ------------------------------------------------------------------------
 
+
 def _run(client: str, wall: float, cpu: float, status: str = "ok") -> Run:
     m = Measurement([client], wall, cpu, 0.0, 30.0, 0, False)
     return Run("small", 100, client, "1", 0, 100, 100 * 8192, m, status=status)
@@ -267,8 +303,12 @@ def _run(client: str, wall: float, cpu: float, status: str = "ok") -> Run:
 
 def test_rank_and_durable_publication() -> None:
     result = ScenarioResult(QUICK["small"], "nginx")
-    result.runs = [_run("midair-default", 1.5, 1.2), _run("midair-nofsync", 1.0, 1.0),
-                   _run("curl", 0.5, 0.4), _run("wget2", 0.1, 0.1, status="FAILED")]
+    result.runs = [
+        _run("midair-default", 1.5, 1.2),
+        _run("midair-nofsync", 1.0, 1.0),
+        _run("curl", 0.5, 0.4),
+        _run("wget2", 0.1, 0.1, status="FAILED"),
+    ]
     ranked = {r.client: r.rank for r in rows_for(result)}
     assert ranked == {"curl": 1, "midair-nofsync": 2, "midair-default": 3, "wget2": None}
     cost = durability(result)

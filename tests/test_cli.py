@@ -15,10 +15,16 @@ import pytest
 from midair.serve import ServerThread, expected_bytes, expected_sha256
 
 
-def run(*args: str, stdin: str | None = None, timeout: float = 60
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "midair", *args], capture_output=True,
-                          text=True, input=stdin, timeout=timeout)
+def run(
+    *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "midair", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+    )
 
 
 def url(server: ServerThread, name: str, size: int, host: int = 0, **query: object) -> str:
@@ -42,7 +48,8 @@ def test_input_file_options_are_honoured(server, tmp_path):
         f"{url(server, 'in2.bin', 2000, 1)}\n"
         "  dir=sub/deeper\n"
         f"  checksum=sha-256={good_sum}\n"
-        "  header=X-Test: yes\n")
+        "  header=X-Test: yes\n"
+    )
     out = tmp_path / "out"
     result = run("get", "-d", str(out), "-i", str(listing))
     assert result.returncode == 0, result.stderr
@@ -58,13 +65,16 @@ def test_input_from_stdin(server, tmp_path):
     assert (tmp_path / "stdin.bin").read_bytes() == expected_bytes("stdin.bin", 10)
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    ("http://127.0.0.1/a\n  bogus=1\n", "list.txt:2: unknown option 'bogus'"),
-    ("  out=x\n", "list.txt:1: option line before any URL"),
-    ("http://127.0.0.1/a\n  out=../escape\n", "list.txt:2:"),
-    ("http://127.0.0.1/a\n  checksum=sha-256=zz\n", "list.txt:2:"),
-    ("ftp://127.0.0.1/a\n", "list.txt:1:"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("http://127.0.0.1/a\n  bogus=1\n", "list.txt:2: unknown option 'bogus'"),
+        ("  out=x\n", "list.txt:1: option line before any URL"),
+        ("http://127.0.0.1/a\n  out=../escape\n", "list.txt:2:"),
+        ("http://127.0.0.1/a\n  checksum=sha-256=zz\n", "list.txt:2:"),
+        ("ftp://127.0.0.1/a\n", "list.txt:1:"),
+    ],
+)
 def test_bad_input_file_lines_are_usage_errors_naming_the_line(tmp_path, content, expected):
     listing = tmp_path / "list.txt"
     listing.write_text(content)
@@ -74,15 +84,18 @@ def test_bad_input_file_lines_are_usage_errors_naming_the_line(tmp_path, content
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args", [
-    [],
-    ["not a url"],
-    ["-H", "no colon", "http://127.0.0.1/x"],
-    ["--ca-certificate", "/nonexistent/ca.pem", "https://127.0.0.1/x"],
-    ["--checksum", "sha-256=abc", "http://127.0.0.1/x"],
-    ["-i", "/nonexistent/list.txt"],
-    ["-j", "0", "http://127.0.0.1/x"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["not a url"],
+        ["-H", "no colon", "http://127.0.0.1/x"],
+        ["--ca-certificate", "/nonexistent/ca.pem", "https://127.0.0.1/x"],
+        ["--checksum", "sha-256=abc", "http://127.0.0.1/x"],
+        ["-i", "/nonexistent/list.txt"],
+        ["-j", "0", "http://127.0.0.1/x"],
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(tmp_path, args):
     result = run("get", "-d", str(tmp_path), *args)
     assert result.returncode == 2, result.stderr
@@ -120,8 +133,9 @@ def test_unwritable_directory_fails_the_job_naming_the_file(server, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a directory should be")
     listing = tmp_path / "list.txt"
-    listing.write_text(f"{url(server, 'ok.bin', 100)}\n"
-                       f"{url(server, 'blocked.bin', 100)}\n  dir=blocker\n")
+    listing.write_text(
+        f"{url(server, 'ok.bin', 100)}\n{url(server, 'blocked.bin', 100)}\n  dir=blocker\n"
+    )
     result = run("get", "-d", str(tmp_path), "-i", str(listing))
     assert result.returncode == 1
     assert "blocked.bin" in result.stderr and "cannot" in result.stderr
@@ -132,8 +146,9 @@ def test_unwritable_directory_fails_the_job_naming_the_file(server, tmp_path):
 def tiny_disk(tmp_path):
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
     yield mount
@@ -159,8 +174,9 @@ def test_demo_runs_small(tmp_path):
 def test_library_api_matches_the_cli(server, tmp_path):
     import midair
 
-    results = midair.download([url(server, "lib.bin", 1234), url(server, "nope", 1, status=404)],
-                              str(tmp_path), retries=0)
+    results = midair.download(
+        [url(server, "lib.bin", 1234), url(server, "nope", 1, status=404)], str(tmp_path), retries=0
+    )
     assert [s.path for s in results.successes] == [str(tmp_path / "lib.bin")]
     assert results.failures[0].error.status == 404
     assert not results.ok
@@ -168,21 +184,32 @@ def test_library_api_matches_the_cli(server, tmp_path):
 
 
 # --- every bad value is a one-line usage error naming the option --------------------------
-@pytest.mark.parametrize(("args", "named"), [
-    (["-j", "abc"], "-j/--concurrency"), (["-j", "0"], "--concurrency"),
-    (["--per-host", "-1"], "--per-host"), (["--retries", "1.5"], "--retries"),
-    (["--retries", "-1"], "--retries"), (["--timeout", "nan"], "--timeout"),
-    (["--timeout", "0"], "--timeout"), (["--timeout", "inf"], "--timeout"),
-    (["--max-retry-wait", "-2"], "--max-retry-wait"), (["--max-filesize", "-1"], "--max-filesize"),
-    (["--max-filesize", "10Q"], "--max-filesize"), (["--lowest-speed", "-5"], "--lowest-speed"),
-    (["--lowest-speed-time", "0"], "--lowest-speed-time"),
-    (["--checksum", "sha-256=00"], "checksum"),
-    (["--user-agent", ""], "--user-agent"), (["--engine", "nope"], "--engine"),
-    (["-H", "Content-Length: 5"], "Content-Length"),
-    (["-H", "Transfer-Encoding: x"], "Transfer-Encoding"),
-    (["-H", "Range: bytes=0-"], "Range"), (["-H", "no colon"], "no colon"),
-    (["--loop", "uvloop", "--engine", "threads"], "loop"),
-])
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["-j", "abc"], "-j/--concurrency"),
+        (["-j", "0"], "--concurrency"),
+        (["--per-host", "-1"], "--per-host"),
+        (["--retries", "1.5"], "--retries"),
+        (["--retries", "-1"], "--retries"),
+        (["--timeout", "nan"], "--timeout"),
+        (["--timeout", "0"], "--timeout"),
+        (["--timeout", "inf"], "--timeout"),
+        (["--max-retry-wait", "-2"], "--max-retry-wait"),
+        (["--max-filesize", "-1"], "--max-filesize"),
+        (["--max-filesize", "10Q"], "--max-filesize"),
+        (["--lowest-speed", "-5"], "--lowest-speed"),
+        (["--lowest-speed-time", "0"], "--lowest-speed-time"),
+        (["--checksum", "sha-256=00"], "checksum"),
+        (["--user-agent", ""], "--user-agent"),
+        (["--engine", "nope"], "--engine"),
+        (["-H", "Content-Length: 5"], "Content-Length"),
+        (["-H", "Transfer-Encoding: x"], "Transfer-Encoding"),
+        (["-H", "Range: bytes=0-"], "Range"),
+        (["-H", "no colon"], "no colon"),
+        (["--loop", "uvloop", "--engine", "threads"], "loop"),
+    ],
+)
 def test_bad_values_are_usage_errors_naming_the_option(args, named, tmp_path):
     result = run("get", "-d", str(tmp_path), *args, "http://127.0.0.1:9/never-fetched")
     assert result.returncode == 2, result.stderr
@@ -191,13 +218,21 @@ def test_bad_values_are_usage_errors_naming_the_option(args, named, tmp_path):
     assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("options", "named"), [
-    ({"retries": "3"}, "--retries"), ({"timeout": float("nan")}, "--timeout"),
-    ({"max_filesize": -1}, "--max-filesize"), ({"concurrency": None}, "--concurrency"),
-    ({"headers": {"Content-Length": "5"}}, "Content-Length"), ({"headers": 5}, "--header"),
-    ({"no_such_option": 1}, "no_such_option"), ({"engine": "nope"}, "nope"),
-    ({"engine_options": {"bogus": 1}}, "bogus"), ({"engine_options": [1]}, "engine_options"),
-])
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"retries": "3"}, "--retries"),
+        ({"timeout": float("nan")}, "--timeout"),
+        ({"max_filesize": -1}, "--max-filesize"),
+        ({"concurrency": None}, "--concurrency"),
+        ({"headers": {"Content-Length": "5"}}, "Content-Length"),
+        ({"headers": 5}, "--header"),
+        ({"no_such_option": 1}, "no_such_option"),
+        ({"engine": "nope"}, "nope"),
+        ({"engine_options": {"bogus": 1}}, "bogus"),
+        ({"engine_options": [1]}, "engine_options"),
+    ],
+)
 def test_the_library_refuses_the_same_values_with_input_error(options, named, tmp_path):
     import midair
 
@@ -218,14 +253,21 @@ def test_cli_and_library_send_the_same_user_agent(server, tmp_path):
 
     assert run("get", "-d", str(tmp_path / "cli"), url(server, "ua1.bin", 10)).returncode == 0
     assert midair.download([url(server, "ua2.bin", 10)], str(tmp_path / "lib")).ok
-    sent = {r.target.split("?")[0]: r.header("user-agent") for r in server.stats().log
-            if "/ua" in r.target}
-    assert sent == {"/gen/ua1.bin": f"midair/{midair.__version__}",
-                    "/gen/ua2.bin": f"midair/{midair.__version__}"}
+    sent = {
+        r.target.split("?")[0]: r.header("user-agent")
+        for r in server.stats().log
+        if "/ua" in r.target
+    }
+    assert sent == {
+        "/gen/ua1.bin": f"midair/{midair.__version__}",
+        "/gen/ua2.bin": f"midair/{midair.__version__}",
+    }
 
 
 def test_version_imports_no_subcommand():
-    code = ("import sys, midair.cli; midair.cli.build_parser(['--version']); "
-            "print(sorted(m for m in sys.modules if m.startswith('midair')))")
+    code = (
+        "import sys, midair.cli; midair.cli.build_parser(['--version']); "
+        "print(sorted(m for m in sys.modules if m.startswith('midair')))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert "midair.api" not in loaded and "midair.cli.get" not in loaded, loaded

@@ -27,8 +27,7 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*.midair-*"))
 
 
-def gen(server: ServerThread, host: int, name: str, size: int, engine: str, **query: object
-        ) -> str:
+def gen(server: ServerThread, host: int, name: str, size: int, engine: str, **query: object) -> str:
     params = "".join(f"&{k}={v}" for k, v in query.items())
     return server.url(host, f"/gen/{name}?size={size}&t={engine}{params}")
 
@@ -62,18 +61,22 @@ def test_404_fails_at_once_naming_url_and_status(midair, server, engine, tmp_pat
     assert not (tmp_path / "missing.bin").exists()
 
 
-@pytest.mark.parametrize("fault", [
-    {"status": 503, "retry_after": 1, "fail_times": 1},
-    {"status": 429, "fail_times": 1},
-    {"status": 500, "fail_times": 2},
-    {"reset_after": 100_000, "fail_times": 1},
-    {"truncate": 7000, "fail_times": 1},
-    {"length": 400_000, "fail_times": 1},
-    {"redirect": 3},
-    {"chunked": 1},
-    {"bad_range": 1, "reset_after": 100_000, "fail_times": 1},
-    {"no_range": 1, "reset_after": 100_000, "fail_times": 1},
-], ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 503, "retry_after": 1, "fail_times": 1},
+        {"status": 429, "fail_times": 1},
+        {"status": 500, "fail_times": 2},
+        {"reset_after": 100_000, "fail_times": 1},
+        {"truncate": 7000, "fail_times": 1},
+        {"length": 400_000, "fail_times": 1},
+        {"redirect": 3},
+        {"chunked": 1},
+        {"bad_range": 1, "reset_after": 100_000, "fail_times": 1},
+        {"no_range": 1, "reset_after": 100_000, "fail_times": 1},
+    ],
+    ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()),
+)
 def test_faults_are_survived(midair, server, engine, tmp_path, fault):
     url = gen(server, 2, "faulty.bin", 300_000, engine, **fault)
     result = midair.get("-d", str(tmp_path), url, timeout=60)
@@ -90,7 +93,9 @@ def test_reset_resumes_with_range_and_if_range(midair, server, engine, tmp_path)
     target = url.split("/", 3)[3]
     requests = [r for r in server.stats().log if r.target == "/" + target]
     assert len(requests) == 2
-    assert requests[1].header("range", ) and requests[1].header("range").startswith("bytes=")
+    assert requests[1].header(
+        "range",
+    ) and requests[1].header("range").startswith("bytes=")
     assert int(requests[1].header("range")[6:-1]) > 0
     assert requests[1].header("if-range")
 
@@ -155,8 +160,15 @@ def test_per_host_limit_holds_at_the_server(midair, engine, tmp_path):
 
 
 def test_refused_connection_is_retried_then_reported(midair, engine, tmp_path):
-    result = midair.get("-d", str(tmp_path), "--retries", "2", "--max-retry-wait", "0.2",
-                        "http://127.0.0.1:9/nothing.bin")
+    result = midair.get(
+        "-d",
+        str(tmp_path),
+        "--retries",
+        "2",
+        "--max-retry-wait",
+        "0.2",
+        "http://127.0.0.1:9/nothing.bin",
+    )
     assert result.returncode == 1
     assert "connection refused" in result.stderr
     assert "http://127.0.0.1:9/nothing.bin" in result.stderr
@@ -164,9 +176,14 @@ def test_refused_connection_is_retried_then_reported(midair, engine, tmp_path):
 
 # --- interruptions: SIGKILL and Ctrl-C, then the same command again ------------------------
 def _start(midair, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(midair.command(*args), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        midair.command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _wait_for_parts(directory: Path, count: int, min_bytes: int, limit: float = 20) -> None:
@@ -174,8 +191,11 @@ def _wait_for_parts(directory: Path, count: int, min_bytes: int, limit: float = 
     while time.monotonic() < deadline:
         parts = list(directory.glob("*.midair-part"))
         controls = list(directory.glob("*.midair-ctl"))
-        if (len(parts) == count and len(controls) == count
-                and all(p.stat().st_size >= min_bytes for p in parts)):
+        if (
+            len(parts) == count
+            and len(controls) == count
+            and all(p.stat().st_size >= min_bytes for p in parts)
+        ):
             return
         time.sleep(0.05)
     raise AssertionError(f"part files never reached {min_bytes} bytes")
@@ -262,9 +282,16 @@ def test_nginx_interop_keepalive_range_404_redirect(midair, engine, nginx, tmp_p
     first = blobs["n0.bin"]
     etag = urllib.request.urlopen(server.url(0, "/n0.bin")).headers["ETag"]
     (out / "n0.bin.midair-part").write_bytes(first[:20_000])
-    (out / "n0.bin.midair-ctl").write_text(json.dumps(
-        {"url": server.url(0, "/n0.bin"), "size": len(first), "etag": etag,
-         "last_modified": None}))
+    (out / "n0.bin.midair-ctl").write_text(
+        json.dumps(
+            {
+                "url": server.url(0, "/n0.bin"),
+                "size": len(first),
+                "etag": etag,
+                "last_modified": None,
+            }
+        )
+    )
     urls = [server.url(i % 2, f"/{name}") for i, name in enumerate(blobs)]
     urls += [server.url(0, "/redirect/n5.bin"), server.url(1, "/missing.bin")]
     result = midair.get("-d", str(out), "--per-host", "1", *urls[:-2], urls[-1])
@@ -281,8 +308,19 @@ def test_nginx_interop_keepalive_range_404_redirect(midair, engine, nginx, tmp_p
 # --- user headers: they replace midair's own, and never break a run -----------------------
 def test_user_headers_replace_midairs_and_reach_the_server(midair, server, tmp_path):
     target = f"/gen/hdr-{midair.engine}.bin?size=300"
-    result = midair.get("-d", str(tmp_path), "-H", "User-Agent: mine/1", "-H", "Host: vhost.test",
-                        "-H", "X-A: é☃", "-H", "accept: text/plain", server.url(0, target))
+    result = midair.get(
+        "-d",
+        str(tmp_path),
+        "-H",
+        "User-Agent: mine/1",
+        "-H",
+        "Host: vhost.test",
+        "-H",
+        "X-A: é☃",
+        "-H",
+        "accept: text/plain",
+        server.url(0, target),
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / f"hdr-{midair.engine}.bin").stat().st_size == 300
     [request] = [r for r in server.stats().log if r.target == target]
@@ -294,7 +332,8 @@ def test_user_headers_replace_midairs_and_reach_the_server(midair, server, tmp_p
 
 
 def test_a_framing_header_is_refused_before_anything_starts(midair, server, tmp_path):
-    result = midair.get("-d", str(tmp_path), "-H", "Content-Length: 5",
-                        server.url(0, "/gen/never.bin?size=5"))
+    result = midair.get(
+        "-d", str(tmp_path), "-H", "Content-Length: 5", server.url(0, "/gen/never.bin?size=5")
+    )
     assert result.returncode == 2 and "Content-Length" in result.stderr
     assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []

@@ -48,8 +48,9 @@ def engine_options(engine: str) -> dict[str, Any]:
     return {"workers": 2} if engine in SHARDING else {}
 
 
-def gen(server: ServerThread, host: int, name: str, size: int, engine: str,
-        rate: int = RATE) -> str:
+def gen(
+    server: ServerThread, host: int, name: str, size: int, engine: str, rate: int = RATE
+) -> str:
     return server.url(host, f"/gen/{name}?size={size}&rate={rate}&t={engine}-{os.getpid()}")
 
 
@@ -63,6 +64,7 @@ def slow_urls(server: ServerThread, engine: str, tag: str) -> list[str]:
 @pytest.fixture
 def inject(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """``inject(kind)``: patch here and in every child process started from now on."""
+
     def install(kind: str) -> None:
         marker = str(tmp_path / f"fault-{kind}")
         cls, name = faults.target(kind)
@@ -70,20 +72,25 @@ def inject(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
         monkeypatch.setenv(faults.ENV, f"{kind}:{marker}")
         path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH")) if p)
         monkeypatch.setenv("PYTHONPATH", path)
+
     yield install
 
 
 def downloader(tmp_path: Path, engine: str, urls: list[str], **kwargs: Any) -> Downloader:
-    dl = Downloader(str(tmp_path / "out"), engine=engine,
-                    engine_options=engine_options(engine), max_retry_wait=1, **kwargs)
+    dl = Downloader(
+        str(tmp_path / "out"),
+        engine=engine,
+        engine_options=engine_options(engine),
+        max_retry_wait=1,
+        **kwargs,
+    )
     for url in urls:
         dl.enqueue(url)
     return dl
 
 
 @pytest.mark.parametrize("kind", ["connected", "received", "timer", "store"])
-def test_an_internal_error_ends_the_run_with_that_error(server, engine, tmp_path, inject,
-                                                        kind):
+def test_an_internal_error_ends_the_run_with_that_error(server, engine, tmp_path, inject, kind):
     dl = downloader(tmp_path, engine, slow_urls(server, engine, kind))
     inject(kind)
     started = time.monotonic()
@@ -92,10 +99,12 @@ def test_an_internal_error_ends_the_run_with_that_error(server, engine, tmp_path
     assert time.monotonic() - started < 3 * SIZE / RATE  # far sooner than the slow files
 
 
-@pytest.mark.parametrize("error", [ValueError("the listener broke"), BrokenPipeError()],
-                         ids=["ValueError", "BrokenPipeError"])
-def test_a_listener_that_raises_ends_the_run_with_its_error(server, engine, tmp_path,
-                                                            error):
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("the listener broke"), BrokenPipeError()],
+    ids=["ValueError", "BrokenPipeError"],
+)
+def test_a_listener_that_raises_ends_the_run_with_its_error(server, engine, tmp_path, error):
     def listener(action: Action) -> None:
         if type(action) is Started:
             raise error
@@ -111,6 +120,7 @@ def test_a_listener_that_raises_ends_the_run_with_its_error(server, engine, tmp_
 @contextlib.contextmanager
 def stop_once(begun: threading.Event, run: Run) -> Iterator[None]:
     """``around`` for ``Downloader.run``: once ``begun``, stop ``run`` from another thread."""
+
     def stop() -> None:
         if begun.wait(timeout=30):
             time.sleep(0.3)  # bytes on disk
@@ -125,7 +135,8 @@ def stop_once(begun: threading.Event, run: Run) -> Iterator[None]:
 
 
 def test_a_stop_requested_from_another_thread_ends_the_run_keeping_part_files(
-        server, engine, tmp_path):
+    server, engine, tmp_path
+):
     urls = [gen(server, h, f"req{h}.bin", SIZE, engine) for h in range(3)]
     in_flight = 1 if engine == "sequential" else 3  # the transfers that begin at once
     started: list[Action] = []
@@ -171,8 +182,9 @@ def test_a_run_in_another_thread_leaves_the_signals_alone(server, tmp_path):
 # --- as a subprocess: signals and a closed stdout ----------------------------------------
 def start(midair: Any, *args: str, **popen: Any) -> subprocess.Popen[str]:
     popen.setdefault("stdout", subprocess.PIPE)
-    return subprocess.Popen(midair.command(*args), stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, **popen)
+    return subprocess.Popen(
+        midair.command(*args), stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, **popen
+    )
 
 
 def wait_for_event(proc: subprocess.Popen[str], event: str, limit: float = 60) -> None:
@@ -201,8 +213,9 @@ def signal_and_time(proc: subprocess.Popen[str], signum: int) -> tuple[float, st
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_mid_transfer_stops_at_once_and_the_rerun_resumes(midair, server, engine,
-                                                                   tmp_path, signum):
+def test_a_signal_mid_transfer_stops_at_once_and_the_rerun_resumes(
+    midair, server, engine, tmp_path, signum
+):
     urls = [gen(server, h, f"sig{h}.bin", SIZE, engine) for h in range(3)]
     proc = start(midair, "--json", "-d", str(tmp_path), *urls)
     wait_for_event(proc, "start")
@@ -231,15 +244,19 @@ def long_list(tmp_path_factory: pytest.TempPathFactory, server: ServerThread) ->
 
 # On an idle machine: 0-3 s reading the list and building the batch, 3-6 s the core's
 # start (nothing on disk yet: a signal raises), 6-7.5 s preparing every file (a stop).
-@pytest.mark.parametrize(("phase", "delay", "signum"), [
-    ("loading the list", 1.0, signal.SIGTERM),
-    ("starting the batch", 4.5, signal.SIGINT),
-    ("preparing the files", 7.0, signal.SIGTERM),
-], ids=["loading", "start-up", "preparing"])
-def test_a_signal_before_transfers_begin_ends_within_a_second(midair, engine, tmp_path,
-                                                               long_list, phase, delay, signum):
-    proc = start(midair, "-q", "-d", str(tmp_path), "-i", str(long_list),
-                 stdout=subprocess.DEVNULL)
+@pytest.mark.parametrize(
+    ("phase", "delay", "signum"),
+    [
+        ("loading the list", 1.0, signal.SIGTERM),
+        ("starting the batch", 4.5, signal.SIGINT),
+        ("preparing the files", 7.0, signal.SIGTERM),
+    ],
+    ids=["loading", "start-up", "preparing"],
+)
+def test_a_signal_before_transfers_begin_ends_within_a_second(
+    midair, engine, tmp_path, long_list, phase, delay, signum
+):
+    proc = start(midair, "-q", "-d", str(tmp_path), "-i", str(long_list), stdout=subprocess.DEVNULL)
     time.sleep(delay)
     assert proc.poll() is None, f"ended before {phase}"
     seconds, stderr = signal_and_time(proc, signum)
@@ -260,8 +277,9 @@ def test_a_closed_stdout_ends_a_json_run_promptly(midair, server, engine, tmp_pa
     assert "Traceback" not in stderr
 
 
-def test_the_cli_reports_an_internal_error_in_one_line_and_a_traceback(midair, server, engine,
-                                                                       tmp_path, inject):
+def test_the_cli_reports_an_internal_error_in_one_line_and_a_traceback(
+    midair, server, engine, tmp_path, inject
+):
     inject("received")  # in the CLI's process too: it inherits the environment
     result = midair.get("-d", str(tmp_path), *slow_urls(server, engine, "cli"), timeout=60)
     assert result.returncode == 1

@@ -30,13 +30,17 @@ def test_a_big_batch_mostly_from_one_origin_runs_on_every_core() -> None:
     assert choose(batch(hosts, per_host=8), cores=2) == "processes"
 
 
-@pytest.mark.parametrize(("hosts", "options", "cores"), [
-    ([0] * (MANY_JOBS - 1), {"per_host": 8}, 2),  # too few jobs to pay for the workers
-    ([0] * MANY_JOBS, {"per_host": 8}, 1),  # one core
-    ([0] * MANY_JOBS, {"per_host": 1}, 2),  # one connection to the origin at a time
-    ([0] * MANY_JOBS, {"per_host": 8, "concurrency": 1}, 2),
-    ([i % 10 for i in range(MANY_JOBS * 2)], {"per_host": 8}, 2),  # spread over origins
-], ids=["few-jobs", "one-core", "per-host-1", "concurrency-1", "many-origins"])
+@pytest.mark.parametrize(
+    ("hosts", "options", "cores"),
+    [
+        ([0] * (MANY_JOBS - 1), {"per_host": 8}, 2),  # too few jobs to pay for the workers
+        ([0] * MANY_JOBS, {"per_host": 8}, 1),  # one core
+        ([0] * MANY_JOBS, {"per_host": 1}, 2),  # one connection to the origin at a time
+        ([0] * MANY_JOBS, {"per_host": 8, "concurrency": 1}, 2),
+        ([i % 10 for i in range(MANY_JOBS * 2)], {"per_host": 8}, 2),  # spread over origins
+    ],
+    ids=["few-jobs", "one-core", "per-host-1", "concurrency-1", "many-origins"],
+)
 def test_otherwise_one_loop(hosts: list[int], options: dict[str, int], cores: int) -> None:
     assert choose(batch(hosts, **options), cores=cores) == "epoll"
 

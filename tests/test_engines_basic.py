@@ -24,8 +24,10 @@ ENGINE_NAMES = ["sequential", "threads", "green", "epoll"]
 
 
 def _engine_param(name: str) -> object:
-    skip = pytest.mark.skipif(not ENGINES[name].available,
-                              reason=f"engine {name!r} needs {', '.join(ENGINES[name].requires)}")
+    skip = pytest.mark.skipif(
+        not ENGINES[name].available,
+        reason=f"engine {name!r} needs {', '.join(ENGINES[name].requires)}",
+    )
     return pytest.param(name, marks=skip)
 
 
@@ -50,8 +52,10 @@ def _check(results: midair.Results, sizes: dict[str, int]) -> None:
 @engines
 def test_files_byte_exact_and_404_fails(engine: str, server: ServerThread, tmp_path: Path) -> None:
     sizes = {f"{engine}-{i}.bin": 1000 + 70_001 * i for i in range(6)}
-    urls = [server.url(i % 3, f"/gen/{name}?size={size}")
-            for i, (name, size) in enumerate(sizes.items())]
+    urls = [
+        server.url(i % 3, f"/gen/{name}?size={size}")
+        for i, (name, size) in enumerate(sizes.items())
+    ]
     missing = server.url(1, f"/gen/{engine}-missing?status=404")
     results = midair.download([*urls, missing], tmp_path, engine=engine)
     assert [f.url for f in results.failures] == [missing]
@@ -63,16 +67,19 @@ def test_files_byte_exact_and_404_fails(engine: str, server: ServerThread, tmp_p
 @engines
 def test_reset_and_stall_are_retried(engine: str, server: ServerThread, tmp_path: Path) -> None:
     size = 200_000
-    urls = [server.url(0, f"/gen/{engine}-reset?size={size}&reset_after=50000&fail_times=1"),
-            server.url(1, f"/gen/{engine}-stall?size={size}&stall_after=50000&fail_times=1")]
+    urls = [
+        server.url(0, f"/gen/{engine}-reset?size={size}&reset_after=50000&fail_times=1"),
+        server.url(1, f"/gen/{engine}-stall?size={size}&stall_after=50000&fail_times=1"),
+    ]
     retries: list[str] = []
 
     def listen(event: object) -> None:
         if isinstance(event, Retrying):
             retries.append(event.url)
 
-    results = midair.download(urls, tmp_path, engine=engine, timeout=1.0,
-                              retry_base=0.05, on_event=listen)
+    results = midair.download(
+        urls, tmp_path, engine=engine, timeout=1.0, retry_base=0.05, on_event=listen
+    )
     _check(results, {f"{engine}-reset": size, f"{engine}-stall": size})
     if engine == "sequential":  # see test_sequential_queue_wait_is_not_a_stall
         assert set(retries) == set(urls)
@@ -85,9 +92,13 @@ def test_sequential_queue_wait_is_not_a_stall(tmp_path: Path) -> None:
     retries: list[object] = []
     with ServerThread(addresses=1, rate=64 * 1024) as srv:  # 0.6 s per file
         urls = [srv.url(0, f"/gen/{name}?size={size}") for name, size in sizes.items()]
-        results = midair.download(urls, tmp_path, engine="sequential", timeout=1.0,
-                                  on_event=lambda e: retries.append(e)
-                                  if isinstance(e, Retrying) else None)
+        results = midair.download(
+            urls,
+            tmp_path,
+            engine="sequential",
+            timeout=1.0,
+            on_event=lambda e: retries.append(e) if isinstance(e, Retrying) else None,
+        )
     _check(results, sizes)
     assert retries == []
 
@@ -127,19 +138,23 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
 
 
 @engines
-def test_https_with_private_ca(engine: str, tls_server: tuple[ServerThread, str],
-                               tmp_path: Path) -> None:
+def test_https_with_private_ca(
+    engine: str, tls_server: tuple[ServerThread, str], tmp_path: Path
+) -> None:
     server, ca_path = tls_server
     sizes = {f"{engine}-tls{i}.bin": 300_000 + i for i in range(4)}
-    urls = [server.url(i % 2, f"/gen/{name}?size={size}")
-            for i, (name, size) in enumerate(sizes.items())]
+    urls = [
+        server.url(i % 2, f"/gen/{name}?size={size}")
+        for i, (name, size) in enumerate(sizes.items())
+    ]
     results = midair.download(urls, tmp_path, engine=engine, ca_certificate=ca_path)
     _check(results, sizes)
 
 
 @engines
-def test_https_untrusted_certificate_fails(engine: str, tls_server: tuple[ServerThread, str],
-                                           tmp_path: Path) -> None:
+def test_https_untrusted_certificate_fails(
+    engine: str, tls_server: tuple[ServerThread, str], tmp_path: Path
+) -> None:
     server, _ = tls_server
     url = server.url(0, f"/gen/{engine}-untrusted?size=10")
     results = midair.download(url, tmp_path, engine=engine)

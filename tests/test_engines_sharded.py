@@ -49,11 +49,17 @@ def dask_scheduler() -> Iterator[str]:
 
 ENGINES = [
     pytest.param("reactor", id="reactor"),
-    pytest.param("reactor-uvloop", id="reactor-uvloop",
-                 marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop not installed")),
+    pytest.param(
+        "reactor-uvloop",
+        id="reactor-uvloop",
+        marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop not installed"),
+    ),
     pytest.param("processes", id="processes"),
-    pytest.param("dask", id="dask",
-                 marks=pytest.mark.skipif(not HAVE_DASK, reason="dask.distributed not installed")),
+    pytest.param(
+        "dask",
+        id="dask",
+        marks=pytest.mark.skipif(not HAVE_DASK, reason="dask.distributed not installed"),
+    ),
 ]
 
 
@@ -73,11 +79,17 @@ def gen(srv: ServerThread, host: int, name: str, size: int, extra: str = "") -> 
     return srv.url(host, f"/gen/{name}?size={size}{extra}")
 
 
-def run(dest: Path, engine: tuple[str, dict[str, Any]], urls: list[str],
-        on_event: Callable[[Action], None] | None = None, **options: Any) -> Run:
+def run(
+    dest: Path,
+    engine: tuple[str, dict[str, Any]],
+    urls: list[str],
+    on_event: Callable[[Action], None] | None = None,
+    **options: Any,
+) -> Run:
     """Run ``urls`` through the engine; return the run to inspect."""
-    downloader = Downloader(str(dest), engine=engine[0], engine_options=engine[1],
-                            on_event=on_event, **options)
+    downloader = Downloader(
+        str(dest), engine=engine[0], engine_options=engine[1], on_event=on_event, **options
+    )
     for url in urls:
         downloader.enqueue(url)
     downloader.run()
@@ -92,8 +104,9 @@ def check_one_entry_per_job(session: Run) -> None:
 
 
 # --- every engine ---------------------------------------------------------------------
-def test_byte_exact_with_a_404(server: ServerThread, tmp_path: Path,
-                               engine: tuple[str, dict[str, Any]]) -> None:
+def test_byte_exact_with_a_404(
+    server: ServerThread, tmp_path: Path, engine: tuple[str, dict[str, Any]]
+) -> None:
     sizes = {f"f{h}{i}.bin": (h, 1000 * (h + 1) + 70_001 * i) for h in range(3) for i in range(3)}
     urls = [gen(server, h, name, size) for name, (h, size) in sizes.items()]
     urls.append(gen(server, 3, "chunked.bin", 123_457, "&chunked=1"))
@@ -120,10 +133,12 @@ def test_byte_exact_with_a_404(server: ServerThread, tmp_path: Path,
     assert (tracker.files_done, tracker.files_failed, tracker.active) == (len(sizes), 1, {})
 
 
-def test_per_host_limit_holds(server: ServerThread, tmp_path: Path,
-                              engine: tuple[str, dict[str, Any]]) -> None:
-    urls = [gen(server, h, f"p{h}-{i}.bin", 40_000, "&rate=200000")
-            for h in range(4) for i in range(5)]
+def test_per_host_limit_holds(
+    server: ServerThread, tmp_path: Path, engine: tuple[str, dict[str, Any]]
+) -> None:
+    urls = [
+        gen(server, h, f"p{h}-{i}.bin", 40_000, "&rate=200000") for h in range(4) for i in range(5)
+    ]
     server.reset_stats()
     session = run(tmp_path, engine, urls, per_host=2, concurrency=100)
     assert session.results.ok and len(session.results.successes) == len(urls)
@@ -131,8 +146,9 @@ def test_per_host_limit_holds(server: ServerThread, tmp_path: Path,
     assert {stats[h].max_concurrent for h in server.hosts} == {2}
 
 
-def test_retry_after_503_uses_the_timer(server: ServerThread, tmp_path: Path,
-                                        engine: tuple[str, dict[str, Any]]) -> None:
+def test_retry_after_503_uses_the_timer(
+    server: ServerThread, tmp_path: Path, engine: tuple[str, dict[str, Any]]
+) -> None:
     url = gen(server, 2, "flaky.bin", 5000, f"&status=503&fail_times=1&k={engine}")
     events: list[Action] = []
     session = run(tmp_path, engine, [url], events.append, retry_base=0.05)
@@ -149,8 +165,9 @@ def test_reactor_reports_a_refused_connection(tmp_path: Path) -> None:
     assert "connection refused" in str(failure.error)
 
 
-def test_reactor_raises_a_core_bug_instead_of_hanging(server: ServerThread, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reactor_raises_a_core_bug_instead_of_hanging(
+    server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     downloader = Downloader(str(tmp_path), engine="reactor")
     downloader.enqueue(gen(server, 0, "bug.bin", 1000))
 
@@ -170,10 +187,10 @@ def test_an_empty_batch_returns_at_once(tmp_path: Path, name: str) -> None:
 
 
 # --- processes --------------------------------------------------------------------------
-def test_killed_worker_fails_only_its_unfinished_jobs(server: ServerThread,
-                                                      tmp_path: Path) -> None:
-    urls = [gen(server, h, f"k{h}-{i}.bin", 60_000, "&rate=100000")
-            for h in range(4) for i in range(2)]
+def test_killed_worker_fails_only_its_unfinished_jobs(server: ServerThread, tmp_path: Path) -> None:
+    urls = [
+        gen(server, h, f"k{h}-{i}.bin", 60_000, "&rate=100000") for h in range(4) for i in range(2)
+    ]
     killed: list[int] = []
 
     def kill_shard_zero(event: Action) -> None:
@@ -191,14 +208,17 @@ def test_killed_worker_fails_only_its_unfinished_jobs(server: ServerThread,
     assert results.failures and results.successes
     for failure in results.failures:
         assert "worker 0 died (killed by SIGKILL)" in str(failure.error)
-    shard_one = {session.jobs[i].url.text
-                 for i in plan_shards(session.jobs, session.options, 2)[1].indexes}
+    shard_one = {
+        session.jobs[i].url.text for i in plan_shards(session.jobs, session.options, 2)[1].indexes
+    }
     assert {s.path.rsplit("/", 1)[1] for s in results.successes} == {
-        u.split("/gen/")[1].split("?")[0] for u in shard_one}
+        u.split("/gen/")[1].split("?")[0] for u in shard_one
+    }
 
 
-def test_ctrl_c_stops_every_worker_and_keeps_part_files(server: ServerThread,
-                                                        tmp_path: Path) -> None:
+def test_ctrl_c_stops_every_worker_and_keeps_part_files(
+    server: ServerThread, tmp_path: Path
+) -> None:
     urls = [gen(server, h, f"c{h}.bin", 400_000, "&rate=100000") for h in range(4)]
     started: set[int] = set()
 
@@ -215,30 +235,43 @@ def test_ctrl_c_stops_every_worker_and_keeps_part_files(server: ServerThread,
     assert names == sorted(f"c{h}.bin.midair-{kind}" for h in range(4) for kind in ("ctl", "part"))
 
 
-def test_a_stopped_shard_returns_its_endings_and_flushes(server: ServerThread,
-                                                         tmp_path: Path) -> None:
+def test_a_stopped_shard_returns_its_endings_and_flushes(
+    server: ServerThread, tmp_path: Path
+) -> None:
     fast = gen(server, 0, "fast.bin", 1000)
     slow = gen(server, 1, "slow.bin", 400_000, "&rate=100000")
     options = make_options(str(tmp_path))
     clock = time.monotonic() + 0.6
     summaries: list[Summary] = []
-    endings = run_shard([job(fast), job(slow)], options, "reactor", summaries.append,
-                        interval=0.05, stopped=lambda: time.monotonic() > clock)
+    endings = run_shard(
+        [job(fast), job(slow)],
+        options,
+        "reactor",
+        summaries.append,
+        interval=0.05,
+        stopped=lambda: time.monotonic() > clock,
+    )
     assert [type(e) for e in endings] == [Finished] and endings[0].url == fast
     assert (tmp_path / "slow.bin.midair-ctl").exists()
     assert 0 < (tmp_path / "slow.bin.midair-part").stat().st_size < 400_000
-    assert sum(s.written for s in summaries) == 1000 + (tmp_path / "slow.bin.midair-part"
-                                                         ).stat().st_size
+    assert (
+        sum(s.written for s in summaries)
+        == 1000 + (tmp_path / "slow.bin.midair-part").stat().st_size
+    )
 
 
 def test_processes_through_the_library_api(server: ServerThread, tmp_path: Path) -> None:
     import midair
 
     urls = [gen(server, h, f"api{h}.bin", 2048) for h in range(3)]
-    results = midair.download(urls, str(tmp_path), engine="processes",
-                              engine_options={"workers": 2})
+    results = midair.download(
+        urls, str(tmp_path), engine="processes", engine_options={"workers": 2}
+    )
     assert results.ok and sorted(Path(p).name for p in results.paths) == [
-        "api0.bin", "api1.bin", "api2.bin"]
+        "api0.bin",
+        "api1.bin",
+        "api2.bin",
+    ]
 
 
 # --- the plan and the merge ---------------------------------------------------------------
@@ -292,8 +325,7 @@ def test_plan_does_not_split_a_host_limited_to_one_connection() -> None:
     assert sorted(len(s.indexes) for s in shards) == [1, 9]
 
 
-def test_processes_split_one_host_and_keep_its_limit(server: ServerThread,
-                                                     tmp_path: Path) -> None:
+def test_processes_split_one_host_and_keep_its_limit(server: ServerThread, tmp_path: Path) -> None:
     urls = [gen(server, 0, f"one-{i}.bin", 40_000, "&rate=100000") for i in range(8)]
     server.reset_stats()
     session = run(tmp_path, ("processes", {"workers": 2}), urls, per_host=3, concurrency=100)
@@ -301,13 +333,17 @@ def test_processes_split_one_host_and_keep_its_limit(server: ServerThread,
     assert server.stats().addresses[server.hosts[0]].max_concurrent == 3
 
 
-@pytest.mark.parametrize(("total", "caps", "shares"), [
-    (10, [2, 2, 20], [2, 2, 6]),
-    (3, [0, 0, 0], [1, 1, 1]),
-    (7, [1, 1], [4, 3]),
-])
-def test_split_fills_shards_that_can_use_connections(total: int, caps: list[int],
-                                                     shares: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("total", "caps", "shares"),
+    [
+        (10, [2, 2, 20], [2, 2, 6]),
+        (3, [0, 0, 0], [1, 1, 1]),
+        (7, [1, 1], [4, 3]),
+    ],
+)
+def test_split_fills_shards_that_can_use_connections(
+    total: int, caps: list[int], shares: list[int]
+) -> None:
     assert split(total, caps) == shares
 
 
@@ -341,12 +377,14 @@ def test_dask_starts_and_closes_its_own_cluster(server: ServerThread, tmp_path: 
 
 
 @pytest.mark.skipif(not HAVE_DASK, reason="dask.distributed not installed")
-def test_dask_reruns_the_shard_of_a_killed_worker(server: ServerThread, tmp_path: Path,
-                                                  dask_scheduler: str) -> None:
+def test_dask_reruns_the_shard_of_a_killed_worker(
+    server: ServerThread, tmp_path: Path, dask_scheduler: str
+) -> None:
     from distributed import Client
 
-    urls = [gen(server, h, f"d{h}-{i}.bin", 150_000, "&rate=150000")
-            for h in range(2) for i in range(2)]
+    urls = [
+        gen(server, h, f"d{h}-{i}.bin", 150_000, "&rate=150000") for h in range(2) for i in range(2)
+    ]
     plan = plan_shards([job(u) for u in urls], make_options(str(tmp_path), per_host=1), 2)
     shard_of = {i: shard.number for shard in plan for i in shard.indexes}
     with Client(dask_scheduler) as client:
@@ -365,13 +403,17 @@ def test_dask_reruns_the_shard_of_a_killed_worker(server: ServerThread, tmp_path
                     killed.append(pids[worker])
                     return
 
-        session = run(tmp_path, ("dask", {"scheduler": dask_scheduler}), urls,
-                      kill_the_worker_that_started_it, per_host=1)
+        session = run(
+            tmp_path,
+            ("dask", {"scheduler": dask_scheduler}),
+            urls,
+            kill_the_worker_that_started_it,
+            per_host=1,
+        )
     assert killed
     check_one_entry_per_job(session)
     assert session.results.ok, session.results.failures
     starts = Counter(e.download for e in events if type(e) is Started)
     assert max(starts.values()) == 2, "the killed shard ran again and restarted a download"
     for success in session.results.successes:
-        assert Path(success.path).read_bytes() == expected_bytes(Path(success.path).name,
-                                                                 150_000)
+        assert Path(success.path).read_bytes() == expected_bytes(Path(success.path).name, 150_000)

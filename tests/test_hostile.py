@@ -75,8 +75,9 @@ def assert_gen_file(path: Path, name: str, size: int) -> None:
 
 
 def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.rglob("*")
-                  if p.name.endswith((".midair-part", ".midair-ctl")))
+    return sorted(
+        p.name for p in directory.rglob("*") if p.name.endswith((".midair-part", ".midair-ctl"))
+    )
 
 
 # --- a server that says exactly what it is told -------------------------------------------
@@ -228,13 +229,16 @@ def raw() -> Iterator[RawServer]:
 
 
 def head(status: int, *fields: str) -> bytes:
-    return (f"HTTP/1.1 {status} Whatever\r\n" + "".join(f"{f}\r\n" for f in fields)
-            + "\r\n").encode("latin-1")
+    return (
+        f"HTTP/1.1 {status} Whatever\r\n" + "".join(f"{f}\r\n" for f in fields) + "\r\n"
+    ).encode("latin-1")
 
 
 def chunked(data: bytes, size: int = 300, last: bool = True) -> bytes:
-    out = b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size])
-                   for i in range(0, len(data), size))
+    out = b"".join(
+        b"%x\r\n%s\r\n" % (len(data[i : i + size]), data[i : i + size])
+        for i in range(0, len(data), size)
+    )
     return out + (b"0\r\n\r\n" if last else b"")
 
 
@@ -253,7 +257,9 @@ def test_server_and_url_names_are_sanitised_and_contained(server, raw, tmp_path)
 
     def served(url_name: str, size: int, name: str, **query: object) -> None:
         expected[gen(server, 0, url_name, size, tag, **query)] = (
-            name, expected_bytes(url_name, size))
+            name,
+            expected_bytes(url_name, size),
+        )
 
     # Content-Disposition names (midair serve sends filename*=UTF-8'' for unprintable ones).
     served("cd1.bin", 11, "n-evil1.bin", cd="../../n-evil1.bin")
@@ -266,16 +272,22 @@ def test_server_and_url_names_are_sanitised_and_contained(server, raw, tmp_path)
     served("cd8.bin", 18, "other.bin.midair-part_", cd="other.bin.midair-part")
     served("cd9.bin", 19, "x" * 236 + ".bin", cd="x" * 300 + ".bin")  # 240 bytes at most
     # Names from the URL's path and from a redirect's target.
-    for url_name, name in [("../../n-evil6.bin", "n-evil6.bin"),
-                           ("..\\..\\n-evil7.bin", "n-evil7.bin"),
-                           ("a/../../../n-evil8.bin", "n-evil8.bin")]:
+    for url_name, name in [
+        ("../../n-evil6.bin", "n-evil6.bin"),
+        ("..\\..\\n-evil7.bin", "n-evil7.bin"),
+        ("a/../../../n-evil8.bin", "n-evil8.bin"),
+    ]:
         expected[server.url(0, f"/gen/{quote(url_name, safe='')}?size=30&t={tag}")] = (
-            name, expected_bytes(url_name, 30))
+            name,
+            expected_bytes(url_name, 30),
+        )
     expected[gen(server, 0, "r1.bin", 40, tag, location=f"/gen/.n-rc?size=40&t={tag}")] = (
-        "n-rc", expected_bytes(".n-rc", 40))
-    expected[gen(server, 0, "r2.bin", 40, tag,
-                 location=f"/gen/..%2F..%2Fn-evil9.bin?size=40&t={tag}")] = (
-        "n-evil9.bin", expected_bytes("../../n-evil9.bin", 40))
+        "n-rc",
+        expected_bytes(".n-rc", 40),
+    )
+    expected[
+        gen(server, 0, "r2.bin", 40, tag, location=f"/gen/..%2F..%2Fn-evil9.bin?size=40&t={tag}")
+    ] = ("n-evil9.bin", expected_bytes("../../n-evil9.bin", 40))
     # RFC 5987 filename*: percent-encoded traversal and control characters, precedence.
     for target, value, name in [
         ("/star1", "filename*=UTF-8''..%2F..%2Fn-evil5.bin", "n-evil5.bin"),
@@ -283,8 +295,13 @@ def test_server_and_url_names_are_sanitised_and_contained(server, raw, tmp_path)
         ("/star3", "filename*=utf-8''%2E%2E%5C%00n-nul%0A.bin", "n-nul.bin"),
         ("/star4", "filename*=x-no-such-charset''n-odd%E9.bin", "star4"),
     ]:
-        url = raw.script(target, Answer(head(200, f"Content-Disposition: attachment; {value}",
-                                             "Content-Length: 1000") + BODY))
+        url = raw.script(
+            target,
+            Answer(
+                head(200, f"Content-Disposition: attachment; {value}", "Content-Length: 1000")
+                + BODY
+            ),
+        )
         expected[url] = (name, BODY)
     # A server's name never replaces a file midair did not write, nor another job's name.
     served("n-a.bin", 10, "n-a.bin")
@@ -305,11 +322,22 @@ def test_server_and_url_names_are_sanitised_and_contained(server, raw, tmp_path)
     assert leftovers(dl) == ["t1.bin.midair-ctl", "t1.bin.midair-part"], "kept for a re-run"
 
 
-@pytest.mark.parametrize("line", [
-    "out=../x", "out=/tmp/x", "out=a/../../x", "out=..\\x", "out=.hidden",
-    "out=x.midair-part", "out=x.midair-ctl", "dir=../up", "dir=/etc", "dir=a/../..",
-    "dir=a\\..\\..",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "out=../x",
+        "out=/tmp/x",
+        "out=a/../../x",
+        "out=..\\x",
+        "out=.hidden",
+        "out=x.midair-part",
+        "out=x.midair-ctl",
+        "dir=../up",
+        "dir=/etc",
+        "dir=a/../..",
+        "dir=a\\..\\..",
+    ],
+)
 def test_input_file_out_and_dir_are_held_to_the_same_rules(line, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"http://127.0.0.1:9/f.bin\n  {line}\n")
@@ -327,8 +355,10 @@ def test_a_symlink_in_the_directory_is_never_written_through(server, tmp_path):
     dl.mkdir()
     (dl / "f.bin.midair-part").symlink_to(outside)
     (dl / "g.bin.midair-ctl").symlink_to(tmp_path / "not-here")
-    url, other = gen(server, 0, "f.bin", 100, "link"), gen(server, 0, "g.bin", 3000, "link",
-                                                            truncate=1000)
+    url, other = (
+        gen(server, 0, "f.bin", 100, "link"),
+        gen(server, 0, "g.bin", 3000, "link", truncate=1000),
+    )
     result = DEFAULT.get("-d", str(dl), "--retries", "0", url, other)
     failed = failures(result)
     assert outside.read_bytes() == b"precious"
@@ -343,54 +373,126 @@ def test_a_symlink_in_the_directory_is_never_written_through(server, tmp_path):
 BROKEN = [
     ("truncated", Answer(head(200, "Content-Length: 1000") + BODY[:500]), "short body", True),
     ("closed-before-head", Answer(b""), "closed before a response", True),
-    ("closed-inside-head", Answer(b"HTTP/1.1 200 OK\r\nContent-Len"),
-     "closed before a response", True),
+    (
+        "closed-inside-head",
+        Answer(b"HTTP/1.1 200 OK\r\nContent-Len"),
+        "closed before a response",
+        True,
+    ),
     ("reset-before-head", Answer(b"", "reset"), "reset", True),
     ("no-length-then-reset", Answer(head(200) + BODY[:500], "reset"), "reset", True),
-    ("conflicting-lengths", Answer(head(200, "Content-Length: 1000", "Content-Length: 999")
-                                   + BODY), "conflicting Content-Length", True),
-    ("negative-length", Answer(head(200, "Content-Length: -1000") + BODY),
-     "bad Content-Length", True),
-    ("bad-chunk-size", Answer(head(200, "Transfer-Encoding: chunked") + b"zz\r\n" + BODY),
-     "malformed response", True),
-    ("no-last-chunk", Answer(head(200, "Transfer-Encoding: chunked") + chunked(BODY, last=False)),
-     "short body", True),
-    ("chunked-and-length", Answer(head(200, "Transfer-Encoding: chunked", "Content-Length: 1000")
-                                  + chunked(BODY)), "both Transfer-Encoding and Content-Length",
-     True),
-    ("206-chunked-and-length", Answer(head(206, "Content-Range: bytes 0-999/1000",
-                                           "Transfer-Encoding: chunked", "Content-Length: 1000")
-                                      + chunked(BODY)),
-     "both Transfer-Encoding and Content-Length", True),
-    ("206-length-beyond-range", Answer(head(206, "Content-Range: bytes 0-999/1000",
-                                            "Content-Length: 1500") + BODY + BODY[:500]),
-     "Content-Length 1500 does not match Content-Range", True),
-    ("206-chunked-beyond-range", Answer(head(206, "Content-Range: bytes 0-999/1000",
-                                             "Transfer-Encoding: chunked") + chunked(BODY * 2)),
-     "more body than the declared 1000 bytes | does not continue at byte", True),
-    ("206-endless", Answer(head(206, "Content-Range: bytes 0-999/1000") + BODY, "flood",
-                           BODY * 64),
-     "more body than the declared 1000 bytes | does not continue at byte", True),
-    ("head-over-64k", Answer(head(200, "X-Big: " + "a" * (70 * 1024), "Content-Length: 1000")
-                             + BODY), "response head larger than 64 KiB", True),
-    ("257-fields", Answer(head(200, *["X-F: 1"] * 256, "Content-Length: 1000") + BODY),
-     "response head has 257 fields", True),
-    ("bad-status-line", Answer(b"HTTP/1.1 2OO OK\r\nContent-Length: 1000\r\n\r\n" + BODY),
-     "malformed response", True),
-    ("endless-no-length", Answer(head(200), "flood", BODY * 64),
-     "body exceeds --max-filesize 200000", False),
+    (
+        "conflicting-lengths",
+        Answer(head(200, "Content-Length: 1000", "Content-Length: 999") + BODY),
+        "conflicting Content-Length",
+        True,
+    ),
+    (
+        "negative-length",
+        Answer(head(200, "Content-Length: -1000") + BODY),
+        "bad Content-Length",
+        True,
+    ),
+    (
+        "bad-chunk-size",
+        Answer(head(200, "Transfer-Encoding: chunked") + b"zz\r\n" + BODY),
+        "malformed response",
+        True,
+    ),
+    (
+        "no-last-chunk",
+        Answer(head(200, "Transfer-Encoding: chunked") + chunked(BODY, last=False)),
+        "short body",
+        True,
+    ),
+    (
+        "chunked-and-length",
+        Answer(head(200, "Transfer-Encoding: chunked", "Content-Length: 1000") + chunked(BODY)),
+        "both Transfer-Encoding and Content-Length",
+        True,
+    ),
+    (
+        "206-chunked-and-length",
+        Answer(
+            head(
+                206,
+                "Content-Range: bytes 0-999/1000",
+                "Transfer-Encoding: chunked",
+                "Content-Length: 1000",
+            )
+            + chunked(BODY)
+        ),
+        "both Transfer-Encoding and Content-Length",
+        True,
+    ),
+    (
+        "206-length-beyond-range",
+        Answer(
+            head(206, "Content-Range: bytes 0-999/1000", "Content-Length: 1500") + BODY + BODY[:500]
+        ),
+        "Content-Length 1500 does not match Content-Range",
+        True,
+    ),
+    (
+        "206-chunked-beyond-range",
+        Answer(
+            head(206, "Content-Range: bytes 0-999/1000", "Transfer-Encoding: chunked")
+            + chunked(BODY * 2)
+        ),
+        "more body than the declared 1000 bytes | does not continue at byte",
+        True,
+    ),
+    (
+        "206-endless",
+        Answer(head(206, "Content-Range: bytes 0-999/1000") + BODY, "flood", BODY * 64),
+        "more body than the declared 1000 bytes | does not continue at byte",
+        True,
+    ),
+    (
+        "head-over-64k",
+        Answer(head(200, "X-Big: " + "a" * (70 * 1024), "Content-Length: 1000") + BODY),
+        "response head larger than 64 KiB",
+        True,
+    ),
+    (
+        "257-fields",
+        Answer(head(200, *["X-F: 1"] * 256, "Content-Length: 1000") + BODY),
+        "response head has 257 fields",
+        True,
+    ),
+    (
+        "bad-status-line",
+        Answer(b"HTTP/1.1 2OO OK\r\nContent-Length: 1000\r\n\r\n" + BODY),
+        "malformed response",
+        True,
+    ),
+    (
+        "endless-no-length",
+        Answer(head(200), "flood", BODY * 64),
+        "body exceeds --max-filesize 200000",
+        False,
+    ),
 ]
 # Unusual but valid: the file must be exactly what the server framed.
 GZIPPED = gzip.compress(BODY)
 VALID = [
     ("close-delimited", Answer(head(200) + BODY), BODY),
-    ("same-length-twice", Answer(head(200, "Content-Length: 1000", "Content-Length: 1000")
-                                 + BODY), BODY),
+    (
+        "same-length-twice",
+        Answer(head(200, "Content-Length: 1000", "Content-Length: 1000") + BODY),
+        BODY,
+    ),
     ("100-continue-first", Answer(head(100) + head(200, "Content-Length: 1000") + BODY), BODY),
-    ("bytes-after-the-length", Answer(head(200, "Content-Length: 1000") + BODY + b"junk" * 100),
-     BODY),  # not body: dropped with the connection
-    ("content-encoding-kept", Answer(head(200, "Content-Encoding: gzip",
-                                          f"Content-Length: {len(GZIPPED)}") + GZIPPED), GZIPPED),
+    (
+        "bytes-after-the-length",
+        Answer(head(200, "Content-Length: 1000") + BODY + b"junk" * 100),
+        BODY,
+    ),  # not body: dropped with the connection
+    (
+        "content-encoding-kept",
+        Answer(head(200, "Content-Encoding: gzip", f"Content-Length: {len(GZIPPED)}") + GZIPPED),
+        GZIPPED,
+    ),
 ]
 
 
@@ -402,8 +504,20 @@ def test_broken_framing_is_an_error_never_a_wrong_file(midair, engine, raw, tmp_
             once[raw.script(f"/{case}.once", answer, OK)] = case
     for case, answer, data in VALID:
         valid[raw.script(f"/{case}", answer)] = (case, data)
-    result = midair.get("-d", str(tmp_path), "--retries", "2", "--max-filesize", "200000",
-                        "--timeout", "5", *always, *once, *valid, timeout=60)
+    result = midair.get(
+        "-d",
+        str(tmp_path),
+        "--retries",
+        "2",
+        "--max-filesize",
+        "200000",
+        "--timeout",
+        "5",
+        *always,
+        *once,
+        *valid,
+        timeout=60,
+    )
     failed = failures(result)
     assert set(failed) == set(always), result.stderr
     for url, (case, reason, retryable) in always.items():
@@ -428,25 +542,43 @@ def test_stalls_and_trickles_are_cut_and_resumed(midair, engine, server, tmp_pat
         "stalls-forever.bin": (50_000, {"stall_after": 1000}),
         "trickles-forever.bin": (50_000, {"trickle": 0.2}),
     }
-    urls = {gen(server, i % 3, name, size, tag, **faults): name
-            for i, (name, (size, faults)) in enumerate(cases.items())}
+    urls = {
+        gen(server, i % 3, name, size, tag, **faults): name
+        for i, (name, (size, faults)) in enumerate(cases.items())
+    }
     started = time.monotonic()
     # A stall after 1000 bytes is not "too slow" (1000 B/s in its first second): the
     # timeout must catch it.  A trickle (5 B/s) never goes a second without a byte.
-    result = midair.get("-d", str(tmp_path), "--timeout", "1", "--lowest-speed", "100",
-                        "--lowest-speed-time", "1", "--retries", "1", *urls, timeout=60)
+    result = midair.get(
+        "-d",
+        str(tmp_path),
+        "--timeout",
+        "1",
+        "--lowest-speed",
+        "100",
+        "--lowest-speed-time",
+        "1",
+        "--retries",
+        "1",
+        *urls,
+        timeout=60,
+    )
     elapsed = time.monotonic() - started
     failed = failures(result)
     by_name = {name: url for url, name in urls.items()}
     assert set(failed) == {by_name["stalls-forever.bin"], by_name["trickles-forever.bin"]}
-    assert "timed out: no data for 1 s (gave up after 1 retries)" in failed[
-        by_name["stalls-forever.bin"]]
+    assert (
+        "timed out: no data for 1 s (gave up after 1 retries)"
+        in failed[by_name["stalls-forever.bin"]]
+    )
     assert "too slow" in failed[by_name["trickles-forever.bin"]]
     for name in ("head-then-nothing.bin", "stall-mid-body.bin", "trickle.bin"):
         assert_gen_file(tmp_path / name, name, 50_000)
     log = server.stats().log
-    ranges = {name: [r.header("range") for r in log if r.target == "/" + url.split("/", 3)[3]]
-              for url, name in urls.items()}
+    ranges = {
+        name: [r.header("range") for r in log if r.target == "/" + url.split("/", 3)[3]]
+        for url, name in urls.items()
+    }
     assert ranges["head-then-nothing.bin"] == [None, None]
     assert ranges["stall-mid-body.bin"] == [None, "bytes=20000-"]
     first, second = ranges["trickle.bin"]
@@ -458,8 +590,10 @@ def test_stalls_and_trickles_are_cut_and_resumed(midair, engine, server, tmp_pat
 def test_statuses_fail_at_once_or_retry_with_jittered_backoff(server, tmp_path):
     tag = "status"
     final = {gen(server, 0, f"s{code}.bin", 10, tag, status=code): code for code in (404, 410)}
-    transient = {gen(server, i % 3, f"r{code}.bin", 1000, tag, status=code, fail_times=1): code
-                 for i, code in enumerate((408, 429, 500, 502, 503, 504))}
+    transient = {
+        gen(server, i % 3, f"r{code}.bin", 1000, tag, status=code, fail_times=1): code
+        for i, code in enumerate((408, 429, 500, 502, 503, 504))
+    }
     transient[gen(server, 2, "reset.bin", 100_000, tag, reset_after=1000, fail_times=1)] = 0
     result = DEFAULT.get("--json", "-d", str(tmp_path), *final, *transient)
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -482,8 +616,7 @@ def test_retry_after_is_honoured_and_capped(server, tmp_path):
     tag = "retry-after"
     honoured = gen(server, 0, "ra1.bin", 10, tag, status=503, retry_after=1, fail_times=1)
     capped = gen(server, 1, "ra2.bin", 10, tag, status=429, retry_after=3600, fail_times=1)
-    result = DEFAULT.get("--json", "-d", str(tmp_path), "--max-retry-wait", "1.5",
-                         honoured, capped)
+    result = DEFAULT.get("--json", "-d", str(tmp_path), "--max-retry-wait", "1.5", honoured, capped)
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     delays = {e["url"]: e["delay"] for e in events if e["event"] == "retry"}
@@ -499,8 +632,9 @@ def test_429_pauses_every_job_for_that_host(tmp_path):
         limited = srv.url(0, "/gen/p0.bin?size=20000&status=429&retry_after=1&fail_times=1")
         same_host = [srv.url(0, f"/gen/p{i}.bin?size=20000&rate=100000") for i in range(1, 6)]
         other_host = [srv.url(1, f"/gen/q{i}.bin?size=20000&rate=50000") for i in range(4)]
-        result = DEFAULT.get("-d", str(tmp_path), "--per-host", "2", limited, *same_host,
-                             *other_host)
+        result = DEFAULT.get(
+            "-d", str(tmp_path), "--per-host", "2", limited, *same_host, *other_host
+        )
         log = srv.stats().log
     assert not failures(result)
     # Without the pause, the second connection would ask for p2, p3, ... every 0.2 s.
@@ -519,22 +653,41 @@ CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
 
 def test_redirects_keep_credentials_at_home_and_refuse_other_schemes(server, raw, tmp_path):
     tag = "redirects"
-    other_host = gen(server, 0, "x1.bin", 100, tag,
-                     location=server.url(1, f"/gen/y1.bin?size=100&t={tag}"))
+    other_host = gen(
+        server, 0, "x1.bin", 100, tag, location=server.url(1, f"/gen/y1.bin?size=100&t={tag}")
+    )
     same_origin = gen(server, 0, "x2.bin", 100, tag, location=f"/gen/y2.bin?size=100&t={tag}")
     other_port = gen(server, 0, "x3.bin", 100, tag, location=raw.url("/y3.bin"))
     raw.script("/y3.bin", OK)
-    refused = {gen(server, 0, f"x{i}.bin", 10, tag, location=where): scheme
-               for i, (where, scheme) in enumerate([("file:///etc/passwd", "file"),
-                                                    ("ftp://127.0.1.1/x", "ftp"),
-                                                    ("javascript:alert(1)", "javascript")], 4)}
+    refused = {
+        gen(server, 0, f"x{i}.bin", 10, tag, location=where): scheme
+        for i, (where, scheme) in enumerate(
+            [
+                ("file:///etc/passwd", "file"),
+                ("ftp://127.0.1.1/x", "ftp"),
+                ("javascript:alert(1)", "javascript"),
+            ],
+            4,
+        )
+    }
     raw.script("/loop-a", Answer(head(302, "Location: /loop-b", "Content-Length: 0")))
-    raw.script("/loop-b", Answer(head(302, f"Location: {raw.url('/loop-a')}",
-                                      "Content-Length: 0")))
+    raw.script("/loop-b", Answer(head(302, f"Location: {raw.url('/loop-a')}", "Content-Length: 0")))
     loop = raw.url("/loop-a")
-    result = DEFAULT.get("-d", str(tmp_path), "-H", "Authorization: Bearer s3cret",
-                         "-H", "Cookie: session=s3cret", "-H", "Proxy-Authorization: s3cret",
-                         other_host, same_origin, other_port, *refused, loop)
+    result = DEFAULT.get(
+        "-d",
+        str(tmp_path),
+        "-H",
+        "Authorization: Bearer s3cret",
+        "-H",
+        "Cookie: session=s3cret",
+        "-H",
+        "Proxy-Authorization: s3cret",
+        other_host,
+        same_origin,
+        other_port,
+        *refused,
+        loop,
+    )
     failed = failures(result)
     assert set(failed) == {*refused, loop}
     for url, scheme in refused.items():
@@ -546,8 +699,11 @@ def test_redirects_keep_credentials_at_home_and_refuse_other_schemes(server, raw
     def sent(name: str) -> list[dict[str, str | None]]:
         return [{h: r.header(h) for h in CREDENTIALS} for r in log if f"/gen/{name}?" in r.target]
 
-    secret = {"authorization": "Bearer s3cret", "cookie": "session=s3cret",
-              "proxy-authorization": "s3cret"}
+    secret = {
+        "authorization": "Bearer s3cret",
+        "cookie": "session=s3cret",
+        "proxy-authorization": "s3cret",
+    }
     assert sent("x1.bin") == sent("x2.bin") == sent("x3.bin") == [secret]
     assert sent("y1.bin") == [dict.fromkeys(CREDENTIALS)], "another host got the credentials"
     assert sent("y2.bin") == [secret], "the same origin keeps them"
@@ -569,8 +725,11 @@ def tls_servers(tmp_path_factory) -> Iterator[tuple[ServerThread, ServerThread, 
     ca.cert_pem.write_to_path(str(ca_path))
     now = datetime.datetime.now(datetime.UTC)
     good = ca.issue_cert("127.0.1.1")
-    expired = ca.issue_cert("127.0.1.1", not_before=now - datetime.timedelta(days=30),
-                            not_after=now - datetime.timedelta(days=1))
+    expired = ca.issue_cert(
+        "127.0.1.1",
+        not_before=now - datetime.timedelta(days=30),
+        not_after=now - datetime.timedelta(days=1),
+    )
 
     def context(cert: object) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -578,21 +737,23 @@ def tls_servers(tmp_path_factory) -> Iterator[tuple[ServerThread, ServerThread, 
         return ctx
 
     # 127.0.1.2 serves a certificate for 127.0.1.1: the wrong host.
-    with ServerThread(addresses=2, tls=context(good)) as named, \
-            ServerThread(addresses=1, tls=context(expired)) as old:
+    with (
+        ServerThread(addresses=2, tls=context(good)) as named,
+        ServerThread(addresses=1, tls=context(expired)) as old,
+    ):
         yield named, old, ca_path
 
 
-def test_tls_failures_name_the_url_and_never_fall_back(midair, engine, tls_servers, raw,
-                                                       tmp_path):
+def test_tls_failures_name_the_url_and_never_fall_back(midair, engine, tls_servers, raw, tmp_path):
     named, old, ca_path = tls_servers
     good = named.url(0, f"/gen/good.bin?size=20000&t={engine}")
     wrong_host = named.url(1, f"/gen/wrong.bin?size=100&t={engine}")
     expired = old.url(0, f"/gen/expired.bin?size=100&t={engine}")
     plain = raw.url("/plain.bin", scheme="https")  # a plain-HTTP server behind an https URL
     raw.script("/plain.bin", OK)
-    result = midair.get("-d", str(tmp_path), "--ca-certificate", str(ca_path), good,
-                        wrong_host, expired, plain)
+    result = midair.get(
+        "-d", str(tmp_path), "--ca-certificate", str(ca_path), good, wrong_host, expired, plain
+    )
     failed = failures(result)
     assert set(failed) == {wrong_host, expired, plain}
     assert "TLS certificate rejected" in failed[wrong_host]
@@ -602,15 +763,18 @@ def test_tls_failures_name_the_url_and_never_fall_back(midair, engine, tls_serve
     assert "retry" not in result.stderr
     assert_gen_file(tmp_path / "good.bin", "good.bin", 20000)
     assert sorted(os.listdir(tmp_path)) == ["good.bin"]
-    assert raw.openings and all(o.startswith(b"\x16") for o in raw.openings), \
+    assert raw.openings and all(o.startswith(b"\x16") for o in raw.openings), (
         "only TLS handshakes: never a request in plain HTTP"
+    )
     assert not raw.requests
 
 
 def test_insecure_skips_verification_with_a_warning(tls_servers, tmp_path):
     named, old, _ = tls_servers
-    urls = [named.url(1, "/gen/wrong.bin?size=100&t=insecure"),
-            old.url(0, "/gen/expired.bin?size=100&t=insecure")]
+    urls = [
+        named.url(1, "/gen/wrong.bin?size=100&t=insecure"),
+        old.url(0, "/gen/expired.bin?size=100&t=insecure"),
+    ]
     result = DEFAULT.get("-d", str(tmp_path), "--insecure", *urls)
     assert not failures(result)
     assert "warning" in result.stderr and "not verified" in result.stderr
@@ -634,26 +798,50 @@ def cut(data: bytes, at: int, *fields: str) -> Answer:
 
 def partial(data: bytes, start: int, *fields: str, total: int | None = None) -> Answer:
     total = len(data) if total is None else total
-    return Answer(head(206, f"Content-Range: bytes {start}-{len(data) - 1}/{total}",
-                       f"Content-Length: {len(data) - start}", *fields) + data[start:])
+    return Answer(
+        head(
+            206,
+            f"Content-Range: bytes {start}-{len(data) - 1}/{total}",
+            f"Content-Length: {len(data) - start}",
+            *fields,
+        )
+        + data[start:]
+    )
 
 
 def test_hostile_answers_to_a_resume_restart_and_never_splice(raw, tmp_path):
     e1, e2 = 'ETag: "v1"', 'ETag: "v2"'
-    lm1, lm2 = ("Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT",
-                "Last-Modified: Tue, 02 Jan 2024 00:00:00 GMT")
+    lm1, lm2 = (
+        "Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT",
+        "Last-Modified: Tue, 02 Jan 2024 00:00:00 GMT",
+    )
     scripts = {  # name -> (answers, the file it must end as, Range of each request)
         "range-ignored": ([cut(V1, 400, e1), ok(V1, e1)], V1, [None, "bytes=400-"]),
-        "wrong-start": ([cut(V1, 400, e1), partial(V1, 300, e1), ok(V1, e1)], V1,
-                        [None, "bytes=400-", None]),
-        "wrong-total": ([cut(V1, 400, e1), partial(V1, 400, e1, total=2000), ok(V1, e1)], V1,
-                        [None, "bytes=400-", None]),
-        "new-etag-same-size": ([cut(V1, 400, e1), partial(V2, 400, e2), ok(V2, e2)], V2,
-                               [None, "bytes=400-", None]),
-        "new-etag-new-size": ([cut(V1, 400, e1), partial(V2_LONG, 400, e2), ok(V2_LONG, e2)],
-                              V2_LONG, [None, "bytes=400-", None]),
-        "new-last-modified": ([cut(V1, 400, lm1), partial(V2, 400, lm2), ok(V2, lm2)], V2,
-                              [None, "bytes=400-", None]),
+        "wrong-start": (
+            [cut(V1, 400, e1), partial(V1, 300, e1), ok(V1, e1)],
+            V1,
+            [None, "bytes=400-", None],
+        ),
+        "wrong-total": (
+            [cut(V1, 400, e1), partial(V1, 400, e1, total=2000), ok(V1, e1)],
+            V1,
+            [None, "bytes=400-", None],
+        ),
+        "new-etag-same-size": (
+            [cut(V1, 400, e1), partial(V2, 400, e2), ok(V2, e2)],
+            V2,
+            [None, "bytes=400-", None],
+        ),
+        "new-etag-new-size": (
+            [cut(V1, 400, e1), partial(V2_LONG, 400, e2), ok(V2_LONG, e2)],
+            V2_LONG,
+            [None, "bytes=400-", None],
+        ),
+        "new-last-modified": (
+            [cut(V1, 400, lm1), partial(V2, 400, lm2), ok(V2, lm2)],
+            V2,
+            [None, "bytes=400-", None],
+        ),
         "if-range-honoured": ([cut(V1, 400, e1), ok(V2, e2)], V2, [None, "bytes=400-"]),
     }
     urls = {raw.script(f"/{name}", *answers): name for name, (answers, _, _) in scripts.items()}
@@ -671,8 +859,7 @@ def test_a_resource_changed_between_runs_is_fetched_whole(raw, tmp_path):
     scripts = {  # first run (cut short), then the second run's answers, and the result
         "changed-honest": ([cut(V1, 400, e1)], [ok(V2, e2)], V2),
         "changed-hostile": ([cut(V1, 400, e1)], [partial(V2, 400, e2), ok(V2, e2)], V2),
-        "changed-size": ([cut(V1, 400, e1)], [partial(V2_LONG, 400, e2), ok(V2_LONG, e2)],
-                         V2_LONG),
+        "changed-size": ([cut(V1, 400, e1)], [partial(V2_LONG, 400, e2), ok(V2_LONG, e2)], V2_LONG),
         "range-ignored": ([cut(V1, 400, e1)], [ok(V1, e1)], V1),
         "unchanged": ([cut(V1, 400, e1)], [partial(V1, 400, e1)], V1),
     }
@@ -696,8 +883,9 @@ def test_a_lying_server_is_caught_by_a_checksum(raw, tmp_path):
 
     # Same ETag, same size, other bytes: nothing in HTTP can tell; a checksum can.
     url = raw.script("/liar", cut(V1, 400, 'ETag: "v1"'), partial(V2, 400, 'ETag: "v1"'))
-    result = DEFAULT.get("-d", str(tmp_path), "--checksum",
-                         "sha-256=" + hashlib.sha256(V1).hexdigest(), url)
+    result = DEFAULT.get(
+        "-d", str(tmp_path), "--checksum", "sha-256=" + hashlib.sha256(V1).hexdigest(), url
+    )
     assert "checksum mismatch" in failures(result)[url]
     assert os.listdir(tmp_path) == []
 
@@ -707,8 +895,11 @@ def test_a_lying_server_is_caught_by_a_checksum(raw, tmp_path):
 def tmpfs(tmp_path) -> Iterator[Path]:
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     yield mount
@@ -723,8 +914,9 @@ def test_a_read_only_directory_fails_those_files_and_keeps_the_rest(server, tmpf
     first = DEFAULT.get("-d", str(tmpfs), "--retries", "0", done, part)
     assert set(failures(first)) == {part}
     before = (tmpfs / "done.bin").stat()
-    remount = subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True,
-                             text=True)
+    remount = subprocess.run(
+        ["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True, text=True
+    )
     assert remount.returncode == 0, remount.stderr
     try:
         result = DEFAULT.get("-d", str(tmpfs), done, part, new, timeout=30)
@@ -749,18 +941,24 @@ def test_a_redirect_full_of_control_characters_still_gives_one_printable_line(ra
     # C1 controls (and any byte >= 0x80) pass the parser as obs-text; C0 controls and DEL
     # in a field are invalid (RFC 9110 section 5.5): that response is refused, printably.
     nasty = b"/gone/\x85\x9b[2J\x9b31mred\xe9"
-    raw.script("/start", Answer(b"HTTP/1.1 302 Found\r\nLocation: " + nasty
-                                + b"\r\nContent-Length: 0\r\n\r\n"))
-    raw.script("/c0", Answer(b"HTTP/1.1 302 Found\r\nLocation: /x\x1b[2J\x07\x7f\r\n"
-                             b"Content-Length: 0\r\n\r\n"))
+    raw.script(
+        "/start",
+        Answer(b"HTTP/1.1 302 Found\r\nLocation: " + nasty + b"\r\nContent-Length: 0\r\n\r\n"),
+    )
+    raw.script(
+        "/c0",
+        Answer(b"HTTP/1.1 302 Found\r\nLocation: /x\x1b[2J\x07\x7f\r\nContent-Length: 0\r\n\r\n"),
+    )
     url, c0 = raw.url("/start"), raw.url("/c0")
     listed = raw.url("/list\x1b[31m\u2028ed")  # what a hostile input list might hold
     result = DEFAULT.get("-d", str(tmp_path), "--retries", "0", url, c0, listed)
     failed = failures(result)  # printable lines, the job's URL, a summary
     where = raw.url("/gone/%C2%85%C2%9B%5B2J%C2%9B31mred%C3%A9")
-    assert failed == {url: f"HTTP 404 (at {where})",
-                      c0: "malformed response: Invalid header value char (gave up after 0 retries)",
-                      raw.url("/list\\x1b[31m\\u2028ed"): "HTTP 404"}
+    assert failed == {
+        url: f"HTTP 404 (at {where})",
+        c0: "malformed response: Invalid header value char (gave up after 0 retries)",
+        raw.url("/list\\x1b[31m\\u2028ed"): "HTTP 404",
+    }
 
 
 # --- 11. load with faults, every engine ----------------------------------------------------
@@ -782,8 +980,13 @@ def run_measured(command: list[str], limit: float) -> tuple[int, str, float, flo
     peak_kib = 0
     with tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             while proc.poll() is None:
                 if time.monotonic() - started > limit:
@@ -805,9 +1008,11 @@ LOAD_FILES, LOAD_CONCURRENCY = 2000, 500
 def test_two_thousand_files_with_resets_and_stalls(midair, engine, many_hosts, tmp_path):
     slow = engine == "sequential"  # one connection at a time: 200 stalls cost 200 x --timeout
     if slow and not os.environ.get("MIDAIR_SLOW_TESTS"):
-        pytest.skip("sequential: 200 stalls cost 200 x --timeout in a row; measured: all "
-                    "byte-exact in 255 s, 45 MiB, over the 20 s bound (MIDAIR_SLOW_TESTS=1 "
-                    "pytest --timeout 900 runs it)")
+        pytest.skip(
+            "sequential: 200 stalls cost 200 x --timeout in a row; measured: all "
+            "byte-exact in 255 s, 45 MiB, over the 20 s bound (MIDAIR_SLOW_TESTS=1 "
+            "pytest --timeout 900 runs it)"
+        )
     rng = random.Random(2000)
     sizes, lines = {}, []
     for i in range(LOAD_FILES):
@@ -823,9 +1028,24 @@ def test_two_thousand_files_with_resets_and_stalls(midair, engine, many_hosts, t
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    status, stderr, wall, rss = run_measured(midair.command(
-        "-q", "-d", str(out), "-i", str(listing), "-j", str(LOAD_CONCURRENCY), "--per-host", "5",
-        "--timeout", "1", "--retries", "10"), limit=800 if slow else 100)
+    status, stderr, wall, rss = run_measured(
+        midair.command(
+            "-q",
+            "-d",
+            str(out),
+            "-i",
+            str(listing),
+            "-j",
+            str(LOAD_CONCURRENCY),
+            "--per-host",
+            "5",
+            "--timeout",
+            "1",
+            "--retries",
+            "10",
+        ),
+        limit=800 if slow else 100,
+    )
     print(f"\n{engine}: {LOAD_FILES} files in {wall:.1f} s, peak RSS {rss:.0f} MiB")
     assert status == 0, stderr[-3000:]
     for name, size in sizes.items():

@@ -33,8 +33,9 @@ def root(tmp_path: Path) -> Path:
     return files
 
 
-def get(server: Nginx, host: int, path: str, headers: dict[str, str] | None = None
-        ) -> tuple[int, dict[str, str], bytes]:
+def get(
+    server: Nginx, host: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One request on a fresh connection; no redirect following, unlike urllib."""
     conn = http.client.HTTPConnection(server.hosts[host], server.port, timeout=5)
     try:
@@ -116,8 +117,16 @@ def test_stop_cleans_up(nginx: NginxFactory, root: Path) -> None:
 
 
 def test_config_keeps_out_of_var(tmp_path: Path) -> None:
-    conf = render_config(prefix=tmp_path, root=tmp_path, hosts=["127.0.0.1"], port=8080,
-                         limit_rate=1024, tls=None, workers=0, extra_locations="")
+    conf = render_config(
+        prefix=tmp_path,
+        root=tmp_path,
+        hosts=["127.0.0.1"],
+        port=8080,
+        limit_rate=1024,
+        tls=None,
+        workers=0,
+        extra_locations="",
+    )
     assert "/var/" not in conf
     assert "limit_rate 1024;" in conf and "worker_processes auto;" in conf
 

@@ -26,9 +26,20 @@ from pathlib import Path
 
 from midair.bench.measure import package_version, tool_version
 
-__all__ = ["CURL_PARALLEL_CAP", "DEFAULT", "DEFAULT_CLIENT", "NO_FSYNC", "NO_FSYNC_CLIENT",
-           "PEERS", "Client", "Job",
-           "engine_clients", "get_help", "no_fsync_client", "select_clients"]
+__all__ = [
+    "CURL_PARALLEL_CAP",
+    "DEFAULT",
+    "DEFAULT_CLIENT",
+    "NO_FSYNC",
+    "NO_FSYNC_CLIENT",
+    "PEERS",
+    "Client",
+    "Job",
+    "engine_clients",
+    "get_help",
+    "no_fsync_client",
+    "select_clients",
+]
 
 CURL_PARALLEL_CAP = 300  # curl clamps --parallel-max to 300 before 8.16
 DEFAULT = "default"  # the --engines name of plain `midair get`
@@ -70,37 +81,85 @@ class Client:
 def _curl_cmd(job: Job) -> list[str]:
     """curl reads URL/output pairs from a config file (-K): no argv length limit."""
     config = job.list_file.with_suffix(".curl")
-    config.write_text("".join(f'url = "{u}"\noutput = "{job.out / _name(u)}"\n'
-                              for u in job.urls))
-    return ["curl", "-q", "--parallel", "--parallel-immediate", "--parallel-max",
-            str(job.jobs), "--fail", "-sS", "-K", str(config)]
+    config.write_text("".join(f'url = "{u}"\noutput = "{job.out / _name(u)}"\n' for u in job.urls))
+    return [
+        "curl",
+        "-q",
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        str(job.jobs),
+        "--fail",
+        "-sS",
+        "-K",
+        str(config),
+    ]
 
 
 def _curl_loop_cmd(job: Job) -> list[str]:
     """What many scripts do: one curl process per file, one after another."""
-    script = ('while IFS= read -r u; do '
-              'curl -q -sS --fail -o "$2/${u##*/}" "$u" || exit 1; done <"$1"')
+    script = (
+        'while IFS= read -r u; do curl -q -sS --fail -o "$2/${u##*/}" "$u" || exit 1; done <"$1"'
+    )
     return ["sh", "-c", script, "curl-loop", str(job.list_file), str(job.out)]
 
 
 def _aria2_cmd(job: Job) -> list[str]:
-    return ["aria2c", "-i", str(job.list_file), "--deferred-input=true", "-d", str(job.out),
-            "-j", str(job.jobs), "--max-connection-per-server=1", "--split=1",
-            "--file-allocation=none", "--quiet=true", "--show-console-readout=false",
-            "--console-log-level=error", "--summary-interval=0", "--download-result=hide",
-            "--auto-file-renaming=false", "--allow-overwrite=true", "--no-conf=true"]
+    return [
+        "aria2c",
+        "-i",
+        str(job.list_file),
+        "--deferred-input=true",
+        "-d",
+        str(job.out),
+        "-j",
+        str(job.jobs),
+        "--max-connection-per-server=1",
+        "--split=1",
+        "--file-allocation=none",
+        "--quiet=true",
+        "--show-console-readout=false",
+        "--console-log-level=error",
+        "--summary-interval=0",
+        "--download-result=hide",
+        "--auto-file-renaming=false",
+        "--allow-overwrite=true",
+        "--no-conf=true",
+    ]
 
 
 def _wget2_cmd(job: Job) -> list[str]:
-    return ["wget2", "--no-config", "-q", "--progress=none", "--max-threads", str(job.jobs),
-            "-i", str(job.list_file), "-P", str(job.out), "--no-hsts", "--no-hpkp",
-            "--no-netrc"]
+    return [
+        "wget2",
+        "--no-config",
+        "-q",
+        "--progress=none",
+        "--max-threads",
+        str(job.jobs),
+        "-i",
+        str(job.list_file),
+        "-P",
+        str(job.out),
+        "--no-hsts",
+        "--no-hpkp",
+        "--no-netrc",
+    ]
 
 
 def _python_peer(module: str) -> Callable[[Job], list[str]]:
     def command(job: Job) -> list[str]:
-        return [sys.executable, "-m", f"midair.bench.peers.{module}", str(job.list_file),
-                str(job.out), "--concurrency", str(job.jobs), "--per-host", str(job.per_host)]
+        return [
+            sys.executable,
+            "-m",
+            f"midair.bench.peers.{module}",
+            str(job.list_file),
+            str(job.out),
+            "--concurrency",
+            str(job.jobs),
+            "--per-host",
+            str(job.per_host),
+        ]
+
     return command
 
 
@@ -108,6 +167,7 @@ def _binary_version(name: str) -> Callable[[], str | None]:
     def version() -> str | None:
         path = shutil.which(name)
         return tool_version([path, "--version"]) if path else None
+
     return version
 
 
@@ -116,6 +176,7 @@ def _package(dist: str, *needs: str) -> Callable[[], str | None]:
         if any(package_version(n) is None for n in needs):
             return None
         return package_version(dist)
+
     return version
 
 
@@ -129,36 +190,88 @@ def _curl_cap(version: str) -> int | None:
     return CURL_PARALLEL_CAP if found and (int(found[1]), int(found[2])) < (8, 16) else None
 
 
-PEERS: dict[str, Client] = {c.name: c for c in [
-    Client("curl", _curl_cmd, _binary_version("curl"), cap=_curl_cap,
-           note="--parallel --parallel-max N, connections kept alive and reused; "
-                "no per-host cap before 8.16 (--parallel-max-host); "
-                "--parallel-max clamped to 300 before 8.16"),
-    Client("aria2c", _aria2_cmd, _binary_version("aria2c"),
-           note="-j N, --max-connection-per-server=1 --split=1, keep-alive, "
-                "--file-allocation=none, no console readout; -x is per download, so no "
-                "cross-download per-host cap"),
-    Client("wget2", _wget2_cmd, _binary_version("wget2"),
-           note="--max-threads N (keep-alive by default): one thread per transfer, "
-                "no per-host cap"),
-    Client("curl-loop", _curl_loop_cmd, _binary_version("curl"), sequential=True,
-           only=("seed",), note="one curl process per file, one after another (seed only)"),
-    Client("parfive", _python_peer("parfive_peer"), _package("parfive", "aiohttp"),
-           note="Downloader(max_conn=N, max_splits=1), aiohttp pool sized to N"),
-    Client("requests", _python_peer("requests_peer"), _package("requests"),
-           note="ThreadPoolExecutor(N), one Session per thread"),
-    Client("aiohttp", _python_peer("aiohttp_peer"), _package("aiohttp"),
-           note="TCPConnector(limit=N, limit_per_host=per-host), gather + semaphore"),
-    Client("httpx", _python_peer("httpx_peer"), _package("httpx"),
-           note="AsyncClient(limits=Limits(max_connections=N)); no per-host cap"),
-]}
+PEERS: dict[str, Client] = {
+    c.name: c
+    for c in [
+        Client(
+            "curl",
+            _curl_cmd,
+            _binary_version("curl"),
+            cap=_curl_cap,
+            note="--parallel --parallel-max N, connections kept alive and reused; "
+            "no per-host cap before 8.16 (--parallel-max-host); "
+            "--parallel-max clamped to 300 before 8.16",
+        ),
+        Client(
+            "aria2c",
+            _aria2_cmd,
+            _binary_version("aria2c"),
+            note="-j N, --max-connection-per-server=1 --split=1, keep-alive, "
+            "--file-allocation=none, no console readout; -x is per download, so no "
+            "cross-download per-host cap",
+        ),
+        Client(
+            "wget2",
+            _wget2_cmd,
+            _binary_version("wget2"),
+            note="--max-threads N (keep-alive by default): one thread per transfer, "
+            "no per-host cap",
+        ),
+        Client(
+            "curl-loop",
+            _curl_loop_cmd,
+            _binary_version("curl"),
+            sequential=True,
+            only=("seed",),
+            note="one curl process per file, one after another (seed only)",
+        ),
+        Client(
+            "parfive",
+            _python_peer("parfive_peer"),
+            _package("parfive", "aiohttp"),
+            note="Downloader(max_conn=N, max_splits=1), aiohttp pool sized to N",
+        ),
+        Client(
+            "requests",
+            _python_peer("requests_peer"),
+            _package("requests"),
+            note="ThreadPoolExecutor(N), one Session per thread",
+        ),
+        Client(
+            "aiohttp",
+            _python_peer("aiohttp_peer"),
+            _package("aiohttp"),
+            note="TCPConnector(limit=N, limit_per_host=per-host), gather + semaphore",
+        ),
+        Client(
+            "httpx",
+            _python_peer("httpx_peer"),
+            _package("httpx"),
+            note="AsyncClient(limits=Limits(max_connections=N)); no per-host cap",
+        ),
+    ]
+}
 
 
 def _midair_cmd(*flags: str) -> Callable[[Job], list[str]]:
     def command(job: Job) -> list[str]:
-        return [sys.executable, "-m", "midair", "get", *flags, "-j", str(job.jobs),
-                "--per-host", str(job.per_host), "-q", "-i", str(job.list_file),
-                "-d", str(job.out)]
+        return [
+            sys.executable,
+            "-m",
+            "midair",
+            "get",
+            *flags,
+            "-j",
+            str(job.jobs),
+            "--per-host",
+            str(job.per_host),
+            "-q",
+            "-i",
+            str(job.list_file),
+            "-d",
+            str(job.out),
+        ]
+
     return command
 
 
@@ -173,13 +286,15 @@ def _engine_client(name: str) -> tuple[str, Client]:
 
     if name == DEFAULT:
         note = f"`midair get` without --engine: the default (today {default_engine()})"
-        return DEFAULT_CLIENT, Client(DEFAULT_CLIENT, _midair_cmd(), lambda: __version__,
-                                      note=note)
+        return DEFAULT_CLIENT, Client(DEFAULT_CLIENT, _midair_cmd(), lambda: __version__, note=note)
     info = ENGINES[name]
     return f"midair-{name}", Client(
-        f"midair-{name}", _midair_cmd("--engine", name),
+        f"midair-{name}",
+        _midair_cmd("--engine", name),
         lambda: __version__ if _engine_ready(info) else None,
-        sequential=name == "sequential", note=info.model)
+        sequential=name == "sequential",
+        note=info.model,
+    )
 
 
 def default_engine() -> str:
@@ -192,9 +307,14 @@ def default_engine() -> str:
 @functools.cache
 def get_help() -> str:
     """``midair get --help`` as this midair prints it (the flags it has)."""
-    done = subprocess.run([sys.executable, "-m", "midair", "get", "--help"],
-                          capture_output=True, text=True, timeout=60, check=False,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "midair", "get", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     return done.stdout
 
 
@@ -204,9 +324,13 @@ def no_fsync_client() -> Client | None:
         return None
     from midair import __version__
 
-    return Client(NO_FSYNC_CLIENT, _midair_cmd(NO_FSYNC), lambda: __version__,
-                  note="midair-default with --no-fsync: files published without fsync; "
-                       "the difference is what durable publication costs")
+    return Client(
+        NO_FSYNC_CLIENT,
+        _midair_cmd(NO_FSYNC),
+        lambda: __version__,
+        note="midair-default with --no-fsync: files published without fsync; "
+        "the difference is what durable publication costs",
+    )
 
 
 def _engine_ready(info: object) -> bool:
@@ -228,10 +352,11 @@ def select_clients(engines: list[str], peers: list[str]) -> dict[str, Client]:
     """midair engines first, then peers, in the order asked for."""
     from midair.engines import ENGINES
 
-    for kind, asked, known in [("engine", engines, [DEFAULT, *ENGINES]),
-                               ("peer", peers, list(PEERS))]:
+    for kind, asked, known in [
+        ("engine", engines, [DEFAULT, *ENGINES]),
+        ("peer", peers, list(PEERS)),
+    ]:
         unknown = [a for a in asked if a not in known]
         if unknown:
-            raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(known)}")
+            raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return {**engine_clients(engines), **{p: PEERS[p] for p in peers}}

@@ -50,8 +50,9 @@ def make_dataset(cache: Path, count: int, size: int, seed: str) -> Dataset:
     if cached is not None:
         return cached
     root.mkdir(parents=True, exist_ok=True)
-    sums = {f"f{i:05d}.bin": _write_file(root / f"f{i:05d}.bin", seed, i, size)
-            for i in range(count)}
+    sums = {
+        f"f{i:05d}.bin": _write_file(root / f"f{i:05d}.bin", seed, i, size) for i in range(count)
+    }
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps({**wanted, "sha256": sums}, indent=0))
     tmp.replace(root / MANIFEST)

@@ -42,8 +42,13 @@ class Downloads:
         return self.fstype not in MEMORY_FS
 
     def as_dict(self) -> dict[str, str]:
-        return {"path": str(self.path), "mount": self.mount, "fstype": self.fstype,
-                "choice": self.choice, "note": self.note}
+        return {
+            "path": str(self.path),
+            "mount": self.mount,
+            "fstype": self.fstype,
+            "choice": self.choice,
+            "note": self.note,
+        }
 
 
 def choose_downloads(choice: str, cache: Path, needed: int) -> Downloads:
@@ -61,8 +66,12 @@ def _tmpfs_or_disk(cache: Path, needed: int) -> Downloads:
     if found is not None:
         return _describe(found, "tmpfs")
     cache.mkdir(parents=True, exist_ok=True)
-    return _describe(cache, "tmpfs", f"no writable tmpfs with {_gib(needed)} free: "
-                                     "downloads went to the data cache's file system")
+    return _describe(
+        cache,
+        "tmpfs",
+        f"no writable tmpfs with {_gib(needed)} free: "
+        "downloads went to the data cache's file system",
+    )
 
 
 def _describe(path: Path, choice: str, note: str = "") -> Downloads:
@@ -72,8 +81,11 @@ def _describe(path: Path, choice: str, note: str = "") -> Downloads:
 
 def _roomy_tmpfs(needed: int) -> Path | None:
     """/dev/shm first, then any other tmpfs the user can write to (/run/user/UID, /tmp)."""
-    others = [Path(m) for m, fs in _mounts()
-              if fs == "tmpfs" and not any(m.startswith(k) for k in _KERNEL_TREES)]
+    others = [
+        Path(m)
+        for m, fs in _mounts()
+        if fs == "tmpfs" and not any(m.startswith(k) for k in _KERNEL_TREES)
+    ]
     for candidate in [PREFERRED_TMPFS, *others]:
         if mount_of(candidate)[1] == "tmpfs" and _writable_with(candidate, needed):
             return candidate

@@ -68,8 +68,13 @@ def run_measured(argv: Sequence[str], timeout: float, log: Path) -> Measurement:
     inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(log, "wb") as out:
         started_at, start = time.time(), time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, process_group=0)
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
 
     def expire() -> None:
         timed_out.set()
@@ -89,9 +94,15 @@ def run_measured(argv: Sequence[str], timeout: float, log: Path) -> Measurement:
     _kill_group(proc.pid)  # stragglers the client left in its group
     own = usage.ru_maxrss if usage.ru_maxrss > inherited * 1.02 else 0
     return Measurement(
-        argv=list(argv), wall_s=wall, user_s=usage.ru_utime, sys_s=usage.ru_stime,
-        maxrss_mib=max(own, sampler.peak_kib) / 1024, exit_code=proc.returncode,
-        timed_out=timed_out.is_set(), output_tail=_tail(log), started_at=started_at,
+        argv=list(argv),
+        wall_s=wall,
+        user_s=usage.ru_utime,
+        sys_s=usage.ru_stime,
+        maxrss_mib=max(own, sampler.peak_kib) / 1024,
+        exit_code=proc.returncode,
+        timed_out=timed_out.is_set(),
+        output_tail=_tail(log),
+        started_at=started_at,
         ended_at=ended_at,
     )
 
@@ -161,8 +172,14 @@ def _tail(path: Path, limit: int = 2000) -> str:
 def tool_version(argv: Sequence[str]) -> str:
     """Version number from the first line of ``--version``, or '?' when it cannot say."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=30,
-                              check=False, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     lines = (done.stdout or done.stderr).strip().splitlines()

@@ -32,8 +32,9 @@ def available() -> bool:
     return True
 
 
-def plot_all(results: list[ScenarioResult], out: Path,
-             startup: list[StartupRow] | None = None) -> list[Path]:
+def plot_all(
+    results: list[ScenarioResult], out: Path, startup: list[StartupRow] | None = None
+) -> list[Path]:
     """Write one PNG per scenario with runs (and startup.png) into ``out``; return them."""
     import matplotlib
 
@@ -63,12 +64,17 @@ def _bars(result: ScenarioResult, path: Path, server: str) -> None:
     value, label, title = _bar_measure(result)
     edges = any(r.first_request_ms is not None for r in rows)
     panels = 3 if edges else 2
-    fig, axes = plt.subplots(1, panels, sharey=True, dpi=90,
-                             figsize=(5 * panels, max(2.4, 0.9 + 0.3 * len(rows))))
+    fig, axes = plt.subplots(
+        1, panels, sharey=True, dpi=90, figsize=(5 * panels, max(2.4, 0.9 + 0.3 * len(rows)))
+    )
     _panel(axes[0], rows, value, label)
     _reference_line(axes[0], result)
-    _panel(axes[1], rows, lambda r: r.cpu_ms_per_file,
-           "client CPU per file, ms (user + sys; lower is better)")
+    _panel(
+        axes[1],
+        rows,
+        lambda r: r.cpu_ms_per_file,
+        "client CPU per file, ms (user + sys; lower is better)",
+    )
     if edges:
         _edges_panel(axes[2], rows)
     axes[0].invert_yaxis()
@@ -99,8 +105,10 @@ def _reference_line(ax: Any, result: ScenarioResult) -> None:
         return
     if result.scenario.files != 1:
         return
-    for ceiling, label, y in [(result.ceiling, "socket only ", -0.6),
-                              (result.file_ceiling, "into a new file ", -0.15)]:
+    for ceiling, label, y in [
+        (result.ceiling, "socket only ", -0.6),
+        (result.file_ceiling, "into a new file ", -0.15),
+    ]:
         if ceiling:
             ax.axvline(ceiling, color="grey", linestyle="--", linewidth=1)
             ax.text(ceiling, y, label, color="grey", fontsize=7, ha="right")
@@ -109,22 +117,26 @@ def _reference_line(ax: Any, result: ScenarioResult) -> None:
 
 def _edges_panel(ax: Any, rows: list[Row]) -> None:
     """First request after exec and exit after the last response, with issue 8's targets."""
-    series = [("exec -> first request", [r.first_request_ms for r in rows], -0.2, "#2ca02c",
-               TARGETS["first_request_ms"]),
-              ("last response -> exit", [r.exit_ms for r in rows], 0.2, "#9467bd",
-               TARGETS["exit_ms"])]
+    series = [
+        (
+            "exec -> first request",
+            [r.first_request_ms for r in rows],
+            -0.2,
+            "#2ca02c",
+            TARGETS["first_request_ms"],
+        ),
+        ("last response -> exit", [r.exit_ms for r in rows], 0.2, "#9467bd", TARGETS["exit_ms"]),
+    ]
     for label, values, shift, colour, target in series:
         spots = [i + shift for i in range(len(rows))]
         lengths = [v or 0.0 for v in values]
         ax.barh(spots, lengths, height=0.4, color=colour, label=label)
         for y, v in zip(spots, values, strict=True):
-            ax.text(v or 0.0, y, f" {v:.0f}" if v is not None else " -", va="center",
-                    fontsize=7)
+            ax.text(v or 0.0, y, f" {v:.0f}" if v is not None else " -", va="center", fontsize=7)
         ax.axvline(target, color=colour, linestyle=":", linewidth=1)
     ax.set_xlabel("ms, as the server saw it (dotted: targets)", fontsize=8)
     ax.set_xlim(0, ax.get_xlim()[1] * 1.1)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7,
-              frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7, frameon=False)
 
 
 def _family(client: str) -> str:
@@ -146,8 +158,9 @@ def _startup(rows: list[StartupRow], path: Path) -> Path:
         ax.text(v, i, f" {v:.0f}", va="center", fontsize=8)
     ax.axvline(TARGETS["version_ms"], color="grey", linestyle="--", linewidth=1)
     ax.invert_yaxis()
-    ax.set_xlabel(f"wall time from exec to exit, ms (median of {RUNS}; dashed: the "
-                  "midair --version target)")
+    ax.set_xlabel(
+        f"wall time from exec to exit, ms (median of {RUNS}; dashed: the midair --version target)"
+    )
     ax.set_title("startup: each client doing nothing", fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
@@ -160,14 +173,22 @@ def _bar_measure(result: ScenarioResult) -> tuple[Callable[[Row], float | None],
     scn = result.scenario
     size = f"{scn.files:,} x {size_text(scn.size)}"
     if scn.throttled:
-        return ((lambda r: r.ratio), "wall time / floor (1.0 = as fast as one file alone; "
-                "lower is better)", f"{size} over {scn.hosts} addresses at "
-                f"{size_text(scn.rate)}/s per connection")
+        return (
+            (lambda r: r.ratio),
+            "wall time / floor (1.0 = as fast as one file alone; lower is better)",
+            f"{size} over {scn.hosts} addresses at {size_text(scn.rate)}/s per connection",
+        )
     if scn.files == 1:
-        return ((lambda r: r.gbps), "throughput, GB/s (higher is better)",
-                f"{size} from one unthrottled server")
-    return ((lambda r: r.files_per_s), "files per second (higher is better)",
-            f"{size} from one unthrottled server, {scn.points()[0].jobs} at a time")
+        return (
+            (lambda r: r.gbps),
+            "throughput, GB/s (higher is better)",
+            f"{size} from one unthrottled server",
+        )
+    return (
+        (lambda r: r.files_per_s),
+        "files per second (higher is better)",
+        f"{size} from one unthrottled server, {scn.points()[0].jobs} at a time",
+    )
 
 
 def _legend_families(fig: Any) -> None:
@@ -175,8 +196,9 @@ def _legend_families(fig: Any) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=MIDAIR, label="midair engines"), Patch(color=PEER, label="peers")]
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8, frameon=False
+    )
 
 
 def _sweep(result: ScenarioResult, path: Path, server: str) -> None:
@@ -191,14 +213,19 @@ def _sweep(result: ScenarioResult, path: Path, server: str) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(14, 4.8), dpi=80)
     for client, style in zip(clients, _styles(clients), strict=True):
         for ax, (_, get, _) in zip(axes, metrics, strict=True):
-            pts = [(n, get(by_n[n][client])) for n in counts
-                   if client in by_n[n] and by_n[n][client].ok]
+            pts = [
+                (n, get(by_n[n][client]))
+                for n in counts
+                if client in by_n[n] and by_n[n][client].ok
+            ]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], **style)
-    units = ["wall time, s", "client CPU per file, ms (user + sys)",
-             "peak RSS per transfer, KiB"]
-    titles = ["wall time (flat = all in the air)", "CPU per file",
-              "RSS per transfer (falls as fixed cost spreads)"]
+    units = ["wall time, s", "client CPU per file, ms (user + sys)", "peak RSS per transfer, KiB"]
+    titles = [
+        "wall time (flat = all in the air)",
+        "CPU per file",
+        "RSS per transfer (falls as fixed cost spreads)",
+    ]
     for ax, unit, title in zip(axes, units, titles, strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -209,11 +236,15 @@ def _sweep(result: ScenarioResult, path: Path, server: str) -> None:
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
-    fig.suptitle(f"sweep: N x {size_text(scn.size)} at {size_text(scn.rate)}/s per connection "
-                 f"over min(N, {scn.hosts}) addresses ({server})", fontsize=11)
+    fig.suptitle(
+        f"sweep: N x {size_text(scn.size)} at {size_text(scn.rate)}/s per connection "
+        f"over min(N, {scn.hosts}) addresses ({server})",
+        fontsize=11,
+    )
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.995, 0.5), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles, labels, loc="center left", bbox_to_anchor=(0.995, 0.5), fontsize=8, frameon=False
+    )
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
@@ -231,6 +262,14 @@ def _styles(clients: list[str]) -> list[dict[str, Any]]:
         mine = client.startswith("midair")
         i = (ours if mine else theirs).index(client)
         colour = plt.get_cmap("tab10" if mine else "Dark2")(i % (10 if mine else 8))
-        styles.append({"linestyle": "-" if mine else "--", "marker": markers[i % len(markers)],
-                       "color": colour, "label": client, "markersize": 5, "linewidth": 1.5})
+        styles.append(
+            {
+                "linestyle": "-" if mine else "--",
+                "marker": markers[i % len(markers)],
+                "color": colour,
+                "label": client,
+                "markersize": 5,
+                "linewidth": 1.5,
+            }
+        )
     return styles

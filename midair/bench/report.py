@@ -20,13 +20,21 @@ from midair.bench.runner import Run, ScenarioResult
 from midair.bench.scenarios import Scenario
 from midair.bench.startup import RUNS, StartupRow
 
-__all__ = ["GOALS", "TARGETS", "Row", "durability", "markdown", "rows_for", "table_kind",
-           "write_json"]
+__all__ = [
+    "GOALS",
+    "TARGETS",
+    "Row",
+    "durability",
+    "markdown",
+    "rows_for",
+    "table_kind",
+    "write_json",
+]
 
 TARGETS = {"first_request_ms": 50.0, "exit_ms": 20.0, "version_ms": 100.0}  # issue 8
 GOALS = {  # issue 8, "What to reach", for the default `midair get`
     "seed": "<= 1.02x floor; first request <= 50 ms after exec, exit <= 20 ms after the last "
-            "response",
+    "response",
     "crowd": "wall <= wget2's, CPU <= aria2c's",
     "c10k": "<= 2.5x floor and ahead of wget2, RSS per in-flight transfer <= 20 KiB",
     "bulk": ">= wget2's GB/s and >= 90% of the new-file ceiling",
@@ -71,8 +79,13 @@ class Row:
 def rows_for(result: ScenarioResult, files: int | None = None) -> list[Row]:
     """One row per client (at one sweep point), sorted best first, failures last."""
     runs = [r for r in result.runs if files is None or r.files == files]
-    rows = sorted([_row(result, [r for r in runs if r.client == c])
-                   for c in dict.fromkeys(r.client for r in runs)], key=_sort_key)
+    rows = sorted(
+        [
+            _row(result, [r for r in runs if r.client == c])
+            for c in dict.fromkeys(r.client for r in runs)
+        ],
+        key=_sort_key,
+    )
     for rank, row in enumerate((r for r in rows if r.ok), start=1):
         row.rank = rank
     return rows
@@ -127,6 +140,7 @@ def _sort_key(row: Row) -> tuple[int, float]:
 
 # --- Markdown -----------------------------------------------------------------
 
+
 def _num(value: float | None, digits: int, suffix: str = "") -> str:
     return "-" if value is None else f"{value:,.{digits}f}{suffix}"
 
@@ -168,12 +182,30 @@ COLUMNS: dict[str, tuple[str, Callable[[Row], str]]] = {
 _COSTS = ["cpu", "cpu_per_file", "rss"]
 _EDGES = ["first_request", "exit"]
 LAYOUTS: dict[str, list[str]] = {  # table_kind -> columns
-    "throttled": ["rank", "client", "version", "wall", "ratio", *_COSTS, "rss_per_transfer",
-                  *_EDGES, "in_flight", "status"],
-    "bulk": ["rank", "client", "version", "wall", "gbps", "of_ceiling", *_COSTS, *_EDGES,
-             "status"],
-    "small": ["rank", "client", "version", "wall", "files_per_s", *_COSTS, "connections",
-              *_EDGES, "status"],
+    "throttled": [
+        "rank",
+        "client",
+        "version",
+        "wall",
+        "ratio",
+        *_COSTS,
+        "rss_per_transfer",
+        *_EDGES,
+        "in_flight",
+        "status",
+    ],
+    "bulk": ["rank", "client", "version", "wall", "gbps", "of_ceiling", *_COSTS, *_EDGES, "status"],
+    "small": [
+        "rank",
+        "client",
+        "version",
+        "wall",
+        "files_per_s",
+        *_COSTS,
+        "connections",
+        *_EDGES,
+        "status",
+    ],
 }
 
 
@@ -188,8 +220,7 @@ def table_kind(scn: Scenario) -> str:
 
 def scenario_table(kind: str, rows: list[Row]) -> str:
     columns = [COLUMNS[c] for c in LAYOUTS[kind]]
-    return _table([head for head, _ in columns], [[cell(r) for _, cell in columns]
-                                                    for r in rows])
+    return _table([head for head, _ in columns], [[cell(r) for _, cell in columns] for r in rows])
 
 
 SWEEP_METRICS: list[tuple[str, Callable[[Row], float | None], int]] = [
@@ -208,8 +239,7 @@ def sweep_tables(result: ScenarioResult) -> str:
     parts = []
     for title, get, digits in SWEEP_METRICS:
         lines = [[c] + [_cell(by_n[n].get(c), get, digits) for n in counts] for c in order]
-        parts.append(f"**{title}**\n\n" + _table(["client"] + [f"N={n:,}" for n in counts],
-                                                   lines))
+        parts.append(f"**{title}**\n\n" + _table(["client"] + [f"N={n:,}" for n in counts], lines))
     return "\n\n".join(parts)
 
 
@@ -229,8 +259,9 @@ def scenario_markdown(result: ScenarioResult) -> str:
     if not result.runs:
         return "\n\n".join(parts)
     kind = table_kind(scn)
-    parts.append(sweep_tables(result) if kind == "sweep"
-                 else scenario_table(kind, rows_for(result)))
+    parts.append(
+        sweep_tables(result) if kind == "sweep" else scenario_table(kind, rows_for(result))
+    )
     parts += _durability_lines(result)
     failed = [r for r in result.runs if r.status == "FAILED"]
     parts += [f"Failed runs: {len(failed)} (details in the JSON)."] if failed else []
@@ -246,8 +277,10 @@ def durability(result: ScenarioResult, files: int | None = None) -> dict[str, fl
         return None
     assert durable.wall_s is not None and loose.wall_s is not None
     assert durable.cpu_s is not None and loose.cpu_s is not None
-    return {"wall_ms_per_file": (durable.wall_s - loose.wall_s) * 1000 / durable.files,
-            "cpu_ms_per_file": (durable.cpu_s - loose.cpu_s) * 1000 / durable.files}
+    return {
+        "wall_ms_per_file": (durable.wall_s - loose.wall_s) * 1000 / durable.files,
+        "cpu_ms_per_file": (durable.cpu_s - loose.cpu_s) * 1000 / durable.files,
+    }
 
 
 def _durability_lines(result: ScenarioResult) -> list[str]:
@@ -257,29 +290,43 @@ def _durability_lines(result: ScenarioResult) -> list[str]:
         cost = durability(result, n)
         if cost is not None:
             at = f" at N={n:,}" if n else ""
-            lines.append(f"Durable publication{at} ({DEFAULT_CLIENT} against "
-                         f"{NO_FSYNC_CLIENT}): {cost['wall_ms_per_file']:+.2f} ms wall and "
-                         f"{cost['cpu_ms_per_file']:+.3f} ms CPU per file.")
+            lines.append(
+                f"Durable publication{at} ({DEFAULT_CLIENT} against "
+                f"{NO_FSYNC_CLIENT}): {cost['wall_ms_per_file']:+.2f} ms wall and "
+                f"{cost['cpu_ms_per_file']:+.3f} ms CPU per file."
+            )
     return lines
 
 
 def describe(result: ScenarioResult) -> str:
     scn = result.scenario
-    what = (f"N = {', '.join(f'{n:,}' for n in scn.counts)} files" if scn.counts
-            else f"{scn.files:,} file{'s' if scn.files > 1 else ''}")
+    what = (
+        f"N = {', '.join(f'{n:,}' for n in scn.counts)} files"
+        if scn.counts
+        else f"{scn.files:,} file{'s' if scn.files > 1 else ''}"
+    )
     rate = f"{size_text(scn.rate)}/s per connection" if scn.throttled else "unthrottled"
     where = f"{scn.hosts} address{'es' if scn.hosts > 1 else ''}"
     text = f"{what} x {size_text(scn.size)} over {where}, {rate}, server: {result.server}."
     point = scn.points()[-1]
-    text += f" In flight: {point.jobs:,} (per host {point.per_host})." if not scn.counts else (
-        " All N in flight, over min(N, addresses) addresses.")
+    text += (
+        f" In flight: {point.jobs:,} (per host {point.per_host})."
+        if not scn.counts
+        else (" All N in flight, over min(N, addresses) addresses.")
+    )
     if result.floor:
-        text += (f" Floor (one file alone, curl): {result.floor:.2f} s "
-                 f"(expected {expected_floor(scn, result.server):.2f} s).")
+        text += (
+            f" Floor (one file alone, curl): {result.floor:.2f} s "
+            f"(expected {expected_floor(scn, result.server):.2f} s)."
+        )
     if result.ceiling:
         text += f" Loopback ceiling (one plain socket, no file): {result.ceiling:.2f} GB/s"
-        text += (f"; into a new file in the downloads directory: {result.file_ceiling:.2f} "
-                 "GB/s (the 100% below)." if result.file_ceiling else ".")
+        text += (
+            f"; into a new file in the downloads directory: {result.file_ceiling:.2f} "
+            "GB/s (the 100% below)."
+            if result.file_ceiling
+            else "."
+        )
     text += f" {result.reps} rep{'s' if result.reps > 1 else ''}"
     text += " (medians)." if result.reps > 1 else "."
     text += clock_text(result)
@@ -293,10 +340,14 @@ def clock_text(result: ScenarioResult) -> str:
     if clock is None:
         return ""
     if not clock.accurate:
-        return (f" Server log clock NOT millisecond-accurate (worst probe {clock.worst_ms:.1f} "
-                "ms off): first request and exit are approximate.")
-    text = (f" Server log clock checked: {clock.probes} probes logged within their "
-            f"send-reply window (<= {clock.window_ms:.1f} ms) to 1 ms.")
+        return (
+            f" Server log clock NOT millisecond-accurate (worst probe {clock.worst_ms:.1f} "
+            "ms off): first request and exit are approximate."
+        )
+    text = (
+        f" Server log clock checked: {clock.probes} probes logged within their "
+        f"send-reply window (<= {clock.window_ms:.1f} ms) to 1 ms."
+    )
     if result.server.startswith("midair"):
         text += " midair serve logs arrivals only: no exit figures."
     return text
@@ -319,34 +370,55 @@ def size_text(n: int) -> str:
 def startup_markdown(rows: list[StartupRow]) -> str:
     """The ``startup`` table: each command's median wall, fastest run and CPU."""
     target = TARGETS["version_ms"]
-    lines = [[r.label, _num(r.median_ms, 1), _num(r.min_ms, 1), _num(r.cpu_ms, 1),
-              f"<= {target:.0f} ms" if r.label == "midair --version" else "",
-              f"FAILED {r.failures}/{r.failures + len(r.walls_s)}" if r.failures else "ok"]
-             for r in rows]
-    table = _table(["command", "median ms", "fastest ms", "CPU ms", "target (issue 8)",
-                    "status"], lines)
-    return (f"### startup\n\nEach command {RUNS} times, interleaved (one of each per round); "
-            "median and fastest wall time from exec to exit, median CPU (user + sys). midair "
-            "runs as the bench runs it, `python -m midair`.\n\n" + table)
+    lines = [
+        [
+            r.label,
+            _num(r.median_ms, 1),
+            _num(r.min_ms, 1),
+            _num(r.cpu_ms, 1),
+            f"<= {target:.0f} ms" if r.label == "midair --version" else "",
+            f"FAILED {r.failures}/{r.failures + len(r.walls_s)}" if r.failures else "ok",
+        ]
+        for r in rows
+    ]
+    table = _table(
+        ["command", "median ms", "fastest ms", "CPU ms", "target (issue 8)", "status"], lines
+    )
+    return (
+        f"### startup\n\nEach command {RUNS} times, interleaved (one of each per round); "
+        "median and fastest wall time from exec to exit, median CPU (user + sys). midair "
+        "runs as the bench runs it, `python -m midair`.\n\n" + table
+    )
 
 
-def markdown(header: str, results: list[ScenarioResult],
-             startup: list[StartupRow] | None = None) -> str:
+def markdown(
+    header: str, results: list[ScenarioResult], startup: list[StartupRow] | None = None
+) -> str:
     sections = [header] + ([startup_markdown(startup)] if startup else [])
     return "\n\n".join(sections + [scenario_markdown(r) for r in results]) + "\n"
 
 
-def write_json(path: Path, meta: dict[str, object], results: list[ScenarioResult],
-               startup: list[StartupRow] | None = None) -> None:
-    scenarios = [{
-        "name": r.scenario.name, "params": r.scenario.__dict__ | {"counts": r.scenario.counts},
-        "server": r.server, "reps": r.reps, "floor_s": r.floor_s,
-        "ceiling_gbps": r.ceiling_gbps, "file_ceiling_gbps": r.file_ceiling_gbps,
-        "skipped": r.skipped,
-        "clock_check": asdict(r.clock) if r.clock else None,
-        "durable_publication": durability(r) if not r.scenario.counts else None,
-        "runs": [run.as_dict() for run in r.runs],
-    } for r in results]
-    document = {**meta, "startup": [row.as_dict() for row in startup or []],
-                "scenarios": scenarios}
+def write_json(
+    path: Path,
+    meta: dict[str, object],
+    results: list[ScenarioResult],
+    startup: list[StartupRow] | None = None,
+) -> None:
+    scenarios = [
+        {
+            "name": r.scenario.name,
+            "params": r.scenario.__dict__ | {"counts": r.scenario.counts},
+            "server": r.server,
+            "reps": r.reps,
+            "floor_s": r.floor_s,
+            "ceiling_gbps": r.ceiling_gbps,
+            "file_ceiling_gbps": r.file_ceiling_gbps,
+            "skipped": r.skipped,
+            "clock_check": asdict(r.clock) if r.clock else None,
+            "durable_publication": durability(r) if not r.scenario.counts else None,
+            "runs": [run.as_dict() for run in r.runs],
+        }
+        for r in results
+    ]
+    document = {**meta, "startup": [row.as_dict() for row in startup or []], "scenarios": scenarios}
     path.write_text(json.dumps(document, indent=1))

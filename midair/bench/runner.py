@@ -137,14 +137,16 @@ def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     hosts = max(p.hosts for p in points)
     workers = nginx_workers(points, ctx)
     with serve(ctx.server, data.root, hosts, scn.rate, work, workers) as served:
-        result.server = served.kind + (f" ({workers} workers)" if served.kind == "nginx"
-                                       and workers != 1 else "")
+        result.server = served.kind + (
+            f" ({workers} workers)" if served.kind == "nginx" and workers != 1 else ""
+        )
         result.clock = check_clock(served.log, served.url(0, "midair-bench-clock-probe?rate=0"))
         for rep in range(result.reps):
             _baseline(scn, served, data, work, result)
             for point in points:
                 result.runs += _reused(scn, point, rep, ctx) or _run_point(
-                    scn, point, rep, served, data, work, ctx, result)
+                    scn, point, rep, served, data, work, ctx, result
+                )
     return result
 
 
@@ -172,15 +174,18 @@ def _too_many_fds(point: Point, ctx: Context, result: ScenarioResult) -> bool:
     needed = point.jobs + _FD_MARGIN
     if ctx.nofile >= needed:
         return False
-    reason = (f"N={point.files} needs ~{needed} open files, RLIMIT_NOFILE hard limit is "
-              f"{ctx.nofile} (raise it: ulimit -Hn)")
+    reason = (
+        f"N={point.files} needs ~{needed} open files, RLIMIT_NOFILE hard limit is "
+        f"{ctx.nofile} (raise it: ulimit -Hn)"
+    )
     result.skipped = "; ".join(filter(None, [result.skipped, reason]))
     ctx.say(f"[{result.scenario.name}] SKIPPED {reason}")
     return True
 
 
-def _baseline(scn: Scenario, served: Served, data: Dataset, work: Path,
-              result: ScenarioResult) -> None:
+def _baseline(
+    scn: Scenario, served: Served, data: Dataset, work: Path, result: ScenarioResult
+) -> None:
     """The floor (throttled) or the loopback ceilings (bulk), once per rep."""
     if scn.throttled:
         result.floor_s.append(measure_floor(served.url(0, data.names[0]), work, scn.timeout))
@@ -188,8 +193,9 @@ def _baseline(scn: Scenario, served: Served, data: Dataset, work: Path,
         url = served.url(0, data.names[0])
         result.ceiling_gbps.append(max(measure_ceiling(url, scn.timeout) for _ in range(2)))
         into = work / "ceiling.bin"
-        result.file_ceiling_gbps.append(max(measure_ceiling(url, scn.timeout, into)
-                                            for _ in range(2)))
+        result.file_ceiling_gbps.append(
+            max(measure_ceiling(url, scn.timeout, into) for _ in range(2))
+        )
 
 
 def measure_floor(url: str, work: Path, timeout: float) -> float:
@@ -197,8 +203,19 @@ def measure_floor(url: str, work: Path, timeout: float) -> float:
     if shutil.which("curl"):
         argv = ["curl", "-q", "-sS", "--fail", "-o", os.devnull, url]
     else:
-        argv = [sys.executable, "-m", "midair", "get", "-j", "1", "-q", "--overwrite",
-                "-d", str(work / "floor"), url]
+        argv = [
+            sys.executable,
+            "-m",
+            "midair",
+            "get",
+            "-j",
+            "1",
+            "-q",
+            "--overwrite",
+            "-d",
+            str(work / "floor"),
+            url,
+        ]
     m = run_measured(argv, timeout, work / "floor.log")
     if m.exit_code != 0 or m.timed_out:
         raise RuntimeError(f"floor download of {url} failed: {m.output_tail.strip()[-300:]}")
@@ -212,12 +229,15 @@ def measure_ceiling(url: str, timeout: float, into: Path | None = None) -> float
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     with contextlib.ExitStack() as stack:
-        sock = stack.enter_context(socket.create_connection(
-            (parts.hostname, parts.port or 80), timeout=timeout))
+        sock = stack.enter_context(
+            socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+        )
         start = time.perf_counter()
         out = stack.enter_context(open(into, "wb", buffering=0)) if into else None
-        sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                     "Connection: close\r\n\r\n".encode())
+        sock.sendall(
+            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
         total = 0
         while n := sock.recv_into(buf):
             total += n
@@ -229,9 +249,17 @@ def measure_ceiling(url: str, timeout: float, into: Path | None = None) -> float
     return total / seconds / 1e9
 
 
-def _run_point(scn: Scenario, point: Point, rep: int, served: Served, data: Dataset,
-               work: Path, ctx: Context, result: ScenarioResult) -> list[Run]:
-    names = data.names[:point.files]
+def _run_point(
+    scn: Scenario,
+    point: Point,
+    rep: int,
+    served: Served,
+    data: Dataset,
+    work: Path,
+    ctx: Context,
+    result: ScenarioResult,
+) -> list[Run]:
+    names = data.names[: point.files]
     urls = [served.url(i % point.hosts, name) for i, name in enumerate(names)]
     list_file = work / f"urls-{point.files}.txt"
     list_file.write_text("".join(u + "\n" for u in urls))
@@ -241,32 +269,48 @@ def _run_point(scn: Scenario, point: Point, rep: int, served: Served, data: Data
         elsewhere = bool(client.only) and scn.name not in client.only
         if elsewhere or _not_repeated(name, client, point, rep, result):
             continue
-        job = Job(urls, list_file, work / f"{name}-{point.files}-{rep}", point.jobs,
-                  point.per_host)
-        runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx,
-                                result))
+        job = Job(urls, list_file, work / f"{name}-{point.files}-{rep}", point.jobs, point.per_host)
+        runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx, result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)
     return runs
 
 
-def _not_repeated(name: str, client: Client, point: Point, rep: int,
-                  result: ScenarioResult) -> bool:
+def _not_repeated(
+    name: str, client: Client, point: Point, rep: int, result: ScenarioResult
+) -> bool:
     """After the first rep, skip a one-at-a-time client (its wall time is already a sum
     over every file, so a repeat adds little but minutes) and a client that timed out."""
     if rep == 0:
         return False
     mine = [r for r in result.runs if r.client == name and r.files == point.files]
-    return client.sequential or any(r.measurement is not None and r.measurement.timed_out
-                                    for r in mine)
+    return client.sequential or any(
+        r.measurement is not None and r.measurement.timed_out for r in mine
+    )
 
 
-def _run_client(scn: Scenario, point: Point, rep: int, name: str, client: Client, job: Job,
-                expected: dict[str, str], served: Served, ctx: Context,
-                result: ScenarioResult) -> Run:
+def _run_client(
+    scn: Scenario,
+    point: Point,
+    rep: int,
+    name: str,
+    client: Client,
+    job: Job,
+    expected: dict[str, str],
+    served: Served,
+    ctx: Context,
+    result: ScenarioResult,
+) -> Run:
     version = ctx.versions.get(name)
-    run = Run(scn.name, point.files, name, version or "missing", rep,
-              client.in_flight(point.files, point.jobs, version or ""),
-              point.files * scn.size, None)
+    run = Run(
+        scn.name,
+        point.files,
+        name,
+        version or "missing",
+        rep,
+        client.in_flight(point.files, point.jobs, version or ""),
+        point.files * scn.size,
+        None,
+    )
     reason = _skip_reason(scn, point, client, version, result.floor, ctx.timeout or scn.timeout)
     if reason:
         run.status, run.detail = "SKIPPED", reason
@@ -278,22 +322,35 @@ def _run_client(scn: Scenario, point: Point, rep: int, name: str, client: Client
     judge(run, verify(job.out, expected))
     shutil.rmtree(job.out, ignore_errors=True)
     label = f"N={point.files} " if scn.counts else ""
-    ctx.say(f"[{scn.name}] {label}{name} rep {rep + 1}: {m.wall_s:.2f} s{_costs(run.timing)} "
-            f"{run.status} {run.detail}".rstrip())
+    ctx.say(
+        f"[{scn.name}] {label}{name} rep {rep + 1}: {m.wall_s:.2f} s{_costs(run.timing)} "
+        f"{run.status} {run.detail}".rstrip()
+    )
     time.sleep(_SETTLE)
     return run
 
 
 def _costs(timing: Timing | None) -> str:
     """`` (first request 180 ms, exit 35 ms)`` for the progress line, or nothing."""
-    parts = [f"{label} {value:.0f} ms" for label, value in [
-        ("first request", timing and timing.first_request_ms),
-        ("exit", timing and timing.exit_ms)] if value is not None]
+    parts = [
+        f"{label} {value:.0f} ms"
+        for label, value in [
+            ("first request", timing and timing.first_request_ms),
+            ("exit", timing and timing.exit_ms),
+        ]
+        if value is not None
+    ]
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _skip_reason(scn: Scenario, point: Point, client: Client, version: str | None,
-                 floor: float | None, timeout: float) -> str:
+def _skip_reason(
+    scn: Scenario,
+    point: Point,
+    client: Client,
+    version: str | None,
+    floor: float | None,
+    timeout: float,
+) -> str:
     if version is None:
         return "not installed"
     if client.sequential and scn.throttled and floor is not None:
@@ -303,8 +360,9 @@ def _skip_reason(scn: Scenario, point: Point, client: Client, version: str | Non
     return ""
 
 
-def _timeout(scn: Scenario, point: Point, client: Client, floor: float | None,
-             ctx: Context) -> float:
+def _timeout(
+    scn: Scenario, point: Point, client: Client, floor: float | None, ctx: Context
+) -> float:
     base = ctx.timeout or scn.timeout
     if client.sequential and floor is not None:
         return max(base, point.files * floor * 1.5 + 20)

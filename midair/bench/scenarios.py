@@ -77,25 +77,32 @@ class Scenario:
         return max(self.counts or (self.files,))
 
 
-DEFAULTS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("seed", 10, 4 * MIB, 10, 1 * MIB, timeout=120),
-    Scenario("crowd", 1000, 256 * KIB, 100, 128 * KIB, timeout=120),
-    Scenario("c10k", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120),
-    Scenario("bulk", 1, 2 * GIB, 1, 0, timeout=120),
-    Scenario("small", 20_000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=180),
-    Scenario("sweep", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120,
-             counts=(10, 100, 1000, 10_000)),
-]}
+DEFAULTS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("seed", 10, 4 * MIB, 10, 1 * MIB, timeout=120),
+        Scenario("crowd", 1000, 256 * KIB, 100, 128 * KIB, timeout=120),
+        Scenario("c10k", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120),
+        Scenario("bulk", 1, 2 * GIB, 1, 0, timeout=120),
+        Scenario("small", 20_000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=180),
+        Scenario(
+            "sweep", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120, counts=(10, 100, 1000, 10_000)
+        ),
+    ]
+}
 NAMES = list(DEFAULTS)
 
-QUICK: dict[str, Scenario] = {s.name: s for s in [  # each transfer ~1 s on nginx
-    Scenario("seed", 4, 48 * KIB, 4, 32 * KIB, timeout=30),
-    Scenario("crowd", 200, 12 * KIB, 20, 8 * KIB, timeout=30),
-    Scenario("c10k", 400, 6 * KIB, 20, 4 * KIB, timeout=30),
-    Scenario("bulk", 1, 64 * MIB, 1, 0, timeout=30),
-    Scenario("small", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30),
-    Scenario("sweep", 400, 6 * KIB, 20, 4 * KIB, timeout=30, counts=(10, 400)),
-]}
+QUICK: dict[str, Scenario] = {
+    s.name: s
+    for s in [  # each transfer ~1 s on nginx
+        Scenario("seed", 4, 48 * KIB, 4, 32 * KIB, timeout=30),
+        Scenario("crowd", 200, 12 * KIB, 20, 8 * KIB, timeout=30),
+        Scenario("c10k", 400, 6 * KIB, 20, 4 * KIB, timeout=30),
+        Scenario("bulk", 1, 64 * MIB, 1, 0, timeout=30),
+        Scenario("small", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30),
+        Scenario("sweep", 400, 6 * KIB, 20, 4 * KIB, timeout=30, counts=(10, 400)),
+    ]
+}
 
 _INTS = {"files", "hosts", "jobs", "per_host", "reps"}
 _SIZES = {"size", "rate"}

@@ -64,8 +64,9 @@ def server_version(kind: str) -> str:
 
 
 @contextlib.contextmanager
-def serve(kind: str, root: Path, hosts: int, rate: int, work: Path,
-          workers: int = 1) -> Iterator[Served]:
+def serve(
+    kind: str, root: Path, hosts: int, rate: int, work: Path, workers: int = 1
+) -> Iterator[Served]:
     """Serve ``root`` on ``hosts`` loopback addresses at ``rate`` bytes/s per connection.
 
     ``work`` takes nginx's access log and ``midair serve``'s stderr (a pipe
@@ -73,8 +74,9 @@ def serve(kind: str, root: Path, hosts: int, rate: int, work: Path,
     """
     if kind == "nginx":
         access = work / "access.log"
-        with Nginx(root, hosts=loopback_hosts(hosts), limit_rate=rate, workers=workers,
-                   access_log=access) as ng:
+        with Nginx(
+            root, hosts=loopback_hosts(hosts), limit_rate=rate, workers=workers, access_log=access
+        ) as ng:
             yield Served("nginx", [ng.url(i, "") for i in range(hosts)], NginxLog(access))
         return
     with _midair_serve(root, hosts, rate, work / "server.log") as bases:
@@ -84,11 +86,29 @@ def serve(kind: str, root: Path, hosts: int, rate: int, work: Path,
 @contextlib.contextmanager
 def _midair_serve(root: Path, hosts: int, rate: int, log: Path) -> Iterator[list[str]]:
     """``midair serve --root`` in its own process group; files appear under /files/."""
-    argv = [sys.executable, "-m", "midair", "serve", "--addresses", str(hosts), "--port", "0",
-            "--rate", str(rate), "--root", str(root)]
+    argv = [
+        sys.executable,
+        "-m",
+        "midair",
+        "serve",
+        "--addresses",
+        str(hosts),
+        "--port",
+        "0",
+        "--rate",
+        str(rate),
+        "--root",
+        str(root),
+    ]
     with open(log, "ab") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=err, text=True, process_group=0)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            process_group=0,
+        )
     try:
         yield [_read_base(proc, log) + "files/" for _ in range(hosts)]
     finally:

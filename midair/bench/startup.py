@@ -54,17 +54,26 @@ class StartupRow:
         return statistics.median(self.cpus_s) * 1000 if self.cpus_s else None
 
     def as_dict(self) -> dict[str, object]:
-        return {"label": self.label, "argv": self.argv, "walls_s": self.walls_s,
-                "cpus_s": self.cpus_s, "failures": self.failures,
-                "median_ms": self.median_ms, "min_ms": self.min_ms, "cpu_ms": self.cpu_ms}
+        return {
+            "label": self.label,
+            "argv": self.argv,
+            "walls_s": self.walls_s,
+            "cpus_s": self.cpus_s,
+            "failures": self.failures,
+            "median_ms": self.median_ms,
+            "min_ms": self.min_ms,
+            "cpu_ms": self.cpu_ms,
+        }
 
 
 def startup_commands() -> dict[str, list[str]]:
     """label -> argv, for midair (as the bench runs it) and each installed peer."""
     midair = [sys.executable, "-m", "midair"]
-    commands = {"midair --version": [*midair, "--version"],
-                "midair get --help": [*midair, "get", "--help"],
-                "python -c pass": [sys.executable, "-c", "pass"]}
+    commands = {
+        "midair --version": [*midair, "--version"],
+        "midair get --help": [*midair, "get", "--help"],
+        "python -c pass": [sys.executable, "-c", "pass"],
+    }
     for tool in ("curl", "wget2", "aria2c"):
         path = shutil.which(tool)
         if path:

@@ -28,8 +28,16 @@ from urllib.parse import urlsplit
 from midair.serve.nginx import parse_access_line
 from midair.serve.stats import LOG_SIZE
 
-__all__ = ["ClockCheck", "NginxLog", "RequestLog", "Seen", "StatsLog", "Timing",
-           "check_clock", "collect"]
+__all__ = [
+    "ClockCheck",
+    "NginxLog",
+    "RequestLog",
+    "Seen",
+    "StatsLog",
+    "Timing",
+    "check_clock",
+    "collect",
+]
 
 RESOLUTION = 0.001  # nginx truncates its clock to the millisecond
 _FLUSH_WAIT = 0.5  # seconds to wait for nginx's buffered log (flushed every 20 ms)
@@ -73,7 +81,7 @@ class NginxLog:
                 data = f.read()
         except FileNotFoundError:
             return []
-        whole = data[:data.rfind(b"\n") + 1]
+        whole = data[: data.rfind(b"\n") + 1]
         self._offset += len(whole)
         lines = [parse_access_line(line) for line in whole.decode(errors="replace").splitlines()]
         return [Seen(r.start, r.end, r.connection) for r in lines if r is not None]
@@ -165,8 +173,10 @@ def _probe(url: str) -> tuple[float, float]:
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as sock:
         sent = time.time()
-        sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                     "Connection: close\r\n\r\n".encode())
+        sock.sendall(
+            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
         while sock.recv(65536):
             pass
         return sent, time.time()

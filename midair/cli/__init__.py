@@ -49,7 +49,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The full parser for the subcommand named in ``argv``; a one-line entry for the rest."""
     parser = _Parser(
-        prog="midair", description="Download many files from many slow servers at once.")
+        prog="midair", description="Download many files from many slow servers at once."
+    )
     parser.add_argument("--version", action="version", version=f"midair {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
@@ -81,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"midair: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("midair: interrupted; part files kept, run the same command to resume",
-              file=sys.stderr)
+        print(
+            "midair: interrupted; part files kept, run the same command to resume", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     except Terminated:
         print("midair: terminated; part files kept", file=sys.stderr)
@@ -116,8 +118,11 @@ def _exit_now(code: int) -> None:
     """
     import threading
 
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
-           if t is not threading.main_thread()):
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
         return
     if sys.getprofile() is not None or sys.gettrace() is not None:
         return  # a profiler or coverage writes its report at exit

@@ -54,28 +54,57 @@ STARTUP = "startup"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("bench", help="benchmark midair's engines against other clients",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                   help=f"{STARTUP}, {', '.join(NAMES)}, optionally NAME:field=value,... "
-                   "(default: all)")
-    p.add_argument("--engines", help="comma-separated midair engines ('default' = no "
-                   "--engine), 'all' or 'none' (default: default and every available "
-                   "engine except dask)")
-    p.add_argument("--peers", help=f"comma-separated subset of {','.join(PEERS)}, or 'none' "
-                   "(default: all; each used only if installed)")
+    p = sub.add_parser(
+        "bench",
+        help="benchmark midair's engines against other clients",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help=f"{STARTUP}, {', '.join(NAMES)}, optionally NAME:field=value,... (default: all)",
+    )
+    p.add_argument(
+        "--engines",
+        help="comma-separated midair engines ('default' = no "
+        "--engine), 'all' or 'none' (default: default and every available "
+        "engine except dask)",
+    )
+    p.add_argument(
+        "--peers",
+        help=f"comma-separated subset of {','.join(PEERS)}, or 'none' "
+        "(default: all; each used only if installed)",
+    )
     p.add_argument("--reps", type=int, default=1, help="runs per client; medians shown (1)")
-    p.add_argument("--out", type=Path, default=Path("bench-results"),
-                   help="directory for bench.md, bench.json and PNGs (./bench-results)")
-    p.add_argument("--quick", action="store_true",
-                   help="a small version of every scenario (under 2 minutes)")
-    p.add_argument("--server", choices=["auto", "nginx", "midair"], default="auto",
-                   help="nginx, midair serve, or nginx when installed (auto)")
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "midair-bench",
-                   help="where generated data sets are kept between runs")
-    p.add_argument("--downloads", default="tmpfs", metavar="tmpfs|disk|DIR",
-                   help="where clients download to: a tmpfs (default), the data cache's "
-                   "file system, or DIR")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results"),
+        help="directory for bench.md, bench.json and PNGs (./bench-results)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a small version of every scenario (under 2 minutes)"
+    )
+    p.add_argument(
+        "--server",
+        choices=["auto", "nginx", "midair"],
+        default="auto",
+        help="nginx, midair serve, or nginx when installed (auto)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "midair-bench",
+        help="where generated data sets are kept between runs",
+    )
+    p.add_argument(
+        "--downloads",
+        default="tmpfs",
+        metavar="tmpfs|disk|DIR",
+        help="where clients download to: a tmpfs (default), the data cache's file system, or DIR",
+    )
     p.add_argument("--timeout", type=float, help="seconds per client run (default: per scenario)")
     p.add_argument("--nginx-workers", type=int, default=1, help="0 = one per core (1)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
@@ -105,9 +134,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     durability = _add_no_fsync(clients, downloads)
     versions = {name: c.version() for name, c in clients.items()}
-    ctx = Context(server=server, cache=args.cache, work=Path(), reps=max(1, args.reps),
-                  clients=clients, versions=versions, nofile=raise_open_file_limit(),
-                  timeout=args.timeout, nginx_workers=args.nginx_workers)
+    ctx = Context(
+        server=server,
+        cache=args.cache,
+        work=Path(),
+        reps=max(1, args.reps),
+        clients=clients,
+        versions=versions,
+        nofile=raise_open_file_limit(),
+        timeout=args.timeout,
+        nginx_workers=args.nginx_workers,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     started, load = time.monotonic(), os.getloadavg()[0]
     startup, results = _run_all(scenarios, ctx, downloads, STARTUP in names)
@@ -128,8 +165,10 @@ def _add_no_fsync(clients: dict[str, Client], downloads: Downloads) -> str:
     if DEFAULT_CLIENT not in clients:
         return "not measured: the default midair get is not among the clients"
     if not downloads.durable:
-        return (f"not measured: downloads on {downloads.fstype}, where fsync writes "
-                "nothing (--downloads disk measures it)")
+        return (
+            f"not measured: downloads on {downloads.fstype}, where fsync writes "
+            "nothing (--downloads disk measures it)"
+        )
     client = no_fsync_client()
     if client is None:
         return f"not measured: `midair get --help` does not list {NO_FSYNC}"
@@ -137,8 +176,9 @@ def _add_no_fsync(clients: dict[str, Client], downloads: Downloads) -> str:
     return f"measured: {client.name} beside midair-default"
 
 
-def _run_all(scenarios: list[Scenario], ctx: Context, downloads: Downloads, startup: bool
-             ) -> tuple[list[StartupRow], list[ScenarioResult]]:
+def _run_all(
+    scenarios: list[Scenario], ctx: Context, downloads: Downloads, startup: bool
+) -> tuple[list[StartupRow], list[ScenarioResult]]:
     with tempfile.TemporaryDirectory(prefix="midair-bench-", dir=downloads.path) as tmp:
         ctx.work = Path(tmp)
         ctx.say(f"downloads in {tmp} ({downloads.fstype}, mounted on {downloads.mount})")
@@ -149,11 +189,16 @@ def _run_all(scenarios: list[Scenario], ctx: Context, downloads: Downloads, star
 def _meta(args: argparse.Namespace, ctx: Context, seconds: float) -> dict[str, Any]:
     return {
         "machine": machine_info(),
-        "server": {"kind": ctx.server, "version": server_version(ctx.server),
-                   "nginx_workers": ctx.nginx_workers if ctx.server == "nginx" else None},
+        "server": {
+            "kind": ctx.server,
+            "version": server_version(ctx.server),
+            "nginx_workers": ctx.nginx_workers if ctx.server == "nginx" else None,
+        },
         "versions": {n: v or "not installed" for n, v in ctx.versions.items()},
         "notes": {n: c.note for n, c in ctx.clients.items() if c.note},
-        "reps": ctx.reps, "quick": args.quick, "seconds": round(seconds, 1),
+        "reps": ctx.reps,
+        "quick": args.quick,
+        "seconds": round(seconds, 1),
         "command": "midair bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "",
     }
 
@@ -168,8 +213,11 @@ def _header(meta: dict[str, Any]) -> str:
         f"Linux {m['kernel']}, Python {m['python']}, RLIMIT_NOFILE {m['nofile']}, "
         f"load average {m['load_1m_at_start']} at the start, {m['load_1m']} at the end. "
         f"Server: {server['kind']} {server['version']}"
-        + (f" ({server['nginx_workers']} worker unless a scenario says more)"
-           if server["nginx_workers"] else "")
+        + (
+            f" ({server['nginx_workers']} worker unless a scenario says more)"
+            if server["nginx_workers"]
+            else ""
+        )
         + f". Reps: {meta['reps']} unless a scenario says otherwise (medians; one-at-a-time "
         "clients and runs that timed out are not repeated). "
         f"Took {meta['seconds']:.0f} s.",
@@ -178,9 +226,11 @@ def _header(meta: dict[str, Any]) -> str:
         f"Durable publication: {where['durable_publication']}.",
         f"Command: `{meta['command']}`; every run's exact command line is in bench.json.",
         "| client | version | how it was run | first command line ($WORK: the work "
-        "directory) |\n|---|---|---|---|\n" + "\n".join(
-            f"| {n} | {v} | {meta['notes'].get(n, '')} | "
-            f"{_code(meta['commands'].get(n, ''))} |" for n, v in meta["versions"].items()),
+        "directory) |\n|---|---|---|---|\n"
+        + "\n".join(
+            f"| {n} | {v} | {meta['notes'].get(n, '')} | {_code(meta['commands'].get(n, ''))} |"
+            for n, v in meta["versions"].items()
+        ),
     ]
     return "\n\n".join(lines)
 
@@ -199,8 +249,12 @@ def _code(text: str) -> str:
     return f"`{text}`" if text else ""
 
 
-def _report(args: argparse.Namespace, meta: dict[str, Any], results: list[ScenarioResult],
-            startup: list[StartupRow]) -> int:
+def _report(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    results: list[ScenarioResult],
+    startup: list[StartupRow],
+) -> int:
     meta["commands"] = _first_commands(results, meta["work"])
     text = markdown(_header(meta), results, startup)
     (args.out / "bench.md").write_text(text)
@@ -215,4 +269,3 @@ def _report(args: argparse.Namespace, meta: dict[str, Any], results: list[Scenar
     print(f"wrote {args.out / 'bench.md'} and {args.out / 'bench.json'}", file=sys.stderr)
     failed = [r for res in results for r in res.runs if r.status == "FAILED"]
     return 1 if failed else 0
-

@@ -24,44 +24,106 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("get", help="download URLs", description=__doc__)
     p.add_argument("urls", nargs="*", metavar="URL")
     p.add_argument("-d", "--dir", default=".", help="download directory (default: .)")
-    p.add_argument("-i", "--input-file", metavar="FILE",
-                   help="aria2-style list of URLs with out=, dir=, checksum=, header= ('-': stdin)")
-    p.add_argument("-j", "--concurrency", type=whole, metavar="N",
-                   help=f"transfers in the air at once (default: {D.concurrency})")
-    p.add_argument("--per-host", type=whole, metavar="N",
-                   help=f"connections per host (default: {D.per_host})")
-    p.add_argument("--retries", type=whole, metavar="N",
-                   help=f"retries per file (default: {D.retries})")
-    p.add_argument("--timeout", type=seconds, metavar="S",
-                   help=f"seconds without a byte before an attempt is retried "
-                        f"(default: {D.timeout:g})")
-    p.add_argument("--max-retry-wait", type=seconds, metavar="S",
-                   help=f"cap on backoff and Retry-After, seconds (default: {D.max_retry_wait:g})")
+    p.add_argument(
+        "-i",
+        "--input-file",
+        metavar="FILE",
+        help="aria2-style list of URLs with out=, dir=, checksum=, header= ('-': stdin)",
+    )
+    p.add_argument(
+        "-j",
+        "--concurrency",
+        type=whole,
+        metavar="N",
+        help=f"transfers in the air at once (default: {D.concurrency})",
+    )
+    p.add_argument(
+        "--per-host", type=whole, metavar="N", help=f"connections per host (default: {D.per_host})"
+    )
+    p.add_argument(
+        "--retries", type=whole, metavar="N", help=f"retries per file (default: {D.retries})"
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="S",
+        help=f"seconds without a byte before an attempt is retried (default: {D.timeout:g})",
+    )
+    p.add_argument(
+        "--max-retry-wait",
+        type=seconds,
+        metavar="S",
+        help=f"cap on backoff and Retry-After, seconds (default: {D.max_retry_wait:g})",
+    )
     p.add_argument("--checksum", metavar="ALGO=HEX", help="expected digest, e.g. sha-256=…")
-    p.add_argument("-H", "--header", action="append", metavar="'Name: value'",
-                   help="extra request header, replacing midair's own of that name (repeatable)")
+    p.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        metavar="'Name: value'",
+        help="extra request header, replacing midair's own of that name (repeatable)",
+    )
     p.add_argument("--user-agent", metavar="STRING", help=f"User-Agent (default: {D.user_agent})")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="replace existing files midair did not create")
-    p.add_argument("--auto-rename", action="store_true", default=None,
-                   help="on a name clash, save as NAME.1, NAME.2, …")
-    p.add_argument("--max-filesize", type=size, metavar="BYTES",
-                   help="refuse bodies larger than this (units K, M, G)")
-    p.add_argument("--lowest-speed", type=size, metavar="BYTES_PER_S",
-                   help="retry an attempt slower than this over --lowest-speed-time (off)")
-    p.add_argument("--lowest-speed-time", type=seconds, metavar="S",
-                   help=f"window for --lowest-speed (default: {D.lowest_speed_time:g})")
-    p.add_argument("--no-fsync", dest="fsync", action="store_false", default=None,
-                   help="skip making files durable before publishing (scratch dirs, tmpfs)")
-    p.add_argument("--insecure", action="store_true", default=None,
-                   help="do not verify TLS certificates")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="replace existing files midair did not create",
+    )
+    p.add_argument(
+        "--auto-rename",
+        action="store_true",
+        default=None,
+        help="on a name clash, save as NAME.1, NAME.2, …",
+    )
+    p.add_argument(
+        "--max-filesize",
+        type=size,
+        metavar="BYTES",
+        help="refuse bodies larger than this (units K, M, G)",
+    )
+    p.add_argument(
+        "--lowest-speed",
+        type=size,
+        metavar="BYTES_PER_S",
+        help="retry an attempt slower than this over --lowest-speed-time (off)",
+    )
+    p.add_argument(
+        "--lowest-speed-time",
+        type=seconds,
+        metavar="S",
+        help=f"window for --lowest-speed (default: {D.lowest_speed_time:g})",
+    )
+    p.add_argument(
+        "--no-fsync",
+        dest="fsync",
+        action="store_false",
+        default=None,
+        help="skip making files durable before publishing (scratch dirs, tmpfs)",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", default=None, help="do not verify TLS certificates"
+    )
     p.add_argument("--ca-certificate", metavar="FILE", help="trust this CA bundle as well")
-    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=sorted(ENGINES),
-                   help=f"concurrency model (default: {DEFAULT_ENGINE}; see `midair engines`)")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default=None,
-                   help="event loop for the asyncio and reactor engines")
-    p.add_argument("--workers", type=whole, default=None, metavar="N",
-                   help="worker processes for the processes and dask engines")
+    p.add_argument(
+        "--engine",
+        default=DEFAULT_ENGINE,
+        choices=sorted(ENGINES),
+        help=f"concurrency model (default: {DEFAULT_ENGINE}; see `midair engines`)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default=None,
+        help="event loop for the asyncio and reactor engines",
+    )
+    p.add_argument(
+        "--workers",
+        type=whole,
+        default=None,
+        metavar="N",
+        help="worker processes for the processes and dask engines",
+    )
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler to join")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
@@ -91,8 +153,9 @@ def size(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    downloader = Downloader(args.dir, engine=args.engine, engine_options=_engine_options(args),
-                            **_options(args))
+    downloader = Downloader(
+        args.dir, engine=args.engine, engine_options=_engine_options(args), **_options(args)
+    )
     for url in args.urls:
         downloader.enqueue(url)
     if args.input_file:
@@ -100,8 +163,10 @@ def run(args: argparse.Namespace) -> int:
     if not downloader.jobs:
         raise InputError("no URLs given (pass URLs or -i FILE)")
     if args.insecure:
-        print("midair: warning: --insecure: TLS certificates and host names are not verified",
-              file=sys.stderr)
+        print(
+            "midair: warning: --insecure: TLS certificates and host names are not verified",
+            file=sys.stderr,
+        )
     reporter = make_reporter(json=args.json, quiet=args.quiet)
     downloader.on_event = reporter.event
     results = downloader.run(around=lambda run: _display(reporter, run))
@@ -117,9 +182,23 @@ def _display(reporter: Reporter, run: Run) -> Iterator[None]:
     reporter.summary(run.tracker, time.monotonic() - started)
 
 
-_OPTIONS = ("concurrency", "per_host", "retries", "timeout", "max_retry_wait", "checksum",
-            "user_agent", "overwrite", "auto_rename", "max_filesize", "lowest_speed",
-            "lowest_speed_time", "fsync", "insecure", "ca_certificate")
+_OPTIONS = (
+    "concurrency",
+    "per_host",
+    "retries",
+    "timeout",
+    "max_retry_wait",
+    "checksum",
+    "user_agent",
+    "overwrite",
+    "auto_rename",
+    "max_filesize",
+    "lowest_speed",
+    "lowest_speed_time",
+    "fsync",
+    "insecure",
+    "ca_certificate",
+)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:

@@ -78,10 +78,12 @@ def failure_line(action: Failed) -> str:
 def summary_line(tracker: Tracker, seconds: float) -> str:
     skipped = sum(1 for s in tracker.results.successes if s.skipped)
     rate = tracker.bytes_done / seconds if seconds > 0 else 0.0
-    return (f"midair: {tracker.files_done} done"
-            + (f" ({skipped} already complete)" if skipped else "")
-            + f", {tracker.files_failed} failed; {human_bytes(tracker.bytes_done)} in "
-            f"{seconds:.1f} s ({human_bytes(rate)}/s)")
+    return (
+        f"midair: {tracker.files_done} done"
+        + (f" ({skipped} already complete)" if skipped else "")
+        + f", {tracker.files_failed} failed; {human_bytes(tracker.bytes_done)} in "
+        f"{seconds:.1f} s ({human_bytes(rate)}/s)"
+    )
 
 
 class PlainReporter(Reporter):
@@ -92,8 +94,9 @@ class PlainReporter(Reporter):
             note = "already complete" if action.skipped else human_bytes(action.size)
             self.line(f"done: {action.url} -> {action.path} ({note})")
         elif isinstance(action, Retrying):
-            self.line(f"retry {action.attempt} in {action.delay:.1f} s: "
-                      f"{action.url}: {action.reason}")
+            self.line(
+                f"retry {action.attempt} in {action.delay:.1f} s: {action.url}: {action.reason}"
+            )
         else:
             super().event(action)
 
@@ -118,17 +121,45 @@ class JsonReporter(Reporter):
 
     def event(self, action: Action) -> None:
         if isinstance(action, Started):
-            self.emit({"event": "start", "url": action.url, "path": action.path,
-                       "offset": action.offset, "size": action.size})
+            self.emit(
+                {
+                    "event": "start",
+                    "url": action.url,
+                    "path": action.path,
+                    "offset": action.offset,
+                    "size": action.size,
+                }
+            )
         elif isinstance(action, Finished):
-            self.emit({"event": "done", "url": action.url, "path": action.path,
-                       "size": action.size, "skipped": action.skipped})
+            self.emit(
+                {
+                    "event": "done",
+                    "url": action.url,
+                    "path": action.path,
+                    "size": action.size,
+                    "skipped": action.skipped,
+                }
+            )
         elif isinstance(action, Failed):
-            self.emit({"event": "failed", "url": action.url, "reason": action.error.reason,
-                       "error": type(action.error).__name__, "status": action.error.status})
+            self.emit(
+                {
+                    "event": "failed",
+                    "url": action.url,
+                    "reason": action.error.reason,
+                    "error": type(action.error).__name__,
+                    "status": action.error.status,
+                }
+            )
         elif isinstance(action, Retrying):
-            self.emit({"event": "retry", "url": action.url, "reason": action.reason,
-                       "delay": round(action.delay, 3), "attempt": action.attempt})
+            self.emit(
+                {
+                    "event": "retry",
+                    "url": action.url,
+                    "reason": action.reason,
+                    "delay": round(action.delay, 3),
+                    "attempt": action.attempt,
+                }
+            )
 
     @contextlib.contextmanager
     def live(self, tracker: Tracker, on_error: OnError = None) -> Iterator[None]:
@@ -153,9 +184,14 @@ class JsonReporter(Reporter):
             thread.join()
 
     def _progress(self, tracker: Tracker) -> dict[str, Any]:
-        return {"event": "progress", "bytes": tracker.bytes_done, "files_done": tracker.files_done,
-                "files_failed": tracker.files_failed, "active": len(tracker.active),
-                "jobs": tracker.jobs}
+        return {
+            "event": "progress",
+            "bytes": tracker.bytes_done,
+            "files_done": tracker.files_done,
+            "files_failed": tracker.files_failed,
+            "active": len(tracker.active),
+            "jobs": tracker.jobs,
+        }
 
     def summary(self, tracker: Tracker, seconds: float) -> None:
         record = self._progress(tracker)
@@ -214,9 +250,14 @@ class _LiveView:
         remaining = max(expected - t.bytes_done, 0)
         eta = f"{remaining / rate:.0f} s" if rate > 0 and remaining else "-"
         grid = Table.grid(padding=(0, 1))
-        grid.add_row(f"[bold]{t.files_done}[/]/{t.jobs} files", f"[red]{t.files_failed} failed[/]",
-                     f"{human_bytes(t.bytes_done)}", f"{human_bytes(rate)}/s", f"ETA {eta}",
-                     f"{len(t.active)} in the air")
+        grid.add_row(
+            f"[bold]{t.files_done}[/]/{t.jobs} files",
+            f"[red]{t.files_failed} failed[/]",
+            f"{human_bytes(t.bytes_done)}",
+            f"{human_bytes(rate)}/s",
+            f"ETA {eta}",
+            f"{len(t.active)} in the air",
+        )
         table = Table.grid(padding=(0, 1))
         table.add_row(ProgressBar(total=max(expected, 1), completed=t.bytes_done, width=50))
         table.add_row(grid)
@@ -225,7 +266,10 @@ class _LiveView:
             name = transfer.path.rsplit("/", 1)[-1][:40]
             size = transfer.size or transfer.done or 1
             row = Table.grid(padding=(0, 1))
-            row.add_row(ProgressBar(total=size, completed=transfer.done, width=20),
-                        f"{name}", human_bytes(transfer.done))
+            row.add_row(
+                ProgressBar(total=size, completed=transfer.done, width=20),
+                f"{name}",
+                human_bytes(transfer.done),
+            )
             table.add_row(row)
         return table

@@ -173,8 +173,12 @@ class Batch:
             d.renames += 1
             self._prepare(d, d.candidate_name())
         elif disk.kind == "foreign" and not self.options.overwrite:
-            self._fail(d, DestinationError(
-                d.job.url.text, f"{d.path} exists and was not made by midair (use --overwrite)"))
+            self._fail(
+                d,
+                DestinationError(
+                    d.job.url.text, f"{d.path} exists and was not made by midair (use --overwrite)"
+                ),
+            )
         else:
             d.adopt(disk)
             self._enqueue(d, now)
@@ -199,8 +203,9 @@ class Batch:
             self._feed(conn, data, now)
         return self._flush(now)
 
-    def closed(self, conn_id: int, now: float, failure: ConnectionFailure | None = None
-               ) -> list[Action]:
+    def closed(
+        self, conn_id: int, now: float, failure: ConnectionFailure | None = None
+    ) -> list[Action]:
         """The connection is gone: EOF (``failure`` None) or an error from the engine."""
         conn = self._conns.get(conn_id)
         if conn is None:
@@ -214,17 +219,24 @@ class Batch:
         if failure is None:
             self._feed(conn, b"", now)  # ends a close-delimited body, or reports it short
             if conn.id in self._conns:
-                self._attempt_failed(conn, NetworkError(conn.download.url.text,
-                                                        "connection closed by the server"), now)
+                self._attempt_failed(
+                    conn,
+                    NetworkError(conn.download.url.text, "connection closed by the server"),
+                    now,
+                )
         else:
             kind = TLSError if failure.tls else NetworkError
             error = kind(conn.download.url.text, failure.reason)
-            self._attempt_failed(conn, error if failure.retryable or failure.tls else
-                                 DownloadError(error.url, error.reason), now)
+            self._attempt_failed(
+                conn,
+                error
+                if failure.retryable or failure.tls
+                else DownloadError(error.url, error.reason),
+                now,
+            )
         return self._flush(now)
 
-    def published(self, ident: int, now: float, error: DownloadError | None = None
-                  ) -> list[Action]:
+    def published(self, ident: int, now: float, error: DownloadError | None = None) -> list[Action]:
         """The store's answer to ``Publish`` (or to a failed ``Open``/``Write``)."""
         d = self._downloads[ident]
         if ident in self._ended:  # a late answer, e.g. to a Publish after a failed Write
@@ -304,14 +316,18 @@ class Batch:
         self._close(conn, now)
         self._fail(conn.download, decision.error)
 
-    def _complete(self, conn: _Conn, decision: t.AlreadyComplete, head: Head, now: float
-                  ) -> None:
+    def _complete(self, conn: _Conn, decision: t.AlreadyComplete, head: Head, now: float) -> None:
         self._close(conn, now)
         self._publish(conn.download)
 
     _DECISIONS: ClassVar[dict[type, Callable[..., None]]] = {
-        t.Accept: _accept, t.Redirect: _follow, t.Retry: _retry_later, t.Restart: _restart,
-        t.Fail: _refuse, t.AlreadyComplete: _complete}
+        t.Accept: _accept,
+        t.Redirect: _follow,
+        t.Retry: _retry_later,
+        t.Restart: _restart,
+        t.Fail: _refuse,
+        t.AlreadyComplete: _complete,
+    }
 
     def _write(self, conn: _Conn, data: Chunk, now: float) -> None:
         d = conn.download
@@ -344,8 +360,17 @@ class Batch:
         assert d.path is not None
         # The job's URL, not a redirect's: the store tags the file with it, and a re-run
         # recognises the file as its own only by the URL it was asked for.
-        self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text,
-                                 target=d.final_path or d.path, replace=self.options.overwrite))
+        self._out.append(
+            Publish(
+                d.id,
+                d.path,
+                d.size,
+                d.checksum,
+                d.job.url.text,
+                target=d.final_path or d.path,
+                replace=self.options.overwrite,
+            )
+        )
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)
@@ -357,15 +382,28 @@ class Batch:
         for conn in list(self._conns.values()):
             idle = now - conn.last_active
             if idle >= opts.timeout:
-                self._attempt_failed(conn, StallTimeout(
-                    conn.download.url.text, f"timed out: no data for {opts.timeout:g} s"), now)
-            elif (opts.lowest_speed and conn.exchanges  # connecting is --timeout's business
-                  and now - conn.window_start >= opts.lowest_speed_time):
+                self._attempt_failed(
+                    conn,
+                    StallTimeout(
+                        conn.download.url.text, f"timed out: no data for {opts.timeout:g} s"
+                    ),
+                    now,
+                )
+            elif (
+                opts.lowest_speed
+                and conn.exchanges  # connecting is --timeout's business
+                and now - conn.window_start >= opts.lowest_speed_time
+            ):
                 rate = conn.window_bytes / (now - conn.window_start)
                 if rate < opts.lowest_speed:
-                    self._attempt_failed(conn, StallTimeout(
-                        conn.download.url.text,
-                        f"too slow: {rate:.0f} B/s < --lowest-speed {opts.lowest_speed}"), now)
+                    self._attempt_failed(
+                        conn,
+                        StallTimeout(
+                            conn.download.url.text,
+                            f"too slow: {rate:.0f} B/s < --lowest-speed {opts.lowest_speed}",
+                        ),
+                        now,
+                    )
                 conn.window_start, conn.window_bytes = now, 0
         self._next_sweep = now + self._sweep_every
 
@@ -381,8 +419,12 @@ class Batch:
         if path in self._claims:
             if not self.options.auto_rename:
                 other = self._downloads[self._claims[path]].job.url.text
-                self._fail(d, DestinationError(
-                    d.job.url.text, f"{path} is also the target of {other} (use --auto-rename)"))
+                self._fail(
+                    d,
+                    DestinationError(
+                        d.job.url.text, f"{path} is also the target of {other} (use --auto-rename)"
+                    ),
+                )
                 return
             d.renames += 1
             self._prepare(d, d.candidate_name())
@@ -407,16 +449,23 @@ class Batch:
         host.pending.append(d)
         self._mark_ready(host, now)
 
-    def _retry(self, d: t.Download, error: DownloadError, now: float,
-               wait: float | None = None) -> float | None:
+    def _retry(
+        self, d: t.Download, error: DownloadError, now: float, wait: float | None = None
+    ) -> float | None:
         """Schedule another attempt and return its delay, or fail ``d`` and return None."""
         if not error.retryable:
             self._fail(d, error)
             return None
         d.attempts += 1
         if d.attempts > self.options.retries:
-            self._fail(d, type(error)(error.url, f"{error.reason} (gave up after "
-                                      f"{self.options.retries} retries)", status=error.status))
+            self._fail(
+                d,
+                type(error)(
+                    error.url,
+                    f"{error.reason} (gave up after {self.options.retries} retries)",
+                    status=error.status,
+                ),
+            )
             return None
         opts = self.options
         if wait is None:
@@ -456,8 +505,9 @@ class Batch:
         assert d.path is not None
         self._ended.add(d.id)
         self._unfinished -= 1
-        self._out.append(Finished(d.id, d.job.url.text, d.final_path or d.path, d.size or 0,
-                                  skipped))
+        self._out.append(
+            Finished(d.id, d.job.url.text, d.final_path or d.path, d.size or 0, skipped)
+        )
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
         self._ended.add(d.id)
@@ -466,8 +516,12 @@ class Batch:
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:
-        if (not host.queued and host.pending and host.open < self.options.per_host
-                and host.paused_until <= now):
+        if (
+            not host.queued
+            and host.pending
+            and host.open < self.options.per_host
+            and host.paused_until <= now
+        ):
             host.queued = True
             self._ready.append(host)
 
@@ -500,4 +554,3 @@ class Batch:
         self._fill(now)
         out, self._out = self._out, []
         return out
-

@@ -41,8 +41,9 @@ _HEAD_TOO_LARGE = f"response head larger than {MAX_HEAD_BYTES // 1024} KiB"
 _REASONS = {
     "Invalid character in Content-Length": "bad Content-Length",
     "Content-Length overflow": "bad Content-Length (too large)",
-    "Content-Length can't be present with Transfer-Encoding":
-        "both Transfer-Encoding and Content-Length",
+    "Content-Length can't be present with Transfer-Encoding": (
+        "both Transfer-Encoding and Content-Length"
+    ),
 }
 _LENGTH_REASONS = ("Duplicate Content-Length", "Invalid character in Content-Length")
 _EMPTY_LINES = re.compile(rb"[\r\n]*")
@@ -98,8 +99,7 @@ class ClientConnection:
 
     def request(self, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
         """Begin an exchange: the bytes of ``GET target``, headers sent as given (UTF-8)."""
-        lines = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers),
-                 "", ""]
+        lines = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers), "", ""]
         text = "\r\n".join(lines)
         breaks = len(lines) - 1
         if text.count("\n") != breaks or text.count("\r") != breaks:
@@ -292,8 +292,9 @@ class _Response:
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if not self.done:
                 self.failure = str(exc)
-                raise FramingError(f"malformed response: "
-                                   f"{_REASONS.get(self.failure, self.failure)}") from None
+                raise FramingError(
+                    f"malformed response: {_REASONS.get(self.failure, self.failure)}"
+                ) from None
             self.after_end = True  # not body, and not a response we asked for
 
     def feed_body(self, data: Chunk) -> list[bytes]:
@@ -303,8 +304,9 @@ class _Response:
         chunks, self.chunks = self.chunks, []
         self.idle = 0 if chunks else self.idle + len(data)
         if self.idle > MAX_HEAD_BYTES:
-            raise FramingError(f"chunked framing without data for more than "
-                               f"{MAX_HEAD_BYTES // 1024} KiB")
+            raise FramingError(
+                f"chunked framing without data for more than {MAX_HEAD_BYTES // 1024} KiB"
+            )
         return chunks
 
 
@@ -355,15 +357,15 @@ def _final(response: _Response) -> _Response | None:
     if head.status == 101:
         raise FramingError("malformed response: 101 Switching Protocols to a plain GET")
     if response.count > MAX_HEADER_FIELDS:
-        raise FramingError(f"response head has {response.count} fields "
-                           f"(limit {MAX_HEADER_FIELDS})")
+        raise FramingError(f"response head has {response.count} fields (limit {MAX_HEADER_FIELDS})")
     if head.status < 200:
         return None
     coding = head.fields.get(b"transfer-encoding")
     if coding is not None and not response.done and coding.strip().lower() != b"chunked":
         # Another coding would be saved undecoded, and its framing guessed.
-        raise FramingError("malformed response: unsupported Transfer-Encoding "
-                           f"{coding.decode('latin-1')!r}")
+        raise FramingError(
+            f"malformed response: unsupported Transfer-Encoding {coding.decode('latin-1')!r}"
+        )
     return response
 
 

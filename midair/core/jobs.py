@@ -31,8 +31,10 @@ class Checksum:
         algo = CHECKSUM_ALGORITHMS.get(algo, algo.replace("-", ""))
         digest = digest.strip().lower()
         if not sep or algo not in _HEX_LENGTH:
-            raise ValueError(f"checksum {text!r}: expected ALGO=HEX with ALGO one of "
-                             f"{', '.join(CHECKSUM_ALGORITHMS)}")
+            raise ValueError(
+                f"checksum {text!r}: expected ALGO=HEX with ALGO one of "
+                f"{', '.join(CHECKSUM_ALGORITHMS)}"
+            )
         if len(digest) != _HEX_LENGTH[algo] or not re.fullmatch(r"[0-9a-f]+", digest):
             raise ValueError(f"checksum {text!r}: not a {algo} hex digest")
         return cls(algo, digest)
@@ -107,10 +109,19 @@ class Options:
             check_header(*header)
 
 
-_WHOLE_NUMBERS = {"concurrency": 1, "per_host": 1, "retries": 0, "max_redirects": 0,
-                  "lowest_speed": 0}
-_SECONDS = {"timeout": True, "max_retry_wait": False, "retry_base": False,
-            "lowest_speed_time": True}  # name -> must be above zero
+_WHOLE_NUMBERS = {
+    "concurrency": 1,
+    "per_host": 1,
+    "retries": 0,
+    "max_redirects": 0,
+    "lowest_speed": 0,
+}
+_SECONDS = {
+    "timeout": True,
+    "max_retry_wait": False,
+    "retry_base": False,
+    "lowest_speed_time": True,
+}  # name -> must be above zero
 _FLAGS = ("overwrite", "auto_rename", "insecure", "fsync")
 
 
@@ -129,17 +140,32 @@ def _check_whole(name: str, value: object, low: int) -> None:
 
 
 def _check_seconds(name: str, value: object, positive: bool) -> None:
-    ok = (isinstance(value, int | float) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > 0 if positive else value >= 0))
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > 0 if positive else value >= 0)
+    )
     if not ok:
         raise _bad(name, "a number of seconds " + ("> 0" if positive else ">= 0"), value)
 
 
 # Headers midair writes itself: framing and connection management (a user value would
 # desynchronise the exchange) and resume (the core decides what to ask for).
-CONTROLLED_HEADERS = frozenset({
-    "content-length", "transfer-encoding", "te", "trailer", "connection", "keep-alive",
-    "upgrade", "expect", "range", "if-range"})
+CONTROLLED_HEADERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "expect",
+        "range",
+        "if-range",
+    }
+)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 

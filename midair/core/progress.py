@@ -47,8 +47,7 @@ class Tracker:
             transfer.done = action.offset + len(action.data)
 
     def _started(self, action: Started) -> None:
-        self.active[action.download] = Transfer(action.url, action.path, action.offset,
-                                                action.size)
+        self.active[action.download] = Transfer(action.url, action.path, action.offset, action.size)
 
     def _retrying(self, action: Retrying) -> None:
         self.retries += 1
@@ -56,8 +55,7 @@ class Tracker:
     def _finished(self, action: Finished) -> None:
         self.active.pop(action.download, None)
         self.files_done += 1
-        self.results.successes.append(
-            Success(action.url, action.path, action.size, action.skipped))
+        self.results.successes.append(Success(action.url, action.path, action.size, action.skipped))
 
     def _failed(self, action: Failed) -> None:
         self.active.pop(action.download, None)
@@ -76,10 +74,15 @@ class Tracker:
     def bytes_expected(self) -> int:
         """Known remaining bytes of the active transfers plus what is done."""
         return self.bytes_done + sum(
-            t.size - t.done for t in list(self.active.values()) if t.size is not None)
+            t.size - t.done for t in list(self.active.values()) if t.size is not None
+        )
 
 
 # What each kind of action counts; the other kinds count nothing.
 _COUNTERS: dict[type, Callable[[Tracker, Any], None]] = {
-    Write: Tracker._wrote, Started: Tracker._started, Retrying: Tracker._retrying,
-    Finished: Tracker._finished, Failed: Tracker._failed}
+    Write: Tracker._wrote,
+    Started: Tracker._started,
+    Retrying: Tracker._retrying,
+    Finished: Tracker._finished,
+    Failed: Tracker._failed,
+}

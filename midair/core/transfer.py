@@ -143,8 +143,12 @@ class Download:
         user's others.  Host comes first, as RFC 9112 asks."""
         user = self._user_headers()
         given = {name.lower() for name, _ in user}
-        ours = [("Host", self.url.host_header), ("User-Agent", self.options.user_agent),
-                ("Accept", "*/*"), ("Accept-Encoding", "identity")]
+        ours = [
+            ("Host", self.url.host_header),
+            ("User-Agent", self.options.user_agent),
+            ("Accept", "*/*"),
+            ("Accept-Encoding", "identity"),
+        ]
         validator = self.etag or self.last_modified
         if self.offset and validator:  # no validator: nothing proves the bytes still fit
             ours += [("Range", f"bytes={self.offset}-"), ("If-Range", validator)]
@@ -156,8 +160,11 @@ class Download:
         """-H and header= values; those bound to the origin are dropped after a redirect
         to another one (credentials, and a Host meant for the first server)."""
         same_origin = self.url.origin == self.job.url.origin
-        return [(name, value) for name, value in (*self.options.headers, *self.job.headers)
-                if same_origin or name.lower() not in _ORIGIN_BOUND]
+        return [
+            (name, value)
+            for name, value in (*self.options.headers, *self.job.headers)
+            if same_origin or name.lower() not in _ORIGIN_BOUND
+        ]
 
     # --- the response -------------------------------------------------------------
     def on_head(self, head: Head) -> Decision:
@@ -180,8 +187,11 @@ class Download:
         if not location:
             return Fail(RedirectError(self.url.text, f"HTTP {head.status} without Location"))
         if self.hops >= self.options.max_redirects:
-            return Fail(RedirectError(
-                self.job.url.text, f"more than {self.options.max_redirects} redirects"))
+            return Fail(
+                RedirectError(
+                    self.job.url.text, f"more than {self.options.max_redirects} redirects"
+                )
+            )
         try:
             target = resolve_location(self.url, location)
         except ValueError as exc:
@@ -205,8 +215,12 @@ class Download:
             return Restart(f"Content-Range {match[0]!r} does not continue at byte {self.offset}")
         length = head.content_length
         if length is not None and length != end - start + 1:
-            return Retry(ProtocolError(self.url.text, f"Content-Length {length} does not match "
-                                                      f"Content-Range {match[0]!r}"))
+            return Retry(
+                ProtocolError(
+                    self.url.text,
+                    f"Content-Length {length} does not match Content-Range {match[0]!r}",
+                )
+            )
         if self.size is not None and size is not None and size != self.size:
             return Restart(f"the size changed from {self.size} to {size}")
         etag = head.get(b"etag")
@@ -241,13 +255,15 @@ class Download:
         """Why a body that would reach ``end`` went past ``body_limit``."""
         if self.size is not None and end > self.size:
             return ProtocolError(self.url.text, f"more body than the declared {self.size} bytes")
-        return IntegrityError(self.url.text,
-                              f"body exceeds --max-filesize {self.options.max_filesize}")
+        return IntegrityError(
+            self.url.text, f"body exceeds --max-filesize {self.options.max_filesize}"
+        )
 
     def short_body(self) -> DownloadError | None:
         if self.size is not None and self.position != self.size:
             return ProtocolError(
-                self.url.text, f"body ended at {self.position} of {self.size} bytes")
+                self.url.text, f"body ended at {self.position} of {self.size} bytes"
+            )
         return None
 
 

@@ -41,26 +41,64 @@ class EngineInfo:
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in [
-        EngineInfo("auto", "midair.engines.auto", "AutoEngine",
-                   "picks by the batch's shape: processes for many jobs on one origin, "
-                   "else epoll"),
-        EngineInfo("sequential", "midair.engines.blocking", "SequentialEngine",
-                   "one blocking socket at a time: the baseline"),
-        EngineInfo("threads", "midair.engines.blocking", "ThreadsEngine",
-                   "blocking sockets on a pool of OS threads"),
-        EngineInfo("green", "midair.engines.blocking", "GreenEngine",
-                   "blocking-style code on gevent greenlets", ("gevent",), "green"),
-        EngineInfo("epoll", "midair.engines.epoll", "EpollEngine",
-                   "one thread, selectors/epoll, explicit state per connection"),
-        EngineInfo("reactor", "midair.engines.reactor", "ReactorEngine",
-                   "callbacks on asyncio Protocol objects, no coroutines in the data path"),
-        EngineInfo("asyncio", "midair.engines.asyncio_engine", "AsyncioEngine",
-                   "coroutines on one asyncio event loop (uvloop with --loop uvloop)"),
-        EngineInfo("processes", "midair.engines.processes", "ProcessesEngine",
-                   "one event loop per core, hosts sharded across processes"),
-        EngineInfo("dask", "midair.engines.dask_engine", "DaskEngine",
-                   "host shards as tasks on a dask.distributed cluster",
-                   ("dask", "distributed"), "dask"),
+        EngineInfo(
+            "auto",
+            "midair.engines.auto",
+            "AutoEngine",
+            "picks by the batch's shape: processes for many jobs on one origin, else epoll",
+        ),
+        EngineInfo(
+            "sequential",
+            "midair.engines.blocking",
+            "SequentialEngine",
+            "one blocking socket at a time: the baseline",
+        ),
+        EngineInfo(
+            "threads",
+            "midair.engines.blocking",
+            "ThreadsEngine",
+            "blocking sockets on a pool of OS threads",
+        ),
+        EngineInfo(
+            "green",
+            "midair.engines.blocking",
+            "GreenEngine",
+            "blocking-style code on gevent greenlets",
+            ("gevent",),
+            "green",
+        ),
+        EngineInfo(
+            "epoll",
+            "midair.engines.epoll",
+            "EpollEngine",
+            "one thread, selectors/epoll, explicit state per connection",
+        ),
+        EngineInfo(
+            "reactor",
+            "midair.engines.reactor",
+            "ReactorEngine",
+            "callbacks on asyncio Protocol objects, no coroutines in the data path",
+        ),
+        EngineInfo(
+            "asyncio",
+            "midair.engines.asyncio_engine",
+            "AsyncioEngine",
+            "coroutines on one asyncio event loop (uvloop with --loop uvloop)",
+        ),
+        EngineInfo(
+            "processes",
+            "midair.engines.processes",
+            "ProcessesEngine",
+            "one event loop per core, hosts sharded across processes",
+        ),
+        EngineInfo(
+            "dask",
+            "midair.engines.dask_engine",
+            "DaskEngine",
+            "host shards as tasks on a dask.distributed cluster",
+            ("dask", "distributed"),
+            "dask",
+        ),
     ]
 }
 
@@ -75,8 +113,9 @@ def get_engine(name: str, **options: Any) -> Engine:
     if info is None:
         raise InputError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
     if not info.available:
-        raise InputError(f"engine {name!r} needs {', '.join(info.requires)}: "
-                         f"pip install 'midair[{info.extra}]'")
+        raise InputError(
+            f"engine {name!r} needs {', '.join(info.requires)}: pip install 'midair[{info.extra}]'"
+        )
     module = importlib.import_module(info.module)
     try:
         engine: Engine = getattr(module, info.cls)(**options)

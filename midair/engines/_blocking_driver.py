@@ -65,9 +65,14 @@ class _Link:
 class Driver:
     """Carry out a session's actions with blocking sockets; see the module docstring."""
 
-    def __init__(self, session: Session, runtime: Runtime,
-                 spawn: Callable[[Callable[[_Link], None], _Link], object], *,
-                 sequential: bool = False) -> None:
+    def __init__(
+        self,
+        session: Session,
+        runtime: Runtime,
+        spawn: Callable[[Callable[[_Link], None], _Link], object],
+        *,
+        sequential: bool = False,
+    ) -> None:
         self.session = session
         self.runtime = runtime
         self.spawn = spawn
@@ -117,8 +122,9 @@ class Driver:
                 if link is not None:
                     self.forget(link)
         deadline = self.session.next_deadline()
-        if self.session.done or (deadline is not None and
-                                 (self.armed is None or deadline < self.armed)):
+        if self.session.done or (
+            deadline is not None and (self.armed is None or deadline < self.armed)
+        ):
             self.wake.set()
 
     def forget(self, link: _Link) -> None:
@@ -167,8 +173,9 @@ class Driver:
         return sock
 
     def handshake(self, link: _Link, sock: socket.socket) -> socket.socket | None:
-        tls = self.tls.get().wrap_socket(sock, server_hostname=link.action.host,
-                                         do_handshake_on_connect=False)
+        tls = self.tls.get().wrap_socket(
+            sock, server_hostname=link.action.host, do_handshake_on_connect=False
+        )
         if not self.adopt(link, tls):
             return None
         try:
@@ -183,7 +190,8 @@ class Driver:
         net, action = self.runtime.net, link.action
         error: OSError = OSError(f"no address for {action.host}")
         for family, kind, proto, _, address in net.getaddrinfo(
-                action.host, action.port, type=socket.SOCK_STREAM):
+            action.host, action.port, type=socket.SOCK_STREAM
+        ):
             sock = net.socket(family, kind, proto)
             if not self.adopt(link, sock):
                 return None

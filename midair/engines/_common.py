@@ -99,8 +99,9 @@ class LazyTls:
     with exactly the same settings.
     """
 
-    def __init__(self, options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
-                 ) -> None:
+    def __init__(
+        self, options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
+    ) -> None:
         self.options, self.context_class = options, context_class
         self._context: ssl.SSLContext | None = None
         self._lock = threading.Lock()  # threads may ask at once; making it does no I/O
@@ -112,8 +113,9 @@ class LazyTls:
             return self._context
 
 
-def tls_context(options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
-                ) -> ssl.SSLContext:
+def tls_context(
+    options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
+) -> ssl.SSLContext:
     """Verification on (system trust store) unless --insecure; --ca-certificate adds a CA."""
     context = context_class(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
     context.load_default_certs()
@@ -129,8 +131,9 @@ def tls_context(options: Options, context_class: type[ssl.SSLContext] = ssl.SSLC
 def classify(exc: BaseException) -> ConnectionFailure:
     """Turn whatever the socket layer raised into the core's one failure record."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return ConnectionFailure(f"TLS certificate rejected: {exc.verify_message}",
-                                 retryable=False, tls=True)
+        return ConnectionFailure(
+            f"TLS certificate rejected: {exc.verify_message}", retryable=False, tls=True
+        )
     if isinstance(exc, ssl.SSLError):
         return ConnectionFailure(f"TLS error: {exc.reason or exc}", tls=True)
     if isinstance(exc, socket.gaierror):

@@ -78,22 +78,23 @@ def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shar
     groups = sorted(_groups(list(zip(origins, paths, strict=True))), key=len, reverse=True)
     ways = _ways_to_split(groups, len(jobs), options, shards)
     if ways > 1:
-        return _plan(_groups([(path,) for path in paths]), options, ways,
-                     split(options.per_host, [1] * ways))
+        return _plan(
+            _groups([(path,) for path in paths]), options, ways, split(options.per_host, [1] * ways)
+        )
     count = max(0, min(shards, len(groups), options.concurrency))
     return _plan(groups, options, count, [options.per_host] * count)
 
 
-def _ways_to_split(groups: Sequence[list[int]], total: int, options: Options,
-                   shards: int) -> int:
+def _ways_to_split(groups: Sequence[list[int]], total: int, options: Options, shards: int) -> int:
     """How many shards may share the largest origin: 1 unless it holds most jobs."""
     if not groups or 2 * len(groups[0]) <= total:
         return 1
     return max(1, min(shards, options.per_host, options.concurrency, len(groups[0])))
 
 
-def _plan(groups: Sequence[list[int]], options: Options, count: int,
-          per_host: Sequence[int]) -> list[Shard]:
+def _plan(
+    groups: Sequence[list[int]], options: Options, count: int, per_host: Sequence[int]
+) -> list[Shard]:
     """Bin ``groups`` into ``count`` shards, largest first to the lightest."""
     bins: list[list[int]] = [[] for _ in range(count)]
     caps = [0] * count
@@ -101,12 +102,16 @@ def _plan(groups: Sequence[list[int]], options: Options, count: int,
         lightest = min(range(count), key=lambda b: len(bins[b]))
         bins[lightest].extend(group)
         caps[lightest] += min(len(group), per_host[lightest])
-    base = replace(options, directory=os.path.abspath(options.directory),
-                   ca_certificate=options.ca_certificate and os.path.abspath(
-                       options.ca_certificate))
+    base = replace(
+        options,
+        directory=os.path.abspath(options.directory),
+        ca_certificate=options.ca_certificate and os.path.abspath(options.ca_certificate),
+    )
     shares = split(options.concurrency, caps)
-    return [Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p))
-            for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))]
+    return [
+        Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p))
+        for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))
+    ]
 
 
 def _groups(keys: Sequence[tuple[object, ...]]) -> list[list[int]]:
@@ -165,7 +170,7 @@ def pack_jobs(jobs: Sequence[Job], stopped: Callable[[], bool]) -> list[bytes] |
     for start in range(0, len(jobs), PACK_CHUNK):
         if stopped():
             return None
-        packed.append(pickle.dumps(list(jobs[start:start + PACK_CHUNK]), pickle.HIGHEST_PROTOCOL))
+        packed.append(pickle.dumps(list(jobs[start : start + PACK_CHUNK]), pickle.HIGHEST_PROTOCOL))
     return packed
 
 
@@ -192,9 +197,14 @@ def shard_engine(name: str) -> object:
         return get_engine("asyncio")
 
 
-def run_shard(jobs: Sequence[Job], options: Options, inner: str,
-              send: Callable[[Summary], None], interval: float = 0.2,
-              stopped: Callable[[], bool] | None = None) -> list[Report]:
+def run_shard(
+    jobs: Sequence[Job],
+    options: Options,
+    inner: str,
+    send: Callable[[Summary], None],
+    interval: float = 0.2,
+    stopped: Callable[[], bool] | None = None,
+) -> list[Report]:
     """Download ``jobs``; ``send`` summaries meanwhile; return every ending.
 
     ``stopped`` is polled every ``interval``: once true, the run is asked to
@@ -208,8 +218,9 @@ def run_shard(jobs: Sequence[Job], options: Options, inner: str,
     engine = shard_engine(inner)
     reporter = _Reporter(run, outbox, send, stopped)
     done = threading.Event()
-    thread = threading.Thread(target=reporter.every, args=(done, interval),
-                              name="midair-shard-reporter", daemon=True)
+    thread = threading.Thread(
+        target=reporter.every, args=(done, interval), name="midair-shard-reporter", daemon=True
+    )
     thread.start()
     try:
         with stop_on_signals(run):  # a worker process's main thread; elsewhere a no-op
@@ -225,8 +236,13 @@ def run_shard(jobs: Sequence[Job], options: Options, inner: str,
 class _Reporter:
     """Drains the run's reports and samples its tracker, off the engine's thread."""
 
-    def __init__(self, run: Run, outbox: deque[Any], send: Callable[[Summary], None],
-                 stopped: Callable[[], bool] | None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        outbox: deque[Any],
+        send: Callable[[Summary], None],
+        stopped: Callable[[], bool] | None,
+    ) -> None:
         self.run, self.outbox, self.send, self.stopped = run, outbox, send, stopped
         self.written = 0
         self.endings: list[Report] = []
@@ -267,7 +283,8 @@ class Merger:
         self.reports(number, summary.reports)
         indexes = self.shards[number].indexes
         self.run.tracker.add_progress(
-            summary.written, {indexes[d]: done for d, done in summary.positions.items()})
+            summary.written, {indexes[d]: done for d, done in summary.positions.items()}
+        )
 
     def reports(self, number: int, reports: Sequence[Report]) -> None:
         indexes = self.shards[number].indexes

@@ -90,8 +90,11 @@ class _Driver:
         conn, session = action.conn, self.session
         try:
             reader, writer = await asyncio.open_connection(
-                action.host, action.port, ssl=self.tls.get() if action.tls else None,
-                limit=READ_SIZE)
+                action.host,
+                action.port,
+                ssl=self.tls.get() if action.tls else None,
+                limit=READ_SIZE,
+            )
         except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             self.tasks.pop(conn, None)
             self.execute(session.closed(conn, classify(exc)))

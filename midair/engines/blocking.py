@@ -100,5 +100,9 @@ def _green_runtime() -> Runtime:
     import gevent.socket
     import gevent.ssl
 
-    return Runtime(gevent.socket, gevent.ssl.SSLContext, gevent.lock.Semaphore,
-                   lambda: Waker(gevent.select.select))
+    return Runtime(
+        gevent.socket,
+        gevent.ssl.SSLContext,
+        gevent.lock.Semaphore,
+        lambda: Waker(gevent.select.select),
+    )

@@ -60,8 +60,15 @@ _STOP_WAIT = 0.6
 class DaskEngine:
     name = "dask"
 
-    def __init__(self, scheduler: str | None = None, workers: int = 2, inner: str = "reactor",
-                 shards: int | None = None, interval: float = 0.2, retries: int = 2) -> None:
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        workers: int = 2,
+        inner: str = "reactor",
+        shards: int | None = None,
+        interval: float = 0.2,
+        retries: int = 2,
+    ) -> None:
         self.scheduler = scheduler
         self.workers = workers
         self.inner = inner
@@ -74,8 +81,9 @@ class DaskEngine:
         from distributed import Queue
 
         with self._client() as client:
-            shards = plan_shards(run.jobs, run.options,
-                                 self.shards or sum(client.nthreads().values()))
+            shards = plan_shards(
+                run.jobs, run.options, self.shards or sum(client.nthreads().values())
+            )
             merger = Merger(run, shards)
             queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
             run.commit()  # shards about to write files: from here a signal only stops
@@ -94,9 +102,18 @@ class DaskEngine:
             packed = pack_jobs([run.jobs[i] for i in shard.indexes], lambda: run.stopping)
             if packed is None:
                 break
-            future = client.submit(_shard_task, packed, shard.options, self.inner, name,
-                                   shard.number, self.interval, pure=False,
-                                   retries=self.retries, key=f"{name}-shard-{shard.number}")
+            future = client.submit(
+                _shard_task,
+                packed,
+                shard.options,
+                self.inner,
+                name,
+                shard.number,
+                self.interval,
+                pure=False,
+                retries=self.retries,
+                key=f"{name}-shard-{shard.number}",
+            )
             futures[future] = shard.number
         return futures
 
@@ -125,9 +142,14 @@ def local_cluster(workers: int) -> Any:
     """
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                        dashboard_address=None, preload=[__name__],
-                        scheduler_kwargs={"dashboard_address": ":0"})
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        preload=[__name__],
+        scheduler_kwargs={"dashboard_address": ":0"},
+    )
 
 
 def dask_setup(worker: Any) -> None:
@@ -187,8 +209,9 @@ def _describe(error: BaseException) -> str:
 
 
 # --- on a dask worker ----------------------------------------------------------------
-def _shard_task(packed: list[bytes], options: Options, inner: str, queue_name: str,
-                number: int, interval: float) -> tuple[list[Report], str | None]:
+def _shard_task(
+    packed: list[bytes], options: Options, inner: str, queue_name: str, number: int, interval: float
+) -> tuple[list[Report], str | None]:
     """The shard's endings, and its internal error if it had one: returned, not raised,
     because dask re-runs a task that raised, and a bug would only happen again."""
     from distributed import Event, Queue

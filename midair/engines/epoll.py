@@ -215,7 +215,8 @@ class _Loop:
             return
         self.unregister(conn)
         conn.sock = self.tls.get().wrap_socket(
-            conn.sock, server_hostname=conn.host, do_handshake_on_connect=False)
+            conn.sock, server_hostname=conn.host, do_handshake_on_connect=False
+        )
         conn.state = State.HANDSHAKING
         self.selector.register(conn.sock, WRITE, conn)
         self.handshake(conn)

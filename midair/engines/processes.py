@@ -55,8 +55,13 @@ _JOIN_TIMEOUT = 10.0
 class ProcessesEngine:
     name = "processes"
 
-    def __init__(self, workers: int | None = None, inner: str = "reactor",
-                 start_method: str = "auto", interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        inner: str = "reactor",
+        start_method: str = "auto",
+        interval: float = 0.2,
+    ) -> None:
         if start_method not in ("auto", "spawn", "forkserver"):
             raise ValueError("start_method must be 'auto', 'spawn' or 'forkserver'")
         self.workers = workers or len(os.sched_getaffinity(0))
@@ -117,8 +122,11 @@ class _Children:
                 return
             reader, writer = self.context.Pipe(duplex=False)
             process = self.context.Process(
-                target=_child, name=f"midair-shard-{shard.number}", daemon=False,
-                args=(packed, shard.options, inner, interval, writer))
+                target=_child,
+                name=f"midair-shard-{shard.number}",
+                daemon=False,
+                args=(packed, shard.options, inner, interval, writer),
+            )
             process.start()
             writer.close()  # the child holds the only writer: its death ends the pipe
             self.processes[shard.number] = process
@@ -181,8 +189,9 @@ class _Children:
 
 
 # --- in the child --------------------------------------------------------------------
-def _child(packed: list[bytes], options: Options, inner: str, interval: float,
-           writer: Connection) -> None:
+def _child(
+    packed: list[bytes], options: Options, inner: str, interval: float, writer: Connection
+) -> None:
     """One shard; SIGINT and SIGTERM stop its run (``run_shard``), which flushes its files."""
     jobs = unpack_jobs(packed, lambda: False) or []  # a SIGTERM meanwhile ends the process
 

@@ -126,8 +126,12 @@ class _Reactor:
         try:
             tls = self.tls.get() if action.tls else None
             await self.loop.create_connection(
-                lambda: protocol, action.host, action.port,
-                ssl=tls, server_hostname=action.host if tls else None)
+                lambda: protocol,
+                action.host,
+                action.port,
+                ssl=tls,
+                server_hostname=action.host if tls else None,
+            )
         except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             if self.protocols.get(action.conn) is protocol:
                 del self.protocols[action.conn]

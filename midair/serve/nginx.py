@@ -64,8 +64,9 @@ def parse_access_line(line: str) -> LoggedRequest | None:
     fields = line.split()
     try:
         end, took = float(fields[0]), float(fields[1])
-        return LoggedRequest(round(end - took, 3), end, int(fields[2]), int(fields[3]),
-                             int(fields[4]))
+        return LoggedRequest(
+            round(end - took, 3), end, int(fields[2]), int(fields[3]), int(fields[4])
+        )
     except (IndexError, ValueError):
         return None
 
@@ -126,13 +127,17 @@ def render_config(
     temps = "".join(f"    {m}_temp_path {_quote(prefix / 'temp' / m)};\n" for m in temp_modules)
     tls_lines = ""
     if tls:
-        tls_lines = (f"        ssl_certificate {_quote(tls[0])};\n"
-                     f"        ssl_certificate_key {_quote(tls[1])};\n")
+        tls_lines = (
+            f"        ssl_certificate {_quote(tls[0])};\n"
+            f"        ssl_certificate_key {_quote(tls[1])};\n"
+        )
     rate = f"            limit_rate {limit_rate};\n" if limit_rate > 0 else ""
     logging = "    access_log off;\n"
     if access_log is not None:
-        logging = (f"    log_format timing '{_TIMING_FORMAT}';\n"
-                   f"    access_log {_quote(access_log)} timing {_LOG_BUFFER};\n")
+        logging = (
+            f"    log_format timing '{_TIMING_FORMAT}';\n"
+            f"    access_log {_quote(access_log)} timing {_LOG_BUFFER};\n"
+        )
     return f"""# written by midair.serve.nginx
 {_user_line()}daemon off;
 master_process on;
@@ -234,18 +239,29 @@ class Nginx:
     def _launch(self, binary: str, temp_modules: Sequence[str]) -> None:
         assert self.prefix is not None
         conf = self.prefix / "nginx.conf"
-        conf.write_text(render_config(
-            prefix=self.prefix, root=self.root, hosts=self.hosts, port=self.port,
-            limit_rate=self.limit_rate, tls=self.tls, workers=self.workers,
-            extra_locations=self.extra_locations, temp_modules=temp_modules,
-            access_log=self.access_log,
-        ))
+        conf.write_text(
+            render_config(
+                prefix=self.prefix,
+                root=self.root,
+                hosts=self.hosts,
+                port=self.port,
+                limit_rate=self.limit_rate,
+                tls=self.tls,
+                workers=self.workers,
+                extra_locations=self.extra_locations,
+                temp_modules=temp_modules,
+                access_log=self.access_log,
+            )
+        )
         log = self.prefix / "logs" / "error.log"
         log.write_text("")
         with open(self.prefix / "logs" / "stderr.log", "ab") as stderr:
             self._proc = subprocess.Popen(
                 [binary, "-p", f"{self.prefix}/", "-e", str(log), "-c", str(conf)],
-                stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, process_group=0,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                process_group=0,
             )
         self._wait_ready()
 
@@ -260,8 +276,9 @@ class Nginx:
                 raise NginxError(f"nginx exited with {self._proc.returncode}:\n{self._logs()}")
             if time.monotonic() > deadline:
                 self._kill()
-                raise NginxError(f"nginx not listening on {pending} after "
-                                 f"{START_TIMEOUT:.0f}s:\n{self._logs()}")
+                raise NginxError(
+                    f"nginx not listening on {pending} after {START_TIMEOUT:.0f}s:\n{self._logs()}"
+                )
             pending = [h for h in pending if not _accepts(h, self.port)]
             if pending:
                 time.sleep(0.02)

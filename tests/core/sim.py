@@ -53,10 +53,20 @@ from midair.session import Session
 from midair.store import Store
 
 Origin = tuple[str, str, int]
-REASONS = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",
-           303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect",
-           404: "Not Found", 416: "Range Not Satisfiable", 429: "Too Many Requests",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    206: "Partial Content",
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    404: "Not Found",
+    416: "Range Not Satisfiable",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def origin(url: str) -> Origin:
@@ -107,15 +117,27 @@ class Reply:
     gap: float = 0.01
 
 
-def response(status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = (), *,
-             framing: str = "length", chunk: int = 7, close: bool = False) -> tuple[bytes, int]:
+def response(
+    status: int,
+    body: bytes = b"",
+    headers: Iterable[tuple[str, str]] = (),
+    *,
+    framing: str = "length",
+    chunk: int = 7,
+    close: bool = False,
+) -> tuple[bytes, int]:
     """Response bytes and the length of the head.  ``framing``: length, chunked or close."""
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Whatever')}"]
     lines += [f"{k}: {v}" for k, v in headers]
     if framing == "chunked":
         lines.append("Transfer-Encoding: chunked")
-        encoded = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + chunk]), body[i:i + chunk])
-                           for i in range(0, len(body), chunk)) + b"0\r\n\r\n"
+        encoded = (
+            b"".join(
+                b"%x\r\n%s\r\n" % (len(body[i : i + chunk]), body[i : i + chunk])
+                for i in range(0, len(body), chunk)
+            )
+            + b"0\r\n\r\n"
+        )
     elif framing == "length":
         lines.append(f"Content-Length: {len(body)}")
         encoded = body
@@ -127,8 +149,9 @@ def response(status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] 
     return head + encoded, len(head)
 
 
-def reply(status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = (),
-          **kwargs: object) -> Reply:
+def reply(
+    status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = (), **kwargs: object
+) -> Reply:
     """A plain keep-alive reply (``close=True`` for Connection: close)."""
     close = bool(kwargs.pop("close", False))
     data, _ = response(status, body, headers, close=close)
@@ -181,8 +204,14 @@ class Resource:
 class FileServer:
     """One origin's files.  Call it with a ``Request`` to get the ``Reply``."""
 
-    def __init__(self, *, keep_alive: bool = True, delay: float = 0.01, gap: float = 0.01,
-                 piece: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        keep_alive: bool = True,
+        delay: float = 0.01,
+        gap: float = 0.01,
+        piece: int | None = None,
+    ) -> None:
         self.resources: dict[str, Resource] = {}
         self.routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
@@ -215,12 +244,14 @@ class FileServer:
             return self._travel(data, 0, step, close)
         status, headers, body = self._answer(res, req, step)
         framing = "length" if status == 416 else res.framing
-        data, head_len = response(status, body, [*headers, *step.headers],
-                                  framing=framing, close=close)
+        data, head_len = response(
+            status, body, [*headers, *step.headers], framing=framing, close=close
+        )
         return self._travel(data, head_len, step, close or framing == "close")
 
-    def _answer(self, res: Resource, req: Request, step: Step
-                ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _answer(
+        self, res: Resource, req: Request, step: Step
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         headers = res.validators()
         wanted = req.header("range")
         if wanted is None:
@@ -234,8 +265,11 @@ class FileServer:
         size = len(res.body)
         if start >= size:
             return 416, [("Content-Range", f"bytes */{size}")], b""
-        return 206, [*headers, ("Content-Range", f"bytes {start}-{size - 1}/{size}")], \
-            res.body[start:]
+        return (
+            206,
+            [*headers, ("Content-Range", f"bytes {start}-{size - 1}/{size}")],
+            res.body[start:],
+        )
 
     def _travel(self, data: bytes, head_len: int, step: Step, close: bool) -> Reply:
         pieces = step.pieces
@@ -290,7 +324,7 @@ class MemoryStore:
 
     def open(self, action: Open) -> None:
         part = self.parts.setdefault(action.path, bytearray())
-        del part[action.offset:]
+        del part[action.offset :]
         part.extend(bytes(action.offset - len(part)))
         self._records[action.download] = (action.path, action.record)
         if action.path in self.controls:
@@ -303,7 +337,7 @@ class MemoryStore:
     def write(self, action: Write) -> None:
         part = self.parts[self._records[action.download][0]]
         assert len(part) >= action.offset, "a write leaves a hole"
-        part[action.offset:action.offset + len(action.data)] = action.data
+        part[action.offset : action.offset + len(action.data)] = action.data
 
     def publish(self, action: Publish) -> None:
         part = self.parts[action.path]
@@ -377,10 +411,18 @@ class _SimConn:
 class Sim:
     """Run a batch against in-memory servers in virtual time; see the module docstring."""
 
-    def __init__(self, jobs: Iterable[Job | str], options: Options,
-                 servers: dict[str, Handler], *, store: AnyStore | None = None,
-                 seed: int = 0, connect_delay: float = 0.01, max_steps: int = 200_000,
-                 log: bool = True) -> None:
+    def __init__(
+        self,
+        jobs: Iterable[Job | str],
+        options: Options,
+        servers: dict[str, Handler],
+        *,
+        store: AnyStore | None = None,
+        seed: int = 0,
+        connect_delay: float = 0.01,
+        max_steps: int = 200_000,
+        log: bool = True,
+    ) -> None:
         self.jobs = [j if isinstance(j, Job) else Job.from_url(j) for j in jobs]
         self.options = options
         self.servers = {origin(url): handler for url, handler in servers.items()}
@@ -389,8 +431,12 @@ class Sim:
         # The engines' own glue, with a seeded batch, the chosen store and the virtual clock.
         self.run_state = Run(self.jobs, options, listener=self._report)
         self.batch = Batch(self.jobs, options, seed=seed)
-        self.session = Session(self.run_state, batch=self.batch, clock=lambda: self.now,
-                               store=LoggingStore(self.store, self))  # type: ignore[arg-type]
+        self.session = Session(
+            self.run_state,
+            batch=self.batch,
+            clock=lambda: self.now,
+            store=LoggingStore(self.store, self),
+        )  # type: ignore[arg-type]
         self.connect_delay = connect_delay
         self.max_steps = max_steps
         self.keep_log = log
@@ -428,7 +474,9 @@ class Sim:
         assert len(self.finished) + len(self.failed) == len(self.jobs)
         results = self.run_state.results
         assert (len(results.successes), len(results.failures)) == (
-            len(self.finished), len(self.failed))
+            len(self.finished),
+            len(self.failed),
+        )
         self.session.close()
         return self
 
@@ -469,8 +517,9 @@ class Sim:
             self.log.append((self.now, action))
         if isinstance(action, Finished | Failed):
             ident = action.download
-            assert ident not in self.finished and ident not in self.failed, \
+            assert ident not in self.finished and ident not in self.failed, (
                 f"download {ident} ended twice"
+            )
             if isinstance(action, Finished):
                 self.finished[ident] = action
             else:
@@ -500,7 +549,7 @@ class Sim:
         if c.doomed:
             return
         answer = self.servers[c.origin](request)
-        data = answer.data if answer.cut is None else answer.data[:answer.cut]
+        data = answer.data if answer.cut is None else answer.data[: answer.cut]
         t = max(self.now, c.ready_at) + answer.delay
         bounds = sorted({p for p in answer.pieces if 0 < p < len(data)} | {len(data)})
         start = 0
@@ -534,8 +583,14 @@ class Sim:
         return [a for _, a in self.log if isinstance(a, kind)]
 
 
-def run(jobs: Iterable[Job | str], servers: dict[str, Handler], *,
-        store: AnyStore | None = None, seed: int = 0, **options: object) -> Sim:
+def run(
+    jobs: Iterable[Job | str],
+    servers: dict[str, Handler],
+    *,
+    store: AnyStore | None = None,
+    seed: int = 0,
+    **options: object,
+) -> Sim:
     """Build options (directory defaults to a virtual one) and run to the end."""
     options.setdefault("directory", "/sim")
     return Sim(jobs, Options(**options), servers, store=store, seed=seed).run()  # type: ignore[arg-type]

@@ -80,18 +80,24 @@ def test_driving_a_batch_by_hand() -> None:
     assert batch.next_deadline() == 0.0 + min(1.0, batch.options.timeout / 4)  # the sweep
     [send] = batch.connected(1, 0.1)
     assert isinstance(send, Send) and send.data.startswith(b"GET /f HTTP/1.1\r\n")
-    actions = batch.received(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nETag: \"e\"\r\n\r\n"
-                             b"hi", 0.2)
-    assert actions == [Open(0, "/d/f", 0, Resume(f"{H}/f", 2, '"e"', None)),
-                       Started(0, f"{H}/f", "/d/f", 0, 2), Write(0, 0, b"hi"),
-                       Publish(0, "/d/f", 2, None, f"{H}/f", target="/d/f"), Close(1)]
+    actions = batch.received(1, b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nETag: "e"\r\n\r\nhi', 0.2)
+    assert actions == [
+        Open(0, "/d/f", 0, Resume(f"{H}/f", 2, '"e"', None)),
+        Started(0, f"{H}/f", "/d/f", 0, 2),
+        Write(0, 0, b"hi"),
+        Publish(0, "/d/f", 2, None, f"{H}/f", target="/d/f"),
+        Close(1),
+    ]
     assert batch.published(0, 0.3) == [Finished(0, f"{H}/f", "/d/f", 2, skipped=False)]
     assert batch.done and batch.open_connections == 0 and batch.next_deadline() is None
 
 
 def started_batch(**kwargs: object) -> Batch:
-    batch = Batch([Job.from_url(f"{H}/f")], Options(directory="/d", **kwargs),  # type: ignore[arg-type]
-                  seed=1)
+    batch = Batch(
+        [Job.from_url(f"{H}/f")],
+        Options(directory="/d", **kwargs),  # type: ignore[arg-type]
+        seed=1,
+    )
     batch.start(0.0)
     batch.prepared(0, OnDisk("fresh"), 0.0)
     batch.connected(1, 0.0)
@@ -99,8 +105,9 @@ def started_batch(**kwargs: object) -> Batch:
 
 
 def test_a_tls_failure_is_not_retried() -> None:
-    actions = started_batch().closed(1, 0.5, ConnectionFailure("certificate verify failed",
-                                                               retryable=False, tls=True))
+    actions = started_batch().closed(
+        1, 0.5, ConnectionFailure("certificate verify failed", retryable=False, tls=True)
+    )
     [failed] = [a for a in actions if isinstance(a, Failed)]
     assert isinstance(failed.error, TLSError)
     assert str(failed.error) == f"{H}/f: certificate verify failed"
@@ -108,8 +115,7 @@ def test_a_tls_failure_is_not_retried() -> None:
 
 
 def test_a_failure_the_engine_calls_final_is_not_retried() -> None:
-    actions = started_batch().closed(1, 0.5, ConnectionFailure("name not known",
-                                                               retryable=False))
+    actions = started_batch().closed(1, 0.5, ConnectionFailure("name not known", retryable=False))
     [failed] = [a for a in actions if isinstance(a, Failed)]
     assert not failed.error.retryable and "name not known" in str(failed.error)
 
@@ -134,8 +140,9 @@ def test_a_late_store_answer_does_not_end_a_download_twice() -> None:
 
 # --- limits -------------------------------------------------------------------------
 @pytest.mark.parametrize(("concurrency", "per_host"), [(1, 1), (3, 6), (7, 2), (100, 6)])
-def test_concurrency_and_per_host_limits_hold_at_every_step(concurrency: int,
-                                                             per_host: int) -> None:
+def test_concurrency_and_per_host_limits_hold_at_every_step(
+    concurrency: int, per_host: int
+) -> None:
     servers = {f"http://h{i}.example": FileServer(piece=100, gap=0.05) for i in range(5)}
     jobs, expected = [], {}
     for i, (url, server) in enumerate(servers.items()):
@@ -155,8 +162,7 @@ def test_limit_connections_below_concurrency() -> None:
     server = FileServer(piece=10)
     for k in range(6):
         server.add(f"/f{k}", body(100, k))
-    sim = Sim([f"{H}/f{k}" for k in range(6)], options(Path("/sim"), concurrency=10),
-              {H: server})
+    sim = Sim([f"{H}/f{k}" for k in range(6)], options(Path("/sim"), concurrency=10), {H: server})
     sim.batch.limit_connections(1)  # what the sequential engine asks for
     sim.run()
     assert not sim.failed and sim.max_open == 1
@@ -271,8 +277,9 @@ def test_the_same_seed_gives_the_same_run() -> None:
     assert once() == once()
 
 
-@pytest.mark.parametrize(("retry_after", "cap", "waited"), [("7", 60.0, 7.0), ("1000", 5.0, 5.0),
-                                                            ("0", 60.0, 0.0)])
+@pytest.mark.parametrize(
+    ("retry_after", "cap", "waited"), [("7", 60.0, 7.0), ("1000", 5.0, 5.0), ("0", 60.0, 0.0)]
+)
 def test_retry_after_is_honoured_and_capped(retry_after: str, cap: float, waited: float) -> None:
     server = FileServer()
     server.add("/f", body(10), Step(status=503, headers=(("Retry-After", retry_after),)))
@@ -286,20 +293,37 @@ def test_retry_after_is_honoured_and_capped(retry_after: str, cap: float, waited
 
 def test_retry_after_as_an_http_date() -> None:
     server = FileServer()
-    server.add("/f", body(10), Step(status=503, headers=(
-        ("Date", "Wed, 21 Oct 2015 07:28:00 GMT"),
-        ("Retry-After", "Wed, 21 Oct 2015 07:28:09 GMT"))))
+    server.add(
+        "/f",
+        body(10),
+        Step(
+            status=503,
+            headers=(
+                ("Date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                ("Retry-After", "Wed, 21 Oct 2015 07:28:09 GMT"),
+            ),
+        ),
+    )
     sim = run([f"{H}/f"], {H: server})
     assert [r.delay for _, r in sim.retrying] == [9.0]
 
 
-@pytest.mark.parametrize(("headers", "delay"), [
-    ((("Retry-After", "\xb2"),), None),  # a latin-1 byte that str.isdigit() accepts
-    ((("Date", "Wed, 21 Oct 2015 07:28:00 GMT"), ("Retry-After", "Wed Oct 21 07:28:05 2015")),
-     5.0),  # asctime: a naive datetime against an aware one
-])
-def test_odd_retry_after_values_do_not_crash_the_batch(headers: tuple[tuple[str, str], ...],
-                                                       delay: float | None) -> None:
+@pytest.mark.parametrize(
+    ("headers", "delay"),
+    [
+        ((("Retry-After", "\xb2"),), None),  # a latin-1 byte that str.isdigit() accepts
+        (
+            (
+                ("Date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                ("Retry-After", "Wed Oct 21 07:28:05 2015"),
+            ),
+            5.0,
+        ),  # asctime: a naive datetime against an aware one
+    ],
+)
+def test_odd_retry_after_values_do_not_crash_the_batch(
+    headers: tuple[tuple[str, str], ...], delay: float | None
+) -> None:
     server = FileServer()
     server.add("/f", body(10), Step(status=503, headers=headers))
     sim = run([f"{H}/f"], {H: server}, retry_base=0.5)
@@ -318,8 +342,12 @@ def test_429_pauses_the_whole_host() -> None:
     for k in range(4):
         server.add(f"/f{k}", body(100, k))
         other.add(f"/o{k}", body(1000, k))
-    jobs = [f"{H}/limited", f"{H}/long", *[f"{H}/f{k}" for k in range(4)],
-            *[f"{H2}/o{k}" for k in range(4)]]
+    jobs = [
+        f"{H}/limited",
+        f"{H}/long",
+        *[f"{H}/f{k}" for k in range(4)],
+        *[f"{H2}/o{k}" for k in range(4)],
+    ]
     sim = run(jobs, {H: server, H2: other}, per_host=2)
     assert not sim.failed
     [(paused_at, retrying)] = sim.retrying
@@ -339,14 +367,18 @@ def test_429_without_retry_after_backs_off_that_download_only() -> None:
 
 
 def test_a_connection_that_opens_during_a_host_pause_waits_too() -> None:
-    batch = Batch([Job.from_url(f"{H}/a"), Job.from_url(f"{H}/b")],
-                  Options(directory="/d", per_host=2), seed=1)
+    batch = Batch(
+        [Job.from_url(f"{H}/a"), Job.from_url(f"{H}/b")],
+        Options(directory="/d", per_host=2),
+        seed=1,
+    )
     batch.start(0.0)
     batch.prepared(0, OnDisk("fresh"), 0.0)
     assert batch.prepared(1, OnDisk("fresh"), 0.0) == [Connect(2, "h.example", 80, False)]
     batch.connected(1, 0.1)
-    answer = batch.received(1, b"HTTP/1.1 429 Slow Down\r\nRetry-After: 10\r\n"
-                               b"Content-Length: 0\r\n\r\n", 0.2)
+    answer = batch.received(
+        1, b"HTTP/1.1 429 Slow Down\r\nRetry-After: 10\r\nContent-Length: 0\r\n\r\n", 0.2
+    )
     assert Close(1) in answer
     # Connection 2 was asked for before the 429 and opens during the pause: it must not ask.
     assert batch.connected(2, 0.3) == [Close(2)]
@@ -390,8 +422,9 @@ def test_a_connection_that_never_answers_times_out() -> None:
 def test_too_slow_is_aborted_with_lowest_speed() -> None:
     server = FileServer(piece=1, gap=1.0)  # one byte a second, but never silent
     server.add("/f", body(200))
-    sim = run([f"{H}/f"], {H: server}, timeout=30.0, lowest_speed=100, lowest_speed_time=5.0,
-              retries=1)
+    sim = run(
+        [f"{H}/f"], {H: server}, timeout=30.0, lowest_speed=100, lowest_speed_time=5.0, retries=1
+    )
     error = sim.failed[0].error
     assert isinstance(error, StallTimeout) and "too slow" in str(error)
 
@@ -401,28 +434,35 @@ def test_lowest_speed_does_not_judge_a_connection_still_connecting() -> None:
     # business); before, a sweep measured it from time zero and called it 0 B/s.
     server = FileServer()
     server.add("/f", body(2000))
-    sim = Sim([f"{H}/f"], options(Path("/sim"), lowest_speed=100, lowest_speed_time=1.0,
-                                 retries=0), {H: server}, connect_delay=3.0).run()
+    sim = Sim(
+        [f"{H}/f"],
+        options(Path("/sim"), lowest_speed=100, lowest_speed_time=1.0, retries=0),
+        {H: server},
+        connect_delay=3.0,
+    ).run()
     assert sim.content(0) == body(2000), sim.failed
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked", "close"])
 @pytest.mark.parametrize(("etag", "last_modified"), [(True, False), (False, True)])
 @pytest.mark.parametrize("cut", [0, 1, 700, 1999])
-def test_reset_mid_body_resumes_with_range_and_if_range(framing: str, etag: bool,
-                                                         last_modified: bool, cut: int) -> None:
+def test_reset_mid_body_resumes_with_range_and_if_range(
+    framing: str, etag: bool, last_modified: bool, cut: int
+) -> None:
     data = body(2000)
     server = FileServer(piece=256)
-    res = server.add("/f", data, Step(cut=cut), framing=framing, etag=etag,
-                     last_modified=last_modified)
+    res = server.add(
+        "/f", data, Step(cut=cut), framing=framing, etag=etag, last_modified=last_modified
+    )
     sim = run([f"{H}/f"], {H: server})
     assert sim.content(0) == data
     _, second = server.requests
     written = sum(len(a.data) for t, a in sim.log if isinstance(a, Write) and t < second.time)
     if written:
         assert second.header("range") == f"bytes={written}-"
-        assert second.header("if-range") == dict(res.validators())[
-            "ETag" if etag else "Last-Modified"]
+        assert (
+            second.header("if-range") == dict(res.validators())["ETag" if etag else "Last-Modified"]
+        )
         assert sum(len(a.data) for a in sim.actions(Write)) == len(data)  # nothing twice
     else:
         assert second.header("range") is None
@@ -449,8 +489,9 @@ def test_a_changed_file_is_fetched_whole_again() -> None:
 
 def test_a_server_ignoring_if_range_is_caught_by_the_etag() -> None:
     server = FileServer()
-    server.add("/f", body(2000), Step(cut=1000),
-               Step(change=body(2000, seed=9), ignore_if_range=True))
+    server.add(
+        "/f", body(2000), Step(cut=1000), Step(change=body(2000, seed=9), ignore_if_range=True)
+    )
     sim = run([f"{H}/f"], {H: server})
     assert sim.content(0) == body(2000, seed=9)
     assert "the ETag changed" in sim.retrying[-1][1].reason
@@ -460,8 +501,11 @@ def test_resume_after_all_bytes_but_before_the_end_of_a_chunked_body() -> None:
     data = body(100)
     server = FileServer()
     res = server.add("/f", data, framing="chunked")
-    cut = len(b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + 7]), data[i:i + 7])
-                       for i in range(0, 100, 7)))
+    cut = len(
+        b"".join(
+            b"%x\r\n%s\r\n" % (len(data[i : i + 7]), data[i : i + 7]) for i in range(0, 100, 7)
+        )
+    )
     res.steps.append(Step(cut=cut))  # every body byte arrives, the last chunk does not
     sim = run([f"{H}/f"], {H: server})
     assert sim.content(0) == data
@@ -539,8 +583,9 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin() -> None:
 def test_a_redirect_after_a_partial_attempt_moves_the_download(tmp_path: Path) -> None:
     server = FileServer()
     # After one attempt that wrote 1000 bytes, the URL redirects to a file of another name.
-    server.add("/old", body(3000), Step(cut=1000),
-               Step(status=302, headers=(("Location", "/new"),)))
+    server.add(
+        "/old", body(3000), Step(cut=1000), Step(status=302, headers=(("Location", "/new"),))
+    )
     server.add("/new", body(500, seed=5))
     sim = Sim([f"{H}/old"], options(tmp_path), {H: server}, store=DiskStore()).run()
     assert [r.target for r in server.requests] == ["/old", "/old", "/new"]
@@ -593,8 +638,9 @@ def test_an_out_that_escapes_is_refused(out: str) -> None:
     assert not server.requests
 
 
-@pytest.mark.parametrize("path", ["/..%2F..%2Fevil", "/%2E%2E", "/a/%2E%20%2E%2E",
-                                  "/..%5C..%5Cevil"])
+@pytest.mark.parametrize(
+    "path", ["/..%2F..%2Fevil", "/%2E%2E", "/a/%2E%20%2E%2E", "/..%5C..%5Cevil"]
+)
 def test_url_names_stay_in_the_directory(path: str, tmp_path: Path) -> None:
     server = FileServer()
     server.add(parse_url(H + path).target, body(10))
@@ -647,8 +693,9 @@ def test_a_partial_file_is_resumed_by_the_next_run(tmp_path: Path) -> None:
 def write_partial(path: Path, data: bytes, url: str, etag: str) -> None:
     """What a run killed after the last byte but before publishing leaves."""
     Path(str(path) + PART_SUFFIX).write_bytes(data)
-    Path(str(path) + CONTROL_SUFFIX).write_text(json.dumps(
-        {"url": url, "size": len(data), "etag": etag, "last_modified": None}))
+    Path(str(path) + CONTROL_SUFFIX).write_text(
+        json.dumps({"url": url, "size": len(data), "etag": etag, "last_modified": None})
+    )
 
 
 def test_a_complete_part_file_is_published_after_416(tmp_path: Path) -> None:
@@ -698,8 +745,7 @@ def test_a_foreign_file_with_auto_rename(tmp_path: Path) -> None:
     server.add("/f", body(10))
     (tmp_path / "f").write_bytes(b"mine")
     (tmp_path / "f.1").write_bytes(b"also mine")
-    sim = Sim([f"{H}/f"], options(tmp_path, auto_rename=True), {H: server},
-              store=DiskStore()).run()
+    sim = Sim([f"{H}/f"], options(tmp_path, auto_rename=True), {H: server}, store=DiskStore()).run()
     assert sim.finished[0].path == str(tmp_path / "f.2")
     assert (tmp_path / "f").read_bytes() == b"mine"
 
@@ -744,8 +790,12 @@ def test_an_unwritable_directory_fails_every_job_cleanly(tmp_path: Path) -> None
     server = FileServer()
     for k in range(3):
         server.add(f"/f{k}", body(10))
-    sim = Sim([f"{H}/f{k}" for k in range(3)], options(tmp_path / "file" / "sub"),
-              {H: server}, store=DiskStore()).run()
+    sim = Sim(
+        [f"{H}/f{k}" for k in range(3)],
+        options(tmp_path / "file" / "sub"),
+        {H: server},
+        store=DiskStore(),
+    ).run()
     assert len(sim.failed) == 3
     for ident, failed in sim.failed.items():
         assert isinstance(failed.error, DestinationError)
@@ -766,17 +816,23 @@ class FailingStore(DiskStore):
         super().write(action)
 
 
-@pytest.mark.parametrize(("framing", "piece"), [("length", 100), ("chunked", 100),
-                                                ("chunked", None)])
-def test_a_write_error_fails_that_download_only(tmp_path: Path, framing: str,
-                                                piece: int | None) -> None:
+@pytest.mark.parametrize(
+    ("framing", "piece"), [("length", 100), ("chunked", 100), ("chunked", None)]
+)
+def test_a_write_error_fails_that_download_only(
+    tmp_path: Path, framing: str, piece: int | None
+) -> None:
     # Unsplit, the failing write and the end of the body come in one call: the session
     # still carries out the Publish, and the store's answer must not end the download twice.
     server = FileServer(piece=piece)
     for k in range(4):
         server.add(f"/f{k}", body(300, k), framing=framing)
-    sim = Sim([f"{H}/f{k}" for k in range(4)], options(tmp_path, per_host=1), {H: server},
-              store=FailingStore("f1")).run()
+    sim = Sim(
+        [f"{H}/f{k}" for k in range(4)],
+        options(tmp_path, per_host=1),
+        {H: server},
+        store=FailingStore("f1"),
+    ).run()
     assert isinstance(sim.failed[1].error, DestinationError)
     assert not (tmp_path / "f1").exists()
     assert [sim.content(k) for k in (0, 2, 3)] == [body(300, k) for k in (0, 2, 3)]
@@ -786,16 +842,21 @@ def test_checkpoint_only_for_transfers_that_take_a_while(tmp_path: Path) -> None
     server = FileServer(piece=100, gap=0.2)
     server.add("/slow", body(2000))
     server.add("/quick", body(50))
-    sim = Sim([f"{H}/slow", f"{H}/quick"], options(tmp_path), {H: server},
-              store=DiskStore()).run()
+    sim = Sim([f"{H}/slow", f"{H}/quick"], options(tmp_path), {H: server}, store=DiskStore()).run()
     assert [a.download for a in sim.actions(Checkpoint)] == [0]
 
 
 # --- properties ---------------------------------------------------------------------------
 STEP = st.builds(
     lambda status, cut, then, change, pieces, retry_after, ignore: dict(
-        status=status, cut=cut, then=then, change=change, pieces=tuple(pieces),
-        retry_after=retry_after, ignore=ignore),
+        status=status,
+        cut=cut,
+        then=then,
+        change=change,
+        pieces=tuple(pieces),
+        retry_after=retry_after,
+        ignore=ignore,
+    ),
     st.sampled_from([200, 200, 200, 500, 503]),
     st.none() | st.integers(0, 1600) | st.integers(0, 300),
     st.sampled_from(["reset", "close", "stall"]),
@@ -804,13 +865,15 @@ STEP = st.builds(
     st.none() | st.integers(0, 3),
     st.booleans(),
 )
-RESOURCE = st.fixed_dictionaries({
-    "size": st.integers(0, 1500),
-    "validators": st.sampled_from(["etag", "last-modified", "both", "none"]),
-    "framing": st.sampled_from(["length", "chunked", "close"]),
-    "steps": st.lists(STEP, max_size=4),
-    "host": st.integers(0, 1),
-})
+RESOURCE = st.fixed_dictionaries(
+    {
+        "size": st.integers(0, 1500),
+        "validators": st.sampled_from(["etag", "last-modified", "both", "none"]),
+        "framing": st.sampled_from(["length", "chunked", "close"]),
+        "steps": st.lists(STEP, max_size=4),
+        "host": st.integers(0, 1),
+    }
+)
 
 
 def make_step(spec: dict[str, object], resource: dict[str, object], seed: int) -> Step:
@@ -821,38 +884,78 @@ def make_step(spec: dict[str, object], resource: dict[str, object], seed: int) -
         then = "reset"  # EOF is the end of a close-delimited body: a cut would go unnoticed
     # A server ignoring If-Range is only detectable through a changing ETag.
     ignore = bool(spec["ignore"]) and resource["validators"] in ("etag", "both")
-    return Step(status=spec["status"], headers=headers, change=change,  # type: ignore[arg-type]
-                cut=spec["cut"] if spec["status"] == 200 else None,  # type: ignore[arg-type]
-                then=then, pieces=spec["pieces"], ignore_if_range=ignore)  # type: ignore[arg-type]
+    return Step(
+        status=spec["status"],
+        headers=headers,
+        change=change,  # type: ignore[arg-type]
+        cut=spec["cut"] if spec["status"] == 200 else None,  # type: ignore[arg-type]
+        then=then,
+        pieces=spec["pieces"],
+        ignore_if_range=ignore,
+    )  # type: ignore[arg-type]
 
 
 # MIDAIR_SIM_EXAMPLES=20000 for a long hunt; the default keeps the suite fast.
-@settings(max_examples=int(os.environ.get("MIDAIR_SIM_EXAMPLES", "300")), deadline=None,
-          derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(resources=st.lists(RESOURCE, min_size=1, max_size=5), retries=st.integers(0, 4),
-       per_host=st.integers(1, 3), concurrency=st.integers(1, 4),
-       keep_alive=st.booleans(), seed=st.integers(0, 2**32))
+@settings(
+    max_examples=int(os.environ.get("MIDAIR_SIM_EXAMPLES", "300")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    resources=st.lists(RESOURCE, min_size=1, max_size=5),
+    retries=st.integers(0, 4),
+    per_host=st.integers(1, 3),
+    concurrency=st.integers(1, 4),
+    keep_alive=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
 def test_every_job_ends_exact_or_failed_without_a_file(
-        resources: list[dict[str, object]], retries: int, per_host: int, concurrency: int,
-        keep_alive: bool, seed: int) -> None:
+    resources: list[dict[str, object]],
+    retries: int,
+    per_host: int,
+    concurrency: int,
+    keep_alive: bool,
+    seed: int,
+) -> None:
     servers = {H: FileServer(keep_alive=keep_alive), H2: FileServer(keep_alive=keep_alive)}
     jobs, files = [], []
     for i, spec in enumerate(resources):
         validators = str(spec["validators"])
         server = servers[(H, H2)[int(spec["host"])]]  # type: ignore[call-overload]
-        steps = [make_step(s, spec, seed=1000 * i + k)  # type: ignore[arg-type]
-                 for k, s in enumerate(spec["steps"])]  # type: ignore[attr-defined]
-        files.append(server.add(
-            f"/f{i}", body(spec["size"], i), *steps,  # type: ignore[arg-type]
-            etag=validators in ("etag", "both"), last_modified=validators in ("last-modified",
-                                                                              "both"),
-            framing=spec["framing"]))
+        steps = [
+            make_step(s, spec, seed=1000 * i + k)  # type: ignore[arg-type]
+            for k, s in enumerate(spec["steps"])
+        ]  # type: ignore[attr-defined]
+        files.append(
+            server.add(
+                f"/f{i}",
+                body(spec["size"], i),
+                *steps,  # type: ignore[arg-type]
+                etag=validators in ("etag", "both"),
+                last_modified=validators in ("last-modified", "both"),
+                framing=spec["framing"],
+            )
+        )
         jobs.append(f"{(H, H2)[int(spec['host'])]}/f{i}")  # type: ignore[call-overload]
     with tempfile.TemporaryDirectory() as directory:
-        sim = Sim(jobs, options(Path(directory), retries=retries, per_host=per_host,
-                                concurrency=concurrency, timeout=5.0, max_retry_wait=3.0,
-                                retry_base=0.1),
-                  servers, store=DiskStore(), seed=seed, max_steps=20_000).run()
+        sim = Sim(
+            jobs,
+            options(
+                Path(directory),
+                retries=retries,
+                per_host=per_host,
+                concurrency=concurrency,
+                timeout=5.0,
+                max_retry_wait=3.0,
+                retry_base=0.1,
+            ),
+            servers,
+            store=DiskStore(),
+            seed=seed,
+            max_steps=20_000,
+        ).run()
         for i, resource in enumerate(files):
             path = Path(directory) / f"f{i}"
             if i in sim.finished:
@@ -875,23 +978,55 @@ def test_every_job_ends_exact_or_failed_without_a_file(
 
 
 # Names a hostile server might give, colliding with each other and with the URLs' names.
-SERVER_NAMES = ["f0", "f1", "same", "../same", "/etc/same", ".same", "..", "f0.midair-part",
-                "f1.midair-ctl"]
+SERVER_NAMES = [
+    "f0",
+    "f1",
+    "same",
+    "../same",
+    "/etc/same",
+    ".same",
+    "..",
+    "f0.midair-part",
+    "f1.midair-ctl",
+]
 PAUSE_STEP = st.builds(
-    lambda status, retry_after: Step(status=status, headers=() if retry_after is None else (
-        ("Retry-After", str(retry_after)),)),
-    st.sampled_from([200, 429, 503]), st.none() | st.integers(0, 5))
+    lambda status, retry_after: Step(
+        status=status, headers=() if retry_after is None else (("Retry-After", str(retry_after)),)
+    ),
+    st.sampled_from([200, 429, 503]),
+    st.none() | st.integers(0, 5),
+)
 
 
-@settings(max_examples=int(os.environ.get("MIDAIR_SIM_EXAMPLES", "150")), deadline=None,
-          derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(resources=st.lists(st.tuples(st.integers(0, 1), st.none() | st.sampled_from(SERVER_NAMES),
-                                    st.lists(PAUSE_STEP, max_size=3)), min_size=1, max_size=6),
-       per_host=st.integers(1, 3), connect_delay=st.sampled_from([0.01, 0.5, 3.0]),
-       keep_alive=st.booleans(), seed=st.integers(0, 2**32))
-def test_hostile_names_and_slow_downs(resources: list[tuple[int, str | None, list[Step]]],
-                                      per_host: int, connect_delay: float, keep_alive: bool,
-                                      seed: int) -> None:
+@settings(
+    max_examples=int(os.environ.get("MIDAIR_SIM_EXAMPLES", "150")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    resources=st.lists(
+        st.tuples(
+            st.integers(0, 1),
+            st.none() | st.sampled_from(SERVER_NAMES),
+            st.lists(PAUSE_STEP, max_size=3),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    per_host=st.integers(1, 3),
+    connect_delay=st.sampled_from([0.01, 0.5, 3.0]),
+    keep_alive=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
+def test_hostile_names_and_slow_downs(
+    resources: list[tuple[int, str | None, list[Step]]],
+    per_host: int,
+    connect_delay: float,
+    keep_alive: bool,
+    seed: int,
+) -> None:
     """Server names never leave the directory, never take another job's file; after a
     429/503 no request reaches that host until the pause is over, not even on a
     connection that was being opened when the host said so."""
@@ -905,9 +1040,15 @@ def test_hostile_names_and_slow_downs(resources: list[tuple[int, str | None, lis
         bodies.append(body(50 + i, i))
     with tempfile.TemporaryDirectory() as directory:
         top = Path(directory) / "d"
-        sim = Sim(jobs, options(top, per_host=per_host, retries=4, max_retry_wait=4.0,
-                                retry_base=0.1), servers, store=DiskStore(), seed=seed,
-                  connect_delay=connect_delay, max_steps=20_000).run()
+        sim = Sim(
+            jobs,
+            options(top, per_host=per_host, retries=4, max_retry_wait=4.0, retry_base=0.1),
+            servers,
+            store=DiskStore(),
+            seed=seed,
+            connect_delay=connect_delay,
+            max_steps=20_000,
+        ).run()
         paths = [sim.finished[i].path for i in sim.finished]
         assert len(set(paths)) == len(paths), "two jobs published to one name"
         for i, finished in sim.finished.items():
@@ -921,8 +1062,11 @@ def test_hostile_names_and_slow_downs(resources: list[tuple[int, str | None, lis
         if retrying.reason not in ("HTTP 429", "HTTP 503"):
             continue
         host = origin(retrying.url)
-        during = [r for o, r in sim.sends if o == host
-                  and answered < r.time < answered + retrying.delay - 1e-9]
+        during = [
+            r
+            for o, r in sim.sends
+            if o == host and answered < r.time < answered + retrying.delay - 1e-9
+        ]
         assert not during, f"asked {host} during its pause after {retrying}"
 
 
@@ -936,8 +1080,14 @@ def test_twenty_thousand_jobs_over_a_hundred_hosts_in_virtual_time() -> None:
         servers[host].add(f"/f{k}", b"%d" % k)
         jobs.append(f"{host}/f{k}")
     started = time.perf_counter()
-    sim = Sim(jobs, options(Path("/sim"), concurrency=300, per_host=4), servers,
-              store=MemoryStore(), log=False, max_steps=1_000_000).run()
+    sim = Sim(
+        jobs,
+        options(Path("/sim"), concurrency=300, per_host=4),
+        servers,
+        store=MemoryStore(),
+        log=False,
+        max_steps=1_000_000,
+    ).run()
     elapsed = time.perf_counter() - started
     assert len(sim.finished) == 20_000 and not sim.failed
     assert sum(sim.connects.values()) == 300  # all the slots, every connection kept alive

@@ -70,7 +70,7 @@ def feed(chunks: list[bytes], eof: bool = False) -> tuple[Head | None, bytes, bo
 
 
 def bytewise(data: bytes) -> list[bytes]:
-    return [data[i:i + 1] for i in range(len(data))]
+    return [data[i : i + 1] for i in range(len(data))]
 
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -80,45 +80,127 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 
 # (name, response bytes, needs EOF to end, status, body, reusable afterwards)
 CASES = [
-    ("length", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\nhello",
-     False, 200, b"hello", True),
+    (
+        "length",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "x"\r\n\r\nhello',
+        False,
+        200,
+        b"hello",
+        True,
+    ),
     ("empty", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False, 200, b"", True),
-    ("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\n",
-     False, 200, b"hello world", True),
-    ("chunked, any case", b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked \r\n\r\n"
-     b"2\r\nok\r\n0\r\n\r\n", False, 200, b"ok", True),
-    ("close-delimited", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
-     True, 200, b"until the end", False),
-    ("no length, keep-alive", b"HTTP/1.1 200 OK\r\n\r\nuntil the end", True, 200,
-     b"until the end", False),
+    (
+        "chunked",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\n",
+        False,
+        200,
+        b"hello world",
+        True,
+    ),
+    (
+        "chunked, any case",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked \r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        False,
+        200,
+        b"ok",
+        True,
+    ),
+    (
+        "close-delimited",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+        True,
+        200,
+        b"until the end",
+        False,
+    ),
+    (
+        "no length, keep-alive",
+        b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+        True,
+        200,
+        b"until the end",
+        False,
+    ),
     ("http/1.0", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False, 200, b"ok", False),
-    ("http/1.0 keep-alive", b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
-     b"Content-Length: 2\r\n\r\nok", False, 200, b"ok", True),
-    ("close after length", b"HTTP/1.1 206 Partial\r\nContent-Length: 3\r\n"
-     b"Connection: close\r\n\r\nabc", False, 206, b"abc", False),
-    ("close in a list", b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\n"
-     b"Content-Length: 2\r\n\r\nok", False, 200, b"ok", False),
-    ("informational first", b"HTTP/1.1 100 Continue\r\n\r\n"
-     b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", False, 404, b"nope", True),
-    ("several interim heads", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
-     b"Link: </a>\r\nContent-Length: 9\r\n\r\nHTTP/1.1 199 Whatever\r\n\r\n"
-     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False, 200, b"ok", True),
-    ("no content", b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", False, 204, b"",
-     True),
-    ("not modified", b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
-     False, 304, b"", True),
+    (
+        "http/1.0 keep-alive",
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+        False,
+        200,
+        b"ok",
+        True,
+    ),
+    (
+        "close after length",
+        b"HTTP/1.1 206 Partial\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        False,
+        206,
+        b"abc",
+        False,
+    ),
+    (
+        "close in a list",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\nok",
+        False,
+        200,
+        b"ok",
+        False,
+    ),
+    (
+        "informational first",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope",
+        False,
+        404,
+        b"nope",
+        True,
+    ),
+    (
+        "several interim heads",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+        b"Link: </a>\r\nContent-Length: 9\r\n\r\nHTTP/1.1 199 Whatever\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        False,
+        200,
+        b"ok",
+        True,
+    ),
+    ("no content", b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", False, 204, b"", True),
+    (
+        "not modified",
+        b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+        False,
+        304,
+        b"",
+        True,
+    ),
     ("bare LF", b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", False, 200, b"ok", True),
-    ("empty lines first", b"\r\n\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False,
-     200, b"ok", True),
-    ("mixed line ends", b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok", False, 200, b"ok",
-     True),
-    ("no reason phrase", b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok", False, 200, b"ok",
-     True),
-    ("same length twice", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok",
-     False, 200, b"ok", True),
-    ("same length listed", b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", False, 200,
-     b"ok", True),
+    (
+        "empty lines first",
+        b"\r\n\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        False,
+        200,
+        b"ok",
+        True,
+    ),
+    ("mixed line ends", b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok", False, 200, b"ok", True),
+    ("no reason phrase", b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok", False, 200, b"ok", True),
+    (
+        "same length twice",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok",
+        False,
+        200,
+        b"ok",
+        True,
+    ),
+    (
+        "same length listed",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+        False,
+        200,
+        b"ok",
+        True,
+    ),
 ]
 IDS = [c[0] for c in CASES]
 COMPLETE = [c for c in CASES if not c[2]]
@@ -126,8 +208,9 @@ COMPLETE = [c for c in CASES if not c[2]]
 
 @pytest.mark.parametrize(("name", "data", "eof", "status", "body", "reusable"), CASES, ids=IDS)
 @pytest.mark.parametrize("how", ["whole", "bytewise"])
-def test_responses(name: str, data: bytes, eof: bool, status: int, body: bytes,
-                   reusable: bool, how: str) -> None:
+def test_responses(
+    name: str, data: bytes, eof: bool, status: int, body: bytes, reusable: bool, how: str
+) -> None:
     head, got, ended, reuse = feed([data] if how == "whole" else bytewise(data), eof)
     assert head is not None and head.status == status
     assert (got, ended, reuse) == (body, True, reusable)
@@ -135,19 +218,22 @@ def test_responses(name: str, data: bytes, eof: bool, status: int, body: bytes,
 
 @pytest.mark.parametrize(("name", "data", "eof", "status", "body", "reusable"), CASES, ids=IDS)
 def test_every_split_into_two_reads_gives_the_same_events(
-        name: str, data: bytes, eof: bool, status: int, body: bytes, reusable: bool) -> None:
+    name: str, data: bytes, eof: bool, status: int, body: bytes, reusable: bool
+) -> None:
     whole = feed([data], eof)
     for cut in range(1, len(data)):
         assert feed([data[:cut], data[cut:]], eof) == whole, cut
 
 
 @pytest.mark.parametrize(("name", "data", "eof", "status", "body", "reusable"), CASES, ids=IDS)
-def test_eof_at_every_byte(name: str, data: bytes, eof: bool, status: int, body: bytes,
-                           reusable: bool) -> None:
+def test_eof_at_every_byte(
+    name: str, data: bytes, eof: bool, status: int, body: bytes, reusable: bool
+) -> None:
     # Before the final head: no response.  Inside a framed body: short.  Never a quiet end.
     final = data.rindex(b"HTTP/1.")
-    head_len = min(i + len(sep) for sep in (b"\n\r\n", b"\n\n")
-                   if (i := data.find(sep, final)) >= 0)
+    head_len = min(
+        i + len(sep) for sep in (b"\n\r\n", b"\n\n") if (i := data.find(sep, final)) >= 0
+    )
     for cut in range(len(data)):
         conn, sink = connection()
         if cut:
@@ -162,12 +248,13 @@ def test_eof_at_every_byte(name: str, data: bytes, eof: bool, status: int, body:
         assert ("end", None) not in sink.events
 
 
-@pytest.mark.parametrize(("name", "data", "eof", "status", "body", "reusable"), COMPLETE,
-                         ids=[c[0] for c in COMPLETE])
+@pytest.mark.parametrize(
+    ("name", "data", "eof", "status", "body", "reusable"), COMPLETE, ids=[c[0] for c in COMPLETE]
+)
 @pytest.mark.parametrize("how", ["together", "later"])
-def test_trailing_data_is_not_part_of_the_response(name: str, data: bytes, eof: bool,
-                                                   status: int, body: bytes,
-                                                   reusable: bool, how: str) -> None:
+def test_trailing_data_is_not_part_of_the_response(
+    name: str, data: bytes, eof: bool, status: int, body: bytes, reusable: bool, how: str
+) -> None:
     # Bytes after a complete response break framing: the server must not get to answer
     # the next request on this connection, whichever way the body was framed.
     for junk in (b"HTTP/1.1 200 OK\r\ngarbage", b"garbage", b"\r\n\r\nHTTP/1.1 200 OK\r\n"):
@@ -176,10 +263,12 @@ def test_trailing_data_is_not_part_of_the_response(name: str, data: bytes, eof: 
         assert (got, ended, reuse) == (body, True, False), junk
 
 
-@pytest.mark.parametrize(("name", "data", "eof", "status", "body", "reusable"), COMPLETE,
-                         ids=[c[0] for c in COMPLETE])
+@pytest.mark.parametrize(
+    ("name", "data", "eof", "status", "body", "reusable"), COMPLETE, ids=[c[0] for c in COMPLETE]
+)
 def test_empty_lines_after_a_response_are_no_trailing_data(
-        name: str, data: bytes, eof: bool, status: int, body: bytes, reusable: bool) -> None:
+    name: str, data: bytes, eof: bool, status: int, body: bytes, reusable: bool
+) -> None:
     # llhttp skips them after a chunked body, and a head may follow them: they leave the
     # connection as reusable as it was, in the same read or a later one.
     for reads in ([data + b"\r\n\n"], [data, b"\r\n"], [data + b"\r", b"\n\r\n"]):
@@ -229,10 +318,13 @@ def test_the_next_exchange_can_begin_inside_on_end() -> None:
     conn = sink.conn = ClientConnection(sink)
     conn.request("/", HOST)
     for body in (b"one", b"two"):
-        conn.receive(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n" + body
-                     + b"\r\n0\r\n\r\n")
+        conn.receive(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n" + body + b"\r\n0\r\n\r\n"
+        )
     assert [(k, bytes(e)) for k, e in sink.events if k == "body"] == [  # type: ignore[arg-type]
-        ("body", b"one"), ("body", b"two")]
+        ("body", b"one"),
+        ("body", b"two"),
+    ]
     assert [k for k, _ in sink.events].count("end") == 2
 
 
@@ -255,8 +347,9 @@ class AbandonOn(Recorder):
 
 
 @pytest.mark.parametrize("kind", ["head", "body"])
-@pytest.mark.parametrize("framing", [b"Content-Length: 10", b"Transfer-Encoding: chunked",
-                                     b"Connection: close"])
+@pytest.mark.parametrize(
+    "framing", [b"Content-Length: 10", b"Transfer-Encoding: chunked", b"Connection: close"]
+)
 def test_nothing_is_delivered_after_abandon(kind: str, framing: bytes) -> None:
     sink = AbandonOn(kind)
     conn = sink.conn = ClientConnection(sink)
@@ -300,8 +393,12 @@ def test_body_bytes_pass_through_without_copies() -> None:
 
 # --- heads -------------------------------------------------------------------------------
 def test_head_fields() -> None:
-    head, _, _, _ = feed([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: 1\r\nx-a:  2 \t\r\n"
-                          b"ETag: \"\xe9\"\r\nEmpty:\r\n\r\n"])
+    head, _, _, _ = feed(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: 1\r\nx-a:  2 \t\r\n"
+            b'ETag: "\xe9"\r\nEmpty:\r\n\r\n'
+        ]
+    )
     assert head is not None
     assert head.get(b"x-a") == "1, 2"  # repeated fields joined, whitespace trimmed
     assert head.get(b"etag") == '"\xe9"'  # latin-1, never a decode error
@@ -311,30 +408,38 @@ def test_head_fields() -> None:
 
 
 def test_trailer_fields_are_not_head_fields() -> None:
-    head, body, _, _ = feed([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             b"1\r\na\r\n0\r\nETag: \"late\"\r\n\r\n"])
+    head, body, _, _ = feed(
+        [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'1\r\na\r\n0\r\nETag: "late"\r\n\r\n'
+        ]
+    )
     assert head is not None and head.get(b"etag") is None and body == b"a"
 
 
-@pytest.mark.parametrize(("fields", "length"), [
-    ({b"content-length": b"7"}, 7),
-    ({b"content-length": b"7", b"transfer-encoding": b"chunked"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("fields", "length"),
+    [
+        ({b"content-length": b"7"}, 7),
+        ({b"content-length": b"7", b"transfer-encoding": b"chunked"}, None),
+        ({}, None),
+    ],
+)
 def test_content_length(fields: dict[bytes, bytes], length: int | None) -> None:
     assert Head(200, fields).content_length == length
 
 
 def test_request_bytes() -> None:
     conn = ClientConnection(Recorder())
-    data = conn.request("/a%20b?x=1", [("Host", "h:8080"), ("Range", "bytes=5-"),
-                                        ("X-Name", "é")])
-    assert data == (b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h:8080\r\nRange: bytes=5-\r\n"
-                    b"X-Name: \xc3\xa9\r\n\r\n")  # values go as typed, in UTF-8
+    data = conn.request("/a%20b?x=1", [("Host", "h:8080"), ("Range", "bytes=5-"), ("X-Name", "é")])
+    assert data == (
+        b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h:8080\r\nRange: bytes=5-\r\nX-Name: \xc3\xa9\r\n\r\n"
+    )  # values go as typed, in UTF-8
 
 
-@pytest.mark.parametrize("header", [("X", "a\r\nInjected: 1"), ("X", "a\nb"), ("X\r", "a"),
-                                    ("X", "a\r")])
+@pytest.mark.parametrize(
+    "header", [("X", "a\r\nInjected: 1"), ("X", "a\nb"), ("X\r", "a"), ("X", "a\r")]
+)
 def test_a_line_break_never_reaches_the_wire(header: tuple[str, str]) -> None:
     with pytest.raises(ValueError, match="line break"):
         ClientConnection(Recorder()).request("/", [*HOST, header])
@@ -352,50 +457,98 @@ BAD = [
     ("status over 999", b"HTTP/1.1 1000 Odd\r\n\r\n", "malformed response"),
     ("bad version", b"HTTP/1.2 200 OK\r\n\r\n", "malformed response"),
     ("endless empty lines", b"\r\n" * (MAX_HEAD_BYTES // 2 + 1), "larger than 64 KiB"),
-    ("obs-fold", b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",
-     "malformed response"),
+    (
+        "obs-fold",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+        "malformed response",
+    ),
     ("no colon", b"HTTP/1.1 200 OK\r\nJunk\r\n\r\n", "malformed response"),
-    ("space before colon", b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
-     "malformed response"),
+    ("space before colon", b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n", "malformed response"),
     ("control character", b"HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n", "malformed response"),
     ("lone CR", b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", "malformed response"),
-    ("switching protocols", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
-     "101 Switching Protocols"),
-    ("bad chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-     "malformed response"),
-    ("chunk without CRLF", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"1\r\nab\r\n", "malformed response"),
-    ("conflicting lengths", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-     "malformed response: conflicting Content-Length"),
-    ("conflicting list", b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
-     "conflicting Content-Length"),
-    ("negative length", b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-     "malformed response: bad Content-Length"),
-    ("huge length", b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-     "bad Content-Length"),
-    ("length and chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-     b"Content-Length: 2\r\n\r\n", "both Transfer-Encoding and Content-Length"),
-    ("another coding", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
-     "unsupported Transfer-Encoding 'gzip'"),
-    ("gzip then chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-     b"0\r\n\r\n", "unsupported Transfer-Encoding"),
-    ("chunked twice", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "unsupported Transfer-Encoding"),
+    (
+        "switching protocols",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+        "101 Switching Protocols",
+    ),
+    (
+        "bad chunk size",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "malformed response",
+    ),
+    (
+        "chunk without CRLF",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+        "malformed response",
+    ),
+    (
+        "conflicting lengths",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "malformed response: conflicting Content-Length",
+    ),
+    (
+        "conflicting list",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+        "conflicting Content-Length",
+    ),
+    (
+        "negative length",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        "malformed response: bad Content-Length",
+    ),
+    (
+        "huge length",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        "bad Content-Length",
+    ),
+    (
+        "length and chunked",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+        "both Transfer-Encoding and Content-Length",
+    ),
+    (
+        "another coding",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        "unsupported Transfer-Encoding 'gzip'",
+    ),
+    (
+        "gzip then chunked",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "unsupported Transfer-Encoding",
+    ),
+    (
+        "chunked twice",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "unsupported Transfer-Encoding",
+    ),
     ("huge head", b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024), "larger than 64 KiB"),
-    ("huge complete head", b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024) + b"\r\n\r\n",
-     "larger than 64 KiB"),
-    ("huge interim head", b"HTTP/1.1 100 Continue\r\nX: " + b"a" * (70 * 1024) + b"\r\n\r\n",
-     "larger than 64 KiB"),
-    ("many fields", b"HTTP/1.1 200 OK\r\n" + fields(MAX_HEADER_FIELDS + 1) + b"\r\n",
-     f"{MAX_HEADER_FIELDS + 1} fields"),
+    (
+        "huge complete head",
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024) + b"\r\n\r\n",
+        "larger than 64 KiB",
+    ),
+    (
+        "huge interim head",
+        b"HTTP/1.1 100 Continue\r\nX: " + b"a" * (70 * 1024) + b"\r\n\r\n",
+        "larger than 64 KiB",
+    ),
+    (
+        "many fields",
+        b"HTTP/1.1 200 OK\r\n" + fields(MAX_HEADER_FIELDS + 1) + b"\r\n",
+        f"{MAX_HEADER_FIELDS + 1} fields",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "data", "message"), BAD, ids=[b[0] for b in BAD])
 @pytest.mark.parametrize("how", ["whole", "bytewise", "in 4 KiB reads"])
 def test_framing_errors(name: str, data: bytes, message: str, how: str) -> None:
-    reads = {"whole": [data], "bytewise": bytewise(data),
-             "in 4 KiB reads": split_at(data, list(range(0, len(data), 4096)))}[how]
+    reads = {
+        "whole": [data],
+        "bytewise": bytewise(data),
+        "in 4 KiB reads": split_at(data, list(range(0, len(data), 4096))),
+    }[how]
     conn, sink = connection()
     with pytest.raises(FramingError, match=message) as info:
         for chunk in reads:
@@ -404,8 +557,9 @@ def test_framing_errors(name: str, data: bytes, message: str, how: str) -> None:
     assert ("end", None) not in sink.events
 
 
-@pytest.mark.parametrize("framing", [b"1\r\na\r\n0\r\nX: ", b"1;", b"1\r\na\r\n0\r\n"
-                                     + fields(1000)])
+@pytest.mark.parametrize(
+    "framing", [b"1\r\na\r\n0\r\nX: ", b"1;", b"1\r\na\r\n0\r\n" + fields(1000)]
+)
 def test_chunked_framing_without_data_is_bounded(framing: bytes) -> None:
     # An endless trailer, chunk extension or list of trailer fields: httptools keeps a
     # trailer value in memory, so the bytes that carry no body are limited like a head.
@@ -437,15 +591,17 @@ def test_interim_heads_and_empty_lines_count_toward_the_head_limit(filler: bytes
 def test_a_head_of_exactly_the_limit_is_accepted() -> None:
     start, end = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: ", b"\r\n\r\n"
     filler = b"a" * (MAX_HEAD_BYTES - len(start) - len(end))
-    assert feed([start + filler + end])[:3] == (Head(200, {b"content-length": b"0",
-                                                           b"x": filler}), b"", True)
+    assert feed([start + filler + end])[:3] == (
+        Head(200, {b"content-length": b"0", b"x": filler}),
+        b"",
+        True,
+    )
     with pytest.raises(FramingError, match="larger than 64 KiB"):
         feed([start + filler + b"a" + end])
 
 
 def test_the_field_limit_is_exact() -> None:
-    head, _, ended, _ = feed([b"HTTP/1.1 204 No Content\r\n" + fields(MAX_HEADER_FIELDS)
-                              + b"\r\n"])
+    head, _, ended, _ = feed([b"HTTP/1.1 204 No Content\r\n" + fields(MAX_HEADER_FIELDS) + b"\r\n"])
     assert head is not None and len(head.fields) == MAX_HEADER_FIELDS and ended
 
 
@@ -479,22 +635,30 @@ def chunked(body: bytes, sizes: list[int]) -> bytes:
     out, i, k = [], 0, 0
     while i < len(body):
         n = sizes[k % len(sizes)] if sizes else len(body)
-        out.append(b"%x\r\n%s\r\n" % (len(body[i:i + n]), body[i:i + n]))
+        out.append(b"%x\r\n%s\r\n" % (len(body[i : i + n]), body[i : i + n]))
         i, k = i + n, k + 1
     return b"".join(out) + b"0\r\n\r\n"
 
 
 @SEEDED
-@given(body=st.binary(max_size=300), cuts=st.lists(st.integers(0, 10_000), max_size=20),
-       sizes=st.lists(st.integers(1, 50), max_size=5), trailing=st.binary(max_size=20),
-       framing=st.sampled_from(["length", "chunked", "close"]))
+@given(
+    body=st.binary(max_size=300),
+    cuts=st.lists(st.integers(0, 10_000), max_size=20),
+    sizes=st.lists(st.integers(1, 50), max_size=5),
+    trailing=st.binary(max_size=20),
+    framing=st.sampled_from(["length", "chunked", "close"]),
+)
 def test_any_split_of_any_framing_gives_the_same_body(
-        body: bytes, cuts: list[int], sizes: list[int], trailing: bytes, framing: str) -> None:
+    body: bytes, cuts: list[int], sizes: list[int], trailing: bytes, framing: str
+) -> None:
     if framing == "length":
         data = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body + trailing
     elif framing == "chunked":
-        data = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                + chunked(body, sizes) + trailing)
+        data = (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunked(body, sizes)
+            + trailing
+        )
     else:
         data = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body
     head, got, ended, _ = feed(split_at(data, cuts), eof=framing == "close")
@@ -509,15 +673,34 @@ def test_fuzz_parses_or_raises_framing_error(data: bytes, cuts: list[int]) -> No
         feed(split_at(b"HTTP/1.1 " + data, cuts), eof=True)
 
 
-HEAD_BYTES = st.sampled_from([b"HTTP/1.1 ", b"200 ", b"100 ", b"OK", b"\r\n", b"\n", b"\r",
-                              b"Content-Length: ", b"Transfer-Encoding: chunked",
-                              b"Connection: close", b"5", b"0", b"-", b",", b" ", b":", b"hello"])
+HEAD_BYTES = st.sampled_from(
+    [
+        b"HTTP/1.1 ",
+        b"200 ",
+        b"100 ",
+        b"OK",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"Content-Length: ",
+        b"Transfer-Encoding: chunked",
+        b"Connection: close",
+        b"5",
+        b"0",
+        b"-",
+        b",",
+        b" ",
+        b":",
+        b"hello",
+    ]
+)
 
 
 @SEEDED
 @given(st.lists(HEAD_BYTES, max_size=25), st.lists(st.integers(0, 1000), max_size=6))
-def test_fuzz_structured_heads_parse_the_same_at_any_split(parts: list[bytes],
-                                                            cuts: list[int]) -> None:
+def test_fuzz_structured_heads_parse_the_same_at_any_split(
+    parts: list[bytes], cuts: list[int]
+) -> None:
     # Whatever the bytes, reading them in pieces never changes the outcome.
     data = b"HTTP/1.1 " + b"".join(parts)
 

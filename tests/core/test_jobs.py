@@ -159,7 +159,10 @@ http://c.example/three
 def test_parse_input_file() -> None:
     jobs = parse_input_file(INPUT, "list.txt")
     assert [j.url.text for j in jobs] == [
-        "http://a.example/one.iso", "http://b.example/two.iso", "http://c.example/three"]
+        "http://a.example/one.iso",
+        "http://b.example/two.iso",
+        "http://c.example/three",
+    ]
     first = jobs[0]
     assert first.out == "first.iso"
     assert first.subdir == os.path.join("sub", "dir")

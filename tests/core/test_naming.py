@@ -118,8 +118,12 @@ def test_content_disposition_name(header: str, name: str | None) -> None:
 
 @pytest.mark.parametrize(
     ("given", "normal"),
-    [("a", "a"), ("a/b", os.path.join("a", "b")), ("./a//b/", os.path.join("a", "b")),
-     ("a\\b", os.path.join("a", "b"))],
+    [
+        ("a", "a"),
+        ("a/b", os.path.join("a", "b")),
+        ("./a//b/", os.path.join("a", "b")),
+        ("a\\b", os.path.join("a", "b")),
+    ],
 )
 def test_relative_path_accepts(given: str, normal: str) -> None:
     assert relative_path(given) == normal
@@ -151,8 +155,20 @@ def test_resolve_inside(name: str) -> None:
     assert path != ROOT
 
 
-@pytest.mark.parametrize("name", ["..", "../x", "a/../../x", "/etc/passwd", ".", "", "a/..",
-                                  f"../{os.path.basename(ROOT)}2/x", ROOT + "2/x"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "..",
+        "../x",
+        "a/../../x",
+        "/etc/passwd",
+        ".",
+        "",
+        "a/..",
+        f"../{os.path.basename(ROOT)}2/x",
+        ROOT + "2/x",
+    ],
+)
 def test_resolve_refuses_outside(name: str) -> None:
     # (a sibling whose name starts with the directory's is outside too)
     with pytest.raises(ValueError, match="resolves outside"):

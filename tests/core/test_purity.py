@@ -10,9 +10,22 @@ import pytest
 import midair.core
 
 CORE = Path(midair.core.__file__).parent
-FORBIDDEN = {"socket", "select", "selectors", "ssl", "threading", "asyncio", "time",
-             "multiprocessing", "subprocess", "midair.store", "midair.engines", "midair.cli",
-             "midair.serve", "midair.api"}
+FORBIDDEN = {
+    "socket",
+    "select",
+    "selectors",
+    "ssl",
+    "threading",
+    "asyncio",
+    "time",
+    "multiprocessing",
+    "subprocess",
+    "midair.store",
+    "midair.engines",
+    "midair.cli",
+    "midair.serve",
+    "midair.api",
+}
 # What relative imports resolve to from inside midair/core (``from .. import store``).
 PARENT = "midair"
 
@@ -46,11 +59,18 @@ def test_core_module_is_pure(path: Path) -> None:
 
 def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("import time\nfrom socket import socket\nfrom .. import store\n"
-                      "from ..engines import asyncio_engine\nimport os.path\n")
+    sample.write_text(
+        "import time\nfrom socket import socket\nfrom .. import store\n"
+        "from ..engines import asyncio_engine\nimport os.path\n"
+    )
     assert sorted(n for n in imported_modules(sample) if forbidden(n)) == [
-        "midair.engines", "midair.engines.asyncio_engine", "midair.store", "socket",
-        "socket.socket", "time"]
+        "midair.engines",
+        "midair.engines.asyncio_engine",
+        "midair.store",
+        "socket",
+        "socket.socket",
+        "time",
+    ]
 
 
 def test_every_core_module_is_checked() -> None:

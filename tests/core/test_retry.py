@@ -27,8 +27,16 @@ SEEDED = settings(derandomize=True, database=None, deadline=None)
 
 @pytest.mark.parametrize(
     ("attempt", "draw", "delay"),
-    [(1, 0.0, 0.0), (1, 0.5, 0.125), (1, 0.999, 0.24975), (2, 0.5, 0.25), (3, 1.0, 1.0),
-     (0, 1.0, 0.25), (10, 1.0, 10.0), (1000, 0.5, 5.0)],
+    [
+        (1, 0.0, 0.0),
+        (1, 0.5, 0.125),
+        (1, 0.999, 0.24975),
+        (2, 0.5, 0.25),
+        (3, 1.0, 1.0),
+        (0, 1.0, 0.25),
+        (10, 1.0, 10.0),
+        (1000, 0.5, 5.0),
+    ],
 )
 def test_backoff(attempt: int, draw: float, delay: float) -> None:
     assert backoff(attempt, base=0.25, cap=10.0, draw=draw) == pytest.approx(delay)
@@ -39,8 +47,9 @@ def test_backoff_survives_a_huge_attempt_number() -> None:
 
 
 @SEEDED
-@given(st.integers(0, 10_000), st.floats(0, 1, exclude_max=True),
-       st.floats(0, 10), st.floats(0, 100))
+@given(
+    st.integers(0, 10_000), st.floats(0, 1, exclude_max=True), st.floats(0, 10), st.floats(0, 100)
+)
 def test_backoff_stays_in_bounds(attempt: int, draw: float, base: float, cap: float) -> None:
     delay = backoff(attempt, base, cap, draw)
     assert 0 <= delay <= min(cap, base * 2.0 ** min(max(attempt - 1, 0), 1000)) + 1e-9
@@ -82,11 +91,12 @@ def test_parse_retry_after(value: str | None, date: str | None, seconds: float |
 
 @pytest.mark.parametrize(
     ("value", "date"),
-    [("Wed, 21 Oct 2015 07:30:00 -0000", DATE), ("Wed, 21 Oct 2015 07:30:00 GMT",
-                                                 "Wed, 21 Oct 2015 07:28:00 -0000")],
+    [
+        ("Wed, 21 Oct 2015 07:30:00 -0000", DATE),
+        ("Wed, 21 Oct 2015 07:30:00 GMT", "Wed, 21 Oct 2015 07:28:00 -0000"),
+    ],
 )
-def test_parse_retry_after_mixed_naive_and_aware_dates_do_not_crash(value: str, date: str
-                                                                   ) -> None:
+def test_parse_retry_after_mixed_naive_and_aware_dates_do_not_crash(value: str, date: str) -> None:
     # "-0000" parses to a naive datetime, GMT to an aware one: they must still compare.
     assert parse_retry_after(value, date) == 120.0
 
@@ -113,23 +123,42 @@ def test_parse_retry_after_never_raises(value: str, date: str | None) -> None:
         (IntegrityError("u", "checksum"), False),
         (DestinationError("u", "disk full"), False),
         (DownloadError("u", "other"), False),
-        *[(HTTPStatusError("u", f"HTTP {s}", status=s), True)
-          for s in (408, 429, 500, 502, 503, 504)],
-        *[(HTTPStatusError("u", f"HTTP {s}", status=s), False)
-          for s in (400, 401, 403, 404, 410, 416, 501, 505)],
+        *[
+            (HTTPStatusError("u", f"HTTP {s}", status=s), True)
+            for s in (408, 429, 500, 502, 503, 504)
+        ],
+        *[
+            (HTTPStatusError("u", f"HTTP {s}", status=s), False)
+            for s in (400, 401, 403, 404, 410, 416, 501, 505)
+        ],
     ],
 )
 def test_retryable(error: DownloadError, retryable: bool) -> None:
     assert error.retryable is retryable
 
 
-@pytest.mark.parametrize("kind", [NetworkError, StallTimeout, TLSError, ProtocolError,
-                                  RedirectError, IntegrityError, DestinationError,
-                                  HTTPStatusError, DownloadError])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        NetworkError,
+        StallTimeout,
+        TLSError,
+        ProtocolError,
+        RedirectError,
+        IntegrityError,
+        DestinationError,
+        HTTPStatusError,
+        DownloadError,
+    ],
+)
 def test_errors_pickle_with_url_reason_and_status(kind: type[DownloadError]) -> None:
     error = kind("http://h/x", "went wrong", status=503)
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is kind
     assert (copy.url, copy.reason, copy.status, str(copy)) == (
-        "http://h/x", "went wrong", 503, "http://h/x: went wrong")
+        "http://h/x",
+        "went wrong",
+        503,
+        "http://h/x: went wrong",
+    )
     assert copy.retryable == error.retryable

@@ -33,16 +33,22 @@ def record(url: str = URL, size: int | None = len(DATA), etag: str | None = '"e1
     return Resume(url, size, etag, None)
 
 
-def prepare(store: Store, path: Path, url: str = URL,
-            checksum: Checksum | None = None) -> OnDisk:
+def prepare(store: Store, path: Path, url: str = URL, checksum: Checksum | None = None) -> OnDisk:
     return store.prepare(Prepare(1, str(path), url, checksum))
 
 
-def download(store: Store, path: Path, data: bytes = DATA, ident: int = 1, url: str = URL,
-             checksum: Checksum | None = None, size: int | None = None) -> None:
+def download(
+    store: Store,
+    path: Path,
+    data: bytes = DATA,
+    ident: int = 1,
+    url: str = URL,
+    checksum: Checksum | None = None,
+    size: int | None = None,
+) -> None:
     store.open(Open(ident, str(path), 0, record(url, len(data))))
     for i in range(0, len(data), 1000):
-        store.write(Write(ident, i, data[i:i + 1000]))
+        store.write(Write(ident, i, data[i : i + 1000]))
     store.publish(Publish(ident, str(path), len(data) if size is None else size, checksum, url))
 
 
@@ -74,7 +80,11 @@ def test_open_and_write_make_part_and_control(store: Store, tmp_path: Path) -> N
     store.close()
     assert part(path).read_bytes() == b"hello world"
     assert json.loads(control(path).read_text()) == {
-        "url": URL, "size": len(DATA), "etag": '"e1"', "last_modified": None}
+        "url": URL,
+        "size": len(DATA),
+        "etag": '"e1"',
+        "last_modified": None,
+    }
     assert not path.exists()
     assert prepare(store, path) == OnDisk("partial", 11, record())
 
@@ -201,8 +211,9 @@ def test_things_that_are_not_files_are_foreign(store: Store, tmp_path: Path, kin
 
 
 @pytest.mark.parametrize("text", ["", "{", "[]", '{"size": 3}', "null"])
-def test_an_unreadable_control_file_means_no_resume_record(store: Store, tmp_path: Path,
-                                                           text: str) -> None:
+def test_an_unreadable_control_file_means_no_resume_record(
+    store: Store, tmp_path: Path, text: str
+) -> None:
     path = tmp_path / "f"
     part(path).write_bytes(b"abc")
     control(path).write_text(text)
@@ -279,7 +290,7 @@ def test_descriptor_cache_is_bounded_and_writes_stay_correct(tmp_path: Path) -> 
     for offset in range(0, 112, 7):  # every download, in turn, a few bytes at a time
         for i, data in files.items():
             if offset < len(data):
-                store.write(Write(i, offset, data[offset:offset + 7]))
+                store.write(Write(i, offset, data[offset : offset + 7]))
                 assert open_fds() - before <= 3
     for i, data in files.items():
         store.publish(Publish(i, str(tmp_path / f"f{i}"), len(data), None, URL))
@@ -289,7 +300,8 @@ def test_descriptor_cache_is_bounded_and_writes_stay_correct(tmp_path: Path) -> 
 
 
 def test_a_part_deleted_while_its_descriptor_was_closed_fails_rather_than_leave_a_hole(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = Store(max_open=1)
     path = tmp_path / "f"
     store.open(Open(1, str(path), 0, record()))
@@ -355,7 +367,8 @@ def test_publish_onto_a_directory(store: Store, tmp_path: Path) -> None:
 
 
 def test_a_server_name_taken_by_a_foreign_file_keeps_the_part_resumable(
-        store: Store, tmp_path: Path) -> None:
+    store: Store, tmp_path: Path
+) -> None:
     path, taken = tmp_path / "f", tmp_path / "chosen.bin"
     taken.write_bytes(b"mine")
     store.open(Open(1, str(path), 0, record(size=1)))
@@ -368,8 +381,9 @@ def test_a_server_name_taken_by_a_foreign_file_keeps_the_part_resumable(
 
 
 @pytest.mark.parametrize("which", [PART_SUFFIX, CONTROL_SUFFIX])
-def test_a_symlink_as_part_or_control_file_is_never_followed(store: Store, tmp_path: Path,
-                                                            which: str) -> None:
+def test_a_symlink_as_part_or_control_file_is_never_followed(
+    store: Store, tmp_path: Path, which: str
+) -> None:
     outside, path = tmp_path / "outside", tmp_path / "d" / "f"
     outside.write_bytes(b"precious")
     path.parent.mkdir()
@@ -381,8 +395,9 @@ def test_a_symlink_as_part_or_control_file_is_never_followed(store: Store, tmp_p
     assert outside.read_bytes() == b"precious"
 
 
-def test_short_writes_are_continued(store: Store, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_short_writes_are_continued(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = os.pwrite
 
     def dribble(fd: int, data: bytes, offset: int) -> int:
@@ -398,13 +413,15 @@ def test_short_writes_are_continued(store: Store, tmp_path: Path,
 
 
 # --- fewer system calls: the directory listing and made directories -------------------
-def test_one_listing_and_one_makedirs_per_directory(store: Store, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_listing_and_one_makedirs_per_directory(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[str] = []
     for name in ("listdir", "makedirs"):
         real = getattr(os, name)
-        monkeypatch.setattr(os, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n),
-                                                                         _r(*a, **k))[1])
+        monkeypatch.setattr(
+            os, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n), _r(*a, **k))[1]
+        )
     for i in range(5):
         path = tmp_path / "sub" / f"f{i}"
         assert prepare(store, path) == OnDisk("fresh")
@@ -425,7 +442,8 @@ def test_the_listing_learns_what_the_batch_creates(store: Store, tmp_path: Path)
 
 @pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "without renameat2"])
 def test_a_foreign_file_made_after_the_listing_is_never_overwritten(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: bool) -> None:
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: bool
+) -> None:
     if not renameat2:
         monkeypatch.setattr(store_module, "_rename_if_free", lambda source, target: False)
     path = tmp_path / "f"
@@ -447,13 +465,20 @@ def test_a_file_of_ours_made_after_the_listing_is_replaced(store: Store, tmp_pat
 
 
 # --- group commit ---------------------------------------------------------------------------
-def started(store: Store, path: Path, ident: int, data: bytes = DATA,
-            size: int | None = None, target: Path | None = None) -> Publish:
+def started(
+    store: Store,
+    path: Path,
+    ident: int,
+    data: bytes = DATA,
+    size: int | None = None,
+    target: Path | None = None,
+) -> Publish:
     """A download whose bytes are written: the Publish that would finish it."""
     store.open(Open(ident, str(path), 0, record(size=len(data))))
     store.write(Write(ident, 0, data))
-    return Publish(ident, str(path), len(data) if size is None else size, None, URL,
-                   target=str(target or path))
+    return Publish(
+        ident, str(path), len(data) if size is None else size, None, URL, target=str(target or path)
+    )
 
 
 def record_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
@@ -466,6 +491,7 @@ def record_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
         def wrapper(*args: object) -> object:
             calls.append((key, args[-1] if key == "rename" else args[0]))
             return real(*args)
+
         monkeypatch.setattr(module, name, wrapper)
 
     logged(store_module, "_syncfs", "syncfs")
@@ -480,7 +506,8 @@ def publish_together(store: Store, actions: list[Publish]) -> list[DownloadError
 
 
 def test_a_group_syncs_once_before_any_rename_and_syncs_the_directory_after(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(store_module, "_syncfs_is_durable", lambda fd: True)  # whatever /tmp is
     actions = [started(store, tmp_path / f"f{i}", i) for i in range(4)]
     calls = record_calls(monkeypatch)
@@ -493,7 +520,8 @@ def test_a_group_syncs_once_before_any_rename_and_syncs_the_directory_after(
 
 @pytest.mark.parametrize("why", ["syncfs failed", "FUSE", "Linux 5.4"])
 def test_without_a_trusted_syncfs_each_file_is_fsynced_before_any_rename(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str) -> None:
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
     if why == "syncfs failed":
         monkeypatch.setattr(store_module, "_syncfs", lambda fd: False)
     elif why == "FUSE":  # where syncfs need not reach the server
@@ -504,12 +532,22 @@ def test_without_a_trusted_syncfs_each_file_is_fsynced_before_any_rename(
     calls = record_calls(monkeypatch)
     assert publish_together(store, actions) == [None] * 3
     kinds = [kind for kind, _ in calls]
-    assert kinds == ["syncfs", "fsync", "fsync", "fsync", "rename", "rename", "rename",
-                     "directory", "fsync"]
+    assert kinds == [
+        "syncfs",
+        "fsync",
+        "fsync",
+        "fsync",
+        "rename",
+        "rename",
+        "rename",
+        "directory",
+        "fsync",
+    ]
 
 
 def test_a_group_of_one_is_fsynced_not_the_whole_file_system(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     action = started(store, tmp_path / "f", 1)
     calls = record_calls(monkeypatch)
     assert publish_together(store, [action]) == [None]
@@ -517,7 +555,8 @@ def test_a_group_of_one_is_fsynced_not_the_whole_file_system(
 
 
 def test_a_failing_directory_fsync_fails_no_published_file(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The files stand complete under their names: reporting them failed would be false.
     actions = [started(store, tmp_path / f"f{i}", i) for i in range(2)]
 
@@ -531,10 +570,12 @@ def test_a_failing_directory_fsync_fails_no_published_file(
 
 def test_one_failing_file_fails_alone(store: Store, tmp_path: Path) -> None:
     taken = tmp_path / "taken"
-    actions = [started(store, tmp_path / "good", 1),
-               started(store, tmp_path / "short", 2, size=len(DATA) + 1),
-               started(store, tmp_path / "clash", 3, target=taken),
-               started(store, tmp_path / "also-good", 4)]
+    actions = [
+        started(store, tmp_path / "good", 1),
+        started(store, tmp_path / "short", 2, size=len(DATA) + 1),
+        started(store, tmp_path / "clash", 3, target=taken),
+        started(store, tmp_path / "also-good", 4),
+    ]
     taken.write_bytes(b"mine")
     good, short, clash, also_good = publish_together(store, actions)
     assert good is None and also_good is None
@@ -547,7 +588,8 @@ def test_one_failing_file_fails_alone(store: Store, tmp_path: Path) -> None:
 
 
 def test_a_file_that_cannot_be_made_durable_never_gets_its_name(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     actions = [started(store, tmp_path / f"f{i}", i) for i in range(3)]
     publications = [store._detach(action) for action in actions]
     broken = publications[1].fd
@@ -577,8 +619,7 @@ def test_fsync_off_skips_every_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_the_publisher_thread_reports_every_outcome(tmp_path: Path) -> None:
     store = Store()
-    actions = [started(store, tmp_path / f"f{i}", i, size=None if i != 2 else 1)
-               for i in range(5)]
+    actions = [started(store, tmp_path / f"f{i}", i, size=None if i != 2 else 1) for i in range(5)]
     assert all(store.submit(action) for action in actions)
     store.close()  # waits for the publisher
     outcomes = dict(store.collect())

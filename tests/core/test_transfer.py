@@ -33,9 +33,16 @@ DATE = "Wed, 21 Oct 2015 07:28:00 GMT"
 SEEDED = settings(derandomize=True, database=None, deadline=None)
 
 
-def download(url: str = URL, *, offset: int = 0, size: int | None = None,
-             etag: str | None = None, last_modified: str | None = None,
-             job: dict[str, object] | None = None, **options: object) -> Download:
+def download(
+    url: str = URL,
+    *,
+    offset: int = 0,
+    size: int | None = None,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    job: dict[str, object] | None = None,
+    **options: object,
+) -> Download:
     d = Download(7, Job.from_url(url, **(job or {})), Options(**options))  # type: ignore[arg-type]
     d.offset, d.size, d.etag, d.last_modified = offset, size, etag, last_modified
     return d
@@ -52,8 +59,7 @@ def length(n: int) -> tuple[str, str]:
 # --- 200 --------------------------------------------------------------------------------
 def test_200_fresh() -> None:
     d = download()
-    assert d.on_head(head(200, length(10), ("ETag", '"e1"'), ("Last-Modified", DATE))
-                     ) == Accept(0)
+    assert d.on_head(head(200, length(10), ("ETag", '"e1"'), ("Last-Modified", DATE))) == Accept(0)
     assert (d.offset, d.size, d.etag, d.last_modified) == (0, 10, '"e1"', DATE)
 
 
@@ -85,8 +91,9 @@ def test_200_over_max_filesize_fails() -> None:
 # --- 206 --------------------------------------------------------------------------------
 def test_206_continues_at_the_offset() -> None:
     d = download(offset=400, size=1000, etag='"e1"')
-    decision = d.on_head(head(206, ("Content-Range", "bytes 400-999/1000"), length(600),
-                              ("ETag", '"e1"')))
+    decision = d.on_head(
+        head(206, ("Content-Range", "bytes 400-999/1000"), length(600), ("ETag", '"e1"'))
+    )
     assert decision == Accept(400) and d.size == 1000
 
 
@@ -140,8 +147,9 @@ def test_416_with_unknown_size_and_matching_total_means_complete() -> None:
     assert d.size == 1000
 
 
-@pytest.mark.parametrize("headers", [[], [("Content-Range", "bytes */999")],
-                                     [("Content-Range", "bytes */5000")]])
+@pytest.mark.parametrize(
+    "headers", [[], [("Content-Range", "bytes */999")], [("Content-Range", "bytes */5000")]]
+)
 def test_416_otherwise_restarts(headers: list[tuple[str, str]]) -> None:
     d = download(offset=1000, size=1000, etag='"e1"')
     assert isinstance(d.on_head(head(416, *headers)), Restart)
@@ -162,8 +170,10 @@ def test_statuses_that_fail_at_once(status: int) -> None:
     assert str(decision.error) == f"{URL}: HTTP {status}"
 
 
-@pytest.mark.parametrize(("status", "pause"), [(408, False), (429, True), (500, False),
-                                               (502, False), (503, True), (504, False)])
+@pytest.mark.parametrize(
+    ("status", "pause"),
+    [(408, False), (429, True), (500, False), (502, False), (503, True), (504, False)],
+)
 def test_statuses_that_retry(status: int, pause: bool) -> None:
     decision = download().on_head(head(status))
     assert isinstance(decision, Retry)
@@ -176,8 +186,9 @@ def test_retry_after_seconds() -> None:
 
 
 def test_retry_after_date_measured_against_the_response_date() -> None:
-    decision = download().on_head(head(503, ("Retry-After", "Wed, 21 Oct 2015 07:29:00 GMT"),
-                                       ("Date", DATE)))
+    decision = download().on_head(
+        head(503, ("Retry-After", "Wed, 21 Oct 2015 07:29:00 GMT"), ("Date", DATE))
+    )
     assert isinstance(decision, Retry) and decision.wait == 60.0
 
 
@@ -185,8 +196,12 @@ def test_retry_after_date_measured_against_the_response_date() -> None:
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 @pytest.mark.parametrize(
     ("location", "target"),
-    [("other.iso", "http://h.example/dir/other.iso"), ("/top", "http://h.example/top"),
-     ("https://m.example/x", "https://m.example/x"), ("//m.example/y", "http://m.example/y")],
+    [
+        ("other.iso", "http://h.example/dir/other.iso"),
+        ("/top", "http://h.example/top"),
+        ("https://m.example/x", "https://m.example/x"),
+        ("//m.example/y", "http://m.example/y"),
+    ],
 )
 def test_redirect_resolves_location(status: int, location: str, target: str) -> None:
     assert download().on_head(head(status, ("Location", location))) == Redirect(parse_url(target))
@@ -222,14 +237,21 @@ def names(headers: list[tuple[str, str]]) -> dict[str, str]:
 
 def test_fresh_request_headers() -> None:
     h = names(download("http://h.example:8080/x", user_agent="ua/1").request_headers())
-    assert h == {"host": "h.example:8080", "user-agent": "ua/1", "accept": "*/*",
-                 "accept-encoding": "identity"}
+    assert h == {
+        "host": "h.example:8080",
+        "user-agent": "ua/1",
+        "accept": "*/*",
+        "accept-encoding": "identity",
+    }
 
 
-@pytest.mark.parametrize(("etag", "last_modified", "if_range"),
-                         [('"e1"', None, '"e1"'), (None, DATE, DATE), ('"e1"', DATE, '"e1"')])
-def test_resume_sends_range_and_if_range(etag: str | None, last_modified: str | None,
-                                         if_range: str) -> None:
+@pytest.mark.parametrize(
+    ("etag", "last_modified", "if_range"),
+    [('"e1"', None, '"e1"'), (None, DATE, DATE), ('"e1"', DATE, '"e1"')],
+)
+def test_resume_sends_range_and_if_range(
+    etag: str | None, last_modified: str | None, if_range: str
+) -> None:
     d = download(offset=123, etag=etag, last_modified=last_modified)
     h = names(d.request_headers())
     assert (h["range"], h["if-range"]) == ("bytes=123-", if_range)
@@ -242,8 +264,12 @@ def test_no_range_without_a_validator() -> None:
     assert "range" not in h and "if-range" not in h
 
 
-CREDENTIALS = (("Authorization", "Bearer s3cret"), ("Cookie", "sid=1"),
-               ("Proxy-Authorization", "Basic x"), ("X-Trace", "t"))
+CREDENTIALS = (
+    ("Authorization", "Bearer s3cret"),
+    ("Cookie", "sid=1"),
+    ("Proxy-Authorization", "Basic x"),
+    ("X-Trace", "t"),
+)
 
 
 def test_credentials_follow_a_same_origin_redirect() -> None:
@@ -253,8 +279,9 @@ def test_credentials_follow_a_same_origin_redirect() -> None:
     assert {"authorization", "cookie", "proxy-authorization", "x-trace"} <= set(h)
 
 
-@pytest.mark.parametrize("other", ["http://cdn.example/x", "https://h.example/x",
-                                   "http://h.example:8080/x"])
+@pytest.mark.parametrize(
+    "other", ["http://cdn.example/x", "https://h.example/x", "http://h.example:8080/x"]
+)
 def test_credentials_dropped_on_cross_origin_redirect(other: str) -> None:
     d = download(job={"headers": CREDENTIALS[:2]}, headers=CREDENTIALS[2:])
     d.url = parse_url(other)
@@ -353,10 +380,16 @@ def test_body_over_max_filesize_with_unknown_size() -> None:
 
 # --- property: a 206 is accepted exactly when it continues what we have ------------------
 @SEEDED
-@given(offset=st.integers(0, 10_000), size=st.integers(1, 10_000), start=st.integers(0, 10_000),
-       end=st.integers(0, 10_000), total=st.integers(1, 10_000))
-def test_206_accepted_only_if_it_continues_to_the_end(offset: int, size: int, start: int,
-                                                     end: int, total: int) -> None:
+@given(
+    offset=st.integers(0, 10_000),
+    size=st.integers(1, 10_000),
+    start=st.integers(0, 10_000),
+    end=st.integers(0, 10_000),
+    total=st.integers(1, 10_000),
+)
+def test_206_accepted_only_if_it_continues_to_the_end(
+    offset: int, size: int, start: int, end: int, total: int
+) -> None:
     d = download(offset=offset, size=size, etag='"e"')
     decision = d.on_head(head(206, ("Content-Range", f"bytes {start}-{end}/{total}")))
     continues = start == offset and end == total - 1 and total == size

@@ -25,14 +25,17 @@ from midair.core.urls import URL, parse_url, resolve_location
         ("http://h/x#fragment", ("http", "h", 80), "/x", "h"),
         ("http://h/?q=a b", ("http", "h", 80), "/?q=a%20b", "h"),
         ("http://h/ünï", ("http", "h", 80), "/%C3%BCn%C3%AF", "h"),
-        ("http://bücher.example/", ("http", "xn--bcher-kva.example", 80), "/",
-         "xn--bcher-kva.example"),
+        (
+            "http://bücher.example/",
+            ("http", "xn--bcher-kva.example", 80),
+            "/",
+            "xn--bcher-kva.example",
+        ),
         ("  http://h/padded  ", ("http", "h", 80), "/padded", "h"),
         ("http://user:pw@h/x", ("http", "h", 80), "/x", "h"),
     ],
 )
-def test_parse_url(text: str, origin: tuple[str, str, int], target: str,
-                   host_header: str) -> None:
+def test_parse_url(text: str, origin: tuple[str, str, int], target: str, host_header: str) -> None:
     url = parse_url(text)
     assert url.origin == origin
     assert url.target == target
@@ -97,8 +100,9 @@ def test_resolve_location(base: str, location: str, expected: str) -> None:
     assert resolve_location(parse_url(base), location) == parse_url(expected)
 
 
-@pytest.mark.parametrize("location",
-                         ["ftp://h/x", "file:///etc/passwd", "javascript:x", "mailto:a@b"])
+@pytest.mark.parametrize(
+    "location", ["ftp://h/x", "file:///etc/passwd", "javascript:x", "mailto:a@b"]
+)
 def test_resolve_location_refuses_what_parse_url_refuses(location: str) -> None:
     with pytest.raises(ValueError):
         resolve_location(parse_url("http://h/a"), location)

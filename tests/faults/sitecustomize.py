@@ -40,6 +40,7 @@ def faulty(kind: str, marker: str) -> Callable[..., Any]:
         except FileExistsError:
             return original(*args, **kwargs)
         raise RuntimeError(MESSAGE.format(kind=kind))
+
     return method
 
 

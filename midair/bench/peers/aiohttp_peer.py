@@ -10,8 +10,9 @@ import aiohttp
 from ._common import CHUNK, PeerArgs, finish, parse
 
 
-async def fetch(session: aiohttp.ClientSession, args: PeerArgs, url: str,
-                gate: asyncio.Semaphore) -> str | None:
+async def fetch(
+    session: aiohttp.ClientSession, args: PeerArgs, url: str, gate: asyncio.Semaphore
+) -> str | None:
     async with gate:
         try:
             async with session.get(url) as resp:

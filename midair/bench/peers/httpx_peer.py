@@ -13,8 +13,9 @@ import httpx
 from ._common import CHUNK, PeerArgs, finish, parse
 
 
-async def fetch(client: httpx.AsyncClient, args: PeerArgs, url: str,
-                gate: asyncio.Semaphore) -> str | None:
+async def fetch(
+    client: httpx.AsyncClient, args: PeerArgs, url: str, gate: asyncio.Semaphore
+) -> str | None:
     async with gate:
         try:
             async with client.stream("GET", url) as resp:
@@ -29,8 +30,9 @@ async def fetch(client: httpx.AsyncClient, args: PeerArgs, url: str,
 
 
 async def main(args: PeerArgs) -> int:
-    limits = httpx.Limits(max_connections=args.concurrency,
-                          max_keepalive_connections=args.concurrency)
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+    )
     timeout = httpx.Timeout(60.0, pool=None)
     gate = asyncio.Semaphore(args.concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:

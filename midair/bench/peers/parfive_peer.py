@@ -19,13 +19,16 @@ from ._common import CHUNK, PeerArgs, finish, parse
 def main(args: PeerArgs) -> int:
     def session(config: parfive.SessionConfig) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.per_host)
-        return aiohttp.ClientSession(connector=connector, headers=config.headers,
-                                     requote_redirect_url=False)
+        return aiohttp.ClientSession(
+            connector=connector, headers=config.headers, requote_redirect_url=False
+        )
 
-    config = parfive.SessionConfig(aiohttp_session_generator=session, chunksize=CHUNK,
-                                   file_progress=False)
-    downloader = parfive.Downloader(max_conn=args.concurrency, max_splits=1, progress=False,
-                                    overwrite=True, config=config)
+    config = parfive.SessionConfig(
+        aiohttp_session_generator=session, chunksize=CHUNK, file_progress=False
+    )
+    downloader = parfive.Downloader(
+        max_conn=args.concurrency, max_splits=1, progress=False, overwrite=True, config=config
+    )
     for url in args.urls:
         downloader.enqueue_file(url, path=args.out, filename=args.target(url).name)
     results = downloader.download()
