@@ -193,6 +193,10 @@ def _child(
     packed: list[bytes], options: Options, inner: str, interval: float, writer: Connection
 ) -> None:
     """One shard; SIGINT and SIGTERM stop its run (``run_shard``), which flushes its files."""
+    # A forked child inherits the parent's handlers, which would ask the parent's run
+    # (a copy, here) to stop: start from a fresh process's handlers, as ``spawn`` does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     jobs = unpack_jobs(packed, lambda: False) or []  # a SIGTERM meanwhile ends the process
 
     def send(summary: Summary) -> None:
