@@ -18,7 +18,7 @@ from .core.actions import Action
 from .core.errors import InputError
 from .core.jobs import Checksum, Job, Options, check_header, parse_header
 from .core.results import Results
-from .engines import DEFAULT_ENGINE, ENGINES, Engine, get_engine
+from .engines import DEFAULT_ENGINE, Engine, engine_info, get_engine
 from .run import Run, stop_on_signals
 
 Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
@@ -96,8 +96,7 @@ class Downloader:
         **options: Any,
     ) -> None:
         self.options = make_options(dest, **options)
-        if engine not in ENGINES:
-            raise InputError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        engine_info(engine)  # an unknown name fails here, before any job is added
         if not isinstance(engine_options, Mapping | None):
             raise InputError(f"engine_options: expected a mapping, got {engine_options!r}")
         self.engine_name = engine

@@ -106,12 +106,18 @@ ENGINES: dict[str, EngineInfo] = {
 DEFAULT_ENGINE = "auto"  # what `midair get` and the library use without --engine / engine=
 
 
-def get_engine(name: str, **options: Any) -> Engine:
-    """Build the engine called ``name``; an InputError says what to install, or which
-    option it does not take."""
+def engine_info(name: object) -> EngineInfo:
+    """The registry entry for ``name``, or an InputError listing the engines."""
     info = ENGINES.get(name) if isinstance(name, str) else None
     if info is None:
         raise InputError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+    return info
+
+
+def get_engine(name: str, **options: Any) -> Engine:
+    """Build the engine called ``name``; an InputError says what to install, or which
+    option it does not take."""
+    info = engine_info(name)
     if not info.available:
         raise InputError(
             f"engine {name!r} needs {', '.join(info.requires)}: pip install 'midair[{info.extra}]'"
@@ -127,4 +133,4 @@ def get_engine(name: str, **options: Any) -> Engine:
     return engine
 
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "get_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "engine_info", "get_engine"]
