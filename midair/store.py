@@ -12,9 +12,13 @@ renames it to ``NAME``: the tag is how a re-run recognises a finished file as
 its own and skips it, while a file midair did not make is left alone.  A
 publisher thread does this for groups of files at once (group commit): one
 ``syncfs`` for the group (an fsync per file where syncfs cannot be trusted)
-before any rename, one fsync per directory after.  ``fsync=False`` skips both,
-for tmpfs and scratch runs.  The rename never replaces a file it may not
-(``RENAME_NOREPLACE``), whatever ``prepare`` saw earlier.
+before any rename, one fsync per directory after.  The loop hands it the
+files finished in one iteration as one group, and collects outcomes once per
+iteration.  Where durability costs nothing — ``fsync=False``, or a directory
+on tmpfs or ramfs, where a sync writes nothing — the file is published at
+once in the caller's thread: no thread hand-offs, no sync.  The rename never
+replaces a file it may not (``RENAME_NOREPLACE``), whatever ``prepare`` saw
+earlier.
 
 Per file the store aims at curl's handful of system calls: each directory is
 listed once per batch (``prepare`` then answers "nothing there" from a set)
@@ -45,7 +49,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
 from .core.errors import DestinationError, DownloadError, IntegrityError
@@ -63,6 +67,14 @@ GATHER_SECONDS = 0.002
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 
 
+class _Unpublished(NamedTuple):
+    """What the store keeps about an opened download until it is published or discarded."""
+
+    path: str
+    record: Resume
+    durable: bool  # publication must wait for stable storage
+
+
 class Store:
     """Carries out the core's file actions; one per batch (not thread-safe)."""
 
@@ -74,37 +86,40 @@ class Store:
         fsync: bool = True,
     ) -> None:
         self._max_open = max_open or default_max_open(sockets)
-        self.background = background  # publish on a thread; off for simulations
+        self.background = background  # publish durable files on a thread; off for simulations
         self.fsync = fsync  # off: publish without waiting for stable storage (tmpfs, scratch)
         self._publisher = _Publisher()
+        self._queued: list[_Publication] = []  # for the publisher, handed over by ``collect``
+        self._syncs_write: dict[str, bool] = {}  # directory -> does a sync there write anything
         self._listings: dict[str, set[str] | None] = {}  # directory -> names, see _may_exist
         self._directories: set[str] = set()  # known to exist: made or listed by this batch
         self._fds: OrderedDict[int, int] = OrderedDict()  # download id -> fd
         self._parts: dict[int, str] = {}  # download id -> part path
-        self._urls: dict[int, str] = {}
-        self._records: dict[int, tuple[str, Resume]] = {}  # unpublished: target, record
+        self._records: dict[int, _Unpublished] = {}
         self._controls: set[str] = set()  # targets whose control file exists on disk
 
     # --- before a download: what is on disk? ----------------------------------------
     def prepare(self, action: Prepare) -> OnDisk:
         path = action.path
-        if self._may_exist(path) and os.path.lexists(path):
+        may_exist = self._may_exist(path)
+        if may_exist("") and os.path.lexists(path):
             return _inspect_final(path, action.url, action.checksum)
         part = path + PART_SUFFIX
-        if not self._may_exist(part):
+        if not may_exist(PART_SUFFIX):
             return OnDisk("fresh")
         try:
             size = os.stat(part).st_size
         except FileNotFoundError:
             return OnDisk("fresh")
         control = path + CONTROL_SUFFIX
-        if not (self._may_exist(control) and os.path.exists(control)):
+        if not (may_exist(CONTROL_SUFFIX) and os.path.exists(control)):
             return OnDisk("partial", size, None)
         self._controls.add(path)
         return OnDisk("partial", size, _read_control(control))
 
-    def _may_exist(self, path: str) -> bool:
-        """False only when the directory's listing says ``path`` is not there.
+    def _may_exist(self, path: str) -> Callable[[str], bool]:
+        """Asks, for a suffix, whether ``path`` + suffix may exist: False only when the
+        directory's listing says it is not there.
 
         The listing is read once per batch and learns every name this batch
         creates, so it can go stale only by another process creating a file
@@ -112,7 +127,7 @@ class Store:
         """
         directory, name = os.path.split(path)
         names = self._names_in(directory)
-        return names is None or name in names
+        return lambda suffix: names is None or name + suffix in names
 
     def _names_in(self, directory: str) -> set[str] | None:
         """The names in ``directory`` (empty if it does not exist); None if unlistable."""
@@ -126,8 +141,7 @@ class Store:
                 self._listings[directory] = None
         return self._listings[directory]
 
-    def _note_created(self, path: str) -> None:
-        directory, name = os.path.split(path)
+    def _note_created(self, directory: str, name: str) -> None:
         names = self._listings.get(directory)
         if names is not None:
             names.add(name)
@@ -137,35 +151,47 @@ class Store:
             os.makedirs(directory, exist_ok=True)
         self._directories.add(directory)
 
+    def _durable(self, directory: str, fd: int) -> bool:
+        """Whether publishing a file of ``directory`` (``fd`` is one) must wait for stable
+        storage: not with ``fsync`` off, nor where the file system lives in memory."""
+        if not self.fsync:
+            return False
+        writes = self._syncs_write.get(directory)
+        if writes is None:  # asked once per directory: a sync's cost is the file system's
+            writes = _file_system_type(fd) not in _MEMORY_FILE_SYSTEMS
+            self._syncs_write[directory] = writes
+        return writes
+
     # --- during: open, write ---------------------------------------------------------
     def open(self, action: Open) -> None:
         part, ident = action.path + PART_SUFFIX, action.download
-        self._urls[ident] = action.record.url
+        directory, name = os.path.split(action.path)
         try:
-            self._ensure_directory(os.path.dirname(action.path))
+            self._ensure_directory(directory)
             cached = ident in self._fds and self._parts[ident] == part
             # From zero, O_TRUNC cuts a new or old part in the open call itself.
             fd = self._fd(ident, part, os.O_CREAT | (os.O_TRUNC if action.offset == 0 else 0))
             if cached or action.offset:
                 _cut(fd, action.offset)
-            self._note_created(part)
-            self._records[ident] = (action.path, action.record)
+            self._note_created(directory, name + PART_SUFFIX)
+            durable = self._durable(directory, fd)
+            self._records[ident] = _Unpublished(action.path, action.record, durable)
             if action.path in self._controls:
                 self._write_control(ident)
         except OSError as exc:
-            raise self._local_error(ident, action.path, exc) from exc
+            raise self._local_error(ident, action.path, exc, action.record.url) from exc
 
     def checkpoint(self, action: Checkpoint) -> None:
         try:
             self._write_control(action.download)
         except OSError as exc:
-            path = self._records[action.download][0]
+            path = self._records[action.download].path
             raise self._local_error(action.download, path, exc) from exc
 
     def _write_control(self, ident: int) -> None:
-        path, record = self._records[ident]
+        path, record, _ = self._records[ident]
         _write_control(path + CONTROL_SUFFIX, record)
-        self._note_created(path + CONTROL_SUFFIX)
+        self._note_created(*os.path.split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 
     def write(self, action: Write) -> None:
@@ -181,47 +207,57 @@ class Store:
 
     # --- after: publish or discard --------------------------------------------------
     def submit(self, action: Publish) -> bool:
-        """Publish ``action``: on the publisher thread (True: its outcome comes from
-        ``collect``), or here and now when not ``background`` (False; raises on failure)."""
-        if not self.background:
-            self.publish(action)
-            return False
-        self._publisher.submit(self._detach(action))
-        return True
+        """Publish ``action`` here and now where durability costs nothing, or when not
+        ``background`` (False; raises on failure); else queue it for the publisher thread
+        (True: a later ``collect`` hands it over and, later still, its outcome)."""
+        publication = self._detach(action)
+        if self.background and publication.durable:
+            self._queued.append(publication)
+            return True
+        _publish_now(publication)
+        return False
 
     def collect(self) -> list[tuple[int, DownloadError | None]]:
-        """Outcomes of submitted publications that have finished since the last call."""
+        """Hand the publisher everything queued since the last call, as one group (so one
+        thread hand-off per loop iteration); return the outcomes finished since then."""
+        self._hand_over()
         return self._publisher.collect()
+
+    def _hand_over(self) -> None:
+        if self._queued:
+            self._publisher.submit(self._queued)
+            self._queued = []
 
     @property
     def pending(self) -> int:
         """Submitted publications whose outcome ``collect`` has not handed out yet."""
-        return self._publisher.pending
+        return len(self._queued) + self._publisher.pending
 
     def publish(self, action: Publish) -> None:
         """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
-        (error,) = _publish_group([self._detach(action)])
-        if error is not None:
-            raise error
+        _publish_now(self._detach(action))
 
     def _detach(self, action: Publish) -> _Publication:
         """Hand the finished part file over to publication, which touches only it: the
         publisher thread may run it while transfers go on."""
-        part = action.path + PART_SUFFIX
+        ident, part = action.download, action.path + PART_SUFFIX
         try:
-            fd = self._fd(action.download, part)
+            fd = self._fd(ident, part)
         except OSError as exc:
-            raise self._local_error(action.download, action.path, exc) from exc
-        self._fds.pop(action.download, None)
-        url = self._urls.pop(action.download, action.url)
-        _, record = self._records.pop(action.download, (None, None))
+            raise self._local_error(ident, action.path, exc) from exc
+        del self._fds[ident], self._parts[ident]
+        unpublished = self._records.pop(ident, None)
         had_control = action.path in self._controls
         self._controls.discard(action.path)
-        self._note_created(action.target or action.path)
-        return _Publication(action, fd, url, record, had_control, self.fsync)
+        self._note_created(*os.path.split(action.target or action.path))
+        if unpublished is None:  # never opened by this store: all it knows is the action
+            return _Publication(action, fd, action.url, None, had_control, self.fsync)
+        record = unpublished.record
+        return _Publication(action, fd, record.url, record, had_control, unpublished.durable)
 
     def discard(self, action: Discard) -> None:
         self._forget(action.download)
+        self._parts.pop(action.download, None)
         self._records.pop(action.download, None)
         self._controls.discard(action.path)
         _unlink(action.path + PART_SUFFIX)
@@ -230,11 +266,12 @@ class Store:
     def close(self) -> None:
         """Finish publications, close every part file and write every missing control
         file: what a re-run resumes."""
+        self._hand_over()
         self._publisher.close()
         for ident in list(self._fds):
             self._forget(ident)
-        for ident, (path, _) in list(self._records.items()):
-            if path not in self._controls:
+        for ident, unpublished in list(self._records.items()):
+            if unpublished.path not in self._controls:
                 with contextlib.suppress(OSError):
                     self._write_control(ident)
 
@@ -260,10 +297,14 @@ class Store:
         if fd is not None:
             os.close(fd)
 
-    def _local_error(self, ident: int, path: str, exc: OSError) -> DownloadError:
+    def _local_error(
+        self, ident: int, path: str, exc: OSError, url: str | None = None
+    ) -> DownloadError:
         self._forget(ident)
-        reason = _reason(exc)
-        return DestinationError(self._urls.get(ident, path), f"cannot write {path}: {reason}")
+        if url is None:
+            unpublished = self._records.get(ident)
+            url = path if unpublished is None else unpublished.record.url
+        return DestinationError(url, f"cannot write {path}: {_reason(exc)}")
 
 
 def _reason(exc: OSError) -> str:
@@ -342,6 +383,13 @@ class _Publication:
             self.error = DestinationError(
                 self.url, f"cannot publish {self.action.path}: {_reason(exc)}"
             )
+
+
+def _publish_now(publication: _Publication) -> None:
+    """Publish one file in the caller's thread; raise its DownloadError if it failed."""
+    (error,) = _publish_group([publication])
+    if error is not None:
+        raise error
 
 
 def _publish_group(group: list[_Publication]) -> list[DownloadError | None]:
@@ -535,6 +583,8 @@ def _syncfs(fd: int) -> bool:
     return sync is not None and _syncfs_is_durable(fd) and sync(fd) == 0
 
 
+# File systems kept in memory (tmpfs, ramfs): a sync writes nothing, so nothing waits for one.
+_MEMORY_FILE_SYSTEMS = frozenset({0x01021994, 0x858458F6})
 # Local file systems whose syncfs writes back and commits everything: ext2/3/4, xfs, btrfs,
 # f2fs, tmpfs.  On FUSE syncfs need not reach the server, and network file systems vary.
 _SYNCFS_FILE_SYSTEMS = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x01021994})
@@ -599,26 +649,26 @@ def _unlink(path: str) -> None:
 
 
 class _Publisher:
-    """A thread that publishes in groups: everything queued since it last looked, at once.
-    Outcomes wait in ``collect`` for the I/O thread."""
+    """A thread that publishes in groups: everything handed over since it last looked, at
+    once.  Outcomes wait in ``collect`` for the I/O thread."""
 
     def __init__(self) -> None:
-        self._work: queue.SimpleQueue[_Publication | None] = queue.SimpleQueue()
-        self._done: deque[tuple[int, DownloadError | None]] = deque()
+        self._work: queue.SimpleQueue[list[_Publication] | None] = queue.SimpleQueue()
+        self._done: deque[list[tuple[int, DownloadError | None]]] = deque()
         self._thread: threading.Thread | None = None
         self.pending = 0
 
-    def submit(self, publication: _Publication) -> None:
+    def submit(self, group: list[_Publication]) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="midair-publish", daemon=True)
             self._thread.start()
-        self.pending += 1
-        self._work.put(publication)
+        self.pending += len(group)
+        self._work.put(group)
 
     def collect(self) -> list[tuple[int, DownloadError | None]]:
         done = []
         while self._done:  # deque appends and pops are atomic: no lock needed
-            done.append(self._done.popleft())
+            done += self._done.popleft()
         self.pending -= len(done)
         return done
 
@@ -632,12 +682,12 @@ class _Publisher:
     def _run(self) -> None:
         running = True
         while running:
-            group = [self._work.get()]
+            groups = [self._work.get()]
             time.sleep(GATHER_SECONDS)
             while not self._work.empty():
-                group.append(self._work.get())
-            running = group[-1] is not None  # close() puts None last, after every submit
-            self._publish([publication for publication in group if publication is not None])
+                groups.append(self._work.get())
+            running = groups[-1] is not None  # close() puts None last, after every submit
+            self._publish([each for group in groups if group is not None for each in group])
 
     def _publish(self, group: list[_Publication]) -> None:
         try:
@@ -647,5 +697,5 @@ class _Publisher:
             for publication in group:
                 with contextlib.suppress(OSError):
                     os.close(publication.fd)
-        for publication, error in zip(group, errors, strict=True):
-            self._done.append((publication.action.download, error))
+        outcomes = [(p.action.download, error) for p, error in zip(group, errors, strict=True)]
+        self._done.append(outcomes)
