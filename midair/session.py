@@ -15,14 +15,14 @@ same call, so no engine can get it subtly different.  So is failure: every
 entry point is ``_guarded``, so an exception from the core, the store or a
 listener records an internal error on the run and stops it; no engine sees it.
 
-Publishing a finished file (verify, fsync, rename) that must wait for stable
-storage runs on the store's publisher thread, because an fsync can take a
-millisecond and ten thousand of them must not stall the I/O loop; where
-durability costs nothing the store publishes at once.  A file queued for the
-thread makes ``timer`` due at once, so the engine calls it after the rest of
-its loop iteration: it hands the iteration's files over as one group.  While
-publications are pending, ``next_deadline`` asks for a short poll, and
-``timer`` hands their outcomes to the core — so engines need not know.
+Finished files are published (verified, made durable, renamed) in groups: a
+``Publish`` makes ``timer`` due at once, so the engine calls it after the rest
+of its loop iteration, and ``timer`` has the store publish that iteration's
+files together — on the store's publisher thread where they must wait for
+stable storage (an fsync can take a millisecond, and ten thousand of them must
+not stall the I/O loop), else right there.  While publications are pending,
+``next_deadline`` asks for a short poll, and ``timer`` hands their outcomes to
+the core — so engines need not know.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class Session:
         return self.batch.prepared(action.download, disk, self.clock())
 
     def _publish(self, action: Publish) -> list[Action] | None:
-        if not self.store.submit(action):  # published already: durability was free, or no thread
+        if not self.store.submit(action):  # published already: a simulation
             return self.batch.published(action.download, self.clock())
-        self._poll_at = self.clock()  # due now: ``timer`` hands this iteration's group over
+        self._poll_at = self.clock()  # due now: ``timer`` publishes this iteration's group
         return None

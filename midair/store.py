@@ -12,13 +12,13 @@ renames it to ``NAME``: the tag is how a re-run recognises a finished file as
 its own and skips it, while a file midair did not make is left alone.  A
 publisher thread does this for groups of files at once (group commit): one
 ``syncfs`` for the group (an fsync per file where syncfs cannot be trusted)
-before any rename, one fsync per directory after.  The loop hands it the
-files finished in one iteration as one group, and collects outcomes once per
-iteration.  Where durability costs nothing — ``fsync=False``, or a directory
-on tmpfs or ramfs, where a sync writes nothing — the file is published at
-once in the caller's thread: no thread hand-offs, no sync.  The rename never
-replaces a file it may not (``RENAME_NOREPLACE``), whatever ``prepare`` saw
-earlier.
+before any rename, one fsync per directory after.  Files finished in one
+loop iteration are published as one group when the loop calls ``collect``:
+on the publisher thread (one hand-off per group), or, where durability costs
+nothing — ``fsync=False``, or a directory on tmpfs or ramfs, where a sync
+writes nothing — right there in the caller's thread, with no sync and no
+thread.  The rename never replaces a file it may not (``RENAME_NOREPLACE``),
+whatever ``prepare`` saw earlier.
 
 Per file the store aims at curl's handful of system calls: each directory is
 listed once per batch (``prepare`` then answers "nothing there" from a set)
@@ -49,7 +49,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, NamedTuple
+from json.encoder import encode_basestring_ascii as _json_string
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
 from .core.errors import DestinationError, DownloadError, IntegrityError
@@ -86,10 +87,11 @@ class Store:
         fsync: bool = True,
     ) -> None:
         self._max_open = max_open or default_max_open(sockets)
-        self.background = background  # publish durable files on a thread; off for simulations
+        self.background = background  # publish in groups, durable ones on a thread; off: at once
         self.fsync = fsync  # off: publish without waiting for stable storage (tmpfs, scratch)
         self._publisher = _Publisher()
-        self._queued: list[_Publication] = []  # for the publisher, handed over by ``collect``
+        self._queued: list[_Publication] = []  # submitted: ``collect`` publishes them
+        self._published: list[tuple[int, DownloadError | None]] = []  # here, for ``collect``
         self._syncs_write: dict[str, bool] = {}  # directory -> does a sync there write anything
         self._listings: dict[str, set[str] | None] = {}  # directory -> names, see _may_exist
         self._directories: set[str] = set()  # known to exist: made or listed by this batch
@@ -207,31 +209,38 @@ class Store:
 
     # --- after: publish or discard --------------------------------------------------
     def submit(self, action: Publish) -> bool:
-        """Publish ``action`` here and now where durability costs nothing, or when not
-        ``background`` (False; raises on failure); else queue it for the publisher thread
-        (True: a later ``collect`` hands it over and, later still, its outcome)."""
+        """Queue ``action`` for the group ``collect`` publishes (True: its outcome comes from
+        ``collect``), or, when not ``background``, publish it here and now (False; raises on
+        failure)."""
         publication = self._detach(action)
-        if self.background and publication.durable:
-            self._queued.append(publication)
-            return True
-        _publish_now(publication)
-        return False
+        if not self.background:
+            _publish_now(publication)
+            return False
+        self._queued.append(publication)
+        return True
 
     def collect(self) -> list[tuple[int, DownloadError | None]]:
-        """Hand the publisher everything queued since the last call, as one group (so one
-        thread hand-off per loop iteration); return the outcomes finished since then."""
-        self._hand_over()
-        return self._publisher.collect()
+        """Publish the group queued since the last call; return the outcomes known since then.
+        The loop calls it once per iteration."""
+        self._publish_queued()
+        done, self._published = self._published + self._publisher.collect(), []
+        return done
 
-    def _hand_over(self) -> None:
-        if self._queued:
-            self._publisher.submit(self._queued)
-            self._queued = []
+    def _publish_queued(self) -> None:
+        """Publish the queued group: here what needs no sync, and hand the rest to the
+        publisher thread at once (one hand-off, not one per file)."""
+        group, self._queued = self._queued, []
+        here = [publication for publication in group if not publication.durable]
+        durable = [publication for publication in group if publication.durable]
+        if here:
+            self._published += _outcomes(here)
+        if durable:
+            self._publisher.submit(durable)
 
     @property
     def pending(self) -> int:
         """Submitted publications whose outcome ``collect`` has not handed out yet."""
-        return len(self._queued) + self._publisher.pending
+        return len(self._queued) + len(self._published) + self._publisher.pending
 
     def publish(self, action: Publish) -> None:
         """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
@@ -266,7 +275,7 @@ class Store:
     def close(self) -> None:
         """Finish publications, close every part file and write every missing control
         file: what a re-run resumes."""
-        self._hand_over()
+        self._publish_queued()
         self._publisher.close()
         for ident in list(self._fds):
             self._forget(ident)
@@ -352,7 +361,18 @@ def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
 class _Publication:
     """One finished part file on its way to its final name; ``error`` once it has failed."""
 
-    __slots__ = ("action", "device", "durable", "error", "fd", "had_control", "record", "url")
+    __slots__ = (
+        "action",
+        "device",
+        "durable",
+        "error",
+        "fd",
+        "had_control",
+        "part",
+        "record",
+        "target",
+        "url",
+    )
 
     def __init__(
         self,
@@ -365,16 +385,10 @@ class _Publication:
     ) -> None:
         self.action, self.fd, self.url, self.record = action, fd, url, record
         self.had_control, self.durable = had_control, durable
+        self.part = action.path + PART_SUFFIX
+        self.target = action.target or action.path
         self.device = 0
         self.error: DownloadError | None = None
-
-    @property
-    def part(self) -> str:
-        return self.action.path + PART_SUFFIX
-
-    @property
-    def target(self) -> str:
-        return self.action.target or self.action.path
 
     def fail(self, exc: OSError | DownloadError) -> None:
         if isinstance(exc, DownloadError):
@@ -440,11 +454,13 @@ def _verify_and_tag(publication: _Publication) -> None:
 def _make_durable(group: list[_Publication]) -> list[_Publication]:
     """Put the bytes of every part on stable storage: one syncfs per file system, or,
     where that is missing or fails, an fsync per file (which also tells which one failed)."""
+    waiting = [publication for publication in group if publication.durable]
+    if not waiting:  # fsync off, or a file system in memory
+        return group
     ready = [publication for publication in group if not publication.durable]
     by_device: dict[int, list[_Publication]] = {}
-    for publication in group:
-        if publication.durable:
-            by_device.setdefault(publication.device, []).append(publication)
+    for publication in waiting:
+        by_device.setdefault(publication.device, []).append(publication)
     for members in by_device.values():
         if len(members) > 1 and _syncfs(members[0].fd):  # for one file, fsync does less
             ready += members
@@ -547,6 +563,12 @@ _AT_FDCWD = -100
 
 
 @functools.cache
+def _libc_function(name: str) -> Any:
+    """The C library's function ``name``, or None where it (or the library) is missing."""
+    return getattr(_libc(), name, None)
+
+
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     """The C library, loaded on first use (importing ctypes costs startup time)."""
     import ctypes
@@ -560,7 +582,7 @@ def _libc() -> ctypes.CDLL | None:
 def _rename_if_free(source: str, target: str) -> bool:
     """rename(2) that fails rather than replace: True if done, False if ``target`` is
     taken or the call is unavailable (then the caller checks the name itself)."""
-    rename = getattr(_libc(), "renameat2", None)
+    rename = _libc_function("renameat2")
     if rename is None:
         return False
     if (
@@ -579,7 +601,7 @@ def _rename_if_free(source: str, target: str) -> bool:
 def _syncfs(fd: int) -> bool:
     """syncfs(2): flush the whole file system ``fd`` is on.  False where it is missing,
     failed, or not known to mean "durable" there (then the caller fsyncs each file)."""
-    sync = getattr(_libc(), "syncfs", None)
+    sync = _libc_function("syncfs")
     return sync is not None and _syncfs_is_durable(fd) and sync(fd) == 0
 
 
@@ -605,7 +627,7 @@ def _file_system_type(fd: int) -> int | None:
     """fstatfs(2)'s ``f_type``, the first field of ``struct statfs``; None if unknown."""
     import ctypes
 
-    statfs = getattr(_libc(), "fstatfs", None)
+    statfs = _libc_function("fstatfs")
     buffer = (ctypes.c_long * 32)()  # larger than struct statfs on every Linux
     if statfs is None or statfs(fd, buffer) != 0:
         return None
@@ -632,7 +654,13 @@ def _write_control(path: str, record: Resume) -> None:
 def _tag(fd: int, url: str, size: int) -> None:
     # Without xattrs here, a re-run sees the file as foreign and says so.
     with contextlib.suppress(OSError):
-        os.setxattr(fd, XATTR, json.dumps({"url": url, "size": size}).encode())
+        os.setxattr(fd, XATTR, _tag_value(url, size))
+
+
+def _tag_value(url: str, size: int) -> bytes:
+    """``json.dumps({"url": url, "size": size})`` byte for byte, without building an
+    encoder for every file."""
+    return b'{"url": %s, "size": %d}' % (_json_string(url).encode(), size)
 
 
 def _read_tag(path: str) -> dict[str, object] | None:
@@ -690,12 +718,16 @@ class _Publisher:
             self._publish([each for group in groups if group is not None for each in group])
 
     def _publish(self, group: list[_Publication]) -> None:
-        try:
-            errors = _publish_group(group)
-        except Exception as exc:  # a bug must fail the files, not hang the batch
-            errors = [DestinationError(p.url, f"cannot publish: {exc!r}") for p in group]
-            for publication in group:
-                with contextlib.suppress(OSError):
-                    os.close(publication.fd)
-        outcomes = [(p.action.download, error) for p, error in zip(group, errors, strict=True)]
-        self._done.append(outcomes)
+        self._done.append(_outcomes(group))
+
+
+def _outcomes(group: list[_Publication]) -> list[tuple[int, DownloadError | None]]:
+    """Publish ``group``; each download with its error, None if it stands published."""
+    try:
+        errors = _publish_group(group)
+    except Exception as exc:  # a bug must fail the files, not hang the batch
+        errors = [DestinationError(p.url, f"cannot publish: {exc!r}") for p in group]
+        for publication in group:
+            with contextlib.suppress(OSError):
+                os.close(publication.fd)
+    return [(p.action.download, error) for p, error in zip(group, errors, strict=True)]

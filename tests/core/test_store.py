@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from midair import store as store_module
 from midair.core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
@@ -629,6 +631,11 @@ def test_the_publisher_thread_reports_every_outcome(tmp_path: Path) -> None:
     assert all((tmp_path / f"f{i}").read_bytes() == DATA for i in outcomes)
 
 
+@given(st.text(), st.integers(min_value=0, max_value=1 << 62))
+def test_the_tag_is_exactly_the_json_a_reader_expects(url: str, size: int) -> None:
+    assert store_module._tag_value(url, size) == json.dumps({"url": url, "size": size}).encode()
+
+
 # --- where durability costs nothing: published at once, in the caller's thread ---------------
 TMPFS = 0x01021994
 
@@ -646,21 +653,31 @@ def in_memory(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return asked
 
 
-def test_on_tmpfs_a_file_is_published_at_once_without_a_sync(
+def test_on_tmpfs_a_group_is_published_by_collect_itself_without_a_sync(
     store: Store, tmp_path: Path, in_memory: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     actions = [started(store, tmp_path / f"f{i}", i) for i in range(3)]
     calls = record_calls(monkeypatch)
-    assert [store.submit(action) for action in actions] == [False] * 3  # nothing to collect
+    assert all(store.submit(action) for action in actions)
+    assert calls == [] and store.pending == 3  # the group waits for the loop's collect
+    assert sorted(store.collect()) == [(0, None), (1, None), (2, None)]
     assert [kind for kind, _ in calls] == ["rename"] * 3
-    assert store.pending == 0 and store._publisher._thread is None
+    assert store.pending == 0 and store._publisher._thread is None  # no thread, no hand-off
     assert xattr(tmp_path / "f2") == {"url": URL, "size": len(DATA)}
 
 
-def test_with_fsync_off_a_file_is_published_at_once(tmp_path: Path) -> None:
+def test_with_fsync_off_collect_publishes_without_a_thread(tmp_path: Path) -> None:
     store = Store(fsync=False)
-    assert store.submit(started(store, tmp_path / "f", 1)) is False
+    assert store.submit(started(store, tmp_path / "f", 1))
+    assert store.collect() == [(1, None)] and store._publisher._thread is None
     assert (tmp_path / "f").read_bytes() == DATA and store.pending == 0
+
+
+def test_close_publishes_what_is_still_queued(tmp_path: Path, in_memory: list[int]) -> None:
+    store = Store()
+    store.submit(started(store, tmp_path / "f", 1))
+    store.close()
+    assert (tmp_path / "f").read_bytes() == DATA and store.collect() == [(1, None)]
 
 
 def test_the_file_system_is_asked_once_per_directory(
@@ -668,7 +685,7 @@ def test_the_file_system_is_asked_once_per_directory(
 ) -> None:
     for i, directory in enumerate(["a", "a", "b", "a", "b"]):
         store.submit(started(store, tmp_path / directory / f"f{i}", i))
-    assert len(in_memory) == 2
+    assert len(store.collect()) == 5 and len(in_memory) == 2
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["f0", "f1", "f3"]
 
 
@@ -677,16 +694,17 @@ def test_on_tmpfs_a_foreign_file_made_after_the_listing_is_never_overwritten(
 ) -> None:
     path = tmp_path / "f"
     assert prepare(store, path) == OnDisk("fresh")
-    action = started(store, path, 1)
+    store.submit(started(store, path, 1))
     path.write_bytes(b"someone else's")  # after the listing: the store cannot know
-    with pytest.raises(DestinationError, match=f"{path} exists and was not made by midair"):
-        store.submit(action)
+    ((ident, error),) = store.collect()
+    assert ident == 1 and isinstance(error, DestinationError)
+    assert str(error).endswith(f"{path} exists and was not made by midair (use --overwrite)")
     assert path.read_bytes() == b"someone else's"
     assert part(path).read_bytes() == DATA
     assert json.loads(control(path).read_text())["url"] == URL  # a re-run can resume it
 
 
-def test_a_file_on_tmpfs_is_published_at_once_beside_durable_ones(
+def test_files_on_tmpfs_do_not_wait_for_durable_ones_in_the_same_group(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     memory = tmp_path / "memory"
@@ -695,10 +713,10 @@ def test_a_file_on_tmpfs_is_published_at_once_beside_durable_ones(
     )
     durable = started(store, tmp_path / "disk", 1)
     memory.mkdir()
-    assert store.submit(started(store, memory / "f", 2)) is False
-    assert store.submit(durable) is True
+    assert store.submit(durable) and store.submit(started(store, memory / "f", 2))
+    assert (2, None) in store.collect()  # published at once; the other went to the thread
     store.close()
-    assert dict(store.collect()) == {1: None}
+    assert store.collect() == [(1, None)]
     assert (memory / "f").read_bytes() == DATA == (tmp_path / "disk").read_bytes()
 
 
