@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -166,16 +165,17 @@ class Session:
 
     # --- carrying out the core's actions ---------------------------------------------
     def _carry_out(self, actions: list[Action]) -> list[NetAction]:
+        """Carry out ``actions`` in order, then the ones they answer with; return the network
+        actions among them, for the engine."""
         net: list[NetAction] = []
         self._net, self._broken = net, set()
-        queue, handlers, run = deque(actions), self._handlers, self.run
-        while queue:
+        queue, handlers, run = list(actions), self._handlers, self.run
+        for action in queue:  # a list iterator also reaches what the loop appends
             if run.stopping:  # e.g. SIGTERM while start() prepares 300,000 files
                 return []
-            action = queue.popleft()
             more = handlers[type(action)](action)
             if more:
-                queue.extend(more)
+                queue += more
         return net
 
     def _dispatch_table(self) -> dict[type, _Step]:
