@@ -230,5 +230,7 @@ class Session:
     def _publish(self, action: Publish) -> list[Action] | None:
         if not self.store.submit(action):  # published already: a simulation
             return self.batch.published(action.download, self.clock())
-        self._poll_at = self.clock()  # due now: ``timer`` publishes this iteration's group
+        now = self.clock()
+        if self._poll_at is None or self._poll_at > now:  # one deadline for the whole group
+            self._poll_at = now  # due now: ``timer`` publishes this iteration's group
         return None
