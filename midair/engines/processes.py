@@ -18,9 +18,10 @@ A stop request here (Ctrl-C, SIGTERM, an error) sends every child SIGTERM,
 which stops its run the same way: part files are closed, so a re-run resumes.
 
 Children start with ``fork`` when this process has one thread (cheap: no
-re-import, no pickled jobs: a child inherits its shard's; see ``start_context``
-for why it is safe), else with ``spawn``.  As with any ``spawn`` user, a script that calls midair at
-import time needs an ``if __name__ == "__main__":`` guard.
+re-import, no pickled jobs: a child inherits its shard's; see
+``start_context`` for why it is safe), else with ``spawn``.  As with any
+``spawn`` user, a script that calls midair at import time needs an
+``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
