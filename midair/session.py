@@ -15,9 +15,12 @@ same call, so no engine can get it subtly different.  So is failure: every
 entry point is ``_guarded``, so an exception from the core, the store or a
 listener records an internal error on the run and stops it; no engine sees it.
 
-Publishing a finished file (verify, fsync, rename) runs on the store's
-publisher thread, because an fsync can take a millisecond and ten thousand of
-them must not stall the I/O loop.  While publications are pending,
+Finished files are published (verified, made durable, renamed) in groups: a
+``Publish`` makes ``timer`` due at once, so the engine calls it after the rest
+of its loop iteration, and ``timer`` has the store publish that iteration's
+files together — on the store's publisher thread where they must wait for
+stable storage (an fsync can take a millisecond, and ten thousand of them must
+not stall the I/O loop), else right there.  While publications are pending,
 ``next_deadline`` asks for a short poll, and ``timer`` hands their outcomes to
 the core — so engines need not know.
 """
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -163,16 +165,17 @@ class Session:
 
     # --- carrying out the core's actions ---------------------------------------------
     def _carry_out(self, actions: list[Action]) -> list[NetAction]:
+        """Carry out ``actions`` in order, then the ones they answer with; return the network
+        actions among them, for the engine."""
         net: list[NetAction] = []
         self._net, self._broken = net, set()
-        queue, handlers, run = deque(actions), self._handlers, self.run
-        while queue:
+        queue, handlers, run = list(actions), self._handlers, self.run
+        for action in queue:  # a list iterator also reaches what the loop appends
             if run.stopping:  # e.g. SIGTERM while start() prepares 300,000 files
                 return []
-            action = queue.popleft()
             more = handlers[type(action)](action)
             if more:
-                queue.extend(more)
+                queue += more
         return net
 
     def _dispatch_table(self) -> dict[type, _Step]:
@@ -225,8 +228,9 @@ class Session:
         return self.batch.prepared(action.download, disk, self.clock())
 
     def _publish(self, action: Publish) -> list[Action] | None:
-        if not self.store.submit(action):  # published already: no thread, or a simulation
+        if not self.store.submit(action):  # published already: a simulation
             return self.batch.published(action.download, self.clock())
-        if self._poll_at is None:
-            self._poll_at = self.clock() + PUBLISH_POLL
+        now = self.clock()
+        if self._poll_at is None or self._poll_at > now:  # one deadline for the whole group
+            self._poll_at = now  # due now: ``timer`` publishes this iteration's group
         return None

@@ -12,9 +12,13 @@ renames it to ``NAME``: the tag is how a re-run recognises a finished file as
 its own and skips it, while a file midair did not make is left alone.  A
 publisher thread does this for groups of files at once (group commit): one
 ``syncfs`` for the group (an fsync per file where syncfs cannot be trusted)
-before any rename, one fsync per directory after.  ``fsync=False`` skips both,
-for tmpfs and scratch runs.  The rename never replaces a file it may not
-(``RENAME_NOREPLACE``), whatever ``prepare`` saw earlier.
+before any rename, one fsync per directory after.  Files finished in one
+loop iteration are published as one group when the loop calls ``collect``:
+on the publisher thread (one hand-off per group), or, where durability costs
+nothing — ``fsync=False``, or a directory on tmpfs or ramfs, where a sync
+writes nothing — right there in the caller's thread, with no sync and no
+thread.  The rename never replaces a file it may not (``RENAME_NOREPLACE``),
+whatever ``prepare`` saw earlier.
 
 Per file the store aims at curl's handful of system calls: each directory is
 listed once per batch (``prepare`` then answers "nothing there" from a set)
@@ -45,7 +49,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from json.encoder import encode_basestring_ascii as _json_string
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
 from .core.errors import DestinationError, DownloadError, IntegrityError
@@ -63,6 +68,14 @@ GATHER_SECONDS = 0.002
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 
 
+class _Unpublished(NamedTuple):
+    """What the store keeps about an opened download until it is published or discarded."""
+
+    path: str
+    record: Resume
+    durable: bool  # publication must wait for stable storage
+
+
 class Store:
     """Carries out the core's file actions; one per batch (not thread-safe)."""
 
@@ -74,37 +87,41 @@ class Store:
         fsync: bool = True,
     ) -> None:
         self._max_open = max_open or default_max_open(sockets)
-        self.background = background  # publish on a thread; off for simulations
+        self.background = background  # publish in groups, durable ones on a thread; off: at once
         self.fsync = fsync  # off: publish without waiting for stable storage (tmpfs, scratch)
         self._publisher = _Publisher()
+        self._queued: list[_Publication] = []  # submitted: ``collect`` publishes them
+        self._published: list[tuple[int, DownloadError | None]] = []  # here, for ``collect``
+        self._syncs_write: dict[str, bool] = {}  # directory -> does a sync there write anything
         self._listings: dict[str, set[str] | None] = {}  # directory -> names, see _may_exist
         self._directories: set[str] = set()  # known to exist: made or listed by this batch
         self._fds: OrderedDict[int, int] = OrderedDict()  # download id -> fd
         self._parts: dict[int, str] = {}  # download id -> part path
-        self._urls: dict[int, str] = {}
-        self._records: dict[int, tuple[str, Resume]] = {}  # unpublished: target, record
+        self._records: dict[int, _Unpublished] = {}
         self._controls: set[str] = set()  # targets whose control file exists on disk
 
     # --- before a download: what is on disk? ----------------------------------------
     def prepare(self, action: Prepare) -> OnDisk:
         path = action.path
-        if self._may_exist(path) and os.path.lexists(path):
+        may_exist = self._may_exist(path)
+        if may_exist("") and os.path.lexists(path):
             return _inspect_final(path, action.url, action.checksum)
         part = path + PART_SUFFIX
-        if not self._may_exist(part):
+        if not may_exist(PART_SUFFIX):
             return OnDisk("fresh")
         try:
             size = os.stat(part).st_size
         except FileNotFoundError:
             return OnDisk("fresh")
         control = path + CONTROL_SUFFIX
-        if not (self._may_exist(control) and os.path.exists(control)):
+        if not (may_exist(CONTROL_SUFFIX) and os.path.exists(control)):
             return OnDisk("partial", size, None)
         self._controls.add(path)
         return OnDisk("partial", size, _read_control(control))
 
-    def _may_exist(self, path: str) -> bool:
-        """False only when the directory's listing says ``path`` is not there.
+    def _may_exist(self, path: str) -> Callable[[str], bool]:
+        """Asks, for a suffix, whether ``path`` + suffix may exist: False only when the
+        directory's listing says it is not there.
 
         The listing is read once per batch and learns every name this batch
         creates, so it can go stale only by another process creating a file
@@ -112,7 +129,7 @@ class Store:
         """
         directory, name = os.path.split(path)
         names = self._names_in(directory)
-        return names is None or name in names
+        return lambda suffix: names is None or name + suffix in names
 
     def _names_in(self, directory: str) -> set[str] | None:
         """The names in ``directory`` (empty if it does not exist); None if unlistable."""
@@ -126,8 +143,7 @@ class Store:
                 self._listings[directory] = None
         return self._listings[directory]
 
-    def _note_created(self, path: str) -> None:
-        directory, name = os.path.split(path)
+    def _note_created(self, directory: str, name: str) -> None:
         names = self._listings.get(directory)
         if names is not None:
             names.add(name)
@@ -137,35 +153,47 @@ class Store:
             os.makedirs(directory, exist_ok=True)
         self._directories.add(directory)
 
+    def _durable(self, directory: str, fd: int) -> bool:
+        """Whether publishing a file of ``directory`` (``fd`` is one) must wait for stable
+        storage: not with ``fsync`` off, nor where the file system lives in memory."""
+        if not self.fsync:
+            return False
+        writes = self._syncs_write.get(directory)
+        if writes is None:  # asked once per directory: a sync's cost is the file system's
+            writes = _file_system_type(fd) not in _MEMORY_FILE_SYSTEMS
+            self._syncs_write[directory] = writes
+        return writes
+
     # --- during: open, write ---------------------------------------------------------
     def open(self, action: Open) -> None:
         part, ident = action.path + PART_SUFFIX, action.download
-        self._urls[ident] = action.record.url
+        directory, name = os.path.split(action.path)
         try:
-            self._ensure_directory(os.path.dirname(action.path))
+            self._ensure_directory(directory)
             cached = ident in self._fds and self._parts[ident] == part
             # From zero, O_TRUNC cuts a new or old part in the open call itself.
             fd = self._fd(ident, part, os.O_CREAT | (os.O_TRUNC if action.offset == 0 else 0))
             if cached or action.offset:
                 _cut(fd, action.offset)
-            self._note_created(part)
-            self._records[ident] = (action.path, action.record)
+            self._note_created(directory, name + PART_SUFFIX)
+            durable = self._durable(directory, fd)
+            self._records[ident] = _Unpublished(action.path, action.record, durable)
             if action.path in self._controls:
                 self._write_control(ident)
         except OSError as exc:
-            raise self._local_error(ident, action.path, exc) from exc
+            raise self._local_error(ident, action.path, exc, action.record.url) from exc
 
     def checkpoint(self, action: Checkpoint) -> None:
         try:
             self._write_control(action.download)
         except OSError as exc:
-            path = self._records[action.download][0]
+            path = self._records[action.download].path
             raise self._local_error(action.download, path, exc) from exc
 
     def _write_control(self, ident: int) -> None:
-        path, record = self._records[ident]
+        path, record, _ = self._records[ident]
         _write_control(path + CONTROL_SUFFIX, record)
-        self._note_created(path + CONTROL_SUFFIX)
+        self._note_created(*os.path.split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 
     def write(self, action: Write) -> None:
@@ -181,47 +209,64 @@ class Store:
 
     # --- after: publish or discard --------------------------------------------------
     def submit(self, action: Publish) -> bool:
-        """Publish ``action``: on the publisher thread (True: its outcome comes from
-        ``collect``), or here and now when not ``background`` (False; raises on failure)."""
+        """Queue ``action`` for the group ``collect`` publishes (True: its outcome comes from
+        ``collect``), or, when not ``background``, publish it here and now (False; raises on
+        failure)."""
+        publication = self._detach(action)
         if not self.background:
-            self.publish(action)
+            _publish_now(publication)
             return False
-        self._publisher.submit(self._detach(action))
+        self._queued.append(publication)
         return True
 
     def collect(self) -> list[tuple[int, DownloadError | None]]:
-        """Outcomes of submitted publications that have finished since the last call."""
-        return self._publisher.collect()
+        """Publish the group queued since the last call; return the outcomes known since then.
+        The loop calls it once per iteration."""
+        self._publish_queued()
+        done, self._published = self._published + self._publisher.collect(), []
+        return done
+
+    def _publish_queued(self) -> None:
+        """Publish the queued group: here what needs no sync, and hand the rest to the
+        publisher thread at once (one hand-off, not one per file)."""
+        group, self._queued = self._queued, []
+        here = [publication for publication in group if not publication.durable]
+        durable = [publication for publication in group if publication.durable]
+        if here:
+            self._published += _outcomes(here)
+        if durable:
+            self._publisher.submit(durable)
 
     @property
     def pending(self) -> int:
         """Submitted publications whose outcome ``collect`` has not handed out yet."""
-        return self._publisher.pending
+        return len(self._queued) + len(self._published) + self._publisher.pending
 
     def publish(self, action: Publish) -> None:
         """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
-        (error,) = _publish_group([self._detach(action)])
-        if error is not None:
-            raise error
+        _publish_now(self._detach(action))
 
     def _detach(self, action: Publish) -> _Publication:
         """Hand the finished part file over to publication, which touches only it: the
         publisher thread may run it while transfers go on."""
-        part = action.path + PART_SUFFIX
+        ident, part = action.download, action.path + PART_SUFFIX
         try:
-            fd = self._fd(action.download, part)
+            fd = self._fd(ident, part)
         except OSError as exc:
-            raise self._local_error(action.download, action.path, exc) from exc
-        self._fds.pop(action.download, None)
-        url = self._urls.pop(action.download, action.url)
-        _, record = self._records.pop(action.download, (None, None))
+            raise self._local_error(ident, action.path, exc) from exc
+        del self._fds[ident], self._parts[ident]
+        unpublished = self._records.pop(ident, None)
         had_control = action.path in self._controls
         self._controls.discard(action.path)
-        self._note_created(action.target or action.path)
-        return _Publication(action, fd, url, record, had_control, self.fsync)
+        self._note_created(*os.path.split(action.target or action.path))
+        if unpublished is None:  # never opened by this store: all it knows is the action
+            return _Publication(action, fd, action.url, None, had_control, self.fsync)
+        record = unpublished.record
+        return _Publication(action, fd, record.url, record, had_control, unpublished.durable)
 
     def discard(self, action: Discard) -> None:
         self._forget(action.download)
+        self._parts.pop(action.download, None)
         self._records.pop(action.download, None)
         self._controls.discard(action.path)
         _unlink(action.path + PART_SUFFIX)
@@ -230,11 +275,12 @@ class Store:
     def close(self) -> None:
         """Finish publications, close every part file and write every missing control
         file: what a re-run resumes."""
+        self._publish_queued()
         self._publisher.close()
         for ident in list(self._fds):
             self._forget(ident)
-        for ident, (path, _) in list(self._records.items()):
-            if path not in self._controls:
+        for ident, unpublished in list(self._records.items()):
+            if unpublished.path not in self._controls:
                 with contextlib.suppress(OSError):
                     self._write_control(ident)
 
@@ -260,10 +306,14 @@ class Store:
         if fd is not None:
             os.close(fd)
 
-    def _local_error(self, ident: int, path: str, exc: OSError) -> DownloadError:
+    def _local_error(
+        self, ident: int, path: str, exc: OSError, url: str | None = None
+    ) -> DownloadError:
         self._forget(ident)
-        reason = _reason(exc)
-        return DestinationError(self._urls.get(ident, path), f"cannot write {path}: {reason}")
+        if url is None:
+            unpublished = self._records.get(ident)
+            url = path if unpublished is None else unpublished.record.url
+        return DestinationError(url, f"cannot write {path}: {_reason(exc)}")
 
 
 def _reason(exc: OSError) -> str:
@@ -311,7 +361,18 @@ def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
 class _Publication:
     """One finished part file on its way to its final name; ``error`` once it has failed."""
 
-    __slots__ = ("action", "device", "durable", "error", "fd", "had_control", "record", "url")
+    __slots__ = (
+        "action",
+        "device",
+        "durable",
+        "error",
+        "fd",
+        "had_control",
+        "part",
+        "record",
+        "target",
+        "url",
+    )
 
     def __init__(
         self,
@@ -324,16 +385,10 @@ class _Publication:
     ) -> None:
         self.action, self.fd, self.url, self.record = action, fd, url, record
         self.had_control, self.durable = had_control, durable
+        self.part = action.path + PART_SUFFIX
+        self.target = action.target or action.path
         self.device = 0
         self.error: DownloadError | None = None
-
-    @property
-    def part(self) -> str:
-        return self.action.path + PART_SUFFIX
-
-    @property
-    def target(self) -> str:
-        return self.action.target or self.action.path
 
     def fail(self, exc: OSError | DownloadError) -> None:
         if isinstance(exc, DownloadError):
@@ -342,6 +397,13 @@ class _Publication:
             self.error = DestinationError(
                 self.url, f"cannot publish {self.action.path}: {_reason(exc)}"
             )
+
+
+def _publish_now(publication: _Publication) -> None:
+    """Publish one file in the caller's thread; raise its DownloadError if it failed."""
+    (error,) = _publish_group([publication])
+    if error is not None:
+        raise error
 
 
 def _publish_group(group: list[_Publication]) -> list[DownloadError | None]:
@@ -392,11 +454,13 @@ def _verify_and_tag(publication: _Publication) -> None:
 def _make_durable(group: list[_Publication]) -> list[_Publication]:
     """Put the bytes of every part on stable storage: one syncfs per file system, or,
     where that is missing or fails, an fsync per file (which also tells which one failed)."""
+    waiting = [publication for publication in group if publication.durable]
+    if not waiting:  # fsync off, or a file system in memory
+        return group
     ready = [publication for publication in group if not publication.durable]
     by_device: dict[int, list[_Publication]] = {}
-    for publication in group:
-        if publication.durable:
-            by_device.setdefault(publication.device, []).append(publication)
+    for publication in waiting:
+        by_device.setdefault(publication.device, []).append(publication)
     for members in by_device.values():
         if len(members) > 1 and _syncfs(members[0].fd):  # for one file, fsync does less
             ready += members
@@ -499,6 +563,12 @@ _AT_FDCWD = -100
 
 
 @functools.cache
+def _libc_function(name: str) -> Any:
+    """The C library's function ``name``, or None where it (or the library) is missing."""
+    return getattr(_libc(), name, None)
+
+
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     """The C library, loaded on first use (importing ctypes costs startup time)."""
     import ctypes
@@ -512,7 +582,7 @@ def _libc() -> ctypes.CDLL | None:
 def _rename_if_free(source: str, target: str) -> bool:
     """rename(2) that fails rather than replace: True if done, False if ``target`` is
     taken or the call is unavailable (then the caller checks the name itself)."""
-    rename = getattr(_libc(), "renameat2", None)
+    rename = _libc_function("renameat2")
     if rename is None:
         return False
     if (
@@ -531,10 +601,12 @@ def _rename_if_free(source: str, target: str) -> bool:
 def _syncfs(fd: int) -> bool:
     """syncfs(2): flush the whole file system ``fd`` is on.  False where it is missing,
     failed, or not known to mean "durable" there (then the caller fsyncs each file)."""
-    sync = getattr(_libc(), "syncfs", None)
+    sync = _libc_function("syncfs")
     return sync is not None and _syncfs_is_durable(fd) and sync(fd) == 0
 
 
+# File systems kept in memory (tmpfs, ramfs): a sync writes nothing, so nothing waits for one.
+_MEMORY_FILE_SYSTEMS = frozenset({0x01021994, 0x858458F6})
 # Local file systems whose syncfs writes back and commits everything: ext2/3/4, xfs, btrfs,
 # f2fs, tmpfs.  On FUSE syncfs need not reach the server, and network file systems vary.
 _SYNCFS_FILE_SYSTEMS = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x01021994})
@@ -555,7 +627,7 @@ def _file_system_type(fd: int) -> int | None:
     """fstatfs(2)'s ``f_type``, the first field of ``struct statfs``; None if unknown."""
     import ctypes
 
-    statfs = getattr(_libc(), "fstatfs", None)
+    statfs = _libc_function("fstatfs")
     buffer = (ctypes.c_long * 32)()  # larger than struct statfs on every Linux
     if statfs is None or statfs(fd, buffer) != 0:
         return None
@@ -582,7 +654,13 @@ def _write_control(path: str, record: Resume) -> None:
 def _tag(fd: int, url: str, size: int) -> None:
     # Without xattrs here, a re-run sees the file as foreign and says so.
     with contextlib.suppress(OSError):
-        os.setxattr(fd, XATTR, json.dumps({"url": url, "size": size}).encode())
+        os.setxattr(fd, XATTR, _tag_value(url, size))
+
+
+def _tag_value(url: str, size: int) -> bytes:
+    """``json.dumps({"url": url, "size": size})`` byte for byte, without building an
+    encoder for every file."""
+    return b'{"url": %s, "size": %d}' % (_json_string(url).encode(), size)
 
 
 def _read_tag(path: str) -> dict[str, object] | None:
@@ -599,26 +677,26 @@ def _unlink(path: str) -> None:
 
 
 class _Publisher:
-    """A thread that publishes in groups: everything queued since it last looked, at once.
-    Outcomes wait in ``collect`` for the I/O thread."""
+    """A thread that publishes in groups: everything handed over since it last looked, at
+    once.  Outcomes wait in ``collect`` for the I/O thread."""
 
     def __init__(self) -> None:
-        self._work: queue.SimpleQueue[_Publication | None] = queue.SimpleQueue()
-        self._done: deque[tuple[int, DownloadError | None]] = deque()
+        self._work: queue.SimpleQueue[list[_Publication] | None] = queue.SimpleQueue()
+        self._done: deque[list[tuple[int, DownloadError | None]]] = deque()
         self._thread: threading.Thread | None = None
         self.pending = 0
 
-    def submit(self, publication: _Publication) -> None:
+    def submit(self, group: list[_Publication]) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="midair-publish", daemon=True)
             self._thread.start()
-        self.pending += 1
-        self._work.put(publication)
+        self.pending += len(group)
+        self._work.put(group)
 
     def collect(self) -> list[tuple[int, DownloadError | None]]:
         done = []
         while self._done:  # deque appends and pops are atomic: no lock needed
-            done.append(self._done.popleft())
+            done += self._done.popleft()
         self.pending -= len(done)
         return done
 
@@ -632,20 +710,24 @@ class _Publisher:
     def _run(self) -> None:
         running = True
         while running:
-            group = [self._work.get()]
+            groups = [self._work.get()]
             time.sleep(GATHER_SECONDS)
             while not self._work.empty():
-                group.append(self._work.get())
-            running = group[-1] is not None  # close() puts None last, after every submit
-            self._publish([publication for publication in group if publication is not None])
+                groups.append(self._work.get())
+            running = groups[-1] is not None  # close() puts None last, after every submit
+            self._publish([each for group in groups if group is not None for each in group])
 
     def _publish(self, group: list[_Publication]) -> None:
-        try:
-            errors = _publish_group(group)
-        except Exception as exc:  # a bug must fail the files, not hang the batch
-            errors = [DestinationError(p.url, f"cannot publish: {exc!r}") for p in group]
-            for publication in group:
-                with contextlib.suppress(OSError):
-                    os.close(publication.fd)
-        for publication, error in zip(group, errors, strict=True):
-            self._done.append((publication.action.download, error))
+        self._done.append(_outcomes(group))
+
+
+def _outcomes(group: list[_Publication]) -> list[tuple[int, DownloadError | None]]:
+    """Publish ``group``; each download with its error, None if it stands published."""
+    try:
+        errors = _publish_group(group)
+    except Exception as exc:  # a bug must fail the files, not hang the batch
+        errors = [DestinationError(p.url, f"cannot publish: {exc!r}") for p in group]
+        for publication in group:
+            with contextlib.suppress(OSError):
+                os.close(publication.fd)
+    return [(p.action.download, error) for p, error in zip(group, errors, strict=True)]

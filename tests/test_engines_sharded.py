@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from collections import Counter
@@ -21,11 +22,11 @@ from typing import Any
 import pytest
 
 from midair.api import Downloader, make_options
-from midair.core.actions import Action, Finished, Started
+from midair.core.actions import Action, Failed, Finished, Retrying, Started
 from midair.core.errors import NetworkError
 from midair.core.jobs import Job
 from midair.engines import get_engine
-from midair.engines._shards import Merger, Summary, plan_shards, run_shard, split
+from midair.engines._shards import Merger, Shard, Summary, plan_shards, run_shard, split
 from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
@@ -364,6 +365,32 @@ def test_merger_drops_reports_after_a_jobs_ending() -> None:
     assert [f.url for f in failures] == [jobs[0].url.text, jobs[2].url.text]
     assert all(isinstance(f.error, NetworkError) and f.error.retryable for f in failures)
     assert str(failures[0].error) == f"{jobs[0].url.text}: worker 0 died"
+
+
+def test_a_summary_crosses_a_pipe_unchanged() -> None:
+    error = NetworkError("http://h.test/c", "refused")
+    reports = (
+        Started(0, "http://h.test/a", "/d/a", 0, None),
+        Retrying(1, "http://h.test/b", "503", 1.5, 2),
+        Finished(0, "http://h.test/a", "/d/a", 10, False),
+        Failed(2, "http://h.test/c", error),
+    )
+    back = pickle.loads(pickle.dumps(Summary(reports, 10, {1: 4}), pickle.HIGHEST_PROTOCOL))
+    assert back.reports[:3] == reports[:3] and (back.written, back.positions) == (10, {1: 4})
+    failed = back.reports[3]
+    assert isinstance(failed, Failed) and (failed.download, failed.url) == (2, "http://h.test/c")
+    assert type(failed.error) is NetworkError and str(failed.error) == str(error)
+
+
+def test_the_merger_gives_shard_reports_the_batchs_ids() -> None:
+    jobs = [job(f"http://h.test/f{i}") for i in range(4)]
+    run = Run(jobs, make_options())
+    merger = Merger(run, [Shard(0, (1, 3), run.options)])
+    url = jobs[3].url.text
+    merger.apply(0, Summary((Started(1, url, "/d/f3", 0, 5),), 0, {}))
+    merger.reports(0, [Finished(1, url, "/d/f3", 5, False)])
+    assert merger.ended == {3} and not run.tracker.active
+    assert [(s.url, s.path, s.size) for s in run.results.successes] == [(url, "/d/f3", 5)]
 
 
 # --- dask ----------------------------------------------------------------------------------

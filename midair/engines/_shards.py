@@ -24,12 +24,14 @@ run.  Each rule lives here once:
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..core.actions import Failed, Finished, Report
@@ -57,6 +59,38 @@ class Summary:
     reports: tuple[Report, ...]
     written: int  # bytes written to files
     positions: dict[int, int]  # active download -> bytes on disk
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled to cross to another process, the reports travel as plain tuples: a slots
+        dataclass pickles through Python-level state methods, several times slower."""
+        flat = tuple(_flat(report) for report in self.reports)
+        return _unflatten, (flat, self.written, self.positions)
+
+
+def _unflatten(
+    flat: tuple[tuple[Any, ...], ...], written: int, positions: dict[int, int]
+) -> Summary:
+    return Summary(tuple(kind(*fields) for kind, *fields in flat), written, positions)
+
+
+def _flat(report: Report) -> tuple[Any, ...]:
+    kind: Any = type(report)
+    return (kind, *_fields_of(kind)(report))
+
+
+@functools.cache
+def _fields_of(kind: Any) -> Callable[[Any], tuple[Any, ...]]:
+    """Reads a report's fields as a tuple, in its constructor's order: ``download`` first."""
+    names = [field.name for field in fields(kind)]
+    if names[0] != "download" or len(names) < 2:
+        raise TypeError(f"{kind.__name__} is not a report: its fields are {names}")
+    return operator.attrgetter(*names)
+
+
+def _renumbered(report: Report, download: int) -> Report:
+    """``report`` for ``download``: ``dataclasses.replace`` without its cost per report."""
+    kind: Any = type(report)
+    return kind(download, *_fields_of(kind)(report)[1:])  # type: ignore[no-any-return]
 
 
 class ShardError(RuntimeError):
@@ -294,7 +328,7 @@ class Merger:
                 continue  # a re-run shard repeating itself
             if type(report) in ENDINGS:
                 self.ended.add(ident)
-            self.run.report(replace(report, download=ident))
+            self.run.report(_renumbered(report, ident))
 
     def lost(self, number: int, reason: str) -> None:
         """Fail every job of shard ``number`` that has not ended: ``reason`` says why."""

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from midair import store as store_module
 from midair.core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
@@ -627,3 +629,122 @@ def test_the_publisher_thread_reports_every_outcome(tmp_path: Path) -> None:
     assert isinstance(outcomes.pop(2), IntegrityError)
     assert set(outcomes.values()) == {None}
     assert all((tmp_path / f"f{i}").read_bytes() == DATA for i in outcomes)
+
+
+@given(st.text(), st.integers(min_value=0, max_value=1 << 62))
+def test_the_tag_is_exactly_the_json_a_reader_expects(url: str, size: int) -> None:
+    assert store_module._tag_value(url, size) == json.dumps({"url": url, "size": size}).encode()
+
+
+# --- where durability costs nothing: published at once, in the caller's thread ---------------
+TMPFS = 0x01021994
+
+
+@pytest.fixture
+def in_memory(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every directory is on tmpfs; returns the descriptors the store asked about."""
+    asked: list[int] = []
+
+    def tmpfs(fd: int) -> int:
+        asked.append(fd)
+        return TMPFS
+
+    monkeypatch.setattr(store_module, "_file_system_type", tmpfs)
+    return asked
+
+
+def test_on_tmpfs_a_group_is_published_by_collect_itself_without_a_sync(
+    store: Store, tmp_path: Path, in_memory: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    actions = [started(store, tmp_path / f"f{i}", i) for i in range(3)]
+    calls = record_calls(monkeypatch)
+    assert all(store.submit(action) for action in actions)
+    assert calls == [] and store.pending == 3  # the group waits for the loop's collect
+    assert sorted(store.collect()) == [(0, None), (1, None), (2, None)]
+    assert [kind for kind, _ in calls] == ["rename"] * 3
+    assert store.pending == 0 and store._publisher._thread is None  # no thread, no hand-off
+    assert xattr(tmp_path / "f2") == {"url": URL, "size": len(DATA)}
+
+
+def test_with_fsync_off_collect_publishes_without_a_thread(tmp_path: Path) -> None:
+    store = Store(fsync=False)
+    assert store.submit(started(store, tmp_path / "f", 1))
+    assert store.collect() == [(1, None)] and store._publisher._thread is None
+    assert (tmp_path / "f").read_bytes() == DATA and store.pending == 0
+
+
+def test_close_publishes_what_is_still_queued(tmp_path: Path, in_memory: list[int]) -> None:
+    store = Store()
+    store.submit(started(store, tmp_path / "f", 1))
+    store.close()
+    assert (tmp_path / "f").read_bytes() == DATA and store.collect() == [(1, None)]
+
+
+def test_the_file_system_is_asked_once_per_directory(
+    store: Store, tmp_path: Path, in_memory: list[int]
+) -> None:
+    for i, directory in enumerate(["a", "a", "b", "a", "b"]):
+        store.submit(started(store, tmp_path / directory / f"f{i}", i))
+    assert len(store.collect()) == 5 and len(in_memory) == 2
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["f0", "f1", "f3"]
+
+
+def test_on_tmpfs_a_foreign_file_made_after_the_listing_is_never_overwritten(
+    store: Store, tmp_path: Path, in_memory: list[int]
+) -> None:
+    path = tmp_path / "f"
+    assert prepare(store, path) == OnDisk("fresh")
+    store.submit(started(store, path, 1))
+    path.write_bytes(b"someone else's")  # after the listing: the store cannot know
+    ((ident, error),) = store.collect()
+    assert ident == 1 and isinstance(error, DestinationError)
+    assert str(error).endswith(f"{path} exists and was not made by midair (use --overwrite)")
+    assert path.read_bytes() == b"someone else's"
+    assert part(path).read_bytes() == DATA
+    assert json.loads(control(path).read_text())["url"] == URL  # a re-run can resume it
+
+
+def test_files_on_tmpfs_do_not_wait_for_durable_ones_in_the_same_group(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = tmp_path / "memory"
+    monkeypatch.setattr(
+        store_module, "_file_system_type", lambda fd: TMPFS if memory.exists() else 0xEF53
+    )
+    durable = started(store, tmp_path / "disk", 1)
+    memory.mkdir()
+    assert store.submit(durable) and store.submit(started(store, memory / "f", 2))
+    assert (2, None) in store.collect()  # published at once; the other went to the thread
+    store.close()
+    assert store.collect() == [(1, None)]
+    assert (memory / "f").read_bytes() == DATA == (tmp_path / "disk").read_bytes()
+
+
+@pytest.mark.skipif(not os.path.ismount("/dev/shm"), reason="no /dev/shm mounted here")
+def test_dev_shm_is_recognised_as_kept_in_memory() -> None:
+    fd = os.open("/dev/shm", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert store_module._file_system_type(fd) in store_module._MEMORY_FILE_SYSTEMS
+    finally:
+        os.close(fd)
+
+
+def test_queued_files_reach_the_publisher_as_one_group_per_collect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[list[int]] = []
+    real = store_module._publish_group
+
+    def logged(group: list[store_module._Publication]) -> list[DownloadError | None]:
+        groups.append([publication.action.download for publication in group])
+        return real(group)
+
+    monkeypatch.setattr(store_module, "_publish_group", logged)
+    store = Store()
+    assert all(store.submit(started(store, tmp_path / f"f{i}", i)) for i in range(4))
+    assert store.pending == 4 and store._publisher._thread is None  # not handed over yet
+    outcomes = store.collect()  # hands all four over, as one group
+    store.close()
+    outcomes += store.collect()
+    assert groups == [[0, 1, 2, 3]]
+    assert sorted(outcomes) == [(i, None) for i in range(4)] and store.pending == 0
