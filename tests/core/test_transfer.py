@@ -49,7 +49,8 @@ def download(
 
 
 def head(status: int, *headers: tuple[str, str]) -> Head:
-    return Head(status, {k.lower().encode(): v.encode("latin-1") for k, v in headers})
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return Head(status, f"HTTP/1.1 {status} X\r\n{lines}\r\n".encode("latin-1"))
 
 
 def length(n: int) -> tuple[str, str]:
