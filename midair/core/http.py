@@ -121,6 +121,16 @@ class ResponseSink(Protocol):
     def on_end(self) -> None: ...
 
 
+def encode_fields(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Header lines as sent (UTF-8), each ending in CRLF, with no other line break."""
+    lines = [f"{name}: {value}\r\n" for name, value in headers]
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        # Headers are validated where they are made; this guards the wire all the same.
+        raise ValueError(f"a line break inside a request header: {text!r}")
+    return text.encode()
+
+
 class ClientConnection:
     """Request bytes out, response events to ``sink``; reusable after a clean exchange.
 
@@ -136,14 +146,14 @@ class ClientConnection:
 
     def request(self, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
         """Begin an exchange: the bytes of ``GET target``, headers sent as given (UTF-8)."""
-        lines = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers), "", ""]
-        text = "\r\n".join(lines)
-        breaks = len(lines) - 1
-        if text.count("\n") != breaks or text.count("\r") != breaks:
-            # Headers are validated where they are made; this guards the wire all the same.
-            raise ValueError(f"a line break inside the request for {target!r}")
+        return self.request_with(target, encode_fields(headers))
+
+    def request_with(self, target: str, fields: bytes) -> bytes:
+        """Begin an exchange whose header lines were encoded once for many requests."""
+        if "\n" in target or "\r" in target:
+            raise ValueError(f"a line break inside the request target {target!r}")
         self._begin()
-        return text.encode()
+        return b"GET " + target.encode() + b" HTTP/1.1\r\n" + fields + b"\r\n"
 
     def receive(self, data: Chunk) -> None:
         """Feed bytes; ``b""`` means the peer closed."""

@@ -459,6 +459,12 @@ def test_a_line_break_never_reaches_the_wire(header: tuple[str, str]) -> None:
         ClientConnection(Recorder()).request("/", [*HOST, header])
 
 
+@pytest.mark.parametrize("target", ["/a\r\nInjected: 1", "/a\n", "/a\r"])
+def test_a_line_break_in_the_target_never_reaches_the_wire(target: str) -> None:
+    with pytest.raises(ValueError, match="line break"):
+        ClientConnection(Recorder()).request(target, HOST)
+
+
 # --- failures: always FramingError, with a message a user can read --------------------
 def fields(n: int) -> bytes:
     return b"".join(b"X-%d: 1\r\n" % i for i in range(n))
