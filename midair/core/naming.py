@@ -22,8 +22,18 @@ CONTROL_SUFFIX = ".midair-ctl"
 WORK_SUFFIXES = (PART_SUFFIX, CONTROL_SUFFIX)
 
 
+# A name every step of ``sanitize`` leaves as it is (but the check for work suffixes).
+_PLAIN_NAME = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_NAME_BYTES - 1}}}")
+
+
 def sanitize(name: str) -> str | None:
     """Reduce ``name`` to one harmless path component, or None if nothing is left."""
+    if _PLAIN_NAME.fullmatch(name):  # most names: ASCII, no dot first, short enough
+        return _unlike_work_files(name)
+    return _sanitize_any(name)
+
+
+def _sanitize_any(name: str) -> str | None:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     if not (name.isascii() and name.isprintable()):  # else there is no control character
         name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
@@ -32,7 +42,10 @@ def sanitize(name: str) -> str | None:
         name = name.lstrip(".").strip()
     if not name:
         return None
-    name = _truncate(name)
+    return _unlike_work_files(_truncate(name))
+
+
+def _unlike_work_files(name: str) -> str:
     return name + "_" if name.casefold().endswith(WORK_SUFFIXES) else name
 
 
@@ -86,9 +99,19 @@ def relative_path(path: str) -> str:
 
 def resolve(directory: str, name: str) -> str:
     """Join ``name`` under ``directory``, refusing anything that lands outside."""
+    if _PLAIN_NAME.fullmatch(name):  # one component that cannot be "..": nothing to normalise
+        return _inside(os.path.abspath(directory)) + name
+    return _resolve_any(directory, name)
+
+
+def _resolve_any(directory: str, name: str) -> str:
     root = os.path.abspath(directory)
     path = os.path.normpath(os.path.join(root, name))
-    inside = root if root.endswith(os.sep) else root + os.sep  # both are normalised
-    if not path.startswith(inside) or path == root:
+    if not path.startswith(_inside(root)) or path == root:
         raise ValueError(f"{name!r} resolves outside {directory!r}")
     return path
+
+
+def _inside(root: str) -> str:
+    """A normalised ``root`` with one separator at its end (``/`` has it already)."""
+    return root if root.endswith(os.sep) else root + os.sep
