@@ -177,7 +177,6 @@ class Download:
             if same_origin or name.lower() not in _ORIGIN_BOUND
         ]
 
-
     # --- the response -------------------------------------------------------------
     def on_head(self, head: Head) -> Decision:
         status = head.status

@@ -411,7 +411,7 @@ def test_fields_are_found_by_whole_name_in_any_case() -> None:
     head, _, _, _ = feed(
         [
             b"HTTP/1.1 200 ETag: no\nCONTENT-LENGTH: 0\nX-ETag: a\nETag-X: b\n"
-            b"eTaG: \"c\"\nLocation:\t/x \t\n\n"
+            b'eTaG: "c"\nLocation:\t/x \t\n\n'
         ]
     )
     assert head is not None

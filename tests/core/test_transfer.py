@@ -350,7 +350,7 @@ def test_a_resume_leaves_nothing_in_the_shared_lines() -> None:
     shared = RequestFields(options)
     first, second = variants(options)[0], variants(options)[0]
     first.offset, first.etag = 10, '"e1"'
-    assert b"Range: bytes=10-\r\nIf-Range: \"e1\"\r\n" in shared.of(first)
+    assert b'Range: bytes=10-\r\nIf-Range: "e1"\r\n' in shared.of(first)
     assert b"Range" not in shared.of(second)
     first.offset = 0  # the same download, fetched from zero again
     assert b"Range" not in shared.of(first)
