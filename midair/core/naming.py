@@ -8,6 +8,7 @@ under the directory, and anything that still resolves outside is refused.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import unicodedata
@@ -100,18 +101,28 @@ def relative_path(path: str) -> str:
 def resolve(directory: str, name: str) -> str:
     """Join ``name`` under ``directory``, refusing anything that lands outside."""
     if _PLAIN_NAME.fullmatch(name):  # one component that cannot be "..": nothing to normalise
-        return _inside(os.path.abspath(directory)) + name
+        return _inside(directory) + name
     return _resolve_any(directory, name)
 
 
 def _resolve_any(directory: str, name: str) -> str:
-    root = os.path.abspath(directory)
-    path = os.path.normpath(os.path.join(root, name))
-    if not path.startswith(_inside(root)) or path == root:
+    inside = _inside(directory)
+    path = os.path.normpath(os.path.join(inside, name))
+    if not (path.startswith(inside) and len(path) > len(inside)):  # strictly below it
         raise ValueError(f"{name!r} resolves outside {directory!r}")
     return path
 
 
-def _inside(root: str) -> str:
-    """A normalised ``root`` with one separator at its end (``/`` has it already)."""
+def _inside(directory: str) -> str:
+    """``os.path.abspath(directory)`` with one separator at its end.
+
+    Every job's name is resolved under the same directory, so the joining and
+    normalising is done once per working directory, not once per job.
+    """
+    return _joined(os.getcwd() if not os.path.isabs(directory) else "", directory)
+
+
+@functools.lru_cache(maxsize=16)
+def _joined(cwd: str, directory: str) -> str:
+    root = os.path.normpath(os.path.join(cwd, directory))  # what abspath does
     return root if root.endswith(os.sep) else root + os.sep

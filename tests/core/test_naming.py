@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -237,7 +239,7 @@ def test_relative_paths_never_leave_the_directory(parts: list[str]) -> None:
 
 # --- plain names take a short way to the same result -----------------------------------
 NAME_PIECES = st.sampled_from(["a", "Z", "0", "_", "-", ".", "..", "/", " ", "ü", "x" * 120])
-NAME_PIECES |= st.sampled_from([".midair-part", ".MIDAIR-CTL", "\\", "\t"])
+NAME_PIECES |= st.sampled_from([".midair-part", ".MIDAIR-CTL", "\\", "\t", "/etc", "../"])
 
 
 @SEEDED
@@ -251,6 +253,30 @@ def test_plain_names_are_sanitised_and_resolved_as_any_other(name: str) -> None:
             expected = None
         if _PLAIN_NAME.fullmatch(name):
             assert resolve(directory, name) == expected
+        assert expected == abspath_rule(directory, name)
+
+
+def abspath_rule(directory: str, name: str) -> str | None:
+    """The rule as first written, straight from os.path: where ``name`` lands, or None."""
+    root = os.path.abspath(directory)
+    path = os.path.normpath(os.path.join(root, name))
+    return path if path.startswith(root.rstrip(os.sep) + os.sep) and path != root else None
+
+
+def test_a_relative_directory_follows_the_working_directory(tmp_path: Path) -> None:
+    os.chdir(tmp_path)  # restored by the autouse fixture below
+    assert resolve("out", "f") == str(tmp_path / "out" / "f")
+    (tmp_path / "elsewhere").mkdir()
+    os.chdir(tmp_path / "elsewhere")
+    assert resolve("out", "f") == str(tmp_path / "elsewhere" / "out" / "f")
+    assert resolve("out", "a/../b") == str(tmp_path / "elsewhere" / "out" / "b")
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_working_directory() -> Iterator[None]:
+    cwd = os.getcwd()
+    yield
+    os.chdir(cwd)
 
 
 def test_plain_names_are_common() -> None:
