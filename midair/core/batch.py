@@ -114,6 +114,7 @@ class Batch:
     def __init__(self, jobs: Iterable[Job], options: Options, *, seed: int | None = None):
         self.options = options
         self._downloads = {i: t.Download(i, job, options) for i, job in enumerate(jobs)}
+        self._request_fields = t.RequestFields(options)
         self._unfinished = len(self._downloads)
         self._hosts: dict[tuple[str, str, int], _Host] = {}
         self._ready: deque[_Host] = deque()
@@ -269,7 +270,7 @@ class Batch:
         d.position = d.offset
         conn.exchanges += 1
         conn.answered = False
-        data = conn.http.request(d.url.target, d.request_headers())
+        data = conn.http.request_with(d.url.target, self._request_fields.of(d))
         self._out.append(Send(conn.id, data))
 
     def _feed(self, conn: _Conn, data: bytes, now: float) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 import httptools
@@ -53,25 +52,63 @@ class FramingError(Exception):
     """The response cannot be parsed or broke a limit.  Message says which."""
 
 
-@dataclass(frozen=True, slots=True)
 class Head:
-    """A final response head.  ``fields``: lower-cased names; a repeated field's values
-    joined by ", " (RFC 9110 section 5.3), so each name is looked up once."""
+    """A final response head: the status, and the head's bytes as llhttp validated them.
 
-    status: int
-    fields: dict[bytes, bytes]
+    Fields are found by name when asked for rather than split out as they arrive: a
+    server sends a dozen, the core reads a handful.  Names match in any case; a
+    repeated field's values are joined by ", " (RFC 9110 section 5.3).  The two fields
+    that frame every body are read once, here.
+    """
+
+    __slots__ = ("_lower", "content_length", "raw", "status", "transfer_encoding")
+
+    def __init__(self, status: int, raw: bytes) -> None:
+        self.status = status
+        self.raw = raw
+        self._lower = raw.lower()  # the same offsets: names are found here, values in raw
+        self.transfer_encoding = self.field(b"transfer-encoding")
+        self.content_length = self._declared_length()
+
+    def field(self, name: bytes) -> bytes | None:
+        """The value of the field ``name`` (lower case), or None if the head has none."""
+        key = b"\n" + name + b":"  # a whole name at the start of a line, never the status line
+        at = self._lower.find(key)
+        values = []
+        while at >= 0:
+            start = at + len(key)
+            end = self.raw.find(b"\n", start)
+            values.append(self.raw[start:end].strip(b" \t\r"))
+            at = self._lower.find(key, end)
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else b", ".join(values)
 
     def get(self, name: bytes) -> str | None:
-        value = self.fields.get(name)
+        value = self.field(name)
         return None if value is None else value.decode("latin-1")  # never a decode error
 
     @property
-    def content_length(self) -> int | None:
+    def fields(self) -> dict[bytes, bytes]:
+        """Every field, by lower-cased name: for inspection, not on the per-file path."""
+        names = dict.fromkeys(name.lower() for name in _FIELD_NAME.findall(self.raw))
+        return {name: self.field(name) or b"" for name in names}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Head) and (self.status, self.raw) == (other.status, other.raw)
+
+    def __repr__(self) -> str:
+        return f"Head({self.status}, {self.raw!r})"
+
+    def _declared_length(self) -> int | None:
         """The declared body length, unless Transfer-Encoding frames the body instead."""
-        value = self.fields.get(b"content-length")
-        if value is None or b"transfer-encoding" in self.fields:
+        value = self.field(b"content-length")
+        if value is None or self.transfer_encoding is not None:
             return None
         return int(value)  # the parser has validated it (digits only, repeats merged)
+
+
+_FIELD_NAME = re.compile(rb"^([^:\s]+):", re.M)  # the status line has a space before any ':'
 
 
 class ResponseSink(Protocol):
@@ -82,6 +119,16 @@ class ResponseSink(Protocol):
     def on_body(self, data: Chunk) -> None: ...
 
     def on_end(self) -> None: ...
+
+
+def encode_fields(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Header lines as sent (UTF-8), each ending in CRLF, with no other line break."""
+    lines = [f"{name}: {value}\r\n" for name, value in headers]
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        # Headers are validated where they are made; this guards the wire all the same.
+        raise ValueError(f"a line break inside a request header: {text!r}")
+    return text.encode()
 
 
 class ClientConnection:
@@ -99,14 +146,14 @@ class ClientConnection:
 
     def request(self, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
         """Begin an exchange: the bytes of ``GET target``, headers sent as given (UTF-8)."""
-        lines = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers), "", ""]
-        text = "\r\n".join(lines)
-        breaks = len(lines) - 1
-        if text.count("\n") != breaks or text.count("\r") != breaks:
-            # Headers are validated where they are made; this guards the wire all the same.
-            raise ValueError(f"a line break inside the request for {target!r}")
+        return self.request_with(target, encode_fields(headers))
+
+    def request_with(self, target: str, fields: bytes) -> bytes:
+        """Begin an exchange whose header lines were encoded once for many requests."""
+        if "\n" in target or "\r" in target:
+            raise ValueError(f"a line break inside the request target {target!r}")
         self._begin()
-        return text.encode()
+        return b"GET " + target.encode() + b" HTTP/1.1\r\n" + fields + b"\r\n"
 
     def receive(self, data: Chunk) -> None:
         """Feed bytes; ``b""`` means the peer closed."""
@@ -189,7 +236,7 @@ class ClientConnection:
             self._trailing = _unasked(rest)
             self._end()
             return
-        if b"transfer-encoding" in head.fields:
+        if head.transfer_encoding is not None:
             self._receive = self._chunked_body
         elif length is not None:
             self._receive, self._remaining = self._counted_body, length
@@ -252,9 +299,8 @@ class _Response:
     exceptions and its ``abandon`` never unwind through the C parser.
     """
 
-    def __init__(self) -> None:
-        self.fields: dict[bytes, bytes] = {}
-        self.count = 0
+    def __init__(self, head: bytes) -> None:
+        self.raw = head  # the head alone: fields are read from it when asked for
         self.head: Head | None = None  # once the head is complete
         self.done = self.after_end = self.keep_alive = False
         self.chunks: list[bytes] = []
@@ -264,16 +310,10 @@ class _Response:
         # A bare LF ends a line (RFC 9112 section 2.2 lets a recipient accept it).
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.head is not None:  # a chunked body's trailer field: not part of the head
-            return
-        self.count += 1
-        name, value = name.lower(), value.rstrip(b" \t")
-        known = self.fields.get(name)
-        self.fields[name] = value if known is None else known + b", " + value
-
+    # No ``on_header``: llhttp validates every field without calling back for each one
+    # (a chunked body's trailer fields are dropped so, too); ``Head`` reads them later.
     def on_headers_complete(self) -> None:
-        self.head = Head(self.parser.get_status_code(), self.fields)
+        self.head = Head(self.parser.get_status_code(), self.raw)
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
 
     def on_body(self, data: bytes) -> None:
@@ -336,14 +376,15 @@ def _head_end(data: bytes | bytearray, start: int) -> int:
 
 def _parse_head(head: bytes) -> _Response | None:
     """The response whose complete head this is, or None for an interim 1xx head."""
-    response = _Response()
+    response = _Response(head)
     try:
         response.feed(head)
     except FramingError:
         if response.failure not in _LENGTH_REASONS:
             raise
-        response = _Response()
-        response.feed(_merge_lengths(head))
+        merged = _merge_lengths(head)
+        response = _Response(merged)
+        response.feed(merged)
     return _final(response)
 
 
@@ -356,17 +397,24 @@ def _final(response: _Response) -> _Response | None:
         raise FramingError(f"malformed response: status {head.status}")
     if head.status == 101:
         raise FramingError("malformed response: 101 Switching Protocols to a plain GET")
-    if response.count > MAX_HEADER_FIELDS:
-        raise FramingError(f"response head has {response.count} fields (limit {MAX_HEADER_FIELDS})")
+    count = _field_count(response.raw)
+    if count > MAX_HEADER_FIELDS:
+        raise FramingError(f"response head has {count} fields (limit {MAX_HEADER_FIELDS})")
     if head.status < 200:
         return None
-    coding = head.fields.get(b"transfer-encoding")
+    coding = head.transfer_encoding
     if coding is not None and not response.done and coding.strip().lower() != b"chunked":
         # Another coding would be saved undecoded, and its framing guessed.
         raise FramingError(
             f"malformed response: unsupported Transfer-Encoding {coding.decode('latin-1')!r}"
         )
     return response
+
+
+def _field_count(head: bytes) -> int:
+    """Lines between the status line and the empty line: llhttp refuses obs-fold, so
+    each is one field."""
+    return head.count(b"\n") - 2
 
 
 def _merge_lengths(head: bytes) -> bytes:

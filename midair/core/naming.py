@@ -8,6 +8,7 @@ under the directory, and anything that still resolves outside is refused.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import unicodedata
@@ -22,8 +23,18 @@ CONTROL_SUFFIX = ".midair-ctl"
 WORK_SUFFIXES = (PART_SUFFIX, CONTROL_SUFFIX)
 
 
+# A name every step of ``sanitize`` leaves as it is (but the check for work suffixes).
+_PLAIN_NAME = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_NAME_BYTES - 1}}}")
+
+
 def sanitize(name: str) -> str | None:
     """Reduce ``name`` to one harmless path component, or None if nothing is left."""
+    if _PLAIN_NAME.fullmatch(name):  # most names: ASCII, no dot first, short enough
+        return _unlike_work_files(name)
+    return _sanitize_any(name)
+
+
+def _sanitize_any(name: str) -> str | None:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     if not (name.isascii() and name.isprintable()):  # else there is no control character
         name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
@@ -32,7 +43,10 @@ def sanitize(name: str) -> str | None:
         name = name.lstrip(".").strip()
     if not name:
         return None
-    name = _truncate(name)
+    return _unlike_work_files(_truncate(name))
+
+
+def _unlike_work_files(name: str) -> str:
     return name + "_" if name.casefold().endswith(WORK_SUFFIXES) else name
 
 
@@ -86,9 +100,29 @@ def relative_path(path: str) -> str:
 
 def resolve(directory: str, name: str) -> str:
     """Join ``name`` under ``directory``, refusing anything that lands outside."""
-    root = os.path.abspath(directory)
-    path = os.path.normpath(os.path.join(root, name))
-    inside = root if root.endswith(os.sep) else root + os.sep  # both are normalised
-    if not path.startswith(inside) or path == root:
+    if _PLAIN_NAME.fullmatch(name):  # one component that cannot be "..": nothing to normalise
+        return _inside(directory) + name
+    return _resolve_any(directory, name)
+
+
+def _resolve_any(directory: str, name: str) -> str:
+    inside = _inside(directory)
+    path = os.path.normpath(os.path.join(inside, name))
+    if not (path.startswith(inside) and len(path) > len(inside)):  # strictly below it
         raise ValueError(f"{name!r} resolves outside {directory!r}")
     return path
+
+
+def _inside(directory: str) -> str:
+    """``os.path.abspath(directory)`` with one separator at its end.
+
+    Every job's name is resolved under the same directory, so the joining and
+    normalising is done once per working directory, not once per job.
+    """
+    return _joined(os.getcwd() if not os.path.isabs(directory) else "", directory)
+
+
+@functools.lru_cache(maxsize=16)
+def _joined(cwd: str, directory: str) -> str:
+    root = os.path.normpath(os.path.join(cwd, directory))  # what abspath does
+    return root if root.endswith(os.sep) else root + os.sep

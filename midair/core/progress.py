@@ -40,6 +40,12 @@ class Tracker:
         if count is not None:
             count(self, action)
 
+    @staticmethod
+    def counts(kind: type) -> bool:
+        """Whether ``observe`` counts actions of ``kind``.  A driver that dispatches by
+        kind can leave the others out: most of a file's actions count nothing."""
+        return kind in _COUNTERS
+
     def _wrote(self, action: Write) -> None:
         self.bytes_done += len(action.data)
         transfer = self.active.get(action.download)

@@ -20,7 +20,7 @@ from .errors import (
     ProtocolError,
     RedirectError,
 )
-from .http import Head
+from .http import Head, encode_fields
 from .jobs import Job, Options
 from .retry import parse_retry_after
 from .urls import URL, resolve_location
@@ -138,6 +138,17 @@ class Download:
         return Resume(self.job.url.text, self.size, self.etag, self.last_modified)
 
     # --- the request --------------------------------------------------------------
+    @property
+    def resume_validator(self) -> str | None:
+        """What a Range request is conditioned on (If-Range), or None: nothing to resume.
+        Without a validator nothing proves the bytes on disk still fit."""
+        return (self.etag or self.last_modified) if self.offset else None
+
+    @property
+    def same_origin(self) -> bool:
+        """Whether the URL now asked for is on the job's origin (no redirect left it)."""
+        return self.url is self.job.url or self.url.origin == self.job.url.origin
+
     def request_headers(self) -> list[tuple[str, str]]:
         """midair's headers, each replaced by a user header of the same name, then the
         user's others.  Host comes first, as RFC 9112 asks."""
@@ -149,8 +160,8 @@ class Download:
             ("Accept", "*/*"),
             ("Accept-Encoding", "identity"),
         ]
-        validator = self.etag or self.last_modified
-        if self.offset and validator:  # no validator: nothing proves the bytes still fit
+        validator = self.resume_validator
+        if validator:
             ours += [("Range", f"bytes={self.offset}-"), ("If-Range", validator)]
         host = [h for h in user if h[0].lower() == "host"] or ours[:1]
         rest = [h for h in ours[1:] if h[0].lower() not in given]
@@ -159,7 +170,7 @@ class Download:
     def _user_headers(self) -> list[tuple[str, str]]:
         """-H and header= values; those bound to the origin are dropped after a redirect
         to another one (credentials, and a Host meant for the first server)."""
-        same_origin = self.url.origin == self.job.url.origin
+        same_origin = self.same_origin
         return [
             (name, value)
             for name, value in (*self.options.headers, *self.job.headers)
@@ -269,3 +280,30 @@ class Download:
 
 def _retry_after(head: Head) -> float | None:
     return parse_retry_after(head.get(b"retry-after"), head.get(b"date"))
+
+
+class RequestFields:
+    """The encoded header lines of each download's next request, for one batch's options.
+
+    A fresh GET's headers depend only on the Host asked, whether a redirect left the
+    job's origin, and the job's own headers: thousands of downloads share a few sets,
+    so each set is built and checked once.  A resume (Range, If-Range) is built whole,
+    each time, as is any download with other options than the batch's.
+    """
+
+    LIMIT = 4096  # distinct sets kept; one host per job must not grow this for ever
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._known: dict[tuple[str, bool, tuple[tuple[str, str], ...]], bytes] = {}
+
+    def of(self, download: Download) -> bytes:
+        if download.resume_validator or download.options is not self.options:
+            return encode_fields(download.request_headers())
+        key = (download.url.host_header, download.same_origin, download.job.headers)
+        fields = self._known.get(key)
+        if fields is None:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            fields = self._known[key] = encode_fields(download.request_headers())
+        return fields

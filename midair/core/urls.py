@@ -12,6 +12,12 @@ _TARGET_SAFE = "/:@!$&'()*+,;=-._~%?"
 # A host name or IP literal (RFC 3986 reg-name, IPv6 with a zone): nothing else may reach
 # a connect call, or a message.
 _HOST = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%:-]+")
+# The URLs of nearly every list: a lower-case host, a port, a path and query that need no
+# escaping.  For these the parts are read straight off; ``_parse_any`` gives the same.
+_PLAIN_CHARS = "A-Za-z0-9/:@!$&'()*+,;=._~%-"  # in a target: quote() leaves them as they are
+_PLAIN = re.compile(
+    rf"(https?)://([a-z0-9.-]+)(?::([0-9]{{1,5}}))?(/[{_PLAIN_CHARS}]*)?(?:\?([{_PLAIN_CHARS}?]*))?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +51,26 @@ class URL:
 
 def parse_url(text: str) -> URL:
     """Parse an absolute http(s) URL or raise ValueError saying what is wrong."""
+    text = text.strip()
+    return _parse_plain(text) or _parse_any(text)
+
+
+def _parse_plain(text: str) -> URL | None:
+    """The URL if it is plain (see ``_PLAIN``), else None: ``_parse_any`` decides."""
+    match = _PLAIN.fullmatch(text)
+    if match is None:
+        return None
+    scheme, host, port, path, query = match.groups()
+    number = int(port or 0)
+    if number > 65535:
+        return None  # out of range: _parse_any says so
+    target = (path or "/") + (f"?{query}" if query else "")
+    return URL(text, scheme, host, number or DEFAULT_PORTS[scheme], target)
+
+
+def _parse_any(text: str) -> URL:
     try:
-        parts = urlsplit(text.strip())
+        parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"invalid URL: {exc}") from None
@@ -64,7 +88,7 @@ def parse_url(text: str) -> URL:
         raise ValueError(f"invalid host {host!r}")
     path = quote(parts.path or "/", safe=_TARGET_SAFE)
     target = path + (f"?{quote(parts.query, safe=_TARGET_SAFE)}" if parts.query else "")
-    return URL(text.strip(), scheme, host, port or DEFAULT_PORTS[scheme], target)
+    return URL(text, scheme, host, port or DEFAULT_PORTS[scheme], target)
 
 
 def resolve_location(base: URL, location: str) -> URL:

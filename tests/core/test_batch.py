@@ -580,6 +580,17 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin() -> None:
     assert request.header("authorization") is None and request.header("x-trace") == "1"
 
 
+def test_a_jobs_headers_stay_on_its_own_requests() -> None:
+    server = FileServer()
+    for name in "abc":
+        server.add(f"/{name}", body(10))
+    secret = Job.from_url(f"{H}/b", headers=(("Authorization", "Bearer s3cret"),))
+    sim = run([f"{H}/a", secret, f"{H}/c"], {H: server}, per_host=1)  # one connection, in turn
+    assert len(sim.finished) == 3
+    sent = {r.target: r.header("authorization") for r in server.requests}
+    assert sent == {"/a": None, "/b": "Bearer s3cret", "/c": None}
+
+
 def test_a_redirect_after_a_partial_attempt_moves_the_download(tmp_path: Path) -> None:
     server = FileServer()
     # After one attempt that wrote 1000 bytes, the URL redirects to a file of another name.

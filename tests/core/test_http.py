@@ -407,6 +407,19 @@ def test_head_fields() -> None:
     assert head.content_length == 0
 
 
+def test_fields_are_found_by_whole_name_in_any_case() -> None:
+    head, _, _, _ = feed(
+        [
+            b"HTTP/1.1 200 ETag: no\nCONTENT-LENGTH: 0\nX-ETag: a\nETag-X: b\n"
+            b'eTaG: "c"\nLocation:\t/x \t\n\n'
+        ]
+    )
+    assert head is not None
+    assert head.get(b"etag") == '"c"'  # not the status line's, nor a longer name's
+    assert head.get(b"location") == "/x" and head.content_length == 0
+    assert set(head.fields) == {b"content-length", b"x-etag", b"etag-x", b"etag", b"location"}
+
+
 def test_trailer_fields_are_not_head_fields() -> None:
     head, body, _, _ = feed(
         [
@@ -418,15 +431,16 @@ def test_trailer_fields_are_not_head_fields() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "length"),
+    ("lines", "length"),
     [
-        ({b"content-length": b"7"}, 7),
-        ({b"content-length": b"7", b"transfer-encoding": b"chunked"}, None),
-        ({}, None),
+        (b"Content-Length: 7\r\n", 7),
+        (b"content-length:7 \r\nTransfer-Encoding: chunked\r\n", None),
+        (b"X-Content-Length: 7\r\nContent-Length-X: 8\r\n", None),  # whole names only
+        (b"", None),
     ],
 )
-def test_content_length(fields: dict[bytes, bytes], length: int | None) -> None:
-    assert Head(200, fields).content_length == length
+def test_content_length(lines: bytes, length: int | None) -> None:
+    assert Head(200, b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n").content_length == length
 
 
 def test_request_bytes() -> None:
@@ -443,6 +457,12 @@ def test_request_bytes() -> None:
 def test_a_line_break_never_reaches_the_wire(header: tuple[str, str]) -> None:
     with pytest.raises(ValueError, match="line break"):
         ClientConnection(Recorder()).request("/", [*HOST, header])
+
+
+@pytest.mark.parametrize("target", ["/a\r\nInjected: 1", "/a\n", "/a\r"])
+def test_a_line_break_in_the_target_never_reaches_the_wire(target: str) -> None:
+    with pytest.raises(ValueError, match="line break"):
+        ClientConnection(Recorder()).request(target, HOST)
 
 
 # --- failures: always FramingError, with a message a user can read --------------------
@@ -591,11 +611,9 @@ def test_interim_heads_and_empty_lines_count_toward_the_head_limit(filler: bytes
 def test_a_head_of_exactly_the_limit_is_accepted() -> None:
     start, end = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: ", b"\r\n\r\n"
     filler = b"a" * (MAX_HEAD_BYTES - len(start) - len(end))
-    assert feed([start + filler + end])[:3] == (
-        Head(200, {b"content-length": b"0", b"x": filler}),
-        b"",
-        True,
-    )
+    head, body, ended, _ = feed([start + filler + end])
+    assert head is not None and (head.status, body, ended) == (200, b"", True)
+    assert head.fields == {b"content-length": b"0", b"x": filler}
     with pytest.raises(FramingError, match="larger than 64 KiB"):
         feed([start + filler + b"a" + end])
 

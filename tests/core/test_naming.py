@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midair.core.naming import (
+    _PLAIN_NAME,
     DEFAULT_NAME,
     MAX_NAME_BYTES,
+    _resolve_any,
+    _sanitize_any,
     content_disposition_name,
     name_from_path,
     relative_path,
@@ -230,3 +235,52 @@ def test_relative_paths_never_leave_the_directory(parts: list[str]) -> None:
     path = resolve(ROOT, rel)
     assert path.startswith(ROOT + os.sep)
     assert ".." not in path.split(os.sep)
+
+
+# --- plain names take a short way to the same result -----------------------------------
+NAME_PIECES = st.sampled_from(["a", "Z", "0", "_", "-", ".", "..", "/", " ", "ü", "x" * 120])
+NAME_PIECES |= st.sampled_from([".midair-part", ".MIDAIR-CTL", "\\", "\t", "/etc", "../"])
+
+
+@SEEDED
+@given(st.lists(NAME_PIECES, max_size=6).map("".join))
+def test_plain_names_are_sanitised_and_resolved_as_any_other(name: str) -> None:
+    assert sanitize(name) == _sanitize_any(name)
+    for directory in (ROOT, "/", "relative/dir"):
+        try:
+            expected: str | None = _resolve_any(directory, name)
+        except ValueError:
+            expected = None
+        if _PLAIN_NAME.fullmatch(name):
+            assert resolve(directory, name) == expected
+        assert expected == abspath_rule(directory, name)
+
+
+def abspath_rule(directory: str, name: str) -> str | None:
+    """The rule as first written, straight from os.path: where ``name`` lands, or None."""
+    root = os.path.abspath(directory)
+    path = os.path.normpath(os.path.join(root, name))
+    return path if path.startswith(root.rstrip(os.sep) + os.sep) and path != root else None
+
+
+def test_a_relative_directory_follows_the_working_directory(tmp_path: Path) -> None:
+    os.chdir(tmp_path)  # restored by the autouse fixture below
+    assert resolve("out", "f") == str(tmp_path / "out" / "f")
+    (tmp_path / "elsewhere").mkdir()
+    os.chdir(tmp_path / "elsewhere")
+    assert resolve("out", "f") == str(tmp_path / "elsewhere" / "out" / "f")
+    assert resolve("out", "a/../b") == str(tmp_path / "elsewhere" / "out" / "b")
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_working_directory() -> Iterator[None]:
+    cwd = os.getcwd()
+    yield
+    os.chdir(cwd)
+
+
+def test_plain_names_are_common() -> None:
+    for name in ("f00000", "file.iso", "a-b_c.tar.gz", "x" * MAX_NAME_BYTES):
+        assert _PLAIN_NAME.fullmatch(name)
+    for name in (".hidden", "a b", "x" * (MAX_NAME_BYTES + 1), "ü", ""):
+        assert not _PLAIN_NAME.fullmatch(name)

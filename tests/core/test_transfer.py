@@ -13,7 +13,7 @@ from midair.core.errors import (
     ProtocolError,
     RedirectError,
 )
-from midair.core.http import Head
+from midair.core.http import Head, encode_fields
 from midair.core.jobs import Job, Options
 from midair.core.transfer import (
     Accept,
@@ -21,6 +21,7 @@ from midair.core.transfer import (
     Download,
     Fail,
     Redirect,
+    RequestFields,
     Restart,
     Retry,
 )
@@ -49,7 +50,8 @@ def download(
 
 
 def head(status: int, *headers: tuple[str, str]) -> Head:
-    return Head(status, {k.lower().encode(): v.encode("latin-1") for k, v in headers})
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return Head(status, f"HTTP/1.1 {status} X\r\n{lines}\r\n".encode("latin-1"))
 
 
 def length(n: int) -> tuple[str, str]:
@@ -313,6 +315,61 @@ def test_a_user_host_does_not_follow_a_redirect_to_another_origin() -> None:
     d = download(headers=(("Host", "virtual.example"),))
     d.url = parse_url("http://cdn.example/x")
     assert d.request_headers()[0] == ("Host", "cdn.example")
+
+
+# --- the request lines shared between downloads ----------------------------------------
+def variants(options: Options) -> list[Download]:
+    """Downloads whose requests differ: job headers, a resume, redirects to the same
+    origin and to another one (where credentials must be dropped)."""
+    plain = Download(0, Job.from_url(URL), options)
+    own = Download(1, Job.from_url(URL, headers=CREDENTIALS[:2]), options)
+    resumed = Download(2, Job.from_url(URL), options)
+    resumed.offset, resumed.etag = 123, '"e1"'
+    moved = Download(3, Job.from_url(URL, headers=CREDENTIALS[:2]), options)
+    moved.url = parse_url("http://cdn.example/x")
+    nearby = Download(4, Job.from_url(URL, headers=CREDENTIALS[:2]), options)
+    nearby.url = parse_url("http://h.example/elsewhere")
+    other_port = Download(5, Job.from_url("http://h.example:8080/y"), options)
+    return [plain, own, resumed, moved, nearby, other_port]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+@pytest.mark.parametrize("headers", [(), CREDENTIALS[2:], (("Host", "virtual.example"),)])
+def test_shared_request_lines_are_each_downloads_own(
+    order: int, headers: tuple[tuple[str, str], ...]
+) -> None:
+    options = Options(headers=headers)
+    shared = RequestFields(options)
+    for _ in range(2):  # the second round is served from what the first one built
+        for d in variants(options)[::order]:
+            assert shared.of(d) == encode_fields(d.request_headers())
+
+
+def test_a_resume_leaves_nothing_in_the_shared_lines() -> None:
+    options = Options()
+    shared = RequestFields(options)
+    first, second = variants(options)[0], variants(options)[0]
+    first.offset, first.etag = 10, '"e1"'
+    assert b'Range: bytes=10-\r\nIf-Range: "e1"\r\n' in shared.of(first)
+    assert b"Range" not in shared.of(second)
+    first.offset = 0  # the same download, fetched from zero again
+    assert b"Range" not in shared.of(first)
+
+
+def test_a_download_with_other_options_gets_its_own_lines() -> None:
+    shared = RequestFields(Options(user_agent="batch/1"))
+    d = Download(0, Job.from_url(URL), Options(user_agent="own/1"))
+    assert b"User-Agent: own/1\r\n" in shared.of(d)
+    assert b"batch/1" not in shared.of(Download(1, Job.from_url(URL), Options(user_agent="x/1")))
+
+
+def test_shared_lines_stay_bounded() -> None:
+    options = Options()
+    shared = RequestFields(options)
+    for i in range(RequestFields.LIMIT + 10):
+        d = Download(i, Job.from_url(f"http://h{i}.example/f"), options)
+        assert shared.of(d).startswith(f"Host: h{i}.example\r\n".encode())
+    assert len(shared._known) <= RequestFields.LIMIT
 
 
 # --- what a previous run left -----------------------------------------------------------

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
 
-from midair.core.urls import URL, parse_url, resolve_location
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from midair.core.urls import URL, _parse_any, _parse_plain, parse_url, resolve_location
+
+SEEDED = settings(derandomize=True, database=None, deadline=None, max_examples=2000)
 
 
 @pytest.mark.parametrize(
@@ -106,3 +112,44 @@ def test_resolve_location(base: str, location: str, expected: str) -> None:
 def test_resolve_location_refuses_what_parse_url_refuses(location: str) -> None:
     with pytest.raises(ValueError):
         resolve_location(parse_url("http://h/a"), location)
+
+
+# --- the plain-URL fast path gives what the general parser gives -------------------------
+def parsed(parse: Callable[[str], URL | None], text: str) -> URL | str | None:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+PIECES = ["http", "https", "HTTP", "://", "h", "H", "a.b-c", "9", ":", "0", "65535", "65536"]
+PIECES += ["/", "?", "#", "%", "%41", "@", "[::1]", " ", "\t", "ü", "..", "a b", "=&", "~"]
+
+
+@SEEDED
+@given(st.lists(st.sampled_from(PIECES), max_size=12).map("".join))
+def test_plain_urls_parse_as_the_general_parser_does(text: str) -> None:
+    for candidate in (text, "http://" + text, "https://h" + text):
+        fast = _parse_plain(candidate.strip())
+        if fast is not None:
+            assert fast == parsed(_parse_any, candidate.strip()), candidate
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://127.0.0.1:18080/small/f00000",
+        "https://h.example/a/b.iso?x=1&y=%20",
+        "http://h:0/x",  # port 0 means the default, as in the general parser
+        "http://h/x?",
+        "http://h?q",
+    ],
+)
+def test_typical_urls_take_the_fast_path(text: str) -> None:
+    fast = _parse_plain(text)
+    assert fast is not None and fast == _parse_any(text) == parse_url(text)
+
+
+@pytest.mark.parametrize("text", ["HTTP://h/", "http://H/", "http://h/a b", "http://h:99999/"])
+def test_unusual_urls_take_the_general_path(text: str) -> None:
+    assert _parse_plain(text) is None
