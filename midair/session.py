@@ -197,19 +197,22 @@ class Session:
             Finished: self.run.report,
             Failed: self.run.report,
         }
-        table.update({kind: self._file_step(step) for kind, step in file_steps.items()})
+        table.update({kind: self._file_step(kind, step) for kind, step in file_steps.items()})
         return table
 
     def _net_action(self, action: NetAction) -> None:
         self._net.append(action)
 
-    def _file_step(self, step: _Step) -> _Step:
-        """Count the action, skip it after a file error of its download, turn errors into
-        the core's ``published(..., error)`` so only cleaning up is left for that download."""
-        observe = self.run.tracker.observe
+    def _file_step(self, kind: type, step: _Step) -> _Step:
+        """Count the action (if the tracker counts its kind), skip it after a file error of
+        its download, turn errors into the core's ``published(..., error)`` so only cleaning
+        up is left for that download."""
+        tracker = self.run.tracker
+        counted = tracker.counts(kind)
 
         def carry_out(action: Any) -> list[Action] | None:
-            observe(action)
+            if counted:
+                tracker.observe(action)
             if action.download in self._broken and type(action) is not Discard:
                 return None
             try:
