@@ -7,10 +7,12 @@ with that error — raised to the caller, never a success.  The faults come from
 in every worker process the sharding engines start.
 
 As a subprocess (``python -m midair get``): SIGTERM and SIGINT mid-transfer
-exit 143/130 within a second, keep the part files, and a re-run completes the
-files byte-exact; a signal while a 300,000-line list loads, or while the run
-starts up, exits within a second too; a closed stdout ends a ``--json`` run
-promptly with a non-zero status.
+exit 143/130 within a second, keep the part files, and a re-run (unthrottled:
+nothing needs to stay in flight then) completes the files byte-exact; a signal
+while a 150,000-line list loads, while the run starts up, or while it prepares
+the files (a sharding engine's workers in their own start) exits within a
+second too, sent once a phase marker shows the run is there; a closed stdout
+ends a ``--json`` run promptly with a non-zero status.
 """
 
 from __future__ import annotations
@@ -52,6 +54,24 @@ def gen(
     server: ServerThread, host: int, name: str, size: int, engine: str, rate: int = RATE
 ) -> str:
     return server.url(host, f"/gen/{name}?size={size}&rate={rate}&t={engine}-{os.getpid()}")
+
+
+def paced_url(server: ServerThread, host: int, name: str, engine: str) -> str:
+    """A slow file whose pace is the server's (``set_rate``), not fixed in the URL."""
+    return server.url(host, f"/gen/{name}?size={SIZE}&t={engine}-{os.getpid()}")
+
+
+@pytest.fixture(scope="module")
+def paced_server() -> Iterator[ServerThread]:
+    with ServerThread(addresses=3) as srv:
+        yield srv
+
+
+@pytest.fixture
+def paced(paced_server: ServerThread) -> ServerThread:
+    """A server at ``RATE`` per connection until the test calls ``set_rate(0)``."""
+    paced_server.set_rate(RATE)
+    return paced_server
 
 
 def slow_urls(server: ServerThread, engine: str, tag: str) -> list[str]:
@@ -212,19 +232,29 @@ def signal_and_time(proc: subprocess.Popen[str], signum: int) -> tuple[float, st
     return time.monotonic() - sent, stderr
 
 
+def wait_for_bytes_on_disk(directory: Path, limit: float = 30) -> None:
+    """Until a part file in ``directory`` holds data (bounded in time)."""
+    deadline = time.monotonic() + limit
+    while not any(p.stat().st_size for p in directory.glob("*.midair-part")):
+        assert time.monotonic() < deadline, f"no part file with data in {limit} s"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_mid_transfer_stops_at_once_and_the_rerun_resumes(
-    midair, server, engine, tmp_path, signum
+    midair, paced, engine, tmp_path, signum
 ):
-    urls = [gen(server, h, f"sig{h}.bin", SIZE, engine) for h in range(3)]
+    urls = [paced_url(paced, h, f"sig{h}.bin", engine) for h in range(3)]
     proc = start(midair, "--json", "-d", str(tmp_path), *urls)
     wait_for_event(proc, "start")
-    time.sleep(0.5)  # bytes on disk
+    wait_for_bytes_on_disk(tmp_path)
     seconds, stderr = signal_and_time(proc, signum)
     assert proc.returncode == SIGNAL_EXIT[signum], stderr
     assert seconds < STOP_WITHIN, f"{seconds:.2f} s to stop"
     assert "part files kept" in stderr
     assert list(tmp_path.glob("*.midair-part")), "no part file kept"
+    assert not any((tmp_path / f"sig{h}.bin").exists() for h in range(3)), "stopped too late"
+    paced.set_rate(0)
     rerun = midair.get("-d", str(tmp_path), *urls)
     assert rerun.returncode == 0, rerun.stderr
     for h in range(3):
@@ -234,34 +264,70 @@ def test_a_signal_mid_transfer_stops_at_once_and_the_rerun_resumes(
 
 @pytest.fixture(scope="module")
 def long_list(tmp_path_factory: pytest.TempPathFactory, server: ServerThread) -> Path:
-    """300,000 URLs: loading takes seconds, and so does preparing every file."""
+    """150,000 URLs: on an idle machine loading the list, the core's start and preparing
+    the files each take most of a second, or more (a sharding engine's workers, seconds)."""
     path = tmp_path_factory.mktemp("list") / "urls.txt"
     with path.open("w") as f:
-        for i in range(300_000):
+        for i in range(150_000):
             f.write(gen(server, i % 3, f"l{i}.bin", 1000, "list") + "\n")
     return path
 
 
-# On an idle machine: 0-3 s reading the list and building the batch, 3-6 s the core's
-# start (nothing on disk yet: a signal raises), 6-7.5 s preparing every file (a stop).
+def phase_markers(directory: Path) -> dict[str, str]:
+    """The environment that makes ``midair get`` (and its workers) mark its phases."""
+    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, **{faults.PHASES_ENV: str(directory)})
+
+
+def marked(directory: Path, phase: str, pid: int, by_worker: bool = False) -> bool:
+    """Has process ``pid`` (or, ``by_worker``, another process) reached ``phase``?"""
+    pids = [m.suffix[1:] for m in directory.glob(f"{phase}.*")]
+    return any((p != str(pid)) == by_worker for p in pids)
+
+
+def wait_for_phase(proc: subprocess.Popen[str], directory: Path, phase: str, by_worker: bool):
+    deadline = time.monotonic() + 60
+    while not marked(directory, phase, proc.pid, by_worker):
+        assert proc.poll() is None, f"ended before {phase}: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"no {phase} marker in 60 s"
+        time.sleep(0.01)
+
+
+# loading: parsing the list; start-up: the core's start (nothing on disk yet: a signal
+# raises); preparing: committed, files being prepared (a signal only stops).  A sharding
+# engine prepares in its workers, each starting its own shard's core: signalled then.
 @pytest.mark.parametrize(
-    ("phase", "delay", "signum"),
+    ("phase", "after", "signum"),
     [
-        ("loading the list", 1.0, signal.SIGTERM),
-        ("starting the batch", 4.5, signal.SIGINT),
-        ("preparing the files", 7.0, signal.SIGTERM),
+        ("loading", "start-up", signal.SIGTERM),
+        ("start-up", "preparing", signal.SIGINT),
+        ("preparing", None, signal.SIGTERM),
     ],
     ids=["loading", "start-up", "preparing"],
 )
 def test_a_signal_before_transfers_begin_ends_within_a_second(
-    midair, engine, tmp_path, long_list, phase, delay, signum
+    midair, engine, tmp_path, long_list, phase, after, signum
 ):
-    proc = start(midair, "-q", "-d", str(tmp_path), "-i", str(long_list), stdout=subprocess.DEVNULL)
-    time.sleep(delay)
-    assert proc.poll() is None, f"ended before {phase}"
-    seconds, stderr = signal_and_time(proc, signum)
+    marks = tmp_path / "phases"
+    marks.mkdir()
+    out = tmp_path / "out"
+    env = phase_markers(marks)
+    proc = start(
+        midair, "-q", "-d", str(out), "-i", str(long_list), stdout=subprocess.DEVNULL, env=env
+    )
+    try:
+        if phase == "preparing" and engine in SHARDING:
+            wait_for_phase(proc, marks, "preparing", by_worker=False)
+            wait_for_phase(proc, marks, "start-up", by_worker=True)
+        else:
+            wait_for_phase(proc, marks, phase, by_worker=False)
+    finally:
+        seconds, stderr = signal_and_time(proc, signum)
     assert proc.returncode == SIGNAL_EXIT[signum], stderr
     assert seconds < STOP_WITHIN, f"{seconds:.2f} s to stop while {phase}"
+    if after is not None:  # the signal ended the run inside the phase
+        assert not marked(marks, after, proc.pid), f"{after} was reached"
+        assert not out.exists() or not list(out.iterdir())
 
 
 def test_a_closed_stdout_ends_a_json_run_promptly(midair, server, engine, tmp_path):

@@ -321,6 +321,20 @@ def test_server_wide_rate_and_latency_can_be_overridden() -> None:
         assert time.monotonic() - started < 2  # generous: only "not paced at 64 KiB/s"
 
 
+def test_the_server_wide_rate_can_be_changed_between_responses() -> None:
+    with ServerThread(addresses=1, rate=65536) as server:
+        server.set_rate(0)
+        started = time.monotonic()
+        assert len(fetch(server.url(0, "/gen/free?size=1000000"))[2]) == 1000000
+        assert time.monotonic() - started < 2  # paced at 64 KiB/s it would take 15 s
+        server.set_rate(65536)
+        started = time.monotonic()
+        assert len(fetch(server.url(0, "/gen/paced?size=16384"))[2]) == 16384
+        assert time.monotonic() - started >= 0.2
+        with pytest.raises(ValueError, match="rate"):
+            server.set_rate(-1)
+
+
 # --- statistics, addresses, files, TLS, CLI -------------------------------------
 
 

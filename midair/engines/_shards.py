@@ -238,17 +238,20 @@ def run_shard(
     send: Callable[[Summary], None],
     interval: float = 0.2,
     stopped: Callable[[], bool] | None = None,
+    began: Callable[[], None] | None = None,
 ) -> list[Report]:
     """Download ``jobs``; ``send`` summaries meanwhile; return every ending.
 
     ``stopped`` is polled every ``interval``: once true, the run is asked to
     stop and the endings so far are returned.  A signal stop or an internal
     error is raised (``Run.raise_outcome``) after the part files are closed.
+    ``began`` is called once the shard's run commits (its core's start is over and
+    its files are about to be touched): until then a stopped shard has nothing to flush.
     """
     if stopped is not None and stopped():  # before a batch start that cannot be interrupted
         return []
     outbox: deque[Any] = deque()  # the run hands its listener reports only
-    run = Run(jobs, options, listener=outbox.append)
+    run = _ShardRun(jobs, options, outbox.append, began, stopped)
     engine = shard_engine(inner)
     reporter = _Reporter(run, outbox, send, stopped)
     done = threading.Event()
@@ -265,6 +268,33 @@ def run_shard(
         reporter.flush()
     run.raise_outcome()
     return reporter.endings
+
+
+class _ShardRun(Run):
+    """A shard's ``Run`` that says when it commits, and looks for a stop right then.
+
+    The look closes the gap between two polls of ``stopped``: whoever stops the
+    shards sees ``began`` first, or the shard sees the stop before any file is
+    touched (both go through the same scheduler, which serialises them).
+    """
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        options: Options,
+        listener: Callable[[Any], None],
+        began: Callable[[], None] | None,
+        stopped: Callable[[], bool] | None,
+    ) -> None:
+        super().__init__(jobs, options, listener=listener)
+        self._began, self._stopped = began, stopped
+
+    def commit(self) -> None:
+        super().commit()
+        if self._began is not None:
+            self._began()
+        if self._stopped is not None and not self.stopping and self._stopped():
+            self.request_stop()
 
 
 class _Reporter:

@@ -21,7 +21,11 @@ bug), and that fails the whole run.
 
 A stop request (Ctrl-C, SIGTERM, an error), seen within ``interval``, sets a
 ``distributed.Event`` the shards poll; each stops its run, closes its part
-files and returns.
+files and returns.  Only the shards that said they began (their run
+committed) are waited for: one still inside its core's start, which a worker
+thread cannot interrupt, has no file yet.  Its worker would finish that start
+before closing, seconds later, so a local cluster closes its workers with a
+short grace after a stop, then kills those still busy.
 
 Without ``scheduler`` a ``LocalCluster`` of ``workers`` processes is started
 and closed here; with an address, the engine only connects a ``Client``.
@@ -30,6 +34,7 @@ and closed here; with an address, the engine only connects a ``Client``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import pickle
 import signal
 import uuid
@@ -51,10 +56,12 @@ from ._shards import (
     unpack_jobs,
 )
 
-# Seconds for stopped shards to flush their files and return: a running shard sees the stop
-# within ``interval`` and closes its files at once.  One still inside the core's start (which
-# a worker thread cannot interrupt) has no file to flush yet, and is left to end on its own.
+# Seconds for stopped shards that began to flush their files and return: a running shard
+# sees the stop within ``interval`` and closes its files at once.
 _STOP_WAIT = 0.6
+# Seconds a local cluster's worker gets to close after a stop before it is killed (only a
+# shard still in its core's start, with no file open, keeps a worker that long).
+_CLOSE_GRACE = 0.2
 
 
 class DaskEngine:
@@ -80,7 +87,7 @@ class DaskEngine:
     def run(self, run: Run) -> None:
         from distributed import Queue
 
-        with self._client() as client:
+        with self._client(run) as client:
             shards = plan_shards(
                 run.jobs, run.options, self.shards or sum(client.nthreads().values())
             )
@@ -88,11 +95,12 @@ class DaskEngine:
             queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
             run.commit()  # shards about to write files: from here a signal only stops
             futures = self._submit(client, run, shards, queue.name)
+            home = _Home(queue, merger)
             try:
-                _follow(futures, queue, merger, self.interval)
+                _follow(futures, home, self.interval)
             finally:
                 if futures and (run.stopping or not all(f.done() for f in futures)):
-                    _stop(client, queue.name, list(futures))  # shards flush files and end
+                    _stop(client, queue.name, futures, home)  # shards flush files and end
                 queue.close()
 
     def _submit(self, client: Any, run: Run, shards: list[Shard], name: str) -> dict[Any, int]:
@@ -118,7 +126,7 @@ class DaskEngine:
         return futures
 
     @contextlib.contextmanager
-    def _client(self) -> Iterator[Any]:
+    def _client(self, run: Run) -> Iterator[Any]:
         from distributed import Client
 
         if self.scheduler is not None:
@@ -126,7 +134,11 @@ class DaskEngine:
                 yield client
             return
         with local_cluster(self.workers) as cluster, Client(cluster) as client:
-            yield client
+            try:
+                yield client
+            finally:
+                if run.stopping:
+                    _close_workers_now(cluster)
 
 
 def local_cluster(workers: int) -> Any:
@@ -157,15 +169,54 @@ def dask_setup(worker: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _follow(futures: dict[Any, int], queue: Any, merger: Merger, interval: float) -> None:
+def _close_workers_now(cluster: Any) -> None:
+    """Close every worker of ``cluster``, killing it after ``_CLOSE_GRACE`` if still busy.
+
+    Closing the cluster as usual waits for each worker's running task, and a
+    shard inside its core's start takes seconds more; it has nothing to flush.
+    """
+    import asyncio
+
+    async def close_all() -> None:
+        workers = list(cluster.workers.values())
+        await asyncio.gather(*(w.close(timeout=_CLOSE_GRACE) for w in workers))
+
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
+    nanny.setLevel(logging.ERROR)  # "still alive after 0.2 seconds, killing" is the intent
+    try:
+        with contextlib.suppress(Exception):  # the cluster's own close comes next anyway
+            cluster.sync(close_all)
+    finally:
+        nanny.setLevel(level)
+
+
+class _Home:
+    """What the shards send home: summaries for the merge, and which shards began."""
+
+    def __init__(self, queue: Any, merger: Merger) -> None:
+        self.queue, self.merger = queue, merger
+        self.began: set[int] = set()
+
+    def drain(self) -> None:
+        for item in self.queue.get(batch=True):
+            number, summary = pickle.loads(item)
+            if summary is None:
+                self.began.add(number)
+            else:
+                self.merger.apply(number, summary)
+
+
+def _follow(futures: dict[Any, int], home: _Home, interval: float) -> None:
     """Merge streamed summaries until every shard's task has ended, then its endings."""
     from distributed import wait
 
+    merger = home.merger
     pending = dict(futures)
     while pending and not merger.run.stopping:
         with contextlib.suppress(TimeoutError):
             wait(list(pending), timeout=interval, return_when="FIRST_COMPLETED")
-        _drain(queue, merger)  # before endings: what a finished shard sent before returning
+        home.drain()  # before endings: what a finished shard sent before returning
         for future, number in [(f, n) for f, n in pending.items() if f.done()]:
             del pending[future]
             if future.status == "finished":
@@ -188,19 +239,17 @@ def _failed(merger: Merger, number: int, error: BaseException) -> None:
     merger.lost(number, reason)
 
 
-def _stop(client: Any, name: str, futures: list[Any]) -> None:
+def _stop(client: Any, name: str, futures: dict[Any, int], home: _Home) -> None:
+    """Tell the shards to stop; wait for those with files open to flush them."""
     from distributed import Event, wait
 
     Event(f"{name}-stop", client=client).set()
-    with contextlib.suppress(Exception):
-        wait(futures, timeout=_STOP_WAIT)
-    client.cancel(futures)
-
-
-def _drain(queue: Any, merger: Merger) -> None:
-    for item in queue.get(batch=True):
-        number, summary = pickle.loads(item)
-        merger.apply(number, summary)
+    home.drain()  # after the stop is set: a shard that begins later sees the stop
+    flushing = [f for f, number in futures.items() if number in home.began]
+    if flushing:
+        with contextlib.suppress(Exception):
+            wait(flushing, timeout=_STOP_WAIT)
+    client.cancel(list(futures))
 
 
 def _describe(error: BaseException) -> str:
@@ -219,14 +268,17 @@ def _shard_task(
     queue = Queue(queue_name)
     stop = Event(f"{queue_name}-stop")
 
-    def send(summary: Summary) -> None:
+    def send(summary: Summary | None) -> None:
         queue.put(pickle.dumps((number, summary)))
 
     try:
         jobs = unpack_jobs(packed, stop.is_set)
         if jobs is None:
             return [], None
-        return run_shard(jobs, options, inner, send, interval, stopped=stop.is_set), None
+        endings = run_shard(
+            jobs, options, inner, send, interval, stopped=stop.is_set, began=lambda: send(None)
+        )
+        return endings, None
     except Exception as exc:
         return [], f"{type(exc).__name__}: {exc}"
     finally:

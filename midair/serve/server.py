@@ -121,6 +121,16 @@ class SlowServer:
         """Zero the counters and the log (fail_times counts are kept)."""
         self._stats.reset()
 
+    def set_rate(self, rate: int) -> None:
+        """The default ``rate`` from the next response on (one under way keeps its pace).
+
+        So a test can keep a transfer in flight while it needs one, then let the
+        re-run that checks the result go at full speed.
+        """
+        if rate < 0:
+            raise ValueError("rate must be >= 0")
+        self._settings.rate = rate
+
     def _stats_json(self) -> bytes:
         return self.stats().to_json()
 

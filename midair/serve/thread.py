@@ -103,6 +103,10 @@ class ServerThread:
     def reset_stats(self) -> None:
         self.call(self.server.reset_stats)
 
+    def set_rate(self, rate: int) -> None:
+        """``SlowServer.set_rate`` on the loop thread."""
+        self.call(lambda: self.server.set_rate(rate))
+
     def stop(self) -> None:
         """Close the server and join the thread; safe to call twice."""
         loop, stop, thread = self._loop, self._stop, self._thread

@@ -1,4 +1,4 @@
-"""Injected faults for tests/test_contract.py, in this process and in every child.
+"""Injected faults and phase markers for tests/test_contract.py, in every child process.
 
 The sharding engines run the core in other processes (spawned workers, dask
 workers), where a test's monkeypatch cannot reach.  So the contract tests put
@@ -6,6 +6,13 @@ this directory on ``PYTHONPATH`` and name the fault in ``MIDAIR_TEST_FAULT``
 (``kind:marker-file``): every Python process started meanwhile imports this
 module at start-up and patches the same method.  The fault fires once per run,
 across processes: the first process to create the marker file raises.
+
+``MIDAIR_TEST_PHASES=DIR`` instead marks the phases of a ``midair get`` run as
+empty files in DIR, so a test signals a run once it is in a phase, not after a
+sleep that a loaded machine stretches past it: ``loading`` when the input list
+starts being parsed, ``start-up`` when the run exists (the core's start comes
+next, before any file is touched), ``preparing`` once the engine has committed
+to acting on the files (a signal only requests a stop from then on).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 ENV = "MIDAIR_TEST_FAULT"
+PHASES_ENV = "MIDAIR_TEST_PHASES"
 MESSAGE = "injected fault in {kind}"
 
 
@@ -44,12 +52,46 @@ def faulty(kind: str, marker: str) -> Callable[..., Any]:
     return method
 
 
+def mark(directory: str, phase: str) -> None:
+    """``DIR/PHASE.PID``: a sharding engine's workers mark their own runs' phases too."""
+    path = os.path.join(directory, f"{phase}.{os.getpid()}")
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY))
+
+
+def marking(directory: str) -> None:
+    """Wrap the functions that begin each phase so they leave its marker first (or, for
+    ``commit``, once committed: a signal seen after the marker must only stop)."""
+    from midair.core import jobs
+    from midair.run import Run
+
+    parse, init, commit = jobs.parse_input_file, Run.__init__, Run.commit
+
+    def parse_input_file(*args: Any, **kwargs: Any) -> Any:
+        mark(directory, "loading")
+        return parse(*args, **kwargs)
+
+    def run_init(self: Run, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        mark(directory, "start-up")
+
+    def run_commit(self: Run) -> None:
+        commit(self)
+        mark(directory, "preparing")
+
+    jobs.parse_input_file = parse_input_file  # type: ignore[assignment]
+    Run.__init__ = run_init  # type: ignore[method-assign]
+    Run.commit = run_commit  # type: ignore[method-assign]
+
+
 def install_from_environment() -> None:
     spec = os.environ.get(ENV)
     if spec:
         kind, marker = spec.split(":", 1)
         cls, name = target(kind)
         setattr(cls, name, faulty(kind, marker))
+    phases = os.environ.get(PHASES_ENV)
+    if phases:
+        marking(phases)
 
 
 install_from_environment()
