@@ -261,6 +261,27 @@ def test_a_stopped_shard_returns_its_endings_and_flushes(
     )
 
 
+def test_a_shard_says_when_it_began_and_sees_a_stop_set_before_that(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """The stop is set while the shard is in its core's start (it was not stopped when
+    it looked before): the shard sees it at its commit, so none of its downloads ends."""
+    looks = iter([False])  # the look before the start; every later look: stopped
+    began: list[bool] = []
+    endings = run_shard(
+        [job(gen(server, h, f"b{h}.bin", 400_000, "&rate=100000")) for h in range(2)],
+        make_options(str(tmp_path)),
+        "reactor",
+        lambda _: None,
+        interval=5,  # the reporter's poll comes too late to be what stopped it
+        stopped=lambda: next(looks, True),
+        began=lambda: began.append(True),
+    )
+    assert began == [True]
+    assert endings == []
+    assert not list(tmp_path.glob("b*.bin"))
+
+
 def test_processes_through_the_library_api(server: ServerThread, tmp_path: Path) -> None:
     import midair
 
