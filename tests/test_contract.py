@@ -262,15 +262,25 @@ def test_a_signal_mid_transfer_stops_at_once_and_the_rerun_resumes(
     assert not list(tmp_path.glob("*.midair-*"))
 
 
+def write_list(path: Path, server: ServerThread, lines: int) -> Path:
+    with path.open("w") as f:
+        for i in range(lines):
+            f.write(gen(server, i % 3, f"l{i}.bin", 1000, "list") + "\n")
+    return path
+
+
 @pytest.fixture(scope="module")
 def long_list(tmp_path_factory: pytest.TempPathFactory, server: ServerThread) -> Path:
     """150,000 URLs: on an idle machine loading the list, the core's start and preparing
-    the files each take most of a second, or more (a sharding engine's workers, seconds)."""
-    path = tmp_path_factory.mktemp("list") / "urls.txt"
-    with path.open("w") as f:
-        for i in range(150_000):
-            f.write(gen(server, i % 3, f"l{i}.bin", 1000, "list") + "\n")
-    return path
+    the files each take most of a second, or more."""
+    return write_list(tmp_path_factory.mktemp("list") / "urls.txt", server, 150_000)
+
+
+@pytest.fixture(scope="module")
+def longer_list(tmp_path_factory: pytest.TempPathFactory, server: ServerThread) -> Path:
+    """300,000 URLs: 150,000 a shard, whose core's start (in a worker thread, which
+    nothing interrupts) then lasts over a second: a stop must not wait for it."""
+    return write_list(tmp_path_factory.mktemp("list") / "urls.txt", server, 300_000)
 
 
 def phase_markers(directory: Path) -> dict[str, str]:
@@ -306,17 +316,17 @@ def wait_for_phase(proc: subprocess.Popen[str], directory: Path, phase: str, by_
     ids=["loading", "start-up", "preparing"],
 )
 def test_a_signal_before_transfers_begin_ends_within_a_second(
-    midair, engine, tmp_path, long_list, phase, after, signum
+    midair, engine, tmp_path, request, phase, after, signum
 ):
+    in_workers = phase == "preparing" and engine in SHARDING
+    urls = request.getfixturevalue("longer_list" if in_workers else "long_list")
     marks = tmp_path / "phases"
     marks.mkdir()
     out = tmp_path / "out"
     env = phase_markers(marks)
-    proc = start(
-        midair, "-q", "-d", str(out), "-i", str(long_list), stdout=subprocess.DEVNULL, env=env
-    )
+    proc = start(midair, "-q", "-d", str(out), "-i", str(urls), stdout=subprocess.DEVNULL, env=env)
     try:
-        if phase == "preparing" and engine in SHARDING:
+        if in_workers:
             wait_for_phase(proc, marks, "preparing", by_worker=False)
             wait_for_phase(proc, marks, "start-up", by_worker=True)
         else:
