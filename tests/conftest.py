@@ -82,6 +82,7 @@ class Midair:
     """Runs ``python -m midair get`` with a fixed engine; returns the finished process."""
 
     engine: str
+    options: tuple[str, ...] = ()  # after the engine's own, before the test's
 
     def get(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -102,6 +103,7 @@ class Midair:
             "--engine",
             self.engine,
             *extra,
+            *self.options,
             "--max-retry-wait",
             "2",
             *args,

@@ -4,6 +4,11 @@ Every engine must give byte-identical files and the same exit statuses and
 messages for the same faults: this file is the conformance suite.  Each test
 adds ``t=<engine>`` to its URLs so ``fail_times`` counters never leak between
 engines on the shared server.
+
+``dask`` joins one cluster for the module (``--scheduler``) rather than starting
+its own in every run (1-2 s each): what is compared here is what the shards do,
+the same on either.  The interruption tests keep the engine's own cluster, as
+the contract tests do: a signal to the process group must reach its workers.
 """
 
 from __future__ import annotations
@@ -19,8 +24,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Midair
 
 from midair.serve import ServerThread, expected_bytes
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[str]:
+    from midair.engines.dask_engine import local_cluster
+
+    with local_cluster(2) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def midair(engine: str, request: pytest.FixtureRequest) -> Midair:
+    if engine != "dask":
+        return Midair(engine)
+    return Midair(engine, ("--scheduler", request.getfixturevalue("dask_cluster")))
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -202,7 +223,8 @@ def _wait_for_parts(directory: Path, count: int, min_bytes: int, limit: float = 
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT", "SIGTERM"])
-def test_interrupted_run_resumes_byte_exact(midair, engine, tmp_path, how):
+def test_interrupted_run_resumes_byte_exact(engine, tmp_path, how):
+    midair = Midair(engine)  # dask: its own cluster, in the process group the signal reaches
     size = 400_000
     in_flight = 1 if engine == "sequential" else 4  # transfers with a part file when stopped
     with ServerThread(addresses=2, rate=150_000) as slow:
