@@ -9,21 +9,20 @@ re-running the same command resumes.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import resource
 import signal
 import sys
-import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .._version import __version__
-from ..core.errors import InputError
-from ..run import Terminated
 
 # name -> one-line help.  Only the chosen subcommand's module is imported: the
-# others (bench, serve) pull in much that `midair get` never needs.
+# others (bench, serve) pull in much that `midair get` never needs.  Nor is the
+# core until the arguments are parsed: `midair --version` and `--help` load none of it.
 SUBCOMMANDS = {
     "get": "download URLs",
     "serve": "run the slow, faulty HTTP test server on loopback addresses",
@@ -35,7 +34,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 1
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    """Outside a run (parsing, list loading) SIGTERM ends at once; a run only stops."""
+    """Outside a run (list loading, set-up) SIGTERM ends at once; a run only stops."""
+    from ..run import Terminated  # loaded by main before this handler is installed
+
     raise Terminated
 
 
@@ -44,6 +45,25 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"midair: error: {message} (see `{self.prog} --help`)\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter per add_argument, each asking shutil (imported
+        # for it, with bz2 and lzma: ~2 ms) for the terminal size.
+        make: Any = self.formatter_class  # every HelpFormatter takes width; its stub omits it
+        formatter: argparse.HelpFormatter = make(prog=self.prog, width=_help_width())
+        return formatter
+
+
+@functools.cache
+def _help_width() -> int:
+    """The width argparse would get from shutil.get_terminal_size, asked once."""
+    with_env = os.environ.get("COLUMNS", "")
+    if with_env.isdigit() and int(with_env) > 0:
+        return int(with_env) - 2
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns - 2  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+        return 80 - 2
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -74,6 +94,9 @@ def raise_open_file_limit() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
+    from ..core.errors import InputError
+    from ..run import Terminated
+
     raise_open_file_limit()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -93,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     except Exception as exc:  # a bug: say so on one line, then show where
+        import traceback
+
         print(f"midair: error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         traceback.print_exc()
         return EXIT_FAILED

@@ -37,6 +37,7 @@ from ..bench.clients import (
     NO_FSYNC,
     PEERS,
     Client,
+    compile_midair,
     default_engines,
     no_fsync_client,
     select_clients,
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"midair bench: {exc}", file=sys.stderr)
         return 2
     durability = _add_no_fsync(clients, downloads)
+    bytecode = compile_midair()
     versions = {name: c.version() for name, c in clients.items()}
     ctx = Context(
         server=server,
@@ -152,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     meta["work"] = str(ctx.work)
     meta["machine"]["load_1m_at_start"] = round(load, 2)
     meta["downloads"] = downloads.as_dict() | {"durable_publication": durability}
+    meta["bytecode"] = bytecode
     return _report(args, meta, results, startup)
 
 
@@ -224,6 +227,7 @@ def _header(meta: dict[str, Any]) -> str:
         f"Downloads: {where['path']} ({where['fstype']}, mounted on {where['mount']}; "
         f"--downloads {where['choice']}){'. ' + where['note'] if where['note'] else ''}. "
         f"Durable publication: {where['durable_publication']}.",
+        f"midair's modules: {meta['bytecode']}.",
         f"Command: `{meta['command']}`; every run's exact command line is in bench.json.",
         "| client | version | how it was run | first command line ($WORK: the work "
         "directory) |\n|---|---|---|---|\n"

@@ -1,7 +1,10 @@
 """What engines share at the I/O boundary: waking, timers, TLS set-up, error classification.
 
 No asyncio here (``_aio`` has the event-loop parts): importing a blocking or
-``epoll`` engine must stay quick.
+``epoll`` engine must stay quick.  Nor ``ssl`` until the first TLS connection
+(~5 ms of start-up an http batch never needs): until then no TLS socket exists,
+so no exception can be a TLS one, and ``would_block``/``classify`` look for
+``ssl`` only where it is already loaded.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ import contextlib
 import os
 import select
 import socket
-import ssl
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.actions import ConnectionFailure
 from ..core.jobs import Options
 from ..session import Session
+
+if TYPE_CHECKING:
+    import ssl
 
 
 class Waker:
@@ -99,9 +105,7 @@ class LazyTls:
     with exactly the same settings.
     """
 
-    def __init__(
-        self, options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
-    ) -> None:
+    def __init__(self, options: Options, context_class: type[ssl.SSLContext] | None = None) -> None:
         self.options, self.context_class = options, context_class
         self._context: ssl.SSLContext | None = None
         self._lock = threading.Lock()  # threads may ask at once; making it does no I/O
@@ -114,10 +118,14 @@ class LazyTls:
 
 
 def tls_context(
-    options: Options, context_class: type[ssl.SSLContext] = ssl.SSLContext
+    options: Options, context_class: type[ssl.SSLContext] | None = None
 ) -> ssl.SSLContext:
-    """Verification on (system trust store) unless --insecure; --ca-certificate adds a CA."""
-    context = context_class(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
+    """Verification on (system trust store) unless --insecure; --ca-certificate adds a CA.
+
+    ``context_class`` defaults to the stdlib's ``ssl.SSLContext``."""
+    import ssl
+
+    context = (context_class or ssl.SSLContext)(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer
     context.load_default_certs()
     if options.ca_certificate:
         context.load_verify_locations(cafile=options.ca_certificate)
@@ -128,13 +136,27 @@ def tls_context(
     return context
 
 
+def _loaded_ssl() -> Any:
+    """The ``ssl`` module if something imported it, else None: then no TLS socket exists."""
+    return sys.modules.get("ssl")
+
+
+def would_block(exc: OSError) -> bool:
+    """A non-blocking socket, plain or TLS, can give or take nothing more right now."""
+    if isinstance(exc, BlockingIOError):
+        return True
+    ssl = _loaded_ssl()
+    return ssl is not None and isinstance(exc, (ssl.SSLWantReadError, ssl.SSLWantWriteError))
+
+
 def classify(exc: BaseException) -> ConnectionFailure:
     """Turn whatever the socket layer raised into the core's one failure record."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    ssl = _loaded_ssl()
+    if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
         return ConnectionFailure(
             f"TLS certificate rejected: {exc.verify_message}", retryable=False, tls=True
         )
-    if isinstance(exc, ssl.SSLError):
+    if ssl is not None and isinstance(exc, ssl.SSLError):
         return ConnectionFailure(f"TLS error: {exc.reason or exc}", tls=True)
     if isinstance(exc, socket.gaierror):
         transient = exc.errno == socket.EAI_AGAIN

@@ -28,7 +28,6 @@ import errno
 import os
 import selectors
 import socket
-import ssl
 from collections import deque
 from enum import Enum
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..run import Run
 from ..session import Session
-from ._common import LazyTls, Waker, classify
+from ._common import LazyTls, Waker, classify, would_block
 
 __all__ = ["EpollEngine"]
 
@@ -222,6 +221,8 @@ class _Loop:
         self.handshake(conn)
 
     def handshake(self, conn: _Conn) -> None:
+        import ssl  # loaded by the wrap_socket before: a lookup, not an import
+
         assert isinstance(conn.sock, ssl.SSLSocket)
         try:
             conn.sock.do_handshake()
@@ -242,14 +243,16 @@ class _Loop:
         while True:
             try:
                 n = conn.sock.recv_into(self.view)  # type: ignore[union-attr]
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                return
+            except OSError as exc:
+                if would_block(exc):
+                    return
+                raise
             if n == 0:
                 self.drop(conn)
                 self.execute(self.session.closed(conn.id))
                 return
             self.execute(self.session.received(conn.id, bytes(self.view[:n])))
-            if not (isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending()):
+            if not (conn.tls and conn.sock is not None and conn.sock.pending()):  # type: ignore[attr-defined]
                 return
 
     def flush(self, conn: _Conn) -> None:
@@ -258,11 +261,10 @@ class _Loop:
             while conn.outbuf:
                 sent = conn.sock.send(conn.outbuf)  # type: ignore[union-attr]
                 del conn.outbuf[:sent]
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
-            pass
-        except OSError as exc:  # a Send may come from any event: report it from the top
-            self.fail(conn, exc)
-            return
+        except OSError as exc:
+            if not would_block(exc):  # a Send may come from any event: report it from the top
+                self.fail(conn, exc)
+                return
         self.interest(conn, READ | WRITE if conn.outbuf else READ)
 
     def interest(self, conn: _Conn, events: int) -> None:
