@@ -711,7 +711,8 @@ class _Publisher:
         running = True
         while running:
             groups = [self._work.get()]
-            time.sleep(GATHER_SECONDS)
+            if groups[0] is not None:  # None: closing, nothing more will come to gather
+                time.sleep(GATHER_SECONDS)
             while not self._work.empty():
                 groups.append(self._work.get())
             running = groups[-1] is not None  # close() puts None last, after every submit

@@ -126,7 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    code = main()
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's own exits: --version, --help, usage errors
+        if not isinstance(exc.code, int):
+            raise
+        code = exc.code
     _exit_now(code)
     sys.exit(code)
 
