@@ -24,7 +24,7 @@ from conftest import NginxFactory
 from midair.bench import clients, downloads, runner
 from midair.bench.clients import PEERS, Job, engine_clients
 from midair.bench.downloads import choose_downloads, mount_of
-from midair.bench.measure import Measurement
+from midair.bench.measure import Measurement, run_measured
 from midair.bench.report import durability, markdown, rows_for
 from midair.bench.runner import Run, ScenarioResult
 from midair.bench.scenarios import NAMES, QUICK, Point, parse_scenario
@@ -95,6 +95,7 @@ def test_quick_bench_against_midair_serve(tmp_path: Path) -> None:
     assert scenarios["seed"]["floor_s"] and scenarios["bulk"]["ceiling_gbps"]
     assert scenarios["bulk"]["file_ceiling_gbps"]
     assert scenarios["seed"]["clock_check"]["probes"] == 5
+    assert report["bytecode"].startswith("byte-compiled in ")
     seed = scenarios["seed"]["runs"][0]
     wall_ms = seed["measurement"]["wall_s"] * 1000
     assert 0 < seed["timing"]["first_request_ms"] < wall_ms
@@ -347,3 +348,27 @@ def test_one_at_a_time_and_timed_out_clients_are_not_repeated() -> None:
     assert runner._not_repeated("midair-sequential", sequential, point, 1, result)
     assert runner._not_repeated("aria2c", PEERS["aria2c"], point, 1, result)
     assert not runner._not_repeated("curl", PEERS["curl"], point, 1, result)
+
+
+def test_midair_is_byte_compiled_before_it_is_timed() -> None:
+    """Every module the bench runs has current bytecode, even under
+    PYTHONDONTWRITEBYTECODE: otherwise each run compiles midair again (~20 ms)."""
+    import importlib.util
+
+    import midair
+
+    assert clients.compile_midair().startswith("byte-compiled in ")
+    for source in Path(midair.__file__).parent.rglob("*.py"):
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        assert cached.exists() and cached.stat().st_mtime >= source.stat().st_mtime, source
+
+
+def test_a_run_is_timed_from_its_exec_not_from_the_fork(tmp_path: Path) -> None:
+    """Forking the bench's own process is no client's cost: the clock starts once
+    Popen has seen the exec happen."""
+    before = time.time()
+    m = run_measured(["sleep", "0.2"], 10, tmp_path / "log")
+    assert m.exit_code == 0 and m.spawn_s > 0
+    assert m.started_at - before >= m.spawn_s - 1e-4
+    assert m.wall_s >= 0.2
+    assert abs((m.ended_at - m.started_at) - m.wall_s) < 0.005  # one clock, two readings

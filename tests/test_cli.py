@@ -264,6 +264,66 @@ def test_cli_and_library_send_the_same_user_agent(server, tmp_path):
     }
 
 
+def _modules_after(call: str) -> set[str]:
+    """The modules a fresh interpreter holds after ``call`` (Python, with ``main`` imported)."""
+    code = (
+        "import sys\nfrom midair.cli import main\n"
+        f"try:\n    {call}\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.splitlines()[-1].split())
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"]])
+def test_version_and_help_load_no_core_engine_or_ssl(argv):
+    loaded = _modules_after(f"main({argv!r})")
+    assert not {m for m in loaded if m.startswith(("midair.core", "midair.engines"))}, loaded
+    assert not loaded & {"midair.run", "midair.store", "midair.session", "ssl", "shutil"}
+
+
+def test_plain_http_get_loads_no_ssl_nor_idna(server, tmp_path):
+    """TLS and the idna codec cost start-up time: an http batch must not pay for them."""
+    argv = ["get", "-q", "-d", str(tmp_path), url(server, "lazy.bin", 100)]
+    call = f"assert main({argv!r}) == 0"
+    loaded = _modules_after(call)
+    assert "midair.engines.epoll" in loaded  # the default engine for a small batch ran
+    assert not loaded & {"ssl", "_ssl", "encodings.idna", "traceback", "shutil"}
+    assert (tmp_path / "lazy.bin").read_bytes() == expected_bytes("lazy.bin", 100)
+
+
+_TEARDOWN_PROBE = (
+    "import atexit, runpy, sys\n"
+    "atexit.register(lambda: print('teardown ran', file=sys.stderr))\n"
+    "sys.argv = ['midair', *sys.argv[1:]]\n"
+    "runpy.run_module('midair', run_name='__main__')\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--version"], 0),
+        (["get", "--help"], 0),
+        (["get", "--no-such-flag"], 2),
+        (["get"], 2),  # InputError: no URLs
+        (["get", "-q", "--retries", "0", "URL?status=404"], 1),
+        (["get", "-q", "URL"], 0),
+    ],
+)
+def test_every_exit_path_skips_interpreter_teardown(server, tmp_path, args, code):
+    """Once main has returned, files are closed and workers joined: the interpreter's
+    teardown (tens of ms after a large run) is skipped on success, failure and usage errors."""
+    target = url(server, f"td{len(args)}{code}.bin", 100)
+    argv = [a.replace("URL", target) for a in args] + ["-d", str(tmp_path)] * (args[0] == "get")
+    done = subprocess.run(
+        [sys.executable, "-c", _TEARDOWN_PROBE, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == code, done.stderr
+    assert "teardown ran" not in done.stderr
+
+
 def test_version_imports_no_subcommand():
     code = (
         "import sys, midair.cli; midair.cli.build_parser(['--version']); "

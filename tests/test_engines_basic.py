@@ -160,3 +160,22 @@ def test_https_untrusted_certificate_fails(
     results = midair.download(url, tmp_path, engine=engine)
     assert [f.url for f in results.failures] == [url]
     assert "certificate" in results.failures[0].error.reason
+
+
+def test_would_block_knows_plain_and_tls_sockets() -> None:
+    """One test of "nothing to read or write right now" for every socket, ssl or not."""
+    from midair.engines._common import would_block
+
+    assert would_block(BlockingIOError()) and would_block(ssl.SSLWantReadError())
+    assert would_block(ssl.SSLWantWriteError())
+    assert not would_block(ConnectionResetError()) and not would_block(ssl.SSLEOFError())
+
+
+def test_resolve_sends_an_ascii_host_as_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from midair.engines import _common
+
+    asked: list[object] = []
+    monkeypatch.setattr(_common.socket, "getaddrinfo", lambda host, *a, **k: asked.append(host))
+    _common.resolve("127.0.0.1", 80)
+    _common.resolve("bücher.example", 80)
+    assert asked == [b"127.0.0.1", "bücher.example"]

@@ -12,6 +12,17 @@ start-up is known. The bench's own clock is the same wall clock, so:
 
 ``check_clock`` proves the log millisecond-accurate in every run: it sends a
 request itself and the logged start must fall between its send and its reply.
+
+What "exit" holds besides the exit itself: nginx logs a response's end when it
+has handed the last bytes to the kernel, not when the client has read them, and
+``limit_rate`` hands them over in bursts (it grants a second's worth at each
+second boundary of its seconds clock). In ``seed`` all ten responses end with
+such a burst at once, about 10 MiB the client still has to read and write: by
+strace, curl reads its last byte ~7 ms after the logged end and exits 1.3 ms
+later; midair ~11 ms and 1.5 ms. So "exit" is draining the last burst plus the
+exit proper, the same for every client; spreading the bursts (nginx's
+``sendfile_max_chunk``) would show the exit alone but changes the rate nginx
+really serves (seed's 4 MiB took 3.9 s instead of 3.0), so it is not done.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..run import Run
 from ..session import Session
-from ._common import LazyTls, Waker, classify, would_block
+from ._common import LazyTls, Waker, classify, resolve, would_block
 
 __all__ = ["EpollEngine"]
 
@@ -132,7 +132,7 @@ class _Loop:
         # Blocking DNS: instant for the IP literals and loopback names midair serves
         # and tests with; a resolver thread (or getaddrinfo_a) would go here otherwise.
         try:
-            addresses = socket.getaddrinfo(action.host, action.port, type=socket.SOCK_STREAM)
+            addresses = resolve(action.host, action.port)
         except OSError as exc:
             conn = _Conn(action, [])
             self.conns[conn.id] = conn

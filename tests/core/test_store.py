@@ -6,6 +6,8 @@ import errno
 import hashlib
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -748,3 +750,26 @@ def test_queued_files_reach_the_publisher_as_one_group_per_collect(
     outcomes += store.collect()
     assert groups == [[0, 1, 2, 3]]
     assert sorted(outcomes) == [(i, None) for i in range(4)] and store.pending == 0
+
+
+def test_publisher_close_does_not_wait_out_a_gathering_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A group waits GATHER_SECONDS for company; the closing marker has none to wait for,
+    and every run's exit would pay that wait after its last file."""
+    slept: list[float] = []
+
+    class Time:  # the store's ``time``, with a sleep that only records
+        sleep = staticmethod(slept.append)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(time, name)
+
+    monkeypatch.setattr(store_module, "time", Time())
+    publisher = store_module._Publisher()
+    publisher.submit([])
+    published = threading.Event()
+    while not publisher._done:  # the empty group, gathered and published
+        published.wait(0.001)
+    publisher.close()
+    assert slept == [store_module.GATHER_SECONDS]
