@@ -67,26 +67,41 @@ class Head:
         self.status = status
         self.raw = raw
         self._lower = raw.lower()  # the same offsets: names are found here, values in raw
-        self.transfer_encoding = self.field(b"transfer-encoding")
-        self.content_length = self._declared_length()
+        self.transfer_encoding = self.find(_TRANSFER_ENCODING)
+        length = self.find(_CONTENT_LENGTH)
+        # The parser has validated it (digits only, repeats merged); a coding frames instead.
+        framed = length is not None and self.transfer_encoding is None
+        self.content_length = int(length) if framed else None  # type: ignore[arg-type]
 
     def field(self, name: bytes) -> bytes | None:
         """The value of the field ``name`` (lower case), or None if the head has none."""
-        key = b"\n" + name + b":"  # a whole name at the start of a line, never the status line
+        return self.find(field_key(name))
+
+    def get(self, name: bytes) -> str | None:
+        value = self.find(field_key(name))
+        return None if value is None else value.decode("latin-1")  # never a decode error
+
+    def find(self, key: bytes) -> bytes | None:
+        """``field`` for a ``field_key``: the core's own names are made into keys once."""
         at = self._lower.find(key)
-        values = []
+        if at < 0:
+            return None
+        start = at + len(key)
+        end = self.raw.find(b"\n", start)
+        value = self.raw[start:end].strip(b" \t\r")
+        if self._lower.find(key, end) < 0:  # the usual case: the field is there once
+            return value
+        return self._joined(key, value, end)
+
+    def _joined(self, key: bytes, first: bytes, end: int) -> bytes:
+        values = [first]
+        at = self._lower.find(key, end)
         while at >= 0:
             start = at + len(key)
             end = self.raw.find(b"\n", start)
             values.append(self.raw[start:end].strip(b" \t\r"))
             at = self._lower.find(key, end)
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else b", ".join(values)
-
-    def get(self, name: bytes) -> str | None:
-        value = self.field(name)
-        return None if value is None else value.decode("latin-1")  # never a decode error
+        return b", ".join(values)
 
     @property
     def fields(self) -> dict[bytes, bytes]:
@@ -100,14 +115,15 @@ class Head:
     def __repr__(self) -> str:
         return f"Head({self.status}, {self.raw!r})"
 
-    def _declared_length(self) -> int | None:
-        """The declared body length, unless Transfer-Encoding frames the body instead."""
-        value = self.field(b"content-length")
-        if value is None or self.transfer_encoding is not None:
-            return None
-        return int(value)  # the parser has validated it (digits only, repeats merged)
+
+def field_key(name: bytes) -> bytes:
+    """What ``Head.find`` looks for: a whole name (lower case) at the start of a line,
+    never inside the status line or a value."""
+    return b"\n" + name + b":"
 
 
+_TRANSFER_ENCODING = field_key(b"transfer-encoding")
+_CONTENT_LENGTH = field_key(b"content-length")
 _FIELD_NAME = re.compile(rb"^([^:\s]+):", re.M)  # the status line has a space before any ':'
 
 
@@ -237,6 +253,7 @@ class ClientConnection:
             self._end()
             return
         if head.transfer_encoding is not None:
+            response.lenient()
             self._receive = self._chunked_body
         elif length is not None:
             self._receive, self._remaining = self._counted_body, length
@@ -307,7 +324,12 @@ class _Response:
         self.idle = 0  # chunked framing bytes in reads that carried no body byte
         self.failure = ""  # llhttp's reason, when it refused the bytes
         self.parser = httptools.HttpResponseParser(self)
-        # A bare LF ends a line (RFC 9112 section 2.2 lets a recipient accept it).
+        if head.count(b"\n") != head.count(b"\r\n"):  # the call costs as much as the counts
+            self.lenient()
+
+    def lenient(self) -> None:
+        """Take a bare LF as a line's end (RFC 9112 section 2.2 lets a recipient accept
+        it): in the head when it has one, and in a chunked body's framing always."""
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
 
     # No ``on_header``: llhttp validates every field without calling back for each one

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from typing import Final
 
 from . import naming
 from .actions import OnDisk, Resume
@@ -22,6 +22,7 @@ from .errors import (
 )
 from .http import Head, encode_fields
 from .jobs import Job, Options
+from .records import Record
 from .retry import parse_retry_after
 from .urls import URL, resolve_location
 
@@ -33,43 +34,56 @@ _ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "ho
 
 
 # --- what a response head means -------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Accept:
+class Accept(Record):
     """Write the body from ``offset`` (the download's ``size`` is set, if known)."""
 
-    offset: int
+    __slots__ = ("offset",)
+
+    def __init__(self, offset: int) -> None:
+        self.offset: Final = offset
 
 
-@dataclass(frozen=True, slots=True)
-class Redirect:
-    url: URL
+class Redirect(Record):
+    __slots__ = ("url",)
+
+    def __init__(self, url: URL) -> None:
+        self.url: Final = url
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(Record):
     """Try again later; ``wait`` is the server's Retry-After, ``pause_host`` for 429/503."""
 
-    error: DownloadError
-    wait: float | None = None
-    pause_host: bool = False
+    __slots__ = ("error", "wait", "pause_host")
+
+    def __init__(
+        self, error: DownloadError, wait: float | None = None, pause_host: bool = False
+    ) -> None:
+        self.error: Final = error
+        self.wait: Final = wait
+        self.pause_host: Final = pause_host
 
 
-@dataclass(frozen=True, slots=True)
-class Restart:
+class Restart(Record):
     """The bytes on disk cannot be continued: drop them and fetch from zero."""
 
-    reason: str
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason: Final = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Fail:
-    error: DownloadError
+class Fail(Record):
+    __slots__ = ("error",)
+
+    def __init__(self, error: DownloadError) -> None:
+        self.error: Final = error
 
 
-@dataclass(frozen=True, slots=True)
-class AlreadyComplete:
-    pass
+class AlreadyComplete(Record):
+    __slots__ = ()
 
+
+_FROM_ZERO = Accept(0)  # a whole body: the usual answer, made once (records are immutable)
 
 Decision = Accept | Redirect | Retry | Restart | Fail | AlreadyComplete
 
@@ -214,7 +228,7 @@ class Download:
         self.etag = etag if etag and not etag.startswith("W/") else None
         self.last_modified = head.get(b"last-modified")
         self.offset, self.size = 0, head.content_length
-        return self._check_limit() or Accept(0)
+        return self._check_limit() or _FROM_ZERO
 
     def _partial(self, head: Head) -> Decision:
         match = _CONTENT_RANGE.fullmatch((head.get(b"content-range") or "").strip())
