@@ -23,7 +23,7 @@ How a response is read:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import httptools
@@ -78,7 +78,11 @@ class Head:
         return self.find(field_key(name))
 
     def get(self, name: bytes) -> str | None:
-        value = self.find(field_key(name))
+        return self.text(field_key(name))
+
+    def text(self, key: bytes) -> str | None:
+        """``get`` for a ``field_key``."""
+        value = self.find(key)
         return None if value is None else value.decode("latin-1")  # never a decode error
 
     def find(self, key: bytes) -> bytes | None:
@@ -155,6 +159,10 @@ class ClientConnection:
     exchange is live: never after ``on_end`` or ``abandon``.
     """
 
+    receive: Callable[[Chunk], None]
+    """Feed bytes; ``b""`` means the peer closed.  The current phase of the exchange
+    itself (``_await_head``, a body, ``_after_end``): one call per read, not two."""
+
     def __init__(self, sink: ResponseSink) -> None:
         self._sink = sink
         self._live = True
@@ -171,23 +179,19 @@ class ClientConnection:
         self._begin()
         return b"GET " + target.encode() + b" HTTP/1.1\r\n" + fields + b"\r\n"
 
-    def receive(self, data: Chunk) -> None:
-        """Feed bytes; ``b""`` means the peer closed."""
-        self._receive(data)
-
     def abandon(self) -> None:
         """The caller is done with this exchange: deliver nothing more."""
         self._live = False
-        self._receive = self._after_end
+        self.receive = self._after_end
 
     @property
     def reusable(self) -> bool:
         """True once the response ended cleanly on a connection both sides keep open."""
         return self._complete and self._keep_alive and not (self._trailing or self._eof)
 
-    # --- the phases of one exchange: ``_receive`` is the current one ---------------------
+    # --- the phases of one exchange: ``receive`` is the current one ---------------------
     def _begin(self) -> None:
-        self._receive = self._await_head
+        self.receive = self._await_head
         self._pending = bytearray()  # the start of a head that spans reads
         self._before = 0  # bytes before ``_pending``: empty lines and 1xx heads
         self._response: _Response | None = None
@@ -225,7 +229,9 @@ class ClientConnection:
         (a server may end a body with a stray CRLF).  They and 1xx heads count toward
         the final head's limit, so no flood of them goes on for ever.
         """
-        start = _EMPTY_LINES.match(buffer, at).end()  # type: ignore[union-attr]
+        start = at
+        if not buffer.startswith(b"H", at):  # "HTTP/...": the usual start needs no regex
+            start = _EMPTY_LINES.match(buffer, at).end()  # type: ignore[union-attr]
         end = _head_end(buffer, max(start, searched))
         if self._before + (end if end >= 0 else len(buffer)) > MAX_HEAD_BYTES:
             raise FramingError(_HEAD_TOO_LARGE)
@@ -243,24 +249,21 @@ class ClientConnection:
         assert head is not None
         self._response, self._keep_alive = response, response.keep_alive
         self._sink.on_head(head)
-        if self._live:
-            self._start_body(response, head, rest)
-
-    def _start_body(self, response: _Response, head: Head, rest: Chunk) -> None:
-        length = head.content_length
+        if not self._live:
+            return
         if response.done:  # no body: 204, 304, Content-Length: 0
             self._trailing = _unasked(rest)
             self._end()
             return
         if head.transfer_encoding is not None:
             response.lenient()
-            self._receive = self._chunked_body
-        elif length is not None:
-            self._receive, self._remaining = self._counted_body, length
+            self.receive = self._chunked_body
+        elif head.content_length is not None:
+            self.receive, self._remaining = self._counted_body, head.content_length
         else:
-            self._receive, self._keep_alive = self._body_until_eof, False
+            self.receive, self._keep_alive = self._body_until_eof, False
         if rest:
-            self._receive(rest)
+            self.receive(rest)
 
     def _counted_body(self, data: Chunk) -> None:
         remaining = self._remaining
@@ -305,7 +308,7 @@ class ClientConnection:
 
     def _end(self) -> None:
         self._complete = True
-        self._receive = self._after_end
+        self.receive = self._after_end
         self._sink.on_end()  # last: the sink may begin the next exchange from here
 
 

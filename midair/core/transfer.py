@@ -20,7 +20,7 @@ from .errors import (
     ProtocolError,
     RedirectError,
 )
-from .http import Head, encode_fields
+from .http import Head, encode_fields, field_key
 from .jobs import Job, Options
 from .records import Record
 from .retry import parse_retry_after
@@ -29,6 +29,14 @@ from .urls import URL, resolve_location
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+# The fields the rules read, as ``Head.find`` keys (made once, not per response).
+_CONTENT_DISPOSITION = field_key(b"content-disposition")
+_LOCATION = field_key(b"location")
+_ETAG = field_key(b"etag")
+_LAST_MODIFIED = field_key(b"last-modified")
+_CONTENT_RANGE_FIELD = field_key(b"content-range")
+_RETRY_AFTER = field_key(b"retry-after")
+_DATE = field_key(b"date")
 # User headers that must not follow a redirect to another origin.
 _ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 
@@ -122,8 +130,10 @@ class Download:
 
     def server_name(self, head: Head) -> str | None:
         """The server's name for the file (Content-Disposition), unless ``out=`` rules."""
-        value = head.get(b"content-disposition")
-        if self.job.out or not value:
+        if self.job.out:
+            return None
+        value = head.text(_CONTENT_DISPOSITION)
+        if not value:
             return None
         name = naming.content_disposition_name(value)
         if name is None:
@@ -208,7 +218,7 @@ class Download:
         return Fail(error)
 
     def _redirect(self, head: Head) -> Decision:
-        location = head.get(b"location")
+        location = head.text(_LOCATION)
         if not location:
             return Fail(RedirectError(self.url.text, f"HTTP {head.status} without Location"))
         if self.hops >= self.options.max_redirects:
@@ -224,14 +234,14 @@ class Download:
         return Redirect(target)
 
     def _full(self, head: Head) -> Decision:
-        etag = head.get(b"etag")
+        etag = head.text(_ETAG)
         self.etag = etag if etag and not etag.startswith("W/") else None
-        self.last_modified = head.get(b"last-modified")
+        self.last_modified = head.text(_LAST_MODIFIED)
         self.offset, self.size = 0, head.content_length
         return self._check_limit() or _FROM_ZERO
 
     def _partial(self, head: Head) -> Decision:
-        match = _CONTENT_RANGE.fullmatch((head.get(b"content-range") or "").strip())
+        match = _CONTENT_RANGE.fullmatch((head.text(_CONTENT_RANGE_FIELD) or "").strip())
         if not match:
             return Restart("206 without a usable Content-Range")
         start, end, total = int(match[1]), int(match[2]), match[3]
@@ -248,17 +258,17 @@ class Download:
             )
         if self.size is not None and size is not None and size != self.size:
             return Restart(f"the size changed from {self.size} to {size}")
-        etag = head.get(b"etag")
+        etag = head.text(_ETAG)
         if self.etag and etag and etag != self.etag:
             return Restart("the ETag changed")
-        modified = head.get(b"last-modified")
+        modified = head.text(_LAST_MODIFIED)
         if self.last_modified and modified and modified != self.last_modified:
             return Restart("Last-Modified changed")
         self.size = size if size is not None else self.size
         return self._check_limit() or Accept(start)
 
     def _unsatisfiable(self, head: Head) -> Decision:
-        match = _UNSATISFIED_RANGE.search(head.get(b"content-range") or "")
+        match = _UNSATISFIED_RANGE.search(head.text(_CONTENT_RANGE_FIELD) or "")
         if match and int(match[1]) == self.offset and self.size in (None, self.offset):
             self.size = self.offset
             return AlreadyComplete()
@@ -273,8 +283,10 @@ class Download:
     def body_limit(self) -> float:
         """Where an accepted body must end at the latest: the declared size, and
         --max-filesize.  Nothing past it reaches the disk."""
-        limits = [n for n in (self.size, self.options.max_filesize) if n is not None]
-        return min(limits, default=math.inf)
+        size, limit = self.size, self.options.max_filesize
+        if limit is None:
+            return math.inf if size is None else size
+        return limit if size is None else min(size, limit)
 
     def body_overflow(self, end: int) -> DownloadError:
         """Why a body that would reach ``end`` went past ``body_limit``."""
@@ -293,7 +305,7 @@ class Download:
 
 
 def _retry_after(head: Head) -> float | None:
-    return parse_retry_after(head.get(b"retry-after"), head.get(b"date"))
+    return parse_retry_after(head.text(_RETRY_AFTER), head.text(_DATE))
 
 
 class RequestFields:
