@@ -68,7 +68,7 @@ from .urls import URL
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Host:
     origin: tuple[str, str, int]
     pending: deque[t.Download] = field(default_factory=deque)
@@ -77,7 +77,7 @@ class _Host:
     queued: bool = False  # in the ready queue
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Conn:
     """One connection and the download on it; the sink of its responses, too."""
 
@@ -361,17 +361,8 @@ class Batch:
         assert d.path is not None
         # The job's URL, not a redirect's: the store tags the file with it, and a re-run
         # recognises the file as its own only by the URL it was asked for.
-        self._out.append(
-            Publish(
-                d.id,
-                d.path,
-                d.size,
-                d.checksum,
-                d.job.url.text,
-                target=d.final_path or d.path,
-                replace=self.options.overwrite,
-            )
-        )
+        target, replace = d.target or d.path, self.options.overwrite
+        self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text, target, replace))
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)

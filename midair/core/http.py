@@ -159,6 +159,19 @@ class ClientConnection:
     exchange is live: never after ``on_end`` or ``abandon``.
     """
 
+    __slots__ = (
+        "_before",
+        "_complete",
+        "_eof",
+        "_keep_alive",
+        "_live",
+        "_pending",
+        "_remaining",
+        "_response",
+        "_sink",
+        "_trailing",
+        "receive",
+    )
     receive: Callable[[Chunk], None]
     """Feed bytes; ``b""`` means the peer closed.  The current phase of the exchange
     itself (``_await_head``, a body, ``_after_end``): one call per read, not two."""
@@ -192,7 +205,7 @@ class ClientConnection:
     # --- the phases of one exchange: ``receive`` is the current one ---------------------
     def _begin(self) -> None:
         self.receive = self._await_head
-        self._pending = bytearray()  # the start of a head that spans reads
+        self._pending: bytes | bytearray = b""  # the start of a head that spans reads
         self._before = 0  # bytes before ``_pending``: empty lines and 1xx heads
         self._response: _Response | None = None
         self._remaining = 0
@@ -201,7 +214,7 @@ class ClientConnection:
     def _await_head(self, data: Chunk) -> None:
         if not data:
             raise FramingError(_NO_RESPONSE)
-        searched = max(0, len(self._pending) - 2)  # an empty line may straddle two reads
+        searched = len(self._pending) - 2  # an empty line may straddle two reads
         buffer, at = self._collect(data), 0
         while True:
             start, end = self._find_head(buffer, at, searched)
@@ -210,14 +223,14 @@ class ClientConnection:
                 return
             response = _parse_head(bytes(buffer[start:end]))
             if response is not None:
-                self._pending = bytearray()  # a new buffer: body views may refer to the old one
+                self._pending = b""  # a new buffer later: body views may refer to the old one
                 self._take_head(response, memoryview(buffer)[end:])
                 return
             at = end  # that was an interim 1xx head: the final one follows
 
     def _collect(self, data: Chunk) -> bytes | bytearray:
         """The head's bytes so far: this read alone (no copy) if it begins the head."""
-        if self._pending:
+        if self._pending:  # a bytearray: only ``_keep`` makes a non-empty one
             self._pending += data
             return self._pending
         return data if isinstance(data, bytes) else bytes(data)
@@ -319,6 +332,19 @@ class _Response:
     exceptions and its ``abandon`` never unwind through the C parser.
     """
 
+    __slots__ = (
+        "after_end",
+        "chunks",
+        "done",
+        "failure",
+        "head",
+        "idle",
+        "keep_alive",
+        "lines",
+        "parser",
+        "raw",
+    )
+
     def __init__(self, head: bytes) -> None:
         self.raw = head  # the head alone: fields are read from it when asked for
         self.head: Head | None = None  # once the head is complete
@@ -327,7 +353,8 @@ class _Response:
         self.idle = 0  # chunked framing bytes in reads that carried no body byte
         self.failure = ""  # llhttp's reason, when it refused the bytes
         self.parser = httptools.HttpResponseParser(self)
-        if head.count(b"\n") != head.count(b"\r\n"):  # the call costs as much as the counts
+        self.lines = head.count(b"\n")  # the status line, the fields, the empty line
+        if self.lines != head.count(b"\r\n"):  # the call costs as much as the counts
             self.lenient()
 
     def lenient(self) -> None:
@@ -422,7 +449,7 @@ def _final(response: _Response) -> _Response | None:
         raise FramingError(f"malformed response: status {head.status}")
     if head.status == 101:
         raise FramingError("malformed response: 101 Switching Protocols to a plain GET")
-    count = _field_count(response.raw)
+    count = response.lines - 2  # llhttp refuses obs-fold: each line between is a field
     if count > MAX_HEADER_FIELDS:
         raise FramingError(f"response head has {count} fields (limit {MAX_HEADER_FIELDS})")
     if head.status < 200:
@@ -434,12 +461,6 @@ def _final(response: _Response) -> _Response | None:
             f"malformed response: unsupported Transfer-Encoding {coding.decode('latin-1')!r}"
         )
     return response
-
-
-def _field_count(head: bytes) -> int:
-    """Lines between the status line and the empty line: llhttp refuses obs-fold, so
-    each is one field."""
-    return head.count(b"\n") - 2
 
 
 def _merge_lengths(head: bytes) -> bytes:

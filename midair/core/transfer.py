@@ -99,6 +99,24 @@ Decision = Accept | Redirect | Retry | Restart | Fail | AlreadyComplete
 class Download:
     """The state of one job across attempts, redirects and runs."""
 
+    __slots__ = (
+        "attempts",
+        "checksum",
+        "etag",
+        "hops",
+        "id",
+        "job",
+        "last_modified",
+        "offset",
+        "options",
+        "path",
+        "position",
+        "renames",
+        "size",
+        "target",
+        "url",
+    )
+
     def __init__(self, ident: int, job: Job, options: Options) -> None:
         self.id = ident
         self.job = job
