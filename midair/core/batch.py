@@ -529,10 +529,8 @@ class Batch:
             scheme, name, port = host.origin
             self._out.append(Connect(conn.id, name, port, scheme == "https"))
             self._mark_ready(host, now)
-        if self._conns and self._next_sweep is None:
-            self._next_sweep = now + self._sweep_every
-        elif not self._conns:
-            self._next_sweep = None
+            if self._next_sweep is None:  # the first open connection: stalls are watched
+                self._next_sweep = now + self._sweep_every
 
     def _close(self, conn: _Conn, now: float) -> None:
         if self._conns.pop(conn.id, None) is None:
@@ -543,6 +541,9 @@ class Batch:
         self._mark_ready(conn.host, now)
 
     def _flush(self, now: float) -> list[Action]:
-        self._fill(now)
+        if self._ready:
+            self._fill(now)
+        if not self._conns:
+            self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out

@@ -265,18 +265,25 @@ class ClientConnection:
         if not self._live:
             return
         if response.done:  # no body: 204, 304, Content-Length: 0
+            response.release()
             self._trailing = _unasked(rest)
             self._end()
             return
-        if head.transfer_encoding is not None:
-            response.lenient()
-            self.receive = self._chunked_body
-        elif head.content_length is not None:
-            self.receive, self._remaining = self._counted_body, head.content_length
-        else:
-            self.receive, self._keep_alive = self._body_until_eof, False
+        self.receive = self._body_reader(response, head)
         if rest:
             self.receive(rest)
+
+    def _body_reader(self, response: _Response, head: Head) -> Callable[[Chunk], None]:
+        """The phase that reads the body.  Only a chunked one needs llhttp past the head."""
+        if head.transfer_encoding is not None:
+            response.lenient()
+            return self._chunked_body
+        response.release()
+        if head.content_length is not None:
+            self._remaining = head.content_length
+            return self._counted_body
+        self._keep_alive = False
+        return self._body_until_eof
 
     def _counted_body(self, data: Chunk) -> None:
         remaining = self._remaining
@@ -340,31 +347,36 @@ class _Response:
         "head",
         "idle",
         "keep_alive",
-        "lines",
         "parser",
         "raw",
     )
 
-    def __init__(self, head: bytes) -> None:
+    def __init__(self, head: bytes, *, lenient: bool = False) -> None:
         self.raw = head  # the head alone: fields are read from it when asked for
         self.head: Head | None = None  # once the head is complete
         self.done = self.after_end = self.keep_alive = False
         self.chunks: list[bytes] = []
         self.idle = 0  # chunked framing bytes in reads that carried no body byte
         self.failure = ""  # llhttp's reason, when it refused the bytes
-        self.parser = httptools.HttpResponseParser(self)
-        self.lines = head.count(b"\n")  # the status line, the fields, the empty line
-        if self.lines != head.count(b"\r\n"):  # the call costs as much as the counts
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        if lenient:
             self.lenient()
 
     def lenient(self) -> None:
         """Take a bare LF as a line's end (RFC 9112 section 2.2 lets a recipient accept
-        it): in the head when it has one, and in a chunked body's framing always."""
+        it): in a head that has one, and in a chunked body's framing always."""
+        assert self.parser is not None
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+
+    def release(self) -> None:
+        """Drop the parser once no body needs it.  It refers back to this object (its
+        callbacks), so without this every response would wait for the cycle collector."""
+        self.parser = None
 
     # No ``on_header``: llhttp validates every field without calling back for each one
     # (a chunked body's trailer fields are dropped so, too); ``Head`` reads them later.
     def on_headers_complete(self) -> None:
+        assert self.parser is not None  # it is the one calling
         self.head = Head(self.parser.get_status_code(), self.raw)
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
 
@@ -379,6 +391,7 @@ class _Response:
             raise _AfterEnd
 
     def feed(self, data: Chunk) -> None:
+        assert self.parser is not None, "fed after release"
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -427,17 +440,37 @@ def _head_end(data: bytes | bytearray, start: int) -> int:
 
 
 def _parse_head(head: bytes) -> _Response | None:
-    """The response whose complete head this is, or None for an interim 1xx head."""
+    """The response whose complete head this is, or None for an interim 1xx head.
+
+    llhttp parses strictly first: what it accepts so, it accepts the same way with the
+    leniencies below, which cost a call (and a scan for bare LFs) on every head.
+    """
     response = _Response(head)
+    try:
+        response.feed(head)
+    except FramingError:
+        if response.failure not in _LENGTH_REASONS and not _has_bare_lf(head):
+            raise
+        response = _parse_leniently(head)
+    return _final(response)
+
+
+def _parse_leniently(head: bytes) -> _Response:
+    """Parse a head that has bare LFs, or Content-Length fields that agree (merged)."""
+    response = _Response(head, lenient=True)
     try:
         response.feed(head)
     except FramingError:
         if response.failure not in _LENGTH_REASONS:
             raise
         merged = _merge_lengths(head)
-        response = _Response(merged)
+        response = _Response(merged, lenient=True)
         response.feed(merged)
-    return _final(response)
+    return response
+
+
+def _has_bare_lf(head: bytes) -> bool:
+    return head.count(b"\n") != head.count(b"\r\n")
 
 
 def _final(response: _Response) -> _Response | None:
@@ -449,8 +482,8 @@ def _final(response: _Response) -> _Response | None:
         raise FramingError(f"malformed response: status {head.status}")
     if head.status == 101:
         raise FramingError("malformed response: 101 Switching Protocols to a plain GET")
-    count = response.lines - 2  # llhttp refuses obs-fold: each line between is a field
-    if count > MAX_HEADER_FIELDS:
+    if len(response.raw) > _FIELDS_FIT and _field_count(response.raw) > MAX_HEADER_FIELDS:
+        count = _field_count(response.raw)
         raise FramingError(f"response head has {count} fields (limit {MAX_HEADER_FIELDS})")
     if head.status < 200:
         return None
@@ -461,6 +494,16 @@ def _final(response: _Response) -> _Response | None:
             f"malformed response: unsupported Transfer-Encoding {coding.decode('latin-1')!r}"
         )
     return response
+
+
+def _field_count(head: bytes) -> int:
+    """Lines between the status line and the empty line: llhttp refuses obs-fold, so
+    each is one field."""
+    return head.count(b"\n") - 2
+
+
+# A field line takes 3 bytes at least ("X:" and LF): a shorter head cannot break the limit.
+_FIELDS_FIT = 3 * MAX_HEADER_FIELDS
 
 
 def _merge_lengths(head: bytes) -> bytes:
