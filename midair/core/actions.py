@@ -16,7 +16,8 @@ from .records import Record
 
 # --- network: executed by an engine -------------------------------------------------
 class Connect(Record):
-    __slots__ = ("conn", "host", "port", "tls")
+    __match_args__ = ("conn", "host", "port", "tls")
+    __slots__ = __match_args__
 
     def __init__(self, conn: int, host: str, port: int, tls: bool) -> None:
         self.conn: Final = conn
@@ -26,7 +27,8 @@ class Connect(Record):
 
 
 class Send(Record):
-    __slots__ = ("conn", "data")
+    __match_args__ = ("conn", "data")
+    __slots__ = __match_args__
 
     def __init__(self, conn: int, data: bytes) -> None:
         self.conn: Final = conn
@@ -34,7 +36,8 @@ class Send(Record):
 
 
 class Close(Record):
-    __slots__ = ("conn",)
+    __match_args__ = ("conn",)
+    __slots__ = __match_args__
 
     def __init__(self, conn: int) -> None:
         self.conn: Final = conn
@@ -47,7 +50,8 @@ NetAction = Connect | Send | Close
 class Prepare(Record):
     """Look at ``path`` on disk; answer with ``Batch.prepared``."""
 
-    __slots__ = ("download", "path", "url", "checksum")
+    __match_args__ = ("download", "path", "url", "checksum")
+    __slots__ = __match_args__
 
     def __init__(self, download: int, path: str, url: str, checksum: Checksum | None) -> None:
         self.download: Final = download
@@ -59,7 +63,8 @@ class Prepare(Record):
 class Resume(Record):
     """What a previous run left; the fields of the control file."""
 
-    __slots__ = ("url", "size", "etag", "last_modified")
+    __match_args__ = ("url", "size", "etag", "last_modified")
+    __slots__ = __match_args__
 
     def __init__(
         self, url: str, size: int | None, etag: str | None, last_modified: str | None
@@ -71,13 +76,14 @@ class Resume(Record):
 
     def as_dict(self) -> dict[str, Any]:
         """The control file's JSON object."""
-        return dict(zip(self.__slots__, self.values(), strict=True))
+        return dict(zip(self.__match_args__, self.values(), strict=True))
 
 
 class Open(Record):
     """Open the part file for writing from ``offset`` (cutting off anything after it)."""
 
-    __slots__ = ("download", "path", "offset", "record")
+    __match_args__ = ("download", "path", "offset", "record")
+    __slots__ = __match_args__
 
     def __init__(self, download: int, path: str, offset: int, record: Resume) -> None:
         self.download: Final = download
@@ -89,7 +95,8 @@ class Open(Record):
 class Checkpoint(Record):
     """Write the control file now: the transfer has run long enough to be worth resuming."""
 
-    __slots__ = ("download",)
+    __match_args__ = ("download",)
+    __slots__ = __match_args__
 
     def __init__(self, download: int) -> None:
         self.download: Final = download
@@ -99,7 +106,8 @@ class Write(Record):
     """Write ``data`` at ``offset``.  A memoryview refers to bytes an engine read: the
     store copies them out (to the file) before the next event, never keeps the view."""
 
-    __slots__ = ("download", "offset", "data")
+    __match_args__ = ("download", "offset", "data")
+    __slots__ = __match_args__
 
     def __init__(self, download: int, offset: int, data: bytes | memoryview) -> None:
         self.download: Final = download
@@ -119,7 +127,8 @@ class Publish(Record):
     make unless ``replace``.
     """
 
-    __slots__ = ("download", "path", "size", "checksum", "url", "target", "replace")
+    __match_args__ = ("download", "path", "size", "checksum", "url", "target", "replace")
+    __slots__ = __match_args__
 
     def __init__(
         self,
@@ -143,7 +152,8 @@ class Publish(Record):
 class Discard(Record):
     """Remove the part and control files: their bytes are known to be wrong."""
 
-    __slots__ = ("download", "path")
+    __match_args__ = ("download", "path")
+    __slots__ = __match_args__
 
     def __init__(self, download: int, path: str) -> None:
         self.download: Final = download
@@ -155,7 +165,8 @@ StoreAction = Prepare | Open | Checkpoint | Write | Publish | Discard
 
 # --- reports: for progress displays and results -------------------------------------
 class Started(Record):
-    __slots__ = ("download", "url", "path", "offset", "size")
+    __match_args__ = ("download", "url", "path", "offset", "size")
+    __slots__ = __match_args__
 
     def __init__(self, download: int, url: str, path: str, offset: int, size: int | None) -> None:
         self.download: Final = download
@@ -166,7 +177,8 @@ class Started(Record):
 
 
 class Retrying(Record):
-    __slots__ = ("download", "url", "reason", "delay", "attempt")
+    __match_args__ = ("download", "url", "reason", "delay", "attempt")
+    __slots__ = __match_args__
 
     def __init__(self, download: int, url: str, reason: str, delay: float, attempt: int) -> None:
         self.download: Final = download
@@ -177,7 +189,8 @@ class Retrying(Record):
 
 
 class Finished(Record):
-    __slots__ = ("download", "url", "path", "size", "skipped")
+    __match_args__ = ("download", "url", "path", "size", "skipped")
+    __slots__ = __match_args__
 
     def __init__(self, download: int, url: str, path: str, size: int, skipped: bool) -> None:
         self.download: Final = download
@@ -188,7 +201,8 @@ class Finished(Record):
 
 
 class Failed(Record):
-    __slots__ = ("download", "url", "error")
+    __match_args__ = ("download", "url", "error")
+    __slots__ = __match_args__
 
     def __init__(self, download: int, url: str, error: DownloadError) -> None:
         self.download: Final = download
@@ -209,7 +223,8 @@ class OnDisk(Record):
     midair did not make: never overwritten unless the user says so).
     """
 
-    __slots__ = ("kind", "offset", "resume")
+    __match_args__ = ("kind", "offset", "resume")
+    __slots__ = __match_args__
 
     def __init__(self, kind: str, offset: int = 0, resume: Resume | None = None) -> None:
         self.kind: Final = kind
@@ -220,7 +235,8 @@ class OnDisk(Record):
 class ConnectionFailure(Record):
     """Why an engine lost a connection, already classified at the I/O boundary."""
 
-    __slots__ = ("reason", "retryable", "tls")
+    __match_args__ = ("reason", "retryable", "tls")
+    __slots__ = __match_args__
 
     def __init__(self, reason: str, retryable: bool = True, tls: bool = False) -> None:
         self.reason: Final = reason

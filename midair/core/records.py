@@ -15,19 +15,17 @@ from typing import Any
 
 
 class Record:
-    """Fields in ``__slots__`` order; compared, hashed, shown and pickled by them.
-
-    A subclass's ``__init__`` takes its fields in that order (``__reduce__`` relies
-    on it); a slot it derives from them goes after ``FIELDS``, which then says where
-    the fields end.
+    """Compared, hashed, shown and pickled by its fields: ``__match_args__``, in the
+    order ``__init__`` takes them (as a dataclass declares them).  A subclass's
+    ``__slots__`` holds them, and any slot derived from them after.
     """
 
-    __slots__: tuple[str, ...] = ()
-    FIELDS: int | None = None  # how many of the slots are constructor fields (None: all)
+    __slots__ = ()
+    __match_args__: tuple[str, ...] = ()
 
     def values(self) -> tuple[Any, ...]:
         """The fields' values, in constructor order."""
-        return tuple(getattr(self, name) for name in self.__slots__[: self.FIELDS])
+        return tuple(getattr(self, name) for name in self.__match_args__)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.values() == other.values()
@@ -36,8 +34,7 @@ class Record:
         return hash((type(self), self.values()))
 
     def __repr__(self) -> str:
-        names = self.__slots__[: self.FIELDS]
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
         return f"{type(self).__name__}({shown})"
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -54,4 +51,5 @@ class FrozenRecord(Record):
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name}")
 
-    __delattr__ = __setattr__  # type: ignore[assignment]
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name}")

@@ -10,7 +10,8 @@ from .records import Record
 
 
 class Success(Record):
-    __slots__ = ("url", "path", "size", "skipped")
+    __match_args__ = ("url", "path", "size", "skipped")
+    __slots__ = __match_args__
 
     def __init__(self, url: str, path: str, size: int, skipped: bool = False) -> None:
         self.url: Final = url
@@ -20,7 +21,8 @@ class Success(Record):
 
 
 class Failure(Record):
-    __slots__ = ("url", "error")
+    __match_args__ = ("url", "error")
+    __slots__ = __match_args__
 
     def __init__(self, url: str, error: DownloadError) -> None:
         self.url: Final = url

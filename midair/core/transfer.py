@@ -45,14 +45,16 @@ _ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "ho
 class Accept(Record):
     """Write the body from ``offset`` (the download's ``size`` is set, if known)."""
 
-    __slots__ = ("offset",)
+    __match_args__ = ("offset",)
+    __slots__ = __match_args__
 
     def __init__(self, offset: int) -> None:
         self.offset: Final = offset
 
 
 class Redirect(Record):
-    __slots__ = ("url",)
+    __match_args__ = ("url",)
+    __slots__ = __match_args__
 
     def __init__(self, url: URL) -> None:
         self.url: Final = url
@@ -61,7 +63,8 @@ class Redirect(Record):
 class Retry(Record):
     """Try again later; ``wait`` is the server's Retry-After, ``pause_host`` for 429/503."""
 
-    __slots__ = ("error", "wait", "pause_host")
+    __match_args__ = ("error", "wait", "pause_host")
+    __slots__ = __match_args__
 
     def __init__(
         self, error: DownloadError, wait: float | None = None, pause_host: bool = False
@@ -74,21 +77,24 @@ class Retry(Record):
 class Restart(Record):
     """The bytes on disk cannot be continued: drop them and fetch from zero."""
 
-    __slots__ = ("reason",)
+    __match_args__ = ("reason",)
+    __slots__ = __match_args__
 
     def __init__(self, reason: str) -> None:
         self.reason: Final = reason
 
 
 class Fail(Record):
-    __slots__ = ("error",)
+    __match_args__ = ("error",)
+    __slots__ = __match_args__
 
     def __init__(self, error: DownloadError) -> None:
         self.error: Final = error
 
 
 class AlreadyComplete(Record):
-    __slots__ = ()
+    __match_args__ = ()
+    __slots__ = __match_args__
 
 
 _FROM_ZERO = Accept(0)  # a whole body: the usual answer, made once (records are immutable)

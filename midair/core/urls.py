@@ -28,8 +28,8 @@ class URL(FrozenRecord):
     them (its host queue, its request) and would otherwise rebuild them each time.
     """
 
-    __slots__ = ("text", "scheme", "host", "port", "target", "origin", "host_header")
-    FIELDS = 5
+    __match_args__ = ("text", "scheme", "host", "port", "target")
+    __slots__ = (*__match_args__, "origin", "host_header")
     text: str
     scheme: str
     host: str
