@@ -228,10 +228,10 @@ class Download:
     # --- the response -------------------------------------------------------------
     def on_head(self, head: Head) -> Decision:
         status = head.status
+        if status == 200:  # first: nearly every response
+            return self._full(head)
         if status in REDIRECTS:
             return self._redirect(head)
-        if status == 200:
-            return self._full(head)
         if status == 206:
             return self._partial(head)
         if status == 416 and self.offset:
@@ -348,7 +348,8 @@ class RequestFields:
         self._known: dict[tuple[str, bool, tuple[tuple[str, str], ...]], bytes] = {}
 
     def of(self, download: Download) -> bytes:
-        if download.resume_validator or download.options is not self.options:
+        resuming = download.offset and download.resume_validator  # no property call at 0
+        if resuming or download.options is not self.options:
             return encode_fields(download.request_headers())
         key = (download.url.host_header, download.same_origin, download.job.headers)
         fields = self._known.get(key)
