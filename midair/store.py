@@ -48,7 +48,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import asdict
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -648,7 +647,7 @@ def _read_control(path: str) -> Resume | None:
 def _write_control(path: str, record: Resume) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o644)
     with open(fd, "w", encoding="utf-8") as f:
-        json.dump(asdict(record), f)
+        json.dump(record.as_dict(), f)
 
 
 def _tag(fd: int, url: str, size: int) -> None:

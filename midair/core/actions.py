@@ -1,94 +1,124 @@
 """What the core asks its driver to do, and what it reports.
 
 Network actions go to the engine, store actions to the store, reports to the
-user's display.  All are frozen, slotted records: cheap to make, safe to pass
-between threads and processes.
+user's display.  All are ``Record``s (immutable, slotted; see records.py): several
+are made per file, so they must be cheap to make.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any, Final
 
 from .errors import DownloadError
 from .jobs import Checksum
+from .records import Record
 
 
 # --- network: executed by an engine -------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Connect:
-    conn: int
-    host: str
-    port: int
-    tls: bool
+class Connect(Record):
+    __match_args__ = ("conn", "host", "port", "tls")
+    __slots__ = __match_args__
+
+    def __init__(self, conn: int, host: str, port: int, tls: bool) -> None:
+        self.conn: Final = conn
+        self.host: Final = host
+        self.port: Final = port
+        self.tls: Final = tls
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
-    conn: int
-    data: bytes
+class Send(Record):
+    __match_args__ = ("conn", "data")
+    __slots__ = __match_args__
+
+    def __init__(self, conn: int, data: bytes) -> None:
+        self.conn: Final = conn
+        self.data: Final = data
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
-    conn: int
+class Close(Record):
+    __match_args__ = ("conn",)
+    __slots__ = __match_args__
+
+    def __init__(self, conn: int) -> None:
+        self.conn: Final = conn
 
 
 NetAction = Connect | Send | Close
 
 
 # --- files: executed by the store ---------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Prepare:
+class Prepare(Record):
     """Look at ``path`` on disk; answer with ``Batch.prepared``."""
 
-    download: int
-    path: str
-    url: str
-    checksum: Checksum | None
+    __match_args__ = ("download", "path", "url", "checksum")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, path: str, url: str, checksum: Checksum | None) -> None:
+        self.download: Final = download
+        self.path: Final = path
+        self.url: Final = url
+        self.checksum: Final = checksum
 
 
-@dataclass(frozen=True, slots=True)
-class Resume:
+class Resume(Record):
     """What a previous run left; the fields of the control file."""
 
-    url: str
-    size: int | None
-    etag: str | None
-    last_modified: str | None
+    __match_args__ = ("url", "size", "etag", "last_modified")
+    __slots__ = __match_args__
+
+    def __init__(
+        self, url: str, size: int | None, etag: str | None, last_modified: str | None
+    ) -> None:
+        self.url: Final = url
+        self.size: Final = size
+        self.etag: Final = etag
+        self.last_modified: Final = last_modified
+
+    def as_dict(self) -> dict[str, Any]:
+        """The control file's JSON object."""
+        return dict(zip(self.__match_args__, self.values(), strict=True))
 
 
-@dataclass(frozen=True, slots=True)
-class Open:
+class Open(Record):
     """Open the part file for writing from ``offset`` (cutting off anything after it)."""
 
-    download: int
-    path: str
-    offset: int
-    record: Resume
+    __match_args__ = ("download", "path", "offset", "record")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, path: str, offset: int, record: Resume) -> None:
+        self.download: Final = download
+        self.path: Final = path
+        self.offset: Final = offset
+        self.record: Final = record
 
 
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Checkpoint(Record):
     """Write the control file now: the transfer has run long enough to be worth resuming."""
 
-    download: int
+    __match_args__ = ("download",)
+    __slots__ = __match_args__
+
+    def __init__(self, download: int) -> None:
+        self.download: Final = download
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
+class Write(Record):
     """Write ``data`` at ``offset``.  A memoryview refers to bytes an engine read: the
     store copies them out (to the file) before the next event, never keeps the view."""
 
-    download: int
-    offset: int
-    data: bytes | memoryview
+    __match_args__ = ("download", "offset", "data")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, offset: int, data: bytes | memoryview) -> None:
+        self.download: Final = download
+        self.offset: Final = offset
+        self.data: Final = data
 
     def __repr__(self) -> str:  # the bytes, not a view's address: logs of two runs compare
         return f"Write(download={self.download}, offset={self.offset}, data={bytes(self.data)!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(Record):
     """Verify, fsync and rename ``path``'s part file to ``target``; answer with ``Batch.published``.
 
     ``target`` differs from ``path`` when the server named the file
@@ -97,67 +127,94 @@ class Publish:
     make unless ``replace``.
     """
 
-    download: int
-    path: str
-    size: int | None
-    checksum: Checksum | None
-    url: str
-    target: str = ""
-    replace: bool = False
+    __match_args__ = ("download", "path", "size", "checksum", "url", "target", "replace")
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        download: int,
+        path: str,
+        size: int | None,
+        checksum: Checksum | None,
+        url: str,
+        target: str = "",
+        replace: bool = False,
+    ) -> None:
+        self.download: Final = download
+        self.path: Final = path
+        self.size: Final = size
+        self.checksum: Final = checksum
+        self.url: Final = url
+        self.target: Final = target
+        self.replace: Final = replace
 
 
-@dataclass(frozen=True, slots=True)
-class Discard:
+class Discard(Record):
     """Remove the part and control files: their bytes are known to be wrong."""
 
-    download: int
-    path: str
+    __match_args__ = ("download", "path")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, path: str) -> None:
+        self.download: Final = download
+        self.path: Final = path
 
 
 StoreAction = Prepare | Open | Checkpoint | Write | Publish | Discard
 
 
 # --- reports: for progress displays and results -------------------------------------
-@dataclass(frozen=True, slots=True)
-class Started:
-    download: int
-    url: str
-    path: str
-    offset: int
-    size: int | None
+class Started(Record):
+    __match_args__ = ("download", "url", "path", "offset", "size")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, url: str, path: str, offset: int, size: int | None) -> None:
+        self.download: Final = download
+        self.url: Final = url
+        self.path: Final = path
+        self.offset: Final = offset
+        self.size: Final = size
 
 
-@dataclass(frozen=True, slots=True)
-class Retrying:
-    download: int
-    url: str
-    reason: str
-    delay: float
-    attempt: int
+class Retrying(Record):
+    __match_args__ = ("download", "url", "reason", "delay", "attempt")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, url: str, reason: str, delay: float, attempt: int) -> None:
+        self.download: Final = download
+        self.url: Final = url
+        self.reason: Final = reason
+        self.delay: Final = delay
+        self.attempt: Final = attempt
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
-    download: int
-    url: str
-    path: str
-    size: int
-    skipped: bool
+class Finished(Record):
+    __match_args__ = ("download", "url", "path", "size", "skipped")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, url: str, path: str, size: int, skipped: bool) -> None:
+        self.download: Final = download
+        self.url: Final = url
+        self.path: Final = path
+        self.size: Final = size
+        self.skipped: Final = skipped
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
-    download: int
-    url: str
-    error: DownloadError
+class Failed(Record):
+    __match_args__ = ("download", "url", "error")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, url: str, error: DownloadError) -> None:
+        self.download: Final = download
+        self.url: Final = url
+        self.error: Final = error
 
 
 Report = Started | Retrying | Finished | Failed
 Action = NetAction | StoreAction | Report
 
 
-@dataclass(frozen=True, slots=True)
-class OnDisk:
+class OnDisk(Record):
     """The store's answer to ``Prepare``.
 
     ``kind`` is ``fresh`` (nothing there), ``partial`` (a part file of ``offset``
@@ -166,15 +223,22 @@ class OnDisk:
     midair did not make: never overwritten unless the user says so).
     """
 
-    kind: str
-    offset: int = 0
-    resume: Resume | None = None
+    __match_args__ = ("kind", "offset", "resume")
+    __slots__ = __match_args__
+
+    def __init__(self, kind: str, offset: int = 0, resume: Resume | None = None) -> None:
+        self.kind: Final = kind
+        self.offset: Final = offset
+        self.resume: Final = resume
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionFailure:
+class ConnectionFailure(Record):
     """Why an engine lost a connection, already classified at the I/O boundary."""
 
-    reason: str
-    retryable: bool = True
-    tls: bool = False
+    __match_args__ = ("reason", "retryable", "tls")
+    __slots__ = __match_args__
+
+    def __init__(self, reason: str, retryable: bool = True, tls: bool = False) -> None:
+        self.reason: Final = reason
+        self.retryable: Final = retryable
+        self.tls: Final = tls

@@ -68,7 +68,7 @@ from .urls import URL
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Host:
     origin: tuple[str, str, int]
     pending: deque[t.Download] = field(default_factory=deque)
@@ -77,7 +77,7 @@ class _Host:
     queued: bool = False  # in the ready queue
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Conn:
     """One connection and the download on it; the sink of its responses, too."""
 
@@ -361,17 +361,8 @@ class Batch:
         assert d.path is not None
         # The job's URL, not a redirect's: the store tags the file with it, and a re-run
         # recognises the file as its own only by the URL it was asked for.
-        self._out.append(
-            Publish(
-                d.id,
-                d.path,
-                d.size,
-                d.checksum,
-                d.job.url.text,
-                target=d.final_path or d.path,
-                replace=self.options.overwrite,
-            )
-        )
+        target, replace = d.target or d.path, self.options.overwrite
+        self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text, target, replace))
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)
@@ -538,10 +529,8 @@ class Batch:
             scheme, name, port = host.origin
             self._out.append(Connect(conn.id, name, port, scheme == "https"))
             self._mark_ready(host, now)
-        if self._conns and self._next_sweep is None:
-            self._next_sweep = now + self._sweep_every
-        elif not self._conns:
-            self._next_sweep = None
+            if self._next_sweep is None:  # the first open connection: stalls are watched
+                self._next_sweep = now + self._sweep_every
 
     def _close(self, conn: _Conn, now: float) -> None:
         if self._conns.pop(conn.id, None) is None:
@@ -552,6 +541,9 @@ class Batch:
         self._mark_ready(conn.host, now)
 
     def _flush(self, now: float) -> list[Action]:
-        self._fill(now)
+        if self._ready:
+            self._fill(now)
+        if not self._conns:
+            self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out

@@ -23,7 +23,7 @@ How a response is read:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import httptools
@@ -67,26 +67,45 @@ class Head:
         self.status = status
         self.raw = raw
         self._lower = raw.lower()  # the same offsets: names are found here, values in raw
-        self.transfer_encoding = self.field(b"transfer-encoding")
-        self.content_length = self._declared_length()
+        self.transfer_encoding = self.find(_TRANSFER_ENCODING)
+        length = self.find(_CONTENT_LENGTH)
+        # The parser has validated it (digits only, repeats merged); a coding frames instead.
+        framed = length is not None and self.transfer_encoding is None
+        self.content_length = int(length) if framed else None  # type: ignore[arg-type]
 
     def field(self, name: bytes) -> bytes | None:
         """The value of the field ``name`` (lower case), or None if the head has none."""
-        key = b"\n" + name + b":"  # a whole name at the start of a line, never the status line
+        return self.find(field_key(name))
+
+    def get(self, name: bytes) -> str | None:
+        return self.text(field_key(name))
+
+    def text(self, key: bytes) -> str | None:
+        """``get`` for a ``field_key``."""
+        value = self.find(key)
+        return None if value is None else value.decode("latin-1")  # never a decode error
+
+    def find(self, key: bytes) -> bytes | None:
+        """``field`` for a ``field_key``: the core's own names are made into keys once."""
         at = self._lower.find(key)
-        values = []
+        if at < 0:
+            return None
+        start = at + len(key)
+        end = self.raw.find(b"\n", start)
+        value = self.raw[start:end].strip(b" \t\r")
+        if self._lower.find(key, end) < 0:  # the usual case: the field is there once
+            return value
+        return self._joined(key, value, end)
+
+    def _joined(self, key: bytes, first: bytes, end: int) -> bytes:
+        values = [first]
+        at = self._lower.find(key, end)
         while at >= 0:
             start = at + len(key)
             end = self.raw.find(b"\n", start)
             values.append(self.raw[start:end].strip(b" \t\r"))
             at = self._lower.find(key, end)
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else b", ".join(values)
-
-    def get(self, name: bytes) -> str | None:
-        value = self.field(name)
-        return None if value is None else value.decode("latin-1")  # never a decode error
+        return b", ".join(values)
 
     @property
     def fields(self) -> dict[bytes, bytes]:
@@ -100,14 +119,15 @@ class Head:
     def __repr__(self) -> str:
         return f"Head({self.status}, {self.raw!r})"
 
-    def _declared_length(self) -> int | None:
-        """The declared body length, unless Transfer-Encoding frames the body instead."""
-        value = self.field(b"content-length")
-        if value is None or self.transfer_encoding is not None:
-            return None
-        return int(value)  # the parser has validated it (digits only, repeats merged)
+
+def field_key(name: bytes) -> bytes:
+    """What ``Head.find`` looks for: a whole name (lower case) at the start of a line,
+    never inside the status line or a value."""
+    return b"\n" + name + b":"
 
 
+_TRANSFER_ENCODING = field_key(b"transfer-encoding")
+_CONTENT_LENGTH = field_key(b"content-length")
 _FIELD_NAME = re.compile(rb"^([^:\s]+):", re.M)  # the status line has a space before any ':'
 
 
@@ -139,6 +159,23 @@ class ClientConnection:
     exchange is live: never after ``on_end`` or ``abandon``.
     """
 
+    __slots__ = (
+        "_before",
+        "_complete",
+        "_eof",
+        "_keep_alive",
+        "_live",
+        "_pending",
+        "_remaining",
+        "_response",
+        "_sink",
+        "_trailing",
+        "receive",
+    )
+    receive: Callable[[Chunk], None]
+    """Feed bytes; ``b""`` means the peer closed.  The current phase of the exchange
+    itself (``_await_head``, a body, ``_after_end``): one call per read, not two."""
+
     def __init__(self, sink: ResponseSink) -> None:
         self._sink = sink
         self._live = True
@@ -155,24 +192,20 @@ class ClientConnection:
         self._begin()
         return b"GET " + target.encode() + b" HTTP/1.1\r\n" + fields + b"\r\n"
 
-    def receive(self, data: Chunk) -> None:
-        """Feed bytes; ``b""`` means the peer closed."""
-        self._receive(data)
-
     def abandon(self) -> None:
         """The caller is done with this exchange: deliver nothing more."""
         self._live = False
-        self._receive = self._after_end
+        self.receive = self._after_end
 
     @property
     def reusable(self) -> bool:
         """True once the response ended cleanly on a connection both sides keep open."""
         return self._complete and self._keep_alive and not (self._trailing or self._eof)
 
-    # --- the phases of one exchange: ``_receive`` is the current one ---------------------
+    # --- the phases of one exchange: ``receive`` is the current one ---------------------
     def _begin(self) -> None:
-        self._receive = self._await_head
-        self._pending = bytearray()  # the start of a head that spans reads
+        self.receive = self._await_head
+        self._pending: bytes | bytearray = b""  # the start of a head that spans reads
         self._before = 0  # bytes before ``_pending``: empty lines and 1xx heads
         self._response: _Response | None = None
         self._remaining = 0
@@ -181,7 +214,7 @@ class ClientConnection:
     def _await_head(self, data: Chunk) -> None:
         if not data:
             raise FramingError(_NO_RESPONSE)
-        searched = max(0, len(self._pending) - 2)  # an empty line may straddle two reads
+        searched = len(self._pending) - 2  # an empty line may straddle two reads
         buffer, at = self._collect(data), 0
         while True:
             start, end = self._find_head(buffer, at, searched)
@@ -190,14 +223,14 @@ class ClientConnection:
                 return
             response = _parse_head(bytes(buffer[start:end]))
             if response is not None:
-                self._pending = bytearray()  # a new buffer: body views may refer to the old one
+                self._pending = b""  # a new buffer later: body views may refer to the old one
                 self._take_head(response, memoryview(buffer)[end:])
                 return
             at = end  # that was an interim 1xx head: the final one follows
 
     def _collect(self, data: Chunk) -> bytes | bytearray:
         """The head's bytes so far: this read alone (no copy) if it begins the head."""
-        if self._pending:
+        if self._pending:  # a bytearray: only ``_keep`` makes a non-empty one
             self._pending += data
             return self._pending
         return data if isinstance(data, bytes) else bytes(data)
@@ -209,7 +242,9 @@ class ClientConnection:
         (a server may end a body with a stray CRLF).  They and 1xx heads count toward
         the final head's limit, so no flood of them goes on for ever.
         """
-        start = _EMPTY_LINES.match(buffer, at).end()  # type: ignore[union-attr]
+        start = at
+        if not buffer.startswith(b"H", at):  # "HTTP/...": the usual start needs no regex
+            start = _EMPTY_LINES.match(buffer, at).end()  # type: ignore[union-attr]
         end = _head_end(buffer, max(start, searched))
         if self._before + (end if end >= 0 else len(buffer)) > MAX_HEAD_BYTES:
             raise FramingError(_HEAD_TOO_LARGE)
@@ -227,23 +262,28 @@ class ClientConnection:
         assert head is not None
         self._response, self._keep_alive = response, response.keep_alive
         self._sink.on_head(head)
-        if self._live:
-            self._start_body(response, head, rest)
-
-    def _start_body(self, response: _Response, head: Head, rest: Chunk) -> None:
-        length = head.content_length
+        if not self._live:
+            return
         if response.done:  # no body: 204, 304, Content-Length: 0
+            response.release()
             self._trailing = _unasked(rest)
             self._end()
             return
-        if head.transfer_encoding is not None:
-            self._receive = self._chunked_body
-        elif length is not None:
-            self._receive, self._remaining = self._counted_body, length
-        else:
-            self._receive, self._keep_alive = self._body_until_eof, False
+        self.receive = self._body_reader(response, head)
         if rest:
-            self._receive(rest)
+            self.receive(rest)
+
+    def _body_reader(self, response: _Response, head: Head) -> Callable[[Chunk], None]:
+        """The phase that reads the body.  Only a chunked one needs llhttp past the head."""
+        if head.transfer_encoding is not None:
+            response.lenient()
+            return self._chunked_body
+        response.release()
+        if head.content_length is not None:
+            self._remaining = head.content_length
+            return self._counted_body
+        self._keep_alive = False
+        return self._body_until_eof
 
     def _counted_body(self, data: Chunk) -> None:
         remaining = self._remaining
@@ -288,7 +328,7 @@ class ClientConnection:
 
     def _end(self) -> None:
         self._complete = True
-        self._receive = self._after_end
+        self.receive = self._after_end
         self._sink.on_end()  # last: the sink may begin the next exchange from here
 
 
@@ -299,20 +339,44 @@ class _Response:
     exceptions and its ``abandon`` never unwind through the C parser.
     """
 
-    def __init__(self, head: bytes) -> None:
+    __slots__ = (
+        "after_end",
+        "chunks",
+        "done",
+        "failure",
+        "head",
+        "idle",
+        "keep_alive",
+        "parser",
+        "raw",
+    )
+
+    def __init__(self, head: bytes, *, lenient: bool = False) -> None:
         self.raw = head  # the head alone: fields are read from it when asked for
         self.head: Head | None = None  # once the head is complete
         self.done = self.after_end = self.keep_alive = False
         self.chunks: list[bytes] = []
         self.idle = 0  # chunked framing bytes in reads that carried no body byte
         self.failure = ""  # llhttp's reason, when it refused the bytes
-        self.parser = httptools.HttpResponseParser(self)
-        # A bare LF ends a line (RFC 9112 section 2.2 lets a recipient accept it).
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        if lenient:
+            self.lenient()
+
+    def lenient(self) -> None:
+        """Take a bare LF as a line's end (RFC 9112 section 2.2 lets a recipient accept
+        it): in a head that has one, and in a chunked body's framing always."""
+        assert self.parser is not None
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+
+    def release(self) -> None:
+        """Drop the parser once no body needs it.  It refers back to this object (its
+        callbacks), so without this every response would wait for the cycle collector."""
+        self.parser = None
 
     # No ``on_header``: llhttp validates every field without calling back for each one
     # (a chunked body's trailer fields are dropped so, too); ``Head`` reads them later.
     def on_headers_complete(self) -> None:
+        assert self.parser is not None  # it is the one calling
         self.head = Head(self.parser.get_status_code(), self.raw)
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
 
@@ -327,6 +391,7 @@ class _Response:
             raise _AfterEnd
 
     def feed(self, data: Chunk) -> None:
+        assert self.parser is not None, "fed after release"
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -375,17 +440,37 @@ def _head_end(data: bytes | bytearray, start: int) -> int:
 
 
 def _parse_head(head: bytes) -> _Response | None:
-    """The response whose complete head this is, or None for an interim 1xx head."""
+    """The response whose complete head this is, or None for an interim 1xx head.
+
+    llhttp parses strictly first: what it accepts so, it accepts the same way with the
+    leniencies below, which cost a call (and a scan for bare LFs) on every head.
+    """
     response = _Response(head)
+    try:
+        response.feed(head)
+    except FramingError:
+        if response.failure not in _LENGTH_REASONS and not _has_bare_lf(head):
+            raise
+        response = _parse_leniently(head)
+    return _final(response)
+
+
+def _parse_leniently(head: bytes) -> _Response:
+    """Parse a head that has bare LFs, or Content-Length fields that agree (merged)."""
+    response = _Response(head, lenient=True)
     try:
         response.feed(head)
     except FramingError:
         if response.failure not in _LENGTH_REASONS:
             raise
         merged = _merge_lengths(head)
-        response = _Response(merged)
+        response = _Response(merged, lenient=True)
         response.feed(merged)
-    return _final(response)
+    return response
+
+
+def _has_bare_lf(head: bytes) -> bool:
+    return head.count(b"\n") != head.count(b"\r\n")
 
 
 def _final(response: _Response) -> _Response | None:
@@ -397,8 +482,8 @@ def _final(response: _Response) -> _Response | None:
         raise FramingError(f"malformed response: status {head.status}")
     if head.status == 101:
         raise FramingError("malformed response: 101 Switching Protocols to a plain GET")
-    count = _field_count(response.raw)
-    if count > MAX_HEADER_FIELDS:
+    if len(response.raw) > _FIELDS_FIT and _field_count(response.raw) > MAX_HEADER_FIELDS:
+        count = _field_count(response.raw)
         raise FramingError(f"response head has {count} fields (limit {MAX_HEADER_FIELDS})")
     if head.status < 200:
         return None
@@ -415,6 +500,10 @@ def _field_count(head: bytes) -> int:
     """Lines between the status line and the empty line: llhttp refuses obs-fold, so
     each is one field."""
     return head.count(b"\n") - 2
+
+
+# A field line takes 3 bytes at least ("X:" and LF): a shorter head cannot break the limit.
+_FIELDS_FIT = 3 * MAX_HEADER_FIELDS
 
 
 def _merge_lengths(head: bytes) -> bytes:

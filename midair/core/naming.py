@@ -63,8 +63,10 @@ def _truncate(name: str) -> str:
 
 def name_from_path(url_path: str) -> str:
     """The last segment of a URL path, percent-decoded and sanitised."""
-    segment = url_path.rstrip("/").rsplit("/", 1)[-1] if url_path.rstrip("/") else ""
-    return sanitize(unquote(segment, errors="replace")) or DEFAULT_NAME
+    segment = url_path.rstrip("/").rpartition("/")[2]
+    if "%" in segment:
+        segment = unquote(segment, errors="replace")
+    return sanitize(segment) or DEFAULT_NAME
 
 
 def content_disposition_name(value: str) -> str | None:
@@ -119,7 +121,8 @@ def _inside(directory: str) -> str:
     Every job's name is resolved under the same directory, so the joining and
     normalising is done once per working directory, not once per job.
     """
-    return _joined(os.getcwd() if not os.path.isabs(directory) else "", directory)
+    absolute = directory.startswith(os.sep)  # os.path.isabs on POSIX, without two calls
+    return _joined("" if absolute else os.getcwd(), directory)
 
 
 @functools.lru_cache(maxsize=16)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from .errors import DownloadError
+from .records import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Success:
-    url: str
-    path: str
-    size: int
-    skipped: bool = False  # already complete on disk: nothing was transferred
+class Success(Record):
+    __match_args__ = ("url", "path", "size", "skipped")
+    __slots__ = __match_args__
+
+    def __init__(self, url: str, path: str, size: int, skipped: bool = False) -> None:
+        self.url: Final = url
+        self.path: Final = path
+        self.size: Final = size
+        self.skipped: Final = skipped  # already complete on disk: nothing was transferred
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
-    url: str
-    error: DownloadError
+class Failure(Record):
+    __match_args__ = ("url", "error")
+    __slots__ = __match_args__
+
+    def __init__(self, url: str, error: DownloadError) -> None:
+        self.url: Final = url
+        self.error: Final = error
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from typing import Final
 
 from . import naming
 from .actions import OnDisk, Resume
@@ -20,62 +20,108 @@ from .errors import (
     ProtocolError,
     RedirectError,
 )
-from .http import Head, encode_fields
+from .http import Head, encode_fields, field_key
 from .jobs import Job, Options
+from .records import Record
 from .retry import parse_retry_after
 from .urls import URL, resolve_location
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+# The fields the rules read, as ``Head.find`` keys (made once, not per response).
+_CONTENT_DISPOSITION = field_key(b"content-disposition")
+_LOCATION = field_key(b"location")
+_ETAG = field_key(b"etag")
+_LAST_MODIFIED = field_key(b"last-modified")
+_CONTENT_RANGE_FIELD = field_key(b"content-range")
+_RETRY_AFTER = field_key(b"retry-after")
+_DATE = field_key(b"date")
 # User headers that must not follow a redirect to another origin.
 _ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 
 
 # --- what a response head means -------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Accept:
+class Accept(Record):
     """Write the body from ``offset`` (the download's ``size`` is set, if known)."""
 
-    offset: int
+    __match_args__ = ("offset",)
+    __slots__ = __match_args__
+
+    def __init__(self, offset: int) -> None:
+        self.offset: Final = offset
 
 
-@dataclass(frozen=True, slots=True)
-class Redirect:
-    url: URL
+class Redirect(Record):
+    __match_args__ = ("url",)
+    __slots__ = __match_args__
+
+    def __init__(self, url: URL) -> None:
+        self.url: Final = url
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(Record):
     """Try again later; ``wait`` is the server's Retry-After, ``pause_host`` for 429/503."""
 
-    error: DownloadError
-    wait: float | None = None
-    pause_host: bool = False
+    __match_args__ = ("error", "wait", "pause_host")
+    __slots__ = __match_args__
+
+    def __init__(
+        self, error: DownloadError, wait: float | None = None, pause_host: bool = False
+    ) -> None:
+        self.error: Final = error
+        self.wait: Final = wait
+        self.pause_host: Final = pause_host
 
 
-@dataclass(frozen=True, slots=True)
-class Restart:
+class Restart(Record):
     """The bytes on disk cannot be continued: drop them and fetch from zero."""
 
-    reason: str
+    __match_args__ = ("reason",)
+    __slots__ = __match_args__
+
+    def __init__(self, reason: str) -> None:
+        self.reason: Final = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Fail:
-    error: DownloadError
+class Fail(Record):
+    __match_args__ = ("error",)
+    __slots__ = __match_args__
+
+    def __init__(self, error: DownloadError) -> None:
+        self.error: Final = error
 
 
-@dataclass(frozen=True, slots=True)
-class AlreadyComplete:
-    pass
+class AlreadyComplete(Record):
+    __match_args__ = ()
+    __slots__ = __match_args__
 
+
+_FROM_ZERO = Accept(0)  # a whole body: the usual answer, made once (records are immutable)
 
 Decision = Accept | Redirect | Retry | Restart | Fail | AlreadyComplete
 
 
 class Download:
     """The state of one job across attempts, redirects and runs."""
+
+    __slots__ = (
+        "attempts",
+        "checksum",
+        "etag",
+        "hops",
+        "id",
+        "job",
+        "last_modified",
+        "offset",
+        "options",
+        "path",
+        "position",
+        "renames",
+        "size",
+        "target",
+        "url",
+    )
 
     def __init__(self, ident: int, job: Job, options: Options) -> None:
         self.id = ident
@@ -108,8 +154,10 @@ class Download:
 
     def server_name(self, head: Head) -> str | None:
         """The server's name for the file (Content-Disposition), unless ``out=`` rules."""
-        value = head.get(b"content-disposition")
-        if self.job.out or not value:
+        if self.job.out:
+            return None
+        value = head.text(_CONTENT_DISPOSITION)
+        if not value:
             return None
         name = naming.content_disposition_name(value)
         if name is None:
@@ -180,10 +228,10 @@ class Download:
     # --- the response -------------------------------------------------------------
     def on_head(self, head: Head) -> Decision:
         status = head.status
+        if status == 200:  # first: nearly every response
+            return self._full(head)
         if status in REDIRECTS:
             return self._redirect(head)
-        if status == 200:
-            return self._full(head)
         if status == 206:
             return self._partial(head)
         if status == 416 and self.offset:
@@ -194,7 +242,7 @@ class Download:
         return Fail(error)
 
     def _redirect(self, head: Head) -> Decision:
-        location = head.get(b"location")
+        location = head.text(_LOCATION)
         if not location:
             return Fail(RedirectError(self.url.text, f"HTTP {head.status} without Location"))
         if self.hops >= self.options.max_redirects:
@@ -210,14 +258,14 @@ class Download:
         return Redirect(target)
 
     def _full(self, head: Head) -> Decision:
-        etag = head.get(b"etag")
+        etag = head.text(_ETAG)
         self.etag = etag if etag and not etag.startswith("W/") else None
-        self.last_modified = head.get(b"last-modified")
+        self.last_modified = head.text(_LAST_MODIFIED)
         self.offset, self.size = 0, head.content_length
-        return self._check_limit() or Accept(0)
+        return self._check_limit() or _FROM_ZERO
 
     def _partial(self, head: Head) -> Decision:
-        match = _CONTENT_RANGE.fullmatch((head.get(b"content-range") or "").strip())
+        match = _CONTENT_RANGE.fullmatch((head.text(_CONTENT_RANGE_FIELD) or "").strip())
         if not match:
             return Restart("206 without a usable Content-Range")
         start, end, total = int(match[1]), int(match[2]), match[3]
@@ -234,17 +282,17 @@ class Download:
             )
         if self.size is not None and size is not None and size != self.size:
             return Restart(f"the size changed from {self.size} to {size}")
-        etag = head.get(b"etag")
+        etag = head.text(_ETAG)
         if self.etag and etag and etag != self.etag:
             return Restart("the ETag changed")
-        modified = head.get(b"last-modified")
+        modified = head.text(_LAST_MODIFIED)
         if self.last_modified and modified and modified != self.last_modified:
             return Restart("Last-Modified changed")
         self.size = size if size is not None else self.size
         return self._check_limit() or Accept(start)
 
     def _unsatisfiable(self, head: Head) -> Decision:
-        match = _UNSATISFIED_RANGE.search(head.get(b"content-range") or "")
+        match = _UNSATISFIED_RANGE.search(head.text(_CONTENT_RANGE_FIELD) or "")
         if match and int(match[1]) == self.offset and self.size in (None, self.offset):
             self.size = self.offset
             return AlreadyComplete()
@@ -259,8 +307,10 @@ class Download:
     def body_limit(self) -> float:
         """Where an accepted body must end at the latest: the declared size, and
         --max-filesize.  Nothing past it reaches the disk."""
-        limits = [n for n in (self.size, self.options.max_filesize) if n is not None]
-        return min(limits, default=math.inf)
+        size, limit = self.size, self.options.max_filesize
+        if limit is None:
+            return math.inf if size is None else size
+        return limit if size is None else min(size, limit)
 
     def body_overflow(self, end: int) -> DownloadError:
         """Why a body that would reach ``end`` went past ``body_limit``."""
@@ -279,7 +329,7 @@ class Download:
 
 
 def _retry_after(head: Head) -> float | None:
-    return parse_retry_after(head.get(b"retry-after"), head.get(b"date"))
+    return parse_retry_after(head.text(_RETRY_AFTER), head.text(_DATE))
 
 
 class RequestFields:
@@ -298,7 +348,8 @@ class RequestFields:
         self._known: dict[tuple[str, bool, tuple[tuple[str, str], ...]], bytes] = {}
 
     def of(self, download: Download) -> bytes:
-        if download.resume_validator or download.options is not self.options:
+        resuming = download.offset and download.resume_validator  # no property call at 0
+        if resuming or download.options is not self.options:
             return encode_fields(download.request_headers())
         key = (download.url.host_header, download.same_origin, download.job.headers)
         fields = self._known.get(key)

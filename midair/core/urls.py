@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 from urllib.parse import quote, urljoin, urlsplit
+
+from .records import FrozenRecord
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Characters allowed unescaped in a request target (RFC 3986 pchar, '/', '?', '%').
@@ -20,26 +21,32 @@ _PLAIN = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class URL:
-    """An absolute http(s) URL split into what a request needs."""
+class URL(FrozenRecord):
+    """An absolute http(s) URL split into what a request needs.
 
+    ``origin`` and ``host_header`` are derived once here: every download asks for
+    them (its host queue, its request) and would otherwise rebuild them each time.
+    """
+
+    __match_args__ = ("text", "scheme", "host", "port", "target")
+    __slots__ = (*__match_args__, "origin", "host_header")
     text: str
     scheme: str
     host: str
     port: int
     target: str
+    origin: tuple[str, str, int]
+    host_header: str
 
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.port == DEFAULT_PORTS[self.scheme]:
-            return host
-        return f"{host}:{self.port}"
+    def __init__(self, text: str, scheme: str, host: str, port: int, target: str) -> None:
+        set_field = object.__setattr__
+        set_field(self, "text", text)
+        set_field(self, "scheme", scheme)
+        set_field(self, "host", host)
+        set_field(self, "port", port)
+        set_field(self, "target", target)
+        set_field(self, "origin", (scheme, host, port))
+        set_field(self, "host_header", _host_header(scheme, host, port))
 
     @property
     def path(self) -> str:
@@ -47,6 +54,11 @@ class URL:
 
     def __str__(self) -> str:
         return self.text
+
+
+def _host_header(scheme: str, host: str, port: int) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return host if port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
 
 
 def parse_url(text: str) -> URL:
@@ -98,4 +110,4 @@ def resolve_location(base: URL, location: str) -> URL:
     requested (percent-encoded ASCII): messages that show it stay printable.
     """
     url = parse_url(urljoin(base.text, location.strip()))
-    return replace(url, text=f"{url.scheme}://{url.host_header}{url.target}")
+    return URL(f"{url.scheme}://{url.host_header}{url.target}", *url.values()[1:])

@@ -31,7 +31,7 @@ import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core.actions import Failed, Finished, Report
@@ -81,7 +81,7 @@ def _flat(report: Report) -> tuple[Any, ...]:
 @functools.cache
 def _fields_of(kind: Any) -> Callable[[Any], tuple[Any, ...]]:
     """Reads a report's fields as a tuple, in its constructor's order: ``download`` first."""
-    names = [field.name for field in fields(kind)]
+    names = list(kind.__match_args__)  # its fields, in constructor order
     if names[0] != "download" or len(names) < 2:
         raise TypeError(f"{kind.__name__} is not a report: its fields are {names}")
     return operator.attrgetter(*names)
