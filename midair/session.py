@@ -52,6 +52,7 @@ from .core.actions import (
 )
 from .core.batch import Batch
 from .core.errors import DestinationError, DownloadError
+from .core.http import Chunk
 from .core.jobs import Options
 from .run import Run
 from .store import Store
@@ -118,8 +119,18 @@ class Session:
         return self._carry_out(self.batch.connected(conn, self.clock()))
 
     @_guarded
-    def received(self, conn: int, data: bytes) -> list[NetAction]:
+    def received(self, conn: int, data: Chunk) -> list[NetAction]:
         return self._carry_out(self.batch.received(conn, data, self.clock()))
+
+    def pipeable(self, conn: int) -> int:
+        """Body bytes the engine may move into a pipe and report as ``Piped`` (see Batch)."""
+        if self.done:
+            return 0
+        try:
+            return self.batch.pipeable(conn)
+        except Exception as exc:  # as in ``_guarded``: record it, stop, splice nothing
+            self.run.fail(exc)
+            return 0
 
     @_guarded
     def closed(self, conn: int, failure: ConnectionFailure | None = None) -> list[NetAction]:

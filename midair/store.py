@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
 from .core.errors import DestinationError, DownloadError, IntegrityError
+from .core.http import Piped
 from .core.jobs import Checksum
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
 
@@ -198,10 +199,11 @@ class Store:
     def write(self, action: Write) -> None:
         try:
             fd = self._fd(action.download, self._parts[action.download])
-            view, offset = memoryview(action.data), action.offset
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
+            data = action.data
+            if isinstance(data, Piped):
+                _move_from_pipe(data, fd, action.offset)
+            else:
+                _write_at(fd, data, action.offset)
         except OSError as exc:
             path = self._parts[action.download].removesuffix(PART_SUFFIX)
             raise self._local_error(action.download, path, exc) from exc
@@ -328,6 +330,52 @@ def default_max_open(sockets: int) -> int:
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
     return max(16, min(4096, soft - sockets - 64))
+
+
+def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+# A file system (or a file) splice cannot write to: copy through Python instead.
+_NO_SPLICE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _move_from_pipe(piped: Piped, fd: int, offset: int) -> None:
+    """Move the ``piped`` bytes into ``fd`` at ``offset``: splice, so that they never
+    enter Python, or read and pwrite where the file cannot take a splice.
+
+    Whatever happens the pipe is left empty: an engine reuses it for other bodies.
+    """
+    left = piped.count
+    try:
+        while left:
+            try:
+                moved = os.splice(piped.pipe, fd, left, offset_dst=offset)
+            except OSError as exc:
+                if exc.errno not in _NO_SPLICE:
+                    raise
+                moved = _copy_from_pipe(piped.pipe, fd, left, offset)
+            if not moved:  # the engine promised bytes the pipe does not hold
+                raise OSError(errno.EIO, "pipe empty before the body's bytes were moved")
+            left, offset = left - moved, offset + moved
+    finally:
+        if left:
+            _discard_from_pipe(piped.pipe, left)
+
+
+def _copy_from_pipe(pipe: int, fd: int, count: int, offset: int) -> int:
+    data = os.read(pipe, count)
+    _write_at(fd, data, offset)
+    return len(data)
+
+
+def _discard_from_pipe(pipe: int, count: int) -> None:
+    with contextlib.suppress(OSError):
+        while count > 0 and (data := os.read(pipe, count)):
+            count -= len(data)
 
 
 def _cut(fd: int, offset: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from .errors import DownloadError
+from .http import Chunk, Piped
 from .jobs import Checksum
 from .records import Record
 
@@ -104,18 +105,20 @@ class Checkpoint(Record):
 
 class Write(Record):
     """Write ``data`` at ``offset``.  A memoryview refers to bytes an engine read: the
-    store copies them out (to the file) before the next event, never keeps the view."""
+    store copies them out (to the file) before the next event, never keeps the view.
+    ``Piped`` bytes wait in a pipe: the store moves them before the next event, too."""
 
     __match_args__ = ("download", "offset", "data")
     __slots__ = __match_args__
 
-    def __init__(self, download: int, offset: int, data: bytes | memoryview) -> None:
+    def __init__(self, download: int, offset: int, data: Chunk) -> None:
         self.download: Final = download
         self.offset: Final = offset
         self.data: Final = data
 
     def __repr__(self) -> str:  # the bytes, not a view's address: logs of two runs compare
-        return f"Write(download={self.download}, offset={self.offset}, data={bytes(self.data)!r})"
+        data = self.data if isinstance(self.data, Piped) else bytes(self.data)
+        return f"Write(download={self.download}, offset={self.offset}, data={data!r})"
 
 
 class Publish(Record):

@@ -18,7 +18,9 @@ thousands of timers on every chunk.
 Control files cost a file creation each; a transfer that finishes within
 ``CHECKPOINT_AFTER`` seconds never needs one (a crash would lose at most that
 much of it), so ``Checkpoint`` is asked for only once an attempt has been
-receiving that long.  The store also writes them on every orderly exit.
+receiving that long, and never with the body's last bytes (a batch of files
+that all take about that long would write and remove a control file each, just
+as they finish).  The store also writes them on every orderly exit.
 """
 
 from __future__ import annotations
@@ -148,6 +150,16 @@ class Batch:
     def open_connections(self) -> int:
         return len(self._conns)
 
+    def pipeable(self, conn_id: int) -> int:
+        """How many body bytes the engine may hand over as ``Piped`` on ``conn_id`` now: what
+        is left of a Content-Length body, within the body limit (a body that would pass
+        it comes as bytes, and fails where bytes do).  0 when there is no such body."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return 0
+        room = conn.body_limit - conn.download.position
+        return int(min(conn.http.body_remaining, room))
+
     def next_deadline(self) -> float | None:
         """When ``timer`` must next be called, or None while nothing is timed."""
         if self.done:
@@ -196,7 +208,7 @@ class Batch:
             self._send_request(conn)
         return self._flush(now)
 
-    def received(self, conn_id: int, data: bytes, now: float) -> list[Action]:
+    def received(self, conn_id: int, data: Chunk, now: float) -> list[Action]:
         conn = self._conns.get(conn_id)
         if conn is not None:
             conn.last_active = now
@@ -273,7 +285,7 @@ class Batch:
         data = conn.http.request_with(d.url.target, self._request_fields.of(d))
         self._out.append(Send(conn.id, data))
 
-    def _feed(self, conn: _Conn, data: bytes, now: float) -> None:
+    def _feed(self, conn: _Conn, data: Chunk, now: float) -> None:
         """Parse ``data``; its head, body and end come back through ``conn``'s sink methods."""
         self._now = now
         try:
@@ -338,7 +350,7 @@ class Batch:
             return
         self._out.append(Write(d.id, d.position, data))
         d.position = d.offset = end
-        if now >= conn.checkpoint_at:
+        if now >= conn.checkpoint_at and end != d.size:  # the last bytes: publication follows
             conn.checkpoint_at = math.inf
             self._out.append(Checkpoint(d.id))
 

@@ -31,7 +31,38 @@ import httptools
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 256
 
-Chunk = bytes | memoryview
+
+
+class Piped:
+    """Body bytes an engine moved into a pipe (splice(2)) without reading them.
+
+    Only their count crosses Python: the core counts them like any chunk (offsets,
+    sizes, stall timers, limits) and the store moves them from ``pipe`` to the part
+    file.  An engine hands one over only within ``ClientConnection.body_remaining``,
+    so framing never has to look inside it.
+    """
+
+    __slots__ = ("count", "pipe")
+
+    def __init__(self, count: int, pipe: int) -> None:
+        self.count, self.pipe = count, pipe
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"Piped({self.count})"
+
+
+Bytes = bytes | memoryview
+Chunk = Bytes | Piped
+
+
+def _bytes(data: Chunk) -> Bytes:
+    """``data``, where framing has to read it: a Piped chunk there is an engine's bug."""
+    if isinstance(data, Piped):
+        raise TypeError("Piped bytes outside a Content-Length body (see body_remaining)")
+    return data
 
 _SHORT_BODY = "connection closed before the end of the body (short body)"
 _NO_RESPONSE = "connection closed before a response"
@@ -196,6 +227,12 @@ class ClientConnection:
         """The caller is done with this exchange: deliver nothing more."""
         self._live = False
         self.receive = self._after_end
+        self._remaining = 0
+
+    @property
+    def body_remaining(self) -> int:
+        """Bytes still due in a Content-Length body being read; 0 in any other phase."""
+        return self._remaining
 
     @property
     def reusable(self) -> bool:
@@ -215,7 +252,7 @@ class ClientConnection:
         if not data:
             raise FramingError(_NO_RESPONSE)
         searched = len(self._pending) - 2  # an empty line may straddle two reads
-        buffer, at = self._collect(data), 0
+        buffer, at = self._collect(_bytes(data)), 0
         while True:
             start, end = self._find_head(buffer, at, searched)
             if end < 0:
@@ -228,7 +265,7 @@ class ClientConnection:
                 return
             at = end  # that was an interim 1xx head: the final one follows
 
-    def _collect(self, data: Chunk) -> bytes | bytearray:
+    def _collect(self, data: Bytes) -> bytes | bytearray:
         """The head's bytes so far: this read alone (no copy) if it begins the head."""
         if self._pending:  # a bytearray: only ``_keep`` makes a non-empty one
             self._pending += data
@@ -293,9 +330,11 @@ class ClientConnection:
             self._remaining = remaining - len(data)
             self._sink.on_body(data)
             return
-        more = len(data) > remaining
-        self._trailing = more and _unasked(memoryview(data)[remaining:])
-        self._sink.on_body(memoryview(data)[:remaining] if more else data)
+        if len(data) > remaining:
+            view = memoryview(_bytes(data))
+            self._trailing = _unasked(view[remaining:])
+            data = view[:remaining]
+        self._sink.on_body(data)
         if self._live:
             self._end()
 
@@ -311,7 +350,7 @@ class ClientConnection:
         assert response is not None
         if not data:
             raise FramingError(_SHORT_BODY)
-        chunks = response.feed_body(data)
+        chunks = response.feed_body(_bytes(data))
         for chunk in chunks:
             self._sink.on_body(chunk)
             if not self._live:
@@ -322,13 +361,14 @@ class ClientConnection:
 
     def _after_end(self, data: Chunk) -> None:
         if data:
-            self._trailing = self._trailing or _unasked(data)
+            self._trailing = self._trailing or _unasked(_bytes(data))
         else:
             self._eof = True
 
     def _end(self) -> None:
         self._complete = True
         self.receive = self._after_end
+        self._remaining = 0
         self._sink.on_end()  # last: the sink may begin the next exchange from here
 
 
@@ -390,7 +430,7 @@ class _Response:
         if self.done:  # bytes after the end began another response: stop parsing there
             raise _AfterEnd
 
-    def feed(self, data: Chunk) -> None:
+    def feed(self, data: Bytes) -> None:
         assert self.parser is not None, "fed after release"
         try:
             self.parser.feed_data(data)
@@ -402,7 +442,7 @@ class _Response:
                 ) from None
             self.after_end = True  # not body, and not a response we asked for
 
-    def feed_body(self, data: Chunk) -> list[bytes]:
+    def feed_body(self, data: Bytes) -> list[bytes]:
         """Decode chunked body bytes.  Framing that carries no body (trailers, chunk
         extensions) is bounded here: httptools would accumulate a trailer without end."""
         self.feed(data)
@@ -415,7 +455,7 @@ class _Response:
         return chunks
 
 
-def _unasked(data: Chunk) -> bool:
+def _unasked(data: Bytes) -> bool:
     """Whether bytes after a response are more than empty lines: an answer to nothing,
     so framing is broken.  Empty lines are skipped, by llhttp and before a head alike."""
     return bool(bytes(data).strip(b"\r\n"))

@@ -26,6 +26,8 @@ that holds it.
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -34,8 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
+from ..core.http import Piped
 from ..session import Session
 from ._common import LazyTls, Waker, classify
+from ._splice import MIN_BUDGET, Splicer, make_splicer
 
 READ_SIZE = 64 * 1024  # per connection; a slow server rarely fills even this
 
@@ -48,18 +52,22 @@ class Runtime:
     context_class: type  # an SSLContext whose wrap_socket gives this runtime's TLS sockets
     lock: Callable[[], AbstractContextManager[Any]]
     waker: Callable[[], Waker]
+    select: Callable[..., Any] = select.select  # waits for a socket before a splice
 
 
 class _Link:
     """One connection: the owner's socket, and the bytes the core asked it to send."""
 
-    __slots__ = ("action", "closed", "outbox", "sock")
+    __slots__ = ("action", "closed", "outbox", "sock", "splicer")
 
     def __init__(self, action: Connect) -> None:
         self.action = action
         self.sock: socket.socket | None = None
         self.outbox: deque[bytes] = deque()
         self.closed = False  # the core closed it, or its end was reported
+        # Made for the first big body: a pipe per connection, since owners fill theirs
+        # outside the lock.
+        self.splicer: Splicer | None = None
 
 
 class Driver:
@@ -162,6 +170,8 @@ class Driver:
             self.report_end(link, classify(exc))
         finally:
             sock.close()
+            if link.splicer is not None:
+                link.splicer.close()
 
     def open(self, link: _Link) -> socket.socket | None:
         """Connect (and shake hands) within ``timeout``; the result blocks without one."""
@@ -222,6 +232,10 @@ class Driver:
                 sock.sendall(link.outbox.popleft())
             if link.closed:
                 return
+            piped = self.splice(link, sock)
+            if piped is not None:
+                self.deliver(link, piped)
+                continue
             n = self.receive(link, sock, view) if self.sequential else sock.recv_into(view)
             if link.closed:
                 return
@@ -229,6 +243,52 @@ class Driver:
                 self.report_end(link, None)
                 return
             self.report(link, self.session.received, bytes(view[:n]))
+
+    def deliver(self, link: _Link, piped: Piped) -> None:
+        """Report spliced bytes (a count of 0: EOF); then nothing may stay in the pipe."""
+        if link.closed:
+            return
+        if not piped.count:
+            self.report_end(link, None)
+            return
+        self.report(link, self.session.received, piped)
+        assert link.splicer is not None
+        link.splicer.clear()
+
+    def splice(self, link: _Link, sock: socket.socket) -> Piped | None:
+        """A big Content-Length body's next bytes, moved into the link's pipe unread
+        (``_splice``); None: recv them instead."""
+        if link.action.tls:
+            return None
+        with self.lock:
+            budget = 0 if link.closed else self.session.pipeable(link.action.conn)
+        if budget < MIN_BUDGET or (link.splicer is not None and not link.splicer.working):
+            return None
+        if link.splicer is None:
+            link.splicer = make_splicer()
+            if link.splicer is None:
+                return None
+        while not link.closed:
+            if not os.get_blocking(sock.fileno()) and not self.wait_readable(link, sock):
+                continue  # a timer was due: it ran, and the link may be closed now
+            try:
+                return link.splicer.fill(sock, budget)
+            except BlockingIOError:
+                continue
+        return Piped(0, link.splicer.read)
+
+    def wait_readable(self, link: _Link, sock: socket.socket) -> bool:
+        """For a socket that does not block (a timeout, gevent's): wait for bytes, as
+        ``recv`` would; sequential wakes for the session's timer, as ``receive`` does."""
+        wait = self.session.timeout() if self.sequential else None
+        if wait == 0:
+            self.tick()
+            return False
+        if self.runtime.select([sock], [], [], wait)[0]:
+            return True
+        if self.sequential:
+            self.tick()
+        return False
 
     def receive(self, link: _Link, sock: socket.socket, view: memoryview) -> int:
         """Sequential: ``recv_into``, waking for the session's timer when it is due."""

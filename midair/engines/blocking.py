@@ -105,4 +105,5 @@ def _green_runtime() -> Runtime:
         gevent.ssl.SSLContext,
         gevent.lock.Semaphore,
         lambda: Waker(gevent.select.select),
+        gevent.select.select,
     )

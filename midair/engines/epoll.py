@@ -6,7 +6,8 @@ The loop, in four steps, until the session is done:
 2. wait in ``select`` until a socket is ready or the session's deadline comes;
 3. move every ready connection along: finish its connect, its TLS handshake,
    send what its write buffer holds, or read into the one shared buffer and
-   report what arrived;
+   report what arrived (a big plain-HTTP body is spliced through the loop's
+   one pipe instead, see ``_splice``);
 4. call the session's ``timer`` when its deadline has passed.
 
 A stop request writes to a self-pipe the selector watches, so ``select``
@@ -36,10 +37,14 @@ from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..run import Run
 from ..session import Session
 from ._common import LazyTls, Waker, classify, resolve, would_block
+from ._splice import make_splicer
 
 __all__ = ["EpollEngine"]
 
 READ_SIZE = 256 * 1024
+# The first read after a request, where splicing: a head, and a small body whole; a big
+# body after it is spliced, not copied through the read buffer.
+HEAD_READ_SIZE = 32 * 1024
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _AddrInfo = tuple[Any, ...]  # one getaddrinfo result
 _IN_PROGRESS = (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
@@ -52,7 +57,7 @@ class State(Enum):
 
 
 class _Conn:
-    __slots__ = ("addresses", "host", "id", "outbuf", "sock", "state", "tls", "want")
+    __slots__ = ("addresses", "asked", "host", "id", "outbuf", "sock", "state", "tls", "want")
 
     def __init__(self, action: Connect, addresses: list[_AddrInfo]) -> None:
         self.id, self.host, self.tls = action.conn, action.host, action.tls
@@ -61,6 +66,7 @@ class _Conn:
         self.state = State.CONNECTING
         self.want = WRITE  # the readiness the current state waits for
         self.outbuf = bytearray()
+        self.asked = False  # a request went out and nothing came back yet
 
 
 class EpollEngine:
@@ -83,7 +89,9 @@ class _Loop:
         self.conns: dict[int, _Conn] = {}
         self.failed: deque[tuple[_Conn, ConnectionFailure]] = deque()
         self.view = memoryview(bytearray(READ_SIZE))  # one buffer: one thread reads
+        self.head_view = self.view[:HEAD_READ_SIZE]
         self.tls = LazyTls(session.options)
+        self.splicer = make_splicer()
         self.waker = Waker()
         self.selector.register(self.waker, READ, None)
         session.run.on_stop(self.waker.set)
@@ -119,6 +127,7 @@ class _Loop:
                 conn = self.conns.get(action.conn)
                 if conn is not None:
                     conn.outbuf += action.data
+                    conn.asked = True
                     if conn.state is State.OPEN:
                         self.flush(conn)
             elif type(action) is Connect:
@@ -185,6 +194,8 @@ class _Loop:
             self.drop(conn)
         self.selector.close()
         self.waker.close()
+        if self.splicer is not None:
+            self.splicer.close()
 
     # --- readiness, by state ----------------------------------------------------------
     def ready(self, conn: _Conn, mask: int) -> None:
@@ -240,9 +251,16 @@ class _Loop:
 
     def read(self, conn: _Conn) -> None:
         """Read once; TLS may hold decrypted bytes the socket no longer signals, so drain."""
+        view = self.view
+        if self.splicer is not None and not conn.tls:
+            if conn.asked:  # a head comes first: there is no body to splice yet
+                view = self.head_view
+            elif self.splice(conn):
+                return
+        conn.asked = False
         while True:
             try:
-                n = conn.sock.recv_into(self.view)  # type: ignore[union-attr]
+                n = conn.sock.recv_into(view)  # type: ignore[union-attr]
             except OSError as exc:
                 if would_block(exc):
                     return
@@ -251,9 +269,31 @@ class _Loop:
                 self.drop(conn)
                 self.execute(self.session.closed(conn.id))
                 return
-            self.execute(self.session.received(conn.id, bytes(self.view[:n])))
+            self.execute(self.session.received(conn.id, bytes(view[:n])))
             if not (conn.tls and conn.sock is not None and conn.sock.pending()):  # type: ignore[attr-defined]
                 return
+
+    def splice(self, conn: _Conn) -> bool:
+        """Move a big enough Content-Length body's next bytes without reading them
+        (``_splice``); False: read them instead."""
+        splicer = self.splicer
+        assert splicer is not None
+        budget = self.session.pipeable(conn.id)
+        if not splicer.worth(budget):
+            return False
+        try:
+            piped = splicer.fill(conn.sock, budget)  # type: ignore[arg-type]
+        except BlockingIOError:
+            return True
+        if piped is None:
+            return False
+        if not piped.count:
+            self.drop(conn)
+            self.execute(self.session.closed(conn.id))
+            return True
+        self.execute(self.session.received(conn.id, piped))
+        splicer.clear()
+        return True
 
     def flush(self, conn: _Conn) -> None:
         """Write what the socket takes now; wait for writability only while bytes remain."""

@@ -857,6 +857,16 @@ def test_checkpoint_only_for_transfers_that_take_a_while(tmp_path: Path) -> None
     assert [a.download for a in sim.actions(Checkpoint)] == [0]
 
 
+def test_no_checkpoint_with_the_last_bytes_of_a_body(tmp_path: Path) -> None:
+    # Two pieces: the head and most of the body, then, past the deadline, the rest; the
+    # control file would be written and removed at once.
+    server = FileServer(piece=1500, gap=1.5)
+    server.add("/late", body(2000))
+    sim = Sim([f"{H}/late"], options(tmp_path), {H: server}, store=DiskStore()).run()
+    assert sim.content(0) == body(2000)
+    assert sim.actions(Checkpoint) == []
+
+
 # --- properties ---------------------------------------------------------------------------
 STEP = st.builds(
     lambda status, cut, then, change, pieces, retry_after, ignore: dict(

@@ -16,6 +16,7 @@ from midair.core.http import (
     ClientConnection,
     FramingError,
     Head,
+    Piped,
 )
 
 HOST = [("Host", "example.com")]
@@ -389,6 +390,43 @@ def test_body_bytes_pass_through_without_copies() -> None:
     assert b is second  # a read that is all body is handed on as it came
     assert isinstance(c, memoryview) and c.obj is third and bytes(c) == b"ijkl"
     assert not conn.reusable  # (the junk)
+
+
+def test_body_remaining_counts_down_a_content_length_body_only() -> None:
+    conn, _ = connection()
+    assert conn.body_remaining == 0  # awaiting the head
+    conn.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    assert conn.body_remaining == 7
+    conn.receive(b"defghij")
+    assert conn.body_remaining == 0 and conn.reusable
+    chunked, _ = connection()
+    chunked.receive(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+    assert chunked.body_remaining == 0  # framing needs the bytes: nothing to pipe
+    abandoned, _ = connection()
+    abandoned.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    abandoned.abandon()
+    assert abandoned.body_remaining == 0
+
+
+def test_piped_bytes_are_counted_not_read() -> None:
+    conn, sink = connection()
+    conn.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    first, last = Piped(60, pipe=7), Piped(40, pipe=7)
+    conn.receive(first)
+    assert conn.body_remaining == 40
+    conn.receive(last)
+    assert [e for e in sink.events if e[0] != "head"] == [
+        ("body", first),
+        ("body", last),
+        ("end", None),
+    ]
+    assert conn.reusable
+
+
+def test_piped_bytes_where_framing_reads_them_are_a_bug() -> None:
+    conn, _ = connection()
+    with pytest.raises(TypeError):
+        conn.receive(Piped(10, pipe=7))  # awaiting the head
 
 
 # --- heads -------------------------------------------------------------------------------
