@@ -32,7 +32,6 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 256
 
 
-
 class Piped:
     """Body bytes an engine moved into a pipe (splice(2)) without reading them.
 
@@ -63,6 +62,7 @@ def _bytes(data: Chunk) -> Bytes:
     if isinstance(data, Piped):
         raise TypeError("Piped bytes outside a Content-Length body (see body_remaining)")
     return data
+
 
 _SHORT_BODY = "connection closed before the end of the body (short body)"
 _NO_RESPONSE = "connection closed before a response"
