@@ -25,11 +25,12 @@ run.  Each rule lives here once:
 from __future__ import annotations
 
 import functools
+import heapq
 import operator
 import os
 import pickle
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -109,21 +110,38 @@ def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shar
     """
     paths = [_path(job, options) for job in jobs]
     origins = [job.url.origin for job in jobs]
-    groups = sorted(_groups(list(zip(origins, paths, strict=True))), key=len, reverse=True)
-    ways = _ways_to_split(groups, len(jobs), options, shards)
+    groups: list[list[int]] = []
+    largest = max(Counter(origins).values(), default=0)
+    if 2 * largest <= len(jobs):  # no origin holds most jobs; jobs joined by names may
+        groups = sorted(_groups(list(zip(origins, paths, strict=True))), key=len, reverse=True)
+        largest = len(groups[0]) if groups else 0
+    ways = _ways_to_split(largest, len(jobs), options, shards)
     if ways > 1:
-        return _plan(
-            _groups([(path,) for path in paths]), options, ways, split(options.per_host, [1] * ways)
-        )
+        return _plan(_same_key(paths), options, ways, split(options.per_host, [1] * ways))
+    if not groups:  # one origin holds most jobs, yet they cannot be spread
+        groups = _groups(list(zip(origins, paths, strict=True)))
     count = max(0, min(shards, len(groups), options.concurrency))
     return _plan(groups, options, count, [options.per_host] * count)
 
 
-def _ways_to_split(groups: Sequence[list[int]], total: int, options: Options, shards: int) -> int:
-    """How many shards may share the largest origin: 1 unless it holds most jobs."""
-    if not groups or 2 * len(groups[0]) <= total:
+def _ways_to_split(largest: int, total: int, options: Options, shards: int) -> int:
+    """How many shards may share the largest group: 1 unless it holds most jobs."""
+    if 2 * largest <= total:
         return 1
-    return max(1, min(shards, options.per_host, options.concurrency, len(groups[0])))
+    return max(1, min(shards, options.per_host, options.concurrency, largest))
+
+
+def _same_key(keys: Sequence[object]) -> list[list[int]]:
+    """Job positions grouped by one key each (None joins nothing): ``_groups`` for the
+    one-key case, without its union-find."""
+    groups: dict[object, list[int]] = {}
+    alone: list[list[int]] = []
+    for i, key in enumerate(keys):
+        if key is None:
+            alone.append([i])
+        else:
+            groups.setdefault(key, []).append(i)
+    return [*groups.values(), *alone]
 
 
 def _plan(
@@ -132,8 +150,10 @@ def _plan(
     """Bin ``groups`` into ``count`` shards, largest first to the lightest."""
     bins: list[list[int]] = [[] for _ in range(count)]
     caps = [0] * count
+    lightest_first = [(0, b) for b in range(count)]  # (jobs in bin, bin): a heap
     for group in sorted(groups, key=len, reverse=True):
-        lightest = min(range(count), key=lambda b: len(bins[b]))
+        size, lightest = lightest_first[0]
+        heapq.heapreplace(lightest_first, (size + len(group), lightest))
         bins[lightest].extend(group)
         caps[lightest] += min(len(group), per_host[lightest])
     base = replace(

@@ -462,7 +462,7 @@ class Sim:
             self.steps += 1
             assert self.steps <= self.max_steps, f"no end after {self.max_steps} steps"
             t_net = self._queue[0][0] if self._queue else None
-            t_timer = self.batch.next_deadline()
+            t_timer = self.session.next_deadline()  # the batch's, or the session's backlog
             assert t_net is not None or t_timer is not None, "stuck: nothing to wait for"
             if t_net is not None and (t_timer is None or t_net <= t_timer):
                 self._deliver(*heapq.heappop(self._queue))
