@@ -102,34 +102,37 @@ class Store:
 
     # --- before a download: what is on disk? ----------------------------------------
     def prepare(self, action: Prepare) -> OnDisk:
+        """What is on disk at ``action.path``.
+
+        A name is looked up on disk only when its directory's listing may hold
+        it.  The listing is read once per batch and learns every name this
+        batch creates, so it can go stale only by another process creating a
+        file meanwhile; publication checks the final name again, atomically.
+        """
         path = action.path
-        may_exist = self._may_exist(path)
+        directory, name = _split(path)
+        names = self._names_in(directory)
+        if names is None:  # unlistable: every name may exist
+            return self._look_at(path, action, lambda suffix: True)
+        if name not in names and name + PART_SUFFIX not in names:
+            return _FRESH  # most files of most batches: nothing to look at
+        return self._look_at(path, action, lambda suffix: name + suffix in names)
+
+    def _look_at(self, path: str, action: Prepare, may_exist: Callable[[str], bool]) -> OnDisk:
         if may_exist("") and os.path.lexists(path):
             return _inspect_final(path, action.url, action.checksum)
         part = path + PART_SUFFIX
         if not may_exist(PART_SUFFIX):
-            return OnDisk("fresh")
+            return _FRESH
         try:
             size = os.stat(part).st_size
         except FileNotFoundError:
-            return OnDisk("fresh")
+            return _FRESH
         control = path + CONTROL_SUFFIX
         if not (may_exist(CONTROL_SUFFIX) and os.path.exists(control)):
             return OnDisk("partial", size, None)
         self._controls.add(path)
         return OnDisk("partial", size, _read_control(control))
-
-    def _may_exist(self, path: str) -> Callable[[str], bool]:
-        """Asks, for a suffix, whether ``path`` + suffix may exist: False only when the
-        directory's listing says it is not there.
-
-        The listing is read once per batch and learns every name this batch
-        creates, so it can go stale only by another process creating a file
-        meanwhile; publication checks the final name again, atomically.
-        """
-        directory, name = os.path.split(path)
-        names = self._names_in(directory)
-        return lambda suffix: names is None or name + suffix in names
 
     def _names_in(self, directory: str) -> set[str] | None:
         """The names in ``directory`` (empty if it does not exist); None if unlistable."""
@@ -167,7 +170,7 @@ class Store:
     # --- during: open, write ---------------------------------------------------------
     def open(self, action: Open) -> None:
         part, ident = action.path + PART_SUFFIX, action.download
-        directory, name = os.path.split(action.path)
+        directory, name = _split(action.path)
         try:
             self._ensure_directory(directory)
             cached = ident in self._fds and self._parts[ident] == part
@@ -193,7 +196,7 @@ class Store:
     def _write_control(self, ident: int) -> None:
         path, record, _ = self._records[ident]
         _write_control(path + CONTROL_SUFFIX, record)
-        self._note_created(*os.path.split(path + CONTROL_SUFFIX))
+        self._note_created(*_split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 
     def write(self, action: Write) -> None:
@@ -259,7 +262,7 @@ class Store:
         unpublished = self._records.pop(ident, None)
         had_control = action.path in self._controls
         self._controls.discard(action.path)
-        self._note_created(*os.path.split(action.target or action.path))
+        self._note_created(*_split(action.target or action.path))
         if unpublished is None:  # never opened by this store: all it knows is the action
             return _Publication(action, fd, action.url, None, had_control, self.fsync)
         record = unpublished.record
@@ -317,6 +320,18 @@ class Store:
         return DestinationError(url, f"cannot write {path}: {_reason(exc)}")
 
 
+_FRESH = OnDisk("fresh")  # the answer for nothing on disk: one frozen record for every file
+
+
+def _split(path: str) -> tuple[str, str]:
+    """``os.path.split(path)``, at C speed for the paths the core resolves (normalised,
+    so no slashes doubled before the name)."""
+    head, _, tail = path.rpartition("/")
+    if head and head[-1] != "/":
+        return head, tail
+    return os.path.split(path)
+
+
 def _reason(exc: OSError) -> str:
     """An OS error as users read it: "disk full" rather than "No space left on device"."""
     if exc.errno == errno.ENOSPC:
@@ -333,10 +348,12 @@ def default_max_open(sockets: int) -> int:
 
 
 def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
+    written = os.pwrite(fd, data, offset)  # the whole body, nearly always: no view made
+    if written < len(data):  # a short write (a signal, a full disk): the rest
+        view, offset = memoryview(data)[written:], offset + written
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
 
 
 # A file system (or a file) splice cannot write to: copy through Python instead.
@@ -699,9 +716,10 @@ def _write_control(path: str, record: Resume) -> None:
 
 
 def _tag(fd: int, url: str, size: int) -> None:
-    # Without xattrs here, a re-run sees the file as foreign and says so.
-    with contextlib.suppress(OSError):
+    try:
         os.setxattr(fd, XATTR, _tag_value(url, size))
+    except OSError:  # without xattrs here, a re-run sees the file as foreign and says so
+        return
 
 
 def _tag_value(url: str, size: int) -> bytes:
