@@ -16,6 +16,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ from midair.core.actions import Action, Failed, Finished, Retrying, Started
 from midair.core.errors import NetworkError
 from midair.core.jobs import Job
 from midair.engines import get_engine
-from midair.engines._shards import Merger, Shard, Summary, plan_shards, run_shard, split
+from midair.engines._shards import (
+    Merger,
+    Shard,
+    ShardError,
+    Summary,
+    plan_shards,
+    run_shard,
+    split,
+)
 from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
@@ -294,6 +303,22 @@ def test_processes_through_the_library_api(server: ServerThread, tmp_path: Path)
         "api1.bin",
         "api2.bin",
     ]
+
+
+def test_a_job_left_out_of_every_shard_fails_the_run(
+    server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import midair.engines.processes as processes
+
+    def plan_without_the_last_job(jobs: list[Job], options: Any, shards: int) -> list[Shard]:
+        plan = plan_shards(jobs, options, shards)
+        return [replace(s, indexes=tuple(i for i in s.indexes if i != len(jobs) - 1)) for s in plan]
+
+    monkeypatch.setattr(processes, "plan_shards", plan_without_the_last_job)
+    urls = [gen(server, h, f"left{h}.bin", 2048) for h in range(3)]
+    with pytest.raises(ShardError, match="1 jobs were in no shard"):
+        run(tmp_path, ("processes", {"workers": 2}), urls)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["left0.bin", "left1.bin"]
 
 
 # --- the plan and the merge ---------------------------------------------------------------

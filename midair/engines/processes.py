@@ -76,14 +76,21 @@ class ProcessesEngine:
         shards = plan_shards(run.jobs, run.options, self.workers)
         children = _Children(start_context(self.start_method), shards, run)
         run.commit()  # children about to write files: from here a signal only stops
+        # The jobs and the plan live as long as the run: out of the collector's way, full
+        # collections while reports are merged do not walk them (nor a child's copy of them).
+        gc.freeze()
+        merger = Merger(run, shards)
         try:
             children.start(run.jobs, self.inner, self.interval)
-            children.wait(Merger(run, shards))
+            children.wait(merger)
+            if not (run.stopping or merger.complete):  # a plan that left jobs out: a bug
+                run.fail(ShardError(f"{len(run.jobs) - len(merger.ended)} jobs were in no shard"))
         except BaseException:  # a bug here: stop every child, then let it through
             children.terminate()
             raise
         finally:
             children.reap()
+            gc.unfreeze()
 
 
 def start_context(method: str) -> Any:
