@@ -1,0 +1,85 @@
+"""The session starts a big batch in steps: connections first, the rest of the files after.
+
+No network: the tests call the session's entry points as an engine would and
+look at what it hands back and what the store was asked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from midair.api import make_options
+from midair.core.actions import Connect, OnDisk, Prepare
+from midair.core.jobs import Job
+from midair.run import Run
+from midair.session import PREPARE_STEP, Session
+from midair.store import Store
+
+JOBS = 3 * PREPARE_STEP + 10  # more than the first window, not a whole number of steps
+
+
+class CountingStore(Store):
+    """A real store that counts the files it was asked to prepare."""
+
+    def __init__(self) -> None:
+        super().__init__(fsync=False)
+        self.prepared: list[str] = []
+
+    def prepare(self, action: Prepare) -> OnDisk:
+        self.prepared.append(action.path)
+        return super().prepare(action)
+
+
+def session_for(tmp_path: Path, names: list[str], **options: object) -> tuple[Session, Run]:
+    jobs = [Job.from_url(f"http://127.0.0.1:9/{name}") for name in names]
+    run = Run(jobs, make_options(str(tmp_path), concurrency=4, per_host=4, **options))
+    return Session(run, store=CountingStore()), run
+
+
+def prepared(session: Session) -> list[str]:
+    return session.store.prepared  # type: ignore[attr-defined, no-any-return]
+
+
+def step_until_idle(session: Session) -> int:
+    """Call ``timer`` while it is due at once, as an engine's loop does; return the calls."""
+    calls = 0
+    while session.timeout() == 0.0:
+        session.timer()
+        calls += 1
+        assert calls <= JOBS, "timer due forever"
+    return calls
+
+
+def test_connections_go_out_before_every_file_is_prepared(tmp_path: Path) -> None:
+    session, _ = session_for(tmp_path, [f"f{i}.bin" for i in range(JOBS)])
+    net = session.start()
+    assert sum(type(action) is Connect for action in net) == 4
+    assert len(prepared(session)) == 2 * PREPARE_STEP
+    assert session.timeout() == 0.0  # the rest is due at once, a step per call
+    assert step_until_idle(session) == 2  # 256, then the last 10
+    assert len(prepared(session)) == JOBS
+    assert [Path(path).name for path in prepared(session)] == [f"f{i}.bin" for i in range(JOBS)]
+    session.close()
+
+
+def test_a_name_clash_in_the_backlog_still_fails_before_anything_is_fetched(
+    tmp_path: Path,
+) -> None:
+    names = [f"f{i}.bin" for i in range(JOBS - 1)] + ["f0.bin"]  # the last clashes with the first
+    session, run = session_for(tmp_path, names)
+    session.start()
+    step_until_idle(session)
+    [failure] = run.results.failures
+    assert failure.url.endswith("/f0.bin") and "also the target of" in str(failure.error)
+    assert len(prepared(session)) == JOBS - 1  # the clash is never prepared
+    session.close()
+
+
+def test_a_stop_during_the_backlog_prepares_nothing_more(tmp_path: Path) -> None:
+    session, run = session_for(tmp_path, [f"f{i}.bin" for i in range(JOBS)])
+    session.start()
+    run.request_stop()
+    assert session.timer() == []
+    assert len(prepared(session)) == 2 * PREPARE_STEP
+    assert session.done
+    session.close()
