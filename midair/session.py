@@ -115,6 +115,7 @@ class Session:
         self._net: list[NetAction] = []  # what the current call hands the engine
         self._broken: set[int] = set()  # downloads whose file failed in the current call
         self._backlog: deque[Action] = deque()  # start's actions not carried out yet
+        self._froze = False  # ``start`` moved the batch out of the collector's generations
         self._handlers = self._dispatch_table()
 
     def limit_connections(self, limit: int) -> None:
@@ -133,6 +134,7 @@ class Session:
         # generations, it is not walked by every full collection (on 20,000 files,
         # ~40 ms of the collector's ~90).  ``close`` puts it back.
         gc.freeze()
+        self._froze = True
         if self._backlog:
             self._poll_at = now  # ``timer`` is due at once: it takes the next step
         return self._carry_out(actions[:first])
@@ -208,7 +210,8 @@ class Session:
         except Exception as exc:  # a file that cannot be flushed is not a success
             self.run.fail(exc)
         finally:
-            gc.unfreeze()  # what ``start`` froze: a caller's process collects it again
+            if self._froze:  # what ``start`` froze: a caller's process collects it again
+                gc.unfreeze()
 
     # --- carrying out the core's actions ---------------------------------------------
     def _carry_out(self, actions: list[Action]) -> list[NetAction]:
