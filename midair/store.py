@@ -37,10 +37,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import json
 import os
-import queue
 import re
 import resource
 import stat
@@ -59,6 +57,7 @@ from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
 
 if TYPE_CHECKING:
     import ctypes
+    import queue
 
 XATTR = "user.midair"
 # How long the publisher waits after a first publication for others to share its syncfs
@@ -411,6 +410,8 @@ def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
     tag = _read_tag(path)
     ours = tag is not None and tag.get("url") == url
     if checksum is not None:
+        import hashlib  # only checksummed jobs need it (and libcrypto's load time)
+
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, checksum.algorithm).hexdigest()
         if digest == checksum.hexdigest:
@@ -608,6 +609,8 @@ def _check_replaceable(target: str, action: Publish, url: str) -> None:
 
 
 def _verify(fd: int, checksum: Checksum, url: str) -> None:
+    import hashlib  # only checksummed jobs need it (and libcrypto's load time)
+
     digest = hashlib.new(checksum.algorithm)
     offset = 0
     while chunk := os.pread(fd, 1 << 20, offset):
@@ -746,17 +749,23 @@ class _Publisher:
     once.  Outcomes wait in ``collect`` for the I/O thread."""
 
     def __init__(self) -> None:
-        self._work: queue.SimpleQueue[list[_Publication] | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[list[_Publication] | None]  # made with the thread
         self._done: deque[list[tuple[int, DownloadError | None]]] = deque()
         self._thread: threading.Thread | None = None
         self.pending = 0
 
     def submit(self, group: list[_Publication]) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="midair-publish", daemon=True)
-            self._thread.start()
+            self._start()
         self.pending += len(group)
         self._work.put(group)
+
+    def _start(self) -> None:
+        import queue  # only a run that publishes off the loop (on a disk) needs it
+
+        self._work = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="midair-publish", daemon=True)
+        self._thread.start()
 
     def collect(self) -> list[tuple[int, DownloadError | None]]:
         done = []

@@ -283,13 +283,14 @@ def test_version_and_help_load_no_core_engine_or_ssl(argv):
     assert not loaded & {"midair.run", "midair.store", "midair.session", "ssl", "shutil"}
 
 
-def test_plain_http_get_loads_no_ssl_nor_idna(server, tmp_path):
-    """TLS and the idna codec cost start-up time: an http batch must not pay for them."""
+def test_plain_http_get_loads_no_ssl_idna_nor_hashlib(server, tmp_path):
+    """TLS, the idna codec and hashlib (libcrypto) cost start-up time: an http batch
+    without checksums must not pay for them."""
     argv = ["get", "-q", "-d", str(tmp_path), url(server, "lazy.bin", 100)]
     call = f"assert main({argv!r}) == 0"
     loaded = _modules_after(call)
     assert "midair.engines.epoll" in loaded  # the default engine for a small batch ran
-    assert not loaded & {"ssl", "_ssl", "encodings.idna", "traceback", "shutil"}
+    assert not loaded & {"ssl", "_ssl", "encodings.idna", "hashlib", "traceback", "shutil"}
     assert (tmp_path / "lazy.bin").read_bytes() == expected_bytes("lazy.bin", 100)
 
 
