@@ -183,7 +183,10 @@ class Session:
 
     # --- time, on the session's clock ------------------------------------------------
     def next_deadline(self) -> float | None:
-        """On the session's clock (``time.monotonic`` unless a test passes another)."""
+        """On the session's clock (``time.monotonic`` unless a test passes another).  None
+        once done: a stopped session calls for no timer (its backlog would keep it due)."""
+        if self.done:
+            return None
         deadline = self.batch.next_deadline()
         if self._poll_at is not None:  # a fixed instant: engines compare it with the clock
             return self._poll_at if deadline is None else min(deadline, self._poll_at)

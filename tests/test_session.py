@@ -82,4 +82,5 @@ def test_a_stop_during_the_backlog_prepares_nothing_more(tmp_path: Path) -> None
     assert session.timer() == []
     assert len(prepared(session)) == 2 * PREPARE_STEP
     assert session.done
+    assert session.next_deadline() is None and not session.due()  # nothing left to tick
     session.close()

@@ -237,7 +237,7 @@ class Driver:
                 self.deliver(link, piped)
                 continue
             n = self.receive(link, sock, view) if self.sequential else sock.recv_into(view)
-            if link.closed:
+            if link.closed or self.session.done:
                 return
             if n == 0:
                 self.report_end(link, None)
@@ -268,7 +268,7 @@ class Driver:
             link.splicer = make_splicer()
             if link.splicer is None:
                 return None
-        while not link.closed:
+        while not (link.closed or self.session.done):
             if not os.get_blocking(sock.fileno()) and not self.wait_readable(link, sock):
                 continue  # a timer was due: it ran, and the link may be closed now
             try:
@@ -291,8 +291,9 @@ class Driver:
         return False
 
     def receive(self, link: _Link, sock: socket.socket, view: memoryview) -> int:
-        """Sequential: ``recv_into``, waking for the session's timer when it is due."""
-        while not link.closed:
+        """Sequential: ``recv_into``, waking for the session's timer when it is due.
+        0 once the session is done: a stop must not leave it ticking a due timer."""
+        while not (link.closed or self.session.done):
             wait = self.session.timeout()
             if wait == 0:  # (a zero socket timeout would mean non-blocking)
                 self.tick()
