@@ -25,7 +25,7 @@ import midair.store
 from midair.core.actions import Retrying
 from midair.core.batch import Batch
 from midair.core.http import Piped
-from midair.engines._blocking_driver import READ_SIZE
+from midair.engines._blocking_driver import READ_SIZE, poll_readable
 from midair.engines._splice import MIN_BUDGET, Splicer
 from midair.engines.epoll import HEAD_READ_SIZE
 from midair.serve import ServerThread, expected_bytes
@@ -238,3 +238,36 @@ def test_an_error_in_pipeable_ends_the_run_with_it(server, tmp_path, engine, mon
     monkeypatch.setattr(Batch, "pipeable", broken)
     with pytest.raises(RuntimeError, match="pipeable broke"):
         fetch(server, tmp_path, engine)
+
+
+# --- waiting for a socket before a splice, past select(2)'s FD_SETSIZE ----------------------
+@pytest.fixture
+def high_pipe() -> Iterator[tuple[int, int]]:
+    """A pipe whose read end is descriptor 1500: where 1,000 connections put sockets."""
+    read, write = os.pipe()
+    high = os.dup2(read, 1500)
+    os.close(read)
+    try:
+        yield high, write
+    finally:
+        os.close(high)
+        os.close(write)
+
+
+def readable_waits() -> list[Any]:
+    waits: list[Any] = [poll_readable]
+    try:
+        import gevent  # noqa: F401
+
+        from midair.engines.blocking import _green_readable
+    except ImportError:
+        return waits
+    return [*waits, _green_readable]
+
+
+@pytest.mark.parametrize("readable", readable_waits(), ids=lambda f: f.__name__)
+def test_the_wait_before_a_splice_takes_a_descriptor_past_1024(high_pipe, readable) -> None:
+    fd, write = high_pipe
+    assert readable(fd, 0.01) is False
+    os.write(write, b"x")
+    assert readable(fd, 5) is True

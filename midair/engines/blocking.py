@@ -105,5 +105,17 @@ def _green_runtime() -> Runtime:
         gevent.ssl.SSLContext,
         gevent.lock.Semaphore,
         lambda: Waker(gevent.select.select),
-        gevent.select.select,
+        _green_readable,
     )
+
+
+def _green_readable(fd: int, timeout: float | None) -> bool:
+    """Wait on the hub for ``fd``: gevent's ``select`` first tries select(2), which
+    refuses descriptors past FD_SETSIZE (1024), common at 1,000 connections."""
+    import gevent.socket
+
+    try:
+        gevent.socket.wait_read(fd, timeout)
+    except TimeoutError:
+        return False
+    return True
