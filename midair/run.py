@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import FrameType
 
 from .core.actions import Action
@@ -51,10 +51,18 @@ class Run:
     """One batch's jobs, options, listener and results, and its stop and failure state."""
 
     def __init__(
-        self, jobs: Iterable[Job], options: Options, *, listener: Listener | None = None
+        self,
+        jobs: Iterable[Job],
+        options: Options,
+        *,
+        listener: Listener | None = None,
+        ids: Sequence[int] | None = None,
     ) -> None:
         self.jobs = list(jobs)
         self.options = options
+        # The ids the jobs' reports carry, one per job; None: their positions in ``jobs``.
+        # A shard's run uses the whole batch's, so what it reports needs no renumbering.
+        self.ids = ids
         self.tracker = Tracker(jobs=len(self.jobs))
         self._listener = listener
         # Appends are atomic, so a signal handler may add to these while a thread reads them.

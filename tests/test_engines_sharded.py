@@ -364,6 +364,14 @@ def test_plan_splits_a_host_holding_most_jobs_and_shares_its_limit() -> None:
     assert where[len(jobs) - 1] == where[3]  # contenders for one name stay together
 
 
+def test_plan_deals_one_job_groups_in_turn() -> None:
+    jobs = [job(f"http://big.test/f{i}") for i in range(7)]
+    shards = plan_shards(jobs, make_options(concurrency=9, per_host=3), 3)
+    assert [s.indexes for s in shards] == [(0, 3, 6), (1, 4), (2, 5)]
+    assert [s.options.per_host for s in shards] == [1, 1, 1]
+    assert [s.options.concurrency for s in shards] == [4, 3, 2]
+
+
 def test_plan_does_not_split_a_host_limited_to_one_connection() -> None:
     jobs = [job(f"http://big.test/f{i}") for i in range(9)] + [job("http://small.test/s")]
     shards = plan_shards(jobs, make_options(concurrency=10, per_host=1), 4)
@@ -428,15 +436,56 @@ def test_a_summary_crosses_a_pipe_unchanged() -> None:
     assert type(failed.error) is NetworkError and str(failed.error) == str(error)
 
 
-def test_the_merger_gives_shard_reports_the_batchs_ids() -> None:
+def test_the_merger_takes_shard_reports_in_the_batchs_ids() -> None:
     jobs = [job(f"http://h.test/f{i}") for i in range(4)]
     run = Run(jobs, make_options())
-    merger = Merger(run, [Shard(0, (1, 3), run.options)])
+    merger = Merger(run, [Shard(0, (1, 3), run.options), Shard(1, (0, 2), run.options)])
     url = jobs[3].url.text
-    merger.apply(0, Summary((Started(1, url, "/d/f3", 0, 5),), 0, {}))
-    merger.reports(0, [Finished(1, url, "/d/f3", 5, False)])
+    merger.apply(0, Summary((Started(3, url, "/d/f3", 0, 5),), 2, {3: 2}))
+    assert run.tracker.active[3].done == 2
+    merger.reports(0, [Finished(3, url, "/d/f3", 5, False)])
     assert merger.ended == {3} and not run.tracker.active
     assert [(s.url, s.path, s.size) for s in run.results.successes] == [(url, "/d/f3", 5)]
+    assert run.error is None
+
+
+@pytest.mark.parametrize("ident", [1, 3, 4, -1])  # the other shard's (ended or not), no job's
+def test_a_shard_reporting_a_job_not_its_own_fails_the_run(ident: int) -> None:
+    jobs = [job(f"http://h.test/f{i}") for i in range(4)]
+    run = Run(jobs, make_options())
+    merger = Merger(run, [Shard(0, (1, 3), run.options), Shard(1, (0, 2), run.options)])
+    merger.reports(0, [Finished(3, jobs[3].url.text, "/d/f3", 5, False)])
+    merger.reports(1, [Finished(ident, "http://h.test/x", "/d/x", 5, False)])
+    assert isinstance(run.error, ShardError) and "not in its shard" in str(run.error)
+    assert merger.ended == {3} and len(run.results.successes) == 1
+
+
+def test_a_summary_crosses_a_multiprocessing_pipe_unchanged() -> None:
+    from multiprocessing.reduction import ForkingPickler
+
+    reports = (
+        Started(5, "http://h.test/a", "/d/a", 0, None),
+        Retrying(9, "http://h.test/b", "503", 1.5, 2),
+        Finished(5, "http://h.test/a", "/d/a", 10, False),
+    )
+    back = pickle.loads(ForkingPickler.dumps(Summary(reports, 10, {9: 4})))
+    assert back == Summary(reports, 10, {9: 4})
+
+
+def test_a_shard_reports_with_the_ids_it_is_given(server: ServerThread, tmp_path: Path) -> None:
+    urls = [gen(server, h, f"ids{h}.bin", 1000) for h in range(2)]
+    summaries: list[Summary] = []
+    endings = run_shard(
+        [job(url) for url in urls],
+        make_options(str(tmp_path)),
+        "reactor",
+        summaries.append,
+        interval=0.05,
+        ids=(4, 9),
+    )
+    assert sorted((e.download, e.url) for e in endings) == [(4, urls[0]), (9, urls[1])]
+    reported = {r.download for s in summaries for r in s.reports}
+    assert reported == {4, 9}
 
 
 # --- dask ----------------------------------------------------------------------------------

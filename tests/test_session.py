@@ -6,6 +6,7 @@ look at what it hands back and what the store was asked.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from midair.api import make_options
@@ -56,7 +57,9 @@ def test_connections_go_out_before_every_file_is_prepared(tmp_path: Path) -> Non
     assert sum(type(action) is Connect for action in net) == 4
     assert len(prepared(session)) == 2 * PREPARE_STEP
     assert session.timeout() == 0.0  # the rest is due at once, a step per call
+    frozen = gc.get_freeze_count()
     assert step_until_idle(session) == 2  # 256, then the last 10
+    assert gc.get_freeze_count() > frozen  # the downloads made in steps: frozen too
     assert len(prepared(session)) == JOBS
     assert [Path(path).name for path in prepared(session)] == [f"f{i}.bin" for i in range(JOBS)]
     session.close()
@@ -68,6 +71,8 @@ def test_a_name_clash_in_the_backlog_still_fails_before_anything_is_fetched(
     names = [f"f{i}.bin" for i in range(JOBS - 1)] + ["f0.bin"]  # the last clashes with the first
     session, run = session_for(tmp_path, names)
     session.start()
+    assert len(run.results.failures) == 1  # failed at the start, not when its step comes
+    assert len(prepared(session)) == 2 * PREPARE_STEP
     step_until_idle(session)
     [failure] = run.results.failures
     assert failure.url.endswith("/f0.bin") and "also the target of" in str(failure.error)

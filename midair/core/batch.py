@@ -113,11 +113,22 @@ class _Conn:
 class Batch:
     """Drive a set of jobs to completion; see the module docstring."""
 
-    def __init__(self, jobs: Iterable[Job], options: Options, *, seed: int | None = None):
+    def __init__(
+        self,
+        jobs: Iterable[Job],
+        options: Options,
+        *,
+        seed: int | None = None,
+        ids: Iterable[int] | None = None,
+    ):
+        """``ids`` name the jobs in every action and answer (default: their positions); a
+        shard of a bigger batch uses the whole batch's, so its reports need no renumbering."""
         self.options = options
-        self._downloads = {i: t.Download(i, job, options) for i, job in enumerate(jobs)}
+        self._jobs = dict(enumerate(jobs)) if ids is None else dict(zip(ids, jobs, strict=True))
+        self._downloads: dict[int, t.Download] = {}  # made as each job's file is prepared
+        self._unprepared: deque[tuple[int, str]] = deque()  # claimed at start, Prepare to come
         self._request_fields = t.RequestFields(options)
-        self._unfinished = len(self._downloads)
+        self._unfinished = len(self._jobs)
         self._hosts: dict[tuple[str, str, int], _Host] = {}
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
@@ -170,10 +181,48 @@ class Batch:
         return min(deadlines, default=None)
 
     # --- events in ------------------------------------------------------------------
-    def start(self, now: float) -> list[Action]:
-        for download in self._downloads.values():
-            self._prepare(download, download.candidate_name())
+    @property
+    def unprepared(self) -> int:
+        """Jobs whose name is claimed but whose ``Prepare`` is still to come (``prepare_more``)."""
+        return len(self._unprepared)
+
+    def start(self, now: float, first: int | None = None) -> list[Action]:
+        """Claim every job's name, then prepare the first ``first`` files (all when None).
+
+        Every name is claimed here, so a clash anywhere in the batch is failed now,
+        before any file is touched; the cost per job is one name and one dict entry.
+        The rest of the files are prepared by ``prepare_more``: their ``Download``
+        and ``Prepare`` are made then, so the first connections need not wait for them.
+        """
+        self._claim_names()
+        return self.prepare_more(len(self._unprepared) if first is None else first, now)
+
+    def prepare_more(self, count: int, now: float) -> list[Action]:
+        """``Prepare`` the next ``count`` claimed files (fewer when fewer are left)."""
+        unprepared, jobs, downloads, out = self._unprepared, self._jobs, self._downloads, self._out
+        for _ in range(min(count, len(unprepared))):
+            ident, path = unprepared.popleft()
+            d = downloads[ident] = t.Download(ident, jobs[ident], self.options)
+            d.path = path
+            out.append(Prepare(ident, path, d.job.url.text, d.checksum))
         return self._flush(now)
+
+    def _claim_names(self) -> None:
+        """Claim each job's first-choice path, in order: a plain claim waits in
+        ``_unprepared``; a name that clashes or escapes goes through ``_prepare`` at once,
+        which renames (--auto-rename), fails or prepares it exactly as later on."""
+        claims, unprepared, options = self._claims, self._unprepared, self.options
+        for ident, job in self._jobs.items():
+            try:
+                path: str | None = t.first_path(job, options)
+            except ValueError:
+                path = None
+            if path is None or path in claims:
+                d = self._downloads[ident] = t.Download(ident, job, options)
+                self._prepare(d, d.candidate_name())
+            else:
+                claims[path] = ident
+                unprepared.append((ident, path))
 
     def prepared(self, ident: int, disk: OnDisk, now: float) -> list[Action]:
         """The store's answer to ``Prepare``: what is already on disk at the path."""
@@ -422,7 +471,7 @@ class Batch:
             return
         if path in self._claims:
             if not self.options.auto_rename:
-                other = self._downloads[self._claims[path]].job.url.text
+                other = self._jobs[self._claims[path]].url.text
                 self._fail(
                     d,
                     DestinationError(

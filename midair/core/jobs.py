@@ -201,8 +201,8 @@ def parse_input_file(text: str, source: str) -> list[Job]:
     """
     jobs: list[Job] = []
     for url_line, url, opts in _entries(text, source):
-        try:
-            jobs.append(_job(url, opts))
+        try:  # a line with no options (most lists) is its URL alone: nothing else to read
+            jobs.append(_job(url, opts) if opts else Job(parse_url(url)))
         except _LineError as exc:
             raise InputError(f"{source}:{exc.line}: {exc.message}") from None
         except ValueError as exc:

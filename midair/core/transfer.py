@@ -102,6 +102,23 @@ _FROM_ZERO = Accept(0)  # a whole body: the usual answer, made once (records are
 Decision = Accept | Redirect | Retry | Restart | Fail | AlreadyComplete
 
 
+# --- naming, before any response ----------------------------------------------------
+def name_for(job: Job, url: URL, renames: int = 0) -> str:
+    """``job``'s file name while fetching ``url``: ``out=`` or the URL's last segment, then
+    ``.N`` after ``renames`` names already taken (--auto-rename), under its ``dir=``."""
+    name = job.out or naming.name_from_path(url.path)
+    if renames:
+        name = f"{name}.{renames}"
+    return name if not job.subdir else f"{job.subdir}/{name}"
+
+
+def first_path(job: Job, options: Options) -> str:
+    """Where ``job``'s file goes unless a clash or the server renames it: what a batch claims
+    for it at its start, made without a ``Download``.  ValueError: it would land outside
+    the directory."""
+    return naming.resolve(options.directory, name_for(job, job.url))
+
+
 class Download:
     """The state of one job across attempts, redirects and runs."""
 
@@ -147,10 +164,7 @@ class Download:
         With --auto-rename, ``renames`` counts the names already taken, so the
         candidate becomes ``name.1``, ``name.2``, and so on.
         """
-        name = self.job.out or naming.name_from_path(self.url.path)
-        if self.renames:
-            name = f"{name}.{self.renames}"
-        return name if not self.job.subdir else f"{self.job.subdir}/{name}"
+        return name_for(self.job, self.url, self.renames)
 
     def server_name(self, head: Head) -> str | None:
         """The server's name for the file (Content-Disposition), unless ``out=`` rules."""

@@ -17,9 +17,11 @@ run.  Each rule lives here once:
   and, when asked to stop (``stopped``, or SIGINT/SIGTERM in a worker
   process), stops the run so its part files are closed; an internal error of
   the shard's run is raised, for the caller to fail the whole run with.
-- **merge** (``Merger``): maps shard download ids back to the batch's, keeps
-  the first ending per job (a re-run shard reports again), and gives every
-  job of a lost shard a ``Failed`` so the results always hold one entry per job.
+- **merge** (``Merger``): shards number their downloads with the batch's ids
+  (``Shard.indexes``), so reports are taken as they come, each checked to be
+  its shard's job; it keeps the first ending per job (a re-run shard reports
+  again), and gives every job of a lost shard a ``Failed`` so the results
+  always hold one entry per job.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, get_args
 
 from ..core.actions import Failed, Finished, Report
 from ..core.errors import InputError, NetworkError
 from ..core.jobs import Job, Options
-from ..core.transfer import Download
+from ..core.transfer import first_path
 from ..run import Run, stop_on_signals
 
 ENDINGS = (Finished, Failed)
@@ -55,28 +58,27 @@ class Shard:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """What a shard did since its last summary; ids are the shard's own."""
+    """What a shard did since its last summary; ids are the whole batch's (``Shard.indexes``)."""
 
     reports: tuple[Report, ...]
     written: int  # bytes written to files
     positions: dict[int, int]  # active download -> bytes on disk
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled to cross to another process, the reports travel as plain tuples: a slots
-        dataclass pickles through Python-level state methods, several times slower."""
-        flat = tuple(_flat(report) for report in self.reports)
-        return _unflatten, (flat, self.written, self.positions)
+        """Pickled by its constructor: a slots dataclass pickles through Python-level state
+        methods, several times slower.  Each report is a constructor call too, so the
+        receiving side builds it once, from C (``_reduce_report`` on multiprocessing's pipes)."""
+        return Summary, (self.reports, self.written, self.positions)
 
 
-def _unflatten(
-    flat: tuple[tuple[Any, ...], ...], written: int, positions: dict[int, int]
-) -> Summary:
-    return Summary(tuple(kind(*fields) for kind, *fields in flat), written, positions)
-
-
-def _flat(report: Report) -> tuple[Any, ...]:
+def _reduce_report(report: Report) -> tuple[Any, ...]:
+    """What ``Record.__reduce__`` gives, its fields read by one C call, not one per field."""
     kind: Any = type(report)
-    return (kind, *_fields_of(kind)(report))
+    return kind, _fields_of(kind)(report)
+
+
+for _kind in get_args(Report):  # a shard's pipe to the parent pickles with these
+    ForkingPickler.register(_kind, _reduce_report)
 
 
 @functools.cache
@@ -86,12 +88,6 @@ def _fields_of(kind: Any) -> Callable[[Any], tuple[Any, ...]]:
     if names[0] != "download" or len(names) < 2:
         raise TypeError(f"{kind.__name__} is not a report: its fields are {names}")
     return operator.attrgetter(*names)
-
-
-def _renumbered(report: Report, download: int) -> Report:
-    """``report`` for ``download``: ``dataclasses.replace`` without its cost per report."""
-    kind: Any = type(report)
-    return kind(download, *_fields_of(kind)(report)[1:])  # type: ignore[no-any-return]
 
 
 class ShardError(RuntimeError):
@@ -148,14 +144,7 @@ def _plan(
     groups: Sequence[list[int]], options: Options, count: int, per_host: Sequence[int]
 ) -> list[Shard]:
     """Bin ``groups`` into ``count`` shards, largest first to the lightest."""
-    bins: list[list[int]] = [[] for _ in range(count)]
-    caps = [0] * count
-    lightest_first = [(0, b) for b in range(count)]  # (jobs in bin, bin): a heap
-    for group in sorted(groups, key=len, reverse=True):
-        size, lightest = lightest_first[0]
-        heapq.heapreplace(lightest_first, (size + len(group), lightest))
-        bins[lightest].extend(group)
-        caps[lightest] += min(len(group), per_host[lightest])
+    bins, caps = _bins(sorted(groups, key=len, reverse=True), count, per_host)
     base = replace(
         options,
         directory=os.path.abspath(options.directory),
@@ -166,6 +155,25 @@ def _plan(
         Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p))
         for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))
     ]
+
+
+def _bins(
+    ordered: Sequence[list[int]], count: int, per_host: Sequence[int]
+) -> tuple[list[list[int]], list[int]]:
+    """Job positions per bin, each group in turn to the lightest bin, and how many
+    connections each bin can use (its cap).  ``ordered``: largest group first."""
+    if ordered and len(ordered[0]) == 1:  # one job each (most big batches): dealt in turn
+        bins = [[group[0] for group in ordered[b::count]] for b in range(count)]
+        return bins, [len(b) for b in bins]  # per_host is at least 1 in every bin
+    bins = [[] for _ in range(count)]
+    caps = [0] * count
+    lightest_first = [(0, b) for b in range(count)]  # (jobs in bin, bin): a heap
+    for group in ordered:
+        size, lightest = lightest_first[0]
+        heapq.heapreplace(lightest_first, (size + len(group), lightest))
+        bins[lightest].extend(group)
+        caps[lightest] += min(len(group), per_host[lightest])
+    return bins, caps
 
 
 def _groups(keys: Sequence[tuple[object, ...]]) -> list[list[int]]:
@@ -192,9 +200,8 @@ def _groups(keys: Sequence[tuple[object, ...]]) -> list[list[int]]:
 
 
 def _path(job: Job, options: Options) -> str | None:
-    download = Download(0, job, options)
     try:
-        return "path:" + download.resolve(download.candidate_name())
+        return first_path(job, options)  # a str: never equal to an origin (a tuple)
     except ValueError:
         return None  # the core fails it, whichever shard it is in
 
@@ -259,8 +266,12 @@ def run_shard(
     interval: float = 0.2,
     stopped: Callable[[], bool] | None = None,
     began: Callable[[], None] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> list[Report]:
     """Download ``jobs``; ``send`` summaries meanwhile; return every ending.
+
+    Reports carry ``ids`` (one per job: the shard's ``indexes`` in the whole batch;
+    by default the jobs' positions), so the merge has nothing to renumber.
 
     ``stopped`` is polled every ``interval``: once true, the run is asked to
     stop and the endings so far are returned.  A signal stop or an internal
@@ -271,7 +282,7 @@ def run_shard(
     if stopped is not None and stopped():  # before a batch start that cannot be interrupted
         return []
     outbox: deque[Any] = deque()  # the run hands its listener reports only
-    run = _ShardRun(jobs, options, outbox.append, began, stopped)
+    run = _ShardRun(jobs, options, outbox.append, began, stopped, ids)
     engine = shard_engine(inner)
     reporter = _Reporter(run, outbox, send, stopped)
     done = threading.Event()
@@ -305,8 +316,9 @@ class _ShardRun(Run):
         listener: Callable[[Any], None],
         began: Callable[[], None] | None,
         stopped: Callable[[], bool] | None,
+        ids: Sequence[int] | None,
     ) -> None:
-        super().__init__(jobs, options, listener=listener)
+        super().__init__(jobs, options, listener=listener, ids=ids)
         self._began, self._stopped = began, stopped
 
     def commit(self) -> None:
@@ -352,11 +364,19 @@ class _Reporter:
 
 # --- the merge -----------------------------------------------------------------------
 class Merger:
-    """Folds shard summaries into the caller's run, one ending per job."""
+    """Folds shard summaries into the caller's run, one ending per job.
+
+    Shards report with the batch's ids already; each report is checked against
+    the plan, so a job reported by a shard that does not hold it fails the run
+    rather than ending a job twice or standing in for one left out.
+    """
 
     def __init__(self, run: Run, shards: Sequence[Shard]) -> None:
         self.run = run
         self.shards = {shard.number: shard for shard in shards}
+        self.owner: dict[int, int] = {}  # job -> the shard that runs it
+        for shard in shards:
+            self.owner.update(dict.fromkeys(shard.indexes, shard.number))
         self.ended: set[int] = set()
 
     @property
@@ -365,20 +385,25 @@ class Merger:
 
     def apply(self, number: int, summary: Summary) -> None:
         self.reports(number, summary.reports)
-        indexes = self.shards[number].indexes
-        self.run.tracker.add_progress(
-            summary.written, {indexes[d]: done for d, done in summary.positions.items()}
-        )
+        self.run.tracker.add_progress(summary.written, summary.positions)
 
     def reports(self, number: int, reports: Sequence[Report]) -> None:
-        indexes = self.shards[number].indexes
+        owner, ended, report_to = self.owner, self.ended, self.run.report
         for report in reports:
-            ident = indexes[report.download]
-            if ident in self.ended:
+            ident = report.download
+            if owner.get(ident) != number:
+                self.stranger(number, ident)
+                continue
+            if ident in ended:
                 continue  # a re-run shard repeating itself
             if type(report) in ENDINGS:
-                self.ended.add(ident)
-            self.run.report(_renumbered(report, ident))
+                ended.add(ident)
+            report_to(report)
+
+    def stranger(self, number: int, ident: int) -> None:
+        """Shard ``number`` reported job ``ident``, which is not its: a bug, never a result."""
+        reason = f"worker {number} reported job {ident}, which is not in its shard"
+        self.run.fail(ShardError(reason))
 
     def lost(self, number: int, reason: str) -> None:
         """Fail every job of shard ``number`` that has not ended: ``reason`` says why."""

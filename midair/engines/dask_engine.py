@@ -118,6 +118,7 @@ class DaskEngine:
                 name,
                 shard.number,
                 self.interval,
+                shard.indexes,
                 pure=False,
                 retries=self.retries,
                 key=f"{name}-shard-{shard.number}",
@@ -259,7 +260,13 @@ def _describe(error: BaseException) -> str:
 
 # --- on a dask worker ----------------------------------------------------------------
 def _shard_task(
-    packed: list[bytes], options: Options, inner: str, queue_name: str, number: int, interval: float
+    packed: list[bytes],
+    options: Options,
+    inner: str,
+    queue_name: str,
+    number: int,
+    interval: float,
+    ids: tuple[int, ...],
 ) -> tuple[list[Report], str | None]:
     """The shard's endings, and its internal error if it had one: returned, not raised,
     because dask re-runs a task that raised, and a bug would only happen again."""
@@ -276,7 +283,14 @@ def _shard_task(
         if jobs is None:
             return [], None
         endings = run_shard(
-            jobs, options, inner, send, interval, stopped=stop.is_set, began=lambda: send(None)
+            jobs,
+            options,
+            inner,
+            send,
+            interval,
+            stopped=stop.is_set,
+            began=lambda: send(None),
+            ids=ids,
         )
         return endings, None
     except Exception as exc:

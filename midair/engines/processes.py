@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ..core.jobs import Job, Options
+from ..core.jobs import Job
 from ..run import Run, Terminated
 from ._common import Waker
 from ._shards import (
@@ -135,7 +135,7 @@ class _Children:
                 target=_child,
                 name=f"midair-shard-{shard.number}",
                 daemon=False,
-                args=(carried, forking, shard.options, inner, interval, writer),
+                args=(carried, forking, shard, inner, interval, writer),
             )
             process.start()
             writer.close()  # the child holds the only writer: its death ends the pipe
@@ -209,7 +209,7 @@ class _Children:
 def _child(
     carried: list[Any],
     forked: bool,
-    options: Options,
+    shard: Shard,
     inner: str,
     interval: float,
     writer: Connection,
@@ -226,7 +226,7 @@ def _child(
         writer.send(("summary", summary))
 
     try:
-        run_shard(jobs, options, inner, send, interval)
+        run_shard(jobs, shard.options, inner, send, interval, ids=shard.indexes)
         writer.send(("done", "ended without finishing its jobs"))
     except KeyboardInterrupt:
         sys.exit(130)

@@ -8,6 +8,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -627,6 +628,67 @@ def test_two_jobs_for_one_name_with_auto_rename() -> None:
     assert sim.finished[1].path == "/sim/f.1"
     assert sim.content(1) == body(20)
     assert sim.finished[2].path == "/sim/f.1.1"
+
+
+def names_batch(names: list[str], **kwargs: object) -> Batch:
+    jobs = [Job.from_url(f"{H}/{name}") for name in names]
+    return Batch(jobs, Options(directory="/d", **kwargs), seed=1)  # type: ignore[arg-type]
+
+
+def outcome(actions: Sequence[object]) -> dict[int, str]:
+    """Each download's Prepare path, or its failure's text."""
+    seen: dict[int, str] = {}
+    for action in actions:
+        if isinstance(action, Prepare):
+            seen[action.download] = action.path
+        elif isinstance(action, Failed):
+            seen[action.download] = str(action.error)
+    return seen
+
+
+def test_a_clash_is_failed_at_the_start_before_the_clashing_file_is_prepared() -> None:
+    batch = names_batch(["a", "b", "c", "a"])
+    first = batch.start(0.0, first=1)
+    assert [type(a) for a in first] == [Failed, Prepare]  # the clash, then the first file
+    clash = f"{H}/a: /d/a is also the target of {H}/a (use --auto-rename)"
+    assert outcome(first) == {3: clash, 0: "/d/a"}
+    assert batch.unprepared == 2
+    assert outcome(batch.prepare_more(1, 0.0)) == {1: "/d/b"}
+    assert outcome(batch.prepare_more(5, 0.0)) == {2: "/d/c"}
+    assert batch.unprepared == 0 and batch.prepare_more(5, 0.0) == []
+
+
+@pytest.mark.parametrize("auto_rename", [False, True])
+@settings(derandomize=True, database=None, deadline=None)
+@given(
+    names=st.lists(st.sampled_from(["f", "f.1", "f.1.1", "g", "sub%2Fg", "%2e%2e", "."]), max_size=8),
+    first=st.integers(min_value=0, max_value=9),
+    step=st.integers(min_value=1, max_value=3),
+)
+def test_a_start_in_steps_names_every_file_as_a_whole_start_does(
+    auto_rename: bool, names: list[str], first: int, step: int
+) -> None:
+    whole = outcome(names_batch(names, auto_rename=auto_rename).start(0.0))
+    batch = names_batch(names, auto_rename=auto_rename)
+    actions = batch.start(0.0, first=first)
+    while batch.unprepared:
+        actions += batch.prepare_more(step, 0.0)
+    assert outcome(actions) == whole
+    assert sorted(whole) == list(range(len(names)))  # every job: prepared or failed, once
+
+
+def test_a_batch_numbers_its_downloads_with_the_ids_it_is_given() -> None:
+    jobs = [Job.from_url(f"{H}/{name}") for name in ("a", "b", "a")]
+    batch = Batch(jobs, Options(directory="/d"), seed=1, ids=[7, 3, 12])
+    actions = batch.start(0.0)
+    assert outcome(actions) == {
+        7: "/d/a",
+        3: "/d/b",
+        12: f"{H}/a: /d/a is also the target of {H}/a (use --auto-rename)",
+    }
+    assert batch.prepared(3, OnDisk("fresh"), 0.0) == [Connect(1, "h.example", 80, False)]
+    with pytest.raises(ValueError):
+        Batch(jobs, Options(directory="/d"), ids=[1, 2])  # one id per job
 
 
 def test_out_and_dir_are_honoured(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from midair.core.transfer import (
     RequestFields,
     Restart,
     Retry,
+    first_path,
 )
 from midair.core.urls import parse_url
 
@@ -413,6 +414,8 @@ def test_candidate_name(url: str, job: dict[str, object], renames: int, name: st
     d = download(url, job=job)
     d.renames = renames
     assert d.candidate_name() == name
+    if not renames:  # what a batch claims at its start, made without a Download
+        assert first_path(d.job, d.options) == d.resolve(name)
 
 
 # --- body accounting ------------------------------------------------------------------
