@@ -321,6 +321,22 @@ def test_a_job_left_out_of_every_shard_fails_the_run(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["left0.bin", "left1.bin"]
 
 
+def test_a_job_in_two_shards_fails_the_run(
+    server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import midair.engines.processes as processes
+
+    def plan_with_a_job_twice(jobs: list[Job], options: Any, shards: int) -> list[Shard]:
+        first, *rest = plan_shards(jobs, options, shards)
+        twice = first.indexes[0]
+        return [first, *(replace(s, indexes=tuple(sorted({*s.indexes, twice}))) for s in rest)]
+
+    monkeypatch.setattr(processes, "plan_shards", plan_with_a_job_twice)
+    urls = [gen(server, h, f"twice{h}.bin", 2048) for h in range(3)]
+    with pytest.raises(ShardError, match="which is not in its shard"):
+        run(tmp_path, ("processes", {"workers": 2}), urls)
+
+
 # --- the plan and the merge ---------------------------------------------------------------
 def job(url: str, **kwargs: Any) -> Job:
     return Job.from_url(url, **kwargs)

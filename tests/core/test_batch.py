@@ -658,10 +658,13 @@ def test_a_clash_is_failed_at_the_start_before_the_clashing_file_is_prepared() -
     assert batch.unprepared == 0 and batch.prepare_more(5, 0.0) == []
 
 
+NAMES = ["f", "f.1", "f.1.1", "g", "sub%2Fg", "%2e%2e", "."]  # clashing, some only once sanitised
+
+
 @pytest.mark.parametrize("auto_rename", [False, True])
 @settings(derandomize=True, database=None, deadline=None)
 @given(
-    names=st.lists(st.sampled_from(["f", "f.1", "f.1.1", "g", "sub%2Fg", "%2e%2e", "."]), max_size=8),
+    names=st.lists(st.sampled_from(NAMES), max_size=8),
     first=st.integers(min_value=0, max_value=9),
     step=st.integers(min_value=1, max_value=3),
 )
@@ -674,7 +677,8 @@ def test_a_start_in_steps_names_every_file_as_a_whole_start_does(
     while batch.unprepared:
         actions += batch.prepare_more(step, 0.0)
     assert outcome(actions) == whole
-    assert sorted(whole) == list(range(len(names)))  # every job: prepared or failed, once
+    assert sorted(whole) == list(range(len(names)))  # every job: prepared or failed,
+    assert sum(isinstance(a, Prepare | Failed) for a in actions) == len(names)  # once
 
 
 def test_a_batch_numbers_its_downloads_with_the_ids_it_is_given() -> None:
