@@ -183,7 +183,7 @@ class Session:
     # --- time, on the session's clock ------------------------------------------------
     def next_deadline(self) -> float | None:
         """On the session's clock (``time.monotonic`` unless a test passes another).  None
-        once done: a stopped session calls for no timer (its backlog would keep it due)."""
+        once done: a stopped session calls for no timer (files left to prepare keep it due)."""
         if self.done:
             return None
         deadline = self.batch.next_deadline()
