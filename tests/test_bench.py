@@ -372,3 +372,14 @@ def test_a_run_is_timed_from_its_exec_not_from_the_fork(tmp_path: Path) -> None:
     assert m.started_at - before >= m.spawn_s - 1e-4
     assert m.wall_s >= 0.2
     assert abs((m.ended_at - m.started_at) - m.wall_s) < 0.005  # one clock, two readings
+
+
+def test_each_rep_starts_with_the_next_client() -> None:
+    """Whoever runs first after the ceiling pays for it: no client may do so every rep."""
+    from midair.bench.runner import _rotated
+
+    clients: list = [("a", None), ("b", None), ("c", None)]
+    firsts = [_rotated(clients, rep)[0][0] for rep in range(3)]
+    assert firsts == ["a", "b", "c"]
+    assert sorted(_rotated(clients, 4)) == sorted(clients)  # every client, once
+    assert _rotated([], 1) == []
