@@ -7,6 +7,13 @@ libraries in ``midair.bench.peers``; midair appears as ``midair-default``
 (plain ``midair get``, no ``--engine``: what a user gets) and once per engine as
 ``midair-ENGINE``. Each is used only if installed; versions are recorded.
 
+Beside them, in ``small`` only, the *reference loop* ``python-floor`` (three rows:
+``-direct``, ``-atomic``, ``-tagged``): ``peers/python_floor.py``, a bare CPython epoll
+loop doing the least a client must (no retries, resume or checks beyond a 200 and the
+length). It is not a client and is not ranked: its rows say what CPython itself needs
+per file, writing to the final name as curl does, with midair's part file and rename,
+and with midair's tag as well.
+
 Every peer gets the options a competent user would pick for a batch: N
 transfers in flight, keep-alive (the default of each), no progress output, no
 preallocation; where a peer cannot honour a limit the bench asks for (a
@@ -17,7 +24,9 @@ from __future__ import annotations
 
 import compileall
 import functools
+import platform
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -34,6 +43,7 @@ __all__ = [
     "NO_FSYNC",
     "NO_FSYNC_CLIENT",
     "PEERS",
+    "PEER_GROUPS",
     "Client",
     "Job",
     "compile_midair",
@@ -72,6 +82,7 @@ class Client:
     only: tuple[str, ...] = ()  # scenarios it runs in (empty = all)
     cap: Callable[[str], int | None] = lambda version: None  # most it keeps in flight
     note: str = ""
+    reference: bool = False  # a measuring loop shown beside the clients, not ranked
 
     def in_flight(self, files: int, jobs: int, version: str) -> int:
         """How many transfers this client really keeps in the air for this job."""
@@ -165,6 +176,48 @@ def _python_peer(module: str) -> Callable[[Job], list[str]]:
     return command
 
 
+FLOOR = "python-floor"
+FLOOR_SCRIPT = Path(__file__).with_name("peers") / "python_floor.py"
+_FLOOR_VARIANTS = {  # row -> (flags, how it writes each file)
+    f"{FLOOR}-direct": (["--direct"], "straight to the final name, as curl and wget2"),
+    f"{FLOOR}-atomic": ([], "NAME.midair-part, then a rename (atomic publication, as midair)"),
+    f"{FLOOR}-tagged": (["--tag"], "as -atomic, plus midair's user.midair tag (fsetxattr)"),
+}
+
+
+def _floor_cmd(flags: list[str]) -> Callable[[Job], list[str]]:
+    """Run by path, not ``-m``: importing no midair package, its start-up is CPython's."""
+
+    def command(job: Job) -> list[str]:
+        argv = [sys.executable, str(FLOOR_SCRIPT), str(job.list_file), str(job.out)]
+        return [*argv, "--in-flight", str(job.jobs), *flags]
+
+    return command
+
+
+def _floor_version() -> str | None:
+    """The CPython running it; None (skipped) without epoll, which the loop is built on."""
+    if not hasattr(select, "epoll") or not FLOOR_SCRIPT.is_file():
+        return None
+    return f"{platform.python_implementation()} {platform.python_version()}"
+
+
+def _floor_clients() -> list[Client]:
+    return [
+        Client(
+            name,
+            _floor_cmd(flags),
+            _floor_version,
+            only=("small",),
+            reference=True,
+            note=f"reference loop, not a client (small only): python_floor.py, one epoll "
+            f"thread, N keep-alive connections, per file a GET, a 200 and its length, "
+            f"then {how}",
+        )
+        for name, (flags, how) in _FLOOR_VARIANTS.items()
+    ]
+
+
 def _binary_version(name: str) -> Callable[[], str | None]:
     def version() -> str | None:
         path = shutil.which(name)
@@ -251,8 +304,10 @@ PEERS: dict[str, Client] = {
             _package("httpx"),
             note="AsyncClient(limits=Limits(max_connections=N)); no per-host cap",
         ),
+        *_floor_clients(),
     ]
 }
+PEER_GROUPS = {FLOOR: list(_FLOOR_VARIANTS)}  # a --peers name that stands for several
 
 
 def _midair_cmd(*flags: str) -> Callable[[Job], list[str]]:
@@ -368,14 +423,15 @@ def default_engines() -> list[str]:
 
 
 def select_clients(engines: list[str], peers: list[str]) -> dict[str, Client]:
-    """midair engines first, then peers, in the order asked for."""
+    """midair engines first, then peers, in the order asked for (a group in its place)."""
     from midair.engines import ENGINES
 
     for kind, asked, known in [
         ("engine", engines, [DEFAULT, *ENGINES]),
-        ("peer", peers, list(PEERS)),
+        ("peer", peers, [*PEERS, *PEER_GROUPS]),
     ]:
         unknown = [a for a in asked if a not in known]
         if unknown:
             raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return {**engine_clients(engines), **{p: PEERS[p] for p in peers}}
+    named = [n for p in peers for n in PEER_GROUPS.get(p, [p])]
+    return {**engine_clients(engines), **{n: PEERS[n] for n in named}}

@@ -61,7 +61,8 @@ class Row:
     first_request_ms: float | None = None  # exec -> first request at the server
     exit_ms: float | None = None  # last response's end -> exit
     connections: float | None = None  # distinct connections the server saw
-    rank: int | None = None  # 1 = best of the passing rows
+    rank: int | None = None  # 1 = best of the passing clients' rows
+    reference: bool = False  # a measuring loop, not a client: shown, never ranked
 
     @property
     def ok(self) -> bool:
@@ -86,7 +87,7 @@ def rows_for(result: ScenarioResult, files: int | None = None) -> list[Row]:
         ],
         key=_sort_key,
     )
-    for rank, row in enumerate((r for r in rows if r.ok), start=1):
+    for rank, row in enumerate((r for r in rows if r.ok and not r.reference), start=1):
         row.rank = rank
     return rows
 
@@ -94,6 +95,7 @@ def rows_for(result: ScenarioResult, files: int | None = None) -> list[Row]:
 def _row(result: ScenarioResult, mine: Sequence[Run]) -> Row:
     first = mine[0]
     row = Row(first.client, first.version, first.files, first.in_flight, _status(mine))
+    row.reference = first.reference
     ms = [r.measurement for r in mine if r.status == "ok" and r.measurement is not None]
     if not ms:
         return row
@@ -161,8 +163,8 @@ def _table(head: list[str], lines: list[list[str]]) -> str:
 
 
 COLUMNS: dict[str, tuple[str, Callable[[Row], str]]] = {
-    "rank": ("#", lambda r: str(r.rank) if r.rank else "-"),
-    "client": ("client", lambda r: r.client),
+    "rank": ("#", lambda r: "ref" if r.reference else str(r.rank) if r.rank else "-"),
+    "client": ("client", lambda r: r.client + (" (reference loop)" if r.reference else "")),
     "version": ("version", lambda r: r.version),
     "wall": ("wall s", lambda r: _num(r.wall_s, 2)),
     "ratio": ("x floor", lambda r: _num(r.ratio, 2, "x")),
@@ -262,6 +264,7 @@ def scenario_markdown(result: ScenarioResult) -> str:
     parts.append(
         sweep_tables(result) if kind == "sweep" else scenario_table(kind, rows_for(result))
     )
+    parts += _reference_lines(result)
     parts += _durability_lines(result)
     failed = [r for r in result.runs if r.status == "FAILED"]
     parts += [f"Failed runs: {len(failed)} (details in the JSON)."] if failed else []
@@ -281,6 +284,19 @@ def durability(result: ScenarioResult, files: int | None = None) -> dict[str, fl
         "wall_ms_per_file": (durable.wall_s - loose.wall_s) * 1000 / durable.files,
         "cpu_ms_per_file": (durable.cpu_s - loose.cpu_s) * 1000 / durable.files,
     }
+
+
+def _reference_lines(result: ScenarioResult) -> list[str]:
+    if not any(r.reference for r in result.runs):
+        return []
+    return [
+        "Rows marked ref are a reference loop, not a client, and are not ranked: "
+        "python_floor.py, one CPython thread over epoll doing only what a client must "
+        "(a GET, a 200 and its length, the file written), no retries, resume or checks "
+        "beyond those. -direct writes to the final name (as curl), -atomic to a part "
+        "file then renames it (as midair), -tagged also sets midair's user.midair tag: "
+        "what CPython itself needs per file with each kind of publication."
+    ]
 
 
 def _durability_lines(result: ScenarioResult) -> list[str]:

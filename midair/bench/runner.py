@@ -91,6 +91,7 @@ class Run:
     detail: str = ""
     reused_from: str = ""  # the scenario that measured this identical point
     timing: Timing | None = None  # start-up and exit costs, from the server's log
+    reference: bool = False  # a measuring loop beside the clients (Client.reference)
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -318,6 +319,7 @@ def _run_client(
         client.in_flight(point.files, point.jobs, version or ""),
         point.files * scn.size,
         None,
+        reference=client.reference,
     )
     reason = _skip_reason(scn, point, client, version, result.floor, ctx.timeout or scn.timeout)
     if reason:

@@ -35,6 +35,7 @@ from ..bench.clients import (
     DEFAULT,
     DEFAULT_CLIENT,
     NO_FSYNC,
+    PEER_GROUPS,
     PEERS,
     Client,
     compile_midair,
@@ -75,8 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument(
         "--peers",
-        help=f"comma-separated subset of {','.join(PEERS)}, or 'none' "
-        "(default: all; each used only if installed)",
+        help=f"comma-separated subset of {','.join([*PEERS, *PEER_GROUPS])}, or 'none' "
+        "(default: all; each used only if installed; python-floor is the reference loop's "
+        "three rows, small only)",
     )
     p.add_argument("--reps", type=int, default=1, help="runs per client; medians shown (1)")
     p.add_argument(
