@@ -13,6 +13,10 @@ sleep that a loaded machine stretches past it: ``loading`` when the input list
 starts being parsed, ``start-up`` when the run exists (the core's start comes
 next, before any file is touched), ``preparing`` once the engine has committed
 to acting on the files (a signal only requests a stop from then on).
+
+``MIDAIR_TEST_SLOW_SYNC=SECONDS`` makes every publication's sync (``store._make_durable``)
+take that much longer, as a loaded disk does: a stopped run's flush then outlasts
+any grace a sharding engine gives it (tests/test_dask_stop.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 ENV = "MIDAIR_TEST_FAULT"
 PHASES_ENV = "MIDAIR_TEST_PHASES"
+SLOW_SYNC_ENV = "MIDAIR_TEST_SLOW_SYNC"
 MESSAGE = "injected fault in {kind}"
 
 
@@ -83,6 +88,20 @@ def marking(directory: str) -> None:
     Run.commit = run_commit  # type: ignore[method-assign]
 
 
+def slow_sync(seconds: float) -> None:
+    import time
+
+    from midair import store
+
+    durable = store._make_durable
+
+    def make_durable(group: Any) -> Any:
+        time.sleep(seconds)
+        return durable(group)
+
+    store._make_durable = make_durable  # type: ignore[assignment]
+
+
 def install_from_environment() -> None:
     spec = os.environ.get(ENV)
     if spec:
@@ -92,6 +111,9 @@ def install_from_environment() -> None:
     phases = os.environ.get(PHASES_ENV)
     if phases:
         marking(phases)
+    slow = os.environ.get(SLOW_SYNC_ENV)
+    if slow:
+        slow_sync(float(slow))
 
 
 install_from_environment()
