@@ -25,7 +25,11 @@ files and returns.  Only the shards that said they began (their run
 committed) are waited for: one still inside its core's start, which a worker
 thread cannot interrupt, has no file yet.  Its worker would finish that start
 before closing, seconds later, so a local cluster closes its workers with a
-short grace after a stop, then kills those still busy.
+short grace after a stop, then kills those still busy.  So is a shard whose flush
+outlasts the wait (its store's last publication held up by a slow sync): the
+second a stop may take wins over a complete flush, and what the kill leaves —
+complete parts never renamed, missing control files — a re-run resumes or fetches
+again; a final name only ever comes from a rename of a verified part.
 
 Without ``scheduler`` a ``LocalCluster`` of ``workers`` processes is started
 and closed here; with an address, the engine only connects a ``Client``.
