@@ -167,5 +167,6 @@ def test_reference_rows_are_shown_labelled_and_never_ranked() -> None:
     text = markdown("header", [result])
     assert "| ref | python-floor-atomic (reference loop) |" in text
     assert "Rows marked ref are a reference loop, not a client" in text
+    assert "CPU per file against curl's: python-floor-atomic 0.40x, midair-default 3.00x." in text
     result.runs = result.runs[:1]
     assert "reference loop" not in markdown("header", [result])

@@ -287,16 +287,29 @@ def durability(result: ScenarioResult, files: int | None = None) -> dict[str, fl
 
 
 def _reference_lines(result: ScenarioResult) -> list[str]:
-    if not any(r.reference for r in result.runs):
+    rows = [r for r in rows_for(result) if r.ok]
+    if not any(r.reference for r in rows):
         return []
-    return [
+    text = (
         "Rows marked ref are a reference loop, not a client, and are not ranked: "
         "python_floor.py, one CPython thread over epoll doing only what a client must "
         "(a GET, a 200 and its length, the file written), no retries, resume or checks "
         "beyond those. -direct writes to the final name (as curl), -atomic to a part "
         "file then renames it (as midair), -tagged also sets midair's user.midair tag: "
         "what CPython itself needs per file with each kind of publication."
-    ]
+    )
+    return [text + _against_curl(rows)]
+
+
+def _against_curl(rows: list[Row]) -> str:
+    """`` CPU per file against curl's: a 0.80x, b 2.20x.`` for the loop's rows and the
+    default ``midair get`` (nothing without a passing curl)."""
+    curl = next((r for r in rows if r.client == "curl"), None)
+    if curl is None or not curl.cpu_s:
+        return ""
+    shown = [r for r in rows if r.reference or r.client == DEFAULT_CLIENT]
+    ratios = [f"{r.client} {(r.cpu_s or 0.0) / curl.cpu_s:.2f}x" for r in shown]
+    return f" CPU per file against curl's: {', '.join(ratios)}."
 
 
 def _durability_lines(result: ScenarioResult) -> list[str]:
