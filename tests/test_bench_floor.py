@@ -3,6 +3,7 @@ writes (byte-exact files, midair's part suffix and tag), and how the report show
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -144,6 +145,27 @@ def test_floor_refuses_more_than_one_origin(tmp_path: Path) -> None:
     done = _floor(str(listing), str(tmp_path / "out"))
     assert done.returncode == 1 and "one http:// origin only, got 2" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_the_floor_in_small_only(tmp_path: Path) -> None:
+    """``midair bench`` end to end: three checked rows in small, none in seed."""
+    argv = [sys.executable, "-m", "midair", "bench", "--quick", "--server", "midair"]
+    argv += ["small", "seed:rate=128K", "--engines", "none", "--peers", "python-floor"]
+    argv += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--no-plots"]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "bench.json").read_text())
+    runs = {s["name"]: s["runs"] for s in report["scenarios"]}
+    assert runs["seed"] == []
+    assert sorted(r["client"] for r in runs["small"]) == sorted(VARIANTS)
+    for run in runs["small"]:
+        assert run["status"] == "ok" and run["reference"], run
+        assert run["verified_ok"] == run["files"] and run["missing"] == run["wrong"] == 0
+    text = (tmp_path / "out" / "bench.md").read_text()
+    assert text.count("| ref | python-floor-") == 3
 
 
 # --- the report ---------------------------------------------------------------------------
