@@ -159,11 +159,13 @@ def local_cluster(workers: int) -> Any:
 
     The scheduler's small HTTP server (health, metrics) still listens: on a free
     port, not on 8787, which another cluster may hold.  Each worker process
-    ignores SIGINT (``dask_setup``, run there as a preload): a Ctrl-C at the
-    terminal reaches the whole process group, and a worker that died of it
-    would take its shard down without closing the part files; the engine
-    stops the shards itself.  (Ignoring it here while the workers start would
-    lose a Ctrl-C meant for this process.)
+    ignores SIGINT and SIGTERM (``dask_setup``, run there as a preload): a Ctrl-C
+    at the terminal, or a supervisor's SIGTERM, reaches the whole process group,
+    and a worker that died of it would take its shard down without closing the
+    part files (and its nanny would start another, slowing the stop past a
+    second); the engine stops the shards itself, and its nanny still kills a
+    stuck worker with SIGKILL.  (Ignoring them here while the workers start
+    would lose a signal meant for this process.)
     """
     from distributed import LocalCluster
 
@@ -178,8 +180,10 @@ def local_cluster(workers: int) -> Any:
 
 
 def dask_setup(worker: Any) -> None:
-    """In each worker process of ``local_cluster``, on its main thread: ignore SIGINT."""
+    """In each worker process of ``local_cluster``, on its main thread: ignore SIGINT
+    and SIGTERM (the engine stops its shards)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _close_workers_now(cluster: Any) -> None:
