@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from midair.engines._splice import pipe_max_size
+
 __all__ = ["WRITERS", "measure_ceiling"]
 
 # A writer moves a response from the socket to ``out`` (None: nowhere) and counts it.
@@ -59,7 +61,7 @@ def _splice(sock: socket.socket, out: int | None) -> int:
     read, write = os.pipe2(os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError):  # the kernel's own limit for a pipe
-            fcntl.fcntl(write, _F_SETPIPE_SZ, _pipe_max_size())
+            fcntl.fcntl(write, _F_SETPIPE_SZ, pipe_max_size())
         total = 0
         while n := _splice_in(sock, write):
             total += n
@@ -80,13 +82,6 @@ def _splice_in(sock: socket.socket, pipe: int) -> int:
         except BlockingIOError:
             if not select.select([sock], [], [], sock.gettimeout())[0]:
                 raise TimeoutError("ceiling: no bytes within the timeout") from None
-
-
-def _pipe_max_size() -> int:
-    try:
-        return int(Path("/proc/sys/fs/pipe-max-size").read_text())
-    except (OSError, ValueError):
-        return 1 << 20
 
 
 # The plain writers a new file's ceiling is the best of, by the name reported.
