@@ -363,7 +363,8 @@ def _move_from_pipe(piped: Piped, fd: int, offset: int) -> None:
     """Move the ``piped`` bytes into ``fd`` at ``offset``: splice, so that they never
     enter Python, or read and pwrite where the file cannot take a splice.
 
-    Whatever happens the pipe is left empty: an engine reuses it for other bodies.
+    Whatever happens the pipe is left empty, and ``piped.emptied`` says so: an engine
+    reuses the pipe for other bodies, and need not look into it again.
     """
     left = piped.count
     try:
@@ -380,6 +381,7 @@ def _move_from_pipe(piped: Piped, fd: int, offset: int) -> None:
     finally:
         if left:
             _discard_from_pipe(piped.pipe, left)
+        piped.emptied = True
 
 
 def _copy_from_pipe(pipe: int, fd: int, count: int, offset: int) -> int:

@@ -209,13 +209,64 @@ def test_a_failed_move_leaves_the_pipe_empty(tmp_path) -> None:
     readonly = os.open(tmp_path / "f", os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         os.write(splicer.write, b"y" * 100_000)
+        piped = Piped(100_000, splicer.read)
         with pytest.raises(OSError):
-            midair.store._move_from_pipe(Piped(100_000, splicer.read), readonly, 0)
+            midair.store._move_from_pipe(piped, readonly, 0)
         with pytest.raises(BlockingIOError):
             os.read(splicer.read, 1)
+        assert piped.emptied  # the engine may trust it: no read of its own needed
     finally:
         os.close(readonly)
         splicer.close()
+
+
+def test_a_move_marks_the_chunk_emptied(tmp_path) -> None:
+    splicer = Splicer()
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(splicer.write, b"w" * 70_000)
+        piped = Piped(70_000, splicer.read)
+        assert not piped.emptied
+        midair.store._move_from_pipe(piped, fd, 5)
+        assert piped.emptied and os.pread(fd, 70_010, 5) == b"w" * 70_000
+    finally:
+        os.close(fd)
+        splicer.close()
+
+
+@pytest.fixture
+def clears(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each time an engine empties its pipe itself (a read per call at least)."""
+    calls: list[int] = []
+    real = Splicer.clear
+
+    def clear(self: Splicer) -> None:
+        calls.append(1)
+        real(self)
+
+    monkeypatch.setattr(Splicer, "clear", clear)
+    return calls
+
+
+def test_no_pipe_is_emptied_twice_while_the_store_takes_every_chunk(
+    server, tmp_path, engine, trace, clears
+) -> None:
+    results = fetch(server, tmp_path, engine)
+    assert results.ok, results.failures
+    assert trace.to_pipe > 1 and not clears
+
+
+def test_a_chunk_the_store_did_not_take_is_emptied_by_the_engine(
+    server, tmp_path, engine, trace, clears, monkeypatch
+) -> None:
+    def fail_before_moving(piped: Piped, fd: int, offset: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device (the test)")
+
+    monkeypatch.setattr(midair.store, "_move_from_pipe", fail_before_moving)
+    results = fetch(server, tmp_path, engine)
+    assert not results.ok and "disk full" in results.failures[0].error.reason
+    assert clears  # what stayed in the pipe never reaches another body
+    assert not (tmp_path / "big").exists()
 
 
 def test_a_move_of_bytes_the_pipe_lacks_fails(tmp_path) -> None:

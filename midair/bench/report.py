@@ -349,10 +349,12 @@ def describe(result: ScenarioResult) -> str:
             f"(expected {expected_floor(scn, result.server):.2f} s)."
         )
     if result.ceiling:
-        text += f" Loopback ceiling (one plain socket, no file): {result.ceiling:.2f} GB/s"
+        text += (
+            f" Loopback ceiling (one plain socket, no file, best rep): {result.ceiling:.2f} GB/s"
+        )
         text += (
             f"; into a new file in the downloads directory: {result.file_ceiling:.2f} "
-            "GB/s (the 100% below)."
+            f"GB/s (the 100% below), the best of the plain writers{_writers(result)}."
             if result.file_ceiling
             else "."
         )
@@ -361,6 +363,12 @@ def describe(result: ScenarioResult) -> str:
     text += clock_text(result)
     goal = GOALS.get(scn.name)
     return text + (f"\n\nTarget for {DEFAULT_CLIENT} (issue 8): {goal}." if goal else "")
+
+
+def _writers(result: ScenarioResult) -> str:
+    """Each plain writer's best GB/s into the new file: which one set the ceiling."""
+    each = [f"{w} {max(g):.2f}" for w, g in result.file_ceiling_by.items() if g]
+    return f" ({', '.join(each)})" if each else ""
 
 
 def clock_text(result: ScenarioResult) -> str:
@@ -442,6 +450,7 @@ def write_json(
             "floor_s": r.floor_s,
             "ceiling_gbps": r.ceiling_gbps,
             "file_ceiling_gbps": r.file_ceiling_gbps,
+            "file_ceiling_by": r.file_ceiling_by,
             "skipped": r.skipped,
             "clock_check": asdict(r.clock) if r.clock else None,
             "durable_publication": durability(r) if not r.scenario.counts else None,

@@ -38,13 +38,16 @@ class Piped:
     Only their count crosses Python: the core counts them like any chunk (offsets,
     sizes, stall timers, limits) and the store moves them from ``pipe`` to the part
     file.  An engine hands one over only within ``ClientConnection.body_remaining``,
-    so framing never has to look inside it.
+    so framing never has to look inside it.  ``emptied`` turns True once the store
+    has taken them (or thrown them away): only otherwise must the engine empty the
+    pipe itself before its next body.
     """
 
-    __slots__ = ("count", "pipe")
+    __slots__ = ("count", "emptied", "pipe")
 
     def __init__(self, count: int, pipe: int) -> None:
         self.count, self.pipe = count, pipe
+        self.emptied = False
 
     def __len__(self) -> int:
         return self.count

@@ -260,8 +260,9 @@ class Driver:
             self.report_end(link, None)
             return
         self.report(link, self.session.received, piped)
-        assert link.splicer is not None
-        link.splicer.clear()
+        if not piped.emptied:  # the store did not take them (the download failed first)
+            assert link.splicer is not None
+            link.splicer.clear()
 
     def splice(self, link: _Link, sock: socket.socket) -> Piped | None:
         """A big Content-Length body's next bytes, moved into the link's pipe unread

@@ -26,15 +26,30 @@ import socket
 
 from ..core.http import Piped
 
-__all__ = ["MIN_BUDGET", "Splicer", "make_splicer"]
+__all__ = ["MIN_BUDGET", "Splicer", "make_splicer", "pipe_max_size"]
 
 MIN_BUDGET = 64 * 1024  # below this, a recv into the loop's buffer costs no more
-PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size: fewer, bigger moves
+# A pipe as big as the kernel lets anyone have: fewer, bigger moves.  Up to a cap, as
+# what sits in a pipe is pinned kernel memory, one pipe per connection in the blocking
+# driver.  (Asking more than pipe-max-size is EPERM even for root in a container.)
+PIPE_CAP = 4 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 # What a kernel or socket without splice support answers.
 _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def pipe_max_size() -> int:
+    """/proc/sys/fs/pipe-max-size: 1 MiB unless an administrator raised it."""
+    try:
+        with open("/proc/sys/fs/pipe-max-size", "rb") as limit:
+            return int(limit.read())
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+PIPE_SIZE = min(pipe_max_size(), PIPE_CAP)
 
 
 def make_splicer() -> Splicer | None:

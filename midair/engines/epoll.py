@@ -292,7 +292,8 @@ class _Loop:
             self.execute(self.session.closed(conn.id))
             return True
         self.execute(self.session.received(conn.id, piped))
-        splicer.clear()
+        if not piped.emptied:  # the store did not take them (the download failed first)
+            splicer.clear()
         return True
 
     def flush(self, conn: _Conn) -> None:
