@@ -58,6 +58,7 @@ from .core.actions import (
     Prepare,
     Publish,
     Retrying,
+    Save,
     Send,
     Started,
     Write,
@@ -239,6 +240,7 @@ class Session:
             Discard: self.store.discard,
             Prepare: self._prepare,
             Publish: self._publish,
+            Save: self._save,
         }
         table: dict[type, _Step] = {
             Connect: net,
@@ -283,7 +285,15 @@ class Session:
         return self.batch.prepared(action.download, disk, self.clock())
 
     def _publish(self, action: Publish) -> list[Action] | None:
-        if not self.store.submit(action):  # published already: a simulation
+        return self._submitted(action, self.store.submit(action))
+
+    def _save(self, action: Save) -> list[Action] | None:
+        return self._submitted(action, self.store.save(action))
+
+    def _submitted(self, action: Publish | Save, queued: bool) -> list[Action] | None:
+        """The store took ``action``: its outcome comes from ``collect`` (``queued``), or it
+        stands published already (a store that publishes at once)."""
+        if not queued:
             return self.batch.published(action.download, self.clock())
         now = self.clock()
         if self._poll_at is None or self._poll_at > now:  # one deadline for the whole group

@@ -49,7 +49,17 @@ from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
+from .core.actions import (
+    Checkpoint,
+    Discard,
+    OnDisk,
+    Open,
+    Prepare,
+    Publish,
+    Resume,
+    Save,
+    Write,
+)
 from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.http import Piped
 from .core.jobs import Checksum
@@ -167,7 +177,7 @@ class Store:
         return writes
 
     # --- during: open, write ---------------------------------------------------------
-    def open(self, action: Open) -> None:
+    def open(self, action: Open | Save) -> None:
         part, ident = action.path + PART_SUFFIX, action.download
         directory, name = _split(action.path)
         try:
@@ -198,7 +208,7 @@ class Store:
         self._note_created(*_split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 
-    def write(self, action: Write) -> None:
+    def write(self, action: Write | Save) -> None:
         try:
             fd = self._fd(action.download, self._parts[action.download])
             data = action.data
@@ -210,8 +220,14 @@ class Store:
             path = self._parts[action.download].removesuffix(PART_SUFFIX)
             raise self._local_error(action.download, path, exc) from exc
 
+    def save(self, action: Save) -> bool:
+        """``open``, ``write`` and ``submit`` a whole body at once (answered as ``submit``)."""
+        self.open(action)
+        self.write(action)
+        return self.submit(action)
+
     # --- after: publish or discard --------------------------------------------------
-    def submit(self, action: Publish) -> bool:
+    def submit(self, action: Publish | Save) -> bool:
         """Queue ``action`` for the group ``collect`` publishes (True: its outcome comes from
         ``collect``), or, when not ``background``, publish it here and now (False; raises on
         failure)."""
@@ -249,7 +265,7 @@ class Store:
         """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
         _publish_now(self._detach(action))
 
-    def _detach(self, action: Publish) -> _Publication:
+    def _detach(self, action: Publish | Save) -> _Publication:
         """Hand the finished part file over to publication, which touches only it: the
         publisher thread may run it while transfers go on."""
         ident, part = action.download, action.path + PART_SUFFIX
@@ -441,7 +457,7 @@ class _Publication:
 
     def __init__(
         self,
-        action: Publish,
+        action: Publish | Save,
         fd: int,
         url: str,
         record: Resume | None,
@@ -595,7 +611,7 @@ def _keep_resumable(path: str, record: Resume | None, had_control: bool) -> None
             _write_control(path + CONTROL_SUFFIX, record)
 
 
-def _check_replaceable(target: str, action: Publish, url: str) -> None:
+def _check_replaceable(target: str, action: Publish | Save, url: str) -> None:
     """A name that is taken may be replaced only by the download midair made it for."""
     if not os.path.lexists(target):
         return

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .actions import Action, Failed, Finished, Retrying, Started, Write
+from .actions import Action, Failed, Finished, Retrying, Save, Started, Write
 from .results import Failure, Results, Success
 
 
@@ -46,7 +46,7 @@ class Tracker:
         kind can leave the others out: most of a file's actions count nothing."""
         return kind in _COUNTERS
 
-    def _wrote(self, action: Write) -> None:
+    def _wrote(self, action: Write | Save) -> None:
         self.bytes_done += len(action.data)
         transfer = self.active.get(action.download)
         if transfer is not None:
@@ -87,6 +87,7 @@ class Tracker:
 # What each kind of action counts; the other kinds count nothing.
 _COUNTERS: dict[type, Callable[[Tracker, Any], None]] = {
     Write: Tracker._wrote,
+    Save: Tracker._wrote,
     Started: Tracker._started,
     Retrying: Tracker._retrying,
     Finished: Tracker._finished,
