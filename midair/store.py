@@ -42,6 +42,7 @@ import os
 import re
 import resource
 import stat
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -61,7 +62,7 @@ from .core.actions import (
     Write,
 )
 from .core.errors import DestinationError, DownloadError, IntegrityError
-from .core.http import Piped
+from .core.http import Bytes, Piped
 from .core.jobs import Checksum
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
 
@@ -211,27 +212,56 @@ class Store:
     def write(self, action: Write | Save) -> None:
         try:
             fd = self._fd(action.download, self._parts[action.download])
-            data = action.data
-            if isinstance(data, Piped):
-                _move_from_pipe(data, fd, action.offset)
-            else:
-                _write_at(fd, data, action.offset)
+            _write_body(fd, action.data, action.offset)
         except OSError as exc:
             path = self._parts[action.download].removesuffix(PART_SUFFIX)
             raise self._local_error(action.download, path, exc) from exc
 
     def save(self, action: Save) -> bool:
-        """``open``, ``write`` and ``submit`` a whole body at once (answered as ``submit``)."""
-        self.open(action)
-        self.write(action)
-        return self.submit(action)
+        """``open``, ``write`` and ``submit`` a whole body at once (answered as ``submit``).
+
+        A fresh file from zero (nearly every one) takes a shortcut: its descriptor goes
+        straight from the open to publication, never into the cache, and publication
+        knows its size without asking the file system (no fstat)."""
+        if action.offset or action.download in self._fds or action.path in self._controls:
+            self.open(action)
+            self.write(action)
+            return self.submit(action)
+        fd = self._create(action)
+        try:
+            _write_body(fd, action.data, 0)
+        except OSError as exc:  # as after ``open``: the part stays, with its control file
+            self._fds[action.download], self._parts[action.download] = fd, action.path + PART_SUFFIX
+            self._records[action.download] = _Unpublished(action.path, action.record, self.fsync)
+            raise self._local_error(action.download, action.path, exc) from exc
+        return self._queue(self._saved(action, fd))
+
+    def _create(self, action: Save) -> int:
+        """A new, empty part file for ``action``; DestinationError if it cannot be made."""
+        try:
+            self._ensure_directory(_split(action.path)[0])
+            flags = os.O_RDWR | _OPEN_FLAGS | os.O_CREAT | os.O_TRUNC
+            return os.open(action.path + PART_SUFFIX, flags, 0o644)
+        except OSError as exc:
+            raise self._local_error(action.download, action.path, exc, action.url) from exc
+
+    def _saved(self, action: Save, fd: int) -> _Publication:
+        directory, name = _split(action.path)
+        self._note_created(directory, name + PART_SUFFIX)
+        self._note_created(*_split(action.target))
+        durable = self._durable(directory, fd)
+        publication = _Publication(action, fd, action.url, action.record, False, durable)
+        publication.written = len(action.data)
+        return publication
 
     # --- after: publish or discard --------------------------------------------------
     def submit(self, action: Publish | Save) -> bool:
         """Queue ``action`` for the group ``collect`` publishes (True: its outcome comes from
         ``collect``), or, when not ``background``, publish it here and now (False; raises on
         failure)."""
-        publication = self._detach(action)
+        return self._queue(self._detach(action))
+
+    def _queue(self, publication: _Publication) -> bool:
         if not self.background:
             _publish_now(publication)
             return False
@@ -362,6 +392,13 @@ def default_max_open(sockets: int) -> int:
     return max(16, min(4096, soft - sockets - 64))
 
 
+def _write_body(fd: int, data: Bytes | Piped, offset: int) -> None:
+    if isinstance(data, Piped):
+        _move_from_pipe(data, fd, offset)
+    else:
+        _write_at(fd, data, offset)
+
+
 def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
     written = os.pwrite(fd, data, offset)  # the whole body, nearly always: no view made
     if written < len(data):  # a short write (a signal, a full disk): the rest
@@ -453,6 +490,7 @@ class _Publication:
         "record",
         "target",
         "url",
+        "written",
     )
 
     def __init__(
@@ -470,6 +508,7 @@ class _Publication:
         self.target = action.target or action.path
         self.device = 0
         self.error: DownloadError | None = None
+        self.written: int | None = None  # the part's size, when this store wrote it whole
 
     def fail(self, exc: OSError | DownloadError) -> None:
         if isinstance(exc, DownloadError):
@@ -520,16 +559,17 @@ def _each(group: list[_Publication], step: Callable[[_Publication], None]) -> li
 
 def _verify_and_tag(publication: _Publication) -> None:
     """Check size and checksum, then tag the part (fsetxattr) so the sync covers the tag."""
-    fd, action = publication.fd, publication.action
-    info = os.fstat(fd)
-    if action.size is not None and info.st_size != action.size:
+    fd, action, size = publication.fd, publication.action, publication.written
+    if size is None or publication.durable:  # a durable one's device groups the syncs
+        info = os.fstat(fd)
+        size, publication.device = info.st_size, info.st_dev
+    if action.size is not None and size != action.size:
         raise IntegrityError(
-            action.url, f"{publication.part} has {info.st_size} bytes, expected {action.size}"
+            action.url, f"{publication.part} has {size} bytes, expected {action.size}"
         )
     if action.checksum is not None:
         _verify(fd, action.checksum, action.url)
-    publication.device = info.st_dev
-    _tag(fd, publication.url, info.st_size)
+    _tag(fd, publication.url, size)
 
 
 def _make_durable(group: list[_Publication]) -> list[_Publication]:
@@ -668,10 +708,7 @@ def _rename_if_free(source: str, target: str) -> bool:
     rename = _libc_function("renameat2")
     if rename is None:
         return False
-    if (
-        rename(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE)
-        == 0
-    ):
+    if rename(_AT_FDCWD, _encoded(source), _AT_FDCWD, _encoded(target), _RENAME_NOREPLACE) == 0:
         return True
     import ctypes
 
@@ -679,6 +716,14 @@ def _rename_if_free(source: str, target: str) -> bool:
     if code in (errno.EEXIST, errno.EINVAL, errno.ENOSYS):  # EINVAL: the fs cannot do it
         return False
     raise OSError(code, os.strerror(code), target)
+
+
+_FS_ENCODING = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def _encoded(path: str) -> bytes:
+    """``os.fsencode`` for a str: one C call (it is two per published file)."""
+    return path.encode(*_FS_ENCODING)
 
 
 def _syncfs(fd: int) -> bool:

@@ -461,8 +461,16 @@ class Batch:
         target, replace = d.target or held.path, self.options.overwrite
         end = held.offset + len(data)
         return Save(
-            d.id, held.path, held.offset, held.record, data, end, d.checksum, held.record.url,
-            target, replace,
+            d.id,
+            held.path,
+            held.offset,
+            held.record,
+            data,
+            end,
+            d.checksum,
+            held.record.url,
+            target,
+            replace,
         )
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
