@@ -156,10 +156,10 @@ class Store:
                 self._listings[directory] = None
         return self._listings[directory]
 
-    def _note_created(self, directory: str, name: str) -> None:
+    def _note_created(self, directory: str, *created: str) -> None:
         names = self._listings.get(directory)
         if names is not None:
-            names.add(name)
+            names.update(created)
 
     def _ensure_directory(self, directory: str) -> None:
         if directory and directory not in self._directories:
@@ -227,28 +227,32 @@ class Store:
             self.open(action)
             self.write(action)
             return self.submit(action)
-        fd = self._create(action)
+        directory, name = _split(action.path)
+        fd = self._create(action, directory)
         try:
             _write_body(fd, action.data, 0)
         except OSError as exc:  # as after ``open``: the part stays, with its control file
             self._fds[action.download], self._parts[action.download] = fd, action.path + PART_SUFFIX
             self._records[action.download] = _Unpublished(action.path, action.record, self.fsync)
             raise self._local_error(action.download, action.path, exc) from exc
-        return self._queue(self._saved(action, fd))
+        return self._queue(self._saved(action, fd, directory, name))
 
-    def _create(self, action: Save) -> int:
+    def _create(self, action: Save, directory: str) -> int:
         """A new, empty part file for ``action``; DestinationError if it cannot be made."""
         try:
-            self._ensure_directory(_split(action.path)[0])
+            self._ensure_directory(directory)
             flags = os.O_RDWR | _OPEN_FLAGS | os.O_CREAT | os.O_TRUNC
             return os.open(action.path + PART_SUFFIX, flags, 0o644)
         except OSError as exc:
             raise self._local_error(action.download, action.path, exc, action.url) from exc
 
-    def _saved(self, action: Save, fd: int) -> _Publication:
-        directory, name = _split(action.path)
-        self._note_created(directory, name + PART_SUFFIX)
-        self._note_created(*_split(action.target))
+    def _saved(self, action: Save, fd: int, directory: str, name: str) -> _Publication:
+        """The publication of a part file ``save`` made and wrote whole."""
+        if action.target == action.path:  # the server named no other file: one directory
+            self._note_created(directory, name + PART_SUFFIX, name)
+        else:
+            self._note_created(directory, name + PART_SUFFIX)
+            self._note_created(*_split(action.target))
         durable = self._durable(directory, fd)
         publication = _Publication(action, fd, action.url, action.record, False, durable)
         publication.written = len(action.data)

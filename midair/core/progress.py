@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MethodType
 from typing import Any
 
 from .actions import Action, Failed, Finished, Retrying, Save, Started, Write
@@ -45,6 +46,12 @@ class Tracker:
         """Whether ``observe`` counts actions of ``kind``.  A driver that dispatches by
         kind can leave the others out: most of a file's actions count nothing."""
         return kind in _COUNTERS
+
+    def counter(self, kind: type) -> Callable[[Any], None] | None:
+        """``observe`` for actions of ``kind`` alone, looked up once (None: it counts
+        nothing): for a driver that dispatches by kind."""
+        count = _COUNTERS.get(kind)
+        return None if count is None else MethodType(count, self)
 
     def _wrote(self, action: Write | Save) -> None:
         self.bytes_done += len(action.data)
