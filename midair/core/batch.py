@@ -412,13 +412,13 @@ class Batch:
     def _write(self, conn: _Conn, data: Chunk, now: float) -> None:
         d = conn.download
         end = d.position + len(data)
-        held, conn.held = conn.held, None
-        if held is not None:
-            if end == d.size and end <= conn.body_limit:  # the whole body: ``_on_end`` next
-                conn.saving = self._save(d, held, data)
+        if conn.held is not None or conn.saving is not None:
+            held = conn.held
+            if held is not None and end == d.size and end <= conn.body_limit:
+                conn.saving, conn.held = self._save(d, held, data), None  # ``_on_end`` next
                 d.position = d.offset = end
                 return
-            self._out.append(held)
+            self._unhold(conn)  # bytes past the whole body, or a body in pieces
         if end > conn.body_limit:
             self._attempt_failed(conn, d.body_overflow(end), now)
             return
