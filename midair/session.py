@@ -207,7 +207,7 @@ class Session:
     @property
     def done(self) -> bool:
         """Finished, or stopping: either way the engine ends now."""
-        return self.run.stopping or self.batch.done
+        return bool(self.run.stops) or self.batch.done  # asked on every event: no call
 
     def close(self) -> None:
         """Finish publications, flush and close part files; call on every exit path."""
@@ -222,10 +222,11 @@ class Session:
     # --- carrying out the core's actions ---------------------------------------------
     def _carry_out(self, actions: list[Action]) -> list[NetAction]:
         """Carry out ``actions`` in order, then the ones they answer with; return the network
-        actions among them, for the engine."""
+        actions among them, for the engine.  ``actions`` is the session's to extend: every
+        Batch call returns a new list."""
         net: list[NetAction] = []
         self._net, self._broken = net, set()
-        queue, handlers, stops = list(actions), self._handlers, self.run.stops
+        queue, handlers, stops = actions, self._handlers, self.run.stops
         for action in queue:  # a list iterator also reaches what the loop appends
             if stops:  # e.g. SIGTERM while start() prepares 300,000 files
                 return []

@@ -712,7 +712,9 @@ def _rename_if_free(source: str, target: str) -> bool:
     rename = _libc_function("renameat2")
     if rename is None:
         return False
-    if rename(_AT_FDCWD, _encoded(source), _AT_FDCWD, _encoded(target), _RENAME_NOREPLACE) == 0:
+    encoding, errors = _FS_ENCODING  # ``os.fsencode`` for a str, in one C call each
+    old, new = source.encode(encoding, errors), target.encode(encoding, errors)
+    if rename(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_NOREPLACE) == 0:
         return True
     import ctypes
 
@@ -723,11 +725,6 @@ def _rename_if_free(source: str, target: str) -> bool:
 
 
 _FS_ENCODING = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-
-
-def _encoded(path: str) -> bytes:
-    """``os.fsencode`` for a str: one C call (it is two per published file)."""
-    return path.encode(*_FS_ENCODING)
 
 
 def _syncfs(fd: int) -> bool:
