@@ -1,6 +1,6 @@
 """CPU the core costs per file: a ``Batch`` driven through many small responses in memory.
 
-No sockets, no store, no engine: the driver answers ``Prepare`` and ``Publish`` at once,
+No sockets, no store, no engine: the driver answers ``Prepare`` and ``Publish`` (``Save``) at once,
 feeds one canned nginx-like response per request and shows every action to a ``Tracker``
 (as the session does).  What is left is midair/core's own price per file — head parsing,
 framing, the download's rules, scheduling, actions and progress.  Also times response-head
@@ -21,7 +21,7 @@ from collections import deque
 import h11
 import httptools
 
-from midair.core.actions import Connect, OnDisk, Prepare, Publish, Send
+from midair.core.actions import Connect, OnDisk, Prepare, Publish, Save, Send
 from midair.core.batch import Batch
 from midair.core.jobs import Job, Options
 from midair.core.progress import Tracker
@@ -53,7 +53,7 @@ def run_batch(files: int, size: int, in_flight: int, split: bool) -> float:
             tracker.observe(action)
             if kind is Prepare:
                 actions.extend(batch.prepared(action.download, fresh, now))
-            elif kind is Publish:
+            elif kind is Publish or kind is Save:  # Save: a body that came whole
                 actions.extend(batch.published(action.download, now))
             elif kind is Connect:
                 actions.extend(batch.connected(action.conn, now))

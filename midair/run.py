@@ -66,7 +66,9 @@ class Run:
         self.tracker = Tracker(jobs=len(self.jobs))
         self._listener = listener
         # Appends are atomic, so a signal handler may add to these while a thread reads them.
-        self._reasons: list[str] = []
+        # ``stops`` is read-only outside: its truth is ``stopping`` without a call, for a
+        # driver that looks before every action.
+        self.stops: list[str] = []
         self._errors: list[BaseException] = []
         self._wakers: list[Callable[[], None]] = []
         self.committed = False  # the engine has begun acting on the batch: signals only stop
@@ -77,11 +79,11 @@ class Run:
 
     @property
     def stopping(self) -> bool:
-        return bool(self._reasons)
+        return bool(self.stops)
 
     @property
     def stop_reason(self) -> str | None:
-        return self._reasons[0] if self._reasons else None
+        return self.stops[0] if self.stops else None
 
     @property
     def error(self) -> BaseException | None:
@@ -94,7 +96,7 @@ class Run:
     # --- ending early --------------------------------------------------------------------
     def request_stop(self, reason: str = REQUESTED) -> None:
         """Ask the engine to end now (flushing part files); the first reason is kept."""
-        self._reasons.append(reason)
+        self.stops.append(reason)
         for wake in list(self._wakers):
             wake()
 

@@ -58,6 +58,7 @@ from .core.actions import (
     Prepare,
     Publish,
     Retrying,
+    Save,
     Send,
     Started,
     Write,
@@ -71,24 +72,28 @@ from .store import Store
 
 PUBLISH_POLL = 0.005  # seconds between looks for finished publications
 PREPARE_STEP = 256  # least files prepared per timer call while some wait (~1 ms of work)
-_Event = TypeVar("_Event", bound=Callable[..., list[NetAction]])
+_Event = TypeVar("_Event", bound=Callable[..., Any])
 _Step = Callable[[Any], list[Action] | None]  # carries out one action; may answer with more
 
 
-def _guarded(event: _Event) -> _Event:
-    """The one place an engine's call into the session can fail: record it, stop, act on nothing."""
+def _guarded(nothing: Callable[[], object] = list) -> Callable[[_Event], _Event]:
+    """The one place an engine's call into the session can fail: record it, stop, and answer
+    ``nothing()`` (no actions; 0 bytes to splice), as once the session is done."""
 
-    @functools.wraps(event)
-    def guarded(self: Session, *args: Any) -> list[NetAction]:
-        if self.done:
-            return []
-        try:
-            return event(self, *args)
-        except Exception as exc:  # a bug in the core, the store or an engine's glue
-            self.run.fail(exc)
-            return []
+    def guard(event: _Event) -> _Event:
+        @functools.wraps(event)
+        def guarded(self: Session, *args: Any) -> object:
+            if self.done:
+                return nothing()
+            try:
+                return event(self, *args)
+            except Exception as exc:  # a bug in the core, the store or an engine's glue
+                self.run.fail(exc)
+                return nothing()
 
-    return guarded  # type: ignore[return-value]
+        return guarded  # type: ignore[return-value]
+
+    return guard
 
 
 class Session:
@@ -122,39 +127,33 @@ class Session:
         self.batch.limit_connections(limit)
 
     # --- the events an engine reports ----------------------------------------------
-    @_guarded
+    @_guarded()
     def start(self) -> list[NetAction]:
         now = self.clock()
         actions = self.batch.start(now, first=2 * self._prepare_step())  # a step ahead
         self.run.commit()  # from here on the store acts: signals only request a stop
         self._freeze()
-        if self.batch.unprepared:
-            self._poll_at = now  # ``timer`` is due at once: it takes the next step
+        self._schedule(now)
         return self._carry_out(actions)
 
-    @_guarded
+    @_guarded()
     def connected(self, conn: int) -> list[NetAction]:
         return self._carry_out(self.batch.connected(conn, self.clock()))
 
-    @_guarded
+    @_guarded()
     def received(self, conn: int, data: Chunk) -> list[NetAction]:
         return self._carry_out(self.batch.received(conn, data, self.clock()))
 
+    @_guarded(int)
     def pipeable(self, conn: int) -> int:
         """Body bytes the engine may move into a pipe and report as ``Piped`` (see Batch)."""
-        if self.done:
-            return 0
-        try:
-            return self.batch.pipeable(conn)
-        except Exception as exc:  # as in ``_guarded``: record it, stop, splice nothing
-            self.run.fail(exc)
-            return 0
+        return self.batch.pipeable(conn)
 
-    @_guarded
+    @_guarded()
     def closed(self, conn: int, failure: ConnectionFailure | None = None) -> list[NetAction]:
         return self._carry_out(self.batch.closed(conn, self.clock(), failure))
 
-    @_guarded
+    @_guarded()
     def timer(self) -> list[NetAction]:
         now = self.clock()
         actions: list[Action] = []
@@ -164,11 +163,16 @@ class Session:
             actions += self.batch.prepare_more(self._prepare_step(), now)
             if not self.batch.unprepared:
                 self._freeze()  # the downloads made since start: the batch is whole now
+        self._schedule(now)
+        return self._carry_out(actions + self.batch.timer(now))
+
+    def _schedule(self, now: float) -> None:
+        """When ``timer`` is due on the session's own account: at once while files wait to
+        be prepared (it takes the next step), soon while publications are pending."""
         if self.batch.unprepared:
             self._poll_at = now
         else:
             self._poll_at = now + PUBLISH_POLL if self.store.pending else None
-        return self._carry_out(actions + self.batch.timer(now))
 
     def _prepare_step(self) -> int:
         return max(PREPARE_STEP, self.options.concurrency)
@@ -203,7 +207,7 @@ class Session:
     @property
     def done(self) -> bool:
         """Finished, or stopping: either way the engine ends now."""
-        return self.run.stopping or self.batch.done
+        return bool(self.run.stops) or self.batch.done  # asked on every event: no call
 
     def close(self) -> None:
         """Finish publications, flush and close part files; call on every exit path."""
@@ -218,12 +222,13 @@ class Session:
     # --- carrying out the core's actions ---------------------------------------------
     def _carry_out(self, actions: list[Action]) -> list[NetAction]:
         """Carry out ``actions`` in order, then the ones they answer with; return the network
-        actions among them, for the engine."""
+        actions among them, for the engine.  ``actions`` is the session's to extend: every
+        Batch call returns a new list."""
         net: list[NetAction] = []
         self._net, self._broken = net, set()
-        queue, handlers, run = list(actions), self._handlers, self.run
+        queue, handlers, stops = actions, self._handlers, self.run.stops
         for action in queue:  # a list iterator also reaches what the loop appends
-            if run.stopping:  # e.g. SIGTERM while start() prepares 300,000 files
+            if stops:  # e.g. SIGTERM while start() prepares 300,000 files
                 return []
             more = handlers[type(action)](action)
             if more:
@@ -239,6 +244,7 @@ class Session:
             Discard: self.store.discard,
             Prepare: self._prepare,
             Publish: self._publish,
+            Save: self._save,
         }
         table: dict[type, _Step] = {
             Connect: net,
@@ -259,12 +265,11 @@ class Session:
         """Count the action (if the tracker counts its kind), skip it after a file error of
         its download, turn errors into the core's ``published(..., error)`` so only cleaning
         up is left for that download."""
-        tracker = self.run.tracker
-        counted = tracker.counts(kind)
+        count = self.run.tracker.counter(kind)
 
         def carry_out(action: Any) -> list[Action] | None:
-            if counted:
-                tracker.observe(action)
+            if count is not None:
+                count(action)
             if action.download in self._broken and type(action) is not Discard:
                 return None
             try:
@@ -283,7 +288,15 @@ class Session:
         return self.batch.prepared(action.download, disk, self.clock())
 
     def _publish(self, action: Publish) -> list[Action] | None:
-        if not self.store.submit(action):  # published already: a simulation
+        return self._submitted(action, self.store.submit(action))
+
+    def _save(self, action: Save) -> list[Action] | None:
+        return self._submitted(action, self.store.save(action))
+
+    def _submitted(self, action: Publish | Save, queued: bool) -> list[Action] | None:
+        """The store took ``action``: its outcome comes from ``collect`` (``queued``), or it
+        stands published already (a store that publishes at once)."""
+        if not queued:
             return self.batch.published(action.download, self.clock())
         now = self.clock()
         if self._poll_at is None or self._poll_at > now:  # one deadline for the whole group

@@ -42,6 +42,7 @@ import os
 import re
 import resource
 import stat
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -49,9 +50,19 @@ from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
+from .core.actions import (
+    Checkpoint,
+    Discard,
+    OnDisk,
+    Open,
+    Prepare,
+    Publish,
+    Resume,
+    Save,
+    Write,
+)
 from .core.errors import DestinationError, DownloadError, IntegrityError
-from .core.http import Piped
+from .core.http import Bytes, Piped
 from .core.jobs import Checksum
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
 
@@ -145,10 +156,10 @@ class Store:
                 self._listings[directory] = None
         return self._listings[directory]
 
-    def _note_created(self, directory: str, name: str) -> None:
+    def _note_created(self, directory: str, *created: str) -> None:
         names = self._listings.get(directory)
         if names is not None:
-            names.add(name)
+            names.update(created)
 
     def _ensure_directory(self, directory: str) -> None:
         if directory and directory not in self._directories:
@@ -167,7 +178,7 @@ class Store:
         return writes
 
     # --- during: open, write ---------------------------------------------------------
-    def open(self, action: Open) -> None:
+    def open(self, action: Open | Save) -> None:
         part, ident = action.path + PART_SUFFIX, action.download
         directory, name = _split(action.path)
         try:
@@ -198,24 +209,63 @@ class Store:
         self._note_created(*_split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 
-    def write(self, action: Write) -> None:
+    def write(self, action: Write | Save) -> None:
         try:
             fd = self._fd(action.download, self._parts[action.download])
-            data = action.data
-            if isinstance(data, Piped):
-                _move_from_pipe(data, fd, action.offset)
-            else:
-                _write_at(fd, data, action.offset)
+            _write_body(fd, action.data, action.offset)
         except OSError as exc:
             path = self._parts[action.download].removesuffix(PART_SUFFIX)
             raise self._local_error(action.download, path, exc) from exc
 
+    def save(self, action: Save) -> bool:
+        """``open``, ``write`` and ``submit`` a whole body at once (answered as ``submit``).
+
+        A fresh file from zero (nearly every one) takes a shortcut: its descriptor goes
+        straight from the open to publication, never into the cache, and publication
+        knows its size without asking the file system (no fstat)."""
+        if action.offset or action.download in self._fds or action.path in self._controls:
+            self.open(action)
+            self.write(action)
+            return self.submit(action)
+        directory, name = _split(action.path)
+        fd = self._create(action, directory)
+        try:
+            _write_body(fd, action.data, 0)
+        except OSError as exc:  # as after ``open``: the part stays, with its control file
+            self._fds[action.download], self._parts[action.download] = fd, action.path + PART_SUFFIX
+            self._records[action.download] = _Unpublished(action.path, action.record, self.fsync)
+            raise self._local_error(action.download, action.path, exc) from exc
+        return self._queue(self._saved(action, fd, directory, name))
+
+    def _create(self, action: Save, directory: str) -> int:
+        """A new, empty part file for ``action``; DestinationError if it cannot be made."""
+        try:
+            self._ensure_directory(directory)
+            flags = os.O_RDWR | _OPEN_FLAGS | os.O_CREAT | os.O_TRUNC
+            return os.open(action.path + PART_SUFFIX, flags, 0o644)
+        except OSError as exc:
+            raise self._local_error(action.download, action.path, exc, action.url) from exc
+
+    def _saved(self, action: Save, fd: int, directory: str, name: str) -> _Publication:
+        """The publication of a part file ``save`` made and wrote whole."""
+        if action.target == action.path:  # the server named no other file: one directory
+            self._note_created(directory, name + PART_SUFFIX, name)
+        else:
+            self._note_created(directory, name + PART_SUFFIX)
+            self._note_created(*_split(action.target))
+        durable = self._durable(directory, fd)
+        publication = _Publication(action, fd, action.url, action.record, False, durable)
+        publication.written = len(action.data)
+        return publication
+
     # --- after: publish or discard --------------------------------------------------
-    def submit(self, action: Publish) -> bool:
+    def submit(self, action: Publish | Save) -> bool:
         """Queue ``action`` for the group ``collect`` publishes (True: its outcome comes from
         ``collect``), or, when not ``background``, publish it here and now (False; raises on
         failure)."""
-        publication = self._detach(action)
+        return self._queue(self._detach(action))
+
+    def _queue(self, publication: _Publication) -> bool:
         if not self.background:
             _publish_now(publication)
             return False
@@ -249,7 +299,7 @@ class Store:
         """Verify, fsync and rename into place.  Raises a DownloadError if the bytes are wrong."""
         _publish_now(self._detach(action))
 
-    def _detach(self, action: Publish) -> _Publication:
+    def _detach(self, action: Publish | Save) -> _Publication:
         """Hand the finished part file over to publication, which touches only it: the
         publisher thread may run it while transfers go on."""
         ident, part = action.download, action.path + PART_SUFFIX
@@ -346,6 +396,13 @@ def default_max_open(sockets: int) -> int:
     return max(16, min(4096, soft - sockets - 64))
 
 
+def _write_body(fd: int, data: Bytes | Piped, offset: int) -> None:
+    if isinstance(data, Piped):
+        _move_from_pipe(data, fd, offset)
+    else:
+        _write_at(fd, data, offset)
+
+
 def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
     written = os.pwrite(fd, data, offset)  # the whole body, nearly always: no view made
     if written < len(data):  # a short write (a signal, a full disk): the rest
@@ -439,11 +496,12 @@ class _Publication:
         "record",
         "target",
         "url",
+        "written",
     )
 
     def __init__(
         self,
-        action: Publish,
+        action: Publish | Save,
         fd: int,
         url: str,
         record: Resume | None,
@@ -456,6 +514,7 @@ class _Publication:
         self.target = action.target or action.path
         self.device = 0
         self.error: DownloadError | None = None
+        self.written: int | None = None  # the part's size, when this store wrote it whole
 
     def fail(self, exc: OSError | DownloadError) -> None:
         if isinstance(exc, DownloadError):
@@ -506,16 +565,17 @@ def _each(group: list[_Publication], step: Callable[[_Publication], None]) -> li
 
 def _verify_and_tag(publication: _Publication) -> None:
     """Check size and checksum, then tag the part (fsetxattr) so the sync covers the tag."""
-    fd, action = publication.fd, publication.action
-    info = os.fstat(fd)
-    if action.size is not None and info.st_size != action.size:
+    fd, action, size = publication.fd, publication.action, publication.written
+    if size is None or publication.durable:  # a durable one's device groups the syncs
+        info = os.fstat(fd)
+        size, publication.device = info.st_size, info.st_dev
+    if action.size is not None and size != action.size:
         raise IntegrityError(
-            action.url, f"{publication.part} has {info.st_size} bytes, expected {action.size}"
+            action.url, f"{publication.part} has {size} bytes, expected {action.size}"
         )
     if action.checksum is not None:
         _verify(fd, action.checksum, action.url)
-    publication.device = info.st_dev
-    _tag(fd, publication.url, info.st_size)
+    _tag(fd, publication.url, size)
 
 
 def _make_durable(group: list[_Publication]) -> list[_Publication]:
@@ -597,7 +657,7 @@ def _keep_resumable(path: str, record: Resume | None, had_control: bool) -> None
             _write_control(path + CONTROL_SUFFIX, record)
 
 
-def _check_replaceable(target: str, action: Publish, url: str) -> None:
+def _check_replaceable(target: str, action: Publish | Save, url: str) -> None:
     """A name that is taken may be replaced only by the download midair made it for."""
     if not os.path.lexists(target):
         return
@@ -654,10 +714,9 @@ def _rename_if_free(source: str, target: str) -> bool:
     rename = _libc_function("renameat2")
     if rename is None:
         return False
-    if (
-        rename(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE)
-        == 0
-    ):
+    encoding, errors = _FS_ENCODING  # ``os.fsencode`` for a str, in one C call each
+    old, new = source.encode(encoding, errors), target.encode(encoding, errors)
+    if rename(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_NOREPLACE) == 0:
         return True
     import ctypes
 
@@ -665,6 +724,9 @@ def _rename_if_free(source: str, target: str) -> bool:
     if code in (errno.EEXIST, errno.EINVAL, errno.ENOSYS):  # EINVAL: the fs cannot do it
         return False
     raise OSError(code, os.strerror(code), target)
+
+
+_FS_ENCODING = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def _syncfs(fd: int) -> bool:

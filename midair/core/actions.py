@@ -152,6 +152,64 @@ class Publish(Record):
         self.replace: Final = replace
 
 
+class Save(Record):
+    """``Open``, ``Write`` and ``Publish`` in one: a response whose head and whole body came
+    in one read (most small files).  Their fields, in their order; the store answers as
+    for ``Publish``.  ``data`` follows ``Write``'s rule: copied out before the next event."""
+
+    __match_args__ = (
+        "download",
+        "path",
+        "offset",
+        "record",
+        "data",
+        "size",
+        "checksum",
+        "url",
+        "target",
+        "replace",
+    )
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        download: int,
+        path: str,
+        offset: int,
+        record: Resume,
+        data: Chunk,
+        size: int,
+        checksum: Checksum | None,
+        url: str,
+        target: str,
+        replace: bool,
+    ) -> None:
+        self.download: Final = download
+        self.path: Final = path
+        self.offset: Final = offset
+        self.record: Final = record
+        self.data: Final = data
+        self.size: Final = size
+        self.checksum: Final = checksum
+        self.url: Final = url
+        self.target: Final = target
+        self.replace: Final = replace
+
+    def split(self) -> tuple[Open, Write]:
+        """The ``Open`` and ``Write`` this saves, for a body that did not end after all."""
+        return Open(self.download, self.path, self.offset, self.record), Write(
+            self.download, self.offset, self.data
+        )
+
+    def __repr__(self) -> str:  # the bytes, not a view's address: as ``Write``
+        data = self.data if isinstance(self.data, Piped) else bytes(self.data)
+        shown = ", ".join(
+            f"{name}={data if name == 'data' else getattr(self, name)!r}"
+            for name in self.__match_args__
+        )
+        return f"Save({shown})"
+
+
 class Discard(Record):
     """Remove the part and control files: their bytes are known to be wrong."""
 
@@ -163,7 +221,7 @@ class Discard(Record):
         self.path: Final = path
 
 
-StoreAction = Prepare | Open | Checkpoint | Write | Publish | Discard
+StoreAction = Prepare | Open | Checkpoint | Write | Publish | Save | Discard
 
 
 # --- reports: for progress displays and results -------------------------------------

@@ -49,6 +49,7 @@ from .actions import (
     Prepare,
     Publish,
     Retrying,
+    Save,
     Send,
     Started,
     Write,
@@ -95,6 +96,10 @@ class _Conn:
     checkpoint_at: float = math.inf  # when to ask for a control file, if not yet
     exchanges: int = 0  # requests sent on this connection
     answered: bool = False  # the current request has a response head
+    # The accepted response's ``Open``, held back until its body's first bytes show whether
+    # the whole body came in this read; then ``saving`` holds it all until the end.
+    held: Open | None = None
+    saving: Save | None = None
 
     def __post_init__(self) -> None:
         self.http = ClientConnection(self)
@@ -340,7 +345,20 @@ class Batch:
         try:
             conn.http.receive(data)
         except FramingError as exc:  # raised only while the exchange is live: conn is open
+            self._unhold(conn)
             self._attempt_failed(conn, ProtocolError(conn.download.url.text, str(exc)), now)
+            return
+        if conn.held is not None or conn.saving is not None:  # the body goes on after this read
+            self._unhold(conn)
+
+    def _unhold(self, conn: _Conn) -> None:
+        """Hand out what was held for a body that did not end in the read it began in: the
+        store copies bytes out before the next event, so nothing may wait for one."""
+        if conn.held is not None:
+            self._out.append(conn.held)
+        elif conn.saving is not None:
+            self._out += conn.saving.split()
+        conn.held = conn.saving = None
 
     def _on_head(self, conn: _Conn, head: Head, now: float) -> None:
         conn.answered = True
@@ -355,7 +373,7 @@ class Batch:
         conn.body_limit = d.body_limit()
         conn.checkpoint_at = now + CHECKPOINT_AFTER
         assert d.path is not None
-        self._out.append(Open(d.id, d.path, decision.offset, d.record()))
+        conn.held = Open(d.id, d.path, decision.offset, d.record())  # see ``_write``
         self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
 
     def _follow(self, conn: _Conn, decision: t.Redirect, head: Head, now: float) -> None:
@@ -394,6 +412,13 @@ class Batch:
     def _write(self, conn: _Conn, data: Chunk, now: float) -> None:
         d = conn.download
         end = d.position + len(data)
+        if conn.held is not None or conn.saving is not None:
+            held = conn.held
+            if held is not None and end == d.size and end <= conn.body_limit:
+                conn.saving, conn.held = self._save(d, held, data), None  # ``_on_end`` next
+                d.position = d.offset = end
+                return
+            self._unhold(conn)  # bytes past the whole body, or a body in pieces
         if end > conn.body_limit:
             self._attempt_failed(conn, d.body_overflow(end), now)
             return
@@ -405,12 +430,18 @@ class Batch:
 
     def _on_end(self, conn: _Conn, now: float) -> None:
         d = conn.download
+        saving, conn.saving = conn.saving, None
+        if saving is None:
+            self._unhold(conn)  # an empty body's Open
         problem = d.short_body()
         if problem is not None:
             self._attempt_failed(conn, problem, now)
             return
         d.size = d.position
-        self._publish(d)
+        if saving is not None:
+            self._out.append(saving)
+        else:
+            self._publish(d)
         host = conn.host
         if conn.http.reusable and host.pending and host.paused_until <= now:
             conn.download = host.pending.popleft()
@@ -424,6 +455,23 @@ class Batch:
         # recognises the file as its own only by the URL it was asked for.
         target, replace = d.target or d.path, self.options.overwrite
         self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text, target, replace))
+
+    def _save(self, d: t.Download, held: Open, data: Chunk) -> Save:
+        """``held``, ``data`` and what ``_publish`` would ask, in one action."""
+        target, replace = d.target or held.path, self.options.overwrite
+        end = held.offset + len(data)
+        return Save(
+            d.id,
+            held.path,
+            held.offset,
+            held.record,
+            data,
+            end,
+            d.checksum,
+            held.record.url,
+            target,
+            replace,
+        )
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MethodType
 from typing import Any
 
-from .actions import Action, Failed, Finished, Retrying, Started, Write
+from .actions import Action, Failed, Finished, Retrying, Save, Started, Write
 from .results import Failure, Results, Success
 
 
@@ -46,7 +47,13 @@ class Tracker:
         kind can leave the others out: most of a file's actions count nothing."""
         return kind in _COUNTERS
 
-    def _wrote(self, action: Write) -> None:
+    def counter(self, kind: type) -> Callable[[Any], None] | None:
+        """``observe`` for actions of ``kind`` alone, looked up once (None: it counts
+        nothing): for a driver that dispatches by kind."""
+        count = _COUNTERS.get(kind)
+        return None if count is None else MethodType(count, self)
+
+    def _wrote(self, action: Write | Save) -> None:
         self.bytes_done += len(action.data)
         transfer = self.active.get(action.download)
         if transfer is not None:
@@ -87,6 +94,7 @@ class Tracker:
 # What each kind of action counts; the other kinds count nothing.
 _COUNTERS: dict[type, Callable[[Tracker, Any], None]] = {
     Write: Tracker._wrote,
+    Save: Tracker._wrote,
     Started: Tracker._started,
     Retrying: Tracker._retrying,
     Finished: Tracker._finished,

@@ -126,10 +126,11 @@ class _Loop:
             if type(action) is Send:
                 conn = self.conns.get(action.conn)
                 if conn is not None:
-                    conn.outbuf += action.data
                     conn.asked = True
-                    if conn.state is State.OPEN:
-                        self.flush(conn)
+                    if conn.state is State.OPEN and not conn.outbuf:
+                        self.send(conn, action.data)
+                    else:
+                        conn.outbuf += action.data
             elif type(action) is Connect:
                 self.connect(action)
             elif type(action) is Close:
@@ -296,17 +297,34 @@ class _Loop:
             splicer.clear()
         return True
 
+    def send(self, conn: _Conn, data: bytes) -> None:
+        """Send a request straight from its bytes (nearly always the socket takes them
+        whole); buffer only what it does not take."""
+        sent = self.try_send(conn, data)
+        if sent is not None and sent < len(data):
+            conn.outbuf += data[sent:]
+            self.interest(conn, READ | WRITE)
+
     def flush(self, conn: _Conn) -> None:
         """Write what the socket takes now; wait for writability only while bytes remain."""
-        try:
-            while conn.outbuf:
-                sent = conn.sock.send(conn.outbuf)  # type: ignore[union-attr]
-                del conn.outbuf[:sent]
-        except OSError as exc:
-            if not would_block(exc):  # a Send may come from any event: report it from the top
-                self.fail(conn, exc)
+        while conn.outbuf:
+            sent = self.try_send(conn, conn.outbuf)
+            if sent is None:
                 return
+            if not sent:
+                break
+            del conn.outbuf[:sent]
         self.interest(conn, READ | WRITE if conn.outbuf else READ)
+
+    def try_send(self, conn: _Conn, data: bytes | bytearray) -> int | None:
+        """Bytes the socket took (0: none now); None: it failed, and so did ``conn``."""
+        try:
+            return conn.sock.send(data)  # type: ignore[union-attr]
+        except OSError as exc:
+            if would_block(exc):
+                return 0
+            self.fail(conn, exc)  # a Send may come from any event: report it from the top
+            return None
 
     def interest(self, conn: _Conn, events: int) -> None:
         if conn.want != events and conn.sock is not None:

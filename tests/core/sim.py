@@ -41,6 +41,7 @@ from midair.core.actions import (
     Publish,
     Resume,
     Retrying,
+    Save,
     Send,
     Write,
 )
@@ -322,7 +323,7 @@ class MemoryStore:
             return OnDisk("partial", len(self.parts[path]), self.controls.get(path))
         return OnDisk("fresh")
 
-    def open(self, action: Open) -> None:
+    def open(self, action: Open | Save) -> None:
         part = self.parts.setdefault(action.path, bytearray())
         del part[action.offset :]
         part.extend(bytes(action.offset - len(part)))
@@ -334,12 +335,12 @@ class MemoryStore:
         path, record = self._records[action.download]
         self.controls[path] = record
 
-    def write(self, action: Write) -> None:
+    def write(self, action: Write | Save) -> None:
         part = self.parts[self._records[action.download][0]]
         assert len(part) >= action.offset, "a write leaves a hole"
         part[action.offset : action.offset + len(action.data)] = action.data
 
-    def publish(self, action: Publish) -> None:
+    def publish(self, action: Publish | Save) -> None:
         part = self.parts[action.path]
         if action.size is not None and len(part) != action.size:
             raise IntegrityError(action.url, f"has {len(part)} bytes, expected {action.size}")
@@ -352,7 +353,12 @@ class MemoryStore:
         self.controls.pop(action.path, None)
         self.tags[action.path] = (record[1].url if record else action.url, len(part))
 
-    def submit(self, action: Publish) -> bool:
+    def save(self, action: Save) -> bool:
+        self.open(action)
+        self.write(action)
+        return self.submit(action)
+
+    def submit(self, action: Publish | Save) -> bool:
         self.publish(action)
         return False  # published here and now: nothing for ``collect``
 
@@ -385,7 +391,7 @@ class LoggingStore:
 
     def __getattr__(self, name: str) -> Callable[..., object]:
         method = getattr(self.inner, name)
-        if name not in ("prepare", "open", "checkpoint", "write", "submit", "discard"):
+        if name not in ("prepare", "open", "checkpoint", "write", "save", "submit", "discard"):
             return method  # type: ignore[no-any-return]
 
         def logged(action: Action) -> object:
@@ -579,7 +585,7 @@ class Sim:
     def content(self, ident: int) -> bytes | None:
         return self.store.read(self.paths[ident])
 
-    def actions(self, kind: type) -> list[Action]:
+    def actions(self, kind: type | tuple[type, ...]) -> list[Action]:
         return [a for _, a in self.log if isinstance(a, kind)]
 
 

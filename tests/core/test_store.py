@@ -16,7 +16,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midair import store as store_module
-from midair.core.actions import Checkpoint, Discard, OnDisk, Open, Prepare, Publish, Resume, Write
+from midair.core.actions import (
+    Checkpoint,
+    Discard,
+    OnDisk,
+    Open,
+    Prepare,
+    Publish,
+    Resume,
+    Save,
+    Write,
+)
 from midair.core.errors import DestinationError, DownloadError, IntegrityError
 from midair.core.jobs import Checksum
 from midair.store import CONTROL_SUFFIX, PART_SUFFIX, XATTR, Store
@@ -773,3 +783,91 @@ def test_publisher_close_does_not_wait_out_a_gathering_interval(
         published.wait(0.001)
     publisher.close()
     assert slept == [store_module.GATHER_SECONDS]
+
+
+# --- Save: open, write and publish in one action ------------------------------------
+def save_action(
+    path: Path, data: bytes = DATA, offset: int = 0, target: Path | None = None
+) -> Save:
+    size = offset + len(data)
+    return Save(
+        1, str(path), offset, record(size=size), data, size, None, URL, str(target or path), False
+    )
+
+
+def test_a_save_publishes_a_whole_file_without_asking_its_size(
+    store: Store, tmp_path: Path, in_memory: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sub" / "f"
+    assert store.save(save_action(path))
+    monkeypatch.setattr(
+        os, "fstat", lambda fd: pytest.fail("fstat on a file the store wrote whole")
+    )
+    assert store.collect() == [(1, None)]
+    assert path.read_bytes() == DATA and not part(path).exists() and not control(path).exists()
+    assert xattr(path) == {"url": URL, "size": len(DATA)}
+    assert store._fds == {} and store._records == {}  # nothing kept for a published file
+
+
+def test_a_durable_save_still_asks_its_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_file_system_type", lambda fd: 0xEF53)  # ext4
+    store = Store(background=False)
+    asked: list[int] = []
+    real = os.fstat
+    monkeypatch.setattr(os, "fstat", lambda fd: asked.append(fd) or real(fd))
+    assert not store.save(save_action(tmp_path / "f"))  # published here and now
+    assert (tmp_path / "f").read_bytes() == DATA and len(asked) == 1
+
+
+def test_a_save_over_a_part_with_a_control_file_resumes_like_open_and_write(
+    store: Store, tmp_path: Path, in_memory: list[int]
+) -> None:
+    path = tmp_path / "f"
+    part(path).write_bytes(DATA[:100])
+    control(path).write_text(json.dumps(record().as_dict()))
+    assert prepare(store, path).kind == "partial"
+    assert store.save(save_action(path, DATA[100:], offset=100))
+    assert store.collect() == [(1, None)]
+    assert path.read_bytes() == DATA and not control(path).exists()
+
+
+def test_a_save_that_cannot_write_keeps_the_part_resumable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store()
+    path = tmp_path / "f"
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(DestinationError, match=rf"^{URL}: cannot write {path}: disk full$"):
+        store.save(save_action(path))
+    assert store._fds == {}  # its descriptor is closed
+    store.close()
+    assert part(path).exists() and json.loads(control(path).read_text())["url"] == URL
+
+
+def test_a_save_that_cannot_open_names_the_url(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(DestinationError, match=rf"^{URL}: cannot write .*: Permission denied$"):
+        store.save(save_action(tmp_path / "f"))
+
+
+def test_a_save_never_replaces_a_foreign_file(
+    store: Store, tmp_path: Path, in_memory: list[int]
+) -> None:
+    path = tmp_path / "f"
+    assert prepare(store, path) == OnDisk("fresh")
+    path.write_bytes(b"someone else's")  # after the listing: the store cannot know
+    assert store.save(save_action(path))
+    [(_, error)] = store.collect()
+    assert isinstance(error, DestinationError) and "was not made by midair" in str(error)
+    assert path.read_bytes() == b"someone else's" and part(path).read_bytes() == DATA
