@@ -281,6 +281,19 @@ def test_version_and_help_load_no_core_engine_or_ssl(argv):
     loaded = _modules_after(f"main({argv!r})")
     assert not {m for m in loaded if m.startswith(("midair.core", "midair.engines"))}, loaded
     assert not loaded & {"midair.run", "midair.store", "midair.session", "ssl", "shutil"}
+    assert not loaded & {"typing", "locale", "dataclasses", "inspect"}, loaded
+
+
+# Imported by nothing a plain http get runs before its first connect: each costs start-up
+# time (TLS, idna and libcrypto; a traceback's linecache; the locale argparse's gettext
+# look-ups would load; the engines `auto` did not pick; the servers and the bench).
+_NOT_FOR_A_PLAIN_GET = {
+    *("ssl", "_ssl", "encodings.idna", "hashlib", "traceback", "shutil", "locale"),
+    *("asyncio", "concurrent.futures", "multiprocessing", "subprocess"),
+    *("midair.engines.processes", "midair.engines._shards", "midair.engines.reactor"),
+    *("midair.engines.asyncio_engine", "midair.engines.blocking", "midair.engines.dask_engine"),
+    *("midair.serve", "midair.bench", "midair.cli.serve", "midair.cli.bench"),
+}
 
 
 def test_plain_http_get_loads_no_ssl_idna_nor_hashlib(server, tmp_path):
@@ -290,7 +303,7 @@ def test_plain_http_get_loads_no_ssl_idna_nor_hashlib(server, tmp_path):
     call = f"assert main({argv!r}) == 0"
     loaded = _modules_after(call)
     assert "midair.engines.epoll" in loaded  # the default engine for a small batch ran
-    assert not loaded & {"ssl", "_ssl", "encodings.idna", "hashlib", "traceback", "shutil"}
+    assert not loaded & _NOT_FOR_A_PLAIN_GET, loaded & _NOT_FOR_A_PLAIN_GET
     assert (tmp_path / "lazy.bin").read_bytes() == expected_bytes("lazy.bin", 100)
 
 
@@ -332,3 +345,34 @@ def test_version_imports_no_subcommand():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert "midair.api" not in loaded and "midair.cli.get" not in loaded, loaded
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_start_up_pauses_the_collector_and_restores_it(enabled):
+    """No collection while the parser and the modules load; afterwards the collector is
+    as the caller left it (on for the command, off if an embedding program turned it off),
+    and what start-up made is frozen, not walked by the next pass."""
+    code = (
+        "import gc, sys\nfrom midair import cli\n"
+        f"{'gc.enable()' if enabled else 'gc.disable()'}\n"
+        "seen = []\n"
+        "real = cli.build_parser\n"
+        "cli.build_parser = lambda argv: seen.append(gc.isenabled()) or real(argv)\n"
+        "try:\n    cli.main(['engines'])\nexcept SystemExit:\n    pass\n"
+        "print(seen, gc.isenabled(), gc.get_freeze_count() > 1000)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"[False] {enabled} True"
+
+
+def test_argparse_messages_read_the_same_without_gettext(tmp_path):
+    """argparse's words bypass gettext: its messages, singular and plural, still read right."""
+    from midair.cli import _untranslated_plural
+
+    assert _untranslated_plural("%s argument", "%s arguments", 1) == "%s argument"
+    assert _untranslated_plural("%s argument", "%s arguments", 2) == "%s arguments"
+    result = run("get", "-d", str(tmp_path), "-j")
+    assert result.returncode == 2
+    assert "argument -j/--concurrency: expected one argument" in result.stderr
+    assert "usage: midair get" in run("get", "--help").stdout

@@ -10,11 +10,10 @@ or dask.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ..core.errors import InputError
+from ..core.records import Record
 from ..run import Run
 
 
@@ -24,17 +23,35 @@ class Engine(Protocol):
     def run(self, run: Run) -> None: ...
 
 
-@dataclass(frozen=True)
-class EngineInfo:
-    name: str
-    module: str
-    cls: str
-    model: str
-    requires: tuple[str, ...] = ()
-    extra: str | None = None
+class EngineInfo(Record):
+    """One registry entry: the engine's module and class, its model in a line, and
+    the optional packages (with the extra that installs them) it needs.  A Record,
+    not a dataclass: the registry is built on every `midair get`, before the first
+    connect."""
+
+    __match_args__ = ("name", "module", "cls", "model", "requires", "extra")
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        cls: str,
+        model: str,
+        requires: tuple[str, ...] = (),
+        extra: str | None = None,
+    ) -> None:
+        self.name: Final = name
+        self.module: Final = module
+        self.cls: Final = cls
+        self.model: Final = model
+        self.requires: Final = requires
+        self.extra: Final = extra
 
     @property
     def available(self) -> bool:
+        import importlib.util  # only `midair engines` and an optional engine ask
+
         return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
 
 
