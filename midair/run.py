@@ -57,12 +57,16 @@ class Run:
         *,
         listener: Listener | None = None,
         ids: Sequence[int] | None = None,
+        paths: Sequence[str | None] | None = None,
     ) -> None:
         self.jobs = list(jobs)
         self.options = options
         # The ids the jobs' reports carry, one per job; None: their positions in ``jobs``.
         # A shard's run uses the whole batch's, so what it reports needs no renumbering.
         self.ids = ids
+        # The jobs' first-choice paths when a shard's plan found them already, else None:
+        # the batch claims them as they are rather than naming each job again.
+        self.paths = paths
         self.tracker = Tracker(jobs=len(self.jobs))
         self._listener = listener
         # Appends are atomic, so a signal handler may add to these while a thread reads them.

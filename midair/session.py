@@ -109,7 +109,11 @@ class Session:
     ) -> None:
         self.run = run
         self.options: Options = run.options
-        self.batch = batch if batch is not None else Batch(run.jobs, run.options, ids=run.ids)
+        self.batch = (
+            batch
+            if batch is not None
+            else Batch(run.jobs, run.options, ids=run.ids, paths=run.paths)
+        )
         self.store = (
             store
             if store is not None

@@ -26,6 +26,7 @@ from midair.api import Downloader, make_options
 from midair.core.actions import Action, Failed, Finished, Retrying, Started
 from midair.core.errors import NetworkError
 from midair.core.jobs import Job
+from midair.core.transfer import claimable_path
 from midair.engines import get_engine
 from midair.engines._shards import (
     Merger,
@@ -358,6 +359,19 @@ def test_plan_keeps_hosts_and_shared_names_together() -> None:
     assert all(s.options.directory == "/tmp/x" for s in shards)
     counts = sorted(len(s.indexes) for s in shards)
     assert counts[-1] - counts[0] <= 3
+
+
+@pytest.mark.parametrize("hosts", [1, 6])  # one host spread, or hosts kept whole
+def test_plan_gives_each_shard_its_jobs_first_paths(
+    hosts: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [job(f"http://h{i % hosts}.test/d/f{i % 7}") for i in range(20)]
+    jobs += [job("http://h0.test/x", out="o.bin", subdir="s"), job("http://h0.test/%2E%2E")]
+    monkeypatch.chdir(tmp_path)  # the plan's paths: under the shards' absolute directory
+    for shard in plan_shards(jobs, make_options("rel", concurrency=10, per_host=4), 3):
+        expected = [claimable_path(jobs[i], shard.options) for i in shard.indexes]
+        assert shard.own_paths() == expected
+        assert shard.options.directory == str(tmp_path / "rel")
 
 
 def test_plan_never_has_more_shards_than_connections_or_groups() -> None:

@@ -30,7 +30,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -125,11 +125,14 @@ class Batch:
         *,
         seed: int | None = None,
         ids: Iterable[int] | None = None,
+        paths: Sequence[str | None] | None = None,
     ):
         """``ids`` name the jobs in every action and answer (default: their positions); a
-        shard of a bigger batch uses the whole batch's, so its reports need no renumbering."""
+        shard of a bigger batch uses the whole batch's, so its reports need no renumbering.
+        ``paths``: each job's ``first_path`` (None where it raises), if already known."""
         self.options = options
         self._jobs = dict(enumerate(jobs)) if ids is None else dict(zip(ids, jobs, strict=True))
+        self._first_paths = paths
         self._downloads: dict[int, t.Download] = {}  # made as each job's file is prepared
         self._unprepared: deque[tuple[int, str]] = deque()  # claimed at start, Prepare to come
         self._request_fields = t.RequestFields(options)
@@ -217,11 +220,10 @@ class Batch:
         ``_unprepared``; a name that clashes or escapes goes through ``_prepare`` at once,
         which renames (--auto-rename), fails or prepares it exactly as later on."""
         claims, unprepared, options = self._claims, self._unprepared, self.options
-        for ident, job in self._jobs.items():
-            try:
-                path: str | None = t.first_path(job, options)
-            except ValueError:
-                path = None
+        paths = self._first_paths
+        if paths is None:
+            paths = [t.claimable_path(job, options) for job in self._jobs.values()]
+        for (ident, job), path in zip(self._jobs.items(), paths, strict=True):
             if path is None or path in claims:
                 d = self._downloads[ident] = t.Download(ident, job, options)
                 self._prepare(d, d.candidate_name())

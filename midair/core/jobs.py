@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .._version import __version__
 from .errors import InputError
 from .naming import relative_path
-from .urls import URL, parse_url
+from .urls import URL, parse_url, parse_urls
 
 CHECKSUM_ALGORITHMS = {"sha-256": "sha256", "sha-1": "sha1", "sha-512": "sha512", "md5": "md5"}
 _HEX_LENGTH = {"sha256": 64, "sha1": 40, "sha512": 128, "md5": 32}
@@ -199,15 +199,55 @@ def parse_input_file(text: str, source: str) -> list[Job]:
 
     Errors name ``source`` and the line number, so a user can fix the file.
     """
+    plain = _plain_list(text)
+    if plain is not None:
+        return plain
     jobs: list[Job] = []
     for url_line, url, opts in _entries(text, source):
         try:  # a line with no options (most lists) is its URL alone: nothing else to read
-            jobs.append(_job(url, opts) if opts else Job(parse_url(url)))
+            jobs.append(_job(url, opts) if opts else url_job(parse_url(url)))
         except _LineError as exc:
             raise InputError(f"{source}:{exc.line}: {exc.message}") from None
         except ValueError as exc:
             raise InputError(f"{source}:{url_line}: {url}: {exc}") from None
     return jobs
+
+
+# In an ASCII list without these, every line is one URL alone or empty (no option or
+# comment lines, no mirrors), and ``str.split`` cuts it where ``splitlines`` + ``strip``
+# would: both treat \n \r \v \f \x1c-\x1e as line ends, and nothing else separates.
+_NOT_PLAIN = (" ", "\t", "#", "\x1f")
+
+
+def _plain_list(text: str) -> list[Job] | None:
+    """The jobs of a list of bare URLs (most lists), read without the per-line pass that
+    looks for options; None if the text may hold more, or a bad URL (whose error the
+    full pass reports with its line number)."""
+    if not text.isascii() or any(c in text for c in _NOT_PLAIN):
+        return None
+    try:
+        return [url_job(url) for url in parse_urls(text.split())]
+    except ValueError:
+        return None
+
+
+def url_job(url: URL) -> Job:
+    """``Job(url)`` (a test holds them equal), made by setting its slots directly: a frozen
+    dataclass's ``__init__`` pays an ``object.__setattr__`` call per field, half the
+    cost of a job read from a list."""
+    job = _new_job(Job)
+    _set_url(job, url)
+    _set_out(job, None)
+    _set_subdir(job, None)
+    _set_checksum(job, None)
+    _set_headers(job, ())
+    return job
+
+
+_new_job = object.__new__
+_set_url, _set_out, _set_subdir, _set_checksum, _set_headers = (
+    getattr(Job, f.name).__set__ for f in fields(Job)
+)
 
 
 class _LineError(ValueError):

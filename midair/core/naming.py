@@ -69,6 +69,16 @@ def name_from_path(url_path: str) -> str:
     return sanitize(segment) or DEFAULT_NAME
 
 
+def path_from_url(directory: str, url_path: str) -> str:
+    """``resolve(directory, name_from_path(url_path))``: where a URL's file lands when
+    nothing else names it.  A plain last segment (most URLs of a list) is read once,
+    not by the three passes, each with its own checks, that give the same path."""
+    segment = url_path[url_path.rfind("/") + 1 :]
+    if _PLAIN_NAME.fullmatch(segment) and not segment.casefold().endswith(WORK_SUFFIXES):
+        return _inside(directory) + segment
+    return resolve(directory, name_from_path(url_path))
+
+
 def content_disposition_name(value: str) -> str | None:
     """The file name a Content-Disposition header proposes, sanitised (RFC 6266)."""
     star = re.search(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", value, re.I)

@@ -116,7 +116,17 @@ def first_path(job: Job, options: Options) -> str:
     """Where ``job``'s file goes unless a clash or the server renames it: what a batch claims
     for it at its start, made without a ``Download``.  ValueError: it would land outside
     the directory."""
+    if job.out is None and job.subdir is None:  # most jobs: the URL alone names the file
+        return naming.path_from_url(options.directory, job.url.path)
     return naming.resolve(options.directory, name_for(job, job.url))
+
+
+def claimable_path(job: Job, options: Options) -> str | None:
+    """``first_path``, or None where it would land outside (the batch fails that job)."""
+    try:
+        return first_path(job, options)
+    except ValueError:
+        return None
 
 
 class Download:

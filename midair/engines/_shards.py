@@ -41,7 +41,7 @@ from typing import Any, get_args
 from ..core.actions import Failed, Finished, Report
 from ..core.errors import InputError, NetworkError
 from ..core.jobs import Job, Options
-from ..core.transfer import first_path
+from ..core.transfer import claimable_path
 from ..run import Run, stop_on_signals
 
 ENDINGS = (Finished, Failed)
@@ -54,6 +54,14 @@ class Shard:
     number: int
     indexes: tuple[int, ...]  # positions in the caller's ``run.jobs``
     options: Options  # its share of --concurrency; an absolute directory
+    # Every job's first-choice path under ``options`` (None: it would land outside), as
+    # the plan found them, the whole batch's (``run.jobs`` order; one tuple shared by every
+    # shard, inherited when a worker forks): its batch claims these, not naming jobs again.
+    paths: tuple[str | None, ...] | None = None
+
+    def own_paths(self) -> list[str | None] | None:
+        """The first paths of this shard's jobs, in ``indexes`` order, if the plan gave them."""
+        return None if self.paths is None else [self.paths[i] for i in self.indexes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +112,8 @@ def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shar
     ``--per-host`` (the shares add up to it), so each origin's limit still
     holds across shards, however its jobs were spread.
     """
-    paths = [_path(job, options) for job in jobs]
+    base = _shard_base(options)
+    paths = [claimable_path(job, base) for job in jobs]  # str: never equal to an origin
     origins = [job.url.origin for job in jobs]
     groups: list[list[int]] = []
     largest = max(Counter(origins).values(), default=0)
@@ -113,11 +122,11 @@ def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shar
         largest = len(groups[0]) if groups else 0
     ways = _ways_to_split(largest, len(jobs), options, shards)
     if ways > 1:
-        return _plan(_same_key(paths), options, ways, split(options.per_host, [1] * ways))
+        return _plan(_same_key(paths), paths, base, ways, split(options.per_host, [1] * ways))
     if not groups:  # one origin holds most jobs, yet they cannot be spread
         groups = _groups(list(zip(origins, paths, strict=True)))
     count = max(0, min(shards, len(groups), options.concurrency))
-    return _plan(groups, options, count, [options.per_host] * count)
+    return _plan(groups, paths, base, count, [options.per_host] * count)
 
 
 def _ways_to_split(largest: int, total: int, options: Options, shards: int) -> int:
@@ -140,19 +149,29 @@ def _same_key(keys: Sequence[object]) -> list[list[int]]:
     return [*groups.values(), *alone]
 
 
-def _plan(
-    groups: Sequence[list[int]], options: Options, count: int, per_host: Sequence[int]
-) -> list[Shard]:
-    """Bin ``groups`` into ``count`` shards, largest first to the lightest."""
-    bins, caps = _bins(sorted(groups, key=len, reverse=True), count, per_host)
-    base = replace(
+def _shard_base(options: Options) -> Options:
+    """``options`` with the paths in them absolute: a shard may run in another directory."""
+    return replace(
         options,
         directory=os.path.abspath(options.directory),
         ca_certificate=options.ca_certificate and os.path.abspath(options.ca_certificate),
     )
-    shares = split(options.concurrency, caps)
+
+
+def _plan(
+    groups: Sequence[list[int]],
+    paths: Sequence[str | None],
+    base: Options,
+    count: int,
+    per_host: Sequence[int],
+) -> list[Shard]:
+    """Bin ``groups`` into ``count`` shards, largest first to the lightest; ``paths``: every
+    job's first path under ``base``, the shards' options but for their shares."""
+    bins, caps = _bins(sorted(groups, key=len, reverse=True), count, per_host)
+    shares = split(base.concurrency, caps)
+    shared = tuple(paths)
     return [
-        Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p))
+        Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p), shared)
         for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))
     ]
 
@@ -197,13 +216,6 @@ def _groups(keys: Sequence[tuple[object, ...]]) -> list[list[int]]:
     for i in range(len(keys)):
         groups.setdefault(root(i), []).append(i)
     return list(groups.values())
-
-
-def _path(job: Job, options: Options) -> str | None:
-    try:
-        return first_path(job, options)  # a str: never equal to an origin (a tuple)
-    except ValueError:
-        return None  # the core fails it, whichever shard it is in
 
 
 def split(total: int, caps: Sequence[int]) -> list[int]:
@@ -267,11 +279,13 @@ def run_shard(
     stopped: Callable[[], bool] | None = None,
     began: Callable[[], None] | None = None,
     ids: Sequence[int] | None = None,
+    paths: Sequence[str | None] | None = None,
 ) -> list[Report]:
     """Download ``jobs``; ``send`` summaries meanwhile; return every ending.
 
     Reports carry ``ids`` (one per job: the shard's ``indexes`` in the whole batch;
-    by default the jobs' positions), so the merge has nothing to renumber.
+    by default the jobs' positions), so the merge has nothing to renumber.  ``paths``: the
+    jobs' first paths, as the plan found them (``Shard.paths``), for the batch to claim.
 
     ``stopped`` is polled every ``interval``: once true, the run is asked to
     stop and the endings so far are returned.  A signal stop or an internal
@@ -282,7 +296,7 @@ def run_shard(
     if stopped is not None and stopped():  # before a batch start that cannot be interrupted
         return []
     outbox: deque[Any] = deque()  # the run hands its listener reports only
-    run = _ShardRun(jobs, options, outbox.append, began, stopped, ids)
+    run = _ShardRun(jobs, options, outbox.append, began, stopped, ids, paths)
     engine = shard_engine(inner)
     reporter = _Reporter(run, outbox, send, stopped)
     done = threading.Event()
@@ -317,8 +331,9 @@ class _ShardRun(Run):
         began: Callable[[], None] | None,
         stopped: Callable[[], bool] | None,
         ids: Sequence[int] | None,
+        paths: Sequence[str | None] | None,
     ) -> None:
-        super().__init__(jobs, options, listener=listener, ids=ids)
+        super().__init__(jobs, options, listener=listener, ids=ids, paths=paths)
         self._began, self._stopped = began, stopped
 
     def commit(self) -> None:

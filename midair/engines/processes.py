@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -130,6 +131,8 @@ class _Children:
             carried = self.carry([jobs[i] for i in shard.indexes], forking)
             if carried is None:  # stopped meanwhile: no more children
                 return
+            if not forking:  # the batch's paths would be pickled whole: the child names its own
+                shard = replace(shard, paths=None)
             reader, writer = self.context.Pipe(duplex=False)
             process = self.context.Process(
                 target=_child,
@@ -226,7 +229,9 @@ def _child(
         writer.send(("summary", summary))
 
     try:
-        run_shard(jobs, shard.options, inner, send, interval, ids=shard.indexes)
+        run_shard(
+            jobs, shard.options, inner, send, interval, ids=shard.indexes, paths=shard.own_paths()
+        )
         writer.send(("done", "ended without finishing its jobs"))
     except KeyboardInterrupt:
         sys.exit(130)

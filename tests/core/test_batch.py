@@ -46,6 +46,7 @@ from midair.core.errors import (
     TLSError,
 )
 from midair.core.jobs import Checksum, Job, Options
+from midair.core.transfer import claimable_path
 from midair.core.urls import parse_url
 from midair.store import CONTROL_SUFFIX, PART_SUFFIX
 
@@ -732,6 +733,21 @@ def test_a_start_in_steps_names_every_file_as_a_whole_start_does(
     assert outcome(actions) == whole
     assert sorted(whole) == list(range(len(names)))  # every job: prepared or failed,
     assert sum(isinstance(a, Prepare | Failed) for a in actions) == len(names)  # once
+
+
+@pytest.mark.parametrize("auto_rename", [False, True])
+@settings(derandomize=True, database=None, deadline=None)
+@given(names=st.lists(st.sampled_from([*NAMES, "../x", "a/%2E%2E"]), max_size=8))
+def test_a_batch_given_its_first_paths_starts_as_one_that_finds_them(
+    auto_rename: bool, names: list[str]
+) -> None:
+    found = names_batch(names, auto_rename=auto_rename)
+    jobs, options = list(found._jobs.values()), found.options
+    paths = [claimable_path(job, options) for job in jobs]
+    given = Batch(jobs, options, seed=1, paths=paths)
+    assert outcome(given.start(0.0)) == outcome(found.start(0.0))
+    with pytest.raises(ValueError):  # one path per job
+        Batch(jobs, options, paths=[*paths, None]).start(0.0)
 
 
 def test_a_batch_numbers_its_downloads_with_the_ids_it_is_given() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import fields
 
 import pytest
 
 import midair
 from midair.core.errors import InputError
-from midair.core.jobs import Checksum, Job, Options, parse_header, parse_input_file
+from midair.core.jobs import Checksum, Job, Options, parse_header, parse_input_file, url_job
 from midair.core.urls import parse_url
 
 SHA256_EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -210,3 +211,35 @@ def test_parse_input_file_stops_at_the_first_error() -> None:
     text = "http://h/a\n  bogus=1\nftp://h/b\n"
     with pytest.raises(InputError, match=r"^list\.txt:2:"):
         parse_input_file(text, "list.txt")
+
+
+def test_a_url_job_is_a_job_of_its_url() -> None:
+    url = parse_url("http://h.example/a")
+    made, plain = url_job(url), Job(url)
+    assert made == plain and hash(made) == hash(plain)
+    assert [getattr(made, f.name) for f in fields(Job)] == [
+        getattr(plain, f.name) for f in fields(Job)
+    ]
+    with pytest.raises(AttributeError):
+        made.out = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://h/a\nhttp://h/b\n",
+        "\r\nhttp://h/a\r\n\r\nhttps://g:8/b?x=1\n\x0bhttp://h/c",
+        "http://h/a\nHTTP://H/%7Eb\nhttp://h/a b\n",  # general URLs, an inner space
+        "http://h/a\n  out=x\n",
+        "http://h/a\thttp://mirror/a\n# c\n",
+        "http://h/\u00e9\n\x1fhttp://h/b\n",
+    ],
+)
+def test_a_bare_list_reads_as_the_line_by_line_pass_does(text: str) -> None:
+    by_lines = parse_input_file("# forces the general pass\n" + text, "l")
+    assert parse_input_file(text, "l") == by_lines
+
+
+def test_a_bad_url_in_a_bare_list_names_its_line() -> None:
+    with pytest.raises(InputError, match=r"^list\.txt:3: ftp://h/c: unsupported scheme"):
+        parse_input_file("http://h/a\nhttp://h/b\nftp://h/c\n", "list.txt")

@@ -18,6 +18,7 @@ from midair.core.naming import (
     _sanitize_any,
     content_disposition_name,
     name_from_path,
+    path_from_url,
     relative_path,
     resolve,
     sanitize,
@@ -284,3 +285,19 @@ def test_plain_names_are_common() -> None:
         assert _PLAIN_NAME.fullmatch(name)
     for name in (".hidden", "a b", "x" * (MAX_NAME_BYTES + 1), "ü", ""):
         assert not _PLAIN_NAME.fullmatch(name)
+
+
+@SEEDED
+@given(st.lists(NAME_PIECES | st.sampled_from(["%41", "%2F", "%", "?", "a/"]), max_size=6))
+def test_a_url_path_lands_where_its_name_resolves(pieces: list[str]) -> None:
+    url_path = "/" + "".join(pieces)
+    for directory in (ROOT, "/", "relative/dir"):
+        try:
+            expected: str | None = resolve(directory, name_from_path(url_path))
+        except ValueError:
+            expected = None
+        try:
+            got: str | None = path_from_url(directory, url_path)
+        except ValueError:
+            got = None
+        assert got == expected, url_path

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midair.core.urls import URL, _parse_any, _parse_plain, parse_url, resolve_location
+from midair.core.urls import (
+    URL,
+    _parse_any,
+    _parse_plain,
+    parse_url,
+    parse_urls,
+    resolve_location,
+)
 
 SEEDED = settings(derandomize=True, database=None, deadline=None, max_examples=2000)
 
@@ -153,3 +161,29 @@ def test_typical_urls_take_the_fast_path(text: str) -> None:
 @pytest.mark.parametrize("text", ["HTTP://h/", "http://H/", "http://h/a b", "http://h:99999/"])
 def test_unusual_urls_take_the_general_path(text: str) -> None:
     assert _parse_plain(text) is None
+
+
+# --- a list's URLs, parsed together, are what each parses to alone -----------------------
+def whole(url: URL) -> tuple[object, ...]:
+    """Every slot, the derived ones too (equality compares the constructor's fields)."""
+    return tuple(getattr(url, name) for name in URL.__slots__)
+
+
+@SEEDED
+@given(st.lists(st.lists(st.sampled_from(PIECES), max_size=8).map("".join), max_size=6))
+def test_a_list_parses_as_each_of_its_urls(tails: list[str]) -> None:
+    texts = [origin + tail for tail in tails for origin in ("http://h", "https://h:8", "http://")]
+    alone = [parsed(parse_url, text) for text in texts]
+    errors = [one for one in alone if isinstance(one, str)]
+    if errors:  # a bad URL: the first one's error, listed too
+        with pytest.raises(ValueError, match=re.escape(errors[0].removeprefix("ValueError: "))):
+            parse_urls(texts)
+        return
+    listed = parse_urls(texts)
+    assert [whole(u) for u in listed] == [whole(u) for u in alone if isinstance(u, URL)]
+
+
+def test_listed_urls_of_one_origin_share_its_parts() -> None:
+    first, second = parse_urls(["http://h.example:81/a", " http://h.example:81/b?q \n"])
+    assert whole(second) == whole(parse_url("http://h.example:81/b?q"))
+    assert second.origin is first.origin
