@@ -233,7 +233,8 @@ class Store:
             _write_body(fd, action.data, 0)
         except OSError as exc:  # as after ``open``: the part stays, with its control file
             self._fds[action.download], self._parts[action.download] = fd, action.path + PART_SUFFIX
-            self._records[action.download] = _Unpublished(action.path, action.record, self.fsync)
+            durable = self._durable(directory, fd)  # as ``open`` records it
+            self._records[action.download] = _Unpublished(action.path, action.record, durable)
             raise self._local_error(action.download, action.path, exc) from exc
         return self._queue(self._saved(action, fd, directory, name))
 
