@@ -134,7 +134,8 @@ class Session:
     @_guarded()
     def start(self) -> list[NetAction]:
         now = self.clock()
-        actions = self.batch.start(now, first=2 * self._prepare_step())  # a step ahead
+        owners = self.store.survey(*self.batch.to_survey())  # which URL made which file
+        actions = self.batch.start(now, 2 * self._prepare_step(), owners)  # a step ahead
         self.run.commit()  # from here on the store acts: signals only request a stop
         self._freeze()
         self._schedule(now)

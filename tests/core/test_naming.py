@@ -86,7 +86,8 @@ def test_sanitize_truncates_names_with_a_long_extension_whole() -> None:
     [
         ("/", DEFAULT_NAME),
         ("", DEFAULT_NAME),
-        ("/dir/", "dir"),
+        ("/dir/", DEFAULT_NAME),  # a directory's index, as wget names it
+        ("/dir/file/", DEFAULT_NAME),
         ("/a/b/file.iso", "file.iso"),
         ("/a/file%20name.txt", "file name.txt"),
         ("/a/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "passwd"),
