@@ -286,7 +286,8 @@ class Batch:
         owned: dict[str, str] = {}
         for path in sorted(owners):  # the lowest path, should one URL own two
             url = owners[path]
-            if url is not None:
+            name = path.rpartition("/")[2]
+            if url is not None and naming.sanitize(name) == name:  # a name midair gives
                 owned.setdefault(url, path)
         escaping = set(self._escaping)
         movers = [

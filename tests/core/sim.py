@@ -454,6 +454,7 @@ class Sim:
         self.store: AnyStore = store if store is not None else MemoryStore()
         # The engines' own glue, with a seeded batch, the chosen store and the virtual clock.
         self.run_state = Run(self.jobs, options, listener=self._report)
+        self.jobs = self.run_state.jobs  # a URL given twice (to one name) is one job
         self.batch = Batch(self.run_state.jobs, options, seed=seed)
         self.session = Session(
             self.run_state,
