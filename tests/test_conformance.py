@@ -20,9 +20,9 @@ import signal
 import subprocess
 import time
 import urllib.request
-from urllib.parse import quote
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from conftest import Midair
