@@ -50,6 +50,9 @@ _STOP_EXCEPTIONS: dict[str, type[BaseException]] = {SIGINT: KeyboardInterrupt, S
 def distinct(jobs: Iterable[Job]) -> list[Job]:
     """``jobs`` without repeats: the same URL to the same ``out=``/``dir=`` is one download
     (the first of its lines), with one report and one entry in the results."""
+    jobs = list(jobs)
+    if len({job.url.text for job in jobs}) == len(jobs):  # nearly every list: no URL twice
+        return jobs
     seen: set[tuple[str, str | None, str | None]] = set()
     kept = []
     for job in jobs:
