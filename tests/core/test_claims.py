@@ -14,7 +14,7 @@ from midair.core.claims import Settled, Wish, settle
 from midair.core.jobs import Job, Options
 from midair.store import CONTROL_SUFFIX, PART_SUFFIX
 
-from .sim import DiskStore, FileServer, Sim, Step
+from .sim import DiskStore, FileServer, MemoryStore, Sim, Step
 
 H = "http://h.example"
 
@@ -188,3 +188,31 @@ def test_an_owner_elsewhere_is_ignored_for_a_job_with_out(tmp_path: Path) -> Non
     mine = Job.from_url(f"{H}/download", out="mine.pdf")
     again = fetch([mine], tmp_path, server)  # type: ignore[list-item]
     assert again.finished[0].path == str(tmp_path / "mine.pdf") and not again.finished[0].skipped
+
+
+SHARED = [f"{H}/f?id={n}" for n in range(4)] + [f"{H}/f.1", f"{H}/g"]
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=40)
+@given(
+    first=st.lists(st.sampled_from(SHARED), min_size=1, max_size=6, unique=True),
+    second=st.lists(st.sampled_from(SHARED), min_size=1, max_size=6, unique=True),
+)
+def test_runs_in_any_order_keep_every_url_on_one_file(first: list[str], second: list[str]) -> None:
+    """Whatever ran before, a run leaves each URL's own bytes under one name per URL, and
+    the same set again in reverse order is skipped whole, with no request."""
+    server = FileServer()
+    for n, url in enumerate(SHARED):
+        server.add(url.removeprefix(H), body(20 + n, n))
+    store = MemoryStore()
+    owner: dict[str, str] = {}  # path -> the URL whose bytes it holds
+    for urls in (first, second):
+        sim = Sim(urls, Options(directory="/d"), {H: server}, store=store).run()
+        assert not sim.failed and len({f.path for f in sim.finished.values()}) == len(urls)
+        for f in sim.finished.values():
+            assert store.files[f.path] == body(20 + SHARED.index(f.url), SHARED.index(f.url))
+            assert owner.setdefault(f.path, f.url) == f.url, "a name changed hands"
+    requests = len(server.requests)
+    again = Sim(second[::-1], Options(directory="/d"), {H: server}, store=store).run()
+    assert all(f.skipped for f in again.finished.values()) and len(again.finished) == len(second)
+    assert len(server.requests) == requests
