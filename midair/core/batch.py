@@ -71,7 +71,7 @@ from .urls import URL
 
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
 # Why a download may not take the file on its path, by the store's ``OnDisk.kind``.
-_TAKEN = {
+_NOT_OURS = {
     "foreign": "{} exists and was not made by midair (use --overwrite)",
     "taken": "{} exists, made by midair for another URL (--no-clobber)",
 }
@@ -222,7 +222,7 @@ class Batch:
         """Name every job, then prepare the first ``first`` files (all when None).
 
         ``owners``: the store's survey, path -> the URL midair made the file for (None: a
-        file midair did not make).  Every name is settled here (``naming``), so a clash
+        file midair did not make).  Every name is settled here (``claims.settle``), so a clash
         anywhere in the batch is settled before any file is touched; the cost per job is
         one name and one dict entry.  The rest of the files are prepared by
         ``prepare_more``: their ``Download`` and ``Prepare`` are made then, so the first
@@ -327,7 +327,7 @@ class Batch:
             d.renames += 1
             self._prepare(d, d.candidate_name())
         elif disk.kind == "taken" or (disk.kind == "foreign" and not self.options.overwrite):
-            self._fail(d, DestinationError(d.job.url.text, _TAKEN[disk.kind].format(d.path)))
+            self._fail(d, DestinationError(d.job.url.text, _NOT_OURS[disk.kind].format(d.path)))
         else:
             d.adopt(disk)
             self._enqueue(d, now)

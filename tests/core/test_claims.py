@@ -150,6 +150,20 @@ def test_an_interrupted_duplicate_resumes_on_its_own_number(tmp_path: Path) -> N
     assert (tmp_path / "f.1").read_bytes() == data
 
 
+def test_a_part_file_keeps_its_number_by_its_control_file(tmp_path: Path) -> None:
+    data = body(5000, 1)
+    server = serve({"/f?id=0": body(10), "/f?id=2": body(20, 2)})
+    server.add("/f?id=1", data, Step(cut=2000))
+    fetch([f"{H}/f?id=0", f"{H}/f?id=1"], tmp_path, server, retries=0)  # f, f.1 in part
+    again = fetch([f"{H}/f?id=2", f"{H}/f?id=1"], tmp_path, server)
+    # By URL alone id=1 would come first, on f (id=0's): only the control file tells.
+    paths = {f.url: os.path.basename(f.path) for f in again.finished.values()}
+    assert paths == {f"{H}/f?id=1": "f.1", f"{H}/f?id=2": "f.2"}
+    [resumed] = [r for r in server.requests if r.target == "/f?id=1"][-1:]
+    assert resumed.header("range") == "bytes=2000-"
+    assert (tmp_path / "f.1").read_bytes() == data
+
+
 def test_a_re_run_skips_a_file_the_server_named(tmp_path: Path) -> None:
     server = serve({"/download?id=7": body(30)}, {"/download?id=7": "report.pdf"})
     first = fetch([f"{H}/download?id=7"], tmp_path, server)
