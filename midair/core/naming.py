@@ -86,6 +86,18 @@ def numbered(path: str, number: int) -> str:
     return f"{path}.{number}" if number else path
 
 
+def family(path: str) -> str:
+    """``path`` without the ``.N`` numbers that duplicates get: every path a batch may
+    number from one first path shares its family (so a sharded batch keeps a family in
+    one shard, where the numbering sees every claim)."""
+    while path[-1:].isdigit():
+        stem, dot, number = path.rpartition(".")
+        if not dot or not number.isdigit():
+            break
+        path = stem
+    return path
+
+
 def content_disposition_name(value: str) -> str | None:
     """The file name a Content-Disposition header proposes, sanitised (RFC 6266)."""
     star = re.search(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", value, re.I)

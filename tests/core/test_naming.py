@@ -17,7 +17,9 @@ from midair.core.naming import (
     _resolve_any,
     _sanitize_any,
     content_disposition_name,
+    family,
     name_from_path,
+    numbered,
     path_from_url,
     relative_path,
     resolve,
@@ -302,3 +304,20 @@ def test_a_url_path_lands_where_its_name_resolves(pieces: list[str]) -> None:
         except ValueError:
             got = None
         assert got == expected, url_path
+
+
+@pytest.mark.parametrize(
+    ("path", "family_path"),
+    [
+        ("/d/f", "/d/f"),
+        ("/d/f.1", "/d/f"),
+        ("/d/f.1.12", "/d/f"),
+        ("/d/v2.0.tar.gz", "/d/v2.0.tar.gz"),
+        ("/d/f10", "/d/f10"),
+        ("/a.b/f10", "/a.b/f10"),
+        ("/d/report.pdf.3", "/d/report.pdf"),
+    ],
+)
+def test_family_strips_every_duplicate_number(path: str, family_path: str) -> None:
+    assert family(path) == family_path
+    assert family(numbered(path, 7)) == family(path)  # what a numbering may make from it
