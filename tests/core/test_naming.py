@@ -214,10 +214,12 @@ def test_sanitize_yields_one_harmless_component(raw: str) -> None:
 
 
 @SEEDED
-@given(NASTY)
-def test_url_names_land_directly_in_the_directory(path: str) -> None:
+@given(NASTY, st.integers(min_value=0, max_value=10**6))
+def test_url_names_land_directly_in_the_directory(path: str, number: int) -> None:
     name = name_from_path("/" + path)
     assert os.path.dirname(resolve(ROOT, name)) == ROOT
+    duplicate = numbered(resolve(ROOT, name), number)  # a duplicate's NAME.N, too
+    assert os.path.dirname(duplicate) == ROOT and os.path.normpath(duplicate) == duplicate
 
 
 @SEEDED
