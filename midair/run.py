@@ -47,6 +47,22 @@ class Terminated(BaseException):
 _STOP_EXCEPTIONS: dict[str, type[BaseException]] = {SIGINT: KeyboardInterrupt, SIGTERM: Terminated}
 
 
+def distinct(jobs: Iterable[Job]) -> list[Job]:
+    """``jobs`` without repeats: the same URL to the same ``out=``/``dir=`` is one download
+    (the first of its lines), with one report and one entry in the results."""
+    jobs = list(jobs)
+    if len({job.url.text for job in jobs}) == len(jobs):  # nearly every list: no URL twice
+        return jobs
+    seen: set[tuple[str, str | None, str | None]] = set()
+    kept = []
+    for job in jobs:
+        key = (job.url.text, job.out, job.subdir)
+        if key not in seen:
+            seen.add(key)
+            kept.append(job)
+    return kept
+
+
 class Run:
     """One batch's jobs, options, listener and results, and its stop and failure state."""
 
@@ -59,7 +75,8 @@ class Run:
         ids: Sequence[int] | None = None,
         paths: Sequence[str | None] | None = None,
     ) -> None:
-        self.jobs = list(jobs)
+        # A shard's jobs (``ids``, ``paths`` given) are a share of a run's, without repeats.
+        self.jobs = list(jobs) if ids is not None or paths is not None else distinct(jobs)
         self.options = options
         # The ids the jobs' reports carry, one per job; None: their positions in ``jobs``.
         # A shard's run uses the whole batch's, so what it reports needs no renumbering.

@@ -29,8 +29,10 @@ batch claim every name and prepare the first files (two steps' worth); while
 some are left unprepared, ``timer`` is due at once and has the batch prepare
 the next step of them (``Batch.prepare_more``).  Preparing 20,000 files takes
 ~100 ms that the first connections no longer wait for.  Every name of the
-batch is claimed in ``Batch.start``, so a name clash anywhere is failed before
-any file is touched; a download is only queued for a connection once its
+batch is settled in ``Batch.start``, after the store's survey of which URL made
+which file (``Store.survey``: one listing per directory, a tag read per file no
+job claims by its own name), so duplicates are numbered before any file is
+touched; a download is only queued for a connection once its
 ``Prepare`` is answered.  A step is at least one ``Prepare`` per connection: a
 connection finishes at most one file per event, so the prepared downloads
 never run out while some are left.
@@ -134,7 +136,8 @@ class Session:
     @_guarded()
     def start(self) -> list[NetAction]:
         now = self.clock()
-        actions = self.batch.start(now, first=2 * self._prepare_step())  # a step ahead
+        owners = self.store.survey(*self.batch.to_survey())  # which URL made which file
+        actions = self.batch.start(now, 2 * self._prepare_step(), owners)  # a step ahead
         self.run.commit()  # from here on the store acts: signals only request a stop
         self._freeze()
         self._schedule(now)

@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -109,6 +109,30 @@ class Store:
         self._parts: dict[int, str] = {}  # download id -> part path
         self._records: dict[int, _Unpublished] = {}
         self._controls: set[str] = set()  # targets whose control file exists on disk
+
+    # --- before a batch: which URL made which file? ----------------------------------
+    def survey(self, directories: Iterable[str], claimed: Container[str]) -> dict[str, str | None]:
+        """Path -> the URL midair made the file for (None: a file midair did not make), for
+        every file of ``directories`` whose path is not in ``claimed``.
+
+        ``claimed`` paths are each one job's own first choice: ``prepare`` looks at those.
+        The others are where a duplicate's ``NAME.1`` or a server's name may stand, and
+        their tags are what keeps such names stable across runs.  A part file stands for
+        its final name, with its control file's URL.  The listing is the one ``prepare``
+        uses, so a first run into an empty directory costs no call more.
+        """
+        owners: dict[str, str | None] = {}
+        for directory in directories:
+            try:
+                names = self._names_in(directory)
+            except OSError:  # e.g. not a directory: ``prepare`` fails each job there
+                continue
+            if names:  # None (unlistable) or empty: nothing to learn
+                inside = directory if directory.endswith(os.sep) else directory + os.sep
+                for name in names:
+                    if inside + name.removesuffix(PART_SUFFIX) not in claimed:
+                        _survey_name(inside, name, names, owners)
+        return owners
 
     # --- before a download: what is on disk? ----------------------------------------
     def prepare(self, action: Prepare) -> OnDisk:
@@ -371,6 +395,7 @@ class Store:
 
 
 _FRESH = OnDisk("fresh")  # the answer for nothing on disk: one frozen record for every file
+_TAKEN, _FOREIGN = OnDisk("taken"), OnDisk("foreign")
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -460,6 +485,22 @@ def _cut(fd: int, offset: int) -> None:
         os.ftruncate(fd, offset)
 
 
+def _survey_name(inside: str, name: str, names: set[str], owners: dict[str, str | None]) -> None:
+    """Note who owns ``name`` (a final name, or a part file standing for one)."""
+    if name.endswith(CONTROL_SUFFIX):
+        return
+    if name.endswith(PART_SUFFIX):
+        final = name.removesuffix(PART_SUFFIX)
+        if final not in names and final + CONTROL_SUFFIX in names:  # a final file's tag wins
+            record = _read_control(inside + final + CONTROL_SUFFIX)
+            if record is not None:
+                owners[inside + final] = record.url
+        return
+    tag = _read_tag(inside + name, follow_symlinks=False)
+    url = tag.get("url") if tag is not None else None
+    owners[inside + name] = url if isinstance(url, str) else None
+
+
 def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
     try:
         info = os.stat(path)
@@ -476,10 +517,16 @@ def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
             digest = hashlib.file_digest(f, checksum.algorithm).hexdigest()
         if digest == checksum.hexdigest:
             return OnDisk("complete", info.st_size)
-        return OnDisk("fresh") if ours else OnDisk("foreign")
+        return OnDisk("fresh") if ours else _not_ours(tag)
     if ours and tag is not None and tag.get("size") == info.st_size:
         return OnDisk("complete", info.st_size)
-    return OnDisk("fresh") if ours else OnDisk("foreign")
+    return OnDisk("fresh") if ours else _not_ours(tag)
+
+
+def _not_ours(tag: dict[str, object] | None) -> OnDisk:
+    """A file that is not this URL's: another URL's (``taken``: a duplicate is numbered
+    past it) or one midair did not make (``foreign``: never replaced unless asked)."""
+    return _TAKEN if tag is not None and isinstance(tag.get("url"), str) else _FOREIGN
 
 
 # --- publication: verify, make durable, rename, in groups --------------------------------
@@ -796,9 +843,9 @@ def _tag_value(url: str, size: int) -> bytes:
     return b'{"url": %s, "size": %d}' % (_json_string(url).encode(), size)
 
 
-def _read_tag(path: str) -> dict[str, object] | None:
+def _read_tag(path: str, follow_symlinks: bool = True) -> dict[str, object] | None:
     try:
-        data = json.loads(os.getxattr(path, XATTR))
+        data = json.loads(os.getxattr(path, XATTR, follow_symlinks=follow_symlinks))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -22,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from conftest import Midair
@@ -157,6 +158,45 @@ def test_rerun_skips_finished_files_without_a_request(midair, server, engine, tm
     assert server.stats().requests == before
     for i in range(3):
         assert_file(tmp_path, f"again{i}.bin", 20_000)
+
+
+def test_names_as_curl_and_wget_give_them_and_a_reversed_rerun_skips_all(
+    midair, server, engine, tmp_path
+):
+    """Names from the URL given (a redirect to a dotfile, a ``/`` URL), the server's
+    Content-Disposition, duplicates numbered by URL, a repeated URL fetched once; then the
+    list reversed: every file skipped, no request."""
+    hidden = quote(f"/gen/.hidden-report.pdf?size=3000&t={engine}", safe="")
+    index = quote(f"/gen/index-page?size=400&t={engine}", safe="")
+    dups = [gen(server, 1, "dup.bin", 2000, engine, version=v) for v in ("b", "a")]
+    urls = [
+        gen(server, 0, "report.pdf", 0, engine, location=hidden),
+        server.url(2, f"/?t={engine}&location={index}"),
+        gen(server, 0, "download", 1500, engine, cd="named.bin"),
+        *dups,
+        dups[0],
+    ]
+    result = midair.get("-d", str(tmp_path), "--json", *urls)
+    assert result.returncode == 0, result.stderr
+    done = [json.loads(line)["url"] for line in result.stdout.splitlines() if '"done"' in line]
+    assert sorted(done) == sorted(set(urls))  # the repeated URL: once
+    assert (tmp_path / "report.pdf").read_bytes() == expected_bytes(".hidden-report.pdf", 3000)
+    assert (tmp_path / "index.html").read_bytes() == expected_bytes("index-page", 400)
+    assert (tmp_path / "named.bin").read_bytes() == expected_bytes("download", 1500)
+    assert (tmp_path / "dup.bin").read_bytes() == expected_bytes("dup.bin", 2000, "a")
+    assert (tmp_path / "dup.bin.1").read_bytes() == expected_bytes("dup.bin", 2000, "b")
+    assert sorted(os.listdir(tmp_path)) == [
+        "dup.bin",
+        "dup.bin.1",
+        "index.html",
+        "named.bin",
+        "report.pdf",
+    ]
+    before = server.stats().requests
+    again = midair.get("-d", str(tmp_path), "--json", *urls[::-1])
+    assert again.returncode == 0, again.stderr
+    assert server.stats().requests == before
+    assert again.stdout.count('"skipped": true') == 5, again.stdout
 
 
 def test_checksum_mismatch_fails_and_publishes_nothing(midair, server, engine, tmp_path):

@@ -346,6 +346,7 @@ def job(url: str, **kwargs: Any) -> Job:
 def test_plan_keeps_hosts_and_shared_names_together() -> None:
     jobs = [job(f"http://h{h}.test/{h}-{i}") for h in range(6) for i in range(1 + h % 3)]
     jobs.append(job("http://h9.test/0-0"))  # the same target path as h0's file
+    jobs.append(job("http://h8.test/1-0.1"))  # where h1's 1-0 and a duplicate may meet
     options = make_options("/tmp/x", concurrency=10, per_host=2)
     shards = plan_shards(jobs, options, 4)
     assert len(shards) == 4
@@ -354,7 +355,8 @@ def test_plan_keeps_hosts_and_shared_names_together() -> None:
     for a, one in enumerate(jobs):
         same_host = [b for b, other in enumerate(jobs) if other.url.host == one.url.host]
         assert {where[b] for b in same_host} == {where[a]}
-    assert where[len(jobs) - 1] == where[0]
+    assert where[len(jobs) - 2] == where[0]
+    assert where[len(jobs) - 1] == where[1]  # h1's first job: 1-0
     assert sum(s.options.concurrency for s in shards) == 10
     assert all(s.options.directory == "/tmp/x" for s in shards)
     counts = sorted(len(s.indexes) for s in shards)

@@ -68,14 +68,14 @@ def test_connections_go_out_before_every_file_is_prepared(tmp_path: Path) -> Non
 def test_a_name_clash_in_the_backlog_still_fails_before_anything_is_fetched(
     tmp_path: Path,
 ) -> None:
-    names = [f"f{i}.bin" for i in range(JOBS - 1)] + ["f0.bin"]  # the last clashes with the first
-    session, run = session_for(tmp_path, names)
+    names = [f"f{i}.bin" for i in range(JOBS - 1)] + ["f0.bin?v=2"]  # the last clashes
+    session, run = session_for(tmp_path, names, no_clobber=True)
     session.start()
     assert len(run.results.failures) == 1  # failed at the start, not when its step comes
     assert len(prepared(session)) == 2 * PREPARE_STEP
     step_until_idle(session)
     [failure] = run.results.failures
-    assert failure.url.endswith("/f0.bin") and "also the target of" in str(failure.error)
+    assert failure.url.endswith("/f0.bin?v=2") and "also the target of" in str(failure.error)
     assert len(prepared(session)) == JOBS - 1  # the clash is never prepared
     session.close()
 

@@ -74,7 +74,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--auto-rename",
         action="store_true",
         default=None,
-        help="on a name clash, save as NAME.1, NAME.2, …",
+        help="accepted for old scripts: saving duplicates as NAME.1, NAME.2, … is the default",
+    )
+    p.add_argument(
+        "--no-clobber",
+        action="store_true",
+        default=None,
+        help="fail a URL whose name another URL of the list (or of an earlier run) took",
+    )
+    p.add_argument(
+        "--trust-server-names",
+        action="store_true",
+        default=None,
+        help="name files after the last redirect's URL, not the URL given",
     )
     p.add_argument(
         "--max-filesize",
@@ -192,6 +204,8 @@ _OPTIONS = (
     "user_agent",
     "overwrite",
     "auto_rename",
+    "no_clobber",
+    "trust_server_names",
     "max_filesize",
     "lowest_speed",
     "lowest_speed_time",

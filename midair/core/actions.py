@@ -280,8 +280,9 @@ class OnDisk(Record):
 
     ``kind`` is ``fresh`` (nothing there), ``partial`` (a part file of ``offset``
     bytes with its ``resume`` record), ``complete`` (a finished file of ``offset``
-    bytes that midair made, or whose checksum matches) or ``foreign`` (a file
-    midair did not make: never overwritten unless the user says so).
+    bytes that midair made, or whose checksum matches), ``taken`` (a file midair
+    made for another URL: a duplicate's name is numbered past it) or ``foreign`` (a
+    file midair did not make: never overwritten unless the user says so).
     """
 
     __match_args__ = ("kind", "offset", "resume")

@@ -30,10 +30,11 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from . import claims, naming
 from . import transfer as t
 from .actions import (
     Action,
@@ -69,6 +70,11 @@ from .retry import backoff
 from .urls import URL
 
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
+# Why a download may not take the file on its path, by the store's ``OnDisk.kind``.
+_NOT_OURS = {
+    "foreign": "{} exists and was not made by midair (use --overwrite)",
+    "taken": "{} exists, made by midair for another URL (--no-clobber)",
+}
 
 
 @dataclass(eq=False, slots=True)
@@ -141,7 +147,13 @@ class Batch:
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
         self._timers: list[tuple[float, int, t.Download | _Host]] = []
-        self._claims: dict[str, int] = {}
+        self._claims: dict[str, int] = {}  # path -> the download that has it
+        self._alone: dict[str, int] | None = None  # first paths of one job each, until start
+        self._clashes: dict[str, list[int]] = {}  # first paths several jobs share
+        self._escaping: list[int] = []  # jobs whose first path lands outside
+        self._directories: set[str] = set()  # where the jobs land, for the store's survey
+        self._taken: set[str] = set()  # on disk and no job's to take (the survey says)
+        self._renames: dict[int, int] = {}  # job -> its path's number, for the few numbered
         self._ended: set[int] = set()  # downloads that were reported Finished or Failed
         self._ids = itertools.count(1)
         self._sweep_every = min(1.0, options.timeout / 4)
@@ -194,42 +206,114 @@ class Batch:
         """Jobs whose name is claimed but whose ``Prepare`` is still to come (``prepare_more``)."""
         return len(self._unprepared)
 
-    def start(self, now: float, first: int | None = None) -> list[Action]:
-        """Claim every job's name, then prepare the first ``first`` files (all when None).
+    def to_survey(self) -> tuple[set[str], Container[str]]:
+        """What the store looks at before ``start`` (``Store.survey``): the directories the
+        jobs land in, and the paths it may pass over, each the first choice of one job alone
+        (``prepared`` will tell about those).  Which URL made each other file there is what
+        keeps names stable across runs: a duplicate's ``NAME.1``, a server's name."""
+        if self._alone is None:
+            self._group_first_paths()
+        assert self._alone is not None
+        return self._directories, self._alone
 
-        Every name is claimed here, so a clash anywhere in the batch is failed now,
-        before any file is touched; the cost per job is one name and one dict entry.
-        The rest of the files are prepared by ``prepare_more``: their ``Download``
-        and ``Prepare`` are made then, so the first connections need not wait for them.
+    def start(
+        self, now: float, first: int | None = None, owners: Mapping[str, str | None] | None = None
+    ) -> list[Action]:
+        """Name every job, then prepare the first ``first`` files (all when None).
+
+        ``owners``: the store's survey, path -> the URL midair made the file for (None: a
+        file midair did not make).  Every name is settled here (``claims.settle``), so a clash
+        anywhere in the batch is settled before any file is touched; the cost per job is
+        one name and one dict entry.  The rest of the files are prepared by
+        ``prepare_more``: their ``Download`` and ``Prepare`` are made then, so the first
+        connections need not wait for them.
         """
-        self._claim_names()
+        self.to_survey()
+        self._name_jobs(owners or {})
         return self.prepare_more(len(self._unprepared) if first is None else first, now)
 
     def prepare_more(self, count: int, now: float) -> list[Action]:
         """``Prepare`` the next ``count`` claimed files (fewer when fewer are left)."""
         unprepared, jobs, downloads, out = self._unprepared, self._jobs, self._downloads, self._out
+        renames = self._renames
         for _ in range(min(count, len(unprepared))):
             ident, path = unprepared.popleft()
             d = downloads[ident] = t.Download(ident, jobs[ident], self.options)
             d.path = path
+            if renames:
+                d.renames = renames.pop(ident, 0)
             out.append(Prepare(ident, path, d.job.url.text, d.checksum))
         return self._flush(now)
 
-    def _claim_names(self) -> None:
-        """Claim each job's first-choice path, in order: a plain claim waits in
-        ``_unprepared``; a name that clashes or escapes goes through ``_prepare`` at once,
-        which renames (--auto-rename), fails or prepares it exactly as later on."""
-        claims, unprepared, options = self._claims, self._unprepared, self.options
+    def _group_first_paths(self) -> None:
+        """Each job's first-choice path: claimed by it alone, shared (a clash), or None."""
+        options = self.options
         paths = self._first_paths
         if paths is None:
             paths = [t.claimable_path(job, options) for job in self._jobs.values()]
+        alone, clashes, directories = self._claims, self._clashes, self._directories
+        directories.add(naming.directory_of(options.directory))
         for (ident, job), path in zip(self._jobs.items(), paths, strict=True):
-            if path is None or path in claims:
-                d = self._downloads[ident] = t.Download(ident, job, options)
-                self._prepare(d, d.candidate_name())
+            if path is None:
+                self._escaping.append(ident)
+                continue
+            if job.subdir or (job.out and "/" in job.out):
+                directories.add(path.rpartition("/")[0] or "/")
+            if path in clashes:
+                clashes[path].append(ident)
+            elif path in alone:
+                clashes[path] = [alone.pop(path), ident]
             else:
-                claims[path] = ident
-                unprepared.append((ident, path))
+                alone[path] = ident
+        self._alone = alone  # ``_claims`` from now on: a claim by one job's own name
+
+    def _name_jobs(self, owners: Mapping[str, str | None]) -> None:
+        """Settle every job's path (``claims.settle``): its first choice when it has it alone
+        and its URL owns no other file; failed at once when the name lands outside."""
+        for ident in self._escaping:
+            d = self._downloads[ident] = t.Download(ident, self._jobs[ident], self.options)
+            self._prepare(d, d.candidate_name())
+        if not owners and not self._clashes:  # nearly every batch: each job has its own name
+            self._unprepared.extend((ident, path) for path, ident in self._claims.items())
+            return
+        self._settle(owners)
+        paths = {ident: path for path, ident in self._claims.items()}
+        self._unprepared.extend((i, paths[i]) for i in self._jobs if i in paths)  # list order
+
+    def _settle(self, owners: Mapping[str, str | None]) -> None:
+        overwrite = self.options.overwrite
+        self._taken = {path for path, url in owners.items() if url is not None or not overwrite}
+        owned: dict[str, str] = {}
+        for path in sorted(owners):  # the lowest path, should one URL own two
+            url = owners[path]
+            name = path.rpartition("/")[2]
+            if url is not None and naming.sanitize(name) == name:  # a name midair gives
+                owned.setdefault(url, path)
+        escaping = set(self._escaping)
+        movers = [
+            self._wish(i)
+            for i, job in self._jobs.items()
+            if job.url.text in owned and i not in escaping
+        ]
+        clashes = {p: [self._wish(i, p) for i in group] for p, group in self._clashes.items()}
+        settled = claims.settle(
+            self._claims, movers, clashes, owned, self._taken, no_clobber=self.options.no_clobber
+        )
+        self._renames = {ident: number for ident, (_, number) in settled.placed.items() if number}
+        for ident, winner in settled.beaten.items():
+            self._beaten(ident, winner)
+
+    def _wish(self, ident: int, first: str | None = None) -> claims.Wish:
+        job = self._jobs[ident]
+        first = first or t.claimable_path(job, self.options)
+        return claims.Wish(ident, job.url.text, first or "", job.out is not None)
+
+    def _beaten(self, ident: int, winner: int) -> None:
+        """--no-clobber: another job of the batch took this one's path; it fails now."""
+        d = self._downloads[ident] = t.Download(ident, self._jobs[ident], self.options)
+        path, other = t.first_path(d.job, self.options), self._jobs[winner].url.text
+        message = f"{path} is also the target of {other} (--no-clobber)"
+        self._fail(d, DestinationError(d.job.url.text, message))
 
     def prepared(self, ident: int, disk: OnDisk, now: float) -> list[Action]:
         """The store's answer to ``Prepare``: what is already on disk at the path."""
@@ -238,16 +322,12 @@ class Batch:
         if disk.kind == "complete":
             d.size = disk.offset
             self._finish(d, skipped=True)
-        elif disk.kind == "foreign" and self.options.auto_rename:
+        elif disk.kind == "taken" and not self.options.no_clobber:  # another URL's file
+            self._taken.add(d.path)
             d.renames += 1
             self._prepare(d, d.candidate_name())
-        elif disk.kind == "foreign" and not self.options.overwrite:
-            self._fail(
-                d,
-                DestinationError(
-                    d.job.url.text, f"{d.path} exists and was not made by midair (use --overwrite)"
-                ),
-            )
+        elif disk.kind == "taken" or (disk.kind == "foreign" and not self.options.overwrite):
+            self._fail(d, DestinationError(d.job.url.text, _NOT_OURS[disk.kind].format(d.path)))
         else:
             d.adopt(disk)
             self._enqueue(d, now)
@@ -512,38 +592,38 @@ class Batch:
 
     # --- downloads: naming, queueing, retries, endings ------------------------------
     def _prepare(self, d: t.Download, name: str) -> None:
+        """Claim ``name`` for ``d`` and ``Prepare`` it, or the next free ``name.N``; fail
+        ``d`` if it lands outside, or (--no-clobber) if another job has it."""
         if d.path is not None and self._claims.get(d.path) == d.id:
             del self._claims[d.path]
         try:
             path = d.resolve(name)
+            while path in self._claims or path in self._taken:
+                if self.options.no_clobber and path in self._claims:
+                    other = self._jobs[self._claims[path]].url.text
+                    message = f"{path} is also the target of {other} (--no-clobber)"
+                    self._fail(d, DestinationError(d.job.url.text, message))
+                    return
+                d.renames += 1
+                path = d.resolve(d.candidate_name())
         except ValueError as exc:
             self._fail(d, DestinationError(d.job.url.text, str(exc)))
-            return
-        if path in self._claims:
-            if not self.options.auto_rename:
-                other = self._jobs[self._claims[path]].url.text
-                self._fail(
-                    d,
-                    DestinationError(
-                        d.job.url.text, f"{path} is also the target of {other} (use --auto-rename)"
-                    ),
-                )
-                return
-            d.renames += 1
-            self._prepare(d, d.candidate_name())
             return
         self._claims[path] = d.id
         d.path = path
         self._out.append(Prepare(d.id, path, d.job.url.text, d.checksum))
 
     def _redirect(self, d: t.Download, url: URL, now: float) -> None:
+        """Follow to ``url``; the file keeps its name unless --trust-server-names."""
         d.url, d.hops = url, d.hops + 1
-        old = d.path
-        name = d.candidate_name()
-        if d.job.out is None and old is not None and d.resolve(name) != old:
-            self._prepare(d, name)  # the store answers, then it is queued
-        else:
+        if not self.options.trust_server_names or d.job.out is not None or d.path is None:
             self._enqueue(d, now)
+            return
+        if d.resolve(d.candidate_name()) == d.path:  # the same name: nothing to move
+            self._enqueue(d, now)
+            return
+        d.renames = 0
+        self._prepare(d, d.candidate_name())  # the store answers, then it is queued
 
     def _enqueue(self, d: t.Download, now: float) -> None:
         host = self._hosts.get(d.url.origin)

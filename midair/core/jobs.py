@@ -77,7 +77,9 @@ class Options:
     max_redirects: int = 10
     headers: tuple[tuple[str, str], ...] = ()
     overwrite: bool = False
-    auto_rename: bool = False
+    auto_rename: bool = False  # no-op: numbering duplicates is the default (see no_clobber)
+    no_clobber: bool = False  # two jobs for one name: the later fails instead of NAME.1
+    trust_server_names: bool = False  # name a file after the last redirect's URL (wget)
     checksum: Checksum | None = None
     max_filesize: int | None = None
     lowest_speed: int = 0
@@ -122,7 +124,7 @@ _SECONDS = {
     "retry_base": False,
     "lowest_speed_time": True,
 }  # name -> must be above zero
-_FLAGS = ("overwrite", "auto_rename", "insecure", "fsync")
+_FLAGS = ("overwrite", "auto_rename", "no_clobber", "trust_server_names", "insecure", "fsync")
 
 
 def option_flag(name: str) -> str:

@@ -62,8 +62,9 @@ def _truncate(name: str) -> str:
 
 
 def name_from_path(url_path: str) -> str:
-    """The last segment of a URL path, percent-decoded and sanitised."""
-    segment = url_path.rstrip("/").rpartition("/")[2]
+    """The last segment of a URL path, percent-decoded and sanitised; ``index.html`` for a
+    path that ends in ``/`` (a directory's index, as wget names it) or has no segment."""
+    segment = url_path.rpartition("/")[2]
     if "%" in segment:
         segment = unquote(segment, errors="replace")
     return sanitize(segment) or DEFAULT_NAME
@@ -77,6 +78,24 @@ def path_from_url(directory: str, url_path: str) -> str:
     if _PLAIN_NAME.fullmatch(segment) and not segment.casefold().endswith(WORK_SUFFIXES):
         return _inside(directory) + segment
     return resolve(directory, name_from_path(url_path))
+
+
+def numbered(path: str, number: int) -> str:
+    """``path`` as the ``number``-th duplicate of its name: ``file``, ``file.1``, ``file.2``
+    (aria2's numbering).  Appending to a resolved path keeps it one component, inside."""
+    return f"{path}.{number}" if number else path
+
+
+def family(path: str) -> str:
+    """``path`` without the ``.N`` numbers that duplicates get: every path a batch may
+    number from one first path shares its family (so a sharded batch keeps a family in
+    one shard, where the numbering sees every claim)."""
+    while path[-1:].isdigit():
+        stem, dot, number = path.rpartition(".")
+        if not dot or not number.isdigit():
+            break
+        path = stem
+    return path
 
 
 def content_disposition_name(value: str) -> str | None:
@@ -123,6 +142,11 @@ def _resolve_any(directory: str, name: str) -> str:
     if not (path.startswith(inside) and len(path) > len(inside)):  # strictly below it
         raise ValueError(f"{name!r} resolves outside {directory!r}")
     return path
+
+
+def directory_of(directory: str) -> str:
+    """``directory`` absolute, as the store splits it off the paths resolved under it."""
+    return _inside(directory)[:-1] or os.sep
 
 
 def _inside(directory: str) -> str:

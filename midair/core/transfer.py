@@ -105,10 +105,8 @@ Decision = Accept | Redirect | Retry | Restart | Fail | AlreadyComplete
 # --- naming, before any response ----------------------------------------------------
 def name_for(job: Job, url: URL, renames: int = 0) -> str:
     """``job``'s file name while fetching ``url``: ``out=`` or the URL's last segment, then
-    ``.N`` after ``renames`` names already taken (--auto-rename), under its ``dir=``."""
-    name = job.out or naming.name_from_path(url.path)
-    if renames:
-        name = f"{name}.{renames}"
+    ``.N`` after ``renames`` names already taken (duplicates), under its ``dir=``."""
+    name = naming.numbered(job.out or naming.name_from_path(url.path), renames)
     return name if not job.subdir else f"{job.subdir}/{name}"
 
 
@@ -164,17 +162,19 @@ class Download:
         self.last_modified: str | None = None
         self.position = 0  # where the next body byte goes during an exchange
         self.checksum = job.checksum or options.checksum
-        self.renames = 0  # --auto-rename: how many names were taken before ours
+        self.renames = 0  # how many names were taken before ours: NAME.renames
         self.target: str | None = None  # set when the server names the file
 
     # --- naming -----------------------------------------------------------------
     def candidate_name(self) -> str:
-        """The name before any response: ``out=`` or the URL's last segment.
+        """The name before any response: ``out=`` or the last segment of the URL the user
+        gave (of the redirect's, with --trust-server-names), as curl -O and wget name it.
 
-        With --auto-rename, ``renames`` counts the names already taken, so the
-        candidate becomes ``name.1``, ``name.2``, and so on.
+        ``renames`` counts the names already taken, so the candidate becomes
+        ``name.1``, ``name.2``, and so on.
         """
-        return name_for(self.job, self.url, self.renames)
+        url = self.url if self.options.trust_server_names else self.job.url
+        return name_for(self.job, url, self.renames)
 
     def server_name(self, head: Head) -> str | None:
         """The server's name for the file (Content-Disposition), unless ``out=`` rules."""

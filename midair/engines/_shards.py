@@ -41,6 +41,7 @@ from typing import Any, get_args
 from ..core.actions import Failed, Finished, Report
 from ..core.errors import InputError, NetworkError
 from ..core.jobs import Job, Options
+from ..core.naming import family
 from ..core.transfer import claimable_path
 from ..run import Run, stop_on_signals
 
@@ -113,18 +114,20 @@ def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shar
     holds across shards, however its jobs were spread.
     """
     base = _shard_base(options)
-    paths = [claimable_path(job, base) for job in jobs]  # str: never equal to an origin
+    paths = [claimable_path(job, base) for job in jobs]
+    # Jobs whose names a numbering may join (f, f.1, f.2) share a shard; str: never an origin.
+    names = [path if path is None else family(path) for path in paths]
     origins = [job.url.origin for job in jobs]
     groups: list[list[int]] = []
     largest = max(Counter(origins).values(), default=0)
     if 2 * largest <= len(jobs):  # no origin holds most jobs; jobs joined by names may
-        groups = sorted(_groups(list(zip(origins, paths, strict=True))), key=len, reverse=True)
+        groups = sorted(_groups(list(zip(origins, names, strict=True))), key=len, reverse=True)
         largest = len(groups[0]) if groups else 0
     ways = _ways_to_split(largest, len(jobs), options, shards)
     if ways > 1:
-        return _plan(_same_key(paths), paths, base, ways, split(options.per_host, [1] * ways))
+        return _plan(_same_key(names), paths, base, ways, split(options.per_host, [1] * ways))
     if not groups:  # one origin holds most jobs, yet they cannot be spread
-        groups = _groups(list(zip(origins, paths, strict=True)))
+        groups = _groups(list(zip(origins, names, strict=True)))
     count = max(0, min(shards, len(groups), options.concurrency))
     return _plan(groups, paths, base, count, [options.per_host] * count)
 

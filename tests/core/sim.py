@@ -22,7 +22,7 @@ import hashlib
 import heapq
 import itertools
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 from midair.core.actions import (
@@ -318,10 +318,28 @@ class MemoryStore:
                     return OnDisk("complete", len(data))
             elif ours and tag is not None and tag[1] == len(data):
                 return OnDisk("complete", len(data))
-            return OnDisk("fresh") if ours else OnDisk("foreign")
+            if ours:
+                return OnDisk("fresh")
+            return OnDisk("taken") if tag is not None else OnDisk("foreign")
         if path in self.parts:
             return OnDisk("partial", len(self.parts[path]), self.controls.get(path))
         return OnDisk("fresh")
+
+    def survey(self, directories: Iterable[str], claimed: Container[str]) -> dict[str, str | None]:
+        """``Store.survey`` over the dicts: the owner of every file not ``claimed``."""
+        wanted = {d.rstrip("/") or "/" for d in directories}
+        owners: dict[str, str | None] = {}
+        for path, record in self.controls.items():
+            if path in self.parts and path not in self.files:
+                owners[path] = record.url
+        for path in self.files:
+            tag = self.tags.get(path)
+            owners[path] = tag[0] if tag is not None else None
+        return {
+            path: url
+            for path, url in owners.items()
+            if path not in claimed and (path.rpartition("/")[0] or "/") in wanted
+        }
 
     def open(self, action: Open | Save) -> None:
         part = self.parts.setdefault(action.path, bytearray())
@@ -436,7 +454,8 @@ class Sim:
         self.store: AnyStore = store if store is not None else MemoryStore()
         # The engines' own glue, with a seeded batch, the chosen store and the virtual clock.
         self.run_state = Run(self.jobs, options, listener=self._report)
-        self.batch = Batch(self.jobs, options, seed=seed)
+        self.jobs = self.run_state.jobs  # a URL given twice (to one name) is one job
+        self.batch = Batch(self.run_state.jobs, options, seed=seed)
         self.session = Session(
             self.run_state,
             batch=self.batch,

@@ -573,9 +573,21 @@ def test_relative_redirect() -> None:
     server.redirect("/dir/start", "../other/file.bin")
     server.add("/other/file.bin", body(10))
     sim = run([f"{H}/dir/start"], {H: server})
-    assert sim.finished[0].path == "/sim/file.bin"
+    assert sim.finished[0].path == "/sim/start"  # named from the URL given, as curl -O does
     assert sim.content(0) == body(10)
     assert sim.finished[0].url == f"{H}/dir/start"
+    trusting = run([f"{H}/dir/start"], {H: server}, trust_server_names=True)
+    assert trusting.finished[0].path == "/sim/file.bin"  # from the last URL, as wget's flag
+
+
+def test_a_redirect_to_a_dotfile_is_saved_under_the_url_given() -> None:
+    server = FileServer()
+    server.redirect("/report.pdf", "/cdn/.hidden-report.pdf")
+    server.add("/cdn/.hidden-report.pdf", body(10))
+    sim = run([f"{H}/report.pdf"], {H: server})
+    assert sim.finished[0].path == "/sim/report.pdf"
+    trusting = run([f"{H}/report.pdf"], {H: server}, trust_server_names=True)
+    assert trusting.finished[0].path == "/sim/hidden-report.pdf"  # never a dotfile
 
 
 def chain(server: FileServer, hops: int) -> None:
@@ -653,35 +665,51 @@ def test_a_redirect_after_a_partial_attempt_moves_the_download(tmp_path: Path) -
         "/old", body(3000), Step(cut=1000), Step(status=302, headers=(("Location", "/new"),))
     )
     server.add("/new", body(500, seed=5))
-    sim = Sim([f"{H}/old"], options(tmp_path), {H: server}, store=DiskStore()).run()
+    trust = options(tmp_path, trust_server_names=True)
+    sim = Sim([f"{H}/old"], trust, {H: server}, store=DiskStore()).run()
     assert [r.target for r in server.requests] == ["/old", "/old", "/new"]
     assert sim.finished[0].path == str(tmp_path / "new")
     assert (tmp_path / "new").read_bytes() == body(500, seed=5)
+    assert sorted(os.listdir(tmp_path)) == ["new", "old" + PART_SUFFIX]  # not the other's
+
+
+def test_a_redirect_after_a_partial_attempt_keeps_the_name_by_default(tmp_path: Path) -> None:
+    server = FileServer()
+    server.add(
+        "/old", body(3000), Step(cut=1000), Step(status=302, headers=(("Location", "/new"),))
+    )
+    server.add("/new", body(500, seed=5))
+    sim = Sim([f"{H}/old"], options(tmp_path), {H: server}, store=DiskStore()).run()
+    assert sim.finished[0].path == str(tmp_path / "old")
+    assert (tmp_path / "old").read_bytes() == body(500, seed=5)
+    assert sorted(os.listdir(tmp_path)) == ["old"]
 
 
 # --- names ----------------------------------------------------------------------------
-def test_two_jobs_for_one_name_the_second_fails() -> None:
+def test_two_jobs_for_one_name_with_no_clobber_the_second_fails() -> None:
     a, b = FileServer(), FileServer()
     a.add("/f", body(10))
     b.add("/f", body(20))
-    sim = run([f"{H}/f", f"{H2}/f"], {H: a, H2: b})
-    assert sim.content(0) == body(10)
+    sim = run([f"{H2}/f", f"{H}/f"], {H: a, H2: b}, no_clobber=True)
+    assert sim.content(0) == body(20)
     error = sim.failed[1].error
     assert isinstance(error, DestinationError)
-    assert str(error) == f"{H2}/f: /sim/f is also the target of {H}/f (use --auto-rename)"
-    assert not b.requests
+    assert str(error) == f"{H}/f: /sim/f is also the target of {H2}/f (--no-clobber)"
+    assert not a.requests
 
 
-def test_two_jobs_for_one_name_with_auto_rename() -> None:
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 2, 0]])
+def test_two_jobs_for_one_name_are_numbered_by_url_not_by_order(order: list[int]) -> None:
     a, b = FileServer(), FileServer()
     a.add("/f", body(10))
     b.add("/f", body(20))
     a.add("/f.1", body(30))
-    sim = run([f"{H}/f", f"{H2}/f", f"{H}/f.1"], {H: a, H2: b}, auto_rename=True)
-    assert sim.finished[0].path == "/sim/f"
-    assert sim.finished[1].path == "/sim/f.1"
-    assert sim.content(1) == body(20)
-    assert sim.finished[2].path == "/sim/f.1.1"
+    urls = [f"{H}/f", f"{H2}/f", f"{H}/f.1"]
+    sim = run([urls[i] for i in order], {H: a, H2: b}, auto_rename=True)  # a no-op now
+    paths = {sim.finished[n].url: sim.finished[n].path for n in range(3)}
+    # h.example sorts before mirror.example; f.1 is its own URL's name, so f.2 is next.
+    assert paths == {urls[0]: "/sim/f", urls[1]: "/sim/f.2", urls[2]: "/sim/f.1"}
+    assert {sim.content(n) for n in range(3)} == {body(10), body(20), body(30)}
 
 
 def names_batch(names: list[str], **kwargs: object) -> Batch:
@@ -701,10 +729,10 @@ def outcome(actions: Sequence[object]) -> dict[int, str]:
 
 
 def test_a_clash_is_failed_at_the_start_before_the_clashing_file_is_prepared() -> None:
-    batch = names_batch(["a", "b", "c", "a"])
+    batch = names_batch(["a", "b", "c", "a"], no_clobber=True)
     first = batch.start(0.0, first=1)
     assert [type(a) for a in first] == [Failed, Prepare]  # the clash, then the first file
-    clash = f"{H}/a: /d/a is also the target of {H}/a (use --auto-rename)"
+    clash = f"{H}/a: /d/a is also the target of {H}/a (--no-clobber)"
     assert outcome(first) == {3: clash, 0: "/d/a"}
     assert batch.unprepared == 2
     assert outcome(batch.prepare_more(1, 0.0)) == {1: "/d/b"}
@@ -757,7 +785,7 @@ def test_a_batch_numbers_its_downloads_with_the_ids_it_is_given() -> None:
     assert outcome(actions) == {
         7: "/d/a",
         3: "/d/b",
-        12: f"{H}/a: /d/a is also the target of {H}/a (use --auto-rename)",
+        12: "/d/a.1",  # the same URL twice (a Run keeps it once): the second numbered
     }
     assert batch.prepared(3, OnDisk("fresh"), 0.0) == [Connect(1, "h.example", 80, False)]
     with pytest.raises(ValueError):
@@ -800,7 +828,7 @@ def test_a_redirect_to_a_dot_dot_name_does_not_crash_the_batch() -> None:
     server = FileServer()
     server.redirect("/f", "/%2E%20%2E%2E")
     server.add("/%2E%20%2E%2E", body(10))
-    sim = run([f"{H}/f"], {H: server})
+    sim = run([f"{H}/f"], {H: server}, trust_server_names=True)
     assert sim.finished[0].path == "/sim/index.html"
 
 
@@ -808,7 +836,7 @@ def test_a_redirect_cannot_name_a_file_outside() -> None:
     server = FileServer()
     server.redirect("/f", "/x/%2E%2E%2F%2E%2E%2Fevil")
     server.add("/x/%2E%2E%2F%2E%2E%2Fevil", body(10))
-    sim = run([f"{H}/f"], {H: server})
+    sim = run([f"{H}/f"], {H: server}, trust_server_names=True)
     assert sim.finished[0].path == "/sim/evil"
 
 
@@ -886,14 +914,27 @@ def test_a_foreign_file_with_overwrite(tmp_path: Path) -> None:
     assert (tmp_path / "f").read_bytes() == body(10)
 
 
-def test_a_foreign_file_with_auto_rename(tmp_path: Path) -> None:
-    server = FileServer()
-    server.add("/f", body(10))
-    (tmp_path / "f").write_bytes(b"mine")
+def test_duplicates_are_numbered_past_foreign_files(tmp_path: Path) -> None:
+    a, b = FileServer(), FileServer()
+    a.add("/f", body(10))
+    b.add("/f", body(20))
     (tmp_path / "f.1").write_bytes(b"also mine")
-    sim = Sim([f"{H}/f"], options(tmp_path, auto_rename=True), {H: server}, store=DiskStore()).run()
-    assert sim.finished[0].path == str(tmp_path / "f.2")
-    assert (tmp_path / "f").read_bytes() == b"mine"
+    sim = Sim([f"{H2}/f", f"{H}/f"], options(tmp_path), {H: a, H2: b}, store=DiskStore()).run()
+    assert [sim.finished[n].path for n in (0, 1)] == [str(tmp_path / "f.2"), str(tmp_path / "f")]
+    assert (tmp_path / "f.1").read_bytes() == b"also mine"
+
+
+def test_a_file_made_for_another_url_is_numbered_past(tmp_path: Path) -> None:
+    a, b = FileServer(), FileServer()
+    a.add("/f", body(10))
+    b.add("/f", body(20))
+    Sim([f"{H}/f"], options(tmp_path), {H: a}, store=DiskStore()).run()
+    sim = Sim([f"{H2}/f"], options(tmp_path), {H2: b}, store=DiskStore()).run()
+    assert sim.finished[0].path == str(tmp_path / "f.1")
+    assert (tmp_path / "f").read_bytes() == body(10)
+    clobber = options(tmp_path, no_clobber=True)
+    failed = Sim([f"{H2}/f?x"], clobber, {H2: b}, store=DiskStore()).run().failed[0]
+    assert "made by midair for another URL (--no-clobber)" in str(failed.error)
 
 
 def test_a_matching_checksum_on_disk_is_complete(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from midair.core.naming import (
     _resolve_any,
     _sanitize_any,
     content_disposition_name,
+    family,
     name_from_path,
+    numbered,
     path_from_url,
     relative_path,
     resolve,
@@ -86,7 +88,8 @@ def test_sanitize_truncates_names_with_a_long_extension_whole() -> None:
     [
         ("/", DEFAULT_NAME),
         ("", DEFAULT_NAME),
-        ("/dir/", "dir"),
+        ("/dir/", DEFAULT_NAME),  # a directory's index, as wget names it
+        ("/dir/file/", DEFAULT_NAME),
         ("/a/b/file.iso", "file.iso"),
         ("/a/file%20name.txt", "file name.txt"),
         ("/a/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "passwd"),
@@ -211,10 +214,12 @@ def test_sanitize_yields_one_harmless_component(raw: str) -> None:
 
 
 @SEEDED
-@given(NASTY)
-def test_url_names_land_directly_in_the_directory(path: str) -> None:
+@given(NASTY, st.integers(min_value=0, max_value=10**6))
+def test_url_names_land_directly_in_the_directory(path: str, number: int) -> None:
     name = name_from_path("/" + path)
     assert os.path.dirname(resolve(ROOT, name)) == ROOT
+    duplicate = numbered(resolve(ROOT, name), number)  # a duplicate's NAME.N, too
+    assert os.path.dirname(duplicate) == ROOT and os.path.normpath(duplicate) == duplicate
 
 
 @SEEDED
@@ -301,3 +306,20 @@ def test_a_url_path_lands_where_its_name_resolves(pieces: list[str]) -> None:
         except ValueError:
             got = None
         assert got == expected, url_path
+
+
+@pytest.mark.parametrize(
+    ("path", "family_path"),
+    [
+        ("/d/f", "/d/f"),
+        ("/d/f.1", "/d/f"),
+        ("/d/f.1.12", "/d/f"),
+        ("/d/v2.0.tar.gz", "/d/v2.0.tar.gz"),
+        ("/d/f10", "/d/f10"),
+        ("/a.b/f10", "/a.b/f10"),
+        ("/d/report.pdf.3", "/d/report.pdf"),
+    ],
+)
+def test_family_strips_every_duplicate_number(path: str, family_path: str) -> None:
+    assert family(path) == family_path
+    assert family(numbered(path, 7)) == family(path)  # what a numbering may make from it

@@ -207,9 +207,9 @@ def test_our_file_changed_since_is_redone(store: Store, tmp_path: Path) -> None:
     assert prepare(store, path) == OnDisk("fresh")
 
 
-def test_our_file_for_another_url_is_foreign(store: Store, tmp_path: Path) -> None:
+def test_our_file_for_another_url_is_taken(store: Store, tmp_path: Path) -> None:
     download(store, tmp_path / "f")
-    assert prepare(store, tmp_path / "f", url="http://other/f") == OnDisk("foreign")
+    assert prepare(store, tmp_path / "f", url="http://other/f") == OnDisk("taken")
 
 
 @pytest.mark.parametrize("kind", ["directory", "dangling symlink", "symlink to a directory"])
