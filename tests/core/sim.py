@@ -46,6 +46,7 @@ from midair.core.actions import (
     Write,
 )
 from midair.core.batch import Batch
+from midair.core.cookies import Cookies
 from midair.core.errors import DownloadError, IntegrityError
 from midair.core.jobs import Job, Options
 from midair.core.urls import parse_url
@@ -428,6 +429,8 @@ class Sim:
         connect_delay: float = 0.01,
         max_steps: int = 200_000,
         log: bool = True,
+        cookies: Cookies | None = None,
+        epoch: float | None = None,
     ) -> None:
         self.jobs = [j if isinstance(j, Job) else Job.from_url(j) for j in jobs]
         self.options = options
@@ -436,7 +439,7 @@ class Sim:
         self.store: AnyStore = store if store is not None else MemoryStore()
         # The engines' own glue, with a seeded batch, the chosen store and the virtual clock.
         self.run_state = Run(self.jobs, options, listener=self._report)
-        self.batch = Batch(self.jobs, options, seed=seed)
+        self.batch = Batch(self.jobs, options, seed=seed, cookies=cookies, epoch=epoch)
         self.session = Session(
             self.run_state,
             batch=self.batch,
