@@ -206,6 +206,8 @@ def resolve_location(base: URL, location: str) -> URL:
 
     The server wrote this URL, so its text is rebuilt from what will be
     requested (percent-encoded ASCII): messages that show it stay printable.
+    Credentials come only from the user: a Location's userinfo is dropped.
     """
     url = parse_url(urljoin(base.text, location.strip()))
-    return URL(f"{url.scheme}://{url.host_header}{url.target}", *url.values()[1:])
+    text = f"{url.scheme}://{url.host_header}{url.target}"
+    return URL(text, url.scheme, url.host, url.port, url.target)  # userinfo in it: dropped

@@ -8,12 +8,12 @@ from email.utils import formatdate
 
 import pytest
 
+from midair.cookies import JarCookies
 from midair.core.errors import HTTPStatusError
 from midair.core.jobs import Job, Options
 from midair.core.retry import parse_retry_after
 from midair.core.transfer import Download, basic_authorization
 from midair.core.urls import CredentialedURL, parse_url, redact
-from midair.cookies import JarCookies
 
 from .sim import FileServer, Sim, Step, reply, run
 
@@ -67,7 +67,11 @@ def test_a_bad_url_with_userinfo_is_reported_without_its_password() -> None:
 @pytest.mark.parametrize(
     ("url", "options", "expected"),
     [
-        (f"http://u:{SECRET.replace(' ', '%20').replace('@', '%40')}@h.example/f", {}, ("u", SECRET)),
+        (
+            f"http://u:{SECRET.replace(' ', '%20').replace('@', '%40')}@h.example/f",
+            {},
+            ("u", SECRET),
+        ),
         ("http://u:x@h.example/f", {"user": "other:y"}, ("u", "x")),  # userinfo > --user
         (f"{H}/f", {"user": "other:y:z"}, ("other", "y:z")),
         (f"{H}/f", {"user": "other:y", "netrc": (("h.example", "n", "q"),)}, ("other", "y")),
@@ -163,7 +167,10 @@ def too_long(headers: tuple[tuple[str, str], ...], epoch: float | None = None) -
     [
         ((("Retry-After", "86400"),), None),
         (
-            (("Date", "Wed, 21 Oct 2015 07:28:00 GMT"), ("Retry-After", "Thu, 22 Oct 2015 07:28:00 GMT")),
+            (
+                ("Date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                ("Retry-After", "Thu, 22 Oct 2015 07:28:00 GMT"),
+            ),
             None,
         ),
         # No Date: the date is measured against the wall clock the caller passes in.
@@ -212,12 +219,14 @@ def test_a_cookie_set_on_a_redirect_is_sent_to_its_target_and_later_requests() -
     server = served("/real")
     server.add("/later", b"l")
     server.route(
-        "/f", lambda req: reply(302, headers=[("Location", "/real"), ("Set-Cookie", "sid=abc; Path=/")])
+        "/f",
+        lambda req: reply(302, headers=[("Location", "/real"), ("Set-Cookie", "sid=abc; Path=/")]),
     )
     sim, jar = cookie_run([f"{H}/f", f"{H}/later"], {H: server})
     sent = {r.target: r.header("cookie") for r in server.requests}
-    assert sent["/f"] is None and sent["/real"] == "sid=abc"
+    assert sent["/f"] is None and sent["/real"] == sent["/later"] == "sid=abc"
     assert len(sim.finished) == 2
+    assert [c.name for c in jar.jar or ()] == ["sid"]
 
 
 def test_cookies_keep_to_their_domain_path_and_secure_flag() -> None:
@@ -242,3 +251,11 @@ def test_a_user_cookie_header_rules_over_the_jar() -> None:
     job = Job.from_url(f"{H}/f", headers=(("Cookie", "sid=mine"),))
     Sim([job], Options(directory="/sim"), {H: server}, cookies=jar).run()
     assert server.requests[0].header("cookie") == "sid=mine"
+
+
+def test_a_locations_userinfo_is_dropped() -> None:
+    from midair.core.urls import resolve_location
+
+    url = resolve_location(parse_url(f"{H}/f"), "http://evil:pw@mirror.example/g")
+    assert type(url) is type(parse_url(f"{H}/f")) and url.text == f"{H2}/g"
+    assert url.credentials is None
