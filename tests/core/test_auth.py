@@ -210,8 +210,10 @@ def test_parse_retry_after_uses_the_wall_clock_only_without_a_date() -> None:
 def cookie_run(
     jobs: list[str], servers: dict[str, FileServer], jar: JarCookies | None = None
 ) -> tuple[Sim, JarCookies]:
+    """Run ``jobs`` one at a time per host, so each sees the cookies set before it."""
     jar = jar or JarCookies()
-    sim = Sim(jobs, Options(directory="/sim"), servers, cookies=jar).run()  # type: ignore[arg-type]
+    options = Options(directory="/sim", per_host=1)
+    sim = Sim(jobs, options, servers, cookies=jar).run()  # type: ignore[arg-type]
     return sim, jar
 
 
