@@ -84,13 +84,17 @@ def load_jar(path: str) -> MozillaCookieJar:
 
     jar = _new_jar()
     try:
-        jar.load(path, ignore_discard=True)
+        jar.load(path, ignore_discard=True, ignore_expires=True)
     except LoadError as exc:
         raise InputError(f"{path}: not a Netscape cookie file ({_first_line(exc)})") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read cookies: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a Netscape cookie file (not text)") from None
+    for cookie in jar:
+        if cookie.expires == 0:  # curl and wget write a session cookie's expiry as 0
+            cookie.expires, cookie.discard = None, True
+    jar.clear_expired_cookies()
     return jar
 
 
