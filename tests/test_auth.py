@@ -173,7 +173,7 @@ def test_cookies_loaded_set_on_a_redirect_sent_back_and_saved(
     result = midair.get(*args, *urls)
     if engine in SHARDING:
         assert result.returncode == 2 and "--save-cookies: not with --engine" in result.stderr
-        result = midair.get(*args[:3], *urls)
+        result = midair.get(*args[:4], *urls)  # workers read --load-cookies
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "d" / "needs.bin").stat().st_size == 10
     [fed] = logged(server, "fed.bin", engine)
