@@ -89,6 +89,8 @@ def test_credentials_reach_their_origin_only_and_are_never_shown(
     [landed] = logged(server, "landed.bin", engine)
     assert landed.header("authorization") is None
     assert [r.header("authorization") for r in logged(server, "moved.bin", engine)] != [None]
+    kept = sorted(p.name for p in tmp_path.glob("part.bin.midair-*"))
+    assert kept == ["part.bin.midair-ctl", "part.bin.midair-part"]  # the grep reads them too
     assert_never_shown(result, tmp_path)
     again = midair.get(*args)  # the progress lines and summary, and a re-run's matching
     assert again.returncode == 1

@@ -642,7 +642,9 @@ def test_retry_after_is_honoured_and_capped(server, tmp_path):
     # Asked to wait longer than --max-retry-wait: that file ends at once, in one request.
     [failed] = [e for e in events if e["event"] == "failed"]
     assert failed["url"] == capped
-    assert failed["reason"] == "HTTP 429: server asks to wait 3600 s, more than --max-retry-wait 1.5 s"
+    assert (
+        failed["reason"] == "HTTP 429: server asks to wait 3600 s, more than --max-retry-wait 1.5 s"
+    )
     assert len([r for r in log if capped.endswith(r.target)]) == 1
 
 

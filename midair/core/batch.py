@@ -73,6 +73,13 @@ CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth wr
 _SET_COOKIE = field_key(b"set-cookie")
 
 
+def _cookie_field(d: t.Download, value: str) -> bytes:
+    """The jar's Cookie line for ``d``'s request, unless a user Cookie header rules."""
+    if any(name.lower() == "cookie" for name, _ in d.user_headers()):
+        return b""
+    return encode_fields([("Cookie", value)])
+
+
 @dataclass(eq=False, slots=True)
 class _Host:
     origin: tuple[str, str, int]
@@ -348,17 +355,11 @@ class Batch:
         conn.exchanges += 1
         conn.answered = False
         fields = self._request_fields.of(d)
-        if self._cookies is not None:
-            fields += self._cookie_field(d)
+        cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
+        if cookie is not None:
+            fields += _cookie_field(d, cookie)
         data = conn.http.request_with(d.url.target, fields)
         self._out.append(Send(conn.id, data))
-
-    def _cookie_field(self, d: t.Download) -> bytes:
-        """The jar's Cookie line for ``d``'s request, unless a user Cookie header rules."""
-        value = self._cookies.cookies_for(d.url) if self._cookies is not None else None
-        if value is None or any(n.lower() == "cookie" for n, _ in d.user_headers()):
-            return b""
-        return encode_fields([("Cookie", value)])
 
     def _feed(self, conn: _Conn, data: Chunk, now: float) -> None:
         """Parse ``data``; its head, body and end come back through ``conn``'s sink methods."""
