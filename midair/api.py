@@ -65,6 +65,8 @@ def _read_files(options: dict[str, Any]) -> None:
         options["netrc"] = read_netrc(os.fspath(given))
     elif given is False or given is None:
         options.pop("netrc", None)
+    elif isinstance(given, list):  # entries given as data: Options checks each
+        options["netrc"] = tuple(tuple(e) if isinstance(e, list) else e for e in given)
     for name in ("load_cookies", "save_cookies"):
         if isinstance(options.get(name), os.PathLike):
             options[name] = os.fspath(options[name])

@@ -261,3 +261,29 @@ def test_a_locations_userinfo_is_dropped() -> None:
     url = resolve_location(parse_url(f"{H}/f"), "http://evil:pw@mirror.example/g")
     assert type(url) is type(parse_url(f"{H}/f")) and url.text == f"{H2}/g"
     assert url.credentials is None
+
+
+def test_each_set_cookie_value_stays_whole() -> None:
+    from midair.core.http import Head, field_key
+
+    raw = (
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT\r\n"
+        b"Content-Length: 0\r\nset-cookie: b=2\r\n\r\n"
+    )
+    assert Head(200, raw).every(field_key(b"set-cookie")) == [
+        "a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT",
+        "b=2",
+    ]
+
+
+@pytest.mark.parametrize(
+    "options", [{"user": 5}, {"user": "u:p\r\nX: y"}, {"netrc": [("h", "l", "p")]}]
+)
+def test_bad_credentials_options_are_refused_without_echoing_them(
+    options: dict[str, object],
+) -> None:
+    from midair.core.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        Options(**options)  # type: ignore[arg-type]
+    assert "p\r" not in str(caught.value) and "'p'" not in str(caught.value)
