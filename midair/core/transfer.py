@@ -284,7 +284,9 @@ class Download:
     def _status_reason(self, status: int) -> str:
         if status != 401:
             return f"HTTP {status}"
-        if self.credentials is not None:  # refused: asking again with the same would not help
+        if self.credentials is not None or any(
+            name.lower() == "authorization" for name, _ in self.user_headers()
+        ):  # refused: asking again with the same would not help
             return "HTTP 401: the server refused the credentials"
         return "HTTP 401: authentication required (give --user, --netrc or user:password@)"
 

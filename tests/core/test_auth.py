@@ -287,3 +287,11 @@ def test_bad_credentials_options_are_refused_without_echoing_them(
     with pytest.raises(InputError) as caught:
         Options(**options)  # type: ignore[arg-type]
     assert "p\r" not in str(caught.value) and "'p'" not in str(caught.value)
+
+
+def test_a_401_to_a_users_authorization_header_says_it_was_refused() -> None:
+    server = FileServer()
+    server.add("/f", b"x", Step(status=401))
+    job = Job.from_url(f"{H}/f", headers=(("Authorization", "Bearer t"),))
+    [failed] = run([job], {H: server}).failed.values()
+    assert str(failed.error).endswith("HTTP 401: the server refused the credentials")
