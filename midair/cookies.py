@@ -55,8 +55,12 @@ class JarCookies:
         self._any = self._any or any(True for _ in self.jar)
 
     def save(self, path: str) -> None:
-        """Write every cookie to ``path``, session cookies included (as curl's -c does)."""
-        (self.jar if self.jar is not None else _new_jar()).save(path, ignore_discard=True)
+        """Write every cookie to ``path``, session cookies included (as curl's -c does).
+        A file that cannot be written is the --save-cookies input's fault: one line, exit 2."""
+        try:
+            (self.jar if self.jar is not None else _new_jar()).save(path, ignore_discard=True)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write cookies: {exc.strerror or exc}") from None
 
 
 class _Response:

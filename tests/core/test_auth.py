@@ -295,3 +295,19 @@ def test_a_401_to_a_users_authorization_header_says_it_was_refused() -> None:
     job = Job.from_url(f"{H}/f", headers=(("Authorization", "Bearer t"),))
     [failed] = run([job], {H: server}).failed.values()
     assert str(failed.error).endswith("HTTP 401: the server refused the credentials")
+
+
+def test_saved_cookies_load_again_and_a_curl_session_cookie_survives(tmp_path) -> None:
+    from midair.cookies import load_jar
+    from midair.core.errors import InputError
+
+    jar = JarCookies()
+    jar.store_cookies(parse_url(f"{H}/"), ["sid=1; Path=/", "keep=2; Max-Age=3600"])
+    jar.save(str(tmp_path / "c.txt"))
+    assert sorted(c.name for c in load_jar(str(tmp_path / "c.txt"))) == ["keep", "sid"]
+    (tmp_path / "curl.txt").write_text(
+        "# Netscape HTTP Cookie File\nh.example\tFALSE\t/\tFALSE\t0\ts\tv\n"
+    )
+    assert [c.name for c in load_jar(str(tmp_path / "curl.txt"))] == ["s"]  # 0: a session cookie
+    with pytest.raises(InputError, match="cannot write cookies"):
+        jar.save(str(tmp_path / "missing" / "c.txt"))
