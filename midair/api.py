@@ -18,6 +18,7 @@ from .core.actions import Action
 from .core.errors import InputError
 from .core.jobs import Checksum, Job, Options, check_header, parse_header
 from .core.results import Results
+from .core.urls import redact
 from .engines import DEFAULT_ENGINE, Engine, engine_info, get_engine
 from .run import Run, stop_on_signals
 
@@ -43,11 +44,46 @@ def make_options(dest: str | os.PathLike[str] = ".", **options: Any) -> Options:
     ca = options.get("ca_certificate")
     if isinstance(ca, str) and ca and not os.path.isfile(ca):
         raise InputError(f"{ca}: CA certificate file not found")
+    _read_files(options)
     try:
         directory = os.fspath(dest)
     except TypeError:
         raise InputError(f"--dir: expected a directory name, got {dest!r}") from None
     return Options(directory=directory, **options)
+
+
+def _read_files(options: dict[str, Any]) -> None:
+    """Read what the surface reads for the core: ``netrc=True`` ($NETRC or ~/.netrc, if it
+    exists) or ``netrc="FILE"`` become entries; cookie files are checked before any fetch."""
+    from .cookies import check_writable, load_jar
+    from .credentials import default_netrc, read_netrc
+
+    given = options.get("netrc")
+    if given is True:
+        options["netrc"] = read_netrc(default_netrc(), missing_ok=True)
+    elif isinstance(given, str | os.PathLike):
+        options["netrc"] = read_netrc(os.fspath(given))
+    elif given is False or given is None:
+        options.pop("netrc", None)
+    elif isinstance(given, list):  # entries given as data: Options checks each
+        options["netrc"] = tuple(tuple(e) if isinstance(e, list) else e for e in given)
+    for name in ("load_cookies", "save_cookies"):
+        if isinstance(options.get(name), os.PathLike):
+            options[name] = os.fspath(options[name])
+    if isinstance(options.get("load_cookies"), str):
+        load_jar(options["load_cookies"])  # the session loads it again: this one only checks
+    if isinstance(options.get("save_cookies"), str):
+        check_writable(options["save_cookies"])
+
+
+def _refuse_sharded_save(engine: str) -> None:
+    from .engines._shards import SHARDING
+
+    if engine in SHARDING:
+        raise InputError(
+            f"--save-cookies: not with --engine {engine} (each worker keeps its own "
+            "cookies); use another engine"
+        )
 
 
 def _checksum(text: str) -> Checksum:
@@ -97,6 +133,8 @@ class Downloader:
     ) -> None:
         self.options = make_options(dest, **options)
         engine_info(engine)  # an unknown name fails here, before any job is added
+        if self.options.save_cookies:
+            _refuse_sharded_save(engine)
         if not isinstance(engine_options, Mapping | None):
             raise InputError(f"engine_options: expected a mapping, got {engine_options!r}")
         self.engine_name = engine
@@ -119,7 +157,7 @@ class Downloader:
         try:
             name = relative_path(out) if out else None
         except ValueError as exc:
-            raise InputError(f"{url}: out={exc}") from None
+            raise InputError(f"{redact(url)}: out={exc}") from None
         self.jobs.append(
             Job.from_url(
                 url,

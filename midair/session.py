@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .cookies import JarCookies
 from .core.actions import (
     Action,
     Checkpoint,
@@ -111,11 +112,8 @@ class Session:
     ) -> None:
         self.run = run
         self.options: Options = run.options
-        self.batch = (
-            batch
-            if batch is not None
-            else Batch(run.jobs, run.options, ids=run.ids, paths=run.paths)
-        )
+        self.cookies = JarCookies.from_options(run.options)
+        self.batch = batch if batch is not None else self._batch(run, clock)
         self.store = (
             store
             if store is not None
@@ -127,6 +125,12 @@ class Session:
         self._broken: set[int] = set()  # downloads whose file failed in the current call
         self._froze = False  # ``start`` moved the batch out of the collector's generations
         self._handlers = self._dispatch_table()
+
+    def _batch(self, run: Run, clock: Callable[[], float]) -> Batch:
+        epoch = time.time() - clock()  # the wall clock, for the core's one use of it
+        return Batch(
+            run.jobs, run.options, ids=run.ids, paths=run.paths, cookies=self.cookies, epoch=epoch
+        )
 
     def limit_connections(self, limit: int) -> None:
         """For engines that keep fewer connections in the air than ``concurrency``."""
@@ -220,6 +224,8 @@ class Session:
         """Finish publications, flush and close part files; call on every exit path."""
         try:
             self.store.close()
+            if self.options.save_cookies:
+                self.cookies.save(self.options.save_cookies)
         except Exception as exc:  # a file that cannot be flushed is not a success
             self.run.fail(exc)
         finally:

@@ -633,14 +633,20 @@ def test_retry_after_is_honoured_and_capped(server, tmp_path):
     honoured = gen(server, 0, "ra1.bin", 10, tag, status=503, retry_after=1, fail_times=1)
     capped = gen(server, 1, "ra2.bin", 10, tag, status=429, retry_after=3600, fail_times=1)
     result = DEFAULT.get("--json", "-d", str(tmp_path), "--max-retry-wait", "1.5", honoured, capped)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     delays = {e["url"]: e["delay"] for e in events if e["event"] == "retry"}
-    assert delays == {honoured: 1.0, capped: 1.5}
+    assert delays == {honoured: 1.0}
     log = server.stats().log
-    for url, wait in delays.items():
-        first, second = [r.time for r in log if url.endswith(r.target)]
-        assert wait - 0.05 <= second - first < wait + 1.0
+    first, second = [r.time for r in log if honoured.endswith(r.target)]
+    assert 1.0 - 0.05 <= second - first < 1.0 + 1.0
+    # Asked to wait longer than --max-retry-wait: that file ends at once, in one request.
+    [failed] = [e for e in events if e["event"] == "failed"]
+    assert failed["url"] == capped
+    assert (
+        failed["reason"] == "HTTP 429: server asks to wait 3600 s, more than --max-retry-wait 1.5 s"
+    )
+    assert len([r for r in log if capped.endswith(r.target)]) == 1
 
 
 def test_429_pauses_every_job_for_that_host(tmp_path):

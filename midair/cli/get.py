@@ -65,6 +65,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--user-agent", metavar="STRING", help=f"User-Agent (default: {D.user_agent})")
     p.add_argument(
+        "-u",
+        "--user",
+        metavar="USER:PASSWORD",
+        help="Basic credentials for URLs without user:password@ (only to their own origin)",
+    )
+    netrc = p.add_mutually_exclusive_group()
+    netrc.add_argument(
+        "--netrc",
+        action="store_true",
+        default=None,
+        help="credentials from $NETRC or ~/.netrc for hosts without --user or userinfo",
+    )
+    netrc.add_argument("--netrc-file", metavar="FILE", help="as --netrc, from FILE")
+    p.add_argument(
+        "--load-cookies", metavar="FILE", help="send cookies from FILE (Netscape format)"
+    )
+    p.add_argument(
+        "--save-cookies", metavar="FILE", help="write every cookie at the end to FILE (Netscape)"
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         default=None,
@@ -212,6 +232,10 @@ _OPTIONS = (
     "fsync",
     "insecure",
     "ca_certificate",
+    "user",
+    "netrc",
+    "load_cookies",
+    "save_cookies",
 )
 
 
@@ -220,6 +244,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     options = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None}
     if args.header:
         options["headers"] = args.header
+    if args.netrc_file:
+        options["netrc"] = args.netrc_file
     return options
 
 

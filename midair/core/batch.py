@@ -55,6 +55,7 @@ from .actions import (
     Started,
     Write,
 )
+from .cookies import Cookies
 from .errors import (
     DestinationError,
     DownloadError,
@@ -64,7 +65,7 @@ from .errors import (
     StallTimeout,
     TLSError,
 )
-from .http import Chunk, ClientConnection, FramingError, Head
+from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
 from .jobs import Job, Options
 from .retry import backoff
 from .urls import URL
@@ -75,6 +76,14 @@ _NOT_OURS = {
     "foreign": "{} exists and was not made by midair (use --overwrite)",
     "taken": "{} exists, made by midair for another URL (--no-clobber)",
 }
+_SET_COOKIE = field_key(b"set-cookie")
+
+
+def _cookie_field(d: t.Download, value: str) -> bytes:
+    """The jar's Cookie line for ``d``'s request, unless a user Cookie header rules."""
+    if any(name.lower() == "cookie" for name, _ in d.user_headers()):
+        return b""
+    return encode_fields([("Cookie", value)])
 
 
 @dataclass(eq=False, slots=True)
@@ -132,11 +141,18 @@ class Batch:
         seed: int | None = None,
         ids: Iterable[int] | None = None,
         paths: Sequence[str | None] | None = None,
+        cookies: Cookies | None = None,
+        epoch: float | None = None,
     ):
         """``ids`` name the jobs in every action and answer (default: their positions); a
         shard of a bigger batch uses the whole batch's, so its reports need no renumbering.
-        ``paths``: each job's ``first_path`` (None where it raises), if already known."""
+        ``paths``: each job's ``first_path`` (None where it raises), if already known.
+        ``cookies``: where Set-Cookie goes and Cookie comes from (None: no cookies).
+        ``epoch``: the wall-clock time (POSIX seconds) at ``now`` 0, if known: the one
+        rule that needs wall time (a Retry-After date without a Date) reads it so."""
         self.options = options
+        self._cookies = cookies
+        self._epoch = epoch
         self._jobs = dict(enumerate(jobs)) if ids is None else dict(zip(ids, jobs, strict=True))
         self._first_paths = paths
         self._downloads: dict[int, t.Download] = {}  # made as each job's file is prepared
@@ -418,7 +434,11 @@ class Batch:
         d.position = d.offset
         conn.exchanges += 1
         conn.answered = False
-        data = conn.http.request_with(d.url.target, self._request_fields.of(d))
+        fields = self._request_fields.of(d)
+        cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
+        if cookie is not None:
+            fields += _cookie_field(d, cookie)
+        data = conn.http.request_with(d.url.target, fields)
         self._out.append(Send(conn.id, data))
 
     def _feed(self, conn: _Conn, data: Chunk, now: float) -> None:
@@ -444,7 +464,10 @@ class Batch:
 
     def _on_head(self, conn: _Conn, head: Head, now: float) -> None:
         conn.answered = True
-        decision = conn.download.on_head(head)
+        d = conn.download
+        if self._cookies is not None and head.find(_SET_COOKIE) is not None:
+            self._cookies.store_cookies(d.url, head.every(_SET_COOKIE))  # redirects' too
+        decision = d.on_head(head, None if self._epoch is None else self._epoch + now)
         self._DECISIONS[type(decision)](self, conn, decision, head, now)
 
     # What each ``Download.on_head`` decision means for the connection and the download.

@@ -131,6 +131,17 @@ class Head:
             return value
         return self._joined(key, value, end)
 
+    def every(self, key: bytes) -> list[str]:
+        """Each value of the field ``key`` (a ``field_key``) on its own, for the one field
+        that cannot be joined by commas (Set-Cookie: its dates hold commas)."""
+        values, at = [], self._lower.find(key)
+        while at >= 0:
+            start = at + len(key)
+            end = self.raw.find(b"\n", start)
+            values.append(self.raw[start:end].strip(b" \t\r").decode("latin-1"))
+            at = self._lower.find(key, end)
+        return values
+
     def _joined(self, key: bytes, first: bytes, end: int) -> bytes:
         values = [first]
         at = self._lower.find(key, end)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .._version import __version__
 from .errors import InputError
 from .naming import relative_path
-from .urls import URL, parse_url, parse_urls
+from .urls import URL, parse_url, parse_urls, redact
 
 CHECKSUM_ALGORITHMS = {"sha-256": "sha256", "sha-1": "sha1", "sha-512": "sha512", "md5": "md5"}
 _HEX_LENGTH = {"sha256": 64, "sha1": 40, "sha512": 128, "md5": 32}
@@ -55,7 +55,11 @@ class Job:
         try:
             return cls(parse_url(url), **kwargs)  # type: ignore[arg-type]
         except ValueError as exc:
-            raise InputError(f"{url}: {exc}") from None
+            raise InputError(f"{redact(url)}: {exc}") from None
+
+
+# A netrc entry: (machine, login, password); machine "" is the ``default`` entry.
+NetrcEntry = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,13 @@ class Options:
     ca_certificate: str | None = None
     user_agent: str = f"midair/{__version__}"
     fsync: bool = True  # False: publish without waiting for stable storage (tmpfs, scratch runs)
+    # Credentials for URLs without userinfo: --user "USER:PASSWORD", then --netrc's entries
+    # (read at the surface).  Never shown: a repr would put them in a traceback.
+    user: str | None = field(default=None, repr=False)
+    netrc: tuple[NetrcEntry, ...] = field(default=(), repr=False)
+    # Cookie files (Netscape format), read and written by the session layer, not the core.
+    load_cookies: str | None = None
+    save_cookies: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in _WHOLE_NUMBERS.items():
@@ -102,13 +113,34 @@ class Options:
         for name in ("directory", "user_agent"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise _bad(name, "a non-empty string", getattr(self, name))
-        if not isinstance(self.ca_certificate, str | None):
-            raise _bad("ca_certificate", "a file name", self.ca_certificate)
+        for name in ("ca_certificate", "load_cookies", "save_cookies"):
+            if not isinstance(getattr(self, name), str | None):
+                raise _bad(name, "a file name", getattr(self, name))
+        _check_credentials(self.user, self.netrc)
         if not isinstance(self.checksum, Checksum | None):
             raise _bad("checksum", "ALGO=HEX", self.checksum)
         _check_value("User-Agent", self.user_agent)
         for header in self.headers:
             check_header(*header)
+
+    def credentials_for(self, host: str) -> tuple[str, str] | None:
+        """(user, password) for a URL of ``host`` without userinfo: --user, else the netrc
+        entry for ``host``, else netrc's default entry (curl's order)."""
+        if self.user is not None:
+            name, _, password = self.user.partition(":")
+            return name, password
+        entries = {machine: (login, password) for machine, login, password in self.netrc}
+        return entries.get(host.lower()) or entries.get("")
+
+
+def _check_credentials(user: object, netrc: object) -> None:
+    if user is not None and (not isinstance(user, str) or any(c in user for c in "\r\n\0")):
+        raise InputError("--user: expected USER:PASSWORD text")  # never the value: a secret
+    ok = isinstance(netrc, tuple) and all(
+        isinstance(e, tuple) and len(e) == 3 and all(isinstance(v, str) for v in e) for e in netrc
+    )
+    if not ok:
+        raise InputError("--netrc: expected (machine, login, password) entries")
 
 
 _WHOLE_NUMBERS = {
@@ -211,7 +243,7 @@ def parse_input_file(text: str, source: str) -> list[Job]:
         except _LineError as exc:
             raise InputError(f"{source}:{exc.line}: {exc.message}") from None
         except ValueError as exc:
-            raise InputError(f"{source}:{url_line}: {url}: {exc}") from None
+            raise InputError(f"{source}:{url_line}: {redact(url)}: {exc}") from None
     return jobs
 
 

@@ -13,18 +13,21 @@ def backoff(attempt: int, base: float, cap: float, draw: float) -> float:
     return draw * min(cap, base * 2.0 ** min(max(attempt - 1, 0), 1000))
 
 
-def parse_retry_after(value: str | None, date: str | None = None) -> float | None:
+def parse_retry_after(
+    value: str | None, date: str | None = None, wall: float | None = None
+) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date.
 
-    An HTTP date is measured against the response's own Date header, so the
-    core needs no clock and client/server clock skew does not matter.
+    An HTTP date is measured against the response's own Date header, so client/server
+    clock skew does not matter; without one, against ``wall`` (the caller's wall-clock
+    time, POSIX seconds: the core reads no clock).  Neither: None, the caller's backoff.
     """
     if not value:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # not "\xb2": str.isdigit() takes it
         return float(value)
-    from datetime import UTC  # HTTP dates are rare here: email's parser waits until needed
+    from datetime import UTC, datetime  # HTTP dates are rare: email's parser waits till needed
     from email.utils import parsedate_to_datetime
 
     try:
@@ -32,6 +35,8 @@ def parse_retry_after(value: str | None, date: str | None = None) -> float | Non
         now = parsedate_to_datetime(date) if date else None
     except (TypeError, ValueError, IndexError):
         return None
+    if now is None and wall is not None:
+        now = datetime.fromtimestamp(wall, UTC)
     if now is None:
         return None
     # HTTP dates are GMT; the asctime and "-0000" forms parse as naive datetimes.

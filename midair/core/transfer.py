@@ -7,6 +7,7 @@ out the answer.  Every HTTP rule about a single file lives here once.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from typing import Final
@@ -221,10 +222,20 @@ class Download:
         """Whether the URL now asked for is on the job's origin (no redirect left it)."""
         return self.url is self.job.url or self.url.origin == self.job.url.origin
 
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """(user, password) to send, by curl's precedence: the URL's userinfo, --user,
+        netrc.  None once a redirect left the job's origin (another host, port or scheme,
+        so an https -> http downgrade too): the one rule ``user_headers`` follows as well."""
+        if not self.same_origin:
+            return None
+        job_url = self.job.url
+        return job_url.credentials or self.options.credentials_for(job_url.host)
+
     def request_headers(self) -> list[tuple[str, str]]:
         """midair's headers, each replaced by a user header of the same name, then the
         user's others.  Host comes first, as RFC 9112 asks."""
-        user = self._user_headers()
+        user = self.user_headers()
         given = {name.lower() for name, _ in user}
         ours = [
             ("Host", self.url.host_header),
@@ -232,6 +243,9 @@ class Download:
             ("Accept", "*/*"),
             ("Accept-Encoding", "identity"),
         ]
+        credentials = self.credentials
+        if credentials is not None:
+            ours.append(("Authorization", basic_authorization(*credentials)))
         validator = self.resume_validator
         if validator:
             ours += [("Range", f"bytes={self.offset}-"), ("If-Range", validator)]
@@ -239,7 +253,7 @@ class Download:
         rest = [h for h in ours[1:] if h[0].lower() not in given]
         return host + rest + [h for h in user if h[0].lower() != "host"]
 
-    def _user_headers(self) -> list[tuple[str, str]]:
+    def user_headers(self) -> list[tuple[str, str]]:
         """-H and header= values; those bound to the origin are dropped after a redirect
         to another one (credentials, and a Host meant for the first server)."""
         same_origin = self.same_origin
@@ -250,7 +264,9 @@ class Download:
         ]
 
     # --- the response -------------------------------------------------------------
-    def on_head(self, head: Head) -> Decision:
+    def on_head(self, head: Head, wall: float | None = None) -> Decision:
+        """What ``head`` means.  ``wall``: the wall-clock time now (POSIX seconds), if the
+        caller knows it; a Retry-After date is measured against it when no Date came."""
         status = head.status
         if status == 200:  # first: nearly every response
             return self._full(head)
@@ -260,10 +276,31 @@ class Download:
             return self._partial(head)
         if status == 416 and self.offset:
             return self._unsatisfiable(head)
-        error = HTTPStatusError(self.url.text, f"HTTP {status}", status=status)
+        error = HTTPStatusError(self.url.text, self._status_reason(status), status=status)
         if error.retryable:
-            return Retry(error, _retry_after(head), pause_host=status in (429, 503))
+            return self._retry_or_end(error, _retry_after(head, wall))
         return Fail(error)
+
+    def _status_reason(self, status: int) -> str:
+        if status != 401:
+            return f"HTTP {status}"
+        if self.credentials is not None or any(
+            name.lower() == "authorization" for name, _ in self.user_headers()
+        ):  # refused: asking again with the same would not help
+            return "HTTP 401: the server refused the credentials"
+        return "HTTP 401: authentication required (give --user, --netrc or user:password@)"
+
+    def _retry_or_end(self, error: HTTPStatusError, wait: float | None) -> Decision:
+        """Retry, or end this file at once when the server asks for a longer wait than
+        --max-retry-wait allows: waiting less would only be refused again.  Other files
+        of the host are not held back for it; each asks the server for itself."""
+        limit = self.options.max_retry_wait
+        if wait is not None and wait > limit:
+            reason = f"server asks to wait {wait:g} s, more than --max-retry-wait {limit:g} s"
+            return Fail(
+                HTTPStatusError(error.url, f"{error.reason}: {reason}", status=error.status)
+            )
+        return Retry(error, wait, pause_host=error.status in (429, 503))
 
     def _redirect(self, head: Head) -> Decision:
         location = head.text(_LOCATION)
@@ -352,8 +389,13 @@ class Download:
         return None
 
 
-def _retry_after(head: Head) -> float | None:
-    return parse_retry_after(head.text(_RETRY_AFTER), head.text(_DATE))
+def _retry_after(head: Head, wall: float | None) -> float | None:
+    return parse_retry_after(head.text(_RETRY_AFTER), head.text(_DATE), wall)
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """The Basic ``Authorization`` value (RFC 7617, UTF-8 as curl sends it)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 class RequestFields:
@@ -369,13 +411,18 @@ class RequestFields:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self._known: dict[tuple[str, bool, tuple[tuple[str, str], ...]], bytes] = {}
+        self._known: dict[tuple[object, ...], bytes] = {}
 
     def of(self, download: Download) -> bytes:
         resuming = download.offset and download.resume_validator  # no property call at 0
         if resuming or download.options is not self.options:
             return encode_fields(download.request_headers())
-        key = (download.url.host_header, download.same_origin, download.job.headers)
+        key = (
+            download.url.host_header,
+            download.same_origin,
+            download.job.headers,
+            download.job.url.credentials,  # None unless the URL had userinfo
+        )
         fields = self._known.get(key)
         if fields is None:
             if len(self._known) >= self.LIMIT:

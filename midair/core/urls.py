@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, urljoin, urlsplit
+from typing import Any
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from .records import FrozenRecord
 
@@ -27,7 +28,13 @@ class URL(FrozenRecord):
 
     ``origin`` and ``host_header`` are derived once here: every download asks for
     them (its host queue, its request) and would otherwise rebuild them each time.
+
+    ``text`` never holds userinfo: a URL given with ``user:password@`` is a
+    ``CredentialedURL``, its text rebuilt without them, so no message, report or
+    control file can show the password (and a re-run matches the same text).
     """
+
+    credentials: tuple[str, str] | None = None  # a plain URL's; see CredentialedURL
 
     __match_args__ = ("text", "scheme", "host", "port", "target")
     __slots__ = (*__match_args__, "origin", "host_header")
@@ -55,6 +62,34 @@ class URL(FrozenRecord):
 
     def __str__(self) -> str:
         return self.text
+
+
+class CredentialedURL(URL):
+    """A URL given with userinfo: ``credentials`` are its (user, password), percent-decoded."""
+
+    __slots__ = ("credentials",)
+    credentials: tuple[str, str]
+
+    def __init__(self, url: URL, credentials: tuple[str, str]) -> None:
+        super().__init__(*url.values())
+        object.__setattr__(self, "credentials", credentials)
+
+    def values(self) -> tuple[Any, ...]:
+        return (*super().values(), self.credentials)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CredentialedURL, (URL(*super().values()), self.credentials))
+
+    def __repr__(self) -> str:  # never the password
+        return f"CredentialedURL({self.text!r}, user={self.credentials[0]!r})"
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL as given) with any password replaced by ``***``, for messages."""
+    return _USERINFO.sub(lambda m: m[1] + (":***" if m[2] else "") + "@", text)
+
+
+_USERINFO = re.compile(r"(^\s*[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*)(:[^/?#]*)?@")
 
 
 def _host_header(scheme: str, host: str, port: int) -> str:
@@ -149,7 +184,21 @@ def _parse_any(text: str) -> URL:
         raise ValueError(f"invalid host {host!r}")
     path = quote(parts.path or "/", safe=_TARGET_SAFE)
     target = path + (f"?{quote(parts.query, safe=_TARGET_SAFE)}" if parts.query else "")
-    return URL(text, scheme, host, port or DEFAULT_PORTS[scheme], target)
+    port = port or DEFAULT_PORTS[scheme]
+    if parts.username is None and parts.password is None:
+        return URL(text, scheme, host, port, target)
+    bare = URL(_without_userinfo(text), scheme, host, port, target)
+    return CredentialedURL(bare, (unquote(parts.username or ""), unquote(parts.password or "")))
+
+
+def _without_userinfo(text: str) -> str:
+    scheme, rest = text.split("://", 1)
+    authority, sep, tail = rest.partition("/")
+    for mark in "?#":  # an authority also ends where a query or fragment begins
+        if mark in authority:
+            authority, cut, more = authority.partition(mark)
+            sep, tail = cut, more + sep + tail
+    return f"{scheme}://{authority.rpartition('@')[2]}{sep}{tail}"
 
 
 def resolve_location(base: URL, location: str) -> URL:
@@ -157,6 +206,8 @@ def resolve_location(base: URL, location: str) -> URL:
 
     The server wrote this URL, so its text is rebuilt from what will be
     requested (percent-encoded ASCII): messages that show it stay printable.
+    Credentials come only from the user: a Location's userinfo is dropped.
     """
     url = parse_url(urljoin(base.text, location.strip()))
-    return URL(f"{url.scheme}://{url.host_header}{url.target}", *url.values()[1:])
+    text = f"{url.scheme}://{url.host_header}{url.target}"
+    return URL(text, url.scheme, url.host, url.port, url.target)  # userinfo in it: dropped

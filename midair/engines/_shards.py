@@ -174,7 +174,9 @@ def _plan(
     shares = split(base.concurrency, caps)
     shared = tuple(paths)
     return [
-        Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p), shared)
+        Shard(
+            n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p, save_cookies=None), shared
+        )
         for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))
     ]
 

@@ -15,6 +15,17 @@ Content and pacing (always applied):
 - ``cd=NAME``       adds ``Content-Disposition: attachment; filename="NAME"``.
 - ``redirect=N``    ``302`` to the same URL with ``redirect=N-1``; ``redirect=0`` serves.
 - ``location=URL``  ``302`` to exactly ``URL`` (absolute or relative).
+- ``echo=1``        the body is the request's header fields, ``name: value`` a line
+  (names lower case): a downloaded file shows what that server was sent.
+
+Credentials and cookies (always applied, before anything else but ``/__stats``):
+
+- ``auth=USER:SHA``   ``401`` with ``WWW-Authenticate: Basic`` unless the request
+  carries ``Authorization: Basic`` of ``USER`` and a password whose SHA-256 is the
+  hex ``SHA`` (so the URL, which clients print, does not hold the password).
+- ``set_cookie=V``    add ``Set-Cookie: V`` verbatim to the response, whatever it is
+  (a redirect's too).
+- ``cookie=N=V``      ``403`` unless the request's ``Cookie`` holds ``N=V``.
 
 Faults (gated by ``fail_times``):
 
@@ -77,6 +88,10 @@ class Options:
     cd: str | None = None
     redirect: int | None = None
     location: str | None = None
+    echo: bool = False
+    auth: str | None = None
+    set_cookie: str | None = None
+    cookie: str | None = None
     status: int | None = None
     retry_after: str | None = None
     reset_after: int | None = None
@@ -137,6 +152,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "cd": _header_value,
     "redirect": _count,
     "location": _header_value,
+    "echo": _flag,
+    "auth": _header_value,
+    "set_cookie": _header_value,
+    "cookie": _header_value,
     "status": _status,
     "retry_after": _header_value,
     "reset_after": _count,

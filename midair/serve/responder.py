@@ -10,7 +10,9 @@ under ``--root``), ``/__stats`` (JSON statistics). Query parameters: ``faults``.
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,9 +146,45 @@ def _content(req: Request, resource: Resource, opts: Options) -> Plan:
     return Plan(206, headers, resource, first, last + 1)
 
 
+def _refused(req: Request, opts: Options) -> Plan | None:
+    """401 for missing or wrong credentials, 403 for a missing cookie (``auth=``, ``cookie=``)."""
+    if opts.auth is not None and not _authorized(req.header("authorization"), opts.auth):
+        plan = _text(401, "credentials required")
+        plan.headers.append(("WWW-Authenticate", 'Basic realm="midair"'))
+        return plan
+    if opts.cookie is not None:
+        sent = [c.strip() for c in (req.header("cookie") or "").split(";")]
+        if opts.cookie not in sent:
+            return _text(403, f"cookie {opts.cookie.partition('=')[0]} required")
+    return None
+
+
+def _authorized(header: str | None, wanted: str) -> bool:
+    """Whether ``header`` is Basic of ``wanted``'s user and a password of its SHA-256."""
+    scheme, _, token = (header or "").partition(" ")
+    try:
+        given = base64.b64decode(token, validate=True).decode()
+    except ValueError:  # binascii.Error and UnicodeDecodeError both are
+        return False
+    user, _, password = given.partition(":")
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return scheme.lower() == "basic" and f"{user}:{digest}" == wanted
+
+
+def _echo(req: Request) -> Plan:
+    lines = "".join(f"{name}: {value}\n" for name, value in req.headers)
+    body = BytesBody(lines.encode(), "text/plain; charset=utf-8")
+    return Plan(200, [("Content-Type", body.content_type)], body, 0, body.size)
+
+
 def _route(settings: Settings, req: Request, path: str, query: str, opts: Options) -> Plan:
     if path == "/__stats":
         return _text(200, settings.stats_json().decode(), "application/json")
+    refused = _refused(req, opts)
+    if refused is not None:
+        return refused
+    if opts.echo:
+        return _echo(req)
     if opts.status is not None and opts.status != 200:
         return _text(opts.status, f"status {opts.status} as requested")
     if opts.location is not None:
@@ -196,6 +234,8 @@ def _framing(plan: Plan, req: Request, opts: Options) -> None:
         plan.headers.append(("Content-Disposition", _disposition(opts.cd)))
     if opts.retry_after is not None:
         plan.headers.append(("Retry-After", opts.retry_after))
+    if opts.set_cookie is not None:
+        plan.headers.append(("Set-Cookie", opts.set_cookie))
     plan.keep_alive = req.keep_alive
     if not plan.keep_alive:
         plan.headers.append(("Connection", "close"))

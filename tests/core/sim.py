@@ -46,6 +46,7 @@ from midair.core.actions import (
     Write,
 )
 from midair.core.batch import Batch
+from midair.core.cookies import Cookies
 from midair.core.errors import DownloadError, IntegrityError
 from midair.core.jobs import Job, Options
 from midair.core.urls import parse_url
@@ -446,6 +447,8 @@ class Sim:
         connect_delay: float = 0.01,
         max_steps: int = 200_000,
         log: bool = True,
+        cookies: Cookies | None = None,
+        epoch: float | None = None,
     ) -> None:
         self.jobs = [j if isinstance(j, Job) else Job.from_url(j) for j in jobs]
         self.options = options
@@ -455,7 +458,7 @@ class Sim:
         # The engines' own glue, with a seeded batch, the chosen store and the virtual clock.
         self.run_state = Run(self.jobs, options, listener=self._report)
         self.jobs = self.run_state.jobs  # a URL given twice (to one name) is one job
-        self.batch = Batch(self.run_state.jobs, options, seed=seed)
+        self.batch = Batch(self.run_state.jobs, options, seed=seed, cookies=cookies, epoch=epoch)
         self.session = Session(
             self.run_state,
             batch=self.batch,

@@ -170,7 +170,8 @@ def test_statuses_that_fail_at_once(status: int) -> None:
     assert isinstance(decision, Fail)
     assert isinstance(decision.error, HTTPStatusError)
     assert decision.error.status == status
-    assert str(decision.error) == f"{URL}: HTTP {status}"
+    hint = ": authentication required (give --user, --netrc or user:password@)"
+    assert str(decision.error) == f"{URL}: HTTP {status}" + (hint if status == 401 else "")
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,6 @@ SEEDED = settings(derandomize=True, database=None, deadline=None, max_examples=2
             "xn--bcher-kva.example",
         ),
         ("  http://h/padded  ", ("http", "h", 80), "/padded", "h"),
-        ("http://user:pw@h/x", ("http", "h", 80), "/x", "h"),
     ],
 )
 def test_parse_url(text: str, origin: tuple[str, str, int], target: str, host_header: str) -> None:
@@ -55,6 +54,12 @@ def test_parse_url(text: str, origin: tuple[str, str, int], target: str, host_he
     assert url.target == target
     assert url.host_header == host_header
     assert url.text == text.strip() == str(url)
+
+
+def test_userinfo_is_not_part_of_the_text() -> None:
+    url = parse_url("http://user:pw@h/x")
+    assert (url.origin, url.target, url.host_header) == (("http", "h", 80), "/x", "h")
+    assert url.text == "http://h/x" and url.credentials == ("user", "pw")
 
 
 def test_target_is_always_ascii_and_starts_with_slash() -> None:
