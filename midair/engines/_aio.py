@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.actions import Connect
 from ..run import Run
-from ._resolver import AddrInfo, Answer, Resolver
+from ._resolver import AddrInfo, Answer, Resolver, addresses_of
 
 if TYPE_CHECKING:
     import ssl
@@ -100,10 +100,7 @@ async def resolve_off_loop(
     )
     if addresses is not None:
         return addresses
-    answer = await answered
-    if isinstance(answer, OSError):
-        raise answer
-    return answer
+    return addresses_of(await answered)
 
 
 def _settle(future: asyncio.Future[Answer], answer: Answer) -> None:

@@ -101,7 +101,7 @@ class Driver:
         self.armed: float | None = None  # the deadline the waiting thread sleeps towards
         self.links: dict[int, _Link] = {}
         self.tls = LazyTls(session.options, runtime.context_class)
-        self.resolver = Resolver()
+        self.resolver = Resolver(runtime.lookup, runtime.event)
         self.sequential = sequential  # one link at a time: bound each recv by the deadline
         session.run.on_stop(self.interrupt)
 
@@ -211,10 +211,10 @@ class Driver:
     def connect(self, link: _Link) -> socket.socket | None:
         """``socket.create_connection``, with each socket adopted before it connects; the
         name looked up once for all the connections to it (``_resolver``)."""
-        net, action, runtime = self.runtime.net, link.action, self.runtime
+        net, action = self.runtime.net, link.action
         error: OSError = OSError(f"no address for {action.host}")
         for family, kind, proto, _, address in self.resolver.resolve_blocking(
-            action.host, action.port, runtime.lookup, runtime.event
+            action.host, action.port
         ):
             sock = net.socket(family, kind, proto)
             if not self.adopt(link, sock):

@@ -84,8 +84,15 @@ def kept(answer: Answer) -> bool:
 class Resolver:
     """One run's names: lookups in flight and answers kept; safe from any thread."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
+    def __init__(
+        self,
+        look: Lookup = lookup,
+        event: type[_Event] = threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``look`` and ``event``: the runtime's blocking lookup and what a caller of
+        ``resolve_blocking`` waits on (gevent's for green); ``clock`` ages answers."""
+        self.look, self.event, self.clock = look, event, clock
         self._lock = threading.Lock()  # never held across a lookup
         self._answers: dict[str, tuple[float, Answer]] = {}  # name -> (expiry, answer)
         self._waiting: dict[str, list[Done]] = {}  # names being looked up -> who waits
@@ -99,18 +106,16 @@ class Resolver:
             POOL.submit(functools.partial(self.look_up, host))
         return now
 
-    def resolve_blocking(
-        self, host: str, port: int, look: Lookup = lookup, event: type[_Event] = threading.Event
-    ) -> list[AddrInfo]:
-        """Addresses, looked up on this thread (``look``) or waited for (``event``)."""
+    def resolve_blocking(self, host: str, port: int) -> list[AddrInfo]:
+        """Addresses, looked up on this thread or waited for (another caller's lookup)."""
         now = self.now(host, port)
         if now is not None:
             return now
-        wait = _Wait(event())
+        wait = _Wait(self.event())
         if self.join(host, wait):
-            self.look_up(host, look)
+            self.look_up(host)
         wait.ready.wait()
-        return _addresses(_for_port(wait.answer, port))
+        return addresses_of(_for_port(wait.answer, port))
 
     def prefetch(self, hosts: list[str]) -> None:
         """Start looking up ``hosts`` now, answers to be kept for the connections to come."""
@@ -130,7 +135,7 @@ class Resolver:
             expiry, answer = self._answers.get(host, (0.0, []))
         if expiry <= self.clock():
             return None
-        return _addresses(_for_port(answer, port))
+        return addresses_of(_for_port(answer, port))
 
     def join(self, host: str, done: Done) -> bool:
         """Wait for ``host``'s answer; True for the first to wait, who must look it up."""
@@ -144,9 +149,9 @@ class Resolver:
             done(answer)
         return first
 
-    def look_up(self, host: str, look: Lookup = lookup) -> None:
+    def look_up(self, host: str) -> None:
         try:
-            answer: Answer = look(host)
+            answer: Answer = self.look(host)
         except OSError as exc:  # gaierror, or a socket the system would not give
             answer = exc
         self.settle(host, answer)
@@ -185,9 +190,10 @@ def _for_port(answer: Answer, port: int) -> Answer:
     return answer if isinstance(answer, OSError) else with_port(answer, port)
 
 
-def _addresses(answer: Answer) -> list[AddrInfo]:
-    if isinstance(answer, OSError):
-        raise answer
+def addresses_of(answer: Answer) -> list[AddrInfo]:
+    """The addresses an answer holds, or its error raised."""
+    if isinstance(answer, OSError):  # a copy: one kept error raised by many threads
+        raise type(answer)(*answer.args)  # would gather all their tracebacks
     return answer
 
 
