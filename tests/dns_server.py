@@ -6,8 +6,9 @@ Answers every UDP query ``delay`` seconds late, all of them concurrently: an A
 query for a name under ``.test`` gets 127.0.0.1, ``nx.test`` is NXDOMAIN, any
 other type under ``.test`` is an empty answer (NODATA), and a name outside
 ``.test`` (a search domain the resolver appended) is NXDOMAIN at once.  Each
-query is logged to LOG as ``NAME TYPE`` on its own line, so a test can count
-what the client asked.  Prints ``ready`` once it listens.
+query is logged to LOG as ``NAME TYPE TIME`` on its own line (TIME: Unix seconds
+of its arrival), so a test can count what the client asked, and how much at once.
+Prints ``ready`` once it listens.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def serve(sock: socket.socket, log_path: str, delay: float) -> None:
             if select.select([sock], [], [], wait)[0]:
                 packet, peer = sock.recvfrom(4096)
                 reply, name, qtype, delay = answer(packet, delay)
-                log.write(f"{name} {qtype}\n")
+                log.write(f"{name} {qtype} {time.time():.3f}\n")
                 count += 1
                 heapq.heappush(due, (time.monotonic() + delay, count, reply, peer))
             while due and due[0][0] <= time.monotonic():

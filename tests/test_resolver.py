@@ -157,7 +157,7 @@ def test_prefetched_names_are_answered_from_what_was_kept() -> None:
     ("error", "failure"),
     [
         (NX, ConnectionFailure("Name or service not known", retryable=False, unresolved=True)),
-        (AGAIN, ConnectionFailure(AGAIN.strerror, retryable=True, unresolved=True)),
+        (AGAIN, ConnectionFailure(str(AGAIN.strerror), retryable=True, unresolved=True)),
     ],
 )
 def test_classify_marks_a_name_that_did_not_resolve(

@@ -7,8 +7,8 @@ loop it stalls every transfer (100 names answered 0.3 s late took 30.8 s with
 - answers IP literals and ``localhost`` at once, on the caller's thread
   (``getaddrinfo`` parses a literal, and reads /etc/hosts for ``localhost``:
   no DNS, no thread, so a batch on 127.0.0.1 pays nothing);
-- looks every other name up once at a time: the first connection to ask starts
-  the lookup, the others to that name wait for the same answer;
+- looks every other name up once, however many connections want it: the first
+  to ask starts the lookup, the others wait for the same answer;
 - keeps the answer, and a failure that says the name does not exist, for
   ``CACHE_SECONDS`` (``getaddrinfo`` gives no TTL, so a fixed cap: long enough
   for a batch to reuse, short enough to follow a moved host); a temporary
@@ -19,7 +19,9 @@ started on the first name that needs one (a lookup stuck on a dead server must
 not hold up the exit), and the answer handed to a callback on a pool thread,
 which posts it to the loop through the engine's own wake-up.  Blocking engines
 (``resolve_blocking``) look up on the calling thread or greenlet, with the
-lookup and the wait of their runtime.
+lookup and the wait of their runtime; ``prefetch`` starts lookups ahead, for
+``sequential``, which would otherwise make one at a time.  What a failed lookup
+means for the host's other jobs is the core's decision (``Batch.closed``).
 """
 
 from __future__ import annotations

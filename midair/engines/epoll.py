@@ -36,13 +36,12 @@ import selectors
 import socket
 from collections import deque
 from enum import Enum
-from typing import Any
 
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..run import Run
 from ..session import Session
 from ._common import LazyTls, Waker, classify, would_block
-from ._resolver import Answer, Resolver
+from ._resolver import AddrInfo, Answer, Resolver
 from ._splice import make_splicer
 
 __all__ = ["EpollEngine"]
@@ -52,7 +51,6 @@ READ_SIZE = 256 * 1024
 # body after it is spliced, not copied through the read buffer.
 HEAD_READ_SIZE = 32 * 1024
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-_AddrInfo = tuple[Any, ...]  # one getaddrinfo result
 _IN_PROGRESS = (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 
 
@@ -66,7 +64,7 @@ class State(Enum):
 class _Conn:
     __slots__ = ("addresses", "asked", "host", "id", "outbuf", "sock", "state", "tls", "want")
 
-    def __init__(self, action: Connect, addresses: list[_AddrInfo]) -> None:
+    def __init__(self, action: Connect, addresses: list[AddrInfo]) -> None:
         self.id, self.host, self.tls = action.conn, action.host, action.tls
         self.addresses = addresses  # getaddrinfo results still to try
         self.sock: socket.socket | None = None
