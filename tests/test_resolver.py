@@ -7,16 +7,21 @@ only opens when enough lookups run at once, not with a timing.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from midair.api import Downloader
 from midair.core.actions import ConnectionFailure
 from midair.engines import _resolver
 from midair.engines._common import classify
 from midair.engines._resolver import AddrInfo, Answer, Resolver
+from midair.run import Run
+from midair.serve import ServerThread
 
 ADDRESS = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
 NX = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -180,3 +185,41 @@ class Answers:
 
 
 _never: Callable[[Answer], None] = lambda answer: pytest.fail("answered later")  # noqa: E731
+
+
+@pytest.mark.parametrize("engine", ["epoll", "asyncio", "reactor"])
+def test_a_stop_while_a_name_is_looked_up_ends_the_run_without_waiting_for_it(
+    server: ServerThread, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup of ``slow.test`` holds until the run has returned (or 20 s passed): an
+    event loop that waited for it would return only after the release."""
+    release, asked, gave_up = threading.Event(), threading.Event(), threading.Event()
+    real = socket.getaddrinfo
+
+    def held(host: object, port: object, *args: object, **kwargs: object) -> object:
+        if host == b"slow.test" and not kwargs.get("flags"):  # a lookup, not a literal's parse
+            asked.set()
+            if not release.wait(20):
+                gave_up.set()
+            host = "127.0.1.1"
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_resolver.socket, "getaddrinfo", held)
+    port = server.port
+    dl = Downloader(str(tmp_path), engine=engine).enqueue(f"http://slow.test:{port}/gen/a")
+    try:
+        results = dl.run(around=lambda run: _stop_when(asked, run))
+        assert asked.is_set() and not gave_up.is_set()  # returned with the lookup held
+    finally:
+        release.set()
+    assert results.successes == [] and results.failures == []  # stopped: nothing ended
+
+
+@contextlib.contextmanager
+def _stop_when(asked: threading.Event, run: Run) -> Iterator[None]:
+    thread = threading.Thread(target=lambda: (asked.wait(20), run.request_stop()))
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()

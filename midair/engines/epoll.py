@@ -34,6 +34,7 @@ import functools
 import os
 import selectors
 import socket
+import threading
 from collections import deque
 from enum import Enum
 
@@ -95,6 +96,9 @@ class _Loop:
         self.failed: deque[tuple[_Conn, ConnectionFailure]] = deque()
         self.resolver = Resolver()
         self.answers: deque[tuple[_Conn, Answer]] = deque()  # appended on resolver threads
+        # A late answer must not write to the waker's descriptors once closed (their
+        # numbers may be another file's by then): posting and closing take turns.
+        self.posting = threading.Lock()
         self.view = memoryview(bytearray(READ_SIZE))  # one buffer: one thread reads
         self.head_view = self.view[:HEAD_READ_SIZE]
         self.tls = LazyTls(session.options)
@@ -167,8 +171,9 @@ class _Loop:
 
     def post(self, conn: _Conn, answer: Answer) -> None:
         """On a resolver thread: queue ``conn``'s answer and wake the loop for it."""
-        self.answers.append((conn, answer))
-        self.waker.set()
+        with self.posting:
+            self.answers.append((conn, answer))
+            self.waker.set()  # a no-op once closed
 
     def answered(self, conn: _Conn, answer: Answer) -> None:
         if self.conns.get(conn.id) is not conn:  # closed while its name was looked up
@@ -223,7 +228,8 @@ class _Loop:
         for conn in list(self.conns.values()):
             self.drop(conn)
         self.selector.close()
-        self.waker.close()
+        with self.posting:
+            self.waker.close()
         if self.splicer is not None:
             self.splicer.close()
 
