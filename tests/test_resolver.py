@@ -204,7 +204,7 @@ def test_a_stop_while_a_name_is_looked_up_ends_the_run_without_waiting_for_it(
             host = "127.0.1.1"
         return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_resolver.socket, "getaddrinfo", held)
+    monkeypatch.setattr(socket, "getaddrinfo", held)
     port = server.port
     dl = Downloader(str(tmp_path), engine=engine).enqueue(f"http://slow.test:{port}/gen/a")
     try:
@@ -217,7 +217,11 @@ def test_a_stop_while_a_name_is_looked_up_ends_the_run_without_waiting_for_it(
 
 @contextlib.contextmanager
 def _stop_when(asked: threading.Event, run: Run) -> Iterator[None]:
-    thread = threading.Thread(target=lambda: (asked.wait(20), run.request_stop()))
+    def stop() -> None:
+        asked.wait(20)
+        run.request_stop()
+
+    thread = threading.Thread(target=stop)
     thread.start()
     try:
         yield
