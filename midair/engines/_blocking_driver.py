@@ -58,7 +58,7 @@ def poll_readable(fd: int, timeout: float | None) -> bool:
 class Runtime:
     """What "blocking" means here: stdlib sockets and threads, or gevent's."""
 
-    net: Any  # the socket module: ``socket``
+    net: Any  # the socket module, for its ``socket``
     context_class: type  # an SSLContext whose wrap_socket gives this runtime's TLS sockets
     lock: Callable[[], AbstractContextManager[Any]]
     waker: Callable[[], Waker]
