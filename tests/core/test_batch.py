@@ -202,8 +202,9 @@ def test_a_redirect_to_a_host_known_not_to_exist_fails_without_connecting() -> N
     batch.closed(by_host["h.example"], 0.5, NOT_FOUND)
     batch.connected(by_host["mirror.example"], 0.5)
     moved = b"HTTP/1.1 302 Found\r\nLocation: http://h.example/c\r\nContent-Length: 0\r\n\r\n"
-    actions = batch.received(by_host["mirror.example"], moved, 0.6)  # a new name: Prepare
-    actions += batch.prepared(1, OnDisk("fresh"), 0.6)
+    actions = batch.received(by_host["mirror.example"], moved, 0.6)
+    if any(isinstance(a, Prepare) for a in actions):  # a name that follows the redirect
+        actions += batch.prepared(1, OnDisk("fresh"), 0.6)
     [failed] = [a for a in actions if isinstance(a, Failed)]
     assert failed.error.reason == "cannot resolve h.example: Name or service not known"
     assert not [a for a in actions if isinstance(a, Connect)] and batch.done
