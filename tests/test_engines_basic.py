@@ -172,10 +172,11 @@ def test_would_block_knows_plain_and_tls_sockets() -> None:
 
 
 def test_resolve_sends_an_ascii_host_as_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from midair.engines import _common
+    from midair.engines import _resolver
 
     asked: list[object] = []
-    monkeypatch.setattr(_common.socket, "getaddrinfo", lambda host, *a, **k: asked.append(host))
-    _common.resolve("127.0.0.1", 80)
-    _common.resolve("bücher.example", 80)
-    assert asked == [b"127.0.0.1", "bücher.example"]
+    monkeypatch.setattr(_resolver.socket, "getaddrinfo", lambda host, *a, **k: asked.append(host))
+    _resolver.lookup("h.example")
+    _resolver.literal("127.0.0.1", 80)
+    _resolver.lookup("bücher.example")
+    assert asked == [b"h.example", b"127.0.0.1", "bücher.example"]

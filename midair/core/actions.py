@@ -295,12 +295,20 @@ class OnDisk(Record):
 
 
 class ConnectionFailure(Record):
-    """Why an engine lost a connection, already classified at the I/O boundary."""
+    """Why an engine lost a connection, already classified at the I/O boundary.
 
-    __match_args__ = ("reason", "retryable", "tls")
+    ``unresolved``: the host's name did not resolve, and ``reason`` is the
+    resolver's; the batch names the host, and a final failure (the name does not
+    exist) ends every job of the host at once.
+    """
+
+    __match_args__ = ("reason", "retryable", "tls", "unresolved")
     __slots__ = __match_args__
 
-    def __init__(self, reason: str, retryable: bool = True, tls: bool = False) -> None:
+    def __init__(
+        self, reason: str, retryable: bool = True, tls: bool = False, unresolved: bool = False
+    ) -> None:
         self.reason: Final = reason
         self.retryable: Final = retryable
         self.tls: Final = tls
+        self.unresolved: Final = unresolved

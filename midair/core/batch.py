@@ -93,6 +93,7 @@ class _Host:
     open: int = 0
     paused_until: float = 0.0
     queued: bool = False  # in the ready queue
+    unknown: str | None = None  # why its name does not resolve: each job fails with it
 
 
 @dataclass(eq=False, slots=True)
@@ -389,17 +390,22 @@ class Batch:
                     NetworkError(conn.download.url.text, "connection closed by the server"),
                     now,
                 )
+        elif failure.unresolved and not failure.retryable:
+            self._close(conn, now)
+            self._abandon_host(conn.host, self._connection_error(conn, failure).reason)
+            self._enqueue(conn.download, now)  # fails it with the host's reason
         else:
-            kind = TLSError if failure.tls else NetworkError
-            error = kind(conn.download.url.text, failure.reason)
-            self._attempt_failed(
-                conn,
-                error
-                if failure.retryable or failure.tls
-                else DownloadError(error.url, error.reason),
-                now,
-            )
+            self._attempt_failed(conn, self._connection_error(conn, failure), now)
         return self._flush(now)
+
+    def _connection_error(self, conn: _Conn, failure: ConnectionFailure) -> DownloadError:
+        url = conn.download.url.text
+        reason = failure.reason
+        if failure.unresolved:
+            reason = f"cannot resolve {conn.host.origin[1]}: {reason}"
+        if not (failure.retryable or failure.tls):
+            return DownloadError(url, reason)
+        return (TLSError if failure.tls else NetworkError)(url, reason)
 
     def published(self, ident: int, now: float, error: DownloadError | None = None) -> list[Action]:
         """The store's answer to ``Publish`` (or to a failed ``Open``/``Write``)."""
@@ -652,8 +658,19 @@ class Batch:
         host = self._hosts.get(d.url.origin)
         if host is None:
             host = self._hosts[d.url.origin] = _Host(d.url.origin)
+        if host.unknown is not None:
+            self._fail(d, DownloadError(d.url.text, host.unknown))
+            return
         host.pending.append(d)
         self._mark_ready(host, now)
+
+    def _abandon_host(self, host: _Host, reason: str) -> None:
+        """The host's name does not exist: its jobs, queued or still to come, fail with
+        ``reason`` instead of each one asking again (a retry cannot make it exist)."""
+        host.unknown = reason
+        while host.pending:
+            d = host.pending.popleft()
+            self._fail(d, DownloadError(d.url.text, reason))
 
     def _retry(
         self, d: t.Download, error: DownloadError, now: float, wait: float | None = None

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core.actions import Connect
 from ..run import Run
+from ._resolver import AddrInfo, Answer, Resolver, addresses_of
+
+if TYPE_CHECKING:
+    import ssl
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 LOOPS = ("asyncio", "uvloop")
 
@@ -53,3 +62,47 @@ async def guarded(run: Run, work: Awaitable[None]) -> None:
         await work
     except Exception as exc:
         run.fail(exc)
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], _P],
+    resolver: Resolver,
+    action: Connect,
+    tls: ssl.SSLContext | None,
+) -> tuple[asyncio.Transport, _P]:
+    """``create_connection`` to ``action``'s host, its name looked up by ``resolver``
+    (not the loop's default executor: it would resolve a few names at a time, each
+    connection on its own), each address tried in turn."""
+    error = OSError(errno.EHOSTUNREACH, f"no address for {action.host}")
+    for *_, address in await resolve_off_loop(loop, resolver, action.host, action.port):
+        try:
+            return await loop.create_connection(
+                factory,
+                address[0],
+                address[1],
+                ssl=tls,
+                server_hostname=action.host if tls else None,
+            )
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+async def resolve_off_loop(
+    loop: asyncio.AbstractEventLoop, resolver: Resolver, host: str, port: int
+) -> list[AddrInfo]:
+    """``host``'s addresses: at once for a literal or a known name, else from a resolver
+    thread, which hands them over with ``call_soon_threadsafe``."""
+    answered: asyncio.Future[Answer] = loop.create_future()
+    addresses = resolver.resolve(
+        host, port, lambda answer: _call_soon(loop, functools.partial(_settle, answered, answer))
+    )
+    if addresses is not None:
+        return addresses
+    return addresses_of(await answered)
+
+
+def _settle(future: asyncio.Future[Answer], answer: Answer) -> None:
+    if not future.done():  # not cancelled meanwhile
+        future.set_result(answer)

@@ -29,6 +29,7 @@ import contextlib
 import os
 import select
 import socket
+import threading
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -39,6 +40,7 @@ from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..core.http import Piped
 from ..session import Session
 from ._common import LazyTls, Waker, classify
+from ._resolver import Lookup, Resolver, lookup
 from ._splice import MIN_BUDGET, Splicer, make_splicer
 
 READ_SIZE = 64 * 1024  # per connection; a slow server rarely fills even this
@@ -56,11 +58,13 @@ def poll_readable(fd: int, timeout: float | None) -> bool:
 class Runtime:
     """What "blocking" means here: stdlib sockets and threads, or gevent's."""
 
-    net: Any  # the socket module: ``getaddrinfo`` and ``socket``
+    net: Any  # the socket module, for its ``socket``
     context_class: type  # an SSLContext whose wrap_socket gives this runtime's TLS sockets
     lock: Callable[[], AbstractContextManager[Any]]
     waker: Callable[[], Waker]
     readable: Callable[[int, float | None], bool] = poll_readable  # waits before a splice
+    lookup: Lookup = lookup  # a host name's getaddrinfo, blocking only the caller
+    event: type[Any] = threading.Event  # what a connection waits on for another's lookup
 
 
 class _Link:
@@ -97,6 +101,7 @@ class Driver:
         self.armed: float | None = None  # the deadline the waiting thread sleeps towards
         self.links: dict[int, _Link] = {}
         self.tls = LazyTls(session.options, runtime.context_class)
+        self.resolver = Resolver(runtime.lookup, runtime.event)
         self.sequential = sequential  # one link at a time: bound each recv by the deadline
         session.run.on_stop(self.interrupt)
 
@@ -204,11 +209,12 @@ class Driver:
         return tls
 
     def connect(self, link: _Link) -> socket.socket | None:
-        """``socket.create_connection``, with each socket adopted before it connects."""
+        """``socket.create_connection``, with each socket adopted before it connects; the
+        name looked up once for all the connections to it (``_resolver``)."""
         net, action = self.runtime.net, link.action
         error: OSError = OSError(f"no address for {action.host}")
-        for family, kind, proto, _, address in net.getaddrinfo(
-            action.host, action.port, type=socket.SOCK_STREAM
+        for family, kind, proto, _, address in self.resolver.resolve_blocking(
+            action.host, action.port
         ):
             sock = net.socket(family, kind, proto)
             if not self.adopt(link, sock):

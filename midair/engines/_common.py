@@ -136,17 +136,6 @@ def tls_context(
     return context
 
 
-def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
-    """``getaddrinfo`` for a TCP connection to ``host``.
-
-    An ASCII host goes as bytes: a str goes through the ``idna`` codec first,
-    whose import (with ``stringprep``) is ~0.6 ms of every start for nothing, the
-    core's hosts being ASCII already.
-    """
-    name = host.encode("ascii") if host.isascii() else host
-    return socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-
-
 def _loaded_ssl() -> Any:
     """The ``ssl`` module if something imported it, else None: then no TLS socket exists."""
     return sys.modules.get("ssl")
@@ -170,8 +159,8 @@ def classify(exc: BaseException) -> ConnectionFailure:
     if ssl is not None and isinstance(exc, ssl.SSLError):
         return ConnectionFailure(f"TLS error: {exc.reason or exc}", tls=True)
     if isinstance(exc, socket.gaierror):
-        transient = exc.errno == socket.EAI_AGAIN
-        return ConnectionFailure(f"cannot resolve host: {exc.strerror}", retryable=transient)
+        transient = exc.errno == socket.EAI_AGAIN  # the DNS server did not answer (in time)
+        return ConnectionFailure(exc.strerror or str(exc), retryable=transient, unresolved=True)
     if isinstance(exc, ConnectionRefusedError):
         return ConnectionFailure("connection refused")
     if isinstance(exc, ConnectionResetError):

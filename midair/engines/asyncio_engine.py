@@ -20,8 +20,9 @@ from collections import deque
 from ..core.actions import Close, Connect, NetAction, Send
 from ..run import Run
 from ..session import Session
-from ._aio import check_loop, finished_on_stop, guarded, run_on_loop
+from ._aio import check_loop, finished_on_stop, guarded, open_connection, run_on_loop
 from ._common import Alarm, LazyTls, classify
+from ._resolver import Resolver
 
 # Bytes an inbox holds before it pauses its socket: bounds memory per transfer.  Above
 # one transport read (256 KiB), so a reader keeping up never pauses and resumes it.
@@ -107,6 +108,7 @@ class _Driver:
         self.session = session
         self.loop = asyncio.get_running_loop()
         self.tls = LazyTls(session.options)
+        self.resolver = Resolver()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.writers: dict[int, asyncio.Transport] = {}
         self.finished = finished_on_stop(session.run)
@@ -150,12 +152,8 @@ class _Driver:
         conn, session = action.conn, self.session
         try:
             tls = self.tls.get() if action.tls else None
-            writer, reader = await self.loop.create_connection(
-                lambda: _Inbox(self.loop),
-                action.host,
-                action.port,
-                ssl=tls,
-                server_hostname=action.host if tls else None,
+            writer, reader = await open_connection(
+                self.loop, lambda: _Inbox(self.loop), self.resolver, action, tls
             )
         except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             self.tasks.pop(conn, None)

@@ -2,7 +2,8 @@
 
 The loop, in four steps, until the session is done:
 
-1. report the connection failures found while carrying out actions;
+1. start the connections whose host name was looked up meanwhile, and report
+   the connection failures found while carrying out actions;
 2. wait in ``select`` until a socket is ready or the session's deadline comes;
 3. move every ready connection along: finish its connect, its TLS handshake,
    send what its write buffer holds, or read into the one shared buffer and
@@ -11,11 +12,14 @@ The loop, in four steps, until the session is done:
 4. call the session's ``timer`` when its deadline has passed.
 
 A stop request writes to a self-pipe the selector watches, so ``select``
-returns at once and step 1 finds the session done.
+returns at once and step 1 finds the session done.  The same pipe brings the
+answers of host-name lookups, which run on the resolver's threads (``_resolver``):
+the loop itself never waits for DNS.
 
-Each connection is CONNECTING (non-blocking ``connect_ex`` in flight),
-HANDSHAKING (TLS, want-read or want-write) or OPEN, and asks the selector for
-exactly the readiness its state needs.  Every session call returns actions,
+Each connection is RESOLVING (its name being looked up, no socket yet),
+CONNECTING (non-blocking ``connect_ex`` in flight), HANDSHAKING (TLS, want-read
+or want-write) or OPEN, and asks the selector for exactly the readiness its
+state needs.  Every session call returns actions,
 carried out on the spot: ``Connect`` starts a connection, ``Send`` appends to
 its write buffer and writes what the socket takes now, ``Close`` drops it.
 Connect and handshake need no timers of their own: the core's stall sweep
@@ -26,17 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import selectors
 import socket
+import threading
 from collections import deque
 from enum import Enum
-from typing import Any
 
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..run import Run
 from ..session import Session
-from ._common import LazyTls, Waker, classify, resolve, would_block
+from ._common import LazyTls, Waker, classify, would_block
+from ._resolver import AddrInfo, Answer, Resolver
 from ._splice import make_splicer
 
 __all__ = ["EpollEngine"]
@@ -46,11 +52,11 @@ READ_SIZE = 256 * 1024
 # body after it is spliced, not copied through the read buffer.
 HEAD_READ_SIZE = 32 * 1024
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-_AddrInfo = tuple[Any, ...]  # one getaddrinfo result
 _IN_PROGRESS = (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 
 
 class State(Enum):
+    RESOLVING = "resolving"
     CONNECTING = "connecting"
     HANDSHAKING = "handshaking"
     OPEN = "open"
@@ -59,7 +65,7 @@ class State(Enum):
 class _Conn:
     __slots__ = ("addresses", "asked", "host", "id", "outbuf", "sock", "state", "tls", "want")
 
-    def __init__(self, action: Connect, addresses: list[_AddrInfo]) -> None:
+    def __init__(self, action: Connect, addresses: list[AddrInfo]) -> None:
         self.id, self.host, self.tls = action.conn, action.host, action.tls
         self.addresses = addresses  # getaddrinfo results still to try
         self.sock: socket.socket | None = None
@@ -88,6 +94,11 @@ class _Loop:
         self.selector = selectors.DefaultSelector()
         self.conns: dict[int, _Conn] = {}
         self.failed: deque[tuple[_Conn, ConnectionFailure]] = deque()
+        self.resolver = Resolver()
+        self.answers: deque[tuple[_Conn, Answer]] = deque()  # appended on resolver threads
+        # A late answer must not write to the waker's descriptors once closed (their
+        # numbers may be another file's by then): posting and closing take turns.
+        self.posting = threading.Lock()
         self.view = memoryview(bytearray(READ_SIZE))  # one buffer: one thread reads
         self.head_view = self.view[:HEAD_READ_SIZE]
         self.tls = LazyTls(session.options)
@@ -100,6 +111,8 @@ class _Loop:
         session = self.session
         self.execute(session.start())
         while True:
+            while self.answers:
+                self.answered(*self.answers.popleft())
             while self.failed:
                 conn, failure = self.failed.popleft()
                 self.execute(session.closed(conn.id, failure))
@@ -107,13 +120,15 @@ class _Loop:
                 return
             for key, mask in self.selector.select(self.timeout()):
                 conn = key.data
-                if conn is not None and self.conns.get(conn.id) is conn:  # not closed meanwhile
+                if conn is None:
+                    self.waker.clear()  # before the answers are read: none is missed
+                elif self.conns.get(conn.id) is conn:  # not closed meanwhile
                     self.ready(conn, mask)
             if session.due():
                 self.execute(session.timer())
 
     def timeout(self) -> float | None:
-        if self.failed:
+        if self.failed or self.answers:
             return 0.0
         timeout = self.session.timeout()
         if timeout is None and not self.conns:  # nothing to wait for, yet not done: a core bug
@@ -139,17 +154,36 @@ class _Loop:
                     self.drop(conn)
 
     def connect(self, action: Connect) -> None:
-        # Blocking DNS: instant for the IP literals and loopback names midair serves
-        # and tests with; a resolver thread (or getaddrinfo_a) would go here otherwise.
+        """Connect at once to an IP literal or a name already known; else when its
+        lookup answers (``answered``)."""
+        conn = self.conns[action.conn] = _Conn(action, [])
         try:
-            addresses = resolve(action.host, action.port)
-        except OSError as exc:
-            conn = _Conn(action, [])
-            self.conns[conn.id] = conn
+            post = functools.partial(self.post, conn)
+            addresses = self.resolver.resolve(action.host, action.port, post)
+        except OSError as exc:  # known not to resolve
             self.fail(conn, exc)
             return
-        conn = self.conns[action.conn] = _Conn(action, addresses)
+        if addresses is None:
+            conn.state = State.RESOLVING
+            return
+        conn.addresses = addresses
         self.try_next_address(conn, None)
+
+    def post(self, conn: _Conn, answer: Answer) -> None:
+        """On a resolver thread: queue ``conn``'s answer and wake the loop for it."""
+        with self.posting:
+            self.answers.append((conn, answer))
+            self.waker.set()  # a no-op once closed
+
+    def answered(self, conn: _Conn, answer: Answer) -> None:
+        if self.conns.get(conn.id) is not conn:  # closed while its name was looked up
+            return
+        conn.state = State.CONNECTING
+        if isinstance(answer, OSError):
+            self.fail(conn, answer)
+        else:
+            conn.addresses = answer
+            self.try_next_address(conn, None)
 
     def try_next_address(self, conn: _Conn, error: OSError | None) -> None:
         """Start a connect to the next address; when none is left, report ``error``."""
@@ -194,7 +228,8 @@ class _Loop:
         for conn in list(self.conns.values()):
             self.drop(conn)
         self.selector.close()
-        self.waker.close()
+        with self.posting:
+            self.waker.close()
         if self.splicer is not None:
             self.splicer.close()
 

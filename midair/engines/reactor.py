@@ -27,8 +27,9 @@ from collections.abc import Callable
 from ..core.actions import Close, Connect, NetAction, Send
 from ..run import Run
 from ..session import Session
-from ._aio import check_loop, finished_on_stop, guarded, run_on_loop
+from ._aio import check_loop, finished_on_stop, guarded, open_connection, run_on_loop
 from ._common import Alarm, LazyTls, classify
+from ._resolver import Resolver
 
 
 class ReactorEngine:
@@ -83,6 +84,7 @@ class _Reactor:
         self.session = session
         self.loop = loop
         self.tls = LazyTls(session.options)
+        self.resolver = Resolver()
         self.protocols: dict[int, _Conn] = {}  # connections the core still wants
         self.connecting: dict[int, asyncio.Task[None]] = {}
         self.finished = finished_on_stop(session.run)
@@ -125,13 +127,7 @@ class _Reactor:
     async def open(self, action: Connect, protocol: _Conn) -> None:
         try:
             tls = self.tls.get() if action.tls else None
-            await self.loop.create_connection(
-                lambda: protocol,
-                action.host,
-                action.port,
-                ssl=tls,
-                server_hostname=action.host if tls else None,
-            )
+            await open_connection(self.loop, lambda: protocol, self.resolver, action, tls)
         except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             if self.protocols.get(action.conn) is protocol:
                 del self.protocols[action.conn]

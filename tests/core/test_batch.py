@@ -171,6 +171,53 @@ def test_a_failure_the_engine_calls_final_is_not_retried() -> None:
     assert not failed.error.retryable and "name not known" in str(failed.error)
 
 
+NOT_FOUND = ConnectionFailure("Name or service not known", retryable=False, unresolved=True)
+
+
+def two_host_batch(*jobs: str) -> tuple[Batch, list[Connect]]:
+    batch = Batch([Job.from_url(u) for u in jobs], Options(directory="/d", per_host=2), seed=1)
+    batch.start(0.0)
+    actions = [a for i in range(len(jobs)) for a in batch.prepared(i, OnDisk("fresh"), 0.0)]
+    return batch, [a for a in actions if isinstance(a, Connect)]
+
+
+def test_a_name_that_does_not_exist_fails_every_job_of_its_host_with_one_reason() -> None:
+    batch, connects = two_host_batch(*[f"{H}/f{i}" for i in range(5)], f"{H2}/g")
+    first, second = [c.conn for c in connects if c.host == "h.example"]
+    actions = batch.closed(first, 0.5, NOT_FOUND)  # its own job and the three queued fail
+    assert len([a for a in actions if isinstance(a, Failed)]) == 4
+    actions += batch.closed(second, 0.6, NOT_FOUND)  # it was waiting for the same answer
+    failed = [a for a in actions if isinstance(a, Failed)]
+    assert sorted(f.url for f in failed) == [f"{H}/f{i}" for i in range(5)]
+    assert {f.error.reason for f in failed} == {
+        "cannot resolve h.example: Name or service not known"
+    }
+    assert not [a for a in actions if isinstance(a, (Retrying, Connect))]
+    assert batch.open_connections == 1 and not batch.done  # mirror.example's job goes on
+
+
+def test_a_redirect_to_a_host_known_not_to_exist_fails_without_connecting() -> None:
+    batch, connects = two_host_batch(f"{H}/a", f"{H2}/b")
+    by_host = {c.host: c.conn for c in connects}
+    batch.closed(by_host["h.example"], 0.5, NOT_FOUND)
+    batch.connected(by_host["mirror.example"], 0.5)
+    moved = b"HTTP/1.1 302 Found\r\nLocation: http://h.example/c\r\nContent-Length: 0\r\n\r\n"
+    actions = batch.received(by_host["mirror.example"], moved, 0.6)
+    if any(isinstance(a, Prepare) for a in actions):  # a name that follows the redirect
+        actions += batch.prepared(1, OnDisk("fresh"), 0.6)
+    [failed] = [a for a in actions if isinstance(a, Failed)]
+    assert failed.error.reason == "cannot resolve h.example: Name or service not known"
+    assert not [a for a in actions if isinstance(a, Connect)] and batch.done
+
+
+def test_a_temporary_resolution_failure_is_retried_naming_the_host() -> None:
+    failure = ConnectionFailure("Temporary failure in name resolution", unresolved=True)
+    actions = started_batch().closed(1, 0.5, failure)
+    [retrying] = [a for a in actions if isinstance(a, Retrying)]
+    assert retrying.reason == "cannot resolve h.example: Temporary failure in name resolution"
+    assert not [a for a in actions if isinstance(a, Failed)]
+
+
 def test_events_for_unknown_or_closed_connections_are_ignored() -> None:
     batch = started_batch()
     assert batch.received(99, b"junk", 0.1) == []
