@@ -159,6 +159,7 @@ class Batch:
         self._unprepared: deque[tuple[int, str]] = deque()  # claimed at start, Prepare to come
         self._request_fields = t.RequestFields(options)
         self._unfinished = len(self._jobs)
+        self.done = not self._unfinished  # every job ended; read on every event: no call
         self._hosts: dict[tuple[str, str, int], _Host] = {}
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
@@ -189,10 +190,6 @@ class Batch:
         self.max_connections = max(1, min(limit, self.options.concurrency))
 
     # --- queries --------------------------------------------------------------------
-    @property
-    def done(self) -> bool:
-        return self._unfinished == 0
-
     @property
     def open_connections(self) -> int:
         return len(self._conns)
@@ -709,16 +706,19 @@ class Batch:
 
     def _finish(self, d: t.Download, *, skipped: bool) -> None:
         assert d.path is not None
-        self._ended.add(d.id)
-        self._unfinished -= 1
+        self._end(d)
         self._out.append(
             Finished(d.id, d.job.url.text, d.final_path or d.path, d.size or 0, skipped)
         )
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
+        self._end(d)
+        self._out.append(Failed(d.id, d.job.url.text, error))
+
+    def _end(self, d: t.Download) -> None:
         self._ended.add(d.id)
         self._unfinished -= 1
-        self._out.append(Failed(d.id, d.job.url.text, error))
+        self.done = not self._unfinished
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:
