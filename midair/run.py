@@ -158,7 +158,11 @@ class Run:
     def heeded(self) -> frozenset[type]:
         """The kinds of report that change anything here: the tracker counts them, or the
         listener hears them.  A shard sends home only these."""
-        return frozenset(kind for kind in REPORTS if self.reporter(kind) is not None)
+        return frozenset(kind for kind in REPORTS if self.heeds(kind))
+
+    def heeds(self, kind: type) -> bool:
+        """Whether a report of ``kind`` changes anything here (see ``heeded``)."""
+        return self.reporter(kind) is not None
 
     def reporter(self, kind: type) -> Callable[[Any], None] | None:
         """``report`` for actions of ``kind`` alone, made once (None: it does nothing), for

@@ -60,6 +60,7 @@ from .core.actions import (
     Publish,
     Save,
     Send,
+    Started,
     Write,
 )
 from .core.batch import Batch
@@ -129,7 +130,13 @@ class Session:
     def _batch(self, run: Run, clock: Callable[[], float]) -> Batch:
         epoch = time.time() - clock()  # the wall clock, for the core's one use of it
         return Batch(
-            run.jobs, run.options, ids=run.ids, paths=run.paths, cookies=self.cookies, epoch=epoch
+            run.jobs,
+            run.options,
+            ids=run.ids,
+            paths=run.paths,
+            cookies=self.cookies,
+            epoch=epoch,
+            starts=run.heeds(Started),  # no Started made for a quiet run
         )
 
     def limit_connections(self, limit: int) -> None:

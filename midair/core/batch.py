@@ -143,13 +143,15 @@ class Batch:
         paths: Sequence[str | None] | None = None,
         cookies: Cookies | None = None,
         epoch: float | None = None,
+        starts: bool = True,
     ):
         """``ids`` name the jobs in every action and answer (default: their positions); a
         shard of a bigger batch uses the whole batch's, so its reports need no renumbering.
         ``paths``: each job's ``first_path`` (None where it raises), if already known.
         ``cookies``: where Set-Cookie goes and Cookie comes from (None: no cookies).
         ``epoch``: the wall-clock time (POSIX seconds) at ``now`` 0, if known: the one
-        rule that needs wall time (a Retry-After date without a Date) reads it so."""
+        rule that needs wall time (a Retry-After date without a Date) reads it so.
+        ``starts``: report ``Started``; off when nobody follows transfers (``-q``)."""
         self.options = options
         self._cookies = cookies
         self._epoch = epoch
@@ -179,6 +181,7 @@ class Batch:
         self._out: list[Action] = []
         self._now = 0.0  # the time of the bytes being fed, for the response callbacks
         self.max_connections = options.concurrency
+        self._starts = starts
 
     def limit_connections(self, limit: int) -> None:
         """Open at most ``limit`` connections, below ``concurrency``.
@@ -476,7 +479,8 @@ class Batch:
         conn.checkpoint_at = now + CHECKPOINT_AFTER
         assert d.path is not None
         conn.held = Open(d.id, d.path, decision.offset, d.record())  # see ``_write``
-        self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
+        if self._starts:
+            self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
 
     def _follow(self, conn: _Conn, decision: t.Redirect, head: Head, now: float) -> None:
         self._close(conn, now)
