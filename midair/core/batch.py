@@ -111,9 +111,10 @@ class _Conn:
     checkpoint_at: float = math.inf  # when to ask for a control file, if not yet
     exchanges: int = 0  # requests sent on this connection
     answered: bool = False  # the current request has a response head
-    # The accepted response's ``Open``, held back until its body's first bytes show whether
-    # the whole body came in this read; then ``saving`` holds it all until the end.
-    held: Open | None = None
+    # Where the accepted response's body starts: its ``Open`` is held back (not even made)
+    # until the body's first bytes show whether the whole body came in this read; then
+    # ``saving`` holds it all until the end.
+    held: int | None = None
     saving: Save | None = None
 
     def __post_init__(self) -> None:
@@ -457,7 +458,9 @@ class Batch:
         """Hand out what was held for a body that did not end in the read it began in: the
         store copies bytes out before the next event, so nothing may wait for one."""
         if conn.held is not None:
-            self._out.append(conn.held)
+            d = conn.download
+            assert d.path is not None
+            self._out.append(Open(d.id, d.path, conn.held, d.record()))
         elif conn.saving is not None:
             self._out += conn.saving.split()
         conn.held = conn.saving = None
@@ -478,7 +481,7 @@ class Batch:
         conn.body_limit = d.body_limit()
         conn.checkpoint_at = now + CHECKPOINT_AFTER
         assert d.path is not None
-        conn.held = Open(d.id, d.path, decision.offset, d.record())  # see ``_write``
+        conn.held = decision.offset  # its Open, unless the body comes whole: see ``_write``
         if self._starts:
             self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
 
@@ -562,21 +565,13 @@ class Batch:
         target, replace = d.target or d.path, self.options.overwrite
         self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text, target, replace))
 
-    def _save(self, d: t.Download, held: Open, data: Chunk) -> Save:
-        """``held``, ``data`` and what ``_publish`` would ask, in one action."""
-        target, replace = d.target or held.path, self.options.overwrite
-        end = held.offset + len(data)
+    def _save(self, d: t.Download, offset: int, data: Chunk) -> Save:
+        """The held ``Open``, ``data`` and what ``_publish`` would ask, in one action."""
+        assert d.path is not None
+        record, target, replace = d.record(), d.target or d.path, self.options.overwrite
+        end = offset + len(data)
         return Save(
-            d.id,
-            held.path,
-            held.offset,
-            held.record,
-            data,
-            end,
-            d.checksum,
-            held.record.url,
-            target,
-            replace,
+            d.id, d.path, offset, record, data, end, d.checksum, record.url, target, replace
         )
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
