@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import fields
 from typing import Any
@@ -20,7 +20,7 @@ from .core.jobs import Checksum, Job, Options, check_header, parse_header
 from .core.results import Results
 from .core.urls import redact
 from .engines import DEFAULT_ENGINE, Engine, engine_info, get_engine
-from .run import Run, stop_on_signals
+from .run import REPORTS, Run, stop_on_signals
 
 Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
 
@@ -140,6 +140,7 @@ class Downloader:
         self.engine_name = engine
         self.engine_options = dict(engine_options or {})
         self.on_event = on_event
+        self.listens_to: Collection[type] = REPORTS  # the kinds ``on_event`` is called for
         self.jobs: list[Job] = []
         self.last_run: Run | None = None  # the latest run: its tracker and results
 
@@ -174,7 +175,9 @@ class Downloader:
 
     def new_run(self) -> Run:
         """A new run of the jobs so far (an engine's ``run`` drives it)."""
-        self.last_run = Run(self.jobs, self.options, listener=self.on_event)
+        self.last_run = Run(
+            self.jobs, self.options, listener=self.on_event, listens_to=self.listens_to
+        )
         return self.last_run
 
     def engine(self) -> Engine:

@@ -27,15 +27,17 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from types import FrameType
+from typing import Any, get_args
 
-from .core.actions import Action
+from .core.actions import Action, Report, Started
 from .core.jobs import Job, Options
 from .core.progress import Tracker
 from .core.results import Results
 
 Listener = Callable[[Action], None]
+REPORTS: frozenset[type] = frozenset(get_args(Report))  # the kinds a listener may hear
 SIGINT, SIGTERM, ERROR, LISTENER, REQUESTED = "SIGINT", "SIGTERM", "error", "listener", "requested"
 _SIGNAL_REASONS = {signal.SIGINT: SIGINT, signal.SIGTERM: SIGTERM}
 
@@ -74,7 +76,11 @@ class Run:
         listener: Listener | None = None,
         ids: Sequence[int] | None = None,
         paths: Sequence[str | None] | None = None,
+        listens_to: Collection[type] = REPORTS,
     ) -> None:
+        """``listens_to``: the kinds of report ``listener`` is called for (a quiet display
+        hears only ``Failed``); the transfers in the air are followed (``Tracker.active``)
+        only when ``Started``, the report that begins one, is among them."""
         # A shard's jobs (``ids``, ``paths`` given) are a share of a run's, without repeats.
         self.jobs = list(jobs) if ids is not None or paths is not None else distinct(jobs)
         self.options = options
@@ -84,8 +90,10 @@ class Run:
         # The jobs' first-choice paths when a shard's plan found them already, else None:
         # the batch claims them as they are rather than naming each job again.
         self.paths = paths
-        self.tracker = Tracker(jobs=len(self.jobs))
         self._listener = listener
+        self._listens_to = frozenset(listens_to)
+        self.tracker = Tracker(jobs=len(self.jobs), follows=Started in self._listens_to)
+        self._reporters: dict[type, Callable[[Any], None] | None] = {}
         # Appends are atomic, so a signal handler may add to these while a thread reads them.
         # ``stops`` is read-only outside: its truth is ``stopping`` without a call, for a
         # driver that looks before every action.
@@ -143,12 +151,41 @@ class Run:
     # --- reports -------------------------------------------------------------------------
     def report(self, action: Action) -> None:
         """Count ``action`` and tell the listener; a listener's exception stops the run."""
-        self.tracker.observe(action)
-        if self._listener is not None:
+        step = self.reporter(type(action))
+        if step is not None:
+            step(action)
+
+    def heeded(self) -> frozenset[type]:
+        """The kinds of report that change anything here: the tracker counts them, or the
+        listener hears them.  A shard sends home only these."""
+        return frozenset(kind for kind in REPORTS if self.heeds(kind))
+
+    def heeds(self, kind: type) -> bool:
+        """Whether a report of ``kind`` changes anything here (see ``heeded``)."""
+        return self.reporter(kind) is not None
+
+    def reporter(self, kind: type) -> Callable[[Any], None] | None:
+        """``report`` for actions of ``kind`` alone, made once (None: it does nothing), for
+        a driver that dispatches by kind: most files' ``Started`` is heard by nobody."""
+        if kind not in self._reporters:
+            self._reporters[kind] = self._make_reporter(kind)
+        return self._reporters[kind]
+
+    def _make_reporter(self, kind: type) -> Callable[[Any], None] | None:
+        count = self.tracker.counter(kind)
+        listener = self._listener if kind in self._listens_to else None
+        if listener is None:
+            return count
+
+        def tell(action: Any) -> None:
+            if count is not None:
+                count(action)
             try:
-                self._listener(action)
+                listener(action)
             except BaseException as exc:
                 self.fail(exc, LISTENER)
+
+        return tell
 
 
 @contextlib.contextmanager

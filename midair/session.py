@@ -54,13 +54,10 @@ from .core.actions import (
     Connect,
     ConnectionFailure,
     Discard,
-    Failed,
-    Finished,
     NetAction,
     Open,
     Prepare,
     Publish,
-    Retrying,
     Save,
     Send,
     Started,
@@ -70,7 +67,7 @@ from .core.batch import Batch
 from .core.errors import DestinationError, DownloadError
 from .core.http import Chunk
 from .core.jobs import Options
-from .run import Run
+from .run import REPORTS, Run
 from .store import Store
 
 PUBLISH_POLL = 0.005  # seconds between looks for finished publications
@@ -97,6 +94,10 @@ def _guarded(nothing: Callable[[], object] = list) -> Callable[[_Event], _Event]
         return guarded  # type: ignore[return-value]
 
     return guard
+
+
+def _unheeded(action: Action) -> None:
+    """A report neither the tracker nor the listener takes (a quiet run's ``Started``)."""
 
 
 class Session:
@@ -129,7 +130,13 @@ class Session:
     def _batch(self, run: Run, clock: Callable[[], float]) -> Batch:
         epoch = time.time() - clock()  # the wall clock, for the core's one use of it
         return Batch(
-            run.jobs, run.options, ids=run.ids, paths=run.paths, cookies=self.cookies, epoch=epoch
+            run.jobs,
+            run.options,
+            ids=run.ids,
+            paths=run.paths,
+            cookies=self.cookies,
+            epoch=epoch,
+            starts=run.heeds(Started),  # no Started made for a quiet run
         )
 
     def limit_connections(self, limit: int) -> None:
@@ -259,15 +266,9 @@ class Session:
             Publish: self._publish,
             Save: self._save,
         }
-        table: dict[type, _Step] = {
-            Connect: net,
-            Send: net,
-            Close: net,
-            Started: self.run.report,
-            Retrying: self.run.report,
-            Finished: self.run.report,
-            Failed: self.run.report,
-        }
+        table: dict[type, _Step] = {Connect: net, Send: net, Close: net}
+        for kind in REPORTS:  # a report nobody heeds is skipped
+            table[kind] = self.run.reporter(kind) or _unheeded
         table.update({kind: self._file_step(kind, step) for kind, step in file_steps.items()})
         return table
 

@@ -37,7 +37,7 @@ from midair.engines._shards import (
     run_shard,
     split,
 )
-from midair.run import Run
+from midair.run import REPORTS, Run
 from midair.serve import ServerThread, expected_bytes
 
 HAVE_DASK = all(importlib.util.find_spec(m) for m in ("dask", "distributed"))
@@ -269,6 +269,25 @@ def test_a_stopped_shard_returns_its_endings_and_flushes(
         sum(s.written for s in summaries)
         == 1000 + (tmp_path / "slow.bin.midair-part").stat().st_size
     )
+
+
+@pytest.mark.parametrize("heeds", [REPORTS, frozenset({Failed})])
+def test_a_shard_sends_home_the_kinds_its_home_heeds_and_every_ending(
+    server: ServerThread, tmp_path: Path, heeds: frozenset[type]
+) -> None:
+    summaries: list[Summary] = []
+    urls = [gen(server, 0, f"h{i}.bin", 1000) for i in range(3)]
+    endings = run_shard(
+        [job(url) for url in urls],
+        make_options(str(tmp_path)),
+        "epoll",
+        summaries.append,
+        heeds=heeds,
+    )
+    sent = [type(report) for summary in summaries for report in summary.reports]
+    assert sorted(e.url for e in endings) == sorted(urls) and sent.count(Finished) == 3
+    assert sent.count(Started) == (3 if Started in heeds else 0)
+    assert not any(s.positions for s in summaries) or Started in heeds  # followed only then
 
 
 def test_a_shard_says_when_it_began_and_sees_a_stop_set_before_that(

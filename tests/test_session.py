@@ -7,12 +7,13 @@ look at what it hands back and what the store was asked.
 from __future__ import annotations
 
 import gc
+import time
 from pathlib import Path
 
 from midair.api import make_options
-from midair.core.actions import Connect, OnDisk, Prepare
+from midair.core.actions import Connect, Failed, Finished, OnDisk, Prepare, Retrying, Started
 from midair.core.jobs import Job
-from midair.run import Run
+from midair.run import REPORTS, Run
 from midair.session import PREPARE_STEP, Session
 from midair.store import Store
 
@@ -89,3 +90,38 @@ def test_a_stop_during_the_backlog_prepares_nothing_more(tmp_path: Path) -> None
     assert session.done
     assert session.next_deadline() is None and not session.due()  # nothing left to tick
     session.close()
+
+
+def fetch_one(tmp_path: Path, listens_to: frozenset[type]) -> tuple[Run, list[object]]:
+    """One file through a session by hand, whole in one read, with a listener of
+    ``listens_to``; the run and what its listener heard."""
+    heard: list[object] = []
+    job = Job.from_url("http://127.0.0.1:9/one.bin")
+    run = Run([job], make_options(str(tmp_path)), listener=heard.append, listens_to=listens_to)
+    session = Session(run)
+    [connect] = session.start()
+    assert isinstance(connect, Connect)
+    session.connected(connect.conn)
+    session.received(connect.conn, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    for _ in range(1000):  # its publication: on the store's thread, within a few polls
+        if session.done:
+            break
+        time.sleep(session.timeout() or 0.0)
+        session.timer()
+    session.close()
+    assert run.results.ok and (tmp_path / "one.bin").read_bytes() == b"hi"
+    return run, heard
+
+
+def test_a_quiet_listener_hears_only_its_kinds_and_no_transfer_is_followed(
+    tmp_path: Path,
+) -> None:
+    run, heard = fetch_one(tmp_path, frozenset({Failed}))
+    assert heard == [] and run.tracker.files_done == 1 and not run.tracker.follows
+    assert Started not in run.heeded() and {Finished, Failed, Retrying} <= run.heeded()
+
+
+def test_a_listener_of_every_kind_hears_the_start_and_the_end(tmp_path: Path) -> None:
+    run, heard = fetch_one(tmp_path, REPORTS)
+    assert [type(action) for action in heard] == [Started, Finished]
+    assert run.tracker.follows and run.heeded() == REPORTS

@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     reporter = make_reporter(json=args.json, quiet=args.quiet)
-    downloader.on_event = reporter.event
+    downloader.on_event, downloader.listens_to = reporter.event, reporter.kinds
     results = downloader.run(around=lambda run: _display(reporter, run))
     return 0 if results.ok else 1
 

@@ -42,7 +42,12 @@ def human_bytes(n: float) -> str:
 
 
 class Reporter:
-    """Quiet: failures only, one line each, and a summary only when something failed."""
+    """Quiet: failures only, one line each, and a summary only when something failed.
+
+    ``kinds``: the reports ``event`` is called for.  Whoever shows the transfers in the
+    air (``Tracker.active``) hears ``Started``: the run follows them only then."""
+
+    kinds: frozenset[type] = frozenset({Failed})
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stderr
@@ -89,6 +94,8 @@ def summary_line(tracker: Tracker, seconds: float) -> str:
 class PlainReporter(Reporter):
     """A line per finished, failed or retried file: for logs and pipes."""
 
+    kinds = frozenset({Finished, Retrying, Failed})
+
     def event(self, action: Action) -> None:
         if isinstance(action, Finished):
             note = "already complete" if action.skipped else human_bytes(action.size)
@@ -108,6 +115,7 @@ class JsonReporter(Reporter):
     """One JSON object per line on stdout; overall progress at most every 0.5 s."""
 
     INTERVAL = 0.5
+    kinds = frozenset({Started, Finished, Failed, Retrying})
 
     def __init__(self, out: TextIO | None = None) -> None:
         super().__init__(out or sys.stdout)
@@ -203,6 +211,7 @@ class RichReporter(PlainReporter):
     """A live view on a terminal: totals, rate, ETA, and the busiest transfers."""
 
     SHOWN = 8
+    kinds = frozenset({Started, Retrying, Failed})  # Started: the view shows what is active
 
     def event(self, action: Action) -> None:
         if isinstance(action, Failed | Retrying):

@@ -112,9 +112,10 @@ class _Conn:
     checkpoint_at: float = math.inf  # when to ask for a control file, if not yet
     exchanges: int = 0  # requests sent on this connection
     answered: bool = False  # the current request has a response head
-    # The accepted response's ``Open``, held back until its body's first bytes show whether
-    # the whole body came in this read; then ``saving`` holds it all until the end.
-    held: Open | None = None
+    # Where the accepted response's body starts: its ``Open`` is held back (not even made)
+    # until the body's first bytes show whether the whole body came in this read; then
+    # ``saving`` holds it all until the end.
+    held: int | None = None
     saving: Save | None = None
 
     def __post_init__(self) -> None:
@@ -144,13 +145,15 @@ class Batch:
         paths: Sequence[str | None] | None = None,
         cookies: Cookies | None = None,
         epoch: float | None = None,
+        starts: bool = True,
     ):
         """``ids`` name the jobs in every action and answer (default: their positions); a
         shard of a bigger batch uses the whole batch's, so its reports need no renumbering.
         ``paths``: each job's ``first_path`` (None where it raises), if already known.
         ``cookies``: where Set-Cookie goes and Cookie comes from (None: no cookies).
         ``epoch``: the wall-clock time (POSIX seconds) at ``now`` 0, if known: the one
-        rule that needs wall time (a Retry-After date without a Date) reads it so."""
+        rule that needs wall time (a Retry-After date without a Date) reads it so.
+        ``starts``: report ``Started``; off when nobody follows transfers (``-q``)."""
         self.options = options
         self._cookies = cookies
         self._epoch = epoch
@@ -160,6 +163,7 @@ class Batch:
         self._unprepared: deque[tuple[int, str]] = deque()  # claimed at start, Prepare to come
         self._request_fields = t.RequestFields(options)
         self._unfinished = len(self._jobs)
+        self.done = not self._unfinished  # every job ended; read on every event: no call
         self._hosts: dict[tuple[str, str, int], _Host] = {}
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
@@ -179,6 +183,7 @@ class Batch:
         self._out: list[Action] = []
         self._now = 0.0  # the time of the bytes being fed, for the response callbacks
         self.max_connections = options.concurrency
+        self._starts = starts
 
     def limit_connections(self, limit: int) -> None:
         """Open at most ``limit`` connections, below ``concurrency``.
@@ -190,10 +195,6 @@ class Batch:
         self.max_connections = max(1, min(limit, self.options.concurrency))
 
     # --- queries --------------------------------------------------------------------
-    @property
-    def done(self) -> bool:
-        return self._unfinished == 0
-
     @property
     def open_connections(self) -> int:
         return len(self._conns)
@@ -463,7 +464,9 @@ class Batch:
         """Hand out what was held for a body that did not end in the read it began in: the
         store copies bytes out before the next event, so nothing may wait for one."""
         if conn.held is not None:
-            self._out.append(conn.held)
+            d = conn.download
+            assert d.path is not None
+            self._out.append(Open(d.id, d.path, conn.held, d.record()))
         elif conn.saving is not None:
             self._out += conn.saving.split()
         conn.held = conn.saving = None
@@ -484,8 +487,9 @@ class Batch:
         conn.body_limit = d.body_limit()
         conn.checkpoint_at = now + CHECKPOINT_AFTER
         assert d.path is not None
-        conn.held = Open(d.id, d.path, decision.offset, d.record())  # see ``_write``
-        self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
+        conn.held = decision.offset  # its Open, unless the body comes whole: see ``_write``
+        if self._starts:
+            self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
 
     def _follow(self, conn: _Conn, decision: t.Redirect, head: Head, now: float) -> None:
         self._close(conn, now)
@@ -567,21 +571,13 @@ class Batch:
         target, replace = d.target or d.path, self.options.overwrite
         self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text, target, replace))
 
-    def _save(self, d: t.Download, held: Open, data: Chunk) -> Save:
-        """``held``, ``data`` and what ``_publish`` would ask, in one action."""
-        target, replace = d.target or held.path, self.options.overwrite
-        end = held.offset + len(data)
+    def _save(self, d: t.Download, offset: int, data: Chunk) -> Save:
+        """The held ``Open``, ``data`` and what ``_publish`` would ask, in one action."""
+        assert d.path is not None
+        record, target, replace = d.record(), d.target or d.path, self.options.overwrite
+        end = offset + len(data)
         return Save(
-            d.id,
-            held.path,
-            held.offset,
-            held.record,
-            data,
-            end,
-            d.checksum,
-            held.record.url,
-            target,
-            replace,
+            d.id, d.path, offset, record, data, end, d.checksum, record.url, target, replace
         )
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
@@ -726,16 +722,19 @@ class Batch:
 
     def _finish(self, d: t.Download, *, skipped: bool) -> None:
         assert d.path is not None
-        self._ended.add(d.id)
-        self._unfinished -= 1
+        self._end(d)
         self._out.append(
             Finished(d.id, d.job.url.text, d.final_path or d.path, d.size or 0, skipped)
         )
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
+        self._end(d)
+        self._out.append(Failed(d.id, d.job.url.text, error))
+
+    def _end(self, d: t.Download) -> None:
         self._ended.add(d.id)
         self._unfinished -= 1
-        self._out.append(Failed(d.id, d.job.url.text, error))
+        self.done = not self._unfinished
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:

@@ -266,7 +266,7 @@ class ClientConnection:
         if not data:
             raise FramingError(_NO_RESPONSE)
         searched = len(self._pending) - 2  # an empty line may straddle two reads
-        buffer, at = self._collect(_bytes(data)), 0
+        buffer, at = self._collect(data), 0
         while True:
             start, end = self._find_head(buffer, at, searched)
             if end < 0:
@@ -279,12 +279,12 @@ class ClientConnection:
                 return
             at = end  # that was an interim 1xx head: the final one follows
 
-    def _collect(self, data: Bytes) -> bytes | bytearray:
+    def _collect(self, data: Chunk) -> bytes | bytearray:
         """The head's bytes so far: this read alone (no copy) if it begins the head."""
         if self._pending:  # a bytearray: only ``_keep`` makes a non-empty one
-            self._pending += data
+            self._pending += _bytes(data)
             return self._pending
-        return data if isinstance(data, bytes) else bytes(data)
+        return data if isinstance(data, bytes) else bytes(_bytes(data))
 
     def _find_head(self, buffer: bytes | bytearray, at: int, searched: int) -> tuple[int, int]:
         """Where the next head in ``buffer`` starts and ends (-1: not yet complete).

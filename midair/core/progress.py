@@ -26,7 +26,8 @@ class Transfer:
 
 @dataclass
 class Tracker:
-    """Totals for a whole batch, and the transfers now in the air."""
+    """Totals for a whole batch, and the transfers now in the air (``active``) when
+    someone ``follows`` them: a display of them, or a shard's home that shows them."""
 
     jobs: int = 0
     bytes_done: int = 0
@@ -35,23 +36,28 @@ class Tracker:
     retries: int = 0
     active: dict[int, Transfer] = field(default_factory=dict)
     results: Results = field(default_factory=Results)
+    follows: bool = True
 
     def observe(self, action: Action) -> None:
-        count = _COUNTERS.get(type(action))
+        count = self._count(type(action))
         if count is not None:
             count(self, action)
 
-    @staticmethod
-    def counts(kind: type) -> bool:
+    def counts(self, kind: type) -> bool:
         """Whether ``observe`` counts actions of ``kind``.  A driver that dispatches by
         kind can leave the others out: most of a file's actions count nothing."""
-        return kind in _COUNTERS
+        return self._count(kind) is not None
 
     def counter(self, kind: type) -> Callable[[Any], None] | None:
         """``observe`` for actions of ``kind`` alone, looked up once (None: it counts
         nothing): for a driver that dispatches by kind."""
-        count = _COUNTERS.get(kind)
+        count = self._count(kind)
         return None if count is None else MethodType(count, self)
+
+    def _count(self, kind: type) -> Callable[[Tracker, Any], None] | None:
+        if kind is Started and not self.follows:  # it only begins an ``active`` entry
+            return None
+        return _COUNTERS.get(kind)
 
     def _wrote(self, action: Write | Save) -> None:
         self.bytes_done += len(action.data)

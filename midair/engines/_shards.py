@@ -33,7 +33,7 @@ import os
 import pickle
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, get_args
@@ -43,7 +43,7 @@ from ..core.errors import InputError, NetworkError
 from ..core.jobs import Job, Options
 from ..core.naming import family
 from ..core.transfer import claimable_path
-from ..run import Run, stop_on_signals
+from ..run import REPORTS, Run, stop_on_signals
 
 ENDINGS = (Finished, Failed)
 PACK_CHUNK = 2000  # jobs pickled at once (~60 ms): the longest a stop waits on packing
@@ -285,8 +285,12 @@ def run_shard(
     began: Callable[[], None] | None = None,
     ids: Sequence[int] | None = None,
     paths: Sequence[str | None] | None = None,
+    heeds: Collection[type] = REPORTS,
 ) -> list[Report]:
     """Download ``jobs``; ``send`` summaries meanwhile; return every ending.
+
+    ``heeds``: the kinds of report sent home (the caller's ``Run.heeded``; endings always
+    are): a quiet run's home hears no ``Started``, so 20,000 of them cross no pipe.
 
     Reports carry ``ids`` (one per job: the shard's ``indexes`` in the whole batch;
     by default the jobs' positions), so the merge has nothing to renumber.  ``paths``: the
@@ -301,7 +305,7 @@ def run_shard(
     if stopped is not None and stopped():  # before a batch start that cannot be interrupted
         return []
     outbox: deque[Any] = deque()  # the run hands its listener reports only
-    run = _ShardRun(jobs, options, outbox.append, began, stopped, ids, paths)
+    run = _ShardRun(jobs, options, outbox.append, began, stopped, ids, paths, {*heeds, *ENDINGS})
     engine = shard_engine(inner)
     reporter = _Reporter(run, outbox, send, stopped)
     done = threading.Event()
@@ -337,8 +341,9 @@ class _ShardRun(Run):
         stopped: Callable[[], bool] | None,
         ids: Sequence[int] | None,
         paths: Sequence[str | None] | None,
+        heeds: Collection[type],
     ) -> None:
-        super().__init__(jobs, options, listener=listener, ids=ids, paths=paths)
+        super().__init__(jobs, options, listener=listener, ids=ids, paths=paths, listens_to=heeds)
         self._began, self._stopped = began, stopped
 
     def commit(self) -> None:

@@ -127,6 +127,7 @@ class _Children:
 
     def start(self, jobs: list[Job], inner: str, interval: float) -> None:
         forking = self.context.get_start_method() == "fork"
+        heeds = self.run.heeded()
         for shard in self.shards:
             carried = self.carry([jobs[i] for i in shard.indexes], forking)
             if carried is None:  # stopped meanwhile: no more children
@@ -138,7 +139,7 @@ class _Children:
                 target=_child,
                 name=f"midair-shard-{shard.number}",
                 daemon=False,
-                args=(carried, forking, shard, inner, interval, writer),
+                args=(carried, forking, shard, inner, interval, writer, heeds),
             )
             process.start()
             writer.close()  # the child holds the only writer: its death ends the pipe
@@ -216,6 +217,7 @@ def _child(
     inner: str,
     interval: float,
     writer: Connection,
+    heeds: frozenset[type],
 ) -> None:
     """One shard; SIGINT and SIGTERM stop its run (``run_shard``), which flushes its files."""
     # A forked child inherits the parent's handlers, which would ask the parent's run
@@ -230,7 +232,14 @@ def _child(
 
     try:
         run_shard(
-            jobs, shard.options, inner, send, interval, ids=shard.indexes, paths=shard.own_paths()
+            jobs,
+            shard.options,
+            inner,
+            send,
+            interval,
+            ids=shard.indexes,
+            paths=shard.own_paths(),
+            heeds=heeds,
         )
         writer.send(("done", "ended without finishing its jobs"))
     except KeyboardInterrupt:

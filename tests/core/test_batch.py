@@ -95,6 +95,19 @@ def test_driving_a_batch_by_hand() -> None:
     assert batch.done and batch.open_connections == 0 and batch.next_deadline() is None
 
 
+def test_a_batch_whose_starts_nobody_follows_reports_none_and_acts_the_same() -> None:
+    def actions(starts: bool) -> list[object]:
+        batch = Batch([Job.from_url(f"{H}/f")], Options(directory="/d"), seed=1, starts=starts)
+        batch.start(0.0)
+        batch.prepared(0, OnDisk("fresh"), 0.0)
+        batch.connected(1, 0.1)
+        got = batch.received(1, HEAD + b"ab", 0.2) + batch.received(1, b"cd", 0.3)
+        return got + batch.published(0, 0.4)
+
+    assert STARTED in actions(True)
+    assert actions(False) == [a for a in actions(True) if a != STARTED]
+
+
 def connected_batch() -> Batch:
     batch = Batch([Job.from_url(f"{H}/f")], Options(directory="/d"), seed=1)
     batch.start(0.0)

@@ -25,8 +25,18 @@ def test_counters_follow_one_download() -> None:
 
 
 def test_kinds_that_count_nothing_are_named() -> None:
-    assert Tracker.counts(Write) and Tracker.counts(Started) and Tracker.counts(Finished)
-    assert not any(Tracker.counts(kind) for kind in (Prepare, Open, Publish))
+    tracker = Tracker()
+    assert tracker.counts(Write) and tracker.counts(Started) and tracker.counts(Finished)
+    assert not any(tracker.counts(kind) for kind in (Prepare, Open, Publish))
     tracker = Tracker()
     tracker.observe(Prepare(0, "/d/f", "http://h/f", None))  # a kind it skips: no change
     assert tracker == Tracker()
+
+
+def test_a_tracker_that_follows_nothing_still_counts_every_file() -> None:
+    tracker = Tracker(jobs=1, follows=False)
+    assert not tracker.counts(Started) and tracker.counts(Finished)
+    tracker.observe(Started(0, "http://h/f", "/d/f", 0, 5))
+    tracker.observe(Write(0, 0, b"abcde"))
+    tracker.observe(Finished(0, "http://h/f", "/d/f", 5, skipped=False))
+    assert tracker.active == {} and (tracker.files_done, tracker.bytes_done) == (1, 5)
