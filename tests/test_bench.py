@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import NginxFactory
 
-from midair.bench import clients, downloads, runner
+from midair.bench import clients, data, downloads, runner
 from midair.bench.clients import PEERS, Job, engine_clients
 from midair.bench.data import Verification
 from midair.bench.downloads import choose_downloads, mount_of
@@ -185,15 +185,43 @@ def test_prefault_writes_the_bytes_then_deletes_them(
     written: list[int] = []
     real_write = os.write
 
-    def counting(fd: int, data: bytes) -> int:
+    def counting(fd: int, chunk: bytes) -> int:
         if os.readlink(f"/proc/self/fd/{fd}").endswith(".midair-bench-prefault"):
-            written.append(len(data))
-        return real_write(fd, data)
+            written.append(len(chunk))
+        return real_write(fd, chunk)
 
     monkeypatch.setattr(downloads.os, "write", counting)
     downloads.prefault(tmp_path, 3 * (1 << 20) + 1)
     assert sum(written) == 5 << 20  # 3 MiB and a byte, rounded up to blocks, and the margin
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sendfile", [True, False])
+def test_a_run_s_files_are_read_through_to_the_end(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sendfile: bool
+) -> None:
+    """Into the page cache before each run: by sendfile, or by read where it fails."""
+    sizes = {"a.bin": 3 << 20, "b.bin": 5}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    moved: list[int] = []
+    real_sendfile, real_read = os.sendfile, os.read
+
+    def spy_sendfile(out: int, src: int, offset: int | None, count: int) -> int:
+        if not sendfile:
+            raise OSError(22, "Invalid argument")
+        moved.append(real_sendfile(out, src, offset, count))
+        return moved[-1]
+
+    def spy_read(fd: int, count: int) -> bytes:
+        chunk = real_read(fd, count)
+        moved.append(len(chunk))
+        return chunk
+
+    monkeypatch.setattr(data.os, "sendfile", spy_sendfile)
+    monkeypatch.setattr(data.os, "read", spy_read)
+    data.into_page_cache(tmp_path, list(sizes))
+    assert sum(moved) == sum(sizes.values())
 
 
 def test_tmpfs_is_chosen_when_it_has_room(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

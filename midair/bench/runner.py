@@ -45,7 +45,7 @@ from pathlib import Path
 
 from midair.bench.ceiling import WRITERS, measure_ceiling
 from midair.bench.clients import Client, Job
-from midair.bench.data import Dataset, Verification, make_dataset, verify
+from midair.bench.data import Dataset, Verification, into_page_cache, make_dataset, verify
 from midair.bench.downloads import prefault
 from midair.bench.measure import Measurement, run_measured
 from midair.bench.scenarios import SEED, Point, Scenario
@@ -257,6 +257,7 @@ def _run_point(
         if elsewhere or _not_repeated(name, client, point, rep, result):
             continue
         job = Job(urls, list_file, work / f"{name}-{point.files}-{rep}", point.jobs, point.per_host)
+        into_page_cache(data.root, names)  # the server sends from memory to everyone (data)
         runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx, result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)
     return runs
