@@ -14,8 +14,8 @@ On tmpfs a run's bytes go into memory the kernel takes from its free pages, and
 in a virtual machine that reports free pages to its host (virtio-balloon free
 page reporting) a page freed a second or two ago may no longer be backed: the
 first write to it waits for the host.  Measured on the bench's 2-core VM, 2 GiB
-written into such pages took 1.2-4 s of the writer's CPU (up to 14 s right after
-boot) instead of 0.6 s, whoever the writer was, depending on how long ago the
+written into such pages took 1.2-4 s of the writer's CPU (up to 14 s into memory
+long unused) instead of 0.6 s, whoever the writer was, depending on how long ago the
 previous run's files were deleted: in bulk that, not the client, set the
 ranking.  So before every run on a memory file system the bench writes as many
 bytes as the run will into a scratch file there and deletes it (``prefault``):
