@@ -134,6 +134,9 @@ def test_quick_bench_reports_where_it_downloaded(tmp_path: Path) -> None:
             assert "does not list --no-fsync" in note
         text = (tmp_path / "out" / "bench.md").read_text()
         assert f"({place['fstype']}, mounted on {place['mount']}" in text
+        # Memory is prepared for each writer on a memory fs only, and the report says so.
+        assert place["prefault"] is (place["fstype"] in downloads.MEMORY_FS)
+        assert ("as many bytes there as the run writes" in text) is place["prefault"]
 
 
 def test_scenario_overrides() -> None:
