@@ -11,6 +11,7 @@ lines, ranks and the durable-publication figure in the report.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,8 +22,9 @@ from pathlib import Path
 import pytest
 from conftest import NginxFactory
 
-from midair.bench import clients, downloads, runner
+from midair.bench import clients, data, downloads, runner
 from midair.bench.clients import PEERS, Job, engine_clients
+from midair.bench.data import Verification
 from midair.bench.downloads import choose_downloads, mount_of
 from midair.bench.measure import Measurement, run_measured
 from midair.bench.report import durability, markdown, rows_for
@@ -132,6 +134,9 @@ def test_quick_bench_reports_where_it_downloaded(tmp_path: Path) -> None:
             assert "does not list --no-fsync" in note
         text = (tmp_path / "out" / "bench.md").read_text()
         assert f"({place['fstype']}, mounted on {place['mount']}" in text
+        # Memory is prepared for each writer on a memory fs only, and the report says so.
+        assert place["prefault"] is (place["fstype"] in downloads.MEMORY_FS)
+        assert ("as many bytes there as the run writes" in text) is place["prefault"]
 
 
 def test_scenario_overrides() -> None:
@@ -173,6 +178,53 @@ def _fake_mounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> 
     table = tmp_path / "mounts"
     table.write_text(text)
     monkeypatch.setattr(downloads, "_MOUNTS", table)
+
+
+def test_prefault_writes_the_bytes_then_deletes_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Written, not just reserved (tmpfs's fallocate touches no page), and nothing left."""
+    monkeypatch.setattr(downloads, "_PREFAULT_MARGIN", 1 << 20)
+    written: list[int] = []
+    real_write = os.write
+
+    def counting(fd: int, chunk: bytes) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".midair-bench-prefault"):
+            written.append(len(chunk))
+        return real_write(fd, chunk)
+
+    monkeypatch.setattr(downloads.os, "write", counting)
+    downloads.prefault(tmp_path, 3 * (1 << 20) + 1)
+    assert sum(written) == 5 << 20  # 3 MiB and a byte, rounded up to blocks, and the margin
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sendfile", [True, False])
+def test_a_run_s_files_are_read_through_to_the_end(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sendfile: bool
+) -> None:
+    """Into the page cache before each run: by sendfile, or by read where it fails."""
+    sizes = {"a.bin": 3 << 20, "b.bin": 5}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    moved: list[int] = []
+    real_sendfile, real_read = os.sendfile, os.read
+
+    def spy_sendfile(out: int, src: int, offset: int | None, count: int) -> int:
+        if not sendfile:
+            raise OSError(22, "Invalid argument")
+        moved.append(real_sendfile(out, src, offset, count))
+        return moved[-1]
+
+    def spy_read(fd: int, count: int) -> bytes:
+        chunk = real_read(fd, count)
+        moved.append(len(chunk))
+        return chunk
+
+    monkeypatch.setattr(data.os, "sendfile", spy_sendfile)
+    monkeypatch.setattr(data.os, "read", spy_read)
+    data.into_page_cache(tmp_path, list(sizes))
+    assert sum(moved) == sum(sizes.values())
 
 
 def test_tmpfs_is_chosen_when_it_has_room(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -372,6 +424,33 @@ def test_a_run_is_timed_from_its_exec_not_from_the_fork(tmp_path: Path) -> None:
     assert m.started_at - before >= m.spawn_s - 1e-4
     assert m.wall_s >= 0.2
     assert abs((m.ended_at - m.started_at) - m.wall_s) < 0.005  # one clock, two readings
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_a_client_starts_right_after_its_bytes_are_prefaulted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, memory: bool
+) -> None:
+    """On a memory fs, as many bytes as the run writes, just before it (and only there)."""
+    events: list[tuple[object, ...]] = []
+    monkeypatch.setattr(runner, "prefault", lambda path, size: events.append((path, size)))
+
+    def measured(argv: list[str], timeout: float, log: Path) -> Measurement:
+        events.append(("run",))
+        return Measurement(list(argv), 1.0, 0.5, 0.1, 10.0, 0, False)
+
+    monkeypatch.setattr(runner, "run_measured", measured)
+    monkeypatch.setattr(runner, "collect", lambda *args: None)
+    monkeypatch.setattr(runner, "verify", lambda out, expected: Verification(1, [], []))
+    scn = QUICK["bulk"]
+    point = Point(1, 1, 1, 1)
+    ctx = runner.Context("nginx", tmp_path, tmp_path, 1, {}, {"curl": "8"}, 1024, prefault=memory)
+    result = ScenarioResult(scn, "nginx")
+    served = runner.Served("nginx", ["http://127.0.0.1:1/"], None)  # type: ignore[arg-type]
+    run = runner._run_client(
+        scn, point, 0, "curl", PEERS["curl"], _job(tmp_path, 1), {}, served, ctx, result
+    )
+    assert run.status == "ok"
+    assert events == ([(tmp_path, scn.size), ("run",)] if memory else [("run",)])
 
 
 def test_each_rep_starts_with_the_next_client() -> None:

@@ -92,18 +92,25 @@ def test_the_ceiling_is_the_best_writer_of_the_best_rep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = iter([2.0, 2.1, 1.0, 1.5, 1.2, 2.0, 2.0, 0.9, 1.9, 1.1])  # socket x2, 3 writers
+    events: list[str] = []
 
     def fake(url: str, timeout: float, into: Path | None = None, writer: str = "") -> float:
+        events.append(writer if into else "socket")
         return next(seen)
 
     monkeypatch.setattr(runner, "WRITERS", {"a": None, "b": None, "c": None})
     monkeypatch.setattr(runner, "measure_ceiling", fake)
+    monkeypatch.setattr(runner, "prefault", lambda path, size: events.append(f"prefault {size}"))
     scn = Scenario("bulk", 1, 1 << 20, 1, 0)
     result = runner.ScenarioResult(scn, "nginx")
     served = runner.Served("nginx", ["http://127.0.0.1:1/"], None)  # type: ignore[arg-type]
     data = type("D", (), {"names": ["f"]})()
+    ctx = runner.Context("nginx", tmp_path, tmp_path, 2, {}, {}, 1024, prefault=True)
     for _ in range(2):
-        runner._baseline(scn, served, data, tmp_path, result)  # type: ignore[arg-type]
+        runner._baseline(scn, served, data, ctx, result)  # type: ignore[arg-type]
+    ready = f"prefault {1 << 20}"
+    # Each writer into a file starts on memory just used, as each client does.
+    assert events[:8] == ["socket", "socket", ready, "a", ready, "b", ready, "c"]
     assert result.ceiling == 2.1 and result.file_ceiling == 1.9  # not a median of reps
     assert result.file_ceiling_by == {"a": [1.0, 0.9], "b": [1.5, 1.9], "c": [1.2, 1.1]}
     assert "b 1.90" in describe(result) and "1.90 GB/s (the 100% below)" in describe(result)

@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         nofile=raise_open_file_limit(),
         timeout=args.timeout,
         nginx_workers=args.nginx_workers,
+        prefault=not downloads.durable,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     started, load = time.monotonic(), os.getloadavg()[0]
@@ -155,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
     meta = _meta(args, ctx, time.monotonic() - started)
     meta["work"] = str(ctx.work)
     meta["machine"]["load_1m_at_start"] = round(load, 2)
-    meta["downloads"] = downloads.as_dict() | {"durable_publication": durability}
+    meta["downloads"] = downloads.as_dict() | {
+        "durable_publication": durability,
+        "prefault": ctx.prefault,
+    }
     meta["bytecode"] = bytecode
     return _report(args, meta, results, startup)
 
@@ -228,7 +232,14 @@ def _header(meta: dict[str, Any]) -> str:
         f"Took {meta['seconds']:.0f} s.",
         f"Downloads: {where['path']} ({where['fstype']}, mounted on {where['mount']}; "
         f"--downloads {where['choice']}){'. ' + where['note'] if where['note'] else ''}. "
-        f"Durable publication: {where['durable_publication']}.",
+        f"Durable publication: {where['durable_publication']}."
+        + (
+            " Before each run (and each ceiling writer) the bench wrote as many bytes there "
+            "as the run writes and deleted them, so every writer starts on memory the host "
+            "backs (midair.bench.downloads)."
+            if where.get("prefault")
+            else ""
+        ),
         f"midair's modules: {meta['bytecode']}.",
         f"Command: `{meta['command']}`; every run's exact command line is in bench.json.",
         "| client | version | how it was run | first command line ($WORK: the work "
