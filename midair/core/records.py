@@ -41,6 +41,14 @@ class Record:
         return (type(self), self.values())
 
 
+class MutableRecord(Record):
+    """A ``Record`` whose fields change (counters, result lists): compared and shown by
+    its fields, but unhashable, as an equal-by-value mutable object must be."""
+
+    __slots__ = ()
+    __hash__ = None  # type: ignore[assignment]
+
+
 class FrozenRecord(Record):
     """A ``Record`` that refuses assignment at run time too: for values made once per
     job and kept and shared for the whole run (``URL``).  Its ``__init__`` sets each
