@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import json
 import os
 import re
 import resource
@@ -47,7 +46,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable
-from json.encoder import encode_basestring_ascii as _json_string
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .core.actions import (
@@ -65,6 +63,13 @@ from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.http import Bytes, Piped
 from .core.jobs import Checksum
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
+
+# json's string encoder, from its C module: importing the json package costs ~1 ms of every
+# command's start-up, and only control files and a re-run's look at a file's tag need the rest.
+try:
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # a Python without the C accelerator
+    from json.encoder import encode_basestring_ascii as _json_string
 
 if TYPE_CHECKING:
     import ctypes
@@ -814,6 +819,8 @@ def _file_system_type(fd: int) -> int | None:
 
 
 def _read_control(path: str) -> Resume | None:
+    import json  # see _json_string
+
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -825,6 +832,8 @@ def _read_control(path: str) -> Resume | None:
 
 
 def _write_control(path: str, record: Resume) -> None:
+    import json  # see _json_string
+
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o644)
     with open(fd, "w", encoding="utf-8") as f:
         json.dump(record.as_dict(), f)
@@ -844,6 +853,8 @@ def _tag_value(url: str, size: int) -> bytes:
 
 
 def _read_tag(path: str, follow_symlinks: bool = True) -> dict[str, object] | None:
+    import json  # see _json_string
+
     try:
         data = json.loads(os.getxattr(path, XATTR, follow_symlinks=follow_symlinks))
     except (OSError, ValueError):

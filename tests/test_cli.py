@@ -288,9 +288,10 @@ def test_version_and_help_load_no_core_engine_or_ssl(argv):
 
 # Imported by nothing a plain http get runs before its first connect: each costs start-up
 # time (TLS, idna and libcrypto; a traceback's linecache; the locale argparse's gettext
-# look-ups would load; the engines `auto` did not pick; the servers and the bench).
+# look-ups would load; json, for control files and --json only; the engines `auto` did
+# not pick; the servers and the bench).
 _NOT_FOR_A_PLAIN_GET = {
-    *("ssl", "_ssl", "encodings.idna", "hashlib", "traceback", "shutil", "locale"),
+    *("ssl", "_ssl", "encodings.idna", "hashlib", "traceback", "shutil", "locale", "json"),
     *("asyncio", "concurrent.futures", "multiprocessing", "subprocess"),
     *("midair.engines.processes", "midair.engines._shards", "midair.engines.reactor"),
     *("midair.engines.asyncio_engine", "midair.engines.blocking", "midair.engines.dask_engine"),
