@@ -288,10 +288,11 @@ def test_version_and_help_load_no_core_engine_or_ssl(argv):
 
 # Imported by nothing a plain http get runs before its first connect: each costs start-up
 # time (TLS, idna and libcrypto; a traceback's linecache; the locale argparse's gettext
-# look-ups would load; json, for control files and --json only; the engines `auto` did
-# not pick; the servers and the bench).
+# look-ups would load; json, for control files and --json only; random, for retries; the
+# engines `auto` did not pick; the servers and the bench).
 _NOT_FOR_A_PLAIN_GET = {
-    *("ssl", "_ssl", "encodings.idna", "hashlib", "traceback", "shutil", "locale", "json"),
+    *("ssl", "_ssl", "encodings.idna", "hashlib", "traceback", "shutil", "locale"),
+    *("json", "random"),
     *("asyncio", "concurrent.futures", "multiprocessing", "subprocess"),
     *("midair.engines.processes", "midair.engines._shards", "midair.engines.reactor"),
     *("midair.engines.asyncio_engine", "midair.engines.blocking", "midair.engines.dask_engine"),
@@ -308,6 +309,18 @@ def test_plain_http_get_loads_no_ssl_idna_nor_hashlib(server, tmp_path):
     assert "midair.engines.epoll" in loaded  # the default engine for a small batch ran
     assert not loaded & _NOT_FOR_A_PLAIN_GET, loaded & _NOT_FOR_A_PLAIN_GET
     assert (tmp_path / "lazy.bin").read_bytes() == expected_bytes("lazy.bin", 100)
+
+
+@pytest.mark.parametrize("engine", ["threads", "sequential"])
+def test_a_blocking_engine_loads_no_ssl_idna_nor_thread_pool_for_http(server, tmp_path, engine):
+    """The blocking engines make their TLS context (and import ssl) at the first https
+    connection; they pass ASCII hosts to getaddrinfo as bytes (no idna codec), and run
+    their threads without concurrent.futures (and the logging it imports)."""
+    argv = ["get", "-q", "--engine", engine, "-d", str(tmp_path), url(server, "blk.bin", 100)]
+    loaded = _modules_after(f"assert main({argv!r}) == 0")
+    assert "midair.engines.blocking" in loaded
+    assert not loaded & {"ssl", "_ssl", "encodings.idna", "concurrent.futures", "logging"}
+    assert (tmp_path / "blk.bin").read_bytes() == expected_bytes("blk.bin", 100)
 
 
 _TEARDOWN_PROBE = (

@@ -28,10 +28,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import random
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from . import claims, naming
 from . import transfer as t
@@ -68,6 +67,9 @@ from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, fi
 from .jobs import Job, Options
 from .retry import backoff
 from .urls import URL
+
+if TYPE_CHECKING:
+    import random
 
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
 # Why a download may not take the file on its path, by the store's ``OnDisk.kind``.
@@ -189,11 +191,21 @@ class Batch:
         self._ids = itertools.count(1)
         self._sweep_every = min(1.0, options.timeout / 4)
         self._next_sweep: float | None = None
-        self._rng = random.Random(seed)
+        self._seed = seed
+        self._rng: random.Random | None = None  # made at the first retry
         self._out: list[Action] = []
         self._now = 0.0  # the time of the bytes being fed, for the response callbacks
         self.max_connections = options.concurrency
         self._starts = starts
+
+    def _jitter(self) -> float:
+        """A random draw for a retry's backoff.  ``random`` is loaded at the first: its
+        import is ~0.7 ms of start-up, and most batches never retry."""
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random(self._seed)
+        return self._rng.random()
 
     def limit_connections(self, limit: int) -> None:
         """Open at most ``limit`` connections, below ``concurrency``.
@@ -698,7 +710,7 @@ class Batch:
             return None
         opts = self.options
         if wait is None:
-            wait = backoff(d.attempts, opts.retry_base, opts.max_retry_wait, self._rng.random())
+            wait = backoff(d.attempts, opts.retry_base, opts.max_retry_wait, self._jitter())
         wait = min(wait, opts.max_retry_wait)
         self._out.append(Retrying(d.id, d.job.url.text, error.reason, wait, d.attempts))
         heapq.heappush(self._timers, (now + wait, next(self._ids), d))

@@ -59,7 +59,8 @@ class Runtime:
     """What "blocking" means here: stdlib sockets and threads, or gevent's."""
 
     net: Any  # the socket module, for its ``socket``
-    context_class: type  # an SSLContext whose wrap_socket gives this runtime's TLS sockets
+    # An SSLContext whose wrap_socket gives this runtime's TLS sockets (None: the stdlib's).
+    context_class: type | None
     lock: Callable[[], AbstractContextManager[Any]]
     waker: Callable[[], Waker]
     readable: Callable[[int, float | None], bool] = poll_readable  # waits before a splice

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import pickle
+import re
 
 import pytest
 
@@ -219,7 +219,8 @@ def test_a_job_is_compared_hashed_and_pickled_by_its_fields() -> None:
     assert listed == Job(url) and hash(listed) == hash(Job(url))
     assert listed != Job(url, out="b") and listed != Job(parse_url("http://h.example/b"))
     assert pickle.loads(pickle.dumps(listed)) == listed
-    assert repr(Job(url, out="b")).startswith("Job(url=URL(") and "out='b'" in repr(Job(url, out="b"))
+    shown = repr(Job(url, out="b"))
+    assert shown.startswith("Job(url=URL(") and "out='b'" in shown
 
 
 @pytest.mark.parametrize(
