@@ -46,7 +46,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .core.actions import (
     Checkpoint,
@@ -71,9 +70,11 @@ try:
 except ImportError:  # a Python without the C accelerator
     from json.encoder import encode_basestring_ascii as _json_string
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     import ctypes
     import queue
+    from typing import Any
 
 XATTR = "user.midair"
 # How long the publisher waits after a first publication for others to share its syncfs
@@ -83,12 +84,15 @@ GATHER_SECONDS = 0.002
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-class _Unpublished(NamedTuple):
+class _Unpublished:
     """What the store keeps about an opened download until it is published or discarded."""
 
-    path: str
-    record: Resume
-    durable: bool  # publication must wait for stable storage
+    __slots__ = ("durable", "path", "record")
+
+    def __init__(self, path: str, record: Resume, durable: bool) -> None:
+        self.path = path
+        self.record = record
+        self.durable = durable  # publication must wait for stable storage
 
 
 class Store:
@@ -233,8 +237,9 @@ class Store:
             raise self._local_error(action.download, path, exc) from exc
 
     def _write_control(self, ident: int) -> None:
-        path, record, _ = self._records[ident]
-        _write_control(path + CONTROL_SUFFIX, record)
+        unpublished = self._records[ident]
+        path = unpublished.path
+        _write_control(path + CONTROL_SUFFIX, unpublished.record)
         self._note_created(*_split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 

@@ -329,6 +329,36 @@ def test_inspect_held_back_at_start_up_is_the_real_module_on_first_use(server, t
     assert done.returncode == 0, done.stderr
 
 
+_AT_FIRST_CONNECT = (
+    "import socket, sys\nfrom midair.cli import main\nseen = []\n"
+    "def probe(name):\n"
+    "    real = getattr(socket.socket, name)\n"
+    "    def first(self, *args):\n"
+    "        seen.append(seen or set(sys.modules))\n"
+    "        return real(self, *args)\n"
+    "    setattr(socket.socket, name, first)\n"
+    "probe('connect'); probe('connect_ex')\n"
+    "assert main(sys.argv[1:]) == 0\n"
+    "print(' '.join(seen[0]))\n"
+)
+# Needed only once a response comes (its parser, httptools, with typing), or never by a
+# plain http get; imported before the first connect, each would delay the first request.
+_NOT_BEFORE_THE_FIRST_CONNECT = {"httptools", "typing", "inspect", "json", "random", "ssl"}
+
+
+@pytest.mark.parametrize("engine", ["auto", "threads", "sequential"])
+def test_a_plain_get_connects_before_loading_what_the_response_needs(server, tmp_path, engine):
+    argv = ["get", "-q", "--engine", engine, "-d", str(tmp_path), url(server, "c1.bin", 100)]
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_FIRST_CONNECT, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "midair.store" in loaded  # the probe saw the start path
+    assert not loaded & _NOT_BEFORE_THE_FIRST_CONNECT, loaded & _NOT_BEFORE_THE_FIRST_CONNECT
+    assert (tmp_path / "c1.bin").read_bytes() == expected_bytes("c1.bin", 100)
+
+
 @pytest.mark.parametrize("engine", ["threads", "sequential"])
 def test_a_blocking_engine_loads_no_ssl_idna_nor_thread_pool_for_http(server, tmp_path, engine):
     """The blocking engines make their TLS context (and import ssl) at the first https

@@ -6,13 +6,16 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
 
 from .._version import __version__
 from .errors import InputError
 from .naming import relative_path
 from .records import Record
 from .urls import URL, parse_url, parse_urls, redact
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Final
 
 CHECKSUM_ALGORITHMS = {"sha-256": "sha256", "sha-1": "sha1", "sha-512": "sha512", "md5": "md5"}
 _HEX_LENGTH = {"sha256": 64, "sha1": 40, "sha512": 128, "md5": 32}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 from .errors import DownloadError
 from .records import MutableRecord, Record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Final
 
 
 class Success(Record):
