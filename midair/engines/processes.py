@@ -56,6 +56,7 @@ from ._shards import (
 )
 
 _JOIN_TIMEOUT = 10.0
+_START_SECONDS = 0.5  # a worker's start: no prctl until then (see _die_with_parent)
 
 
 class ProcessesEngine:
@@ -284,7 +285,9 @@ def _die_with_parent(reader: Connection, inherited: Connection | None) -> None:
     when the parent's copy of the writer closes, however the parent ended (already, too).
     It signals the main thread itself: a process-wide signal might be handled by this
     thread, and the main thread, blocked in its event loop's wait, would not notice until
-    its next timer.  On Linux, ``PR_SET_PDEATHSIG`` has the kernel send SIGTERM as well.
+    its next timer.  On Linux, ``PR_SET_PDEATHSIG`` has the kernel send SIGTERM as well
+    (should another process hold a copy of the writer), asked for once the worker's start
+    is over: its ``ctypes`` import (~1.3 ms) would delay the worker's first request.
     """
     if inherited is not None:
         inherited.close()  # a forked child's copy: only the parent's may keep it open
@@ -298,8 +301,9 @@ def _die_with_parent(reader: Connection, inherited: Connection | None) -> None:
 
 
 def _watch_lifeline(reader: Connection, main: int) -> None:
-    _ask_for_parent_death_signal()
     with contextlib.suppress(EOFError, OSError):
+        if not reader.poll(_START_SECONDS):
+            _ask_for_parent_death_signal()
         reader.recv_bytes()
     signal.pthread_kill(main, signal.SIGTERM)
 
@@ -308,7 +312,7 @@ def _ask_for_parent_death_signal() -> None:
     """Linux: SIGTERM from the kernel when the parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes  # here: ctypes is ~1.5 ms of import, on this thread, off the run's path
+    import ctypes  # by now the store has usually loaded it (statfs)
 
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError, AttributeError):
