@@ -344,6 +344,7 @@ _AT_FIRST_CONNECT = (
 # Needed only once a response comes (its parser, httptools, with typing), or never by a
 # plain http get; imported before the first connect, each would delay the first request.
 _NOT_BEFORE_THE_FIRST_CONNECT = {"httptools", "typing", "inspect", "json", "random", "ssl"}
+_NOT_BEFORE_THE_FIRST_CONNECT |= {"netrc", "shlex", "base64"}  # credentials only
 
 
 @pytest.mark.parametrize("engine", ["auto", "threads", "sequential"])

@@ -7,7 +7,6 @@ out the answer.  Every HTTP rule about a single file lives here once.
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 
@@ -398,6 +397,8 @@ def _retry_after(head: Head, wall: float | None) -> float | None:
 
 def basic_authorization(user: str, password: str) -> str:
     """The Basic ``Authorization`` value (RFC 7617, UTF-8 as curl sends it)."""
+    import base64  # here: only a URL with credentials needs it (with struct: start-up time)
+
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
