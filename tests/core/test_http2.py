@@ -15,6 +15,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from midair.cookies import JarCookies
 from midair.core.actions import (
     Close,
     Connect,
@@ -552,3 +553,30 @@ def test_a_server_that_always_sends_goaway_at_once_ends_in_failures_not_a_loop()
     )
     drive.run()
     assert sorted(drive.failed) == [0, 1] and "GOAWAY" in str(drive.failed[0].error)
+
+
+def test_credentials_and_cookies_go_as_http2_fields_too() -> None:
+    """Userinfo becomes Authorization, and a Set-Cookie is sent back, on streams as on
+    HTTP/1.1: the request fields are the download's own, whatever the protocol."""
+    files = {"/b": body(100)}
+
+    def answer(server: H2Server, stream: int, path: str, fields: dict[bytes, bytes]) -> None:
+        if path == "/a":
+            head = [(b":status", b"302"), (b"location", b"/b"), (b"set-cookie", b"k=v; Path=/")]
+            server.h2.send_headers(stream, head, end_stream=True)
+        else:
+            server.ok(stream, path, fields)
+
+    servers: list[H2Server] = []
+
+    def server() -> H2Server:
+        servers.append(H2Server(files, answer=answer))
+        return servers[-1]
+
+    jobs = [Job.from_url("https://user:pa%40ss@h.example/a")]
+    batch = Batch(jobs, Options(directory="/d"), seed=1, cookies=JarCookies())
+    drive = Drive(batch, server).run()
+    assert drive.finished == {0: 100}
+    requests = [fields for s in servers for _, _, fields in s.requests]
+    assert requests[0][b"authorization"] == b"Basic dXNlcjpwYUBzcw=="
+    assert requests[-1][b"cookie"] == b"k=v"
