@@ -406,6 +406,7 @@ def test_prior_knowledge_speaks_http2_on_plain_http() -> None:
     [preface, request] = batch.connected(connect.conn, 0.1, None)
     assert preface.data.startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # type: ignore[attr-defined]
     assert isinstance(request, Send) and request.conn == connect.conn
+    assert batch.pipeable(connect.conn) == 0  # splice(2) is for HTTP/1.1 bodies only
 
 
 def test_a_reset_stream_retries_that_download_only() -> None:
