@@ -155,8 +155,9 @@ class Session:
         return self._carry_out(actions)
 
     @_guarded()
-    def connected(self, conn: int) -> list[NetAction]:
-        return self._carry_out(self.batch.connected(conn, self.clock()))
+    def connected(self, conn: int, protocol: str | None = None) -> list[NetAction]:
+        """``protocol``: what TLS negotiated by ALPN, None on plain TCP (see Batch)."""
+        return self._carry_out(self.batch.connected(conn, self.clock(), protocol))
 
     @_guarded()
     def received(self, conn: int, data: Chunk) -> list[NetAction]:

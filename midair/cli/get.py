@@ -137,6 +137,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--insecure", action="store_true", default=None, help="do not verify TLS certificates"
     )
     p.add_argument("--ca-certificate", metavar="FILE", help="trust this CA bundle as well")
+    version = p.add_mutually_exclusive_group()
+    version.add_argument(
+        "--http1.1",
+        dest="http2",
+        action="store_false",
+        default=None,
+        help="speak HTTP/1.1 only (default: HTTP/2 over TLS when the server offers it)",
+    )
+    version.add_argument(
+        "--http2-prior-knowledge",
+        action="store_true",
+        default=None,
+        help="speak HTTP/2 at once on http:// URLs (h2c, no upgrade)",
+    )
     p.add_argument(
         "--engine",
         default=DEFAULT_ENGINE,
@@ -236,6 +250,8 @@ _OPTIONS = (
     "netrc",
     "load_cookies",
     "save_cookies",
+    "http2",
+    "http2_prior_knowledge",
 )
 
 

@@ -32,7 +32,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from . import claims, naming
 from . import transfer as t
@@ -66,6 +66,9 @@ from .errors import (
     TLSError,
 )
 from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
+
+if TYPE_CHECKING:
+    from .http2 import Http2Connection
 from .jobs import Job, Options
 from .retry import backoff
 from .urls import URL
@@ -94,6 +97,18 @@ class _Host:
     paused_until: float = 0.0
     queued: bool = False  # in the ready queue
     unknown: str | None = None  # why its name does not resolve: each job fails with it
+    link: _Link | None = None  # its HTTP/2 connection, once one is open
+
+
+@dataclass(eq=False, slots=True)
+class _Link:
+    """One HTTP/2 connection: the engine's connection ``id``, carrying many ``_Stream``."""
+
+    id: int
+    host: _Host
+    http: Http2Connection
+    streams: dict[int, _Stream] = field(default_factory=dict)  # by stream id
+    ended: int = 0  # streams that ended cleanly on it
 
 
 @dataclass(eq=False, slots=True)
@@ -132,6 +147,28 @@ class _Conn:
         self.batch._on_end(self, self.batch._now)
 
 
+@dataclass(eq=False, slots=True)
+class _Stream(_Conn):
+    """A download on an HTTP/2 connection: a ``_Conn`` to every decision, but its bytes
+    come from its ``link`` (so it keeps its own time of last data) and ``Close`` of it
+    resets the stream."""
+
+    link: _Link | None = None
+    stream: int = 0
+
+    def on_head(self, head: Head) -> None:
+        self.last_active = self.batch._now
+        self.batch._on_head(self, head, self.batch._now)
+
+    def on_body(self, data: Chunk) -> None:
+        self.last_active = self.batch._now
+        self.window_bytes += len(data)
+        self.batch._write(self, data, self.batch._now)
+
+    def on_broken(self, reason: str, refused: bool) -> None:
+        self.batch._on_broken(self, reason, refused, self.batch._now)
+
+
 class Batch:
     """Drive a set of jobs to completion; see the module docstring."""
 
@@ -167,6 +204,7 @@ class Batch:
         self._hosts: dict[tuple[str, str, int], _Host] = {}
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
+        self._links: dict[int, _Link] = {}  # HTTP/2 connections, by the engine's id
         self._timers: list[tuple[float, int, t.Download | _Host]] = []
         self._claims: dict[str, int] = {}  # path -> the download that has it
         self._alone: dict[str, int] | None = None  # first paths of one job each, until start
@@ -351,12 +389,16 @@ class Batch:
             self._enqueue(d, now)
         return self._flush(now)
 
-    def connected(self, conn_id: int, now: float) -> list[Action]:
+    def connected(self, conn_id: int, now: float, protocol: str | None = None) -> list[Action]:
+        """The connection is open; ``protocol``: what TLS negotiated by ALPN ("h2",
+        "http/1.1"), None for plain TCP (HTTP/1.1 unless --http2-prior-knowledge)."""
         conn = self._conns.get(conn_id)
         if conn is not None and conn.host.paused_until > now:
             # Opened before the host said "slow down": its download waits with the others.
             self._close(conn, now)
             conn.host.pending.appendleft(conn.download)
+        elif conn is not None and self._speaks_http2(conn, protocol):
+            self._start_link(conn, now)
         elif conn is not None:
             conn.last_active = conn.window_start = now
             self._send_request(conn)
@@ -368,6 +410,8 @@ class Batch:
             conn.last_active = now
             conn.window_bytes += len(data)
             self._feed(conn, data, now)
+        elif conn_id in self._links:
+            self._feed_link(self._links[conn_id], data, now)
         return self._flush(now)
 
     def closed(
@@ -376,6 +420,9 @@ class Batch:
         """The connection is gone: EOF (``failure`` None) or an error from the engine."""
         conn = self._conns.get(conn_id)
         if conn is None:
+            if conn_id in self._links:
+                link = self._links[conn_id]
+                self._end_link(link, lambda stream: self._link_error(stream, failure), None, now)
             return self._flush(now)
         if conn.exchanges > 1 and not conn.answered and (failure is None or failure.retryable):
             # The server closed a kept-alive connection just as we reused it: a race,
@@ -398,6 +445,12 @@ class Batch:
         else:
             self._attempt_failed(conn, self._connection_error(conn, failure), now)
         return self._flush(now)
+
+    def _link_error(self, stream: _Stream, failure: ConnectionFailure | None) -> DownloadError:
+        """What the end of an HTTP/2 connection means for a stream on it."""
+        if failure is None:
+            return NetworkError(stream.download.url.text, "connection closed by the server")
+        return self._connection_error(stream, failure)
 
     def _connection_error(self, conn: _Conn, failure: ConnectionFailure) -> DownloadError:
         url = conn.download.url.text
@@ -447,6 +500,122 @@ class Batch:
             fields += _cookie_field(d, cookie)
         data = conn.http.request_with(d.url.target, fields)
         self._out.append(Send(conn.id, data))
+
+    # --- HTTP/2: one connection per origin, a stream per download -------------------
+    def _speaks_http2(self, conn: _Conn, protocol: str | None) -> bool:
+        if protocol is None:
+            return self.options.http2_prior_knowledge and conn.host.origin[0] == "http"
+        return protocol == "h2"
+
+    def _start_link(self, conn: _Conn, now: float) -> None:
+        """Make ``conn`` the host's HTTP/2 connection, its download the first stream.  A
+        second connection opened before the first spoke HTTP/2 gives its download to it."""
+        del self._conns[conn.id]
+        host = conn.host
+        if host.link is not None:
+            self._out.append(Close(conn.id))
+            host.open -= 1
+            host.pending.appendleft(conn.download)
+            self._mark_ready(host, now)
+            return
+        from .http2 import Http2Connection  # h2 is imported only by runs that speak it
+
+        link = host.link = self._links[conn.id] = _Link(conn.id, host, Http2Connection())
+        self._out.append(Send(link.id, link.http.start()))
+        self._open_stream(link, conn.download, now)
+        self._mark_ready(host, now)  # its other downloads may go as streams now
+
+    def _open_stream(self, link: _Link, d: t.Download, now: float) -> None:
+        stream = _Stream(next(self._ids), link.host, d, now, self, link=link)
+        stream.window_start = now
+        self._conns[stream.id] = stream
+        d.position = d.offset
+        stream.exchanges = 1
+        headers = d.request_headers()
+        cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
+        if cookie is not None and _cookie_field(d, cookie):  # the HTTP/1.1 rule, as a pair
+            headers.append(("Cookie", cookie))
+        stream.stream, data = link.http.request(stream, d.url.scheme, d.url.target, headers)
+        link.streams[stream.stream] = stream
+        self._out.append(Send(link.id, data))
+
+    def _feed_link(self, link: _Link, data: Chunk, now: float) -> None:
+        from .http2 import Goaway
+
+        self._now = now
+        try:
+            reply = link.http.receive(bytes(data))  # type: ignore[arg-type]  # never Piped
+        except Goaway as exc:
+            goaway = str(exc)
+            self._end_link(
+                link, lambda s: NetworkError(s.download.url.text, goaway), exc.last_stream, now
+            )
+            return
+        except FramingError as exc:
+            broken = str(exc)
+            self._end_link(link, lambda s: ProtocolError(s.download.url.text, broken), None, now)
+            return
+        for stream in list(link.streams.values()):
+            if stream.held is not None or stream.saving is not None:
+                self._unhold(stream)  # its body goes on after this read, as in ``_feed``
+        if reply and link.id in self._links:
+            self._out.append(Send(link.id, reply))
+
+    def _on_broken(self, stream: _Stream, reason: str, refused: bool, now: float) -> None:
+        self._unhold(stream)
+        if refused:
+            self._close(stream, now)
+            self._enqueue(stream.download, now)  # never processed: no attempt counted
+        else:
+            self._attempt_failed(stream, NetworkError(stream.download.url.text, reason), now)
+
+    def _end_link(
+        self,
+        link: _Link,
+        error: Callable[[_Stream], DownloadError],
+        processed: int | None,
+        now: float,
+    ) -> None:
+        """Close ``link``; each stream on it is retried.  On a link that had served others
+        (so a loop of these still makes progress), streams above ``processed`` (GOAWAY's
+        last stream) and unanswered ones (the keep-alive race of ``closed``) go again
+        uncounted."""
+        self._close_link(link, now)
+        for number, stream in link.streams.items():
+            self._unhold(stream)
+            del self._conns[stream.id]
+            unprocessed = processed is not None and number > processed
+            if link.ended and (unprocessed or not stream.answered):
+                self._enqueue(stream.download, now)
+            else:
+                self._retry(stream.download, error(stream), now)
+        link.streams.clear()
+
+    def _close_link(self, link: _Link, now: float) -> None:
+        del self._links[link.id]
+        host = link.host
+        if host.link is link:
+            host.link = None
+        host.open -= 1
+        self._out.append(Close(link.id))
+        self._mark_ready(host, now)
+
+    def _close_stream(self, stream: _Stream, now: float) -> None:
+        link = stream.link
+        assert link is not None
+        if link.streams.pop(stream.stream, None) is None:
+            return  # its link is being closed
+        if link.id not in self._links:
+            return
+        data = link.http.reset(stream.stream)
+        if data:
+            self._out.append(Send(link.id, data))
+        host = link.host
+        idle = not link.streams and not (host.pending and host.paused_until <= now)
+        if idle and host.open == 1:  # no connection still opening may bring it more work
+            self._close_link(link, now)
+        else:
+            self._mark_ready(host, now)
 
     def _feed(self, conn: _Conn, data: Chunk, now: float) -> None:
         """Parse ``data``; its head, body and end come back through ``conn``'s sink methods."""
@@ -557,6 +726,10 @@ class Batch:
             self._out.append(saving)
         else:
             self._publish(d)
+        if type(conn) is _Stream:
+            conn.link.ended += 1  # type: ignore[union-attr]
+            self._close(conn, now)
+            return
         host = conn.host
         if conn.http.reusable and host.pending and host.paused_until <= now:
             conn.download = host.pending.popleft()
@@ -738,20 +911,25 @@ class Batch:
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:
-        if (
-            not host.queued
-            and host.pending
-            and host.open < self.options.per_host
-            and host.paused_until <= now
-        ):
+        if not host.queued and host.pending and self._has_room(host) and host.paused_until <= now:
             host.queued = True
             self._ready.append(host)
+
+    def _has_room(self, host: _Host) -> bool:
+        """--per-host counts connections; over HTTP/2, one, with the streams it allows."""
+        if host.link is not None:
+            return host.link.http.room > 0
+        return host.open < self.options.per_host
 
     def _fill(self, now: float) -> None:
         while self._ready and len(self._conns) < self.max_connections:
             host = self._ready.popleft()
             host.queued = False
-            if not host.pending or host.open >= self.options.per_host or host.paused_until > now:
+            if not host.pending or not self._has_room(host) or host.paused_until > now:
+                continue
+            if host.link is not None:
+                self._open_stream(host.link, host.pending.popleft(), now)
+                self._mark_ready(host, now)
                 continue
             conn = _Conn(next(self._ids), host, host.pending.popleft(), now, self)
             self._conns[conn.id] = conn
@@ -765,6 +943,9 @@ class Batch:
     def _close(self, conn: _Conn, now: float) -> None:
         if self._conns.pop(conn.id, None) is None:
             return
+        if type(conn) is _Stream:
+            self._close_stream(conn, now)
+            return
         conn.http.abandon()
         self._out.append(Close(conn.id))
         conn.host.open -= 1
@@ -773,6 +954,9 @@ class Batch:
     def _flush(self, now: float) -> list[Action]:
         if self._ready:
             self._fill(now)
+        if self._links and not self._unfinished:  # kept for work that did not come
+            for link in list(self._links.values()):
+                self._close_link(link, now)
         if not self._conns:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []

@@ -99,6 +99,8 @@ class Options:
     # Cookie files (Netscape format), read and written by the session layer, not the core.
     load_cookies: str | None = None
     save_cookies: str | None = None
+    http2: bool = True  # offer HTTP/2 by ALPN over TLS (False: --http1.1)
+    http2_prior_knowledge: bool = False  # speak HTTP/2 at once on http:// URLs (h2c)
 
     def __post_init__(self) -> None:
         for name, low in _WHOLE_NUMBERS.items():
@@ -120,6 +122,8 @@ class Options:
         if not isinstance(self.checksum, Checksum | None):
             raise _bad("checksum", "ALGO=HEX", self.checksum)
         _check_value("User-Agent", self.user_agent)
+        if self.http2_prior_knowledge and not self.http2:
+            raise InputError("--http2-prior-knowledge and --http1.1 contradict each other")
         for header in self.headers:
             check_header(*header)
 
@@ -156,7 +160,16 @@ _SECONDS = {
     "retry_base": False,
     "lowest_speed_time": True,
 }  # name -> must be above zero
-_FLAGS = ("overwrite", "auto_rename", "no_clobber", "trust_server_names", "insecure", "fsync")
+_FLAGS = (
+    "overwrite",
+    "auto_rename",
+    "no_clobber",
+    "trust_server_names",
+    "insecure",
+    "fsync",
+    "http2",
+    "http2_prior_knowledge",
+)
 
 
 def option_flag(name: str) -> str:

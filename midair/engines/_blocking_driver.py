@@ -39,7 +39,7 @@ from typing import Any
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..core.http import Piped
 from ..session import Session
-from ._common import LazyTls, Waker, classify
+from ._common import LazyTls, Waker, alpn, classify
 from ._resolver import Lookup, Resolver, lookup
 from ._splice import MIN_BUDGET, Splicer, make_splicer
 
@@ -70,7 +70,7 @@ class Runtime:
 class _Link:
     """One connection: the owner's socket, and the bytes the core asked it to send."""
 
-    __slots__ = ("action", "closed", "outbox", "sock", "splicer")
+    __slots__ = ("action", "closed", "outbox", "sock", "splicer", "waker")
 
     def __init__(self, action: Connect) -> None:
         self.action = action
@@ -80,6 +80,9 @@ class _Link:
         # Made for the first big body: a pipe per connection, since owners fill theirs
         # outside the lock.
         self.splicer: Splicer | None = None
+        # HTTP/2 only: other threads' events open streams on it, so a Send must wake an
+        # owner blocked reading (HTTP/1.1 sends only in answer to its own reads).
+        self.waker: Waker | None = None
 
 
 class Driver:
@@ -135,6 +138,8 @@ class Driver:
                 link = self.links.get(action.conn)
                 if link is not None:
                     link.outbox.append(action.data)
+                    if link.waker is not None:
+                        link.waker.set()
             elif type(action) is Connect:
                 link = self.links[action.conn] = _Link(action)
                 self.spawn(self.connection, link)
@@ -177,7 +182,10 @@ class Driver:
         if sock is None:  # closed while connecting
             return
         try:
-            self.report(link, self.session.connected)
+            protocol = alpn(sock)
+            if not self.sequential and self.multiplexed(link, protocol):
+                link.waker = self.runtime.waker()
+            self.report(link, self.session.connected, protocol)
             self.pump(link, sock)
         except OSError as exc:
             self.report_end(link, classify(exc))
@@ -185,6 +193,14 @@ class Driver:
             sock.close()
             if link.splicer is not None:
                 link.splicer.close()
+            if link.waker is not None:
+                link.waker.close()
+
+    def multiplexed(self, link: _Link, protocol: str | None) -> bool:
+        """Whether the core will speak HTTP/2 on ``link`` (as Batch decides it)."""
+        if protocol is None:
+            return not link.action.tls and self.session.options.http2_prior_knowledge
+        return protocol == "h2"
 
     def open(self, link: _Link) -> socket.socket | None:
         """Connect (and shake hands) within ``timeout``; the result blocks without one."""
@@ -246,6 +262,8 @@ class Driver:
                 sock.sendall(link.outbox.popleft())
             if link.closed:
                 return
+            if link.waker is not None and not self.wait_multiplexed(link, sock):
+                continue  # woken to send
             piped = self.splice(link, sock)
             if piped is not None:
                 self.deliver(link, piped)
@@ -257,6 +275,16 @@ class Driver:
                 self.report_end(link, None)
                 return
             self.report(link, self.session.received, bytes(view[:n]))
+
+    def wait_multiplexed(self, link: _Link, sock: socket.socket) -> bool:
+        """Wait for bytes or a Send for ``link``; True: bytes (TLS may hold some already)."""
+        assert link.waker is not None
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        readable = link.waker.wait_with(sock.fileno())
+        link.waker.clear()
+        return readable
 
     def deliver(self, link: _Link, piped: Piped) -> None:
         """Report spliced bytes (a count of 0: EOF); then nothing may stay in the pipe."""

@@ -58,6 +58,11 @@ class Waker:
     def wait(self, timeout: float | None = None) -> None:
         self._select([self._read], [], [], timeout)
 
+    def wait_with(self, fd: int) -> bool:
+        """Wait until it is set or ``fd`` is readable; True if ``fd`` is."""
+        readable, _, _ = self._select([self._read, fd], [], [])
+        return fd in readable
+
     def close(self) -> None:
         self.closed = True
         os.close(self._read)
@@ -132,8 +137,15 @@ def tls_context(
     if options.insecure:  # the CLI warns the user; a library caller asked for it
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2", "http/1.1"] if options.http2 else ["http/1.1"])
     return context
+
+
+def alpn(tls: Any) -> str | None:
+    """The protocol TLS negotiated ("h2", "http/1.1"), from an ``ssl.SSLSocket`` or
+    ``SSLObject``; None for a plain socket or none (asyncio's ``get_extra_info``)."""
+    select = getattr(tls, "selected_alpn_protocol", None)
+    return select() if select is not None else None
 
 
 def _loaded_ssl() -> Any:

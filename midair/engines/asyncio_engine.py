@@ -21,7 +21,7 @@ from ..core.actions import Close, Connect, NetAction, Send
 from ..run import Run
 from ..session import Session
 from ._aio import check_loop, finished_on_stop, guarded, open_connection, run_on_loop
-from ._common import Alarm, LazyTls, classify
+from ._common import Alarm, LazyTls, alpn, classify
 from ._resolver import Resolver
 
 # Bytes an inbox holds before it pauses its socket: bounds memory per transfer.  Above
@@ -160,7 +160,7 @@ class _Driver:
             self.execute(session.closed(conn, classify(exc)))
             return
         self.writers[conn] = writer
-        self.execute(session.connected(conn))
+        self.execute(session.connected(conn, alpn(writer.get_extra_info("ssl_object"))))
         try:
             await self.pump(conn, reader)
         except OSError as exc:

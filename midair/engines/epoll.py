@@ -41,7 +41,7 @@ from enum import Enum
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
 from ..run import Run
 from ..session import Session
-from ._common import LazyTls, Waker, classify, would_block
+from ._common import LazyTls, Waker, alpn, classify, would_block
 from ._resolver import AddrInfo, Answer, Resolver
 from ._splice import make_splicer
 
@@ -283,7 +283,7 @@ class _Loop:
     def opened(self, conn: _Conn) -> None:
         conn.state = State.OPEN
         self.interest(conn, READ | WRITE if conn.outbuf else READ)
-        self.execute(self.session.connected(conn.id))
+        self.execute(self.session.connected(conn.id, alpn(conn.sock) if conn.tls else None))
 
     def read(self, conn: _Conn) -> None:
         """Read once; TLS may hold decrypted bytes the socket no longer signals, so drain."""

@@ -28,7 +28,7 @@ from ..core.actions import Close, Connect, NetAction, Send
 from ..run import Run
 from ..session import Session
 from ._aio import check_loop, finished_on_stop, guarded, open_connection, run_on_loop
-from ._common import Alarm, LazyTls, classify
+from ._common import Alarm, LazyTls, alpn, classify
 from ._resolver import Resolver
 
 
@@ -139,7 +139,8 @@ class _Reactor:
         if self.protocols.get(protocol.conn) is not protocol:  # closed while connecting
             protocol.transport.abort()  # type: ignore[union-attr]
             return
-        self.call(self.session.connected, protocol.conn)
+        tls = protocol.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
+        self.call(self.session.connected, protocol.conn, alpn(tls))
 
     def lost(self, protocol: _Conn, exc: Exception | None) -> None:
         if self.protocols.get(protocol.conn) is not protocol:
