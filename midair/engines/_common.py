@@ -34,8 +34,11 @@ class Waker:
     A stop request sets it, so whatever the engine waits in returns at once.
     """
 
-    def __init__(self, select_fn: Callable[..., Any] = select.select) -> None:
-        self._select = select_fn  # gevent's, for the green engine: waiting must not block the hub
+    def __init__(self, poll: Callable[[], Any] = select.poll) -> None:
+        # poll(2), not select(2): at thousands of connections descriptors pass FD_SETSIZE
+        # (1024), which select refuses.  gevent's ``poll`` for the green engine: waiting
+        # must not block the hub.
+        self._poll = poll
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
@@ -56,12 +59,19 @@ class Waker:
                 pass
 
     def wait(self, timeout: float | None = None) -> None:
-        self._select([self._read], [], [], timeout)
+        self._wait_for((self._read,), timeout)
 
     def wait_with(self, fd: int) -> bool:
         """Wait until it is set or ``fd`` is readable; True if ``fd`` is."""
-        readable, _, _ = self._select([self._read, fd], [], [])
-        return fd in readable
+        return fd in self._wait_for((self._read, fd), None)
+
+    def _wait_for(self, fds: tuple[int, ...], timeout: float | None) -> list[int]:
+        """The descriptors of ``fds`` that became readable (or hung up) within ``timeout``."""
+        poller = self._poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        events = poller.poll(None if timeout is None else timeout * 1000)
+        return [fd for fd, _ in events]
 
     def close(self) -> None:
         self.closed = True
