@@ -96,7 +96,8 @@ class HttpConnect:
             return
         line = head.split(b"\n", 1)[0].strip().decode("latin-1")
         reason = line.split(" ", 1)[1] if " " in line else str(status)
-        raise TunnelError(f"CONNECT refused: {reason}", retryable=status != 407)
+        # 407, or 401 as tinyproxy says it: the credentials are wrong, and stay so
+        raise TunnelError(f"CONNECT refused: {reason}", retryable=status not in (401, 407))
 
 
 class Socks5:
