@@ -65,9 +65,7 @@ class Proxy:
         return self
 
     def output(self) -> str:
-        return "".join(
-            p.read_text(errors="replace") for p in self.workdir.glob(f"*-{self.port}.*")
-        )
+        return "".join(p.read_text(errors="replace") for p in self.workdir.glob(f"*-{self.port}.*"))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -100,7 +98,7 @@ class Tinyproxy(Proxy):
             "Allow 127.0.0.1",
             "MaxClients 200",
             "LogLevel Connect",
-            f"LogFile \"{self.workdir / f'tinyproxy-{self.port}.log'}\"",
+            f'LogFile "{self.workdir / f"tinyproxy-{self.port}.log"}"',
             "DisableViaHeader Yes",
         ]
         if os.geteuid() == 0:

@@ -136,7 +136,9 @@ def test_through_microsocks(midair, origins, microsocks, ca, tmp_path, scheme, k
 
 def test_a_direct_request_is_refused_by_the_origin(origins, tmp_path):
     """What makes the tests above proofs: without the proxy, nginx answers 403."""
-    result = Midair("epoll", FAST).get("--retries", "0", "-d", str(tmp_path), *urls(origins["http"]))
+    result = Midair("epoll", FAST).get(
+        "--retries", "0", "-d", str(tmp_path), *urls(origins["http"])
+    )
     assert result.returncode == 1
     assert "403" in result.stderr
 
@@ -220,7 +222,9 @@ def test_a_proxy_that_is_down_is_named_after_retries(origins, tmp_path):
 
 
 def test_a_drop_mid_body_resumes_with_range(engine, tinyproxy, server, tmp_path):
-    url = server.url(0, f"/gen/drop.bin?size=400000&t=proxy-{engine}&reset_after=200000&fail_times=1")
+    url = server.url(
+        0, f"/gen/drop.bin?size=400000&t=proxy-{engine}&reset_after=200000&fail_times=1"
+    )
     result = Midair(engine, FAST).get("--proxy", tinyproxy.url(), "-d", str(tmp_path), url)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "drop.bin").read_bytes() == expected_bytes("drop.bin", 400_000)
@@ -244,7 +248,9 @@ def run_with_env(env: dict[str, str], *args: str) -> object:
 
 
 def test_environment_proxies_as_curl_reads_them(origins, tinyproxy, microsocks, ca, tmp_path):
-    http = run_with_env(_env(http_proxy=tinyproxy.url()), "-d", str(tmp_path / "1"), *urls(origins["http"]))
+    http = run_with_env(
+        _env(http_proxy=tinyproxy.url()), "-d", str(tmp_path / "1"), *urls(origins["http"])
+    )
     assert http.returncode == 0, http.stderr  # type: ignore[attr-defined]
     https = run_with_env(
         _env(HTTPS_PROXY=tinyproxy.url()),
@@ -255,7 +261,9 @@ def test_environment_proxies_as_curl_reads_them(origins, tinyproxy, microsocks, 
         *urls(origins["https"]),
     )
     assert https.returncode == 0, https.stderr  # type: ignore[attr-defined]
-    every = run_with_env(_env(ALL_PROXY=microsocks.url()), "-d", str(tmp_path / "3"), *urls(origins["http"]))
+    every = run_with_env(
+        _env(ALL_PROXY=microsocks.url()), "-d", str(tmp_path / "3"), *urls(origins["http"])
+    )
     assert every.returncode == 0, every.stderr  # type: ignore[attr-defined]
     for sub in "123":
         assert_files(tmp_path / sub)
@@ -282,7 +290,9 @@ def test_upper_case_http_proxy_and_no_proxy_and_empty_proxy_go_direct(server, tm
 
 
 # --- SOCKS5h sends the name; socks5 resolves it first ------------------------------------------
-def test_socks5h_sends_the_name_the_client_cannot_resolve(origins, microsocks, tmp_path, monkeypatch):
+def test_socks5h_sends_the_name_the_client_cannot_resolve(
+    origins, microsocks, tmp_path, monkeypatch
+):
     """In-process, the client's resolver refuses ``localhost``: socks5h still works
     (the proxy resolves it), socks5 fails naming the look-up."""
     import midair
@@ -363,7 +373,9 @@ def test_socks4a_sends_the_name_and_user_id(origins, tmp_path):
     server.start()
     try:
         proxy = f"socks4a://someone@127.0.0.1:{server.port}"
-        result = Midair("epoll", FAST).get("--proxy", proxy, "-d", str(tmp_path), *urls(origins["http"], "localhost"))
+        result = Midair("epoll", FAST).get(
+            "--proxy", proxy, "-d", str(tmp_path), *urls(origins["http"], "localhost")
+        )
     finally:
         server.close()
     assert result.returncode == 0, result.stderr

@@ -146,6 +146,9 @@ class Socks5:
 
     def _take(self, reply: bytes) -> bytes:
         state = self._socks.state
+        version = 1 if state is SOCKS5State.SERVER_VERIFY_USERNAME_PASSWORD else 5
+        if reply[0] != version:  # socksio reads a method choice without looking
+            raise TunnelError("malformed SOCKS5 reply")
         try:
             answer = self._socks.receive_data(reply)
         except (ProtocolError, SOCKSError, ValueError):
@@ -197,11 +200,10 @@ class Socks4:
 
     def start(self, address: str | None = None) -> bytes:
         target = (address or self.host, self.port)
+        user = self._socks.user_id  # on the request too: socksio refuses an empty one else
+        kind = SOCKS4ARequest if self.proxy.scheme == "socks4a" else SOCKS4Request
         try:
-            if self.proxy.scheme == "socks4a":
-                self._socks.send(SOCKS4ARequest.from_address(SOCKS4Command.CONNECT, target))
-            else:
-                self._socks.send(SOCKS4Request.from_address(SOCKS4Command.CONNECT, target))
+            self._socks.send(kind.from_address(SOCKS4Command.CONNECT, target, user_id=user))
         except (SOCKSError, ValueError) as exc:
             raise TunnelError(
                 f"SOCKS4: cannot send {target[0]!r}: {exc}", retryable=False
