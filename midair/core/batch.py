@@ -789,7 +789,10 @@ class Batch:
 
     def _refuse(self, conn: _Conn, decision: t.Fail, head: Head, now: float) -> None:
         self._close(conn, now)
-        self._fail(conn.download, decision.error)
+        error = decision.error
+        if head.status == 407 and conn.host.proxy is not None:  # the proxy's, not the origin's
+            error = type(error)(error.url, self._proxy_error(conn, error.reason).reason, status=407)
+        self._fail(conn.download, error)
 
     def _complete(self, conn: _Conn, decision: t.AlreadyComplete, head: Head, now: float) -> None:
         self._close(conn, now)

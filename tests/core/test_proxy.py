@@ -273,3 +273,13 @@ def test_no_proxy_and_a_batch_without_proxies_connect_directly() -> None:
     batch = batch_via("http://proxy.example:3128", "http://h.example/f", noproxy="h.example")
     assert batch.prepared(0, OnDisk("fresh"), 0.0) == [Connect(1, "h.example", 80, False)]
     assert Batch([], Options())._proxies is None  # nothing about proxies on the hot path
+
+
+def test_a_407_to_an_absolute_form_request_names_the_proxy() -> None:
+    batch = batch_via("http://u:bad@proxy.example:3128", "http://h.example/f")
+    batch.prepared(0, OnDisk("fresh"), 0.0)
+    batch.connected(1, 0.1)
+    head = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    [fail] = [a for a in batch.received(1, head, 0.2) if isinstance(a, Failed)]
+    assert fail.error.reason.startswith("via proxy http://proxy.example:3128: HTTP 407")
+    assert fail.error.status == 407
