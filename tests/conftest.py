@@ -24,9 +24,9 @@ NginxFactory = Callable[..., Nginx]
 
 # A developer's or a CI machine's proxy must not carry the tests' loopback traffic: midair
 # reads these as curl does, so they are cleared for this process and every child.
-for _name in ("http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+for _name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
     os.environ.pop(_name, None)
-for _name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+for _name in ("no_proxy", "NO_PROXY"):
     os.environ.pop(_name, None)
 
 

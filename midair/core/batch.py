@@ -848,8 +848,28 @@ class Batch:
         if conn.http.reusable and host.pending and host.paused_until <= now:
             conn.download = host.pending.popleft()
             self._send_request(conn)
-        else:
+        elif conn.proxy_fields is None or not conn.http.reusable or not self._move(conn, now):
             self._close(conn, now)
+
+    def _move(self, conn: _Conn, now: float) -> bool:
+        """Reuse a kept-alive connection to an HTTP proxy for another origin's download
+        (absolute-form requests name their origin): keep-alive is per proxy there.  The
+        origin that takes it must be ready (work, below --per-host, not paused)."""
+        proxy = conn.host.proxy
+        for host in self._ready:
+            if (
+                host.proxy is proxy
+                and host.pending
+                and host.open < self.options.per_host
+                and host.paused_until <= now
+            ):
+                conn.host.open -= 1
+                self._mark_ready(conn.host, now)
+                host.open += 1
+                conn.host, conn.download = host, host.pending.popleft()
+                self._send_request(conn)
+                return True
+        return False
 
     def _publish(self, d: t.Download) -> None:
         assert d.path is not None

@@ -283,3 +283,21 @@ def test_a_407_to_an_absolute_form_request_names_the_proxy() -> None:
     [fail] = [a for a in batch.received(1, head, 0.2) if isinstance(a, Failed)]
     assert fail.error.reason.startswith("via proxy http://proxy.example:3128: HTTP 407")
     assert fail.error.status == 407
+
+
+def test_a_connection_to_an_http_proxy_is_kept_alive_across_origins() -> None:
+    """Absolute-form requests name their origin: the next origin's download reuses the
+    proxy's connection instead of a new one (per-host limits count the origin)."""
+    jobs = [Job.from_url("http://one.example/a"), Job.from_url("http://two.example/b")]
+    batch = Batch(jobs, Options(directory="/d", proxy="http://p:3128", concurrency=1), seed=1)
+    batch.start(0.0)
+    assert batch.prepared(0, OnDisk("fresh"), 0.0) == [Connect(1, "p", 3128, False)]
+    assert batch.prepared(1, OnDisk("fresh"), 0.0) == []  # -j 1: it waits for a connection
+    batch.connected(1, 0.1)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    actions = batch.received(1, ok, 0.2)
+    [send] = [a for a in actions if isinstance(a, Send)]
+    assert send.conn == 1 and send.data.startswith(b"GET http://two.example/b HTTP/1.1\r\n")
+    assert not [a for a in actions if isinstance(a, Close | Connect)]
+    assert batch._hosts[("http", "one.example", 80)].open == 0
+    assert batch._hosts[("http", "two.example", 80)].open == 1
