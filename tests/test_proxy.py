@@ -389,3 +389,17 @@ def test_socks4a_sends_the_name_and_user_id(origins, tmp_path):
 def server() -> Iterator[ServerThread]:
     with ServerThread(addresses=1) as srv:
         yield srv
+
+
+def test_tls_inside_a_tunnel_is_verified_against_the_origin(
+    origins, tinyproxy, microsocks, tmp_path
+):
+    """Without the test CA the origin's certificate is refused, at once, whichever proxy
+    carries the tunnel: TLS is end to end with the origin, never with the proxy."""
+    for proxy in (tinyproxy.url(), microsocks.url()):
+        args = ["--proxy", proxy, "-d", str(tmp_path), urls(origins["https"])[0]]
+        result = Midair("epoll", FAST).get(*args)
+        assert result.returncode == 1
+        (line,) = failures(result.stderr)
+        assert "certificate" in line and "via proxy" in line
+        assert "retry" not in result.stderr
