@@ -8,7 +8,17 @@ import base64
 import pytest
 
 from midair.api import proxies_from_environment
-from midair.core.actions import Close, Connect, Failed, OnDisk, Resolve, Retrying, Send, StartTls
+from midair.core.actions import (
+    Close,
+    Connect,
+    ConnectionFailure,
+    Failed,
+    OnDisk,
+    Resolve,
+    Retrying,
+    Send,
+    StartTls,
+)
 from midair.core.batch import Batch
 from midair.core.errors import InputError
 from midair.core.jobs import Job, Options
@@ -301,3 +311,14 @@ def test_a_connection_to_an_http_proxy_is_kept_alive_across_origins() -> None:
     assert not [a for a in actions if isinstance(a, Close | Connect)]
     assert batch._hosts[("http", "one.example", 80)].open == 0
     assert batch._hosts[("http", "two.example", 80)].open == 1
+
+
+def test_a_proxy_name_that_does_not_resolve_is_named_as_the_proxys() -> None:
+    batch = batch_via("http://proxy.example:3128", "http://h.example/f")
+    batch.prepared(0, OnDisk("fresh"), 0.0)
+    failure = ConnectionFailure("Name or service not known", retryable=False, unresolved=True)
+    [fail] = [a for a in batch.closed(1, 0.1, failure) if isinstance(a, Failed)]
+    assert fail.error.reason == (
+        "via proxy http://proxy.example:3128: cannot resolve proxy.example: "
+        "Name or service not known"
+    )
