@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -403,3 +404,44 @@ def test_tls_inside_a_tunnel_is_verified_against_the_origin(
         (line,) = failures(result.stderr)
         assert "certificate" in line and "via proxy" in line
         assert "retry" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def h2_origin(
+    workdir: Path, ca: tuple[Path, Path, Path], origins: dict[str, Nginx]
+) -> Iterator[Nginx]:
+    """nginx speaking HTTP/2 over TLS, allowing only ``OUTGOING``."""
+    server = Nginx(
+        workdir / "root",
+        tls=(ca[1], ca[2]),
+        http2=True,
+        access_log=workdir / "h2-access.log",
+        extra_locations=f"        allow {OUTGOING};\n        deny all;\n",
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_http2_inside_a_connect_tunnel(midair, h2_origin, tinyproxy_h2, ca, workdir, tmp_path):
+    """ALPN inside the tunnel is the origin's: an h2 origin is spoken HTTP/2 to."""
+    log = workdir / "h2-access.log"
+    before = _h2_requests(log)
+    args = ["-d", str(tmp_path), "--ca-certificate", str(ca[0]), *urls(h2_origin)]
+    result = midair.get("--proxy", tinyproxy_h2.url(), *args)
+    assert result.returncode == 0, result.stderr
+    assert_files(tmp_path)
+    deadline = time.monotonic() + 2  # nginx flushes its log buffer every 20 ms
+    while _h2_requests(log) < before + len(FILES) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _h2_requests(log) == before + len(FILES)
+
+
+def _h2_requests(log: Path) -> int:
+    return log.read_text().count(" HTTP/2.0") if log.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def tinyproxy_h2(workdir: Path, h2_origin: Nginx) -> Iterator[Tinyproxy]:
+    proxy = Tinyproxy(workdir, connect_ports=(h2_origin.port,)).start()
+    yield proxy  # type: ignore[misc]
+    proxy.stop()
