@@ -152,6 +152,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="speak HTTP/2 at once on http:// URLs (h2c, no upgrade)",
     )
     p.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="proxy for every URL: http://, socks5://, socks5h://, socks4://, socks4a:// "
+        "(default: $http_proxy, $HTTPS_PROXY, $ALL_PROXY; '' for none)",
+    )
+    p.add_argument(
+        "--noproxy",
+        metavar="LIST",
+        help="comma list of hosts, domains and CIDR networks to reach directly ('*': all; "
+        "default: $NO_PROXY)",
+    )
+    p.add_argument(
         "--engine",
         default=DEFAULT_ENGINE,
         choices=sorted(ENGINES),
@@ -252,6 +264,8 @@ _OPTIONS = (
     "save_cookies",
     "http2",
     "http2_prior_knowledge",
+    "proxy",
+    "noproxy",
 )
 
 

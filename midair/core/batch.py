@@ -49,10 +49,12 @@ from .actions import (
     Open,
     Prepare,
     Publish,
+    Resolve,
     Retrying,
     Save,
     Send,
     Started,
+    StartTls,
     Write,
 )
 from .cookies import Cookies
@@ -72,6 +74,10 @@ if TYPE_CHECKING:
 from .jobs import Job, Options
 from .retry import backoff
 from .urls import URL
+
+if TYPE_CHECKING:
+    from .proxy import Proxy, ProxyChoice
+    from .tunnel import Tunnel
 
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
 # Why a download may not take the file on its path, by the store's ``OnDisk.kind``.
@@ -98,6 +104,7 @@ class _Host:
     queued: bool = False  # in the ready queue
     unknown: str | None = None  # why its name does not resolve: each job fails with it
     link: _Link | None = None  # its HTTP/2 connection, once one is open
+    proxy: Proxy | None = None  # what its connections go through (decided once per origin)
 
 
 @dataclass(eq=False, slots=True)
@@ -132,6 +139,10 @@ class _Conn:
     # ``saving`` holds it all until the end.
     held: int | None = None
     saving: Save | None = None
+    # Through a proxy: the tunnel to set up before the first request, or, for plain http
+    # through an HTTP proxy, the header lines each request adds (absolute-form targets).
+    tunnel: Tunnel | None = None
+    proxy_fields: bytes | None = None
 
     def __post_init__(self) -> None:
         self.http = ClientConnection(self)
@@ -222,6 +233,7 @@ class Batch:
         self._now = 0.0  # the time of the bytes being fed, for the response callbacks
         self.max_connections = options.concurrency
         self._starts = starts
+        self._proxies = _proxy_choice(options)
 
     def limit_connections(self, limit: int) -> None:
         """Open at most ``limit`` connections, below ``concurrency``.
@@ -397,17 +409,35 @@ class Batch:
             # Opened before the host said "slow down": its download waits with the others.
             self._close(conn, now)
             conn.host.pending.appendleft(conn.download)
-        elif conn is not None and self._speaks_http2(conn, protocol):
+        elif conn is not None and self._speaks_http2(conn, protocol) and _at_origin(conn):
             self._start_link(conn, now)
         elif conn is not None:
             conn.last_active = conn.window_start = now
-            self._send_request(conn)
+            if conn.tunnel is None or conn.tunnel.ready:  # (again, after a tunnel's StartTls)
+                self._send_request(conn)
+            else:
+                self._open_tunnel(conn, now)
+        return self._flush(now)
+
+    def resolved(
+        self, conn_id: int, address: str | None, now: float, reason: str = ""
+    ) -> list[Action]:
+        """The answer to ``Resolve``: the address to send the SOCKS proxy, or why none."""
+        conn = self._conns.get(conn_id)
+        if conn is not None and conn.tunnel is not None:
+            if address is None:
+                self._attempt_failed(conn, self._proxy_error(conn, reason), now)
+            else:
+                self._out.append(Send(conn.id, conn.tunnel.start(address)))
         return self._flush(now)
 
     def received(self, conn_id: int, data: Chunk, now: float) -> list[Action]:
         conn = self._conns.get(conn_id)
         if conn is not None:
             conn.last_active = now
+            if conn.tunnel is not None and not conn.tunnel.ready:
+                self._through_tunnel(conn, bytes(data), now)  # type: ignore[arg-type]
+                return self._flush(now)
             conn.window_bytes += len(data)
             self._feed(conn, data, now)
         elif conn_id in self._links:
@@ -430,6 +460,8 @@ class Batch:
             self._close(conn, now)
             self._enqueue(conn.download, now)
             return self._flush(now)
+        if conn.host.proxy is not None:
+            failure = self._failure_via_proxy(conn, failure)
         if failure is None:
             self._feed(conn, b"", now)  # ends a close-delimited body, or reports it short
             if conn.id in self._conns:
@@ -498,7 +530,12 @@ class Batch:
         cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
         if cookie is not None:
             fields += _cookie_field(d, cookie)
-        data = conn.http.request_with(d.url.target, fields)
+        if conn.proxy_fields is None:
+            data = conn.http.request_with(d.url.target, fields)
+        else:  # to an HTTP proxy: the whole URL (absolute-form), and its credentials
+            url = d.url
+            target = f"{url.scheme}://{url.host_header}{url.target}"
+            data = conn.http.request_with(target, fields + conn.proxy_fields)
         self._out.append(Send(conn.id, data))
 
     # --- HTTP/2: one connection per origin, a stream per download -------------------
@@ -617,6 +654,80 @@ class Batch:
         else:
             self._mark_ready(host, now)
 
+    # --- through a proxy ----------------------------------------------------------
+    def _connect_via(self, conn: _Conn, proxy: Proxy) -> None:
+        """Connect to ``proxy``: a tunnel to the origin, or absolute-form requests."""
+        scheme, name, port = conn.host.origin
+        if scheme == "https" or proxy.tunnels_always:
+            from .tunnel import make_tunnel
+
+            conn.tunnel = make_tunnel(proxy, name, port, self.options.user_agent)
+        else:
+            authorization = proxy.authorization()
+            conn.proxy_fields = (
+                b""
+                if authorization is None
+                else f"Proxy-Authorization: {authorization}\r\n".encode()
+            )
+        self._out.append(Connect(conn.id, proxy.host, proxy.port, False))
+
+    def _open_tunnel(self, conn: _Conn, now: float) -> None:
+        tunnel = conn.tunnel
+        assert tunnel is not None
+        if tunnel.needs_address:  # socks5, socks4: the client resolves the origin's name
+            self._out.append(Resolve(conn.id, conn.host.origin[1]))
+            return
+        self._tunnel_step(conn, tunnel.start, None, now)
+
+    def _through_tunnel(self, conn: _Conn, data: bytes, now: float) -> None:
+        tunnel = conn.tunnel
+        assert tunnel is not None
+        if not self._tunnel_step(conn, tunnel.receive, data, now) or not tunnel.ready:
+            return
+        scheme, name, _ = conn.host.origin
+        if scheme == "https":  # TLS to the origin inside; then ``connected`` again
+            self._out.append(StartTls(conn.id, name))
+        else:
+            self._send_request(conn)
+
+    def _tunnel_step(
+        self, conn: _Conn, step: Callable[..., bytes], arg: object, now: float
+    ) -> bool:
+        """Run one step of the tunnel and send what it answers; False if the proxy failed."""
+        from .tunnel import TunnelError
+
+        try:
+            out = step(arg)
+        except TunnelError as exc:
+            error = self._proxy_error(conn, str(exc))
+            final = error if exc.retryable else DownloadError(error.url, error.reason)
+            self._attempt_failed(conn, final, now)
+            return False
+        if out:
+            self._out.append(Send(conn.id, out))
+        return True
+
+    def _proxy_error(self, conn: _Conn, reason: str) -> NetworkError:
+        assert conn.host.proxy is not None
+        return NetworkError(conn.download.url.text, f"via proxy {conn.host.proxy.text}: {reason}")
+
+    def _failure_via_proxy(
+        self, conn: _Conn, failure: ConnectionFailure | None
+    ) -> ConnectionFailure | None:
+        """Name the proxy in the reason; an EOF before the tunnel is up is the proxy's."""
+        proxy = conn.host.proxy
+        assert proxy is not None
+        if failure is None and conn.tunnel is not None and not conn.tunnel.ready:
+            return ConnectionFailure(f"via proxy {proxy.text}: closed before the tunnel was set up")
+        if failure is None:
+            return None
+        reason = failure.reason
+        if failure.unresolved:  # the proxy's name, not the origin's: the host stays known
+            reason = f"cannot resolve {proxy.host}: {reason}"
+        return ConnectionFailure(
+            f"via proxy {proxy.text}: {reason}", failure.retryable, failure.tls
+        )
+
     def _feed(self, conn: _Conn, data: Chunk, now: float) -> None:
         """Parse ``data``; its head, body and end come back through ``conn``'s sink methods."""
         self._now = now
@@ -678,7 +789,10 @@ class Batch:
 
     def _refuse(self, conn: _Conn, decision: t.Fail, head: Head, now: float) -> None:
         self._close(conn, now)
-        self._fail(conn.download, decision.error)
+        error = decision.error
+        if head.status == 407 and conn.host.proxy is not None:  # the proxy's, not the origin's
+            error = type(error)(error.url, self._proxy_error(conn, error.reason).reason, status=407)
+        self._fail(conn.download, error)
 
     def _complete(self, conn: _Conn, decision: t.AlreadyComplete, head: Head, now: float) -> None:
         self._close(conn, now)
@@ -734,8 +848,28 @@ class Batch:
         if conn.http.reusable and host.pending and host.paused_until <= now:
             conn.download = host.pending.popleft()
             self._send_request(conn)
-        else:
+        elif conn.proxy_fields is None or not conn.http.reusable or not self._move(conn, now):
             self._close(conn, now)
+
+    def _move(self, conn: _Conn, now: float) -> bool:
+        """Reuse a kept-alive connection to an HTTP proxy for another origin's download
+        (absolute-form requests name their origin): keep-alive is per proxy there.  The
+        origin that takes it must be ready (work, below --per-host, not paused)."""
+        proxy = conn.host.proxy
+        for host in self._ready:
+            if (
+                host.proxy is proxy
+                and host.pending
+                and host.open < self.options.per_host
+                and host.paused_until <= now
+            ):
+                conn.host.open -= 1
+                self._mark_ready(conn.host, now)
+                host.open += 1
+                conn.host, conn.download = host, host.pending.popleft()
+                self._send_request(conn)
+                return True
+        return False
 
     def _publish(self, d: t.Download) -> None:
         assert d.path is not None
@@ -827,6 +961,8 @@ class Batch:
         host = self._hosts.get(d.url.origin)
         if host is None:
             host = self._hosts[d.url.origin] = _Host(d.url.origin)
+            if self._proxies is not None:
+                host.proxy = self._proxies.for_origin(d.url.scheme, d.url.host)
         if host.unknown is not None:
             self._fail(d, DownloadError(d.url.text, host.unknown))
             return
@@ -934,8 +1070,11 @@ class Batch:
             conn = _Conn(next(self._ids), host, host.pending.popleft(), now, self)
             self._conns[conn.id] = conn
             host.open += 1
-            scheme, name, port = host.origin
-            self._out.append(Connect(conn.id, name, port, scheme == "https"))
+            if host.proxy is None:
+                scheme, name, port = host.origin
+                self._out.append(Connect(conn.id, name, port, scheme == "https"))
+            else:
+                self._connect_via(conn, host.proxy)
             self._mark_ready(host, now)
             if self._next_sweep is None:  # the first open connection: stalls are watched
                 self._next_sweep = now + self._sweep_every
@@ -961,3 +1100,20 @@ class Batch:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out
+
+
+def _proxy_choice(options: Options) -> ProxyChoice | None:
+    """The batch's proxy rules, or None when no URL can go through a proxy (the usual
+    case: then nothing about proxies is imported or asked per origin)."""
+    if options.proxy is None and not options.proxies:
+        return None
+    from .proxy import ProxyChoice
+
+    choice = ProxyChoice(options.proxy, dict(options.proxies), options.noproxy)
+    return choice if choice.any else None
+
+
+def _at_origin(conn: _Conn) -> bool:
+    """Whether ``connected`` means the stream reaches the origin itself: not yet for a
+    tunnel being set up, never for absolute-form requests to an HTTP proxy (HTTP/1.1)."""
+    return conn.proxy_fields is None and (conn.tunnel is None or conn.tunnel.ready)

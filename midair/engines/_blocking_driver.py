@@ -36,7 +36,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
+from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send, StartTls
 from ..core.http import Piped
 from ..session import Session
 from ._common import LazyTls, Waker, alpn, classify
@@ -70,12 +70,13 @@ class Runtime:
 class _Link:
     """One connection: the owner's socket, and the bytes the core asked it to send."""
 
-    __slots__ = ("action", "closed", "outbox", "sock", "splicer", "waker")
+    __slots__ = ("action", "closed", "outbox", "sock", "splicer", "tls", "waker")
 
     def __init__(self, action: Connect) -> None:
         self.action = action
+        self.tls = action.tls  # True, too, once a tunnel's StartTls is done
         self.sock: socket.socket | None = None
-        self.outbox: deque[bytes] = deque()
+        self.outbox: deque[bytes | StartTls] = deque()  # in order: a TLS start waits its turn
         self.closed = False  # the core closed it, or its end was reported
         # Made for the first big body: a pipe per connection, since owners fill theirs
         # outside the lock.
@@ -140,6 +141,10 @@ class Driver:
                     link.outbox.append(action.data)
                     if link.waker is not None:
                         link.waker.set()
+            elif type(action) is StartTls:
+                link = self.links.get(action.conn)
+                if link is not None:
+                    link.outbox.append(action)
             elif type(action) is Connect:
                 link = self.links[action.conn] = _Link(action)
                 self.spawn(self.connection, link)
@@ -191,6 +196,8 @@ class Driver:
             self.report_end(link, classify(exc))
         finally:
             sock.close()
+            if link.sock is not None and link.sock is not sock:  # a tunnel's TLS socket
+                link.sock.close()
             if link.splicer is not None:
                 link.splicer.close()
             if link.waker is not None:
@@ -222,6 +229,23 @@ class Driver:
         except BaseException:
             tls.close()
             raise
+        return tls
+
+    def start_tls(self, link: _Link, sock: socket.socket, action: StartTls) -> socket.socket | None:
+        """TLS over an open tunnel, as ``open`` shakes hands; then ``connected`` again."""
+        sock.settimeout(self.session.options.timeout)
+        tls = self.tls.get().wrap_socket(
+            sock, server_hostname=action.server_hostname, do_handshake_on_connect=False
+        )
+        if not self.adopt(link, tls):
+            return None
+        tls.do_handshake()
+        tls.settimeout(None)
+        link.tls = True
+        protocol = alpn(tls)
+        if not self.sequential and self.multiplexed(link, protocol) and link.waker is None:
+            link.waker = self.runtime.waker()
+        self.report(link, self.session.connected, protocol)
         return tls
 
     def connect(self, link: _Link) -> socket.socket | None:
@@ -259,7 +283,14 @@ class Driver:
             if link.outbox and self.sequential:  # sends stay bounded, as connects are
                 sock.settimeout(self.session.options.timeout)
             while link.outbox and not link.closed:
-                sock.sendall(link.outbox.popleft())
+                item = link.outbox.popleft()
+                if type(item) is StartTls:
+                    upgraded = self.start_tls(link, sock, item)
+                    if upgraded is None:
+                        return
+                    sock = upgraded
+                else:
+                    sock.sendall(item)  # type: ignore[arg-type]
             if link.closed:
                 return
             if link.waker is not None and not self.wait_multiplexed(link, sock):
@@ -301,7 +332,7 @@ class Driver:
     def splice(self, link: _Link, sock: socket.socket) -> Piped | None:
         """A big Content-Length body's next bytes, moved into the link's pipe unread
         (``_splice``); None: recv them instead."""
-        if link.action.tls:
+        if link.tls:
             return None
         with self.lock:
             budget = 0 if link.closed else self.session.pipeable(link.action.conn)

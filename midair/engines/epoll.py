@@ -38,7 +38,7 @@ import threading
 from collections import deque
 from enum import Enum
 
-from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
+from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send, StartTls
 from ..run import Run
 from ..session import Session
 from ._common import LazyTls, Waker, alpn, classify, would_block
@@ -152,6 +152,19 @@ class _Loop:
                 conn = self.conns.get(action.conn)
                 if conn is not None:
                     self.drop(conn)
+            elif type(action) is StartTls:
+                self.start_tls(action)
+
+    def start_tls(self, action: StartTls) -> None:
+        """TLS over an open tunnel: the same handshake as a direct connection's."""
+        conn = self.conns.get(action.conn)
+        if conn is None:
+            return
+        conn.tls, conn.host = True, action.server_hostname
+        try:
+            self.begin_tls(conn)
+        except OSError as exc:  # includes ssl.SSLError
+            self.fail(conn, exc)
 
     def connect(self, action: Connect) -> None:
         """Connect at once to an IP literal or a name already known; else when its
@@ -259,11 +272,15 @@ class _Loop:
         if not conn.tls:
             self.opened(conn)
             return
+        self.begin_tls(conn)
+
+    def begin_tls(self, conn: _Conn) -> None:
+        assert conn.sock is not None
         self.unregister(conn)
         conn.sock = self.tls.get().wrap_socket(
             conn.sock, server_hostname=conn.host, do_handshake_on_connect=False
         )
-        conn.state = State.HANDSHAKING
+        conn.state, conn.want = State.HANDSHAKING, WRITE
         self.selector.register(conn.sock, WRITE, conn)
         self.handshake(conn)
 
