@@ -54,6 +54,8 @@ def make_options(dest: str | os.PathLike[str] = ".", **options: Any) -> Options:
         directory = os.fspath(dest)
     except TypeError:
         raise InputError(f"--dir: expected a directory name, got {dest!r}") from None
+    for name, value in proxies_from_environment(os.environ).items():
+        options.setdefault(name, value)  # what the caller gave wins
     return Options(directory=directory, **options)
 
 
@@ -89,6 +91,32 @@ def _refuse_sharded_save(engine: str) -> None:
             f"--save-cookies: not with --engine {engine} (each worker keeps its own "
             "cookies); use another engine"
         )
+
+
+# The environment's proxy variables, as curl reads them: ``http_proxy`` in lower case only
+# (a CGI script's ``HTTP_PROXY`` comes from a request's ``Proxy:`` header: "httpoxy").
+_PROXY_VARIABLES = {
+    "http": ("http_proxy",),
+    "https": ("https_proxy", "HTTPS_PROXY"),
+    "all": ("all_proxy", "ALL_PROXY"),
+}
+
+
+def proxies_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``proxies`` and ``noproxy`` for ``Options`` from the environment (empty ones skipped)."""
+    found: dict[str, Any] = {}
+    proxies = tuple(
+        (scheme, value)
+        for scheme, names in _PROXY_VARIABLES.items()
+        for value in [next((environ[n] for n in names if environ.get(n)), "")]
+        if value
+    )
+    if proxies:
+        found["proxies"] = proxies
+    noproxy = environ.get("no_proxy") or environ.get("NO_PROXY")
+    if noproxy:
+        found["noproxy"] = noproxy
+    return found
 
 
 def _checksum(text: str) -> Checksum:

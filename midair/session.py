@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import socket
 import time
 from collections.abc import Callable
 
@@ -57,9 +58,11 @@ from .core.actions import (
     Open,
     Prepare,
     Publish,
+    Resolve,
     Save,
     Send,
     Started,
+    StartTls,
     Write,
 )
 from .core.batch import Batch
@@ -158,8 +161,9 @@ class Session:
         return self._carry_out(actions)
 
     @_guarded()
-    def connected(self, conn: int) -> list[NetAction]:
-        return self._carry_out(self.batch.connected(conn, self.clock()))
+    def connected(self, conn: int, protocol: str | None = None) -> list[NetAction]:
+        """``protocol``: what TLS negotiated by ALPN, None on plain TCP (see Batch)."""
+        return self._carry_out(self.batch.connected(conn, self.clock(), protocol))
 
     @_guarded()
     def received(self, conn: int, data: Chunk) -> list[NetAction]:
@@ -269,7 +273,13 @@ class Session:
             Publish: self._publish,
             Save: self._save,
         }
-        table: dict[type, _Step] = {Connect: net, Send: net, Close: net}
+        table: dict[type, _Step] = {
+            Connect: net,
+            Send: net,
+            Close: net,
+            StartTls: net,
+            Resolve: self._resolve,
+        }
         for kind in REPORTS:  # a report nobody heeds is skipped
             table[kind] = self.run.reporter(kind) or _unheeded
         table.update({kind: self._file_step(kind, step) for kind, step in file_steps.items()})
@@ -296,6 +306,18 @@ class Session:
                 return self.batch.published(action.download, self.clock(), error)
 
         return carry_out
+
+    def _resolve(self, action: Resolve) -> list[Action]:
+        """An origin's address for a SOCKS proxy that takes addresses.  Blocking, as the
+        engines' own look-ups are (``engines._common.resolve``); IPv4 first: SOCKS4 has
+        no other."""
+        try:
+            found = socket.getaddrinfo(action.host.encode("idna"), None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            reason = f"cannot resolve host {action.host}: {exc.strerror or exc}"
+            return self.batch.resolved(action.conn, None, self.clock(), reason)
+        found.sort(key=lambda info: info[0] != socket.AF_INET)
+        return self.batch.resolved(action.conn, str(found[0][4][0]), self.clock())
 
     def _prepare(self, action: Prepare) -> list[Action]:
         try:

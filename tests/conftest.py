@@ -22,6 +22,13 @@ from midair.serve.nginx import Nginx, find_nginx
 
 NginxFactory = Callable[..., Nginx]
 
+# A developer's or a CI machine's proxy must not carry the tests' loopback traffic: midair
+# reads these as curl does, so they are cleared for this process and every child.
+for _name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    os.environ.pop(_name, None)
+for _name in ("no_proxy", "NO_PROXY"):
+    os.environ.pop(_name, None)
+
 
 def require_nginx() -> str:
     """Path of nginx, or skip (locally) / fail (CI) the calling test."""

@@ -29,7 +29,7 @@ from midair.bench.downloads import choose_downloads, mount_of
 from midair.bench.measure import Measurement, run_measured
 from midair.bench.report import durability, markdown, rows_for
 from midair.bench.runner import Run, ScenarioResult
-from midair.bench.scenarios import NAMES, QUICK, Point, parse_scenario
+from midair.bench.scenarios import NAMES, OPT_IN, QUICK, Point, parse_scenario
 from midair.bench.timeline import NginxLog, Seen, check_clock, collect, timing
 from midair.cli import bench as bench_cli
 from midair.serve.nginx import parse_access_line
@@ -462,3 +462,18 @@ def test_each_rep_starts_with_the_next_client() -> None:
     assert firsts == ["a", "b", "c"]
     assert sorted(_rotated(clients, 4)) == sorted(clients)  # every client, once
     assert _rotated([], 1) == []
+
+
+def test_small_h2_is_small_over_tls_and_never_reuses_its_runs(tmp_path: Path) -> None:
+    small, h2 = parse_scenario("small", quick=True), parse_scenario("small-h2", quick=True)
+    assert OPT_IN == ["small-h2"] and "small-h2" not in NAMES and h2.tls and not small.tls
+    [point] = h2.points()
+    assert h2.key(point) != small.key(point)  # measured anew, not taken from small's runs
+    job = Job(["https://127.0.1.1:1/f"], tmp_path / "urls.txt", tmp_path, 100, 100, tmp_path / "ca")
+    curl = PEERS["curl"].command(job)
+    assert curl[-3:] == ["--http2", "--cacert", str(tmp_path / "ca")]
+    assert "--parallel-immediate" not in curl  # it waits, to multiplex on one connection
+    assert PEERS["httpx"].command(job)[-2:] == ["--ca", str(tmp_path / "ca")]
+    midair_cmd = engine_clients(["epoll"])["midair-epoll"].command(job)
+    assert midair_cmd[-2:] == ["--ca-certificate", str(tmp_path / "ca")]
+    assert {n for n, c in PEERS.items() if c.tls} == {"curl", "httpx"}

@@ -180,3 +180,39 @@ def test_resolve_sends_an_ascii_host_as_bytes(monkeypatch: pytest.MonkeyPatch) -
     _resolver.literal("127.0.0.1", 80)
     _resolver.lookup("bücher.example")
     assert asked == [b"h.example", b"127.0.0.1", "bücher.example"]
+
+
+@pytest.mark.parametrize("green", [False, True])
+def test_a_waker_waits_on_descriptors_past_fd_setsize(green: bool) -> None:
+    """At thousands of connections a socket's number passes 1024, which select(2) refuses:
+    the waker's waits (an HTTP/2 link's owner in threads and green) must still work."""
+    import os
+    import resource
+
+    from midair.engines._common import Waker
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"needs 1,200 open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    if green:
+        gevent_select = pytest.importorskip("gevent.select")
+        waker = Waker(gevent_select.poll)
+    else:
+        waker = Waker()
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    a, b = socket.socketpair()
+    try:
+        assert a.fileno() > 1024
+        waker.set()
+        assert not waker.wait_with(a.fileno())  # woken by the waker, the socket is quiet
+        waker.clear()
+        b.send(b"x")
+        assert waker.wait_with(a.fileno())
+    finally:
+        a.close()
+        b.close()
+        waker.close()
+        for fd in fillers:
+            os.close(fd)

@@ -69,6 +69,7 @@ class Job:
     out: Path
     jobs: int
     per_host: int
+    ca: Path | None = None  # a TLS scenario's CA certificate: the client must trust it
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Client:
     cap: Callable[[str], int | None] = lambda version: None  # most it keeps in flight
     note: str = ""
     reference: bool = False  # a measuring loop shown beside the clients, not ranked
+    tls: bool = False  # takes ``Job.ca`` and speaks HTTP/2 over TLS: runs in TLS scenarios
 
     def in_flight(self, files: int, jobs: int, version: str) -> int:
         """How many transfers this client really keeps in the air for this job."""
@@ -95,17 +97,20 @@ def _curl_cmd(job: Job) -> list[str]:
     """curl reads URL/output pairs from a config file (-K): no argv length limit."""
     config = job.list_file.with_suffix(".curl")
     config.write_text("".join(f'url = "{u}"\noutput = "{job.out / _name(u)}"\n' for u in job.urls))
+    # Over HTTP/2, no --parallel-immediate: curl waits to multiplex on one connection.
+    immediate = [] if job.ca else ["--parallel-immediate"]
     return [
         "curl",
         "-q",
         "--parallel",
-        "--parallel-immediate",
+        *immediate,
         "--parallel-max",
         str(job.jobs),
         "--fail",
         "-sS",
         "-K",
         str(config),
+        *(["--http2", "--cacert", str(job.ca)] if job.ca else []),
     ]
 
 
@@ -171,6 +176,7 @@ def _python_peer(module: str) -> Callable[[Job], list[str]]:
             str(job.jobs),
             "--per-host",
             str(job.per_host),
+            *(["--ca", str(job.ca)] if job.ca else []),
         ]
 
     return command
@@ -253,6 +259,7 @@ PEERS: dict[str, Client] = {
             _curl_cmd,
             _binary_version("curl"),
             cap=_curl_cap,
+            tls=True,
             note="--parallel --parallel-max N, connections kept alive and reused; "
             "no per-host cap before 8.16 (--parallel-max-host); "
             "--parallel-max clamped to 300 before 8.16",
@@ -302,7 +309,9 @@ PEERS: dict[str, Client] = {
             "httpx",
             _python_peer("httpx_peer"),
             _package("httpx"),
-            note="AsyncClient(limits=Limits(max_connections=N)); no per-host cap",
+            tls=True,
+            note="AsyncClient(limits=Limits(max_connections=N)); no per-host cap; "
+            "http2=True in TLS scenarios",
         ),
         *_floor_clients(),
     ]
@@ -327,6 +336,7 @@ def _midair_cmd(*flags: str) -> Callable[[Job], list[str]]:
             str(job.list_file),
             "-d",
             str(job.out),
+            *(["--ca-certificate", str(job.ca)] if job.ca else []),
         ]
 
     return command
@@ -360,7 +370,9 @@ def _engine_client(name: str) -> tuple[str, Client]:
 
     if name == DEFAULT:
         note = f"`midair get` without --engine: the default (today {default_engine()})"
-        return DEFAULT_CLIENT, Client(DEFAULT_CLIENT, _midair_cmd(), lambda: __version__, note=note)
+        return DEFAULT_CLIENT, Client(
+            DEFAULT_CLIENT, _midair_cmd(), lambda: __version__, note=note, tls=True
+        )
     info = ENGINES[name]
     return f"midair-{name}", Client(
         f"midair-{name}",
@@ -368,6 +380,7 @@ def _engine_client(name: str) -> tuple[str, Client]:
         lambda: __version__ if _engine_ready(info) else None,
         sequential=name == "sequential",
         note=info.model,
+        tls=True,
     )
 
 

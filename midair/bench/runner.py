@@ -145,7 +145,8 @@ def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     work.mkdir(parents=True, exist_ok=True)
     hosts = max(p.hosts for p in points)
     workers = nginx_workers(points, ctx)
-    with serve(ctx.server, data.root, hosts, scn.rate, work, workers) as served:
+    ca, tls = _certificate(work, hosts) if scn.tls else (None, None)
+    with serve(ctx.server, data.root, hosts, scn.rate, work, workers, tls) as served:
         result.server = served.kind + (
             f" ({workers} workers)" if served.kind == "nginx" and workers != 1 else ""
         )
@@ -154,9 +155,24 @@ def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
             _baseline(scn, served, data, ctx, result)
             for point in points:
                 result.runs += _reused(scn, point, rep, ctx) or _run_point(
-                    scn, point, rep, served, data, work, ctx, result
+                    scn, point, rep, served, data, work, ctx, result, ca
                 )
     return result
+
+
+def _certificate(work: Path, hosts: int) -> tuple[Path, tuple[Path, Path]]:
+    """A private CA and a certificate for the served addresses (trustme: a test extra)."""
+    import trustme
+
+    from midair.serve.server import loopback_hosts
+
+    ca = trustme.CA()
+    cert = ca.issue_cert(*loopback_hosts(hosts))
+    paths = work / "ca.pem", work / "cert.pem", work / "key.pem"
+    ca.cert_pem.write_to_path(str(paths[0]))
+    cert.cert_chain_pems[0].write_to_path(str(paths[1]))
+    cert.private_key_pem.write_to_path(str(paths[2]))
+    return paths[0], (paths[1], paths[2])
 
 
 def _reused(scn: Scenario, point: Point, rep: int, ctx: Context) -> list[Run]:
@@ -245,6 +261,7 @@ def _run_point(
     work: Path,
     ctx: Context,
     result: ScenarioResult,
+    ca: Path | None = None,
 ) -> list[Run]:
     names = data.names[: point.files]
     urls = [served.url(i % point.hosts, name) for i, name in enumerate(names)]
@@ -254,9 +271,12 @@ def _run_point(
     runs = []
     for name, client in _rotated(list(ctx.clients.items()), rep):
         elsewhere = bool(client.only) and scn.name not in client.only
-        if elsewhere or _not_repeated(name, client, point, rep, result):
+        if elsewhere or (scn.tls and not client.tls):
             continue
-        job = Job(urls, list_file, work / f"{name}-{point.files}-{rep}", point.jobs, point.per_host)
+        if _not_repeated(name, client, point, rep, result):
+            continue
+        out = work / f"{name}-{point.files}-{rep}"
+        job = Job(urls, list_file, out, point.jobs, point.per_host, ca)
         into_page_cache(data.root, names)  # the server sends from memory to everyone (data)
         runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx, result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)

@@ -5,6 +5,8 @@
     c10k   10,000 x 64 KiB over 100 addresses at 16 KiB/s, all in flight
     bulk   1 x 2 GiB from one unthrottled server: GB/s against the loopback ceiling
     small  20,000 x 8 KiB from one unthrottled server, 100 at a time: files per second
+    small-h2  small over TLS and HTTP/2 (ALPN h2): midair, curl --http2 and httpx only;
+           nginx only, so run when named, not by default
     sweep  c10k's files and rate with N = 10, 100, 1,000, 10,000 transfers in flight
            (a point identical to one already run, e.g. N = 10,000 after c10k, reuses it)
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from midair.cli._units import parse_size
 
-__all__ = ["DEFAULTS", "NAMES", "QUICK", "Point", "Scenario", "parse_scenario"]
+__all__ = ["DEFAULTS", "NAMES", "OPT_IN", "QUICK", "Point", "Scenario", "parse_scenario"]
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 SEED = "midair-bench-v1"
@@ -53,6 +55,7 @@ class Scenario:
     timeout: float = 120.0  # seconds per client run
     counts: tuple[int, ...] = ()  # sweep only: the N values
     reps: int = 0  # 0 = --reps
+    tls: bool = False  # nginx over TLS with HTTP/2 offered; only clients that can trust it
 
     @property
     def throttled(self) -> bool:
@@ -70,7 +73,15 @@ class Scenario:
 
     def key(self, point: Point) -> tuple[int, ...]:
         """Two points with the same key measure the same thing (sweep's top = c10k)."""
-        return (point.files, point.hosts, point.jobs, point.per_host, self.size, self.rate)
+        return (
+            point.files,
+            point.hosts,
+            point.jobs,
+            point.per_host,
+            self.size,
+            self.rate,
+            self.tls,
+        )
 
     @property
     def dataset_files(self) -> int:
@@ -85,12 +96,14 @@ DEFAULTS: dict[str, Scenario] = {
         Scenario("c10k", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120),
         Scenario("bulk", 1, 2 * GIB, 1, 0, timeout=120),
         Scenario("small", 20_000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=180),
+        Scenario("small-h2", 20_000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=180, tls=True),
         Scenario(
             "sweep", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120, counts=(10, 100, 1000, 10_000)
         ),
     ]
 }
-NAMES = list(DEFAULTS)
+NAMES = [s.name for s in DEFAULTS.values() if not s.tls]  # the default run: any server
+OPT_IN = [s.name for s in DEFAULTS.values() if s.tls]  # asked by name, against nginx
 
 QUICK: dict[str, Scenario] = {
     s.name: s
@@ -100,6 +113,7 @@ QUICK: dict[str, Scenario] = {
         Scenario("c10k", 400, 6 * KIB, 20, 4 * KIB, timeout=30),
         Scenario("bulk", 1, 64 * MIB, 1, 0, timeout=30),
         Scenario("small", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30),
+        Scenario("small-h2", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30, tls=True),
         Scenario("sweep", 400, 6 * KIB, 20, 4 * KIB, timeout=30, counts=(10, 400)),
     ]
 }
@@ -113,7 +127,8 @@ def parse_scenario(text: str, quick: bool) -> Scenario:
     name, _, overrides = text.partition(":")
     base = (QUICK if quick else DEFAULTS).get(name)
     if base is None:
-        raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(NAMES)}")
+        choices = ", ".join(NAMES + OPT_IN)
+        raise ValueError(f"unknown scenario {name!r}; choose from {choices}")
     changes: dict[str, Any] = {}
     for item in filter(None, overrides.split(",")):
         key, _, value = item.partition("=")

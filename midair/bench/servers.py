@@ -65,17 +65,31 @@ def server_version(kind: str) -> str:
 
 @contextlib.contextmanager
 def serve(
-    kind: str, root: Path, hosts: int, rate: int, work: Path, workers: int = 1
+    kind: str,
+    root: Path,
+    hosts: int,
+    rate: int,
+    work: Path,
+    workers: int = 1,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[Served]:
     """Serve ``root`` on ``hosts`` loopback addresses at ``rate`` bytes/s per connection.
 
     ``work`` takes nginx's access log and ``midair serve``'s stderr (a pipe
-    could fill and stall it).
+    could fill and stall it).  ``tls`` (certificate, key): nginx over TLS, HTTP/2 offered.
     """
+    if tls is not None and kind != "nginx":
+        raise RuntimeError("TLS scenarios need nginx (--server nginx)")
     if kind == "nginx":
         access = work / "access.log"
         with Nginx(
-            root, hosts=loopback_hosts(hosts), limit_rate=rate, workers=workers, access_log=access
+            root,
+            hosts=loopback_hosts(hosts),
+            limit_rate=rate,
+            workers=workers,
+            access_log=access,
+            tls=tls,
+            http2=tls is not None,
         ) as ng:
             yield Served("nginx", [ng.url(i, "") for i in range(hosts)], NginxLog(access))
         return

@@ -47,7 +47,7 @@ from ..bench.downloads import Downloads, choose_downloads
 from ..bench.measure import machine_info
 from ..bench.report import markdown, write_json
 from ..bench.runner import Context, ScenarioResult, run_scenario
-from ..bench.scenarios import NAMES, Scenario, parse_scenario
+from ..bench.scenarios import NAMES, OPT_IN, Scenario, parse_scenario
 from ..bench.servers import choose_server, server_version
 from ..bench.startup import StartupRow, measure_startup
 from . import raise_open_file_limit
@@ -66,7 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "scenarios",
         nargs="*",
         metavar="SCENARIO",
-        help=f"{STARTUP}, {', '.join(NAMES)}, optionally NAME:field=value,... (default: all)",
+        help=f"{STARTUP}, {', '.join(NAMES)}, optionally NAME:field=value,... (default: all "
+        f"of these); also {', '.join(OPT_IN)} (nginx only)",
     )
     p.add_argument(
         "--engines",

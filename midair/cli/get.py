@@ -140,6 +140,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--insecure", action="store_true", default=None, help="do not verify TLS certificates"
     )
     p.add_argument("--ca-certificate", metavar="FILE", help="trust this CA bundle as well")
+    version = p.add_mutually_exclusive_group()
+    version.add_argument(
+        "--http1.1",
+        dest="http2",
+        action="store_false",
+        default=None,
+        help="speak HTTP/1.1 only (default: HTTP/2 over TLS when the server offers it)",
+    )
+    version.add_argument(
+        "--http2-prior-knowledge",
+        action="store_true",
+        default=None,
+        help="speak HTTP/2 at once on http:// URLs (h2c, no upgrade)",
+    )
+    p.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="proxy for every URL: http://, socks5://, socks5h://, socks4://, socks4a:// "
+        "(default: $http_proxy, $HTTPS_PROXY, $ALL_PROXY; '' for none)",
+    )
+    p.add_argument(
+        "--noproxy",
+        metavar="LIST",
+        help="comma list of hosts, domains and CIDR networks to reach directly ('*': all; "
+        "default: $NO_PROXY)",
+    )
     p.add_argument(
         "--engine",
         default=DEFAULT_ENGINE,
@@ -239,6 +265,10 @@ _OPTIONS = (
     "netrc",
     "load_cookies",
     "save_cookies",
+    "http2",
+    "http2_prior_knowledge",
+    "proxy",
+    "noproxy",
 )
 
 

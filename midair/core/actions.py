@@ -46,7 +46,31 @@ class Close(Record):
         self.conn: Final = conn
 
 
-NetAction = Connect | Send | Close
+class StartTls(Record):
+    """Begin TLS over the open connection ``conn`` (a tunnel through a proxy), checking
+    the certificate against ``server_hostname``; then report ``connected`` again."""
+
+    __match_args__ = ("conn", "server_hostname")
+    __slots__ = __match_args__
+
+    def __init__(self, conn: int, server_hostname: str) -> None:
+        self.conn: Final = conn
+        self.server_hostname: Final = server_hostname
+
+
+NetAction = Connect | Send | Close | StartTls
+
+
+class Resolve(Record):
+    """Look ``host`` up for a SOCKS proxy that takes addresses (socks5, socks4): the
+    session answers with ``Batch.resolved``, as the store answers ``Prepare``."""
+
+    __match_args__ = ("conn", "host")
+    __slots__ = __match_args__
+
+    def __init__(self, conn: int, host: str) -> None:
+        self.conn: Final = conn
+        self.host: Final = host
 
 
 # --- files: executed by the store ---------------------------------------------------
@@ -274,7 +298,7 @@ class Failed(Record):
 
 
 Report = Started | Retrying | Finished | Failed
-Action = NetAction | StoreAction | Report
+Action = NetAction | StoreAction | Report | Resolve
 
 
 class OnDisk(Record):

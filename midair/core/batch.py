@@ -46,10 +46,12 @@ from .actions import (
     Open,
     Prepare,
     Publish,
+    Resolve,
     Retrying,
     Save,
     Send,
     Started,
+    StartTls,
     Write,
 )
 from .cookies import Cookies
@@ -72,6 +74,10 @@ if TYPE_CHECKING:
     import random
     from typing import ClassVar
 
+    from .http2 import Http2Connection
+    from .proxy import Proxy, ProxyChoice
+    from .tunnel import Tunnel
+
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
 # Why a download may not take the file on its path, by the store's ``OnDisk.kind``.
 _NOT_OURS = {
@@ -93,7 +99,7 @@ class _Host:
     (This and ``_Conn`` are plain slotted classes, not dataclasses: the decorator costs
     ~0.4 ms of start-up per class.)"""
 
-    __slots__ = ("open", "origin", "paused_until", "pending", "queued", "unknown")
+    __slots__ = ("link", "open", "origin", "paused_until", "pending", "proxy", "queued", "unknown")
 
     def __init__(self, origin: tuple[str, str, int]) -> None:
         self.origin = origin
@@ -102,6 +108,21 @@ class _Host:
         self.paused_until = 0.0
         self.queued = False  # in the ready queue
         self.unknown: str | None = None  # why its name does not resolve: each job fails with it
+        self.link: _Link | None = None  # its HTTP/2 connection, once one is open
+        self.proxy: Proxy | None = None  # what its connections go through (once per origin)
+
+
+class _Link:
+    """One HTTP/2 connection: the engine's connection ``id``, carrying many ``_Stream``."""
+
+    __slots__ = ("ended", "host", "http", "id", "streams")
+
+    def __init__(self, id: int, host: _Host, http: Http2Connection) -> None:
+        self.id = id
+        self.host = host
+        self.http = http
+        self.streams: dict[int, _Stream] = {}  # by stream id
+        self.ended = 0  # streams that ended cleanly on it
 
 
 class _Conn:
@@ -110,7 +131,7 @@ class _Conn:
     __slots__ = (
         *("id", "host", "download", "last_active", "batch", "http", "window_start"),
         *("window_bytes", "body_limit", "checkpoint_at", "exchanges", "answered"),
-        *("held", "saving"),
+        *("held", "saving", "tunnel", "proxy_fields"),
     )
 
     def __init__(
@@ -132,6 +153,10 @@ class _Conn:
         # ``saving`` holds it all until the end.
         self.held: int | None = None
         self.saving: Save | None = None
+        # Through a proxy: the tunnel to set up before the first request, or, for plain http
+        # through an HTTP proxy, the header lines each request adds (absolute-form targets).
+        self.tunnel: Tunnel | None = None
+        self.proxy_fields: bytes | None = None
         self.http = ClientConnection(self)
 
     # --- ResponseSink: straight to the batch, at the time of the bytes being fed -------
@@ -143,6 +168,39 @@ class _Conn:
 
     def on_end(self) -> None:
         self.batch._on_end(self, self.batch._now)
+
+
+class _Stream(_Conn):
+    """A download on an HTTP/2 connection: a ``_Conn`` to every decision, but its bytes
+    come from its ``link`` (so it keeps its own time of last data) and ``Close`` of it
+    resets the stream."""
+
+    __slots__ = ("link", "stream")
+
+    def __init__(
+        self,
+        id: int,
+        host: _Host,
+        download: t.Download,
+        last_active: float,
+        batch: Batch,
+        link: _Link,
+    ) -> None:
+        super().__init__(id, host, download, last_active, batch)
+        self.link: _Link | None = link
+        self.stream = 0
+
+    def on_head(self, head: Head) -> None:
+        self.last_active = self.batch._now
+        self.batch._on_head(self, head, self.batch._now)
+
+    def on_body(self, data: Chunk) -> None:
+        self.last_active = self.batch._now
+        self.window_bytes += len(data)
+        self.batch._write(self, data, self.batch._now)
+
+    def on_broken(self, reason: str, refused: bool) -> None:
+        self.batch._on_broken(self, reason, refused, self.batch._now)
 
 
 class Batch:
@@ -180,6 +238,7 @@ class Batch:
         self._hosts: dict[tuple[str, str, int], _Host] = {}
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
+        self._links: dict[int, _Link] = {}  # HTTP/2 connections, by the engine's id
         self._timers: list[tuple[float, int, t.Download | _Host]] = []
         self._claims: dict[str, int] = {}  # path -> the download that has it
         self._alone: dict[str, int] | None = None  # first paths of one job each, until start
@@ -198,6 +257,7 @@ class Batch:
         self._now = 0.0  # the time of the bytes being fed, for the response callbacks
         self.max_connections = options.concurrency
         self._starts = starts
+        self._proxies = _proxy_choice(options)
 
     def _jitter(self) -> float:
         """A random draw for a retry's backoff.  ``random`` is loaded at the first: its
@@ -374,23 +434,47 @@ class Batch:
             self._enqueue(d, now)
         return self._flush(now)
 
-    def connected(self, conn_id: int, now: float) -> list[Action]:
+    def connected(self, conn_id: int, now: float, protocol: str | None = None) -> list[Action]:
+        """The connection is open; ``protocol``: what TLS negotiated by ALPN ("h2",
+        "http/1.1"), None for plain TCP (HTTP/1.1 unless --http2-prior-knowledge)."""
         conn = self._conns.get(conn_id)
         if conn is not None and conn.host.paused_until > now:
             # Opened before the host said "slow down": its download waits with the others.
             self._close(conn, now)
             conn.host.pending.appendleft(conn.download)
+        elif conn is not None and self._speaks_http2(conn, protocol) and _at_origin(conn):
+            self._start_link(conn, now)
         elif conn is not None:
             conn.last_active = conn.window_start = now
-            self._send_request(conn)
+            if conn.tunnel is None or conn.tunnel.ready:  # (again, after a tunnel's StartTls)
+                self._send_request(conn)
+            else:
+                self._open_tunnel(conn, now)
+        return self._flush(now)
+
+    def resolved(
+        self, conn_id: int, address: str | None, now: float, reason: str = ""
+    ) -> list[Action]:
+        """The answer to ``Resolve``: the address to send the SOCKS proxy, or why none."""
+        conn = self._conns.get(conn_id)
+        if conn is not None and conn.tunnel is not None:
+            if address is None:
+                self._attempt_failed(conn, self._proxy_error(conn, reason), now)
+            else:
+                self._out.append(Send(conn.id, conn.tunnel.start(address)))
         return self._flush(now)
 
     def received(self, conn_id: int, data: Chunk, now: float) -> list[Action]:
         conn = self._conns.get(conn_id)
         if conn is not None:
             conn.last_active = now
+            if conn.tunnel is not None and not conn.tunnel.ready:
+                self._through_tunnel(conn, bytes(data), now)  # type: ignore[arg-type]
+                return self._flush(now)
             conn.window_bytes += len(data)
             self._feed(conn, data, now)
+        elif conn_id in self._links:
+            self._feed_link(self._links[conn_id], data, now)
         return self._flush(now)
 
     def closed(
@@ -399,6 +483,9 @@ class Batch:
         """The connection is gone: EOF (``failure`` None) or an error from the engine."""
         conn = self._conns.get(conn_id)
         if conn is None:
+            if conn_id in self._links:
+                link = self._links[conn_id]
+                self._end_link(link, lambda stream: self._link_error(stream, failure), None, now)
             return self._flush(now)
         if conn.exchanges > 1 and not conn.answered and (failure is None or failure.retryable):
             # The server closed a kept-alive connection just as we reused it: a race,
@@ -406,6 +493,8 @@ class Batch:
             self._close(conn, now)
             self._enqueue(conn.download, now)
             return self._flush(now)
+        if conn.host.proxy is not None:
+            failure = self._failure_via_proxy(conn, failure)
         if failure is None:
             self._feed(conn, b"", now)  # ends a close-delimited body, or reports it short
             if conn.id in self._conns:
@@ -421,6 +510,12 @@ class Batch:
         else:
             self._attempt_failed(conn, self._connection_error(conn, failure), now)
         return self._flush(now)
+
+    def _link_error(self, stream: _Stream, failure: ConnectionFailure | None) -> DownloadError:
+        """What the end of an HTTP/2 connection means for a stream on it."""
+        if failure is None:
+            return NetworkError(stream.download.url.text, "connection closed by the server")
+        return self._connection_error(stream, failure)
 
     def _connection_error(self, conn: _Conn, failure: ConnectionFailure) -> DownloadError:
         url = conn.download.url.text
@@ -468,8 +563,203 @@ class Batch:
         cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
         if cookie is not None:
             fields += _cookie_field(d, cookie)
-        data = conn.http.request_with(d.url.target, fields)
+        if conn.proxy_fields is None:
+            data = conn.http.request_with(d.url.target, fields)
+        else:  # to an HTTP proxy: the whole URL (absolute-form), and its credentials
+            url = d.url
+            target = f"{url.scheme}://{url.host_header}{url.target}"
+            data = conn.http.request_with(target, fields + conn.proxy_fields)
         self._out.append(Send(conn.id, data))
+
+    # --- HTTP/2: one connection per origin, a stream per download -------------------
+    def _speaks_http2(self, conn: _Conn, protocol: str | None) -> bool:
+        if protocol is None:
+            return self.options.http2_prior_knowledge and conn.host.origin[0] == "http"
+        return protocol == "h2"
+
+    def _start_link(self, conn: _Conn, now: float) -> None:
+        """Make ``conn`` the host's HTTP/2 connection, its download the first stream.  A
+        second connection opened before the first spoke HTTP/2 gives its download to it."""
+        del self._conns[conn.id]
+        host = conn.host
+        if host.link is not None:
+            self._out.append(Close(conn.id))
+            host.open -= 1
+            host.pending.appendleft(conn.download)
+            self._mark_ready(host, now)
+            return
+        from .http2 import Http2Connection  # h2 is imported only by runs that speak it
+
+        link = host.link = self._links[conn.id] = _Link(conn.id, host, Http2Connection())
+        self._out.append(Send(link.id, link.http.start()))
+        self._open_stream(link, conn.download, now)
+        self._mark_ready(host, now)  # its other downloads may go as streams now
+
+    def _open_stream(self, link: _Link, d: t.Download, now: float) -> None:
+        stream = _Stream(next(self._ids), link.host, d, now, self, link=link)
+        stream.window_start = now
+        self._conns[stream.id] = stream
+        d.position = d.offset
+        stream.exchanges = 1
+        headers = d.request_headers()
+        cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
+        if cookie is not None and _cookie_field(d, cookie):  # the HTTP/1.1 rule, as a pair
+            headers.append(("Cookie", cookie))
+        stream.stream, data = link.http.request(stream, d.url.scheme, d.url.target, headers)
+        link.streams[stream.stream] = stream
+        self._out.append(Send(link.id, data))
+
+    def _feed_link(self, link: _Link, data: Chunk, now: float) -> None:
+        from .http2 import Goaway
+
+        self._now = now
+        try:
+            reply = link.http.receive(bytes(data))  # type: ignore[arg-type]  # never Piped
+        except Goaway as exc:
+            goaway = str(exc)
+            self._end_link(
+                link, lambda s: NetworkError(s.download.url.text, goaway), exc.last_stream, now
+            )
+            return
+        except FramingError as exc:
+            broken = str(exc)
+            self._end_link(link, lambda s: ProtocolError(s.download.url.text, broken), None, now)
+            return
+        for stream in list(link.streams.values()):
+            if stream.held is not None or stream.saving is not None:
+                self._unhold(stream)  # its body goes on after this read, as in ``_feed``
+        if reply and link.id in self._links:
+            self._out.append(Send(link.id, reply))
+
+    def _on_broken(self, stream: _Stream, reason: str, refused: bool, now: float) -> None:
+        self._unhold(stream)
+        if refused:
+            self._close(stream, now)
+            self._enqueue(stream.download, now)  # never processed: no attempt counted
+        else:
+            self._attempt_failed(stream, NetworkError(stream.download.url.text, reason), now)
+
+    def _end_link(
+        self,
+        link: _Link,
+        error: Callable[[_Stream], DownloadError],
+        processed: int | None,
+        now: float,
+    ) -> None:
+        """Close ``link``; each stream on it is retried.  On a link that had served others
+        (so a loop of these still makes progress), streams above ``processed`` (GOAWAY's
+        last stream) and unanswered ones (the keep-alive race of ``closed``) go again
+        uncounted."""
+        self._close_link(link, now)
+        for number, stream in link.streams.items():
+            self._unhold(stream)
+            del self._conns[stream.id]
+            unprocessed = processed is not None and number > processed
+            if link.ended and (unprocessed or not stream.answered):
+                self._enqueue(stream.download, now)
+            else:
+                self._retry(stream.download, error(stream), now)
+        link.streams.clear()
+
+    def _close_link(self, link: _Link, now: float) -> None:
+        del self._links[link.id]
+        host = link.host
+        if host.link is link:
+            host.link = None
+        host.open -= 1
+        self._out.append(Close(link.id))
+        self._mark_ready(host, now)
+
+    def _close_stream(self, stream: _Stream, now: float) -> None:
+        link = stream.link
+        assert link is not None
+        if link.streams.pop(stream.stream, None) is None:
+            return  # its link is being closed
+        if link.id not in self._links:
+            return
+        data = link.http.reset(stream.stream)
+        if data:
+            self._out.append(Send(link.id, data))
+        host = link.host
+        idle = not link.streams and not (host.pending and host.paused_until <= now)
+        if idle and host.open == 1:  # no connection still opening may bring it more work
+            self._close_link(link, now)
+        else:
+            self._mark_ready(host, now)
+
+    # --- through a proxy ----------------------------------------------------------
+    def _connect_via(self, conn: _Conn, proxy: Proxy) -> None:
+        """Connect to ``proxy``: a tunnel to the origin, or absolute-form requests."""
+        scheme, name, port = conn.host.origin
+        if scheme == "https" or proxy.tunnels_always:
+            from .tunnel import make_tunnel
+
+            conn.tunnel = make_tunnel(proxy, name, port, self.options.user_agent)
+        else:
+            authorization = proxy.authorization()
+            conn.proxy_fields = (
+                b""
+                if authorization is None
+                else f"Proxy-Authorization: {authorization}\r\n".encode()
+            )
+        self._out.append(Connect(conn.id, proxy.host, proxy.port, False))
+
+    def _open_tunnel(self, conn: _Conn, now: float) -> None:
+        tunnel = conn.tunnel
+        assert tunnel is not None
+        if tunnel.needs_address:  # socks5, socks4: the client resolves the origin's name
+            self._out.append(Resolve(conn.id, conn.host.origin[1]))
+            return
+        self._tunnel_step(conn, tunnel.start, None, now)
+
+    def _through_tunnel(self, conn: _Conn, data: bytes, now: float) -> None:
+        tunnel = conn.tunnel
+        assert tunnel is not None
+        if not self._tunnel_step(conn, tunnel.receive, data, now) or not tunnel.ready:
+            return
+        scheme, name, _ = conn.host.origin
+        if scheme == "https":  # TLS to the origin inside; then ``connected`` again
+            self._out.append(StartTls(conn.id, name))
+        else:
+            self._send_request(conn)
+
+    def _tunnel_step(
+        self, conn: _Conn, step: Callable[..., bytes], arg: object, now: float
+    ) -> bool:
+        """Run one step of the tunnel and send what it answers; False if the proxy failed."""
+        from .tunnel import TunnelError
+
+        try:
+            out = step(arg)
+        except TunnelError as exc:
+            error = self._proxy_error(conn, str(exc))
+            final = error if exc.retryable else DownloadError(error.url, error.reason)
+            self._attempt_failed(conn, final, now)
+            return False
+        if out:
+            self._out.append(Send(conn.id, out))
+        return True
+
+    def _proxy_error(self, conn: _Conn, reason: str) -> NetworkError:
+        assert conn.host.proxy is not None
+        return NetworkError(conn.download.url.text, f"via proxy {conn.host.proxy.text}: {reason}")
+
+    def _failure_via_proxy(
+        self, conn: _Conn, failure: ConnectionFailure | None
+    ) -> ConnectionFailure | None:
+        """Name the proxy in the reason; an EOF before the tunnel is up is the proxy's."""
+        proxy = conn.host.proxy
+        assert proxy is not None
+        if failure is None and conn.tunnel is not None and not conn.tunnel.ready:
+            return ConnectionFailure(f"via proxy {proxy.text}: closed before the tunnel was set up")
+        if failure is None:
+            return None
+        reason = failure.reason
+        if failure.unresolved:  # the proxy's name, not the origin's: the host stays known
+            reason = f"cannot resolve {proxy.host}: {reason}"
+        return ConnectionFailure(
+            f"via proxy {proxy.text}: {reason}", failure.retryable, failure.tls
+        )
 
     def _feed(self, conn: _Conn, data: Chunk, now: float) -> None:
         """Parse ``data``; its head, body and end come back through ``conn``'s sink methods."""
@@ -532,7 +822,10 @@ class Batch:
 
     def _refuse(self, conn: _Conn, decision: t.Fail, head: Head, now: float) -> None:
         self._close(conn, now)
-        self._fail(conn.download, decision.error)
+        error = decision.error
+        if head.status == 407 and conn.host.proxy is not None:  # the proxy's, not the origin's
+            error = type(error)(error.url, self._proxy_error(conn, error.reason).reason, status=407)
+        self._fail(conn.download, error)
 
     def _complete(self, conn: _Conn, decision: t.AlreadyComplete, head: Head, now: float) -> None:
         self._close(conn, now)
@@ -580,12 +873,36 @@ class Batch:
             self._out.append(saving)
         else:
             self._publish(d)
+        if type(conn) is _Stream:
+            conn.link.ended += 1  # type: ignore[union-attr]
+            self._close(conn, now)
+            return
         host = conn.host
         if conn.http.reusable and host.pending and host.paused_until <= now:
             conn.download = host.pending.popleft()
             self._send_request(conn)
-        else:
+        elif conn.proxy_fields is None or not conn.http.reusable or not self._move(conn, now):
             self._close(conn, now)
+
+    def _move(self, conn: _Conn, now: float) -> bool:
+        """Reuse a kept-alive connection to an HTTP proxy for another origin's download
+        (absolute-form requests name their origin): keep-alive is per proxy there.  The
+        origin that takes it must be ready (work, below --per-host, not paused)."""
+        proxy = conn.host.proxy
+        for host in self._ready:
+            if (
+                host.proxy is proxy
+                and host.pending
+                and host.open < self.options.per_host
+                and host.paused_until <= now
+            ):
+                conn.host.open -= 1
+                self._mark_ready(conn.host, now)
+                host.open += 1
+                conn.host, conn.download = host, host.pending.popleft()
+                self._send_request(conn)
+                return True
+        return False
 
     def _publish(self, d: t.Download) -> None:
         assert d.path is not None
@@ -677,6 +994,8 @@ class Batch:
         host = self._hosts.get(d.url.origin)
         if host is None:
             host = self._hosts[d.url.origin] = _Host(d.url.origin)
+            if self._proxies is not None:
+                host.proxy = self._proxies.for_origin(d.url.scheme, d.url.host)
         if host.unknown is not None:
             self._fail(d, DownloadError(d.url.text, host.unknown))
             return
@@ -761,32 +1080,43 @@ class Batch:
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:
-        if (
-            not host.queued
-            and host.pending
-            and host.open < self.options.per_host
-            and host.paused_until <= now
-        ):
+        if not host.queued and host.pending and self._has_room(host) and host.paused_until <= now:
             host.queued = True
             self._ready.append(host)
+
+    def _has_room(self, host: _Host) -> bool:
+        """--per-host counts connections; over HTTP/2, one, with the streams it allows."""
+        if host.link is not None:
+            return host.link.http.room > 0
+        return host.open < self.options.per_host
 
     def _fill(self, now: float) -> None:
         while self._ready and len(self._conns) < self.max_connections:
             host = self._ready.popleft()
             host.queued = False
-            if not host.pending or host.open >= self.options.per_host or host.paused_until > now:
+            if not host.pending or not self._has_room(host) or host.paused_until > now:
+                continue
+            if host.link is not None:
+                self._open_stream(host.link, host.pending.popleft(), now)
+                self._mark_ready(host, now)
                 continue
             conn = _Conn(next(self._ids), host, host.pending.popleft(), now, self)
             self._conns[conn.id] = conn
             host.open += 1
-            scheme, name, port = host.origin
-            self._out.append(Connect(conn.id, name, port, scheme == "https"))
+            if host.proxy is None:
+                scheme, name, port = host.origin
+                self._out.append(Connect(conn.id, name, port, scheme == "https"))
+            else:
+                self._connect_via(conn, host.proxy)
             self._mark_ready(host, now)
             if self._next_sweep is None:  # the first open connection: stalls are watched
                 self._next_sweep = now + self._sweep_every
 
     def _close(self, conn: _Conn, now: float) -> None:
         if self._conns.pop(conn.id, None) is None:
+            return
+        if type(conn) is _Stream:
+            self._close_stream(conn, now)
             return
         conn.http.abandon()
         self._out.append(Close(conn.id))
@@ -796,7 +1126,27 @@ class Batch:
     def _flush(self, now: float) -> list[Action]:
         if self._ready:
             self._fill(now)
+        if self._links and not self._unfinished:  # kept for work that did not come
+            for link in list(self._links.values()):
+                self._close_link(link, now)
         if not self._conns:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out
+
+
+def _proxy_choice(options: Options) -> ProxyChoice | None:
+    """The batch's proxy rules, or None when no URL can go through a proxy (the usual
+    case: then nothing about proxies is imported or asked per origin)."""
+    if options.proxy is None and not options.proxies:
+        return None
+    from .proxy import ProxyChoice
+
+    choice = ProxyChoice(options.proxy, dict(options.proxies), options.noproxy)
+    return choice if choice.any else None
+
+
+def _at_origin(conn: _Conn) -> bool:
+    """Whether ``connected`` means the stream reaches the origin itself: not yet for a
+    tunnel being set up, never for absolute-form requests to an HTTP proxy (HTTP/1.1)."""
+    return conn.proxy_fields is None and (conn.tunnel is None or conn.tunnel.ready)

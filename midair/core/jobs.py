@@ -117,6 +117,14 @@ class Options:
     # Cookie files (Netscape format), read and written by the session layer, not the core.
     load_cookies: str | None = None
     save_cookies: str | None = None
+    http2: bool = True  # offer HTTP/2 by ALPN over TLS (False: --http1.1)
+    http2_prior_knowledge: bool = False  # speak HTTP/2 at once on http:// URLs (h2c)
+    # Proxies (see core/proxy.py): ``proxy`` for every URL ("" for none, whatever the
+    # environment says); else ``proxies``, the environment's by scheme (http, https, all).
+    # Not in the repr: a proxy URL may hold a password.
+    proxy: str | None = field(default=None, repr=False)
+    proxies: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    noproxy: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in _WHOLE_NUMBERS.items():
@@ -138,6 +146,10 @@ class Options:
         if not isinstance(self.checksum, Checksum | None):
             raise _bad("checksum", "ALGO=HEX", self.checksum)
         _check_value("User-Agent", self.user_agent)
+        if self.http2_prior_knowledge and not self.http2:
+            raise InputError("--http2-prior-knowledge and --http1.1 contradict each other")
+        if self.proxy is not None or self.proxies or self.noproxy is not None:
+            _check_proxies(self)
         for header in self.headers:
             check_header(*header)
 
@@ -174,7 +186,16 @@ _SECONDS = {
     "retry_base": False,
     "lowest_speed_time": True,
 }  # name -> must be above zero
-_FLAGS = ("overwrite", "auto_rename", "no_clobber", "trust_server_names", "insecure", "fsync")
+_FLAGS = (
+    "overwrite",
+    "auto_rename",
+    "no_clobber",
+    "trust_server_names",
+    "insecure",
+    "fsync",
+    "http2",
+    "http2_prior_knowledge",
+)
 
 
 def option_flag(name: str) -> str:
@@ -184,6 +205,21 @@ def option_flag(name: str) -> str:
 
 def _bad(name: str, expected: str, value: object) -> InputError:
     return InputError(f"{option_flag(name)}: expected {expected}, got {value!r}")
+
+
+def _check_proxies(options: Options) -> None:
+    """Each proxy URL parses (the message shows it without credentials)."""
+    from .proxy import ProxyChoice  # only a batch with proxies pays for the import
+
+    for name, value in (("proxy", options.proxy), ("noproxy", options.noproxy)):
+        if not isinstance(value, str | None):
+            raise _bad(name, "a string", value)
+    if not all(isinstance(u, str) and s in ("http", "https", "all") for s, u in options.proxies):
+        raise InputError("proxies: expected (scheme, URL) pairs, scheme http, https or all")
+    try:
+        ProxyChoice(options.proxy, dict(options.proxies), options.noproxy)
+    except ValueError as exc:
+        raise InputError(f"--proxy: {exc}") from None
 
 
 def _check_whole(name: str, value: object, low: int) -> None:

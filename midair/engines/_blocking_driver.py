@@ -35,10 +35,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
+from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send, StartTls
 from ..core.http import Piped
 from ..session import Session
-from ._common import LazyTls, Waker, classify
+from ._common import LazyTls, Waker, alpn, classify
 from ._resolver import Lookup, Resolver, lookup
 from ._splice import MIN_BUDGET, Splicer, make_splicer
 
@@ -74,16 +74,20 @@ class Runtime:
 class _Link:
     """One connection: the owner's socket, and the bytes the core asked it to send."""
 
-    __slots__ = ("action", "closed", "outbox", "sock", "splicer")
+    __slots__ = ("action", "closed", "outbox", "sock", "splicer", "tls", "waker")
 
     def __init__(self, action: Connect) -> None:
         self.action = action
+        self.tls = action.tls  # True, too, once a tunnel's StartTls is done
         self.sock: socket.socket | None = None
-        self.outbox: deque[bytes] = deque()
+        self.outbox: deque[bytes | StartTls] = deque()  # in order: a TLS start waits its turn
         self.closed = False  # the core closed it, or its end was reported
         # Made for the first big body: a pipe per connection, since owners fill theirs
         # outside the lock.
         self.splicer: Splicer | None = None
+        # HTTP/2 only: other threads' events open streams on it, so a Send must wake an
+        # owner blocked reading (HTTP/1.1 sends only in answer to its own reads).
+        self.waker: Waker | None = None
 
 
 class Driver:
@@ -139,6 +143,12 @@ class Driver:
                 link = self.links.get(action.conn)
                 if link is not None:
                     link.outbox.append(action.data)
+                    if link.waker is not None:
+                        link.waker.set()
+            elif type(action) is StartTls:
+                link = self.links.get(action.conn)
+                if link is not None:
+                    link.outbox.append(action)
             elif type(action) is Connect:
                 link = self.links[action.conn] = _Link(action)
                 self.spawn(self.connection, link)
@@ -181,14 +191,27 @@ class Driver:
         if sock is None:  # closed while connecting
             return
         try:
-            self.report(link, self.session.connected)
+            protocol = alpn(sock)
+            if not self.sequential and self.multiplexed(link, protocol):
+                link.waker = self.runtime.waker()
+            self.report(link, self.session.connected, protocol)
             self.pump(link, sock)
         except OSError as exc:
             self.report_end(link, classify(exc))
         finally:
             sock.close()
+            if link.sock is not None and link.sock is not sock:  # a tunnel's TLS socket
+                link.sock.close()
             if link.splicer is not None:
                 link.splicer.close()
+            if link.waker is not None:
+                link.waker.close()
+
+    def multiplexed(self, link: _Link, protocol: str | None) -> bool:
+        """Whether the core will speak HTTP/2 on ``link`` (as Batch decides it)."""
+        if protocol is None:
+            return not link.action.tls and self.session.options.http2_prior_knowledge
+        return protocol == "h2"
 
     def open(self, link: _Link) -> socket.socket | None:
         """Connect (and shake hands) within ``timeout``; the result blocks without one."""
@@ -210,6 +233,23 @@ class Driver:
         except BaseException:
             tls.close()
             raise
+        return tls
+
+    def start_tls(self, link: _Link, sock: socket.socket, action: StartTls) -> socket.socket | None:
+        """TLS over an open tunnel, as ``open`` shakes hands; then ``connected`` again."""
+        sock.settimeout(self.session.options.timeout)
+        tls = self.tls.get().wrap_socket(
+            sock, server_hostname=action.server_hostname, do_handshake_on_connect=False
+        )
+        if not self.adopt(link, tls):
+            return None
+        tls.do_handshake()
+        tls.settimeout(None)
+        link.tls = True
+        protocol = alpn(tls)
+        if not self.sequential and self.multiplexed(link, protocol) and link.waker is None:
+            link.waker = self.runtime.waker()
+        self.report(link, self.session.connected, protocol)
         return tls
 
     def connect(self, link: _Link) -> socket.socket | None:
@@ -247,9 +287,18 @@ class Driver:
             if link.outbox and self.sequential:  # sends stay bounded, as connects are
                 sock.settimeout(self.session.options.timeout)
             while link.outbox and not link.closed:
-                sock.sendall(link.outbox.popleft())
+                item = link.outbox.popleft()
+                if type(item) is StartTls:
+                    upgraded = self.start_tls(link, sock, item)
+                    if upgraded is None:
+                        return
+                    sock = upgraded
+                else:
+                    sock.sendall(item)  # type: ignore[arg-type]
             if link.closed:
                 return
+            if link.waker is not None and not self.wait_multiplexed(link, sock):
+                continue  # woken to send
             piped = self.splice(link, sock)
             if piped is not None:
                 self.deliver(link, piped)
@@ -261,6 +310,16 @@ class Driver:
                 self.report_end(link, None)
                 return
             self.report(link, self.session.received, bytes(view[:n]))
+
+    def wait_multiplexed(self, link: _Link, sock: socket.socket) -> bool:
+        """Wait for bytes or a Send for ``link``; True: bytes (TLS may hold some already)."""
+        assert link.waker is not None
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        readable = link.waker.wait_with(sock.fileno())
+        link.waker.clear()
+        return readable
 
     def deliver(self, link: _Link, piped: Piped) -> None:
         """Report spliced bytes (a count of 0: EOF); then nothing may stay in the pipe."""
@@ -277,7 +336,7 @@ class Driver:
     def splice(self, link: _Link, sock: socket.socket) -> Piped | None:
         """A big Content-Length body's next bytes, moved into the link's pipe unread
         (``_splice``); None: recv them instead."""
-        if link.action.tls:
+        if link.tls:
             return None
         with self.lock:
             budget = 0 if link.closed else self.session.pipeable(link.action.conn)

@@ -35,8 +35,11 @@ class Waker:
     A stop request sets it, so whatever the engine waits in returns at once.
     """
 
-    def __init__(self, select_fn: Callable[..., Any] = select.select) -> None:
-        self._select = select_fn  # gevent's, for the green engine: waiting must not block the hub
+    def __init__(self, poll: Callable[[], Any] = select.poll) -> None:
+        # poll(2), not select(2): at thousands of connections descriptors pass FD_SETSIZE
+        # (1024), which select refuses.  gevent's ``poll`` for the green engine: waiting
+        # must not block the hub.
+        self._poll = poll
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
@@ -57,7 +60,19 @@ class Waker:
                 pass
 
     def wait(self, timeout: float | None = None) -> None:
-        self._select([self._read], [], [], timeout)
+        self._wait_for((self._read,), timeout)
+
+    def wait_with(self, fd: int) -> bool:
+        """Wait until it is set or ``fd`` is readable; True if ``fd`` is."""
+        return fd in self._wait_for((self._read, fd), None)
+
+    def _wait_for(self, fds: tuple[int, ...], timeout: float | None) -> list[int]:
+        """The descriptors of ``fds`` that became readable (or hung up) within ``timeout``."""
+        poller = self._poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        events = poller.poll(None if timeout is None else timeout * 1000)
+        return [fd for fd, _ in events]
 
     def close(self) -> None:
         self.closed = True
@@ -133,8 +148,15 @@ def tls_context(
     if options.insecure:  # the CLI warns the user; a library caller asked for it
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2", "http/1.1"] if options.http2 else ["http/1.1"])
     return context
+
+
+def alpn(tls: Any) -> str | None:
+    """The protocol TLS negotiated ("h2", "http/1.1"), from an ``ssl.SSLSocket`` or
+    ``SSLObject``; None for a plain socket or none (asyncio's ``get_extra_info``)."""
+    select = getattr(tls, "selected_alpn_protocol", None)
+    return select() if select is not None else None
 
 
 def _loaded_ssl() -> Any:

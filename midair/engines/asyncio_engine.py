@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from ..core.actions import Close, Connect, NetAction, Send
+from ..core.actions import Close, Connect, NetAction, Send, StartTls
 from ..run import Run
 from ..session import Session
 from ._aio import check_loop, finished_on_stop, guarded, open_connection, run_on_loop
-from ._common import Alarm, LazyTls, classify
+from ._common import Alarm, LazyTls, alpn, classify
 from ._resolver import Resolver
 
 # Bytes an inbox holds before it pauses its socket: bounds memory per transfer.  Above
@@ -111,6 +111,7 @@ class _Driver:
         self.resolver = Resolver()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.writers: dict[int, asyncio.Transport] = {}
+        self.upgrades: set[asyncio.Task[None]] = set()  # TLS starts in flight over tunnels
         self.finished = finished_on_stop(session.run)
         self.alarm = Alarm(self.loop, session, lambda: self.execute(session.timer()))
 
@@ -120,6 +121,8 @@ class _Driver:
             task.cancel()
         for writer in self.writers.values():
             writer.abort()
+        for upgrade in self.upgrades:
+            upgrade.cancel()
 
     def execute(self, actions: list[NetAction]) -> None:
         for action in actions:
@@ -132,6 +135,10 @@ class _Driver:
                 self.tasks[action.conn] = self.loop.create_task(work)
             elif type(action) is Close:
                 self.close(action.conn)
+            elif type(action) is StartTls:
+                task = self.loop.create_task(guarded(self.session.run, self.start_tls(action)))
+                self.upgrades.add(task)
+                task.add_done_callback(self.upgrades.discard)
         self.rearm()
 
     def close(self, conn: int) -> None:
@@ -160,13 +167,39 @@ class _Driver:
             self.execute(session.closed(conn, classify(exc)))
             return
         self.writers[conn] = writer
-        self.execute(session.connected(conn))
+        self.execute(session.connected(conn, alpn(writer.get_extra_info("ssl_object"))))
         try:
             await self.pump(conn, reader)
         except OSError as exc:
             self.execute(session.closed(conn, classify(exc)))
         finally:
             self.close(conn)
+
+    async def start_tls(self, action: StartTls) -> None:
+        """TLS over an open tunnel; the task reading the inbox reads what TLS decrypts."""
+        conn, session = action.conn, self.session
+        writer = self.writers.get(conn)
+        if writer is None:
+            return
+        try:
+            upgraded = await self.loop.start_tls(
+                writer,
+                writer.get_protocol(),
+                self.tls.get(),
+                server_hostname=action.server_hostname,
+                ssl_handshake_timeout=session.options.timeout,
+            )
+        except Exception as exc:  # OSError, ssl.SSLError, a timeout: classify decides
+            if self.writers.get(conn) is writer:
+                self.close(conn)
+                self.execute(session.closed(conn, classify(exc)))
+            return
+        if self.writers.get(conn) is not writer or upgraded is None:
+            if upgraded is not None:
+                upgraded.abort()
+            return
+        self.writers[conn] = upgraded
+        self.execute(session.connected(conn, alpn(upgraded.get_extra_info("ssl_object"))))
 
     async def pump(self, conn: int, reader: _Inbox) -> None:
         session = self.session

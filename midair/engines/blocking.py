@@ -174,7 +174,7 @@ def _green_runtime(lookups: _GreenLookups) -> Runtime:
         gevent.socket,
         gevent.ssl.SSLContext,
         gevent.lock.Semaphore,
-        lambda: Waker(gevent.select.select),
+        lambda: Waker(gevent.select.poll),
         _green_readable,
         lookups,
         gevent.event.Event,

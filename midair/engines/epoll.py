@@ -38,10 +38,10 @@ import threading
 from collections import deque
 from enum import Enum
 
-from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send
+from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send, StartTls
 from ..run import Run
 from ..session import Session
-from ._common import LazyTls, Waker, classify, would_block
+from ._common import LazyTls, Waker, alpn, classify, would_block
 from ._resolver import AddrInfo, Answer, Resolver
 from ._splice import make_splicer
 
@@ -158,6 +158,19 @@ class _Loop:
                 conn = self.conns.get(action.conn)
                 if conn is not None:
                     self.drop(conn)
+            elif type(action) is StartTls:
+                self.start_tls(action)
+
+    def start_tls(self, action: StartTls) -> None:
+        """TLS over an open tunnel: the same handshake as a direct connection's."""
+        conn = self.conns.get(action.conn)
+        if conn is None:
+            return
+        conn.tls, conn.host = True, action.server_hostname
+        try:
+            self.begin_tls(conn)
+        except OSError as exc:  # includes ssl.SSLError
+            self.fail(conn, exc)
 
     def connect(self, action: Connect) -> None:
         """Connect at once to an IP literal or a name already known; else when its
@@ -265,11 +278,15 @@ class _Loop:
         if not conn.tls:
             self.opened(conn)
             return
+        self.begin_tls(conn)
+
+    def begin_tls(self, conn: _Conn) -> None:
+        assert conn.sock is not None
         self.unregister(conn)
         conn.sock = self.tls.get().wrap_socket(
             conn.sock, server_hostname=conn.host, do_handshake_on_connect=False
         )
-        conn.state = State.HANDSHAKING
+        conn.state, conn.want = State.HANDSHAKING, WRITE
         self.selector.register(conn.sock, WRITE, conn)
         self.handshake(conn)
 
@@ -289,7 +306,7 @@ class _Loop:
     def opened(self, conn: _Conn) -> None:
         conn.state = State.OPEN
         self.interest(conn, READ | WRITE if conn.outbuf else READ)
-        self.execute(self.session.connected(conn.id))
+        self.execute(self.session.connected(conn.id, alpn(conn.sock) if conn.tls else None))
 
     def read(self, conn: _Conn) -> None:
         """Read once; TLS may hold decrypted bytes the socket no longer signals, so drain."""

@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from ..core.actions import Close, Connect, NetAction, Send
+from ..core.actions import Close, Connect, NetAction, Send, StartTls
 from ..run import Run
 from ..session import Session
 from ._aio import check_loop, finished_on_stop, guarded, open_connection, run_on_loop
-from ._common import Alarm, LazyTls, classify
+from ._common import Alarm, LazyTls, alpn, classify
 from ._resolver import Resolver
 
 
@@ -109,6 +109,8 @@ class _Reactor:
                 self.connect(action)  # type: ignore[arg-type]
             elif kind is Close:
                 self.close(action.conn)
+            elif kind is StartTls:
+                self.start_tls(action)  # type: ignore[arg-type]
         self.rearm()
 
     def rearm(self) -> None:
@@ -135,11 +137,46 @@ class _Reactor:
         finally:
             self.connecting.pop(action.conn, None)
 
+    def start_tls(self, action: StartTls) -> None:
+        """TLS over an open tunnel, in a task as connecting is; ``connected`` again after."""
+        protocol = self.protocols.get(action.conn)
+        if protocol is None or protocol.transport is None:
+            return
+        task = self.loop.create_task(guarded(self.session.run, self.upgrade(action, protocol)))
+        self.connecting[action.conn] = task
+
+    async def upgrade(self, action: StartTls, protocol: _Conn) -> None:
+        plain = protocol.transport
+        assert plain is not None
+        try:
+            upgraded = await self.loop.start_tls(
+                plain,
+                protocol,
+                self.tls.get(),
+                server_hostname=action.server_hostname,
+                ssl_handshake_timeout=self.session.options.timeout,
+            )
+        except Exception as exc:  # OSError, ssl.SSLError, a timeout: classify decides
+            if self.protocols.get(action.conn) is protocol:
+                del self.protocols[action.conn]
+                plain.abort()
+                self.call(self.session.closed, action.conn, classify(exc))
+            return
+        finally:
+            self.connecting.pop(action.conn, None)
+        if self.protocols.get(action.conn) is not protocol or upgraded is None:
+            if upgraded is not None:
+                upgraded.abort()
+            return
+        protocol.transport = upgraded
+        self.call(self.session.connected, action.conn, alpn(upgraded.get_extra_info("ssl_object")))
+
     def made(self, protocol: _Conn) -> None:
         if self.protocols.get(protocol.conn) is not protocol:  # closed while connecting
             protocol.transport.abort()  # type: ignore[union-attr]
             return
-        self.call(self.session.connected, protocol.conn)
+        tls = protocol.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
+        self.call(self.session.connected, protocol.conn, alpn(tls))
 
     def lost(self, protocol: _Conn, exc: Exception | None) -> None:
         if self.protocols.get(protocol.conn) is not protocol:

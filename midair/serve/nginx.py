@@ -40,7 +40,7 @@ _PORT_ATTEMPTS = 5
 _TEMP_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 # $msec: when the line is logged (= the response's end); $request_time: since the
 # request's first bytes were read. Both from nginx's millisecond clock.
-_TIMING_FORMAT = "$msec $request_time $connection $status $bytes_sent"
+_TIMING_FORMAT = "$msec $request_time $connection $status $bytes_sent $server_protocol"
 _LOG_BUFFER = "buffer=64k flush=20ms"  # a write per 64 KiB, not per request
 
 
@@ -57,6 +57,7 @@ class LoggedRequest:
     connection: int
     status: int
     bytes_sent: int
+    protocol: str = ""  # "HTTP/1.1", "HTTP/2.0": what the request came over
 
 
 def parse_access_line(line: str) -> LoggedRequest | None:
@@ -65,7 +66,7 @@ def parse_access_line(line: str) -> LoggedRequest | None:
     try:
         end, took = float(fields[0]), float(fields[1])
         return LoggedRequest(
-            round(end - took, 3), end, int(fields[2]), int(fields[3]), int(fields[4])
+            round(end - took, 3), end, int(fields[2]), int(fields[3]), int(fields[4]), *fields[5:6]
         )
     except (IndexError, ValueError):
         return None
@@ -119,9 +120,13 @@ def render_config(
     extra_locations: str,
     temp_modules: Sequence[str] = _TEMP_MODULES,
     access_log: Path | None = None,
+    http2: bool = False,
 ) -> str:
-    """The whole nginx.conf as text: pure, so a test can read it without nginx."""
-    ssl = " ssl" if tls else ""
+    """The whole nginx.conf as text: pure, so a test can read it without nginx.
+
+    ``http2``: the listeners speak HTTP/2 too (nginx 1.22's ``listen ... http2``): by
+    ALPN with TLS, else by prior knowledge only (h2c, no HTTP/1.1 on that port)."""
+    ssl = (" ssl" if tls else "") + (" http2" if http2 else "")
     reuse = " reuseport" if workers != 1 else ""  # a socket per worker: the kernel balances
     listens = "".join(f"        listen {_bracket(h)}:{port}{ssl}{reuse};\n" for h in hosts)
     temps = "".join(f"    {m}_temp_path {_quote(prefix / 'temp' / m)};\n" for m in temp_modules)
@@ -180,6 +185,7 @@ class Nginx:
         workers: int = 1,
         extra_locations: str = "",
         access_log: Path | None = None,
+        http2: bool = False,
     ) -> None:
         if not hosts:
             raise ValueError("Nginx needs at least one host")
@@ -191,6 +197,7 @@ class Nginx:
         self.workers = workers
         self.extra_locations = extra_locations
         self.access_log = Path(access_log).resolve() if access_log else None
+        self.http2 = http2
         self.prefix: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -251,6 +258,7 @@ class Nginx:
                 extra_locations=self.extra_locations,
                 temp_modules=temp_modules,
                 access_log=self.access_log,
+                http2=self.http2,
             )
         )
         log = self.prefix / "logs" / "error.log"

@@ -19,6 +19,7 @@ class PeerArgs:
     out: Path
     concurrency: int
     per_host: int
+    ca: Path | None = None  # TLS: trust this CA (the bench's own)
 
     def target(self, url: str) -> Path:
         return self.out / urlsplit(url).path.rsplit("/", 1)[-1]
@@ -30,10 +31,11 @@ def parse(argv: list[str] | None = None) -> PeerArgs:
     p.add_argument("out", type=Path, help="output directory")
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--per-host", type=int, default=0, help="0 = no per-host cap")
+    p.add_argument("--ca", type=Path, help="CA certificate to trust (TLS scenarios)")
     args = p.parse_args(argv)
     urls = [u.strip() for u in args.list.read_text().splitlines() if u.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
-    return PeerArgs(urls, args.out, max(1, args.concurrency), args.per_host)
+    return PeerArgs(urls, args.out, max(1, args.concurrency), args.per_host, args.ca)
 
 
 def finish(errors: list[str]) -> int:

@@ -6,6 +6,7 @@ httpx has no per-host connection cap: ``max_connections`` is global.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
 import httpx
@@ -35,7 +36,14 @@ async def main(args: PeerArgs) -> int:
     )
     timeout = httpx.Timeout(60.0, pool=None)
     gate = asyncio.Semaphore(args.concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+    # Over TLS (the bench's CA given), HTTP/2 as midair and curl --http2 speak it there.
+    verify: ssl.SSLContext | bool = True
+    if args.ca is not None:
+        verify = ssl.create_default_context(cafile=str(args.ca))
+    http2 = args.ca is not None
+    async with httpx.AsyncClient(
+        limits=limits, timeout=timeout, verify=verify, http2=http2
+    ) as client:
         results = await asyncio.gather(*(fetch(client, args, u, gate) for u in args.urls))
     return finish([r for r in results if r])
 
