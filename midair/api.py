@@ -12,17 +12,22 @@ import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import fields
-from typing import Any
 
 from .core.actions import Action
 from .core.errors import InputError
 from .core.jobs import Checksum, Job, Options, check_header, parse_header
 from .core.results import Results
 from .core.urls import redact
-from .engines import DEFAULT_ENGINE, Engine, engine_info, get_engine
+from .engines import DEFAULT_ENGINE, engine_info, get_engine
 from .run import REPORTS, Run, stop_on_signals
 
-Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .engines import Engine
+
+    Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
 
 _OPTION_NAMES = {f.name for f in fields(Options)}
 

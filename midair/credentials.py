@@ -7,7 +7,6 @@ error naming the file and the line.
 
 from __future__ import annotations
 
-import netrc
 import os
 
 from .core.errors import InputError
@@ -23,6 +22,8 @@ def read_netrc(path: str, *, missing_ok: bool = False) -> tuple[NetrcEntry, ...]
     """The entries of the netrc file ``path``; none if it is absent and ``missing_ok``."""
     if missing_ok and not os.path.exists(path):
         return ()
+    import netrc  # here: with shlex, start-up a run without a netrc file need not pay
+
     try:
         parsed = netrc.netrc(path)
     except netrc.NetrcParseError as exc:

@@ -45,7 +45,6 @@ import gc
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from .cookies import JarCookies
 from .core.actions import (
@@ -75,8 +74,12 @@ from .store import Store
 
 PUBLISH_POLL = 0.005  # seconds between looks for finished publications
 PREPARE_STEP = 256  # least files prepared per timer call while some wait (~1 ms of work)
-_Event = TypeVar("_Event", bound=Callable[..., Any])
-_Step = Callable[[Any], list[Action] | None]  # carries out one action; may answer with more
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    _Event = TypeVar("_Event", bound=Callable[..., Any])
+    _Step = Callable[[Any], list[Action] | None]  # carries out one action; may answer with more
 
 
 def _guarded(nothing: Callable[[], object] = list) -> Callable[[_Event], _Event]:

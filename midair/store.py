@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import json
 import os
 import re
 import resource
@@ -47,8 +46,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable
-from json.encoder import encode_basestring_ascii as _json_string
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .core.actions import (
     Checkpoint,
@@ -66,9 +63,18 @@ from .core.http import Bytes, Piped
 from .core.jobs import Checksum
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
 
+# json's string encoder, from its C module: importing the json package costs ~1 ms of every
+# command's start-up, and only control files and a re-run's look at a file's tag need the rest.
+try:
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # a Python without the C accelerator
+    from json.encoder import encode_basestring_ascii as _json_string
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     import ctypes
     import queue
+    from typing import Any
 
 XATTR = "user.midair"
 # How long the publisher waits after a first publication for others to share its syncfs
@@ -78,12 +84,15 @@ GATHER_SECONDS = 0.002
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-class _Unpublished(NamedTuple):
+class _Unpublished:
     """What the store keeps about an opened download until it is published or discarded."""
 
-    path: str
-    record: Resume
-    durable: bool  # publication must wait for stable storage
+    __slots__ = ("durable", "path", "record")
+
+    def __init__(self, path: str, record: Resume, durable: bool) -> None:
+        self.path = path
+        self.record = record
+        self.durable = durable  # publication must wait for stable storage
 
 
 class Store:
@@ -228,8 +237,9 @@ class Store:
             raise self._local_error(action.download, path, exc) from exc
 
     def _write_control(self, ident: int) -> None:
-        path, record, _ = self._records[ident]
-        _write_control(path + CONTROL_SUFFIX, record)
+        unpublished = self._records[ident]
+        path = unpublished.path
+        _write_control(path + CONTROL_SUFFIX, unpublished.record)
         self._note_created(*_split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 
@@ -814,6 +824,8 @@ def _file_system_type(fd: int) -> int | None:
 
 
 def _read_control(path: str) -> Resume | None:
+    import json  # see _json_string
+
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -825,6 +837,8 @@ def _read_control(path: str) -> Resume | None:
 
 
 def _write_control(path: str, record: Resume) -> None:
+    import json  # see _json_string
+
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o644)
     with open(fd, "w", encoding="utf-8") as f:
         json.dump(record.as_dict(), f)
@@ -844,6 +858,8 @@ def _tag_value(url: str, size: int) -> bytes:
 
 
 def _read_tag(path: str, follow_symlinks: bool = True) -> dict[str, object] | None:
+    import json  # see _json_string
+
     try:
         data = json.loads(os.getxattr(path, XATTR, follow_symlinks=follow_symlinks))
     except (OSError, ValueError):

@@ -288,9 +288,12 @@ def test_version_and_help_load_no_core_engine_or_ssl(argv):
 
 # Imported by nothing a plain http get runs before its first connect: each costs start-up
 # time (TLS, idna and libcrypto; a traceback's linecache; the locale argparse's gettext
-# look-ups would load; the engines `auto` did not pick; the servers and the bench).
+# look-ups would load; json, for control files and --json only; random, for retries;
+# inspect, which dataclasses asks for only to name a class without a docstring; the
+# engines `auto` did not pick; the servers and the bench).
 _NOT_FOR_A_PLAIN_GET = {
     *("ssl", "_ssl", "encodings.idna", "hashlib", "traceback", "shutil", "locale"),
+    *("json", "random", "inspect", "ast", "dis", "tokenize"),
     *("asyncio", "concurrent.futures", "multiprocessing", "subprocess"),
     *("midair.engines.processes", "midair.engines._shards", "midair.engines.reactor"),
     *("midair.engines.asyncio_engine", "midair.engines.blocking", "midair.engines.dask_engine"),
@@ -307,6 +310,66 @@ def test_plain_http_get_loads_no_ssl_idna_nor_hashlib(server, tmp_path):
     assert "midair.engines.epoll" in loaded  # the default engine for a small batch ran
     assert not loaded & _NOT_FOR_A_PLAIN_GET, loaded & _NOT_FOR_A_PLAIN_GET
     assert (tmp_path / "lazy.bin").read_bytes() == expected_bytes("lazy.bin", 100)
+
+
+def test_inspect_held_back_at_start_up_is_the_real_module_on_first_use(server, tmp_path):
+    """dataclasses imported ``inspect`` while the CLI started, and got the stand-in: once
+    asked for an attribute, it is the real module, as is ``import inspect`` after the run."""
+    argv = ["get", "-q", "-d", str(tmp_path), url(server, "stand-in.bin", 100)]
+    code = (
+        "import sys\nfrom midair.cli import main\n"
+        f"assert main({argv!r}) == 0\n"
+        "import dataclasses\nassert 'inspect' not in sys.modules\n"
+        "NoDoc = dataclasses.dataclass(type('NoDoc', (), {'__annotations__': {'x': 'int'}}))\n"
+        "assert NoDoc.__doc__.startswith('NoDoc(x: '), NoDoc.__doc__\n"
+        "import inspect\nassert inspect.signature is dataclasses.inspect.signature\n"
+        "assert type(inspect) is type(sys) and inspect.__file__.endswith('inspect.py')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+_AT_FIRST_CONNECT = (
+    "import socket, sys\nfrom midair.cli import main\nseen = []\n"
+    "def probe(name):\n"
+    "    real = getattr(socket.socket, name)\n"
+    "    def first(self, *args):\n"
+    "        seen.append(seen or set(sys.modules))\n"
+    "        return real(self, *args)\n"
+    "    setattr(socket.socket, name, first)\n"
+    "probe('connect'); probe('connect_ex')\n"
+    "assert main(sys.argv[1:]) == 0\n"
+    "print(' '.join(seen[0]))\n"
+)
+# Needed only once a response comes (its parser, httptools, with typing), or never by a
+# plain http get; imported before the first connect, each would delay the first request.
+_NOT_BEFORE_THE_FIRST_CONNECT = {"httptools", "typing", "inspect", "json", "random", "ssl"}
+_NOT_BEFORE_THE_FIRST_CONNECT |= {"netrc", "shlex", "base64"}  # credentials only
+
+
+@pytest.mark.parametrize("engine", ["auto", "threads", "sequential"])
+def test_a_plain_get_connects_before_loading_what_the_response_needs(server, tmp_path, engine):
+    argv = ["get", "-q", "--engine", engine, "-d", str(tmp_path), url(server, "c1.bin", 100)]
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_FIRST_CONNECT, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "midair.store" in loaded  # the probe saw the start path
+    assert not loaded & _NOT_BEFORE_THE_FIRST_CONNECT, loaded & _NOT_BEFORE_THE_FIRST_CONNECT
+    assert (tmp_path / "c1.bin").read_bytes() == expected_bytes("c1.bin", 100)
+
+
+@pytest.mark.parametrize("engine", ["threads", "sequential"])
+def test_a_blocking_engine_loads_no_ssl_idna_nor_thread_pool_for_http(server, tmp_path, engine):
+    """The blocking engines make their TLS context (and import ssl) at the first https
+    connection; they pass ASCII hosts to getaddrinfo as bytes (no idna codec), and run
+    their threads without concurrent.futures (and the logging it imports)."""
+    argv = ["get", "-q", "--engine", engine, "-d", str(tmp_path), url(server, "blk.bin", 100)]
+    loaded = _modules_after(f"assert main({argv!r}) == 0")
+    assert "midair.engines.blocking" in loaded
+    assert not loaded & {"ssl", "_ssl", "encodings.idna", "concurrent.futures", "logging"}
+    assert (tmp_path / "blk.bin").read_bytes() == expected_bytes("blk.bin", 100)
 
 
 _TEARDOWN_PROBE = (

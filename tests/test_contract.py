@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Midair, test_engines
 
 from midair.api import Downloader
 from midair.core.actions import Action, Started
@@ -364,3 +365,61 @@ def test_the_cli_reports_an_internal_error_in_one_line_and_a_traceback(
     assert faults.MESSAGE.format(kind="received") in line
     assert "Traceback (most recent call last)" in result.stderr
     assert not (tmp_path / "cli-0.bin").exists()
+
+
+# --- a parent that dies without a word ---------------------------------------------------
+def _descendants(pid: int) -> set[int]:
+    """Every live process under ``pid``, read from /proc (a worker's own children too)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        stat = _stat(int(entry)) if entry.isdigit() else None
+        if stat is not None:
+            parents[int(entry)] = int(stat[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _stat(pid: int) -> list[str] | None:
+    """State and parent of a live process (a zombie has ended), else None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, parent = text.rpartition(")")[2].split()[:2]  # the name may hold spaces
+    return None if state in "ZX" else [state, parent]
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if _stat(pid) is not None}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("engine", [e for e in SHARDING if e in test_engines()])
+@pytest.mark.parametrize("display", ["-q", "--json"], ids=["fork", "spawn"])
+def test_workers_end_with_a_parent_killed_mid_transfer(server, engine, tmp_path, display):
+    """SIGKILL (as ``os._exit``) runs nothing in the parent: its workers must see it
+    themselves and stop, not download on as orphans.  (-q forks the processes engine's
+    workers; --json starts a display thread first, so they are spawned.)"""
+    urls = [gen(server, h, f"orphan{h}.bin", SIZE, engine) for h in range(3)]
+    out = tmp_path / "out"
+    command = Midair(engine).command(display, "-d", str(out), *urls)
+    with open(tmp_path / "stderr", "w") as stderr:  # a pipe's end would wait for the workers
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+    try:
+        wait_for_bytes_on_disk(out)
+        workers = _descendants(proc.pid)
+        assert workers, "no worker processes"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + STOP_WITHIN
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = _alive(workers)
+    for pid in left:  # no orphan outlives the test, whatever it asserts
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} of {len(workers)} workers outlived their parent"

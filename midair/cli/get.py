@@ -7,7 +7,6 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from ..api import Downloader
 from ..core.errors import InputError
@@ -16,6 +15,10 @@ from ..engines import DEFAULT_ENGINE, ENGINES
 from ..run import LISTENER, Run
 from ._units import parse_size
 from .progress import Reporter, make_reporter
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 D = Options()  # the defaults, written once: argparse shows them and passes only what was given
 

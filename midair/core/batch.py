@@ -28,11 +28,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import random
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
 
 from . import claims, naming
 from . import transfer as t
@@ -68,14 +65,16 @@ from .errors import (
     TLSError,
 )
 from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
-
-if TYPE_CHECKING:
-    from .http2 import Http2Connection
 from .jobs import Job, Options
 from .retry import backoff
 from .urls import URL
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
+    import random
+    from typing import ClassVar
+
+    from .http2 import Http2Connection
     from .proxy import Proxy, ProxyChoice
     from .tunnel import Tunnel
 
@@ -95,56 +94,69 @@ def _cookie_field(d: t.Download, value: str) -> bytes:
     return encode_fields([("Cookie", value)])
 
 
-@dataclass(eq=False, slots=True)
 class _Host:
-    origin: tuple[str, str, int]
-    pending: deque[t.Download] = field(default_factory=deque)
-    open: int = 0
-    paused_until: float = 0.0
-    queued: bool = False  # in the ready queue
-    unknown: str | None = None  # why its name does not resolve: each job fails with it
-    link: _Link | None = None  # its HTTP/2 connection, once one is open
-    proxy: Proxy | None = None  # what its connections go through (decided once per origin)
+    """One origin: its jobs waiting, its connections open, and when it may connect again.
+    (This and ``_Conn`` are plain slotted classes, not dataclasses: the decorator costs
+    ~0.4 ms of start-up per class.)"""
+
+    __slots__ = ("link", "open", "origin", "paused_until", "pending", "proxy", "queued", "unknown")
+
+    def __init__(self, origin: tuple[str, str, int]) -> None:
+        self.origin = origin
+        self.pending: deque[t.Download] = deque()
+        self.open = 0
+        self.paused_until = 0.0
+        self.queued = False  # in the ready queue
+        self.unknown: str | None = None  # why its name does not resolve: each job fails with it
+        self.link: _Link | None = None  # its HTTP/2 connection, once one is open
+        self.proxy: Proxy | None = None  # what its connections go through (once per origin)
 
 
-@dataclass(eq=False, slots=True)
 class _Link:
     """One HTTP/2 connection: the engine's connection ``id``, carrying many ``_Stream``."""
 
-    id: int
-    host: _Host
-    http: Http2Connection
-    streams: dict[int, _Stream] = field(default_factory=dict)  # by stream id
-    ended: int = 0  # streams that ended cleanly on it
+    __slots__ = ("ended", "host", "http", "id", "streams")
+
+    def __init__(self, id: int, host: _Host, http: Http2Connection) -> None:
+        self.id = id
+        self.host = host
+        self.http = http
+        self.streams: dict[int, _Stream] = {}  # by stream id
+        self.ended = 0  # streams that ended cleanly on it
 
 
-@dataclass(eq=False, slots=True)
 class _Conn:
     """One connection and the download on it; the sink of its responses, too."""
 
-    id: int
-    host: _Host
-    download: t.Download
-    last_active: float
-    batch: Batch
-    http: ClientConnection = field(init=False)
-    window_start: float = 0.0  # lowest-speed accounting
-    window_bytes: int = 0
-    body_limit: float = math.inf  # the exchange's body may not pass this position
-    checkpoint_at: float = math.inf  # when to ask for a control file, if not yet
-    exchanges: int = 0  # requests sent on this connection
-    answered: bool = False  # the current request has a response head
-    # Where the accepted response's body starts: its ``Open`` is held back (not even made)
-    # until the body's first bytes show whether the whole body came in this read; then
-    # ``saving`` holds it all until the end.
-    held: int | None = None
-    saving: Save | None = None
-    # Through a proxy: the tunnel to set up before the first request, or, for plain http
-    # through an HTTP proxy, the header lines each request adds (absolute-form targets).
-    tunnel: Tunnel | None = None
-    proxy_fields: bytes | None = None
+    __slots__ = (
+        *("id", "host", "download", "last_active", "batch", "http", "window_start"),
+        *("window_bytes", "body_limit", "checkpoint_at", "exchanges", "answered"),
+        *("held", "saving", "tunnel", "proxy_fields"),
+    )
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, id: int, host: _Host, download: t.Download, last_active: float, batch: Batch
+    ) -> None:
+        self.id = id
+        self.host = host
+        self.download = download
+        self.last_active = last_active
+        self.batch = batch
+        self.window_start = 0.0  # lowest-speed accounting
+        self.window_bytes = 0
+        self.body_limit = math.inf  # the exchange's body may not pass this position
+        self.checkpoint_at = math.inf  # when to ask for a control file, if not yet
+        self.exchanges = 0  # requests sent on this connection
+        self.answered = False  # the current request has a response head
+        # Where the accepted response's body starts: its ``Open`` is held back (not even made)
+        # until the body's first bytes show whether the whole body came in this read; then
+        # ``saving`` holds it all until the end.
+        self.held: int | None = None
+        self.saving: Save | None = None
+        # Through a proxy: the tunnel to set up before the first request, or, for plain http
+        # through an HTTP proxy, the header lines each request adds (absolute-form targets).
+        self.tunnel: Tunnel | None = None
+        self.proxy_fields: bytes | None = None
         self.http = ClientConnection(self)
 
     # --- ResponseSink: straight to the batch, at the time of the bytes being fed -------
@@ -158,14 +170,25 @@ class _Conn:
         self.batch._on_end(self, self.batch._now)
 
 
-@dataclass(eq=False, slots=True)
 class _Stream(_Conn):
     """A download on an HTTP/2 connection: a ``_Conn`` to every decision, but its bytes
     come from its ``link`` (so it keeps its own time of last data) and ``Close`` of it
     resets the stream."""
 
-    link: _Link | None = None
-    stream: int = 0
+    __slots__ = ("link", "stream")
+
+    def __init__(
+        self,
+        id: int,
+        host: _Host,
+        download: t.Download,
+        last_active: float,
+        batch: Batch,
+        link: _Link,
+    ) -> None:
+        super().__init__(id, host, download, last_active, batch)
+        self.link: _Link | None = link
+        self.stream = 0
 
     def on_head(self, head: Head) -> None:
         self.last_active = self.batch._now
@@ -228,12 +251,22 @@ class Batch:
         self._ids = itertools.count(1)
         self._sweep_every = min(1.0, options.timeout / 4)
         self._next_sweep: float | None = None
-        self._rng = random.Random(seed)
+        self._seed = seed
+        self._rng: random.Random | None = None  # made at the first retry
         self._out: list[Action] = []
         self._now = 0.0  # the time of the bytes being fed, for the response callbacks
         self.max_connections = options.concurrency
         self._starts = starts
         self._proxies = _proxy_choice(options)
+
+    def _jitter(self) -> float:
+        """A random draw for a retry's backoff.  ``random`` is loaded at the first: its
+        import is ~0.7 ms of start-up, and most batches never retry."""
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random(self._seed)
+        return self._rng.random()
 
     def limit_connections(self, limit: int) -> None:
         """Open at most ``limit`` connections, below ``concurrency``.
@@ -997,7 +1030,7 @@ class Batch:
             return None
         opts = self.options
         if wait is None:
-            wait = backoff(d.attempts, opts.retry_base, opts.max_retry_wait, self._rng.random())
+            wait = backoff(d.attempts, opts.retry_base, opts.max_retry_wait, self._jitter())
         wait = min(wait, opts.max_retry_wait)
         self._out.append(Retrying(d.id, d.job.url.text, error.reason, wait, d.attempts))
         heapq.heappush(self._timers, (now + wait, next(self._ids), d))

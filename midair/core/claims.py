@@ -20,23 +20,36 @@ and fails the others.
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
-from typing import NamedTuple
 
 from .naming import numbered
+from .records import Record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Final
 
 
-class Wish(NamedTuple):
-    """One job's claim before it is settled."""
+class Wish(Record):
+    """One job's claim before it is settled.  (Records, not NamedTuples: ``typing``'s
+    import is ~2 ms of every start.)"""
 
-    ident: int
-    url: str
-    first: str  # its first-choice path: ``out=`` or the URL's name, under its directory
-    fixed: bool  # ``out=`` names it: only ``first`` or a number of it, never a server's name
+    __match_args__ = ("ident", "url", "first", "fixed")
+    __slots__ = __match_args__
+
+    def __init__(self, ident: int, url: str, first: str, fixed: bool) -> None:
+        self.ident: Final = ident
+        self.url: Final = url
+        self.first: Final = first  # its first-choice path: ``out=`` or the URL's name
+        self.fixed: Final = fixed  # ``out=`` names it: ``first`` or a number of it only
 
 
-class Settled(NamedTuple):
-    placed: dict[int, tuple[str, int]]  # ident -> its path and that path's number
-    beaten: dict[int, int]  # ident -> the job that took its path (no_clobber)
+class Settled(Record):
+    __match_args__ = ("placed", "beaten")
+    __slots__ = __match_args__
+
+    def __init__(self, placed: dict[int, tuple[str, int]], beaten: dict[int, int]) -> None:
+        self.placed: Final = placed  # ident -> its path and that path's number
+        self.beaten: Final = beaten  # ident -> the job that took its path (no_clobber)
 
 
 def settle(

@@ -5,23 +5,31 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from .._version import __version__
 from .errors import InputError
 from .naming import relative_path
+from .records import Record
 from .urls import URL, parse_url, parse_urls, redact
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Final
 
 CHECKSUM_ALGORITHMS = {"sha-256": "sha256", "sha-1": "sha1", "sha-512": "sha512", "md5": "md5"}
 _HEX_LENGTH = {"sha256": 64, "sha1": 40, "sha512": 128, "md5": 32}
 
 
-@dataclass(frozen=True, slots=True)
-class Checksum:
+class Checksum(Record):
     """An expected digest: ``algorithm`` is a hashlib name, ``hexdigest`` lower case."""
 
-    algorithm: str
-    hexdigest: str
+    __match_args__ = ("algorithm", "hexdigest")
+    __slots__ = __match_args__
+
+    def __init__(self, algorithm: str, hexdigest: str) -> None:
+        self.algorithm: Final = algorithm
+        self.hexdigest: Final = hexdigest
 
     @classmethod
     def parse(cls, text: str) -> Checksum:
@@ -40,15 +48,25 @@ class Checksum:
         return cls(algo, digest)
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+class Job(Record):
     """One file to fetch.  ``out`` and ``subdir`` are validated relative paths."""
 
-    url: URL
-    out: str | None = None
-    subdir: str | None = None
-    checksum: Checksum | None = None
-    headers: tuple[tuple[str, str], ...] = ()
+    __match_args__ = ("url", "out", "subdir", "checksum", "headers")
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        url: URL,
+        out: str | None = None,
+        subdir: str | None = None,
+        checksum: Checksum | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.url: Final = url
+        self.out: Final = out
+        self.subdir: Final = subdir
+        self.checksum: Final = checksum
+        self.headers: Final = headers
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> Job:
@@ -275,7 +293,7 @@ def parse_input_file(text: str, source: str) -> list[Job]:
     jobs: list[Job] = []
     for url_line, url, opts in _entries(text, source):
         try:  # a line with no options (most lists) is its URL alone: nothing else to read
-            jobs.append(_job(url, opts) if opts else url_job(parse_url(url)))
+            jobs.append(_job(url, opts) if opts else Job(parse_url(url)))
         except _LineError as exc:
             raise InputError(f"{source}:{exc.line}: {exc.message}") from None
         except ValueError as exc:
@@ -296,28 +314,9 @@ def _plain_list(text: str) -> list[Job] | None:
     if not text.isascii() or any(c in text for c in _NOT_PLAIN):
         return None
     try:
-        return [url_job(url) for url in parse_urls(text.split())]
+        return [Job(url) for url in parse_urls(text.split())]
     except ValueError:
         return None
-
-
-def url_job(url: URL) -> Job:
-    """``Job(url)`` (a test holds them equal), made by setting its slots directly: a frozen
-    dataclass's ``__init__`` pays an ``object.__setattr__`` call per field, half the
-    cost of a job read from a list."""
-    job = _new_job(Job)
-    _set_url(job, url)
-    _set_out(job, None)
-    _set_subdir(job, None)
-    _set_checksum(job, None)
-    _set_headers(job, ())
-    return job
-
-
-_new_job = object.__new__
-_set_url, _set_out, _set_subdir, _set_checksum, _set_headers = (
-    getattr(Job, f.name).__set__ for f in fields(Job)
-)
 
 
 class _LineError(ValueError):

@@ -8,35 +8,59 @@ worth worrying about.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MethodType
-from typing import Any
 
 from .actions import Action, Failed, Finished, Retrying, Save, Started, Write
+from .records import MutableRecord
 from .results import Failure, Results, Success
 
-
-@dataclass(slots=True)
-class Transfer:
-    url: str
-    path: str
-    done: int
-    size: int | None
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass
-class Tracker:
+class Transfer(MutableRecord):
+    """One transfer in the air: ``done`` of ``size`` bytes (None: not known yet)."""
+
+    __match_args__ = ("url", "path", "done", "size")
+    __slots__ = __match_args__
+
+    def __init__(self, url: str, path: str, done: int, size: int | None) -> None:
+        self.url = url
+        self.path = path
+        self.done = done
+        self.size = size
+
+
+class Tracker(MutableRecord):
     """Totals for a whole batch, and the transfers now in the air (``active``) when
     someone ``follows`` them: a display of them, or a shard's home that shows them."""
 
-    jobs: int = 0
-    bytes_done: int = 0
-    files_done: int = 0
-    files_failed: int = 0
-    retries: int = 0
-    active: dict[int, Transfer] = field(default_factory=dict)
-    results: Results = field(default_factory=Results)
-    follows: bool = True
+    __match_args__ = (
+        *("jobs", "bytes_done", "files_done", "files_failed", "retries"),
+        *("active", "results", "follows"),
+    )
+    __slots__ = __match_args__
+
+    def __init__(
+        self,
+        jobs: int = 0,
+        bytes_done: int = 0,
+        files_done: int = 0,
+        files_failed: int = 0,
+        retries: int = 0,
+        active: dict[int, Transfer] | None = None,
+        results: Results | None = None,
+        follows: bool = True,
+    ) -> None:
+        self.jobs = jobs
+        self.bytes_done = bytes_done
+        self.files_done = files_done
+        self.files_failed = files_failed
+        self.retries = retries
+        self.active: dict[int, Transfer] = {} if active is None else active
+        self.results = Results() if results is None else results
+        self.follows = follows
 
     def observe(self, action: Action) -> None:
         count = self._count(type(action))

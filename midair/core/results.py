@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Final
-
 from .errors import DownloadError
-from .records import Record
+from .records import MutableRecord, Record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Final
 
 
 class Success(Record):
@@ -29,12 +30,17 @@ class Failure(Record):
         self.error: Final = error
 
 
-@dataclass(slots=True)
-class Results:
+class Results(MutableRecord):
     """Every job ends in exactly one of the two lists."""
 
-    successes: list[Success] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    __match_args__ = ("successes", "failures")
+    __slots__ = __match_args__
+
+    def __init__(
+        self, successes: list[Success] | None = None, failures: list[Failure] | None = None
+    ) -> None:
+        self.successes = [] if successes is None else successes
+        self.failures = [] if failures is None else failures
 
     @property
     def ok(self) -> bool:

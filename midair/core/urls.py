@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from .records import FrozenRecord
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Characters allowed unescaped in a request target (RFC 3986 pchar, '/', '?', '%').

@@ -10,17 +10,19 @@ or dask.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Final, Protocol
 
 from ..core.errors import InputError
 from ..core.records import Record
 from ..run import Run
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any, Final, Protocol
 
-class Engine(Protocol):
-    name: str
+    class Engine(Protocol):
+        name: str
 
-    def run(self, run: Run) -> None: ...
+        def run(self, run: Run) -> None: ...
 
 
 class EngineInfo(Record):

@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
 from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send, StartTls
 from ..core.http import Piped
@@ -42,6 +41,10 @@ from ..session import Session
 from ._common import LazyTls, Waker, alpn, classify
 from ._resolver import Lookup, Resolver, lookup
 from ._splice import MIN_BUDGET, Splicer, make_splicer
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 READ_SIZE = 64 * 1024  # per connection; a slow server rarely fills even this
 
@@ -59,7 +62,8 @@ class Runtime:
     """What "blocking" means here: stdlib sockets and threads, or gevent's."""
 
     net: Any  # the socket module, for its ``socket``
-    context_class: type  # an SSLContext whose wrap_socket gives this runtime's TLS sockets
+    # An SSLContext whose wrap_socket gives this runtime's TLS sockets (None: the stdlib's).
+    context_class: type | None
     lock: Callable[[], AbstractContextManager[Any]]
     waker: Callable[[], Waker]
     readable: Callable[[int, float | None], bool] = poll_readable  # waits before a splice

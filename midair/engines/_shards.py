@@ -52,6 +52,8 @@ SHARDING = frozenset({"processes", "dask"})
 
 @dataclass(frozen=True, slots=True)
 class Shard:
+    """Some of the batch's jobs, for one worker, and the options it runs them with."""
+
     number: int
     indexes: tuple[int, ...]  # positions in the caller's ``run.jobs``
     options: Options  # its share of --concurrency; an absolute directory

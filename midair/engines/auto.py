@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any
 
 from ..run import Run
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["AutoEngine", "choose"]
 

@@ -45,6 +45,12 @@ from ._common import LazyTls, Waker, alpn, classify, would_block
 from ._resolver import AddrInfo, Answer, Resolver
 from ._splice import make_splicer
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+    _AddrInfo = tuple[Any, ...]  # one getaddrinfo result
+
 __all__ = ["EpollEngine"]
 
 READ_SIZE = 256 * 1024

@@ -16,6 +16,8 @@ pipe.  In every case each job of its shard with no ending yet is failed, with a
 message naming the worker, so ``run`` always returns with one result per job.
 A stop request here (Ctrl-C, SIGTERM, an error) sends every child SIGTERM,
 which stops its run the same way: part files are closed, so a re-run resumes.
+A child also stops so when this process ends without a word (SIGKILL,
+``os._exit``): an orphan would go on downloading (``_die_with_parent``).
 
 Children start with ``fork`` when this process has one thread (cheap: no
 re-import, no pickled jobs: a child inherits its shard's; see
@@ -26,6 +28,7 @@ re-import, no pickled jobs: a child inherits its shard's; see
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -53,6 +56,7 @@ from ._shards import (
 )
 
 _JOIN_TIMEOUT = 10.0
+_START_SECONDS = 0.5  # a worker's start: no prctl until then (see _die_with_parent)
 
 
 class ProcessesEngine:
@@ -124,6 +128,9 @@ class _Children:
         self.processes: dict[int, BaseProcess] = {}
         self.pipes: dict[Connection, int] = {}  # reader -> shard number
         self.ends: dict[int, str] = {}  # shard number -> how it ended, once known
+        # Nothing is ever sent on it: this process holds its only writer, so its end
+        # (however it ends) is the end of the children's reader.
+        self.lifeline, self.lifeline_writer = context.Pipe(duplex=False)
 
     def start(self, jobs: list[Job], inner: str, interval: float) -> None:
         forking = self.context.get_start_method() == "fork"
@@ -139,12 +146,27 @@ class _Children:
                 target=_child,
                 name=f"midair-shard-{shard.number}",
                 daemon=False,
-                args=(carried, forking, shard, inner, interval, writer, heeds),
+                args=(
+                    carried,
+                    forking,
+                    shard,
+                    inner,
+                    interval,
+                    writer,
+                    heeds,
+                    self.lifeline_ends(),
+                ),
             )
             process.start()
             writer.close()  # the child holds the only writer: its death ends the pipe
             self.processes[shard.number] = process
             self.pipes[reader] = shard.number
+
+    def lifeline_ends(self) -> tuple[Connection, Connection | None]:
+        """The reader, and the writer a forked child inherits (it closes that copy at once;
+        a spawned child gets none), as ``_die_with_parent`` takes them."""
+        forking = self.context.get_start_method() == "fork"
+        return self.lifeline, self.lifeline_writer if forking else None
 
     def carry(self, jobs: list[Job], forking: bool) -> list[Job] | list[bytes] | None:
         """A shard's jobs as its child gets them: as they are when it forks (it inherits
@@ -206,6 +228,8 @@ class _Children:
                 process.join()
         for reader in self.pipes:
             reader.close()
+        self.lifeline.close()
+        self.lifeline_writer.close()
         self.waker.close()
 
 
@@ -218,12 +242,14 @@ def _child(
     interval: float,
     writer: Connection,
     heeds: frozenset[type],
+    lifeline: tuple[Connection, Connection | None],
 ) -> None:
     """One shard; SIGINT and SIGTERM stop its run (``run_shard``), which flushes its files."""
     # A forked child inherits the parent's handlers, which would ask the parent's run
     # (a copy, here) to stop: start from a fresh process's handlers, as ``spawn`` does.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(*lifeline)
     # A SIGTERM while unpacking ends the process.
     jobs = carried if forked else unpack_jobs(carried, lambda: False) or []
 
@@ -250,3 +276,44 @@ def _child(
         writer.send(("crashed", f"crashed: {type(exc).__name__}: {exc}"))
     finally:
         gc.freeze()  # the process ends next: skip a last full collection over every job
+
+
+def _die_with_parent(reader: Connection, inherited: Connection | None) -> None:
+    """SIGTERM this worker (a stop, as the parent's own stop request) once the parent ends.
+
+    A thread waits on the lifeline: the parent never writes to it, so it reads its end
+    when the parent's copy of the writer closes, however the parent ended (already, too).
+    It signals the main thread itself: a process-wide signal might be handled by this
+    thread, and the main thread, blocked in its event loop's wait, would not notice until
+    its next timer.  On Linux, ``PR_SET_PDEATHSIG`` has the kernel send SIGTERM as well
+    (should another process hold a copy of the writer), asked for once the worker's start
+    is over: its ``ctypes`` import (~1.3 ms) would delay the worker's first request.
+    """
+    if inherited is not None:
+        inherited.close()  # a forked child's copy: only the parent's may keep it open
+    watcher = threading.Thread(
+        target=_watch_lifeline,
+        args=(reader, threading.get_ident()),
+        name="midair-lifeline",
+        daemon=True,
+    )
+    watcher.start()
+
+
+def _watch_lifeline(reader: Connection, main: int) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        if not reader.poll(_START_SECONDS):
+            _ask_for_parent_death_signal()
+        reader.recv_bytes()
+    signal.pthread_kill(main, signal.SIGTERM)
+
+
+def _ask_for_parent_death_signal() -> None:
+    """Linux: SIGTERM from the kernel when the parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # by now the store has usually loaded it (statfs)
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)

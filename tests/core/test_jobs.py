@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
-from dataclasses import fields
 
 import pytest
 
 import midair
 from midair.core.errors import InputError
-from midair.core.jobs import Checksum, Job, Options, parse_header, parse_input_file, url_job
+from midair.core.jobs import Checksum, Job, Options, parse_header, parse_input_file
 from midair.core.urls import parse_url
 
 SHA256_EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -213,15 +213,14 @@ def test_parse_input_file_stops_at_the_first_error() -> None:
         parse_input_file(text, "list.txt")
 
 
-def test_a_url_job_is_a_job_of_its_url() -> None:
+def test_a_job_is_compared_hashed_and_pickled_by_its_fields() -> None:
     url = parse_url("http://h.example/a")
-    made, plain = url_job(url), Job(url)
-    assert made == plain and hash(made) == hash(plain)
-    assert [getattr(made, f.name) for f in fields(Job)] == [
-        getattr(plain, f.name) for f in fields(Job)
-    ]
-    with pytest.raises(AttributeError):
-        made.out = "x"  # type: ignore[misc]
+    listed = parse_input_file("http://h.example/a\n", "list.txt")[0]
+    assert listed == Job(url) and hash(listed) == hash(Job(url))
+    assert listed != Job(url, out="b") and listed != Job(parse_url("http://h.example/b"))
+    assert pickle.loads(pickle.dumps(listed)) == listed
+    shown = repr(Job(url, out="b"))
+    assert shown.startswith("Job(url=URL(") and "out='b'" in shown
 
 
 @pytest.mark.parametrize(
