@@ -127,3 +127,12 @@ def server() -> Iterator[ServerThread]:
     """An unthrottled midair serve on 127.0.1.1-3 for the whole session."""
     with ServerThread(addresses=3) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[str]:
+    """A LocalCluster of 2 workers for a module's dask cases: starting one takes seconds."""
+    from midair.engines.dask_engine import local_cluster
+
+    with local_cluster(2) as cluster:
+        yield cluster.scheduler_address

@@ -30,14 +30,6 @@ from conftest import Midair
 from midair.serve import ServerThread, expected_bytes
 
 
-@pytest.fixture(scope="module")
-def dask_cluster() -> Iterator[str]:
-    from midair.engines.dask_engine import local_cluster
-
-    with local_cluster(2) as cluster:
-        yield cluster.scheduler_address
-
-
 @pytest.fixture
 def midair(engine: str, request: pytest.FixtureRequest) -> Midair:
     if engine != "dask":

@@ -81,14 +81,6 @@ def microsocks(workdir: Path) -> Iterator[Microsocks]:
     proxy.stop()
 
 
-@pytest.fixture(scope="module")
-def dask_cluster() -> Iterator[str]:
-    from midair.engines.dask_engine import local_cluster
-
-    with local_cluster(2) as cluster:
-        yield cluster.scheduler_address
-
-
 @pytest.fixture
 def midair(engine: str, request: pytest.FixtureRequest) -> Midair:
     if engine != "dask":
