@@ -308,9 +308,9 @@ class Session:
         return carry_out
 
     def _resolve(self, action: Resolve) -> list[Action]:
-        """An origin's address for a SOCKS proxy that takes addresses.  Blocking, as the
-        engines' own look-ups are (``engines._common.resolve``); IPv4 first: SOCKS4 has
-        no other."""
+        """An origin's address for a SOCKS proxy that takes addresses; IPv4 first: SOCKS4
+        has no other.  Blocking, on the loop's thread, unlike the engines' own look-ups
+        (engines/_resolver.py): ``socks5h://`` lets the proxy resolve instead."""
         try:
             found = socket.getaddrinfo(action.host.encode("idna"), None, type=socket.SOCK_STREAM)
         except OSError as exc:

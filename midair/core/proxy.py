@@ -18,11 +18,11 @@ The rules, as curl has them:
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 from urllib.parse import unquote, urlsplit
 
 from .records import FrozenRecord
+from .transfer import basic_authorization
 
 PROXY_SCHEMES = ("http", "socks4", "socks4a", "socks5", "socks5h")
 DEFAULT_PROXY_PORT = 1080
@@ -64,8 +64,7 @@ class Proxy(FrozenRecord):
         """The ``Proxy-Authorization`` value an HTTP proxy gets, if it has credentials."""
         if self.username is None:
             return None
-        pair = f"{self.username}:{self.password or ''}".encode()
-        return "Basic " + base64.b64encode(pair).decode("ascii")
+        return basic_authorization(self.username, self.password or "")
 
 
 def redact(text: str) -> str:
