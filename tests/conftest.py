@@ -7,9 +7,12 @@ skip locally, but fail in CI (``CI`` set): there a skip would hide a broken setu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from midair.run import Run
 from midair.serve import ServerThread
 from midair.serve.nginx import Nginx, find_nginx
 
@@ -136,3 +140,21 @@ def dask_cluster() -> Iterator[str]:
 
     with local_cluster(2) as cluster:
         yield cluster.scheduler_address
+
+
+@contextlib.contextmanager
+def stop_once(begun: threading.Event, run: Run, settle: float = 0.0) -> Iterator[None]:
+    """``around`` for ``Downloader.run``: once ``begun`` (or after 30 s), wait ``settle`` s
+    and stop ``run`` from another thread, as a signal handler or a GUI would."""
+
+    def stop() -> None:
+        if begun.wait(timeout=30):
+            time.sleep(settle)
+        run.request_stop()
+
+    thread = threading.Thread(target=stop)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()

@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Midair, test_engines
+from conftest import Midair, stop_once, test_engines
 
 from midair.api import Downloader
 from midair.core.actions import Action, Started
-from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
 FAULTS = Path(__file__).parent / "faults"
@@ -138,23 +137,6 @@ def test_a_listener_that_raises_ends_the_run_with_its_error(server, engine, tmp_
     assert time.monotonic() - started < 3 * SIZE / RATE
 
 
-@contextlib.contextmanager
-def stop_once(begun: threading.Event, run: Run) -> Iterator[None]:
-    """``around`` for ``Downloader.run``: once ``begun``, stop ``run`` from another thread."""
-
-    def stop() -> None:
-        if begun.wait(timeout=30):
-            time.sleep(0.3)  # bytes on disk
-        run.request_stop()
-
-    thread = threading.Thread(target=stop)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
-
-
 def test_a_stop_requested_from_another_thread_ends_the_run_keeping_part_files(
     server, engine, tmp_path
 ):
@@ -170,7 +152,7 @@ def test_a_stop_requested_from_another_thread_ends_the_run_keeping_part_files(
                 begun.set()
 
     dl = downloader(tmp_path, engine, urls, on_event=listen)
-    results = dl.run(around=lambda run: stop_once(begun, run))
+    results = dl.run(around=lambda run: stop_once(begun, run, settle=0.3))  # bytes on disk
     assert begun.is_set()
     assert results.successes == [] and results.failures == []  # stopped: none ended
     out = tmp_path / "out"

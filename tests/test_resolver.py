@@ -7,20 +7,19 @@ only opens when enough lookups run at once, not with a timing.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import stop_once
 
 from midair.api import Downloader
 from midair.core.actions import ConnectionFailure
 from midair.engines import _resolver
 from midair.engines._common import classify
 from midair.engines._resolver import AddrInfo, Answer, Resolver
-from midair.run import Run
 from midair.serve import ServerThread
 
 ADDRESS = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
@@ -208,22 +207,8 @@ def test_a_stop_while_a_name_is_looked_up_ends_the_run_without_waiting_for_it(
     port = server.port
     dl = Downloader(str(tmp_path), engine=engine).enqueue(f"http://slow.test:{port}/gen/a")
     try:
-        results = dl.run(around=lambda run: _stop_when(asked, run))
+        results = dl.run(around=lambda run: stop_once(asked, run))
         assert asked.is_set() and not gave_up.is_set()  # returned with the lookup held
     finally:
         release.set()
     assert results.successes == [] and results.failures == []  # stopped: nothing ended
-
-
-@contextlib.contextmanager
-def _stop_when(asked: threading.Event, run: Run) -> Iterator[None]:
-    def stop() -> None:
-        asked.wait(20)
-        run.request_stop()
-
-    thread = threading.Thread(target=stop)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
