@@ -254,6 +254,10 @@ def _wait_for_parts(directory: Path, count: int, min_bytes: int, limit: float = 
     raise AssertionError(f"part files never reached {min_bytes} bytes")
 
 
+def _semaphores() -> set[str]:
+    return {str(p) for p in Path("/dev/shm").glob("sem.mp-*")}
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT", "SIGTERM"])
 def test_interrupted_run_resumes_byte_exact(engine, tmp_path, how):
     midair = Midair(engine)  # dask: its own cluster, in the process group the signal reaches
@@ -261,6 +265,7 @@ def test_interrupted_run_resumes_byte_exact(engine, tmp_path, how):
     in_flight = 1 if engine == "sequential" else 4  # transfers with a part file when stopped
     with ServerThread(addresses=2, rate=150_000) as slow:
         urls = [slow.url(i % 2, f"/gen/k{i}.bin?size={size}") for i in range(4)]
+        semaphores = _semaphores()
         proc = _start(midair, "-d", str(tmp_path), *urls)
         try:
             # Control files appear after a second of receiving (or on an orderly exit).
@@ -268,6 +273,9 @@ def test_interrupted_run_resumes_byte_exact(engine, tmp_path, how):
         finally:
             os.killpg(proc.pid, getattr(signal, how))
             _, stderr = proc.communicate(timeout=30)
+            if how == "SIGKILL":  # the group's resource tracker died too: nobody else unlinks
+                for name in _semaphores() - semaphores:  # dask's named semaphores
+                    Path(name).unlink(missing_ok=True)
         expected = {"SIGKILL": -9, "SIGINT": 130, "SIGTERM": 143}[how]
         assert proc.returncode == expected, stderr
         assert not any((tmp_path / f"k{i}.bin").exists() for i in range(4))
