@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import socket
 import time
 from collections.abc import Callable
 
@@ -169,6 +168,11 @@ class Session:
     def received(self, conn: int, data: Chunk) -> list[NetAction]:
         return self._carry_out(self.batch.received(conn, data, self.clock()))
 
+    @_guarded()
+    def resolved(self, conn: int, address: str | None, reason: str = "") -> list[NetAction]:
+        """The engine's answer to ``Resolve``: the origin's address, or why there is none."""
+        return self._carry_out(self.batch.resolved(conn, address, self.clock(), reason))
+
     @_guarded(int)
     def pipeable(self, conn: int) -> int:
         """Body bytes the engine may move into a pipe and report as ``Piped`` (see Batch)."""
@@ -278,7 +282,7 @@ class Session:
             Send: net,
             Close: net,
             StartTls: net,
-            Resolve: self._resolve,
+            Resolve: net,
         }
         for kind in REPORTS:  # a report nobody heeds is skipped
             table[kind] = self.run.reporter(kind) or _unheeded
@@ -306,18 +310,6 @@ class Session:
                 return self.batch.published(action.download, self.clock(), error)
 
         return carry_out
-
-    def _resolve(self, action: Resolve) -> list[Action]:
-        """An origin's address for a SOCKS proxy that takes addresses; IPv4 first: SOCKS4
-        has no other.  Blocking, on the loop's thread, unlike the engines' own look-ups
-        (engines/_resolver.py): ``socks5h://`` lets the proxy resolve instead."""
-        try:
-            found = socket.getaddrinfo(action.host.encode("idna"), None, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            reason = f"cannot resolve host {action.host}: {exc.strerror or exc}"
-            return self.batch.resolved(action.conn, None, self.clock(), reason)
-        found.sort(key=lambda info: info[0] != socket.AF_INET)
-        return self.batch.resolved(action.conn, str(found[0][4][0]), self.clock())
 
     def _prepare(self, action: Prepare) -> list[Action]:
         try:

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Midair
+from tests.proxies import OUTGOING, require
 
 DNS_SERVER = Path(__file__).with_name("dns_server.py")
 HOSTS, NX_JOBS = 100, 50
@@ -157,4 +158,48 @@ def test_slow_names_block_nothing(world: World, engine: str, tmp_path: Path) -> 
     assert len(failures) == NX_JOBS and all(NX_REASON in f for f in failures), failures[:3]
     assert world.queries("nx.test") - before == 1  # one lookup, however many jobs wait on it
     assert _span(done.stdout) < BOUND, f"{engine}: {_span(done.stdout):.1f} s"
+    assert _most_at_once(world.arrivals(since=began)) >= AT_ONCE
+
+
+# --- socks5:// : the client looks the origin up, then hands the proxy its address ---------
+SOCKS_HOSTS = 30  # one at a time on the loop: 9 s, and 1 lookup in flight
+SOCKS_PORT = 1080  # inside the namespace, where nothing else listens on it
+
+
+@contextlib.contextmanager
+def socks_proxy(world: World, scratch: Path) -> Iterator[Path]:
+    """microsocks on the namespace's 127.0.0.1:``SOCKS_PORT``; yields its log, whose
+    "connected to ADDRESS:PORT" lines show what it was asked to reach."""
+    log = scratch / "microsocks.log"
+    argv = [require("microsocks"), "-i", "127.0.0.1", "-p", str(SOCKS_PORT), "-b", OUTGOING]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(world.inside(argv), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait = f"import socket\nsocket.create_connection(('127.0.0.1', {SOCKS_PORT}), 5).close()"
+        for _ in range(100):  # at most ~5 s for it to listen
+            if subprocess.run(world.inside([sys.executable, "-c", wait])).returncode == 0:
+                break
+            time.sleep(0.05)
+        yield log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_slow_names_for_a_socks5_proxy_block_nothing(
+    world: World, engine: str, tmp_path: Path
+) -> None:
+    urls = [f"http://s{i}.test:{world.port}/gen/s{i}?size=2000" for i in range(SOCKS_HOSTS)]
+    out = ["-d", str(tmp_path / "out"), *ONE_WORKER.get(engine, [])]
+    began = time.time()
+    with socks_proxy(world, tmp_path) as log:
+        proxy = ["--proxy", f"socks5://127.0.0.1:{SOCKS_PORT}"]
+        command = Midair(engine).command("--json", *proxy, *out, *urls)
+        done = subprocess.run(world.inside(command), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "out").glob("s*"))) == SOCKS_HOSTS
+    reached = log.read_text().count(f"connected to 127.0.0.1:{world.port}")
+    assert reached >= SOCKS_HOSTS  # through the proxy, given the address midair looked up
+    assert all(world.queries(f"s{i}.test") >= 1 for i in range(SOCKS_HOSTS))
+    # Looked up together, not one by one on the loop (whose wait no event's time shows).
     assert _most_at_once(world.arrivals(since=began)) >= AT_ONCE

@@ -58,12 +58,10 @@ class StartTls(Record):
         self.server_hostname: Final = server_hostname
 
 
-NetAction = Connect | Send | Close | StartTls
-
-
 class Resolve(Record):
-    """Look ``host`` up for a SOCKS proxy that takes addresses (socks5, socks4): the
-    session answers with ``Batch.resolved``, as the store answers ``Prepare``."""
+    """Look ``host`` up for a SOCKS proxy that takes addresses (socks5, socks4), on the
+    engine's resolver as a connection's name is (never on its loop): the engine answers
+    with the session's ``resolved``."""
 
     __match_args__ = ("conn", "host")
     __slots__ = __match_args__
@@ -71,6 +69,9 @@ class Resolve(Record):
     def __init__(self, conn: int, host: str) -> None:
         self.conn: Final = conn
         self.host: Final = host
+
+
+NetAction = Connect | Send | Close | StartTls | Resolve
 
 
 # --- files: executed by the store ---------------------------------------------------
@@ -298,7 +299,7 @@ class Failed(Record):
 
 
 Report = Started | Retrying | Finished | Failed
-Action = NetAction | StoreAction | Report | Resolve
+Action = NetAction | StoreAction | Report
 
 
 class OnDisk(Record):

@@ -9,9 +9,9 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..core.actions import Connect
+from ..core.actions import Connect, Resolve
 from ..run import Run
-from ._resolver import AddrInfo, Answer, Resolver, addresses_of
+from ._resolver import AddrInfo, Answer, Resolver, addresses_of, socks_address
 
 if TYPE_CHECKING:
     import ssl
@@ -92,15 +92,28 @@ async def open_connection(
 async def resolve_off_loop(
     loop: asyncio.AbstractEventLoop, resolver: Resolver, host: str, port: int
 ) -> list[AddrInfo]:
-    """``host``'s addresses: at once for a literal or a known name, else from a resolver
-    thread, which hands them over with ``call_soon_threadsafe``."""
+    """``host``'s addresses (or its lookup's error raised), never waited for on the loop."""
+    return addresses_of(await answer_off_loop(loop, resolver, host, port))
+
+
+async def answer_off_loop(
+    loop: asyncio.AbstractEventLoop, resolver: Resolver, host: str, port: int = 0
+) -> Answer:
+    """``host``'s answer: at once for a literal or a known name, else from a resolver
+    thread, which hands it over with ``call_soon_threadsafe``."""
     answered: asyncio.Future[Answer] = loop.create_future()
-    addresses = resolver.resolve(
-        host, port, lambda answer: _call_soon(loop, functools.partial(_settle, answered, answer))
+    answer = resolver.answer(
+        host, port, lambda later: _call_soon(loop, functools.partial(_settle, answered, later))
     )
-    if addresses is not None:
-        return addresses
-    return addresses_of(await answered)
+    return answer if answer is not None else await answered
+
+
+async def tell_socks_address(
+    loop: asyncio.AbstractEventLoop, resolver: Resolver, action: Resolve
+) -> tuple[int, str | None, str]:
+    """The arguments of the session's ``resolved`` for ``action``."""
+    answer = await answer_off_loop(loop, resolver, action.host)
+    return (action.conn, *socks_address(action.host, answer))
 
 
 def _settle(future: asyncio.Future[Answer], answer: Answer) -> None:

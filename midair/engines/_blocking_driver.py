@@ -35,11 +35,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send, StartTls
+from ..core.actions import (
+    Close,
+    Connect,
+    ConnectionFailure,
+    NetAction,
+    Resolve,
+    Send,
+    StartTls,
+)
 from ..core.http import Piped
 from ..session import Session
 from ._common import LazyTls, Waker, alpn, classify
-from ._resolver import Lookup, Resolver, lookup
+from ._resolver import Answer, Lookup, Resolver, lookup, socks_address
 from ._splice import MIN_BUDGET, Splicer, make_splicer
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -80,7 +88,7 @@ class _Link:
         self.action = action
         self.tls = action.tls  # True, too, once a tunnel's StartTls is done
         self.sock: socket.socket | None = None
-        self.outbox: deque[bytes | StartTls] = deque()  # in order: a TLS start waits its turn
+        self.outbox: deque[bytes | StartTls | Resolve] = deque()  # in order: tunnel steps too
         self.closed = False  # the core closed it, or its end was reported
         # Made for the first big body: a pipe per connection, since owners fill theirs
         # outside the lock.
@@ -145,10 +153,10 @@ class Driver:
                     link.outbox.append(action.data)
                     if link.waker is not None:
                         link.waker.set()
-            elif type(action) is StartTls:
+            elif type(action) is StartTls or type(action) is Resolve:
                 link = self.links.get(action.conn)
                 if link is not None:
-                    link.outbox.append(action)
+                    link.outbox.append(action)  # the link's owner takes it in turn
             elif type(action) is Connect:
                 link = self.links[action.conn] = _Link(action)
                 self.spawn(self.connection, link)
@@ -252,6 +260,14 @@ class Driver:
         self.report(link, self.session.connected, protocol)
         return tls
 
+    def tell_address(self, link: _Link, action: Resolve) -> None:
+        """A SOCKS proxy's origin address, looked up on the owner's thread (its own)."""
+        try:
+            answer: Answer = self.resolver.resolve_blocking(action.host, 0)
+        except OSError as exc:
+            answer = exc
+        self.report(link, self.session.resolved, *socks_address(action.host, answer))
+
     def connect(self, link: _Link) -> socket.socket | None:
         """``socket.create_connection``, with each socket adopted before it connects; the
         name looked up once for all the connections to it (``_resolver``)."""
@@ -293,6 +309,8 @@ class Driver:
                     if upgraded is None:
                         return
                     sock = upgraded
+                elif type(item) is Resolve:
+                    self.tell_address(link, item)
                 else:
                     sock.sendall(item)  # type: ignore[arg-type]
             if link.closed:

@@ -108,6 +108,13 @@ class Resolver:
             POOL.submit(functools.partial(self.look_up, host))
         return now
 
+    def answer(self, host: str, port: int, done: Done) -> Answer | None:
+        """As ``resolve``, with a known failure returned instead of raised."""
+        try:
+            return self.resolve(host, port, done)
+        except OSError as exc:
+            return exc
+
     def resolve_blocking(self, host: str, port: int) -> list[AddrInfo]:
         """Addresses, looked up on this thread or waited for (another caller's lookup)."""
         now = self.now(host, port)
@@ -166,6 +173,21 @@ class Resolver:
             waiting = self._waiting.pop(host, [])
         for done in waiting:
             done(answer)
+
+
+def socks_address(host: str, answer: Answer) -> tuple[str | None, str]:
+    """What to tell the session's ``resolved`` for a SOCKS proxy that takes addresses:
+    ``host``'s first IPv4 address (SOCKS4 has no other), else its first; or None and why."""
+    if isinstance(answer, OSError) or not answer:
+        return None, f"cannot resolve host {host}: {_why(answer)}"
+    ipv4 = [info for info in answer if info[0] == socket.AF_INET]
+    return str((ipv4 or answer)[0][4][0]), ""
+
+
+def _why(answer: Answer) -> str:
+    if isinstance(answer, OSError):
+        return str(answer.strerror or answer)
+    return "no address"
 
 
 def lookup_now(host: str, port: int) -> list[AddrInfo]:

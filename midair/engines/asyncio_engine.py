@@ -16,11 +16,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
-from ..core.actions import Close, Connect, NetAction, Send, StartTls
+from ..core.actions import Close, Connect, NetAction, Resolve, Send, StartTls
 from ..run import Run
 from ..session import Session
-from ._aio import check_loop, finished_on_stop, guarded, open_connection, run_on_loop
+from ._aio import (
+    check_loop,
+    finished_on_stop,
+    guarded,
+    open_connection,
+    run_on_loop,
+    tell_socks_address,
+)
 from ._common import Alarm, LazyTls, alpn, classify
 from ._resolver import Resolver
 
@@ -111,7 +120,7 @@ class _Driver:
         self.resolver = Resolver()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.writers: dict[int, asyncio.Transport] = {}
-        self.upgrades: set[asyncio.Task[None]] = set()  # TLS starts in flight over tunnels
+        self.tunnelling: set[asyncio.Task[None]] = set()  # TLS starts, SOCKS look-ups
         self.finished = finished_on_stop(session.run)
         self.alarm = Alarm(self.loop, session, lambda: self.execute(session.timer()))
 
@@ -121,8 +130,8 @@ class _Driver:
             task.cancel()
         for writer in self.writers.values():
             writer.abort()
-        for upgrade in self.upgrades:
-            upgrade.cancel()
+        for step in self.tunnelling:
+            step.cancel()
 
     def execute(self, actions: list[NetAction]) -> None:
         for action in actions:
@@ -136,10 +145,20 @@ class _Driver:
             elif type(action) is Close:
                 self.close(action.conn)
             elif type(action) is StartTls:
-                task = self.loop.create_task(guarded(self.session.run, self.start_tls(action)))
-                self.upgrades.add(task)
-                task.add_done_callback(self.upgrades.discard)
+                self.tunnel_step(self.start_tls(action))
+            elif type(action) is Resolve:
+                self.tunnel_step(self.resolve(action))
         self.rearm()
+
+    def tunnel_step(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(guarded(self.session.run, work))
+        self.tunnelling.add(task)
+        task.add_done_callback(self.tunnelling.discard)
+
+    async def resolve(self, action: Resolve) -> None:
+        """A SOCKS proxy's origin address, looked up off the loop."""
+        told = await tell_socks_address(self.loop, self.resolver, action)
+        self.execute(self.session.resolved(*told))
 
     def close(self, conn: int) -> None:
         writer = self.writers.pop(conn, None)

@@ -38,15 +38,24 @@ import threading
 from collections import deque
 from enum import Enum
 
-from ..core.actions import Close, Connect, ConnectionFailure, NetAction, Send, StartTls
+from ..core.actions import (
+    Close,
+    Connect,
+    ConnectionFailure,
+    NetAction,
+    Resolve,
+    Send,
+    StartTls,
+)
 from ..run import Run
 from ..session import Session
 from ._common import LazyTls, Waker, alpn, classify, would_block
-from ._resolver import AddrInfo, Answer, Resolver
+from ._resolver import AddrInfo, Answer, Resolver, socks_address
 from ._splice import make_splicer
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     _AddrInfo = tuple[Any, ...]  # one getaddrinfo result
@@ -101,7 +110,7 @@ class _Loop:
         self.conns: dict[int, _Conn] = {}
         self.failed: deque[tuple[_Conn, ConnectionFailure]] = deque()
         self.resolver = Resolver()
-        self.answers: deque[tuple[_Conn, Answer]] = deque()  # appended on resolver threads
+        self.answers: deque[Callable[[], None]] = deque()  # lookups' answers, to be told
         # A late answer must not write to the waker's descriptors once closed (their
         # numbers may be another file's by then): posting and closing take turns.
         self.posting = threading.Lock()
@@ -118,7 +127,7 @@ class _Loop:
         self.execute(session.start())
         while True:
             while self.answers:
-                self.answered(*self.answers.popleft())
+                self.answers.popleft()()
             while self.failed:
                 conn, failure = self.failed.popleft()
                 self.execute(session.closed(conn.id, failure))
@@ -160,6 +169,18 @@ class _Loop:
                     self.drop(conn)
             elif type(action) is StartTls:
                 self.start_tls(action)
+            elif type(action) is Resolve:
+                self.resolve(action)
+
+    def resolve(self, action: Resolve) -> None:
+        """A SOCKS proxy's origin address, told at the top of the loop (no re-entry)."""
+
+        def tell(answer: Answer) -> None:
+            self.execute(self.session.resolved(action.conn, *socks_address(action.host, answer)))
+
+        answer = self.resolver.answer(action.host, 0, lambda later: self.post(tell, later))
+        if answer is not None:
+            self.answers.append(functools.partial(tell, answer))
 
     def start_tls(self, action: StartTls) -> None:
         """TLS over an open tunnel: the same handshake as a direct connection's."""
@@ -177,7 +198,7 @@ class _Loop:
         lookup answers (``answered``)."""
         conn = self.conns[action.conn] = _Conn(action, [])
         try:
-            post = functools.partial(self.post, conn)
+            post = functools.partial(self.post, functools.partial(self.answered, conn))
             addresses = self.resolver.resolve(action.host, action.port, post)
         except OSError as exc:  # known not to resolve
             self.fail(conn, exc)
@@ -188,10 +209,10 @@ class _Loop:
         conn.addresses = addresses
         self.try_next_address(conn, None)
 
-    def post(self, conn: _Conn, answer: Answer) -> None:
-        """On a resolver thread: queue ``conn``'s answer and wake the loop for it."""
+    def post(self, tell: Callable[[Answer], None], answer: Answer) -> None:
+        """On a resolver thread: queue ``answer`` to be told and wake the loop for it."""
         with self.posting:
-            self.answers.append((conn, answer))
+            self.answers.append(functools.partial(tell, answer))
             self.waker.set()  # a no-op once closed
 
     def answered(self, conn: _Conn, answer: Answer) -> None:

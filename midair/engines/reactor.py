@@ -24,10 +24,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from ..core.actions import Close, Connect, NetAction, Send, StartTls
+from ..core.actions import Close, Connect, NetAction, Resolve, Send, StartTls
 from ..run import Run
 from ..session import Session
-from ._aio import check_loop, finished_on_stop, guarded, open_connection, run_on_loop
+from ._aio import (
+    check_loop,
+    finished_on_stop,
+    guarded,
+    open_connection,
+    run_on_loop,
+    tell_socks_address,
+)
 from ._common import Alarm, LazyTls, alpn, classify
 from ._resolver import Resolver
 
@@ -111,6 +118,8 @@ class _Reactor:
                 self.close(action.conn)
             elif kind is StartTls:
                 self.start_tls(action)  # type: ignore[arg-type]
+            elif kind is Resolve:
+                self.resolve(action)  # type: ignore[arg-type]
         self.rearm()
 
     def rearm(self) -> None:
@@ -136,6 +145,18 @@ class _Reactor:
                 self.call(self.session.closed, action.conn, classify(exc))
         finally:
             self.connecting.pop(action.conn, None)
+
+    def resolve(self, action: Resolve) -> None:
+        """A SOCKS proxy's origin address, looked up off the loop in a task, as connecting."""
+        task = self.loop.create_task(guarded(self.session.run, self.tell_address(action)))
+        self.connecting[action.conn] = task
+
+    async def tell_address(self, action: Resolve) -> None:
+        try:
+            told = await tell_socks_address(self.loop, self.resolver, action)
+        finally:
+            self.connecting.pop(action.conn, None)
+        self.call(self.session.resolved, *told)
 
     def start_tls(self, action: StartTls) -> None:
         """TLS over an open tunnel, in a task as connecting is; ``connected`` again after."""
