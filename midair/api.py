@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import fields
 
@@ -81,16 +81,6 @@ def _read_files(options: dict[str, Any]) -> None:
         load_jar(options["load_cookies"])  # the session loads it again: this one only checks
     if isinstance(options.get("save_cookies"), str):
         check_writable(options["save_cookies"])
-
-
-def _refuse_sharded_save(engine: str) -> None:
-    from .engines._shards import SHARDING
-
-    if engine in SHARDING:
-        raise InputError(
-            f"--save-cookies: not with --engine {engine} (each worker keeps its own "
-            "cookies); use another engine"
-        )
 
 
 # The environment's proxy variables, as curl reads them: ``http_proxy`` in lower case only
@@ -166,8 +156,6 @@ class Downloader:
     ) -> None:
         self.options = make_options(dest, **options)
         engine_info(engine)  # an unknown name fails here, before any job is added
-        if self.options.save_cookies:
-            _refuse_sharded_save(engine)
         if not isinstance(engine_options, Mapping | None):
             raise InputError(f"engine_options: expected a mapping, got {engine_options!r}")
         self.engine_name = engine
@@ -219,23 +207,34 @@ class Downloader:
     def run(self, around: Around | None = None) -> Results:
         """Download every job; ``around(run)`` is entered for the run's duration."""
         engine, run = self.engine(), self.new_run()
-        with _around(around, run), stop_on_signals(run):
+        with _running(around, run):
             engine.run(run)
-            run.raise_outcome()  # inside ``around``: a display shows no summary then
         return run.results
 
     async def run_async(self, around: Around | None = None) -> Results:
         engine, run = self.engine(), self.new_run()
         run_async = getattr(engine, "run_async", None)
-        with _around(around, run), stop_on_signals(run):
+        with _running(around, run):
             if run_async is not None:
                 await run_async(run)
             else:  # a blocking engine: keep the caller's loop free
                 import asyncio
 
                 await asyncio.to_thread(engine.run, run)
-            run.raise_outcome()
         return run.results
+
+
+@contextlib.contextmanager
+def _running(around: Around | None, run: Run) -> Iterator[None]:
+    """The frame of one run: ``around`` entered, signals turned into stops; on the way out
+    the cookies saved (every engine's, however it ended), then the outcome raised —
+    inside ``around``, so a display shows no summary for a run that went wrong."""
+    with _around(around, run), stop_on_signals(run):
+        try:
+            yield
+        finally:
+            run.save_cookies()
+        run.raise_outcome()
 
 
 def _around(around: Around | None, run: Run) -> AbstractContextManager[Any]:

@@ -20,7 +20,8 @@ from .core.urls import URL
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
-    from http.cookiejar import MozillaCookieJar
+    from collections.abc import Iterable
+    from http.cookiejar import Cookie, MozillaCookieJar
 
 
 class JarCookies:
@@ -53,6 +54,19 @@ class JarCookies:
                 self.jar = _new_jar()
         self.jar.extract_cookies(_Response(set_cookie), Request(url.text))  # type: ignore[arg-type]
         self._any = self._any or any(True for _ in self.jar)
+
+    def all(self) -> list[Cookie]:
+        """Every cookie held: what a shard sends home for the caller's jar to ``add``."""
+        return [] if self.jar is None else list(self.jar)
+
+    def add(self, cookies: Iterable[Cookie]) -> None:
+        """Take cookies another jar held (a shard's), each replacing its namesake."""
+        with self._lock:
+            if self.jar is None:
+                self.jar = _new_jar()
+        for cookie in cookies:
+            self.jar.set_cookie(cookie)
+            self._any = True
 
     def save(self, path: str) -> None:
         """Write every cookie to ``path``, session cookies included (as curl's -c does).

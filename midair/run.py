@@ -40,6 +40,8 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Any
 
+    from .cookies import JarCookies
+
 # The kinds a listener may hear (``Report`` is a ``types.UnionType``: its ``__args__`` are
 # what ``typing.get_args`` gives, without typing's import, ~2 ms of start-up).
 REPORTS: frozenset[type] = frozenset(Report.__args__)
@@ -106,6 +108,26 @@ class Run:
         self._errors: list[BaseException] = []
         self._wakers: list[Callable[[], None]] = []
         self.committed = False  # the engine has begun acting on the batch: signals only stop
+        self._cookies: JarCookies | None = None
+
+    @property
+    def cookies(self) -> JarCookies:
+        """The run's one jar (--load-cookies' file in it), made on first use: its session's,
+        or the one a sharded run's workers send their cookies home to."""
+        if self._cookies is None:
+            from .cookies import JarCookies
+
+            self._cookies = JarCookies.from_options(self.options)
+        return self._cookies
+
+    def save_cookies(self) -> None:
+        """Write the jar to --save-cookies' file, if given, however the run ended; a file
+        that cannot be written fails the run (``raise_outcome``), never silently."""
+        if self.options.save_cookies:
+            try:
+                self.cookies.save(self.options.save_cookies)
+            except Exception as exc:
+                self.fail(exc)
 
     @property
     def results(self) -> Results:

@@ -45,7 +45,6 @@ import gc
 import time
 from collections.abc import Callable
 
-from .cookies import JarCookies
 from .core.actions import (
     Action,
     Checkpoint,
@@ -118,7 +117,7 @@ class Session:
     ) -> None:
         self.run = run
         self.options: Options = run.options
-        self.cookies = JarCookies.from_options(run.options)
+        self.cookies = run.cookies
         self.batch = batch if batch is not None else self._batch(run, clock)
         self.store = (
             store
@@ -242,8 +241,6 @@ class Session:
         """Finish publications, flush and close part files; call on every exit path."""
         try:
             self.store.close()
-            if self.options.save_cookies:
-                self.cookies.save(self.options.save_cookies)
         except Exception as exc:  # a file that cannot be flushed is not a success
             self.run.fail(exc)
         finally:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from conftest import Midair
 
 import midair as library
@@ -172,17 +173,31 @@ def test_cookies_loaded_set_on_a_redirect_sent_back_and_saved(
     ]
     saved = tmp_path / "out.txt"
     args = ["-d", str(tmp_path / "d"), "--load-cookies", str(jar), "--save-cookies", str(saved)]
-    result = midair.get(*args, *urls)
-    if engine in SHARDING:
-        assert result.returncode == 2 and "--save-cookies: not with --engine" in result.stderr
-        result = midair.get(*args[:4], *urls)  # workers read --load-cookies
+    result = midair.get(*args, *urls)  # sharded: workers load the file, send cookies home
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "d" / "needs.bin").stat().st_size == 10
     [fed] = logged(server, "fed.bin", engine)
     assert "late=set" in fed.header("cookie")
-    if engine not in SHARDING:
-        text = saved.read_text()
-        assert "\tpre\tloaded" in text and "\tlate\tset" in text
+    text = saved.read_text()
+    assert "\tpre\tloaded" in text and "\tlate\tset" in text
+
+
+@pytest.mark.parametrize("engine", SHARDING)
+def test_cookies_set_in_different_shards_are_saved_in_one_file(
+    server: ServerThread, engine: str, tmp_path: Path
+) -> None:
+    """Two origins, so two shards (``--workers 2``): each worker's jar goes home with its
+    last summary and the caller saves them together, as one session would."""
+    urls = [gen(server, h, f"s{h}.bin", 10, engine, set_cookie=quote(f"c{h}=v{h}")) for h in (0, 1)]
+    saved = tmp_path / "out.txt"
+    args = ["--workers", "2", "-d", str(tmp_path / "d"), "--save-cookies", str(saved)]
+    result = Midair(engine).get(*args, *urls)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in saved.read_text().splitlines() if "\t" in line]
+    assert sorted((row[0], row[5], row[6]) for row in rows) == [
+        ("127.0.1.1", "c0", "v0"),
+        ("127.0.1.2", "c1", "v1"),
+    ]
 
 
 # --- Retry-After beyond --max-retry-wait ---------------------------------------------------

@@ -36,7 +36,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from ..core.actions import Failed, Finished, Report
 from ..core.errors import InputError, NetworkError
@@ -44,6 +44,9 @@ from ..core.jobs import Job, Options
 from ..core.naming import family
 from ..core.transfer import claimable_path
 from ..run import REPORTS, Run, stop_on_signals
+
+if TYPE_CHECKING:
+    from http.cookiejar import Cookie
 
 ENDINGS = (Finished, Failed)
 PACK_CHUNK = 2000  # jobs pickled at once (~60 ms): the longest a stop waits on packing
@@ -74,12 +77,13 @@ class Summary:
     reports: tuple[Report, ...]
     written: int  # bytes written to files
     positions: dict[int, int]  # active download -> bytes on disk
+    cookies: tuple[Cookie, ...] = ()  # the shard's jar, in its last summary (--save-cookies)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled by its constructor: a slots dataclass pickles through Python-level state
         methods, several times slower.  Each report is a constructor call too, so the
         receiving side builds it once, from C (``_reduce_report`` on multiprocessing's pipes)."""
-        return Summary, (self.reports, self.written, self.positions)
+        return Summary, (self.reports, self.written, self.positions, self.cookies)
 
 
 def _reduce_report(report: Report) -> tuple[Any, ...]:
@@ -160,6 +164,7 @@ def _shard_base(options: Options) -> Options:
         options,
         directory=os.path.abspath(options.directory),
         ca_certificate=options.ca_certificate and os.path.abspath(options.ca_certificate),
+        load_cookies=options.load_cookies and os.path.abspath(options.load_cookies),
     )
 
 
@@ -176,9 +181,7 @@ def _plan(
     shares = split(base.concurrency, caps)
     shared = tuple(paths)
     return [
-        Shard(
-            n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p, save_cookies=None), shared
-        )
+        Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p), shared)
         for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))
     ]
 
@@ -321,7 +324,8 @@ def run_shard(
     finally:
         done.set()
         thread.join()
-        reporter.flush()
+        # --save-cookies: the caller's run saves one jar, its shards' cookies merged in.
+        reporter.flush(tuple(run.cookies.all()) if options.save_cookies else ())
     run.raise_outcome()
     return reporter.endings
 
@@ -376,7 +380,7 @@ class _Reporter:
             if self.stopped is not None and not self.run.stopping and self.stopped():
                 self.run.request_stop()
 
-    def flush(self) -> None:
+    def flush(self, cookies: tuple[Cookie, ...] = ()) -> None:
         reports: list[Report] = []
         while self.outbox:
             reports.append(self.outbox.popleft())
@@ -385,8 +389,8 @@ class _Reporter:
         positions = {d: t.done for d, t in list(tracker.active.items())}
         written, self.written = tracker.bytes_done - self.written, tracker.bytes_done
         self.endings.extend(r for r in reports if type(r) in ENDINGS)
-        if reports or written or positions:
-            self.send(Summary(tuple(reports), written, positions))
+        if reports or written or positions or cookies:
+            self.send(Summary(tuple(reports), written, positions, cookies))
 
 
 # --- the merge -----------------------------------------------------------------------
@@ -413,6 +417,8 @@ class Merger:
     def apply(self, number: int, summary: Summary) -> None:
         self.reports(number, summary.reports)
         self.run.tracker.add_progress(summary.written, summary.positions)
+        if summary.cookies:
+            self.run.cookies.add(summary.cookies)
 
     def reports(self, number: int, reports: Sequence[Report]) -> None:
         owner, ended, report_to = self.owner, self.ended, self.run.report

@@ -36,8 +36,6 @@ def choose(run: Run, cores: int | None = None) -> str:
     jobs, options = run.jobs, run.options
     if cores < 2 or len(jobs) < MANY_JOBS or min(options.per_host, options.concurrency) < 2:
         return SINGLE_LOOP
-    if options.save_cookies:  # one jar to save: the shards' workers each keep their own
-        return SINGLE_LOOP
     busiest = Counter(job.url.origin for job in jobs).most_common(1)[0][1]
     return MULTI_CORE if 2 * busiest > len(jobs) else SINGLE_LOOP
 
