@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -151,6 +153,45 @@ def test_a_bad_url_with_userinfo_is_reported_without_its_password(tmp_path: Path
     assert SECRET not in result.stderr and quote(SECRET) not in result.stderr
 
 
+def test_user_alone_asks_for_the_password_on_the_terminal(server, tmp_path: Path) -> None:
+    """curl's ``-u USER``: the password is typed, not given where ps shows it."""
+    url = gen(server, 2, "asked.bin", 30, "pty", auth=f"bo:{DIGEST}")
+    command = Midair("epoll").command("-d", str(tmp_path), "--user", "bo", url)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal, where getpass asks
+        os.execv(command[0], command)
+    try:
+        shown = _read_until(terminal, b"password for user 'bo': ")
+        assert SECRET.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        os.write(terminal, SECRET.encode() + b"\n")
+        shown += _read_until(terminal, b"")  # to the end: the run's own output
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0, shown
+    assert (tmp_path / "asked.bin").stat().st_size == 30
+    assert SECRET.encode() not in shown  # not echoed
+    piped = Midair("epoll").get("-d", str(tmp_path / "p"), "--user", "bo", url)  # no terminal
+    assert piped.returncode == 2 and "--user bo: no password given" in piped.stderr
+
+
+def _read_until(terminal: int, marker: bytes, limit: float = 30) -> bytes:
+    """What the terminal shows until ``marker`` (b"": until the child closes it)."""
+    shown, deadline = b"", time.monotonic() + limit
+    while time.monotonic() < deadline and not (marker and marker in shown):
+        ready, _, _ = select.select([terminal], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            shown += chunk
+    assert not marker or marker in shown, shown
+    return shown
+
+
 # --- cookies -------------------------------------------------------------------------------
 def test_cookies_loaded_set_on_a_redirect_sent_back_and_saved(
     midair: Midair, server: ServerThread, engine: str, tmp_path: Path
@@ -190,8 +231,8 @@ def test_cookies_set_in_different_shards_are_saved_in_one_file(
     last summary and the caller saves them together, as one session would."""
     urls = [gen(server, h, f"s{h}.bin", 10, engine, set_cookie=quote(f"c{h}=v{h}")) for h in (0, 1)]
     saved = tmp_path / "out.txt"
-    args = ["--workers", "2", "-d", str(tmp_path / "d"), "--save-cookies", str(saved)]
-    result = Midair(engine).get(*args, *urls)
+    args = ["-d", str(tmp_path / "d"), "--save-cookies", str(saved)]
+    result = Midair(engine).get(*args, *urls)  # with --workers 2
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in saved.read_text().splitlines() if "\t" in line]
     assert sorted((row[0], row[5], row[6]) for row in rows) == [

@@ -70,8 +70,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "-u",
         "--user",
-        metavar="USER:PASSWORD",
-        help="Basic credentials for URLs without user:password@ (only to their own origin)",
+        metavar="USER[:PASSWORD]",
+        help="Basic credentials for URLs without user:password@ (only to their own origin); "
+        "USER alone asks for the password on the terminal, keeping it out of ps",
     )
     netrc = p.add_mutually_exclusive_group()
     netrc.add_argument(
@@ -279,7 +280,25 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["headers"] = args.header
     if args.netrc_file:
         options["netrc"] = args.netrc_file
+    if args.user is not None and ":" not in args.user:
+        options["user"] = f"{args.user}:{_ask_password(args.user)}"
     return options
+
+
+def _ask_password(user: str) -> str:
+    """``--user USER``: the password from the terminal, as curl asks for it (a password in
+    the command line is visible to every user in ps)."""
+    if not sys.stdin.isatty():
+        raise InputError(
+            f"--user {user}: no password given and no terminal to ask on "
+            "(give USER:PASSWORD, or --netrc to keep it out of ps)"
+        )
+    import getpass
+
+    try:
+        return getpass.getpass(f"Enter host password for user '{user}': ")
+    except EOFError:
+        raise InputError(f"--user {user}: no password given") from None
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
