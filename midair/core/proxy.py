@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from .records import FrozenRecord
 from .transfer import basic_authorization
+from .urls import redact
 
 PROXY_SCHEMES = ("http", "socks4", "socks4a", "socks5", "socks5h")
 DEFAULT_PROXY_PORT = 1080
@@ -65,17 +66,6 @@ class Proxy(FrozenRecord):
         if self.username is None:
             return None
         return basic_authorization(self.username, self.password or "")
-
-
-def redact(text: str) -> str:
-    """A proxy URL as it may be shown: any ``user:password@`` becomes ``***@``."""
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 def parse_proxy(text: str) -> Proxy:

@@ -88,11 +88,12 @@ class CredentialedURL(URL):
 
 
 def redact(text: str) -> str:
-    """``text`` (a URL as given) with any password replaced by ``***``, for messages."""
+    """``text`` (a URL as given, a proxy's without its scheme too) with any password
+    replaced by ``***``, for messages: ``user:***@host``."""
     return _USERINFO.sub(lambda m: m[1] + (":***" if m[2] else "") + "@", text)
 
 
-_USERINFO = re.compile(r"(^\s*[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*)(:[^/?#]*)?@")
+_USERINFO = re.compile(r"(^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/?#@:]*)(:[^/?#]*)?@")
 
 
 def _host_header(scheme: str, host: str, port: int) -> str:

@@ -51,6 +51,8 @@ def test_userinfo_becomes_credentials_and_leaves_the_text() -> None:
         ("http://u:sec@ret@h/f", "http://u:***@h/f"),
         ("http://u@h/f", "http://u@h/f"),
         ("http://h/a@b:c", "http://h/a@b:c"),
+        ("u:secret@proxy:8080", "u:***@proxy:8080"),  # a proxy given without its scheme
+        ("h:8080/a@b", "h:8080/a@b"),
     ],
 )
 def test_redact_hides_any_password(given: str, shown: str) -> None:

@@ -22,8 +22,9 @@ from midair.core.actions import (
 from midair.core.batch import Batch
 from midair.core.errors import InputError
 from midair.core.jobs import Job, Options
-from midair.core.proxy import NoProxy, ProxyChoice, parse_proxy, redact
+from midair.core.proxy import NoProxy, ProxyChoice, parse_proxy
 from midair.core.tunnel import HttpConnect, Socks4, Socks5, TunnelError, make_tunnel
+from midair.core.urls import redact
 
 OK_CONNECT = b"HTTP/1.1 200 Connection established\r\nProxy-agent: x\r\n\r\n"
 
@@ -47,7 +48,7 @@ def test_a_proxy_is_shown_without_its_credentials() -> None:
     assert proxy.text == "http://127.0.0.1:8888"
     assert "hunter2" not in repr(proxy)
     assert proxy.authorization() == "Basic " + base64.b64encode(b"user:hunter2").decode()
-    assert redact("socks5://u:hunter2@h:1/x") == "socks5://***@h:1/x"
+    assert redact("socks5://u:hunter2@h:1/x") == "socks5://u:***@h:1/x"
 
 
 @pytest.mark.parametrize("text", ["https://p:1", "ftp://p", "http://u:hunter2@:1", "http://p:x"])
