@@ -121,16 +121,57 @@ class Midair:
         ]
 
 
+# --- HTTP/1.1 and HTTP/2: the suites over either ---------------------------------------------
+HTTP1, H2C = "http1", "h2c"
+# Where a case costs seconds per engine, HTTP/2 runs on one engine of each kind of I/O
+# glue: a selector loop, asyncio, blocking threads (its multiplexing waker), shards.
+H2_ENGINES = ("epoll", "asyncio", "threads", "processes")
+
+
+def over_http2(engines: tuple[str, ...] | None = None) -> pytest.MarkDecorator:
+    """Parametrize ``engine`` x ``protocol``: every engine over HTTP/1.1, and over h2c
+    (``midair serve --http2``, ``--http2-prior-knowledge``) ``engines`` (default: all)."""
+    every = test_engines()
+    h2 = every if engines is None else [e for e in every if e in engines]
+    pairs = [(e, HTTP1) for e in every] + [(e, H2C) for e in h2]
+    return pytest.mark.parametrize(
+        ("engine", "protocol"), pairs, ids=[f"{e}-{p}" for e, p in pairs]
+    )
+
+
+def protocol_options(protocol: str) -> tuple[str, ...]:
+    return ("--http2-prior-knowledge",) if protocol == H2C else ()
+
+
 @pytest.fixture
-def midair(engine: str) -> Midair:
-    return Midair(engine)
+def protocol() -> str:
+    """HTTP/1.1, unless a test is parametrized ``over_http2``."""
+    return HTTP1
+
+
+@pytest.fixture
+def midair(engine: str, protocol: str) -> Midair:
+    return Midair(engine, protocol_options(protocol))
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[ServerThread]:
+def http1_server() -> Iterator[ServerThread]:
     """An unthrottled midair serve on 127.0.1.1-3 for the whole session."""
     with ServerThread(addresses=3) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def h2c_server() -> Iterator[ServerThread]:
+    """The same, speaking HTTP/2 by prior knowledge (every fault per stream)."""
+    with ServerThread(addresses=3, http2=True) as srv:
+        yield srv
+
+
+@pytest.fixture
+def server(protocol: str, request: pytest.FixtureRequest) -> ServerThread:
+    """The session's midair serve for the test's protocol."""
+    return request.getfixturevalue("h2c_server" if protocol == H2C else "http1_server")
 
 
 @pytest.fixture(scope="module")

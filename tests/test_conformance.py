@@ -5,6 +5,11 @@ messages for the same faults: this file is the conformance suite.  Each test
 adds ``t=<engine>`` to its URLs so ``fail_times`` counters never leak between
 engines on the shared server.
 
+The cases that depend on the HTTP exchange run over HTTP/2 too (h2c: ``midair
+serve --http2`` and ``--http2-prior-knowledge``, the same faults on each
+stream, ``over_http2``): on every engine where a case is cheap, on one engine
+of each kind of I/O glue (``H2_ENGINES``) where it costs seconds each.
+
 ``dask`` joins one cluster for the module (``--scheduler``) rather than starting
 its own in every run (1-2 s each): what is compared here is what the shards do,
 the same on either.  The interruption tests keep the engine's own cluster, as
@@ -25,16 +30,17 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import Midair
+from conftest import H2_ENGINES, H2C, Midair, over_http2, protocol_options
 
 from midair.serve import ServerThread, expected_bytes
 
 
 @pytest.fixture
-def midair(engine: str, request: pytest.FixtureRequest) -> Midair:
+def midair(engine: str, protocol: str, request: pytest.FixtureRequest) -> Midair:
+    options = protocol_options(protocol)
     if engine != "dask":
-        return Midair(engine)
-    return Midair(engine, ("--scheduler", request.getfixturevalue("dask_cluster")))
+        return Midair(engine, options)
+    return Midair(engine, ("--scheduler", request.getfixturevalue("dask_cluster"), *options))
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -52,6 +58,7 @@ def assert_file(directory: Path, name: str, size: int) -> None:
     assert data == expected_bytes(name, size), f"{name}: bytes differ"
 
 
+@over_http2()
 def test_many_files_from_several_hosts_are_byte_exact(midair, server, engine, tmp_path):
     sizes = [0, 1, 1000, 65536, 300_001, 1 << 20]
     urls = [gen(server, i % 3, f"f{i}.bin", size, engine) for i, size in enumerate(sizes)]
@@ -62,6 +69,7 @@ def test_many_files_from_several_hosts_are_byte_exact(midair, server, engine, tm
     assert leftovers(tmp_path) == []
 
 
+@over_http2()
 def test_404_fails_at_once_naming_url_and_status(midair, server, engine, tmp_path):
     good = gen(server, 0, "good.bin", 5000, engine)
     missing = gen(server, 1, "missing.bin", 10, engine, status=404)
@@ -91,6 +99,7 @@ def test_404_fails_at_once_naming_url_and_status(midair, server, engine, tmp_pat
     ],
     ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()),
 )
+@over_http2(H2_ENGINES)
 def test_faults_are_survived(midair, server, engine, tmp_path, fault):
     url = gen(server, 2, "faulty.bin", 300_000, engine, **fault)
     result = midair.get("-d", str(tmp_path), url, timeout=60)
@@ -99,6 +108,7 @@ def test_faults_are_survived(midair, server, engine, tmp_path, fault):
     assert leftovers(tmp_path) == []
 
 
+@over_http2()
 def test_reset_resumes_with_range_and_if_range(midair, server, engine, tmp_path):
     url = gen(server, 0, "resume.bin", 400_000, engine, reset_after=200_000, fail_times=1)
     result = midair.get("-d", str(tmp_path), url)
@@ -114,6 +124,7 @@ def test_reset_resumes_with_range_and_if_range(midair, server, engine, tmp_path)
     assert requests[1].header("if-range")
 
 
+@over_http2(H2_ENGINES)
 def test_stall_times_out_then_completes(midair, server, engine, tmp_path):
     url = gen(server, 1, "stall.bin", 200_000, engine, stall_after=50_000, fail_times=1)
     result = midair.get("-d", str(tmp_path), "--timeout", "1", url, timeout=60)
@@ -121,6 +132,7 @@ def test_stall_times_out_then_completes(midair, server, engine, tmp_path):
     assert_file(tmp_path, "stall.bin", 200_000)
 
 
+@over_http2()
 def test_too_many_redirects_fail_clearly(midair, server, engine, tmp_path):
     url = gen(server, 0, "loop.bin", 10, engine, redirect=11)
     result = midair.get("-d", str(tmp_path), url)
@@ -129,6 +141,7 @@ def test_too_many_redirects_fail_clearly(midair, server, engine, tmp_path):
     assert url in result.stderr
 
 
+@over_http2()
 def test_existing_file_is_never_overwritten_without_permission(midair, server, engine, tmp_path):
     (tmp_path / "mine.bin").write_bytes(b"precious")
     url = gen(server, 0, "mine.bin", 1000, engine)
@@ -141,6 +154,7 @@ def test_existing_file_is_never_overwritten_without_permission(midair, server, e
     assert_file(tmp_path, "mine.bin", 1000)
 
 
+@over_http2()
 def test_rerun_skips_finished_files_without_a_request(midair, server, engine, tmp_path):
     urls = [gen(server, i, f"again{i}.bin", 20_000, engine) for i in range(3)]
     assert midair.get("-d", str(tmp_path), *urls).returncode == 0
@@ -152,6 +166,7 @@ def test_rerun_skips_finished_files_without_a_request(midair, server, engine, tm
         assert_file(tmp_path, f"again{i}.bin", 20_000)
 
 
+@over_http2()
 def test_names_as_curl_and_wget_give_them_and_a_reversed_rerun_skips_all(
     midair, server, engine, tmp_path
 ):
@@ -191,6 +206,7 @@ def test_names_as_curl_and_wget_give_them_and_a_reversed_rerun_skips_all(
     assert again.stdout.count('"skipped": true') == 5, again.stdout
 
 
+@over_http2()
 def test_checksum_mismatch_fails_and_publishes_nothing(midair, server, engine, tmp_path):
     url = gen(server, 0, "sum.bin", 3000, engine)
     wrong = "sha-256=" + "0" * 64
@@ -203,13 +219,19 @@ def test_checksum_mismatch_fails_and_publishes_nothing(midair, server, engine, t
     assert result.returncode == 0, result.stderr
 
 
-def test_per_host_limit_holds_at_the_server(midair, engine, tmp_path):
-    with ServerThread(addresses=1, rate=200_000) as slow:
+@over_http2(H2_ENGINES)
+def test_per_host_limit_holds_at_the_server(midair, engine, protocol, tmp_path):
+    with ServerThread(addresses=1, rate=200_000, http2=protocol == H2C) as slow:
         urls = [slow.url(0, f"/gen/p{i}.bin?size=60000") for i in range(12)]
         result = midair.get("-d", str(tmp_path), "--per-host", "3", "-j", "50", *urls)
         stats = slow.stats().addresses[slow.hosts[0]]
     assert result.returncode == 0, result.stderr
-    assert stats.max_concurrent == (1 if engine == "sequential" else 3)  # one at a time
+    # --per-host counts connections: over h2c, one per loop (each of the 2 workers of
+    # ``processes`` has its own), carrying its downloads as streams.
+    if protocol == H2C:
+        assert stats.max_concurrent == (2 if engine == "processes" else 1)
+    else:
+        assert stats.max_concurrent == (1 if engine == "sequential" else 3)
 
 
 def test_refused_connection_is_retried_then_reported(midair, engine, tmp_path):
@@ -258,12 +280,14 @@ def _semaphores() -> set[str]:
     return {str(p) for p in Path("/dev/shm").glob("sem.mp-*")}
 
 
+@over_http2(H2_ENGINES)
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT", "SIGTERM"])
-def test_interrupted_run_resumes_byte_exact(engine, tmp_path, how):
-    midair = Midair(engine)  # dask: its own cluster, in the process group the signal reaches
+def test_interrupted_run_resumes_byte_exact(engine, protocol, tmp_path, how):
+    # dask: its own cluster, in the process group the signal reaches
+    midair = Midair(engine, protocol_options(protocol))
     size = 400_000
     in_flight = 1 if engine == "sequential" else 4  # transfers with a part file when stopped
-    with ServerThread(addresses=2, rate=150_000) as slow:
+    with ServerThread(addresses=2, rate=150_000, http2=protocol == H2C) as slow:
         urls = [slow.url(i % 2, f"/gen/k{i}.bin?size={size}") for i in range(4)]
         semaphores = _semaphores()
         proc = _start(midair, "-d", str(tmp_path), *urls)

@@ -6,6 +6,9 @@ is written outside the download directory; no credential follows a redirect to
 another origin; no run hangs; memory stays bounded.
 
 What depends on the I/O layer (framing, stalls, TLS, load) runs on every engine;
+the cases ``midair serve`` can play over HTTP/2 run over h2c too (``over_http2``,
+on ``H2_ENGINES`` where they cost seconds each; HTTP/2's own framing faults are
+in test_http2.py, as ``RawServer``'s bytes are HTTP/1.1's);
 rules of the core (names, statuses, redirects, resume) and of the store (a
 read-only disk) run once, on the default engine.  Faults come from ``midair
 serve``'s query parameters or, where the bytes must be broken exactly, from
@@ -34,11 +37,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import Midair
+from conftest import H2_ENGINES, H2C, HTTP1, Midair, over_http2, protocol_options
 
 from midair.serve import ServerThread, expected_bytes
 
 DEFAULT = Midair("asyncio")  # for rules that do not depend on the engine
+OVER_EITHER = pytest.mark.parametrize("protocol", [HTTP1, H2C])  # on the default engine
+
+
+def default(protocol: str) -> Midair:
+    return Midair(DEFAULT.engine, protocol_options(protocol))
 
 
 # --- reading a run --------------------------------------------------------------------------
@@ -552,6 +560,7 @@ def logged_ranges(
         time.sleep(0.02)
 
 
+@over_http2(H2_ENGINES)
 def test_stalls_and_trickles_are_cut_and_resumed(midair, engine, server, tmp_path):
     tag = f"stall-{engine}"
     cases = {  # name -> (size, faults)
@@ -603,7 +612,8 @@ def test_stalls_and_trickles_are_cut_and_resumed(midair, engine, server, tmp_pat
 
 
 # --- 4. statuses and politeness ------------------------------------------------------------
-def test_statuses_fail_at_once_or_retry_with_jittered_backoff(server, tmp_path):
+@OVER_EITHER
+def test_statuses_fail_at_once_or_retry_with_jittered_backoff(server, protocol, tmp_path):
     tag = "status"
     final = {gen(server, 0, f"s{code}.bin", 10, tag, status=code): code for code in (404, 410)}
     transient = {
@@ -611,7 +621,7 @@ def test_statuses_fail_at_once_or_retry_with_jittered_backoff(server, tmp_path):
         for i, code in enumerate((408, 429, 500, 502, 503, 504))
     }
     transient[gen(server, 2, "reset.bin", 100_000, tag, reset_after=1000, fail_times=1)] = 0
-    result = DEFAULT.get("--json", "-d", str(tmp_path), *final, *transient)
+    result = default(protocol).get("--json", "-d", str(tmp_path), *final, *transient)
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 1 and events[-1]["event"] == "summary"
     failed = {e["url"]: e for e in events if e["event"] == "failed"}
@@ -628,11 +638,14 @@ def test_statuses_fail_at_once_or_retry_with_jittered_backoff(server, tmp_path):
     assert_gen_file(tmp_path / "reset.bin", "reset.bin", 100_000)
 
 
-def test_retry_after_is_honoured_and_capped(server, tmp_path):
+@OVER_EITHER
+def test_retry_after_is_honoured_and_capped(server, protocol, tmp_path):
     tag = "retry-after"
     honoured = gen(server, 0, "ra1.bin", 10, tag, status=503, retry_after=1, fail_times=1)
     capped = gen(server, 1, "ra2.bin", 10, tag, status=429, retry_after=3600, fail_times=1)
-    result = DEFAULT.get("--json", "-d", str(tmp_path), "--max-retry-wait", "1.5", honoured, capped)
+    result = default(protocol).get(
+        "--json", "-d", str(tmp_path), "--max-retry-wait", "1.5", honoured, capped
+    )
     assert result.returncode == 1, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     delays = {e["url"]: e["delay"] for e in events if e["event"] == "retry"}
@@ -649,13 +662,17 @@ def test_retry_after_is_honoured_and_capped(server, tmp_path):
     assert len([r for r in log if capped.endswith(r.target)]) == 1
 
 
-def test_429_pauses_every_job_for_that_host(tmp_path):
-    with ServerThread(addresses=2) as srv:
+@OVER_EITHER
+def test_429_pauses_every_job_for_that_host(protocol, tmp_path):
+    with ServerThread(addresses=2, http2=protocol == H2C) as srv:
         limited = srv.url(0, "/gen/p0.bin?size=20000&status=429&retry_after=1&fail_times=1")
         same_host = [srv.url(0, f"/gen/p{i}.bin?size=20000&rate=100000") for i in range(1, 6)]
         other_host = [srv.url(1, f"/gen/q{i}.bin?size=20000&rate=50000") for i in range(4)]
-        result = DEFAULT.get(
-            "-d", str(tmp_path), "--per-host", "2", limited, *same_host, *other_host
+        # -j 3: over h2c, whose one connection per host carries all its downloads at once,
+        # the other host's last ones then start during the pause too.
+        limits = ("--per-host", "2", "-j", "3")
+        result = default(protocol).get(
+            "-d", str(tmp_path), *limits, limited, *same_host, *other_host
         )
         log = srv.stats().log
     assert not failures(result)
@@ -986,9 +1003,20 @@ def test_a_redirect_full_of_control_characters_still_gives_one_printable_line(ra
 
 # --- 11. load with faults, every engine ----------------------------------------------------
 @pytest.fixture(scope="module")
-def many_hosts() -> Iterator[ServerThread]:
+def many_hosts_http1() -> Iterator[ServerThread]:
     with ServerThread(addresses=100) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def many_hosts_h2c() -> Iterator[ServerThread]:
+    with ServerThread(addresses=100, http2=True) as srv:
+        yield srv
+
+
+@pytest.fixture
+def many_hosts(protocol: str, request: pytest.FixtureRequest) -> ServerThread:
+    return request.getfixturevalue(f"many_hosts_{protocol}")
 
 
 def run_measured(command: list[str], limit: float) -> tuple[int, str, float, float]:
@@ -1028,6 +1056,7 @@ def run_measured(command: list[str], limit: float) -> tuple[int, str, float, flo
 LOAD_FILES, LOAD_CONCURRENCY = 2000, 500
 
 
+@over_http2(H2_ENGINES)
 def test_two_thousand_files_with_resets_and_stalls(midair, engine, many_hosts, tmp_path):
     slow = engine == "sequential"  # one connection at a time: 200 stalls cost 200 x --timeout
     if slow and not os.environ.get("MIDAIR_SLOW_TESTS"):

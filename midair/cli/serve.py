@@ -70,6 +70,11 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--root", type=Path, metavar="DIR", help="also serve DIR at /files/")
     parser.add_argument(
+        "--http2",
+        action="store_true",
+        help="serve HTTP/2 by prior knowledge (h2c) instead of HTTP/1.1, every fault per stream",
+    )
+    parser.add_argument(
         "--duration",
         type=_seconds,
         metavar="S",
@@ -104,6 +109,7 @@ async def _serve(args: argparse.Namespace) -> int:
         rate=args.rate,
         latency=args.latency,
         root=args.root,
+        http2=args.http2,
     )
     await server.start()
     try:

@@ -99,10 +99,23 @@ class _Host:
     (This and ``_Conn`` are plain slotted classes, not dataclasses: the decorator costs
     ~0.4 ms of start-up per class.)"""
 
-    __slots__ = ("link", "open", "origin", "paused_until", "pending", "proxy", "queued", "unknown")
+    __slots__ = (
+        "link",
+        "one",
+        "open",
+        "origin",
+        "paused_until",
+        "pending",
+        "proxy",
+        "queued",
+        "unknown",
+    )
 
-    def __init__(self, origin: tuple[str, str, int]) -> None:
+    def __init__(self, origin: tuple[str, str, int], prior_http2: bool = False) -> None:
         self.origin = origin
+        # HTTP/2 known before connecting (h2c by prior knowledge): one connection, whose
+        # streams carry the rest; ALPN tells only after a handshake, so TLS opens several.
+        self.one = prior_http2 and origin[0] == "http"
         self.pending: deque[t.Download] = deque()
         self.open = 0
         self.paused_until = 0.0
@@ -681,8 +694,13 @@ class Batch:
         if data:
             self._out.append(Send(link.id, data))
         host = link.host
-        idle = not link.streams and not (host.pending and host.paused_until <= now)
-        if idle and host.open == 1:  # no connection still opening may bring it more work
+        if host.pending and host.paused_until <= now and link.http.room > 0:
+            # The freed place goes to the host's next download, as a kept-alive HTTP/1.1
+            # connection takes it: a link never idles with work waiting (``sequential``
+            # would wait on it for good).
+            self._open_stream(link, host.pending.popleft(), now)
+            self._mark_ready(host, now)
+        elif not link.streams and host.open == 1:  # none opening may bring it more work
             self._close_link(link, now)
         else:
             self._mark_ready(host, now)
@@ -993,7 +1011,8 @@ class Batch:
     def _enqueue(self, d: t.Download, now: float) -> None:
         host = self._hosts.get(d.url.origin)
         if host is None:
-            host = self._hosts[d.url.origin] = _Host(d.url.origin)
+            prior = self.options.http2_prior_knowledge
+            host = self._hosts[d.url.origin] = _Host(d.url.origin, prior)
             if self._proxies is not None:
                 host.proxy = self._proxies.for_origin(d.url.scheme, d.url.host)
         if host.unknown is not None:
@@ -1088,6 +1107,8 @@ class Batch:
         """--per-host counts connections; over HTTP/2, one, with the streams it allows."""
         if host.link is not None:
             return host.link.http.room > 0
+        if host.one and host.open:  # its streams wait for the first connection's SETTINGS
+            return False
         return host.open < self.options.per_host
 
     def _fill(self, now: float) -> None:

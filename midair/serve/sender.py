@@ -84,10 +84,13 @@ class BodySender:
 
     def _begin(self) -> None:
         self._timer = None
-        self._transport.write(self.plan.head)
+        self._write_head()
         self._t0 = self._loop.time()
         self._sending = True
         self._pump()
+
+    def _write_head(self) -> None:
+        self._transport.write(self.plan.head)
 
     def _allowance(self) -> int:
         """Body bytes pacing lets us send now."""

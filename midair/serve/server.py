@@ -25,6 +25,7 @@ import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from midair.serve.protocol import ServeProtocol
 from midair.serve.responder import Settings
@@ -67,7 +68,9 @@ class SlowServer:
     ``rate`` is bytes per second per connection (0 = unlimited), ``latency`` the
     seconds before each response head; both can be overridden per request.
     ``root`` enables ``/files/REL``. ``port=0`` picks a free port, the same on
-    every address. ``tls`` serves HTTPS instead of HTTP.
+    every address. ``tls`` serves HTTPS instead of HTTP; ``http2`` serves HTTP/2
+    by prior knowledge (h2c) instead of HTTP/1.1, the same faults on each stream
+    (``midair.serve.http2``).
     """
 
     def __init__(
@@ -80,7 +83,10 @@ class SlowServer:
         latency: float = 0.0,
         root: str | os.PathLike[str] | None = None,
         tls: ssl.SSLContext | None = None,
+        http2: bool = False,
     ) -> None:
+        if http2 and tls is not None:
+            raise ValueError("http2 is served as h2c (prior knowledge): not with tls")
         chosen = tuple(_check_loopback(h) for h in hosts) if hosts else loopback_hosts(addresses)
         self.hosts = chosen
         if rate < 0 or latency < 0:
@@ -88,11 +94,12 @@ class SlowServer:
         self._port = port
         self._requested_port = port
         self._tls = tls
+        self._http2 = http2
         self._stats = StatsBook(self.hosts)
         root_path = Path(root) if root is not None else None
         self._settings = Settings(rate, latency, root_path, stats_json=self._stats_json)
         self._listeners: list[asyncio.Server] = []
-        self._connections: set[ServeProtocol] = set()
+        self._connections: set[ServeProtocol] = set()  # or H2ServeProtocol: both abort()
 
     @property
     def port(self) -> int:
@@ -163,8 +170,14 @@ class SlowServer:
     async def _listen(
         self, loop: asyncio.AbstractEventLoop, host: str, port: int
     ) -> asyncio.Server:
-        def factory() -> ServeProtocol:
-            return ServeProtocol(self._settings, self._stats, self._connections)
+        protocol: Any = ServeProtocol
+        if self._http2:
+            from midair.serve.http2 import H2ServeProtocol
+
+            protocol = H2ServeProtocol
+
+        def factory() -> asyncio.Protocol:
+            return protocol(self._settings, self._stats, self._connections)  # type: ignore[no-any-return]
 
         try:
             return await loop.create_server(

@@ -1,0 +1,141 @@
+"""``midair serve --http2`` against a bare h2 client: each fault as a stream sees it.
+
+The client keeps h2's default 64 KiB windows and opens them only as it reads, so
+a body larger than a window exercises the server's flow control (a sender that
+waits for WINDOW_UPDATE, then resumes); midair's own 16 MiB windows never would.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import pytest
+
+from midair.serve import ServerThread, expected_bytes
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[ServerThread]:
+    with ServerThread(addresses=1, http2=True) as server:
+        yield server
+
+
+@dataclass
+class Stream:
+    status: int = 0
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    body: bytes = b""
+    ended: bool = False  # END_STREAM
+    reset: bool = False  # RST_STREAM
+
+
+def fetch(url: str, *paths: str, until: float = 5.0) -> list[Stream]:
+    """GET ``paths`` as concurrent streams of one connection; what each received."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=until)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding=None))
+    client.initiate_connection()
+    streams: dict[int, Stream] = {}
+    for path in paths:
+        number = client.get_next_available_stream_id()
+        request = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", path.encode())]
+        client.send_headers(number, [*request, (b":authority", parts.netloc.encode())], True)
+        streams[number] = Stream()
+    sock.sendall(client.data_to_send())
+    with sock:
+        while not all(s.ended or s.reset for s in streams.values()):
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break  # a stall: what arrived so far is the answer
+            if not data:
+                break
+            for event in client.receive_data(data):
+                _record(client, streams, event)
+            sock.sendall(client.data_to_send())
+    return [streams[n] for n in sorted(streams)]
+
+
+def _record(client: h2.connection.H2Connection, streams: dict[int, Stream], event: object) -> None:
+    if isinstance(event, h2.events.ResponseReceived):
+        fields = dict(event.headers or [])
+        streams[event.stream_id].status = int(fields.pop(b":status"))
+        streams[event.stream_id].headers = fields
+    elif isinstance(event, h2.events.DataReceived):
+        streams[event.stream_id].body += event.data or b""
+        client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+    elif isinstance(event, h2.events.StreamEnded):
+        streams[event.stream_id].ended = True
+    elif isinstance(event, h2.events.StreamReset):
+        streams[event.stream_id].reset = True
+
+
+def test_bodies_beyond_the_window_arrive_whole_side_by_side(srv: ServerThread) -> None:
+    sizes = (0, 1, 70_000, 300_000)  # 300 KB: several 64 KiB windows, opened as it reads
+    answers = fetch(srv.url(0), *(f"/gen/w{size}.bin?size={size}" for size in sizes))
+    for size, answer in zip(sizes, answers, strict=True):
+        assert (answer.status, answer.ended) == (200, True)
+        assert answer.headers[b"content-length"] == str(size).encode()
+        assert answer.body == expected_bytes(f"w{size}.bin", size)
+
+
+def test_faults_end_their_stream_only(srv: ServerThread) -> None:
+    reset, good, chunked = fetch(
+        srv.url(0),
+        "/gen/r.bin?size=100000&reset_after=2000",
+        "/gen/g.bin?size=5000",
+        "/gen/c.bin?size=4000&chunked=1",
+    )
+    assert reset.reset and not reset.ended and len(reset.body) == 2000
+    assert good.ended and good.body == expected_bytes("g.bin", 5000)
+    assert chunked.ended and chunked.body == expected_bytes("c.bin", 4000)
+    assert b"transfer-encoding" not in chunked.headers and b"connection" not in chunked.headers
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("truncate=1000", "Expected 100000 bytes, received 1000"), ("length=10", "Expected 10")],
+)
+def test_a_body_short_of_or_past_its_length_is_refused_by_h2_itself(
+    srv: ServerThread, query: str, message: str
+) -> None:
+    """END_STREAM where the bytes stop: a client must refuse it (RFC 9113 8.1.1)."""
+    with pytest.raises(h2.exceptions.InvalidBodyLengthError, match=message):
+        fetch(srv.url(0), f"/gen/bad.bin?size=100000&{query}")
+
+
+def test_a_stalled_stream_holds_back_nothing_else(srv: ServerThread) -> None:
+    stalled, other = fetch(
+        srv.url(0), "/gen/s.bin?size=50000&stall_after=1000", "/gen/o.bin?size=9000", until=1.0
+    )
+    assert not stalled.ended and not stalled.reset and len(stalled.body) == 1000
+    assert other.ended and other.body == expected_bytes("o.bin", 9000)
+
+
+def test_range_and_statuses_as_over_http1(srv: ServerThread) -> None:
+    ranged, missing, moved = fetch(
+        srv.url(0), "/gen/x.bin?size=1000&x=1", "/gen/m.bin?status=404", "/gen/y.bin?redirect=1"
+    )
+    assert ranged.status == 200 and len(ranged.body) == 1000
+    assert missing.status == 404
+    assert moved.status == 302 and b"redirect=0" in moved.headers[b"location"]
+    stats = srv.stats()
+    assert [r.target for r in stats.log][-3:] == [
+        "/gen/x.bin?size=1000&x=1",
+        "/gen/m.bin?status=404",
+        "/gen/y.bin?redirect=1",
+    ]
+
+
+def test_http2_is_h2c_only() -> None:
+    import ssl
+
+    with pytest.raises(ValueError, match="h2c"):
+        ServerThread(http2=True, tls=ssl.create_default_context())
