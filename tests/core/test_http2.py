@@ -390,6 +390,37 @@ def test_connections_opened_before_http2_was_known_give_their_downloads_to_it() 
     assert drive.servers == {}  # all closed: the three late ones at once, unused
 
 
+def test_prior_knowledge_opens_one_connection_per_host_for_its_streams() -> None:
+    files = {f"/f{i}": body(100, i) for i in range(8)}
+    jobs = [Job.from_url(f"http://h.example/f{i}") for i in range(8)]
+    options = Options(directory="/d", http2_prior_knowledge=True, per_host=4)
+    drive = Drive(Batch(jobs, options, seed=1), lambda: H2Server(files)).run(protocol=None)
+    assert len(drive.finished) == 8 and drive.connects == 1  # known h2: no extras to close
+
+
+def test_a_freed_stream_goes_to_the_hosts_next_download_not_an_idle_link() -> None:
+    """One transfer at a time (``sequential``) over two hosts: each link carries its
+    host's downloads one after another and then closes; none waits idle, with work,
+    while the other host's connection is opened (a blocking engine would wait on it)."""
+    files = {f"/f{i}": body(100, i) for i in range(6)}
+    jobs = [Job.from_url(f"http://h{i % 2}.example/f{i}") for i in range(6)]
+    options = Options(directory="/d", http2_prior_knowledge=True, concurrency=1)
+    batch = Batch(jobs, options, seed=1)
+    open_links: list[int] = []
+    drive = Drive(batch, lambda: H2Server(files))
+    act = drive.act
+
+    def watched(action: object) -> list[object]:
+        if isinstance(action, Connect):
+            assert not drive.servers, "a second connection while a link is still open"
+            open_links.append(action.conn)
+        return act(action)
+
+    drive.act = watched  # type: ignore[method-assign]
+    drive.run(protocol=None)
+    assert len(drive.finished) == 6 and len(open_links) == 2  # one link per host, in turn
+
+
 def test_http_1_1_by_alpn_takes_the_http_1_1_path() -> None:
     batch = batch_of(["f"])
     batch.start(0.0)
