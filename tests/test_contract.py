@@ -253,17 +253,17 @@ def write_list(path: Path, server: ServerThread, lines: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def long_list(tmp_path_factory: pytest.TempPathFactory, server: ServerThread) -> Path:
+def long_list(tmp_path_factory: pytest.TempPathFactory, http1_server: ServerThread) -> Path:
     """150,000 URLs: on an idle machine loading the list, the core's start and preparing
     the files each take most of a second, or more."""
-    return write_list(tmp_path_factory.mktemp("list") / "urls.txt", server, 150_000)
+    return write_list(tmp_path_factory.mktemp("list") / "urls.txt", http1_server, 150_000)
 
 
 @pytest.fixture(scope="module")
-def longer_list(tmp_path_factory: pytest.TempPathFactory, server: ServerThread) -> Path:
+def longer_list(tmp_path_factory: pytest.TempPathFactory, http1_server: ServerThread) -> Path:
     """300,000 URLs: 150,000 a shard, whose core's start (in a worker thread, which
     nothing interrupts) then lasts over a second: a stop must not wait for it."""
-    return write_list(tmp_path_factory.mktemp("list") / "urls.txt", server, 300_000)
+    return write_list(tmp_path_factory.mktemp("list") / "urls.txt", http1_server, 300_000)
 
 
 def phase_markers(directory: Path) -> dict[str, str]:
