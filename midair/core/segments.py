@@ -262,3 +262,22 @@ def judge(
     if first != piece.next:
         return Verdict("restart", f"a range starting at {first}, not {piece.next}")
     return KEEP
+
+
+def recorded(value: object, size: int) -> list[tuple[int, int]] | None:
+    """The finished ranges a control file's ``ranges`` holds (``[[start, end], ...]``),
+    or None when it is not a list of ranges inside ``[0, size)``: a control file is
+    read back from disk, and a range it cannot vouch for restarts the file."""
+    if not isinstance(value, list):
+        return None
+    ranges = [_one_range(item, size) for item in value]
+    return None if None in ranges else [r for r in ranges if r is not None]
+
+
+def _one_range(item: object, size: int) -> tuple[int, int] | None:
+    if not (isinstance(item, list) and len(item) == 2):
+        return None
+    start, end = item
+    if type(start) is not int or type(end) is not int or not 0 <= start < end <= size:
+        return None
+    return start, end

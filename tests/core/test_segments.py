@@ -242,3 +242,35 @@ def test_any_schedule_writes_every_byte_once(
         write(0, 1 << 20)
     assert all(on_disk), "a byte never written"
     assert plan.written() == ([(0, size)] if size else [])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([[0, 10], [50, 100]], [(0, 10), (50, 100)]),
+        ([], []),
+        ([[0, 101]], None),  # past the end
+        ([[10, 10]], None),  # empty
+        ([[-1, 5]], None),
+        ([[0, True]], None),  # a bool is not a byte offset
+        ([[0, 1.5]], None),
+        ([[0, 1, 2]], None),
+        ({"0": 10}, None),
+        ("0-10", None),
+    ],
+)
+def test_recorded_ranges_from_a_control_file(
+    value: object, expected: list[tuple[int, int]] | None
+) -> None:
+    assert segments.recorded(value, 100) == expected
+
+
+def test_written_ranges_read_back_resume_the_same_gaps() -> None:
+    plan = Plan(8 * MiB, split=4, min_split_size=1 * MiB)
+    for owner in range(3):
+        piece = plan.take(owner)
+        assert piece
+        plan.wrote(piece, MiB + owner)
+    as_json = [list(r) for r in plan.written()]
+    again = Plan(8 * MiB, split=4, min_split_size=MiB, finished=segments.recorded(as_json, 8 * MiB))
+    assert sum(p.remaining for p in again.pieces) == 8 * MiB - (3 * MiB + 3)
