@@ -192,7 +192,9 @@ class Plan:
     # --- what a connection reports ------------------------------------------------
     def wrote(self, piece: Piece, count: int) -> int:
         """``count`` more bytes arrived for ``piece``; how many to write at
-        ``piece.next`` (the rest belongs to another piece: stolen, or finished)."""
+        ``piece.next`` (the rest belongs to another piece: stolen, or finished).
+        Fewer than ``count`` kept: the answer runs past what this connection may
+        write, so the caller ends the exchange (closes the connection) and takes again."""
         kept = min(count, piece.remaining)
         piece.done += kept
         if not piece.remaining and kept < count:
