@@ -274,3 +274,31 @@ def test_written_ranges_read_back_resume_the_same_gaps() -> None:
     as_json = [list(r) for r in plan.written()]
     again = Plan(8 * MiB, split=4, min_split_size=MiB, finished=segments.recorded(as_json, 8 * MiB))
     assert sum(p.remaining for p in again.pieces) == 8 * MiB - (3 * MiB + 3)
+
+
+def ticks_to_finish(plan: Plan, rates: list[int]) -> int:
+    """Virtual time: each tick, connection ``i`` writes ``rates[i]`` bytes, taking
+    a new piece (or stealing) whenever its own is done.  Requests cost nothing."""
+    held: dict[int, Piece] = {}
+    ticks = 0
+    while not plan.complete:
+        ticks += 1
+        for owner, rate in enumerate(rates):
+            piece = held.get(owner)
+            if piece is None or not piece.remaining:
+                piece = plan.take(owner)
+            if piece is not None:
+                held[owner] = piece
+                plan.wrote(piece, rate)
+    return ticks
+
+
+def test_a_connection_ten_times_slower_does_not_hold_up_the_tail() -> None:
+    """16 connections, one at a tenth of the others' speed: stealing ends the file
+    within 1.2x of size / total rate; without it the slow piece alone takes ~10x."""
+    size, fast = 256 * MiB, MiB  # the bench's file at 1 MiB/s a connection, a tick a second
+    rates = [fast // 10] + [fast] * 15
+    plan = Plan(size, split=16, min_split_size=MiB)
+    ideal = size / sum(rates)
+    assert ticks_to_finish(plan, rates) <= 1.2 * ideal + 2
+    assert (size / 16) / rates[0] > 8 * ideal  # what the slow connection's own piece would take
