@@ -276,8 +276,27 @@ def _wait_for_parts(directory: Path, count: int, min_bytes: int, limit: float = 
     raise AssertionError(f"part files never reached {min_bytes} bytes")
 
 
-def _semaphores() -> set[str]:
-    return {str(p) for p in Path("/dev/shm").glob("sem.mp-*")}
+def _interrupt(proc: subprocess.Popen[str], how: str) -> None:
+    """SIGINT and SIGTERM to the process group, as a terminal sends them; SIGKILL to the
+    main process alone, as the OOM killer does: its workers end with it by themselves, and
+    multiprocessing's resource tracker lives to unlink its semaphores (killed with the
+    group, it would leave a dask cluster's in /dev/shm)."""
+    if how == "SIGKILL":
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, getattr(signal, how))
+
+
+def _wait_until_gone(group: int, limit: float = 15) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.killpg(group, signal.SIGKILL)
+    raise AssertionError(f"processes of group {group} outlived it by {limit} s")
 
 
 @over_http2(H2_ENGINES)
@@ -289,17 +308,14 @@ def test_interrupted_run_resumes_byte_exact(engine, protocol, tmp_path, how):
     in_flight = 1 if engine == "sequential" else 4  # transfers with a part file when stopped
     with ServerThread(addresses=2, rate=150_000, http2=protocol == H2C) as slow:
         urls = [slow.url(i % 2, f"/gen/k{i}.bin?size={size}") for i in range(4)]
-        semaphores = _semaphores()
         proc = _start(midair, "-d", str(tmp_path), *urls)
         try:
             # Control files appear after a second of receiving (or on an orderly exit).
             _wait_for_parts(tmp_path, in_flight, 100_000 if how == "SIGKILL" else 1)
         finally:
-            os.killpg(proc.pid, getattr(signal, how))
+            _interrupt(proc, how)
             _, stderr = proc.communicate(timeout=30)
-            if how == "SIGKILL":  # the group's resource tracker died too: nobody else unlinks
-                for name in _semaphores() - semaphores:  # dask's named semaphores
-                    Path(name).unlink(missing_ok=True)
+            _wait_until_gone(proc.pid)  # workers too: none may write while the re-run does
         expected = {"SIGKILL": -9, "SIGINT": 130, "SIGTERM": 143}[how]
         assert proc.returncode == expected, stderr
         assert not any((tmp_path / f"k{i}.bin").exists() for i in range(4))
