@@ -706,7 +706,7 @@ class Batch:
             # The freed place goes to the host's next download, as a kept-alive HTTP/1.1
             # connection takes it: a link never idles with work waiting (``sequential``
             # would wait on it for good).
-            self._open_stream(link, host.pending.popleft(), now)
+            self._open_stream(link, self._take(host), now)
             self._mark_ready(host, now)
         elif not link.streams and host.open == 1:  # none opening may bring it more work
             self._close_link(link, now)
