@@ -68,7 +68,7 @@ from .errors import (
 from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
 from .jobs import Job, Options
 from .retry import backoff
-from .state import DownloadState, ended
+from .state import ENDS, DownloadState
 from .urls import URL
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -548,7 +548,7 @@ class Batch:
     def published(self, ident: int, now: float, error: DownloadError | None = None) -> list[Action]:
         """The store's answer to ``Publish`` (or to a failed ``Open``/``Write``)."""
         d = self._downloads[ident]
-        if ended(d.state):  # a late answer, e.g. to a Publish after a failed Write
+        if d.state in ENDS:  # a late answer, e.g. to a Publish after a failed Write
             return self._flush(now)
         if error is None:
             self._finish(d, skipped=False)

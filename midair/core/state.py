@@ -33,7 +33,7 @@ class DownloadState(IntEnum):
 
 
 S = DownloadState
-_ENDS = frozenset({S.FINISHED, S.FAILED})
+ENDS = frozenset({S.FINISHED, S.FAILED})  # reported Finished or Failed: no move out
 
 MOVES: dict[DownloadState, frozenset[DownloadState]] = {
     S.NEW: frozenset({S.PREPARING, S.FAILED}),
@@ -50,8 +50,3 @@ MOVES: dict[DownloadState, frozenset[DownloadState]] = {
 
 class StateError(RuntimeError):
     """A move the table does not allow: a bug in the batch, never the network's doing."""
-
-
-def ended(state: DownloadState) -> bool:
-    """Whether ``state`` is one of the two ends (reported Finished or Failed)."""
-    return state in _ENDS

@@ -10,7 +10,7 @@ from midair.core.actions import Disk, Failed, OnDisk, Retrying, Write
 from midair.core.batch import Batch
 from midair.core.errors import DestinationError
 from midair.core.jobs import Job, Options
-from midair.core.state import MOVES, DownloadState, StateError, ended
+from midair.core.state import ENDS, MOVES, DownloadState, StateError
 from midair.core.transfer import Download
 
 S = DownloadState
@@ -44,14 +44,14 @@ def test_each_move_is_taken_exactly_when_the_table_allows_it(
 
 
 def test_the_ends_are_final_and_every_other_state_can_fail() -> None:
-    assert {s for s in S if ended(s)} == {S.FINISHED, S.FAILED}
+    assert {S.FINISHED, S.FAILED} == ENDS
     assert MOVES[S.FINISHED] == MOVES[S.FAILED] == frozenset()
-    assert all(S.FAILED in MOVES[s] for s in S if not ended(s))
+    assert all(S.FAILED in MOVES[s] for s in S if s not in ENDS)
 
 
 def test_every_state_is_reached_from_new_and_reaches_an_end() -> None:
     assert _reachable(S.NEW) == set(S)
-    assert all(S.FINISHED in _reachable(s) for s in S if not ended(s))
+    assert all(S.FINISHED in _reachable(s) for s in S if s not in ENDS)
 
 
 def _reachable(start: DownloadState) -> set[DownloadState]:
