@@ -50,6 +50,7 @@ from collections.abc import Callable, Container, Iterable
 from .core.actions import (
     Checkpoint,
     Discard,
+    Disk,
     OnDisk,
     Open,
     Prepare,
@@ -173,9 +174,9 @@ class Store:
             return _FRESH
         control = path + CONTROL_SUFFIX
         if not (may_exist(CONTROL_SUFFIX) and os.path.exists(control)):
-            return OnDisk("partial", size, None)
+            return OnDisk(Disk.PARTIAL, size, None)
         self._controls.add(path)
-        return OnDisk("partial", size, _read_control(control))
+        return OnDisk(Disk.PARTIAL, size, _read_control(control))
 
     def _names_in(self, directory: str) -> set[str] | None:
         """The names in ``directory`` (empty if it does not exist); None if unlistable."""
@@ -404,8 +405,8 @@ class Store:
         return DestinationError(url, f"cannot write {path}: {_reason(exc)}")
 
 
-_FRESH = OnDisk("fresh")  # the answer for nothing on disk: one frozen record for every file
-_TAKEN, _FOREIGN = OnDisk("taken"), OnDisk("foreign")
+_FRESH = OnDisk(Disk.FRESH)  # the answer for nothing on disk: one frozen record for every file
+_TAKEN, _FOREIGN = OnDisk(Disk.TAKEN), OnDisk(Disk.FOREIGN)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -515,9 +516,9 @@ def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
     try:
         info = os.stat(path)
     except FileNotFoundError:  # a dangling symlink
-        return OnDisk("foreign")
+        return OnDisk(Disk.FOREIGN)
     if not stat.S_ISREG(info.st_mode):
-        return OnDisk("foreign")
+        return OnDisk(Disk.FOREIGN)
     tag = _read_tag(path)
     ours = tag is not None and tag.get("url") == url
     if checksum is not None:
@@ -526,11 +527,11 @@ def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, checksum.algorithm).hexdigest()
         if digest == checksum.hexdigest:
-            return OnDisk("complete", info.st_size)
-        return OnDisk("fresh") if ours else _not_ours(tag)
+            return OnDisk(Disk.COMPLETE, info.st_size)
+        return OnDisk(Disk.FRESH) if ours else _not_ours(tag)
     if ours and tag is not None and tag.get("size") == info.st_size:
-        return OnDisk("complete", info.st_size)
-    return OnDisk("fresh") if ours else _not_ours(tag)
+        return OnDisk(Disk.COMPLETE, info.st_size)
+    return OnDisk(Disk.FRESH) if ours else _not_ours(tag)
 
 
 def _not_ours(tag: dict[str, object] | None) -> OnDisk:

@@ -7,6 +7,8 @@ are made per file, so they must be cheap to make.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from .errors import DownloadError
 from .http import Chunk, Piped
 from .jobs import Checksum
@@ -302,21 +304,29 @@ Report = Started | Retrying | Finished | Failed
 Action = NetAction | StoreAction | Report
 
 
+class Disk(StrEnum):
+    """What the store found at a download's path (``OnDisk.kind``).  A StrEnum: the
+    values are the words control files, tests and messages have always used."""
+
+    FRESH = "fresh"  # nothing there
+    PARTIAL = "partial"  # a part file, maybe with its resume record
+    COMPLETE = "complete"  # a finished file midair made, or whose checksum matches
+    TAKEN = "taken"  # a file midair made for another URL: a duplicate is numbered past it
+    FOREIGN = "foreign"  # a file midair did not make: never overwritten unless asked
+
+
 class OnDisk(Record):
     """The store's answer to ``Prepare``.
 
-    ``kind`` is ``fresh`` (nothing there), ``partial`` (a part file of ``offset``
-    bytes with its ``resume`` record), ``complete`` (a finished file of ``offset``
-    bytes that midair made, or whose checksum matches), ``taken`` (a file midair
-    made for another URL: a duplicate's name is numbered past it) or ``foreign`` (a
-    file midair did not make: never overwritten unless the user says so).
+    ``kind``: a ``Disk``; ``offset`` is the part file's or the complete file's size,
+    ``resume`` a part file's record.
     """
 
     __match_args__ = ("kind", "offset", "resume")
     __slots__ = __match_args__
 
-    def __init__(self, kind: str, offset: int = 0, resume: Resume | None = None) -> None:
-        self.kind: Final = kind
+    def __init__(self, kind: Disk | str, offset: int = 0, resume: Resume | None = None) -> None:
+        self.kind: Final = Disk(kind)  # a word that is no Disk raises here, not later
         self.offset: Final = offset
         self.resume: Final = resume
 

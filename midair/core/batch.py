@@ -40,6 +40,7 @@ from .actions import (
     Connect,
     ConnectionFailure,
     Discard,
+    Disk,
     Failed,
     Finished,
     OnDisk,
@@ -67,6 +68,7 @@ from .errors import (
 from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
 from .jobs import Job, Options
 from .retry import backoff
+from .state import ENDS, DownloadState
 from .urls import URL
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -79,10 +81,14 @@ if TYPE_CHECKING:
     from .tunnel import Tunnel
 
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
+# The states a batch moves its downloads to (state.MOVES says which moves are allowed).
+PREPARING, QUEUED, WAITING = DownloadState.PREPARING, DownloadState.QUEUED, DownloadState.WAITING
+FETCHING, PUBLISHING = DownloadState.FETCHING, DownloadState.PUBLISHING
+FINISHED, FAILED = DownloadState.FINISHED, DownloadState.FAILED
 # Why a download may not take the file on its path, by the store's ``OnDisk.kind``.
 _NOT_OURS = {
-    "foreign": "{} exists and was not made by midair (use --overwrite)",
-    "taken": "{} exists, made by midair for another URL (--no-clobber)",
+    Disk.FOREIGN: "{} exists and was not made by midair (use --overwrite)",
+    Disk.TAKEN: "{} exists, made by midair for another URL (--no-clobber)",
 }
 _SET_COOKIE = field_key(b"set-cookie")
 
@@ -260,7 +266,6 @@ class Batch:
         self._directories: set[str] = set()  # where the jobs land, for the store's survey
         self._taken: set[str] = set()  # on disk and no job's to take (the survey says)
         self._renames: dict[int, int] = {}  # job -> its path's number, for the few numbered
-        self._ended: set[int] = set()  # downloads that were reported Finished or Failed
         self._ids = itertools.count(1)
         self._sweep_every = min(1.0, options.timeout / 4)
         self._next_sweep: float | None = None
@@ -354,6 +359,7 @@ class Batch:
             ident, path = unprepared.popleft()
             d = downloads[ident] = t.Download(ident, jobs[ident], self.options)
             d.path = path
+            d.state = PREPARING  # NEW -> PREPARING, set directly: the one move of every file here
             if renames:
                 d.renames = renames.pop(ident, 0)
             out.append(Prepare(ident, path, d.job.url.text, d.checksum))
@@ -433,14 +439,14 @@ class Batch:
         """The store's answer to ``Prepare``: what is already on disk at the path."""
         d = self._downloads[ident]
         assert d.path is not None
-        if disk.kind == "complete":
+        if disk.kind is Disk.COMPLETE:
             d.size = disk.offset
             self._finish(d, skipped=True)
-        elif disk.kind == "taken" and not self.options.no_clobber:  # another URL's file
+        elif disk.kind is Disk.TAKEN and not self.options.no_clobber:  # another URL's file
             self._taken.add(d.path)
             d.renames += 1
             self._prepare(d, d.candidate_name())
-        elif disk.kind == "taken" or (disk.kind == "foreign" and not self.options.overwrite):
+        elif disk.kind is Disk.TAKEN or (disk.kind is Disk.FOREIGN and not self.options.overwrite):
             self._fail(d, DestinationError(d.job.url.text, _NOT_OURS[disk.kind].format(d.path)))
         else:
             d.adopt(disk)
@@ -454,7 +460,7 @@ class Batch:
         if conn is not None and conn.host.paused_until > now:
             # Opened before the host said "slow down": its download waits with the others.
             self._close(conn, now)
-            conn.host.pending.appendleft(conn.download)
+            self._requeue(conn.host, conn.download)
         elif conn is not None and self._speaks_http2(conn, protocol) and _at_origin(conn):
             self._start_link(conn, now)
         elif conn is not None:
@@ -542,13 +548,15 @@ class Batch:
     def published(self, ident: int, now: float, error: DownloadError | None = None) -> list[Action]:
         """The store's answer to ``Publish`` (or to a failed ``Open``/``Write``)."""
         d = self._downloads[ident]
-        if ident in self._ended:  # a late answer, e.g. to a Publish after a failed Write
+        if d.state in ENDS:  # a late answer, e.g. to a Publish after a failed Write
             return self._flush(now)
         if error is None:
             self._finish(d, skipped=False)
             return self._flush(now)
         for conn in [c for c in self._conns.values() if c.download is d]:
             self._close(conn, now)
+        if d.state is QUEUED:  # a late answer to a Write of an earlier attempt
+            self._hosts[d.url.origin].pending.remove(d)
         if isinstance(error, IntegrityError) and d.path:
             self._out.append(Discard(d.id, d.path))
             d.offset = 0
@@ -560,7 +568,7 @@ class Batch:
             _, _, item = heapq.heappop(self._timers)
             if isinstance(item, _Host):
                 self._mark_ready(item, now)
-            else:
+            elif item.state is WAITING:  # not failed meanwhile (a late answer to a Write)
                 self._enqueue(item, now)
         if self._next_sweep is not None and now >= self._next_sweep:
             self._sweep(now)
@@ -598,7 +606,7 @@ class Batch:
         if host.link is not None:
             self._out.append(Close(conn.id))
             host.open -= 1
-            host.pending.appendleft(conn.download)
+            self._requeue(host, conn.download)
             self._mark_ready(host, now)
             return
         from .http2 import Http2Connection  # h2 is imported only by runs that speak it
@@ -698,7 +706,7 @@ class Batch:
             # The freed place goes to the host's next download, as a kept-alive HTTP/1.1
             # connection takes it: a link never idles with work waiting (``sequential``
             # would wait on it for good).
-            self._open_stream(link, host.pending.popleft(), now)
+            self._open_stream(link, self._take(host), now)
             self._mark_ready(host, now)
         elif not link.streams and host.open == 1:  # none opening may bring it more work
             self._close_link(link, now)
@@ -888,6 +896,7 @@ class Batch:
             return
         d.size = d.position
         if saving is not None:
+            d.move(PUBLISHING)
             self._out.append(saving)
         else:
             self._publish(d)
@@ -897,7 +906,7 @@ class Batch:
             return
         host = conn.host
         if conn.http.reusable and host.pending and host.paused_until <= now:
-            conn.download = host.pending.popleft()
+            conn.download = self._take(host)
             self._send_request(conn)
         elif conn.proxy_fields is None or not conn.http.reusable or not self._move(conn, now):
             self._close(conn, now)
@@ -917,7 +926,7 @@ class Batch:
                 conn.host.open -= 1
                 self._mark_ready(conn.host, now)
                 host.open += 1
-                conn.host, conn.download = host, host.pending.popleft()
+                conn.host, conn.download = host, self._take(host)
                 self._send_request(conn)
                 return True
         return False
@@ -927,6 +936,7 @@ class Batch:
         # The job's URL, not a redirect's: the store tags the file with it, and a re-run
         # recognises the file as its own only by the URL it was asked for.
         target, replace = d.target or d.path, self.options.overwrite
+        d.move(PUBLISHING)
         self._out.append(Publish(d.id, d.path, d.size, d.checksum, d.job.url.text, target, replace))
 
     def _save(self, d: t.Download, offset: int, data: Chunk) -> Save:
@@ -994,6 +1004,7 @@ class Batch:
             return
         self._claims[path] = d.id
         d.path = path
+        d.move(PREPARING)
         self._out.append(Prepare(d.id, path, d.job.url.text, d.checksum))
 
     def _redirect(self, d: t.Download, url: URL, now: float) -> None:
@@ -1018,8 +1029,20 @@ class Batch:
         if host.unknown is not None:
             self._fail(d, DownloadError(d.url.text, host.unknown))
             return
+        d.move(QUEUED)
         host.pending.append(d)
         self._mark_ready(host, now)
+
+    def _take(self, host: _Host) -> t.Download:
+        """The next download queued at ``host``, now on a connection or a stream."""
+        d = host.pending.popleft()
+        d.move(FETCHING)
+        return d
+
+    def _requeue(self, host: _Host, d: t.Download) -> None:
+        """Put ``d`` back first in ``host``'s queue (its connection is not to be used)."""
+        d.move(QUEUED)
+        host.pending.appendleft(d)
 
     def _abandon_host(self, host: _Host, reason: str) -> None:
         """The host's name does not exist: its jobs, queued or still to come, fail with
@@ -1052,6 +1075,7 @@ class Batch:
             wait = backoff(d.attempts, opts.retry_base, opts.max_retry_wait, self._jitter())
         wait = min(wait, opts.max_retry_wait)
         self._out.append(Retrying(d.id, d.job.url.text, error.reason, wait, d.attempts))
+        d.move(WAITING)
         heapq.heappush(self._timers, (now + wait, next(self._ids), d))
         return wait
 
@@ -1083,17 +1107,18 @@ class Batch:
 
     def _finish(self, d: t.Download, *, skipped: bool) -> None:
         assert d.path is not None
+        d.move(FINISHED)
         self._end(d)
         self._out.append(
             Finished(d.id, d.job.url.text, d.final_path or d.path, d.size or 0, skipped)
         )
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
+        d.move(FAILED)
         self._end(d)
         self._out.append(Failed(d.id, d.job.url.text, error))
 
     def _end(self, d: t.Download) -> None:
-        self._ended.add(d.id)
         self._unfinished -= 1
         self.done = not self._unfinished
 
@@ -1118,10 +1143,10 @@ class Batch:
             if not host.pending or not self._has_room(host) or host.paused_until > now:
                 continue
             if host.link is not None:
-                self._open_stream(host.link, host.pending.popleft(), now)
+                self._open_stream(host.link, self._take(host), now)
                 self._mark_ready(host, now)
                 continue
-            conn = _Conn(next(self._ids), host, host.pending.popleft(), now, self)
+            conn = _Conn(next(self._ids), host, self._take(host), now, self)
             self._conns[conn.id] = conn
             host.open += 1
             if host.proxy is None:

@@ -11,7 +11,7 @@ import math
 import re
 
 from . import naming
-from .actions import OnDisk, Resume
+from .actions import Disk, OnDisk, Resume
 from .errors import (
     DownloadError,
     HTTPStatusError,
@@ -23,6 +23,7 @@ from .http import Head, encode_fields, field_key
 from .jobs import Job, Options
 from .records import Record
 from .retry import parse_retry_after
+from .state import MOVES, DownloadState, StateError
 from .urls import URL, resolve_location
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -147,6 +148,7 @@ class Download:
         "position",
         "renames",
         "size",
+        "state",
         "target",
         "url",
     )
@@ -167,6 +169,13 @@ class Download:
         self.checksum = job.checksum or options.checksum
         self.renames = 0  # how many names were taken before ours: NAME.renames
         self.target: str | None = None  # set when the server names the file
+        self.state = DownloadState.NEW
+
+    def move(self, state: DownloadState) -> None:
+        """Go to ``state``; StateError if ``MOVES`` does not allow it from here (a bug)."""
+        if state not in MOVES[self.state]:
+            raise StateError(f"download {self.id}: {self.state.name} -> {state.name}")
+        self.state = state
 
     # --- naming -----------------------------------------------------------------
     def candidate_name(self) -> str:
@@ -203,7 +212,7 @@ class Download:
         """Take over what the store found.  Without a validator, nothing can be resumed."""
         self.offset, self.size = 0, None
         self.etag = self.last_modified = None
-        if disk.kind == "partial" and disk.resume and disk.resume.url == self.job.url.text:
+        if disk.kind is Disk.PARTIAL and disk.resume and disk.resume.url == self.job.url.text:
             record = disk.resume
             if record.etag or record.last_modified:
                 self.offset, self.size = disk.offset, record.size

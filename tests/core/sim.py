@@ -32,6 +32,7 @@ from midair.core.actions import (
     Connect,
     ConnectionFailure,
     Discard,
+    Disk,
     Failed,
     Finished,
     NetAction,
@@ -316,15 +317,15 @@ class MemoryStore:
             if action.checksum is not None:
                 digest = hashlib.new(action.checksum.algorithm, data).hexdigest()
                 if digest == action.checksum.hexdigest:
-                    return OnDisk("complete", len(data))
+                    return OnDisk(Disk.COMPLETE, len(data))
             elif ours and tag is not None and tag[1] == len(data):
-                return OnDisk("complete", len(data))
+                return OnDisk(Disk.COMPLETE, len(data))
             if ours:
-                return OnDisk("fresh")
-            return OnDisk("taken") if tag is not None else OnDisk("foreign")
+                return OnDisk(Disk.FRESH)
+            return OnDisk(Disk.TAKEN) if tag is not None else OnDisk(Disk.FOREIGN)
         if path in self.parts:
-            return OnDisk("partial", len(self.parts[path]), self.controls.get(path))
-        return OnDisk("fresh")
+            return OnDisk(Disk.PARTIAL, len(self.parts[path]), self.controls.get(path))
+        return OnDisk(Disk.FRESH)
 
     def survey(self, directories: Iterable[str], claimed: Container[str]) -> dict[str, str | None]:
         """``Store.survey`` over the dicts: the owner of every file not ``claimed``."""
