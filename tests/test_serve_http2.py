@@ -7,7 +7,9 @@ waits for WINDOW_UPDATE, then resumes); midair's own 16 MiB windows never would.
 
 from __future__ import annotations
 
+import http.client
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -36,10 +38,15 @@ class Stream:
     reset: bool = False  # RST_STREAM
 
 
-def fetch(url: str, *paths: str, until: float = 5.0) -> list[Stream]:
+def fetch(
+    url: str, *paths: str, until: float = 5.0, tls: ssl.SSLContext | None = None
+) -> list[Stream]:
     """GET ``paths`` as concurrent streams of one connection; what each received."""
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=until)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname=parts.hostname)
+        assert sock.selected_alpn_protocol() == "h2"
     client = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding=None))
     client.initiate_connection()
     streams: dict[int, Stream] = {}
@@ -134,8 +141,52 @@ def test_range_and_statuses_as_over_http1(srv: ServerThread) -> None:
     ]
 
 
-def test_http2_is_h2c_only() -> None:
-    import ssl
+# --- HTTPS: h2 or HTTP/1.1, as ALPN settles ----------------------------------------------
+@pytest.fixture(scope="module")
+def tls_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, str]]:
+    import trustme
 
-    with pytest.raises(ValueError, match="h2c"):
-        ServerThread(http2=True, tls=ssl.create_default_context())
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.1.1").configure_cert(context)
+    ca_path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    with ServerThread(addresses=1, http2=True, tls=context) as server:
+        yield server, str(ca_path)
+
+
+def client_context(ca_path: str, offer: list[str] | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_path)
+    if offer is not None:
+        context.set_alpn_protocols(offer)
+    return context
+
+
+def test_tls_serves_h2_to_a_client_that_offers_it_faults_per_stream(tls_srv) -> None:
+    srv, ca_path = tls_srv
+    good, reset = fetch(
+        srv.url(0),
+        "/gen/t.bin?size=200000",
+        "/gen/r.bin?size=100000&reset_after=3000",
+        tls=client_context(ca_path, ["h2", "http/1.1"]),
+    )
+    assert good.ended and good.body == expected_bytes("t.bin", 200000)
+    assert reset.reset and len(reset.body) == 3000
+    assert [r.version for r in srv.stats().log[-2:]] == ["HTTP/2", "HTTP/2"]
+
+
+@pytest.mark.parametrize("offer", [["http/1.1"], None], ids=["http1-offered", "no-alpn"])
+def test_tls_serves_http1_to_a_client_that_offers_only_that_or_nothing(tls_srv, offer) -> None:
+    srv, ca_path = tls_srv
+    parts = urlsplit(srv.url(0))
+    connection = http.client.HTTPSConnection(
+        parts.hostname or "", parts.port, context=client_context(ca_path, offer), timeout=5
+    )
+    try:
+        connection.request("GET", "/gen/one.bin?size=5000")
+        response = connection.getresponse()
+        assert (response.status, response.version) == (200, 11)
+        assert response.read() == expected_bytes("one.bin", 5000)
+    finally:
+        connection.close()
+    assert srv.stats().log[-1].version == "HTTP/1.1"
