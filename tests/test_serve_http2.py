@@ -156,6 +156,7 @@ def tls_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerTh
 
 
 def client_context(ca_path: str, offer: list[str] | None) -> ssl.SSLContext:
+    """Trusting ``ca_path``, offering ``offer`` by ALPN (None: no ALPN at all)."""
     context = ssl.create_default_context(cafile=ca_path)
     if offer is not None:
         context.set_alpn_protocols(offer)
@@ -190,3 +191,33 @@ def test_tls_serves_http1_to_a_client_that_offers_only_that_or_nothing(tls_srv, 
     finally:
         connection.close()
     assert srv.stats().log[-1].version == "HTTP/1.1"
+
+
+def test_cli_serves_h2_over_tls_and_refuses_a_bad_certificate(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    import trustme
+
+    ca = trustme.CA()
+    cert, key, ca_path = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    issued = ca.issue_cert("127.0.1.1")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_path))
+    serve = [sys.executable, "-m", "midair", "serve", "--addresses", "1", "--port", "0"]
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    with subprocess.Popen(
+        [*serve, "--http2", *tls, "--duration", "30"], stdout=subprocess.PIPE, text=True
+    ) as server:
+        try:
+            url = (server.stdout.readline() if server.stdout else "").strip()
+            assert url.startswith("https://127.0.1.1:")
+            h2_only = client_context(str(ca_path), ["h2"])
+            (answer,) = fetch(url, "/gen/c.bin?size=90000", tls=h2_only)
+            assert answer.ended and answer.body == expected_bytes("c.bin", 90000)
+        finally:
+            server.terminate()
+        assert server.wait(10) == 0
+    bad = subprocess.run([*serve, "--tls-cert", str(key), "--duration", "1"], capture_output=True)
+    assert bad.returncode == 2 and b"--tls-cert" in bad.stderr
