@@ -103,6 +103,7 @@ def test_404_fails_at_once_naming_url_and_status(midair, server, engine, tmp_pat
         {"status": 500, "fail_times": 2},
         {"reset_after": 100_000, "fail_times": 1},
         {"truncate": 7000, "fail_times": 1},
+        {"goaway_after": 7000, "fail_times": 1},
         {"length": 400_000, "fail_times": 1},
         {"redirect": 3},
         {"chunked": 1},

@@ -36,6 +36,7 @@ class Stream:
     body: bytes = b""
     ended: bool = False  # END_STREAM
     reset: bool = False  # RST_STREAM
+    unprocessed: bool = False  # above a GOAWAY's last stream
 
 
 def fetch(
@@ -82,6 +83,9 @@ def _record(client: h2.connection.H2Connection, streams: dict[int, Stream], even
         streams[event.stream_id].ended = True
     elif isinstance(event, h2.events.StreamReset):
         streams[event.stream_id].reset = True
+    elif isinstance(event, h2.events.ConnectionTerminated):
+        for number, stream in streams.items():
+            stream.unprocessed = number > (event.last_stream_id or 0)
 
 
 def test_bodies_beyond_the_window_arrive_whole_side_by_side(srv: ServerThread) -> None:
@@ -116,6 +120,19 @@ def test_a_body_short_of_or_past_its_length_is_refused_by_h2_itself(
     """END_STREAM where the bytes stop: a client must refuse it (RFC 9113 8.1.1)."""
     with pytest.raises(h2.exceptions.InvalidBodyLengthError, match=message):
         fetch(srv.url(0), f"/gen/bad.bin?size=100000&{query}")
+
+
+def test_goaway_after_names_the_streams_before_it_then_closes(srv: ServerThread) -> None:
+    before, dropped, after = fetch(
+        srv.url(0),
+        "/gen/b.bin?size=3000",
+        "/gen/g.bin?size=100000&goaway_after=1000",
+        "/gen/a.bin?size=200000&trickle=0.01",
+    )
+    assert before.ended and before.body == expected_bytes("b.bin", 3000)
+    assert not before.unprocessed
+    assert dropped.unprocessed and not dropped.ended and len(dropped.body) == 1000
+    assert after.unprocessed and not after.ended
 
 
 def test_a_stalled_stream_holds_back_nothing_else(srv: ServerThread) -> None:
