@@ -122,7 +122,7 @@ class Midair:
 
 
 # --- HTTP/1.1 and HTTP/2: the suites over either ---------------------------------------------
-HTTP1, H2C = "http1", "h2c"
+HTTP1, H2C, H2 = "http1", "h2c", "h2"  # h2: over TLS, as ALPN settles (midair's default)
 # Where a case costs seconds per engine, HTTP/2 runs on one engine of each kind of I/O
 # glue: a selector loop, asyncio, blocking threads (its multiplexing waker), shards.
 H2_ENGINES = ("epoll", "asyncio", "threads", "processes")
@@ -134,6 +134,17 @@ def over_http2(engines: tuple[str, ...] | None = None) -> pytest.MarkDecorator:
     every = test_engines()
     h2 = every if engines is None else [e for e in every if e in engines]
     pairs = [(e, HTTP1) for e in every] + [(e, H2C) for e in h2]
+    return pytest.mark.parametrize(
+        ("engine", "protocol"), pairs, ids=[f"{e}-{p}" for e, p in pairs]
+    )
+
+
+def over_tls_http2(engines: tuple[str, ...] = H2_ENGINES) -> pytest.MarkDecorator:
+    """Parametrize ``engine`` x ``protocol`` for the HTTPS cases: every engine over
+    HTTP/1.1, and over h2 by ALPN (``SlowServer(tls=..., http2=True)``) ``engines``;
+    each I/O glue reads ALPN its own way, so one engine of each."""
+    every = test_engines()
+    pairs = [(e, HTTP1) for e in every] + [(e, H2) for e in every if e in engines]
     return pytest.mark.parametrize(
         ("engine", "protocol"), pairs, ids=[f"{e}-{p}" for e, p in pairs]
     )

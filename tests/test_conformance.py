@@ -8,7 +8,10 @@ engines on the shared server.
 The cases that depend on the HTTP exchange run over HTTP/2 too (h2c: ``midair
 serve --http2`` and ``--http2-prior-knowledge``, the same faults on each
 stream, ``over_http2``): on every engine where a case is cheap, on one engine
-of each kind of I/O glue (``H2_ENGINES``) where it costs seconds each.
+of each kind of I/O glue (``H2_ENGINES``) where it costs seconds each.  The
+HTTPS cases run over h2 by ALPN too (``over_tls_http2``, ``H2_ENGINES``: each
+glue reads ALPN its own way) and check from the server's log that the protocol
+under test was the one spoken.
 
 ``dask`` joins one cluster for the module (``--scheduler``) rather than starting
 its own in every run (1-2 s each): what is compared here is what the shards do,
@@ -30,7 +33,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import H2_ENGINES, H2C, Midair, over_http2, protocol_options
+from conftest import (
+    H2,
+    H2_ENGINES,
+    H2C,
+    HTTP1,
+    Midair,
+    over_http2,
+    over_tls_http2,
+    protocol_options,
+)
 
 from midair.serve import ServerThread, expected_bytes
 
@@ -91,6 +103,7 @@ def test_404_fails_at_once_naming_url_and_status(midair, server, engine, tmp_pat
         {"status": 500, "fail_times": 2},
         {"reset_after": 100_000, "fail_times": 1},
         {"truncate": 7000, "fail_times": 1},
+        {"goaway_after": 7000, "fail_times": 1},
         {"length": 400_000, "fail_times": 1},
         {"redirect": 3},
         {"chunked": 1},
@@ -334,33 +347,53 @@ def test_interrupted_run_resumes_byte_exact(engine, protocol, tmp_path, how):
 
 # --- HTTPS ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory) -> Iterator[tuple[ServerThread, Path]]:
+def tls_servers_by_protocol(tmp_path_factory) -> Iterator[tuple[dict[str, ServerThread], Path]]:
+    """HTTPS over HTTP/1.1 only (no ALPN), and HTTPS offering h2 by ALPN."""
     import ssl
 
     import trustme
 
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.1.1")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
+    contexts = [ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) for _ in range(2)]
+    for context in contexts:
+        cert.configure_cert(context)
     ca_path = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
-    with ServerThread(addresses=1, tls=context) as srv:
-        yield srv, ca_path
+    with (
+        ServerThread(addresses=1, tls=contexts[0]) as http1,
+        ServerThread(addresses=1, tls=contexts[1], http2=True) as h2,
+    ):
+        yield {HTTP1: http1, H2: h2}, ca_path
 
 
-def test_https_verifies_against_the_given_ca(midair, engine, tls_server, tmp_path):
+@pytest.fixture
+def tls_server(tls_servers_by_protocol, protocol) -> tuple[ServerThread, Path]:
+    servers, ca_path = tls_servers_by_protocol
+    return servers[protocol], ca_path
+
+
+def assert_spoke(srv: ServerThread, protocol: str, marker: str) -> None:
+    """The requests naming ``marker`` came over the protocol under test, not a fallback."""
+    versions = {r.version for r in srv.stats().log if marker in r.target}
+    assert versions == {"HTTP/2" if protocol == H2 else "HTTP/1.1"}
+
+
+@over_tls_http2()
+def test_https_verifies_against_the_given_ca(midair, engine, protocol, tls_server, tmp_path):
     srv, ca_path = tls_server
-    url = srv.url(0, f"/gen/secure.bin?size=100000&t={engine}")
+    url = srv.url(0, f"/gen/secure.bin?size=100000&t={engine}-{protocol}")
     assert url.startswith("https://")
     result = midair.get("-d", str(tmp_path), "--ca-certificate", str(ca_path), url)
     assert result.returncode == 0, result.stderr
     assert_file(tmp_path, "secure.bin", 100_000)
+    assert_spoke(srv, protocol, f"t={engine}-{protocol}")
 
 
-def test_https_unknown_issuer_fails_without_retry(midair, engine, tls_server, tmp_path):
+@over_tls_http2()
+def test_https_unknown_issuer_fails_without_retry(midair, engine, protocol, tls_server, tmp_path):
     srv, _ = tls_server
-    url = srv.url(0, f"/gen/untrusted.bin?size=1000&t={engine}")
+    url = srv.url(0, f"/gen/untrusted.bin?size=1000&t={engine}-{protocol}")
     result = midair.get("-d", str(tmp_path), url)
     assert result.returncode == 1
     line = next(x for x in result.stderr.splitlines() if x.startswith("failed:"))
@@ -369,6 +402,7 @@ def test_https_unknown_issuer_fails_without_retry(midair, engine, tls_server, tm
     insecure = midair.get("-d", str(tmp_path), "--insecure", url)
     assert insecure.returncode == 0, insecure.stderr
     assert_file(tmp_path, "untrusted.bin", 1000)
+    assert_spoke(srv, protocol, f"t={engine}-{protocol}")
 
 
 # --- a real nginx ----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ another origin; no run hangs; memory stays bounded.
 What depends on the I/O layer (framing, stalls, TLS, load) runs on every engine;
 the cases ``midair serve`` can play over HTTP/2 run over h2c too (``over_http2``,
 on ``H2_ENGINES`` where they cost seconds each; HTTP/2's own framing faults are
-in test_http2.py, as ``RawServer``'s bytes are HTTP/1.1's);
+in test_http2.py, as ``RawServer``'s bytes are HTTP/1.1's); the TLS failures
+run over h2 by ALPN too (``over_tls_http2``, ``H2_ENGINES``);
 rules of the core (names, statuses, redirects, resume) and of the store (a
 read-only disk) run once, on the default engine.  Faults come from ``midair
 serve``'s query parameters or, where the bytes must be broken exactly, from
@@ -37,7 +38,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import H2_ENGINES, H2C, HTTP1, Midair, over_http2, protocol_options
+from conftest import (
+    H2,
+    H2_ENGINES,
+    H2C,
+    HTTP1,
+    Midair,
+    over_http2,
+    over_tls_http2,
+    protocol_options,
+)
 
 from midair.serve import ServerThread, expected_bytes
 
@@ -757,7 +767,11 @@ def test_redirects_keep_credentials_at_home_and_refuse_other_schemes(server, raw
 
 # --- 6. TLS ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tls_servers(tmp_path_factory) -> Iterator[tuple[ServerThread, ServerThread, Path]]:
+def tls_servers_by_protocol(
+    tmp_path_factory,
+) -> Iterator[tuple[dict[str, tuple[ServerThread, ServerThread]], Path]]:
+    """For each protocol: a server with a good certificate on 127.0.1.1 (and the wrong
+    host's on 127.0.1.2) and one with an expired certificate; h2 ones offer it by ALPN."""
     import trustme
 
     ca = trustme.CA()
@@ -777,18 +791,32 @@ def tls_servers(tmp_path_factory) -> Iterator[tuple[ServerThread, ServerThread, 
         return ctx
 
     # 127.0.1.2 serves a certificate for 127.0.1.1: the wrong host.
-    with (
-        ServerThread(addresses=2, tls=context(good)) as named,
-        ServerThread(addresses=1, tls=context(expired)) as old,
-    ):
-        yield named, old, ca_path
+    with contextlib.ExitStack() as stack:
+        servers = {
+            protocol: (
+                stack.enter_context(ServerThread(2, tls=context(good), http2=protocol == H2)),
+                stack.enter_context(ServerThread(1, tls=context(expired), http2=protocol == H2)),
+            )
+            for protocol in (HTTP1, H2)
+        }
+        yield servers, ca_path
 
 
-def test_tls_failures_name_the_url_and_never_fall_back(midair, engine, tls_servers, raw, tmp_path):
+@pytest.fixture
+def tls_servers(tls_servers_by_protocol, protocol) -> tuple[ServerThread, ServerThread, Path]:
+    servers, ca_path = tls_servers_by_protocol
+    return (*servers[protocol], ca_path)
+
+
+@over_tls_http2()
+def test_tls_failures_name_the_url_and_never_fall_back(
+    midair, engine, protocol, tls_servers, raw, tmp_path
+):
     named, old, ca_path = tls_servers
-    good = named.url(0, f"/gen/good.bin?size=20000&t={engine}")
-    wrong_host = named.url(1, f"/gen/wrong.bin?size=100&t={engine}")
-    expired = old.url(0, f"/gen/expired.bin?size=100&t={engine}")
+    tag = f"t={engine}-{protocol}"
+    good = named.url(0, f"/gen/good.bin?size=20000&{tag}")
+    wrong_host = named.url(1, f"/gen/wrong.bin?size=100&{tag}")
+    expired = old.url(0, f"/gen/expired.bin?size=100&{tag}")
     plain = raw.url("/plain.bin", scheme="https")  # a plain-HTTP server behind an https URL
     raw.script("/plain.bin", OK)
     result = midair.get(
@@ -807,6 +835,9 @@ def test_tls_failures_name_the_url_and_never_fall_back(midair, engine, tls_serve
         "only TLS handshakes: never a request in plain HTTP"
     )
     assert not raw.requests
+    spoke = {r.version for r in named.stats().log if tag in r.target}
+    assert spoke == {"HTTP/2" if protocol == H2 else "HTTP/1.1"}, "the good one, as offered"
+    assert not [r for r in old.stats().log if tag in r.target], "no request past a bad cert"
 
 
 def test_insecure_skips_verification_with_a_warning(tls_servers, tmp_path):

@@ -1,6 +1,8 @@
 """HTTP/2 end to end on every engine, against nginx: TLS with ALPN ``h2`` and h2c by prior
 knowledge.  nginx's access log (``$server_protocol``, ``$connection``) proves which
-protocol carried each request and over how many connections.
+protocol carried each request and over how many connections.  The faults nginx will
+not play (RST_STREAM, GOAWAY, a wrong length) come from ``midair serve --http2``, whose
+request log records the protocol of each request.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Midair, NginxFactory
-from h2_faults import H2FaultServer
-from h2_faults import body as fault_body
 
 import midair
+from midair.serve import RequestRecord, ServerThread, expected_bytes
 from midair.serve.nginx import Nginx, parse_access_line
 
 pytestmark = pytest.mark.nginx
@@ -169,32 +171,55 @@ def test_a_redirect_and_a_404_over_http2(
     assert {protocol for protocol, _, _ in logged(server, 3)} == {"HTTP/2.0"}
 
 
-# --- faults nginx does not play: h2's own server side (tests/h2_faults.py), h2c --------------
-def test_stream_faults_retry_that_download_only(engine: str, tmp_path: Path) -> None:
-    """RST_STREAM, GOAWAY and a connection cut mid-DATA: each download they hit is retried
-    (a cut one resumes with Range), the others on the same connection are unharmed."""
-    paths = [f"/ok/o{i}?size={5000 + 999 * i}" for i in range(6)]
-    paths += ["/reset-once/r?size=50000", "/cut-once/c?size=200000", "/goaway-once/g?size=3000"]
-    with H2FaultServer().running() as server:
-        urls = [server.url(path) for path in paths]
-        options = {"http2_prior_knowledge": True, "retry_base": 0.01, **_options(engine)}
-        results = midair.download(urls, str(tmp_path), **options)
+# --- faults nginx does not play: midair serve --http2 (h2c), each fault on its stream -------
+@pytest.fixture(scope="module")
+def h2c() -> Iterator[ServerThread]:
+    with ServerThread(addresses=1, http2=True) as server:
+        yield server
+
+
+def requests_for(server: ServerThread, name: str) -> list[RequestRecord]:
+    return [r for r in server.stats().log if r.target.startswith(f"/gen/{name}?")]
+
+
+def test_stream_faults_retry_that_download_only(
+    engine: str, h2c: ServerThread, tmp_path: Path
+) -> None:
+    """RST_STREAM, a connection cut mid-DATA and a GOAWAY: each download they hit is
+    retried (a cut or reset one resumes with Range), the others on the connection are
+    unharmed.  ``t=`` keeps each engine's ``fail_times`` counters apart."""
+    tag = f"t={engine}"
+    sizes = {f"o{i}.bin": 5000 + 999 * i for i in range(6)}
+    faults = {
+        "r.bin": (50_000, "reset_after=20000"),
+        "c.bin": (200_000, "goaway_after=100000"),
+        "g.bin": (3000, "goaway_after=0"),
+    }
+    queries = [f"/gen/{n}?size={size}&{tag}" for n, size in sizes.items()]
+    queries += [
+        f"/gen/{n}?size={size}&{fault}&fail_times=1&{tag}" for n, (size, fault) in faults.items()
+    ]
+    options = {"http2_prior_knowledge": True, "retry_base": 0.01, **_options(engine)}
+    results = midair.download([h2c.url(0, q) for q in queries], str(tmp_path), **options)
     assert results.ok, results.failures
-    for success in results.successes:
-        name = Path(success.path).name
-        size = next(int(p.split("=")[1]) for p in paths if f"/{name}?" in p)
-        assert Path(success.path).read_bytes() == fault_body(name, size), name
-    assert server.seen["/reset-once/r"] == 2 and server.seen["/cut-once/c"] == 2
-    assert "/cut-once/c" in server.ranges  # resumed, not fetched again whole
-    assert server.seen["/goaway-once/g"] == 2
+    sizes.update({name: size for name, (size, _) in faults.items()})
+    for name, size in sizes.items():
+        assert (tmp_path / name).read_bytes() == expected_bytes(name, size), name
+    for name in faults:
+        mine = [r for r in requests_for(h2c, name) if tag in r.target]
+        assert len(mine) == 2 and {r.version for r in mine} == {"HTTP/2"}, name
+    resumed = [r for r in requests_for(h2c, "r.bin") if tag in r.target][-1]
+    assert resumed.header("range") == "bytes=20000-"  # resumed, not fetched again whole
 
 
-def test_a_wrong_content_length_fails_and_names_it(engine: str, tmp_path: Path) -> None:
-    with H2FaultServer().running() as server:
-        urls = [server.url("/wrong-length/w"), server.url("/ok/fine?size=7000")]
-        options = {"http2_prior_knowledge": True, "retries": 1, "retry_base": 0, **_options(engine)}
-        results = midair.download(urls, str(tmp_path), **options)
-    assert [Path(s.path).name for s in results.successes] == ["fine"]
+def test_a_wrong_content_length_fails_and_names_it(
+    engine: str, h2c: ServerThread, tmp_path: Path
+) -> None:
+    wrong = h2c.url(0, f"/gen/w.bin?size=20&length=10&t={engine}")
+    fine = h2c.url(0, f"/gen/fine.bin?size=7000&t={engine}")
+    options = {"http2_prior_knowledge": True, "retries": 1, "retry_base": 0, **_options(engine)}
+    results = midair.download([wrong, fine], str(tmp_path), **options)
+    assert [Path(s.path).name for s in results.successes] == ["fine.bin"]
     [failure] = results.failures
-    assert "wrong-length/w" in str(failure) and "declared 10 bytes" in str(failure)
-    assert not (tmp_path / "w").exists()
+    assert "w.bin" in str(failure) and "declared 10 bytes" in str(failure)
+    assert not (tmp_path / "w.bin").exists()

@@ -239,6 +239,13 @@ def test_truncate_sends_k_bytes_then_fin(srv: ServerThread) -> None:
         fetch(srv.url(0, "/gen/tr?size=5000&truncate=1234"))
 
 
+def test_goaway_after_over_http1_drops_the_connection_as_truncate(srv: ServerThread) -> None:
+    with connect(srv) as sock:
+        send(sock, "/gen/ga?size=5000&goaway_after=321")
+        head, body = split_head(read_until_eof(sock))
+    assert b"Content-Length: 5000" in head and body == expected_bytes("ga", 5000)[:321]
+
+
 def test_stall_after_sends_nothing_more(srv: ServerThread) -> None:
     with connect(srv, timeout=0.4) as sock:
         send(sock, "/gen/st?size=5000&stall_after=100")

@@ -14,9 +14,12 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from midair.cli._units import parse_size
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["add_parser", "run"]
 
@@ -72,8 +75,16 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--http2",
         action="store_true",
-        help="serve HTTP/2 by prior knowledge (h2c) instead of HTTP/1.1, every fault per stream",
+        help="serve HTTP/2, every fault per stream: by prior knowledge (h2c), or with "
+        "--tls-cert as ALPN settles (h2, else HTTP/1.1)",
     )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="serve HTTPS with this certificate chain (and its key, unless --tls-key)",
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the --tls-cert's private key")
     parser.add_argument(
         "--duration",
         type=_seconds,
@@ -99,6 +110,22 @@ async def _wait_for_stop(duration: float | None) -> None:
             loop.remove_signal_handler(signal.SIGTERM)
 
 
+def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server's TLS context, or None for plain HTTP; a bad file is a ValueError."""
+    if cert is None:
+        if key is not None:
+            raise ValueError("--tls-key needs --tls-cert")
+        return None
+    import ssl  # here, not at the top, as asyncio in run()
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--tls-cert {cert}: cannot load the certificate and key: {exc}") from exc
+    return context
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from midair.serve.server import SlowServer
 
@@ -109,6 +136,7 @@ async def _serve(args: argparse.Namespace) -> int:
         rate=args.rate,
         latency=args.latency,
         root=args.root,
+        tls=_tls_context(args.tls_cert, args.tls_key),
         http2=args.http2,
     )
     await server.start()

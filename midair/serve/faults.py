@@ -35,6 +35,10 @@ Faults (gated by ``fail_times``):
 - ``stall_after=K``   send K body bytes, then nothing; the socket stays open until
   the client closes it (the server gives up after 120 s).
 - ``truncate=K``      declare the full length, send K body bytes, close cleanly (FIN).
+- ``goaway_after=K``  send K body bytes, then drop the connection: over HTTP/2 a
+  GOAWAY naming only the streams before this one as processed, then FIN (the
+  other streams on it are cut too); over HTTP/1.1, where there is no GOAWAY, as
+  ``truncate``.
 - ``length=N``        declare ``Content-Length: N`` but send the real body, then close.
 - ``no_range=1``      ignore ``Range``: always ``200`` with the full body,
   ``Accept-Ranges: none``.
@@ -46,7 +50,7 @@ Faults (gated by ``fail_times``):
   its addresses, HEAD included; later requests are served normally. This is how
   a test sees a retry succeed.
 
-The K of ``reset_after``/``stall_after``/``truncate`` counts body bytes of this
+The K of ``reset_after``/``stall_after``/``truncate``/``goaway_after`` counts body bytes of this
 response; if K is at least the body length the whole body goes out first.
 """
 
@@ -69,6 +73,7 @@ FAULT_FIELDS = (
     "reset_after",
     "stall_after",
     "truncate",
+    "goaway_after",
     "length",
     "no_range",
     "bad_range",
@@ -97,6 +102,7 @@ class Options:
     reset_after: int | None = None
     stall_after: int | None = None
     truncate: int | None = None
+    goaway_after: int | None = None
     length: int | None = None
     no_range: bool = False
     bad_range: bool = False
@@ -161,6 +167,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "reset_after": _count,
     "stall_after": _count,
     "truncate": _count,
+    "goaway_after": _count,
     "length": _count,
     "no_range": _flag,
     "bad_range": _flag,

@@ -10,7 +10,10 @@ apart.  What ends an HTTP/1.1 response early maps onto its stream:
   a client must refuse (RFC 9113 8.1.1);
 - ``reset_after=K``: RST_STREAM of that stream only (HTTP/1.1 resets the
   connection); ``stall_after=K``: nothing more on that stream, the others go on
-  (after ``STALL_LIMIT``, END_STREAM short of its length).
+  (after ``STALL_LIMIT``, END_STREAM short of its length);
+- ``goaway_after=K`` (a close, in HTTP/1.1): GOAWAY whose last stream is the
+  one before this, so this stream and later ones are unprocessed (safe to
+  retry), then FIN; every stream on the connection ends with it.
 
 HTTP/1.1 framing has no meaning here: ``chunked=1`` is a body without a
 length, and ``Connection`` and ``Transfer-Encoding`` are not sent.  Flow
@@ -40,6 +43,7 @@ _UNCOUNTED_PATH = "/__stats"
 # Connection-specific fields, which HTTP/2 forbids (RFC 9113 8.2.2).
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
 _INTERNAL_ERROR = 2
+_DROP_LIMIT = 10.0  # seconds a dropped connection waits for the client to close its side
 
 
 class H2ServeProtocol(asyncio.Protocol):
@@ -54,6 +58,7 @@ class H2ServeProtocol(asyncio.Protocol):
         self._host = ""
         self._streams: dict[int, _Stream] = {}
         self._write_paused = False
+        self._dropping = False  # GOAWAY sent: nothing more out, what comes in is discarded
 
     # --- the connection --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -75,6 +80,8 @@ class H2ServeProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self._dropping:
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:  # the client broke HTTP/2: GOAWAY, then close
@@ -102,8 +109,25 @@ class H2ServeProtocol(asyncio.Protocol):
 
     def flush(self) -> None:
         data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing() and not self._dropping:
+            transport.write(data)
+
+    def drop(self) -> None:
+        """After a GOAWAY: every stream ends, FIN, and the client's late bytes are read
+        until it closes too, for closing with them unread would send RST, which can
+        destroy the GOAWAY in the client's kernel (TLS cannot half-close: a plain close)."""
+        self.flush()
+        self._dropping = True
+        for stream in list(self._streams.values()):
+            self.forget(stream)
+        transport = self.transport
+        if transport is None or not transport.can_write_eof():
+            if transport is not None:
+                transport.close()
+            return
+        transport.write_eof()
+        self._loop.call_later(_DROP_LIMIT, transport.close)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -186,6 +210,13 @@ class _Stream:
         self._act(self.owner.h2.reset_stream, self.id, _INTERNAL_ERROR)
         self._close()
 
+    def goaway(self) -> None:
+        """``goaway_after``: this stream and later ones unprocessed, then close the link."""
+        owner = self.owner
+        last = max(0, self.id - 2)  # client streams are odd: the one opened before this
+        self._act(owner.h2.close_connection, 0, None, last)
+        owner.drop()
+
     def get_write_buffer_size(self) -> int:
         return len(self.pending)
 
@@ -245,6 +276,9 @@ class _StreamSender(BodySender):
 
     def _write_head(self) -> None:
         self.stream.send_head(self.plan)
+
+    def _drop_connection(self) -> None:
+        self.stream.goaway()
 
 
 def _as_request(raw: list[tuple[bytes, bytes]]) -> Request:

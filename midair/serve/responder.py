@@ -44,6 +44,7 @@ class Ending(enum.Enum):
     CLOSE = "close"  # close cleanly (FIN), whatever was declared
     RESET = "reset"  # abort with RST
     STALL = "stall"  # send nothing more, keep the socket open
+    GOAWAY = "goaway"  # drop the connection: HTTP/2's GOAWAY first, HTTP/1.1's FIN
 
 
 @dataclass(slots=True)
@@ -211,6 +212,7 @@ def _ending(plan: Plan, opts: Options, sent: int) -> None:
         (opts.reset_after, Ending.RESET),
         (opts.stall_after, Ending.STALL),
         (opts.truncate, Ending.CLOSE),
+        (opts.goaway_after, Ending.GOAWAY),
     ):
         if limit is not None:
             plan.stop_at, plan.ending = min(limit, sent), ending

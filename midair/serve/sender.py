@@ -147,9 +147,15 @@ class BodySender:
             self._transport.close()
         elif ending is Ending.RESET:
             self._reset()
+        elif ending is Ending.GOAWAY:
+            self._drop_connection()
         else:
             self.stalled = True
             self._later(STALL_LIMIT, self._transport.close)
+
+    def _drop_connection(self) -> None:
+        """HTTP/1.1 has no GOAWAY: the drop is a clean close (HTTP/2 overrides this)."""
+        self._transport.close()
 
     def _reset(self) -> None:
         """Let what was written reach the peer, then RST: close with SO_LINGER 0."""

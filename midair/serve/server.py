@@ -68,9 +68,10 @@ class SlowServer:
     ``rate`` is bytes per second per connection (0 = unlimited), ``latency`` the
     seconds before each response head; both can be overridden per request.
     ``root`` enables ``/files/REL``. ``port=0`` picks a free port, the same on
-    every address. ``tls`` serves HTTPS instead of HTTP; ``http2`` serves HTTP/2
-    by prior knowledge (h2c) instead of HTTP/1.1, the same faults on each stream
-    (``midair.serve.http2``).
+    every address. ``tls`` serves HTTPS instead of HTTP; ``http2`` serves HTTP/2,
+    the same faults on each stream (``midair.serve.http2``): by prior knowledge
+    (h2c) without ``tls``, with it as ALPN settles, h2 or HTTP/1.1
+    (``midair.serve.alpn``; this sets the context's ALPN protocols).
     """
 
     def __init__(
@@ -85,8 +86,6 @@ class SlowServer:
         tls: ssl.SSLContext | None = None,
         http2: bool = False,
     ) -> None:
-        if http2 and tls is not None:
-            raise ValueError("http2 is served as h2c (prior knowledge): not with tls")
         chosen = tuple(_check_loopback(h) for h in hosts) if hosts else loopback_hosts(addresses)
         self.hosts = chosen
         if rate < 0 or latency < 0:
@@ -95,6 +94,10 @@ class SlowServer:
         self._requested_port = port
         self._tls = tls
         self._http2 = http2
+        if http2 and tls is not None:
+            from midair.serve.alpn import ALPN_PROTOCOLS
+
+            tls.set_alpn_protocols(list(ALPN_PROTOCOLS))
         self._stats = StatsBook(self.hosts)
         root_path = Path(root) if root is not None else None
         self._settings = Settings(rate, latency, root_path, stats_json=self._stats_json)
@@ -170,11 +173,7 @@ class SlowServer:
     async def _listen(
         self, loop: asyncio.AbstractEventLoop, host: str, port: int
     ) -> asyncio.Server:
-        protocol: Any = ServeProtocol
-        if self._http2:
-            from midair.serve.http2 import H2ServeProtocol
-
-            protocol = H2ServeProtocol
+        protocol = self._protocol()
 
         def factory() -> asyncio.Protocol:
             return protocol(self._settings, self._stats, self._connections)  # type: ignore[no-any-return]
@@ -187,6 +186,18 @@ class SlowServer:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             message = f"cannot listen on {host} port {port}: {reason}"
             raise OSError(exc.errno, message) from exc
+
+    def _protocol(self) -> Any:
+        """The server side of each connection: HTTP/1.1, h2c, or either by ALPN."""
+        if not self._http2:
+            return ServeProtocol
+        if self._tls is not None:
+            from midair.serve.alpn import AlpnServeProtocol
+
+            return AlpnServeProtocol
+        from midair.serve.http2 import H2ServeProtocol
+
+        return H2ServeProtocol
 
     async def close(self) -> None:
         """Stop listening and drop every open connection."""

@@ -40,6 +40,7 @@ class RequestRecord:
     headers: tuple[tuple[str, str], ...]  # names lower-cased
     status: int
     time: float  # wall clock, seconds since the epoch
+    version: str = "HTTP/1.1"  # "HTTP/2" over h2c or h2 (ALPN)
 
     def header(self, name: str) -> str | None:
         found = [v for k, v in self.headers if k == name.lower()]
@@ -95,7 +96,9 @@ class StatsBook:
 
     def request(self, host: str, req: Request, status: int) -> None:
         self._of(host).requests += 1
-        record = RequestRecord(host, req.method, req.target, req.headers, status, time.time())
+        record = RequestRecord(
+            host, req.method, req.target, req.headers, status, time.time(), req.version
+        )
         self._log.append(record)
 
     def sent(self, host: str, nbytes: int) -> None:
