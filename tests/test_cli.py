@@ -78,10 +78,39 @@ def test_input_from_stdin(server, tmp_path):
 def test_bad_input_file_lines_are_usage_errors_naming_the_line(tmp_path, content, expected):
     listing = tmp_path / "list.txt"
     listing.write_text(content)
-    result = run("get", "-d", str(tmp_path), "-i", str(listing))
+    result = run("get", "-d", str(tmp_path), "--check-input", "-i", str(listing))
     assert result.returncode == 2
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_input_stops_before_any_download(server, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{url(server, 'early.bin', 10)}\nftp://127.0.0.1/late\n")
+    result = run("get", "-d", str(tmp_path / "out"), "--check-input", "-i", str(listing))
+    assert result.returncode == 2
+    assert "list.txt:2:" in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert not [r for r in server.stats().log if "early.bin" in r.target]
+
+
+def test_a_bad_entry_is_skipped_naming_its_line_and_fails_the_run(server, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(
+        f"{url(server, 'first.bin', 10)}\n"
+        "  out=../escape\n"  # the whole entry (URL and options) is left out
+        "ftp://127.0.0.1/a\n"
+        f"{url(server, 'last.bin', 20)}\n"
+        "  bogus=1\n"
+        f"{url(server, 'kept.bin', 30)}\n"
+    )
+    out = tmp_path / "out"
+    result = run("get", "-d", str(out), "-i", str(listing))
+    assert result.returncode == 1, result.stderr
+    skipped = [line for line in result.stderr.splitlines() if "(entry skipped)" in line]
+    assert [line.split()[1] for line in skipped] == [f"{listing}:{n}:" for n in (2, 3, 5)]
+    assert sorted(p.name for p in out.iterdir()) == ["kept.bin"]
+    assert (out / "kept.bin").read_bytes() == expected_bytes("kept.bin", 30)
 
 
 @pytest.mark.parametrize(

@@ -357,11 +357,12 @@ def test_server_and_url_names_are_sanitised_and_contained(server, raw, tmp_path)
         "dir=a\\..\\..",
     ],
 )
-def test_input_file_out_and_dir_are_held_to_the_same_rules(line, tmp_path):
+@pytest.mark.parametrize(("flags", "status"), [((), 1), (("--check-input",), 2)])
+def test_input_file_out_and_dir_are_held_to_the_same_rules(line, flags, status, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"http://127.0.0.1:9/f.bin\n  {line}\n")
-    result = DEFAULT.get("-d", str(tmp_path / "dl"), "-i", str(listing))
-    assert result.returncode == 2, result.stderr
+    result = DEFAULT.get("-d", str(tmp_path / "dl"), *flags, "-i", str(listing))
+    assert result.returncode == status, result.stderr
     [message] = result.stderr.strip().splitlines()
     assert f"{listing}:2:" in message
     assert sorted(os.listdir(tmp_path)) == ["list.txt"]

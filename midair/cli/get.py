@@ -34,6 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="aria2-style list of URLs with out=, dir=, checksum=, header= ('-': stdin)",
     )
     p.add_argument(
+        "--check-input",
+        action="store_true",
+        help="read the whole -i list before starting: a bad entry stops the run (exit 2); "
+        "without it a bad entry is reported, skipped and fails the run at the end (exit 1)",
+    )
+    p.add_argument(
         "-j",
         "--concurrency",
         type=whole,
@@ -220,9 +226,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for url in args.urls:
         downloader.enqueue(url)
-    if args.input_file:
-        downloader.add_jobs(parse_input_file(*_read_input(args.input_file)))
+    skipped = _add_input(downloader, args) if args.input_file else 0
     if not downloader.jobs:
+        if skipped:
+            return 1  # every entry was bad, each already reported: nothing to start
         raise InputError("no URLs given (pass URLs or -i FILE)")
     if args.insecure:
         print(
@@ -232,7 +239,22 @@ def run(args: argparse.Namespace) -> int:
     reporter = make_reporter(json=args.json, quiet=args.quiet)
     downloader.on_event, downloader.listens_to = reporter.event, reporter.kinds
     results = downloader.run(around=lambda run: _display(reporter, run))
-    return 0 if results.ok else 1
+    return 0 if results.ok and not skipped else 1
+
+
+def _add_input(downloader: Downloader, args: argparse.Namespace) -> int:
+    """Add the -i list's jobs; the number of bad entries reported and skipped (none with
+    --check-input: the first one raises, before anything starts)."""
+    skipped = 0
+
+    def skip(error: InputError) -> None:
+        nonlocal skipped
+        skipped += 1
+        print(f"midair: {error} (entry skipped)", file=sys.stderr)
+
+    on_bad = None if args.check_input else skip
+    downloader.add_jobs(parse_input_file(*_read_input(args.input_file), on_bad=on_bad))
+    return skipped
 
 
 @contextlib.contextmanager

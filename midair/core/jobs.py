@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .._version import __version__
@@ -282,23 +282,38 @@ def _check_value(name: str, value: object) -> None:
         raise InputError(f"header {name}: the value must be text without line breaks")
 
 
-def parse_input_file(text: str, source: str) -> list[Job]:
+def parse_input_file(
+    text: str, source: str, on_bad: Callable[[InputError], None] | None = None
+) -> list[Job]:
     """Parse aria2's input-file format: a URL line, then indented ``key=value`` lines.
 
-    Errors name ``source`` and the line number, so a user can fix the file.
+    Errors name ``source`` and the line number, so a user can fix the file.  Without
+    ``on_bad`` the first bad entry raises its InputError; with it, each bad entry (a URL
+    and its option lines) is handed to ``on_bad`` and left out, and the rest are read.
     """
     plain = _plain_list(text)
     if plain is not None:
         return plain
     jobs: list[Job] = []
-    for url_line, url, opts in _entries(text, source):
-        try:  # a line with no options (most lists) is its URL alone: nothing else to read
-            jobs.append(_job(url, opts) if opts else Job(parse_url(url)))
-        except _LineError as exc:
-            raise InputError(f"{source}:{exc.line}: {exc.message}") from None
-        except ValueError as exc:
-            raise InputError(f"{source}:{url_line}: {redact(url)}: {exc}") from None
+    for url_line, url, opts in _entries(text):
+        try:
+            jobs.append(_entry_job(source, url_line, url, opts))
+        except InputError as exc:
+            if on_bad is None:
+                raise
+            on_bad(exc)
     return jobs
+
+
+def _entry_job(source: str, url_line: int, url: str | None, opts: list[tuple[int, str]]) -> Job:
+    if url is None:
+        raise InputError(f"{source}:{url_line}: option line before any URL")
+    try:  # a line with no options (most lists) is its URL alone: nothing else to read
+        return _job(url, opts) if opts else Job(parse_url(url))
+    except _LineError as exc:
+        raise InputError(f"{source}:{exc.line}: {exc.message}") from None
+    except ValueError as exc:
+        raise InputError(f"{source}:{url_line}: {redact(url)}: {exc}") from None
 
 
 # In an ASCII list without these, every line is one URL alone or empty (no option or
@@ -325,15 +340,17 @@ class _LineError(ValueError):
         self.line, self.message = line, message
 
 
-def _entries(text: str, source: str) -> Iterator[tuple[int, str, list[tuple[int, str]]]]:
-    current: tuple[int, str, list[tuple[int, str]]] | None = None
+def _entries(text: str) -> Iterator[tuple[int, str | None, list[tuple[int, str]]]]:
+    """Each URL line with its option lines; option lines before any URL come as one
+    entry whose URL is None, so the caller reports them as one bad entry."""
+    current: tuple[int, str | None, list[tuple[int, str]]] | None = None
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         if line[0] in " \t":
             if current is None:
-                raise InputError(f"{source}:{number}: option line before any URL")
+                current = (number, None, [])
             current[2].append((number, stripped))
             continue
         if current is not None:

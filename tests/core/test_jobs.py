@@ -213,6 +213,35 @@ def test_parse_input_file_stops_at_the_first_error() -> None:
         parse_input_file(text, "list.txt")
 
 
+def test_parse_input_file_with_on_bad_skips_each_bad_entry_and_reads_on() -> None:
+    text = (
+        "  out=orphan\n  out=orphan2\n"  # one entry: the option lines before any URL
+        "http://h/a\n  bogus=1\n  out=x\n"
+        "ftp://h/b\n  out=y\n"
+        "http://h/c\n  out=c\n"
+        "not a url\n"
+        "http://h/d\n"
+    )
+    bad: list[InputError] = []
+    jobs = parse_input_file(text, "list.txt", on_bad=bad.append)
+    assert [j.url.path for j in jobs] == ["/c", "/d"] and jobs[0].out == "c"
+    assert [str(e).split(" ")[0] for e in bad] == [
+        "list.txt:1:",
+        "list.txt:4:",
+        "list.txt:6:",
+        "list.txt:10:",
+    ]
+
+
+def test_a_bad_url_in_a_bare_list_is_skipped_with_its_line() -> None:
+    bad: list[InputError] = []
+    jobs = parse_input_file("http://h/a\nftp://h/b\nhttp://h/c\n", "l", on_bad=bad.append)
+    assert [j.url.path for j in jobs] == ["/a", "/c"]
+    assert [str(e) for e in bad] == [
+        "l:2: ftp://h/b: unsupported scheme 'ftp': only http and https"
+    ]
+
+
 def test_a_job_is_compared_hashed_and_pickled_by_its_fields() -> None:
     url = parse_url("http://h.example/a")
     listed = parse_input_file("http://h.example/a\n", "list.txt")[0]
