@@ -23,13 +23,16 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from .core.actions import Failed, Finished, Started
 from .core.errors import DownloadError, InputError
 from .core.jobs import Job, Options
 from .core.results import Failure, Results, Success
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_NAME = ".midair-journal.sqlite"  # inside the download directory
 GROUP_ROWS = 2000  # rows per transaction at most
@@ -51,7 +54,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name);
-CREATE TABLE IF NOT EXISTS runs (pid INTEGER, started REAL, ended REAL);
+CREATE TABLE IF NOT EXISTS runs (
+    pid INTEGER, started REAL, ended REAL, jobs INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 0
+);
 """
 # One statement for every state change: later columns keep what an earlier row knew.
 _UPSERT = """
@@ -64,6 +70,7 @@ ON CONFLICT (url) DO UPDATE SET
     updated = excluded.updated
 """
 _RUNNING = "SELECT pid, started FROM runs WHERE ended IS NULL ORDER BY rowid DESC"
+_LATEST = "SELECT jobs, active FROM runs ORDER BY rowid DESC"
 _Row = tuple[str, str | None, str, str | None, int | None, int, int | None, float]
 
 
@@ -83,31 +90,38 @@ class Journal:
         self._lock_fd = _lock(path)
         try:
             self._db = _connect(path)
-            self._db.execute("INSERT INTO runs VALUES (?, ?, NULL)", (os.getpid(), time.time()))
+            started = (os.getpid(), time.time())
+            self._run = self._db.execute(
+                "INSERT INTO runs (pid, started) VALUES (?, ?)", started
+            ).lastrowid
             self._db.commit()
         except BaseException:
             os.close(self._lock_fd)
             raise
         self._rows: list[_Row] = []
         self._flushed_at = time.monotonic()
+        self._in_flight: set[int] = set()  # this run's downloads begun and not ended
 
     # --- what the run tells it -----------------------------------------------------------
-    def queue(self, urls: Iterable[str]) -> None:
-        """Rows for jobs this run will try (a row already known keeps its name and bytes)."""
-        now = time.time()
-        self._rows += [(url, None, QUEUED, None, None, 0, None, now) for url in urls]
-        self.flush()
+    def begin(self, jobs: int) -> None:
+        """The run's batch has ``jobs`` jobs: those without a done or failed row are queued
+        (no row per queued job: at thousands of files per second, a row per job's end is
+        the journal's whole cost)."""
+        with self._db:
+            self._db.execute("UPDATE runs SET jobs = ? WHERE rowid = ?", (jobs, self._run))
 
     def started(self, action: Started) -> None:
-        self._add((action.url, action.path, ACTIVE, None, None, action.offset, action.size))
+        self._in_flight.add(action.download)
 
     def finished(self, action: Finished) -> None:
+        self._in_flight.discard(action.download)
         self._add((action.url, action.path, DONE, None, None, action.size, action.size))
 
     def failed(self, action: Failed) -> None:
         error = action.error
         if isinstance(error, EarlierFailure):  # its row says so already, with its reason
             return
+        self._in_flight.discard(action.download)
         self._add((action.url, None, FAILED, error.reason, error.status, 0, None))
 
     def recorders(self) -> dict[type, Callable[[Any], None]]:
@@ -123,10 +137,13 @@ class Journal:
 
     def flush(self) -> None:
         """Commit the buffered rows as one transaction."""
-        if self._rows:
-            with self._db:
+        with self._db:
+            if self._rows:
                 self._db.executemany(_UPSERT, self._rows)
-            self._rows = []
+            self._db.execute(
+                "UPDATE runs SET active = ? WHERE rowid = ?", (len(self._in_flight), self._run)
+            )
+        self._rows = []
         self._flushed_at = time.monotonic()
 
     def close(self) -> None:
@@ -135,14 +152,17 @@ class Journal:
             self.flush()
             with self._db:
                 self._db.execute(
-                    "UPDATE runs SET ended = ? WHERE pid = ? AND ended IS NULL",
-                    (time.time(), os.getpid()),
+                    "UPDATE runs SET ended = ?, active = 0 WHERE rowid = ?",
+                    (time.time(), self._run),
                 )
             self._db.close()
         finally:
             os.close(self._lock_fd)
 
     # --- what a run asks it ----------------------------------------------------------------
+    def empty(self) -> bool:
+        return self._db.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is None
+
     def get(self, url: str) -> Entry | None:
         row = self._db.execute(f"SELECT {_ENTRY} FROM jobs WHERE url = ?", (url,)).fetchone()
         return None if row is None else Entry(*row)
@@ -234,6 +254,16 @@ def entries(path: str) -> Iterator[Entry]:
         db.close()
 
 
+def latest_run(path: str) -> tuple[int, int]:
+    """The latest run's job count and its transfers in flight at its last group."""
+    db = _connect(path, readonly=True)
+    try:
+        row = db.execute(_LATEST).fetchone()
+    finally:
+        db.close()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
 def active_run(path: str) -> tuple[int, float] | None:
     """The PID and start time of the run now holding the journal, if one does."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -258,8 +288,11 @@ def sort_out(journal: Journal, jobs: list[Job], options: Options) -> tuple[list[
     """The jobs still to run, and what the journal already settles: done jobs (skipped
     without a stat per file unless ``verify``), and jobs that failed in an earlier run
     (unless ``retry_failed``), which fail again with the earlier reason."""
-    todo: list[Job] = []
+    journal.begin(len(jobs))
     settled = Results()
+    if journal.empty():  # a first run: no look-up per job
+        return jobs, settled
+    todo: list[Job] = []
     for job in jobs:
         entry = journal.get(job.url.text)
         if entry is not None and entry.state == DONE and _still_there(entry, options):
@@ -268,7 +301,6 @@ def sort_out(journal: Journal, jobs: list[Job], options: Options) -> tuple[list[
             settled.failures.append(Failure(entry.url, EarlierFailure.of(entry)))
         else:
             todo.append(job)
-    journal.queue(job.url.text for job in todo)
     return todo, settled
 
 

@@ -153,6 +153,9 @@ def test_sigkill_at_random_moments_then_complete(nginx, tmp_path):
         proc.wait(timeout=30)
         if journal.exists():
             progress.append(_done_rows_are_right(journal, root))
+            status = _status(out)  # nobody runs: nothing active, the rest still queued
+            assert (status["active"], status["running"]) == (0, None)
+            assert status["queued"] == FILES - progress[-1] - int(status["failed"])
     final = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
     assert _done_rows_are_right(journal, root) == FILES

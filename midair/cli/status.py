@@ -15,7 +15,7 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 from ..core.errors import InputError
-from ..journal import STATES, active_run, entries, journal_path
+from ..journal import STATES, active_run, entries, journal_path, latest_run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,6 +58,10 @@ def summarize(path: str) -> dict[str, Any]:
         if entry.state == "failed":
             reasons[entry.reason or "?"] += 1
             hosts[urlsplit(entry.url).hostname or "?"] += 1
+    jobs, in_flight = latest_run(path)
+    counts["active"] = in_flight if holder is not None else 0
+    unsettled = jobs - counts["done"] - counts["failed"] - counts["active"]
+    counts["queued"] = max(unsettled, counts["queued"])  # the latest run's jobs not ended
     status: dict[str, Any] = {state: counts[state] for state in STATES}
     status.update(bytes=done_bytes, reasons=dict(reasons.most_common(TOP)))
     status["hosts"] = dict(hosts.most_common(TOP))
