@@ -26,6 +26,7 @@ _WHERE = {
     "Downloader": "api",
     "download": "api",
     "download_async": "api",
+    "read_journal": "journal",
     "Checksum": "core.jobs",
     "Job": "core.jobs",
     "Options": "core.jobs",
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     )
     from .core.jobs import Checksum, Job, Options
     from .core.results import Failure, Results, Success
+    from .journal import read_journal
 
 
 def __getattr__(name: str) -> Any:
@@ -106,4 +108,5 @@ __all__ = [
     "__version__",
     "download",
     "download_async",
+    "read_journal",
 ]

@@ -19,13 +19,14 @@ from .core.jobs import Checksum, Job, Options, check_header, parse_header
 from .core.results import Results
 from .core.urls import redact
 from .engines import DEFAULT_ENGINE, engine_info, get_engine
-from .run import REPORTS, Run, stop_on_signals
+from .run import REPORTS, Run, distinct, stop_on_signals
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Any
 
     from .engines import Engine
+    from .journal import Journal
 
     Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
 
@@ -194,25 +195,39 @@ class Downloader:
         self.jobs.extend(jobs)
         return self
 
-    def new_run(self) -> Run:
-        """A new run of the jobs so far (an engine's ``run`` drives it)."""
-        self.last_run = Run(
-            self.jobs, self.options, listener=self.on_event, listens_to=self.listens_to
-        )
-        return self.last_run
+    def new_run(self, journal: Journal | None = None) -> Run:
+        """A new run of the jobs so far (an engine's ``run`` drives it); with ``journal``,
+        of those it does not settle already (see ``midair.journal.sort_out``)."""
+        jobs, settled = self.jobs, None
+        if journal is not None:
+            from .journal import sort_out
+
+            jobs, settled = sort_out(journal, distinct(self.jobs), self.options)
+        run = Run(jobs, self.options, listener=self.on_event, listens_to=self.listens_to)
+        if journal is not None and settled is not None:
+            run.recorders.update(journal.recorders())
+            _count_settled(run, settled)
+        self.last_run = run
+        return run
 
     def engine(self) -> Engine:
         return get_engine(self.engine_name, **self.engine_options)  # InputError if it cannot
 
     def run(self, around: Around | None = None) -> Results:
         """Download every job; ``around(run)`` is entered for the run's duration."""
-        engine, run = self.engine(), self.new_run()
-        with _running(around, run):
-            engine.run(run)
+        engine = self.engine()
+        with _journal(self.options) as journal:
+            run = self.new_run(journal)
+            with _running(around, run):
+                engine.run(run)
         return run.results
 
     async def run_async(self, around: Around | None = None) -> Results:
-        engine, run = self.engine(), self.new_run()
+        engine = self.engine()
+        with _journal(self.options) as journal:
+            return await self._run_async(engine, self.new_run(journal), around)
+
+    async def _run_async(self, engine: Engine, run: Run, around: Around | None) -> Results:
         run_async = getattr(engine, "run_async", None)
         with _running(around, run):
             if run_async is not None:
@@ -222,6 +237,34 @@ class Downloader:
 
                 await asyncio.to_thread(engine.run, run)
         return run.results
+
+
+@contextlib.contextmanager
+def _journal(options: Options) -> Iterator[Journal | None]:
+    """The run's journal, open and locked for its duration (None: ``journal=None``)."""
+    if options.journal is None:
+        yield None
+        return
+    from .journal import Journal, journal_path
+
+    journal = Journal(journal_path(options.directory, options.journal))
+    try:
+        yield journal
+    finally:
+        journal.close()
+
+
+def _count_settled(run: Run, settled: Results) -> None:
+    """What the journal settled counts in the run's totals and results as if run; its
+    failures are reported (so a display shows why), its done files only counted."""
+    from .core.actions import Failed
+
+    tracker = run.tracker
+    tracker.jobs += len(settled.successes) + len(settled.failures)
+    tracker.files_done += len(settled.successes)
+    tracker.results.successes.extend(settled.successes)
+    for failure in settled.failures:
+        run.report(Failed(-1, failure.url, failure.error))  # -1: no download of this run
 
 
 @contextlib.contextmanager

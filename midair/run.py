@@ -109,6 +109,9 @@ class Run:
         self._wakers: list[Callable[[], None]] = []
         self.committed = False  # the engine has begun acting on the batch: signals only stop
         self._cookies: JarCookies | None = None
+        # Who else hears a kind of report besides the tracker and listener (the journal):
+        # set before the engine starts, as reporters are made once.
+        self.recorders: dict[type, Callable[[Any], None]] = {}
 
     @property
     def cookies(self) -> JarCookies:
@@ -199,7 +202,7 @@ class Run:
         return self._reporters[kind]
 
     def _make_reporter(self, kind: type) -> Callable[[Any], None] | None:
-        count = self.tracker.counter(kind)
+        count = _both(self.tracker.counter(kind), self.recorders.get(kind))
         listener = self._listener if kind in self._listens_to else None
         if listener is None:
             return count
@@ -213,6 +216,20 @@ class Run:
                 self.fail(exc, LISTENER)
 
         return tell
+
+
+def _both(
+    first: Callable[[Any], None] | None, second: Callable[[Any], None] | None
+) -> Callable[[Any], None] | None:
+    """One callable doing what each given one does (None when neither is)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(action: Any) -> None:
+        first(action)
+        second(action)
+
+    return both
 
 
 @contextlib.contextmanager

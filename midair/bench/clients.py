@@ -251,6 +251,16 @@ def _curl_cap(version: str) -> int | None:
     return CURL_PARALLEL_CAP if found and (int(found[1]), int(found[2])) < (8, 16) else None
 
 
+def _midair_journal_cmd(job: Job) -> list[str]:
+    return _midair_cmd("--journal")(job)  # defined below: looked up at call time
+
+
+def _midair_version() -> str:
+    from midair import __version__
+
+    return __version__
+
+
 PEERS: dict[str, Client] = {
     c.name: c
     for c in [
@@ -314,6 +324,14 @@ PEERS: dict[str, Client] = {
             "http2=True in TLS scenarios",
         ),
         *_floor_clients(),
+        Client(
+            "midair-journal",
+            _midair_journal_cmd,
+            _midair_version,
+            tls=True,
+            note="midair-default with --journal: every job's state in a SQLite journal "
+            "in the download directory; the difference is what the journal costs",
+        ),
     ]
 }
 PEER_GROUPS = {FLOOR: list(_FLOOR_VARIANTS)}  # a --peers name that stands for several

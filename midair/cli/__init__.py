@@ -35,6 +35,7 @@ SUBCOMMANDS = {
     "demo": "one-by-one vs all-at-once on local slow servers",
     "bench": "benchmark midair's engines against other clients",
     "engines": "list the engines and their concurrency models",
+    "status": "what a directory's batch journal says: counts, failures, rate",
 }
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 

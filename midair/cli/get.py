@@ -16,6 +16,8 @@ from ..run import LISTENER, Run
 from ._units import parse_size
 from .progress import Reporter, make_reporter
 
+JOURNAL_NAME = ".midair-journal.sqlite"  # journal.DEFAULT_NAME, without importing sqlite3
+
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Any
@@ -145,6 +147,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument(
         "--insecure", action="store_true", default=None, help="do not verify TLS certificates"
+    )
+    journal = p.add_mutually_exclusive_group()
+    journal.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help=f"keep a batch journal (default file: DIR/{JOURNAL_NAME}); a re-run continues",
+    )
+    journal.add_argument(
+        "--no-journal", dest="journal", action="store_const", const=None, help="no journal"
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        default=None,
+        help="retry jobs the journal says failed in an earlier run",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        default=None,
+        help="skip a journaled done job only if its file is there with its size",
     )
     p.add_argument("--ca-certificate", metavar="FILE", help="trust this CA bundle as well")
     version = p.add_mutually_exclusive_group()
@@ -292,6 +317,9 @@ _OPTIONS = (
     "http2_prior_knowledge",
     "proxy",
     "noproxy",
+    "journal",
+    "retry_failed",
+    "verify",
 )
 
 

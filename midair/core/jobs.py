@@ -125,6 +125,11 @@ class Options:
     proxy: str | None = field(default=None, repr=False)
     proxies: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     noproxy: str | None = None
+    # The batch journal (midair/journal.py), kept by the surface: None runs without one,
+    # "" keeps it in the download directory, else the file's name.
+    journal: str | None = None
+    retry_failed: bool = False  # retry jobs the journal says failed in an earlier run
+    verify: bool = False  # a journaled done job is skipped only if its file has its size
 
     def __post_init__(self) -> None:
         for name, low in _WHOLE_NUMBERS.items():
@@ -139,7 +144,7 @@ class Options:
         for name in ("directory", "user_agent"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise _bad(name, "a non-empty string", getattr(self, name))
-        for name in ("ca_certificate", "load_cookies", "save_cookies"):
+        for name in ("ca_certificate", "load_cookies", "save_cookies", "journal"):
             if not isinstance(getattr(self, name), str | None):
                 raise _bad(name, "a file name", getattr(self, name))
         _check_credentials(self.user, self.netrc)
@@ -195,6 +200,8 @@ _FLAGS = (
     "fsync",
     "http2",
     "http2_prior_knowledge",
+    "retry_failed",
+    "verify",
 )
 
 

@@ -1,0 +1,336 @@
+"""The batch journal: one SQLite file per download directory, every job's state in it.
+
+It lives beside the store (the I/O layer; the core stays pure) and is owned by the
+surface that starts a run (``api.Downloader``), never by an engine or a shard: every
+engine's reports reach the parent's ``Run``, and the journal hears them there
+(``Run.recorders``), so the processes and dask engines need nothing of their own.
+
+Rows are keyed by the URL as given; ``name`` (the output path) is indexed too, so a
+caller can ask which job claimed a name without holding every name in memory
+(``claim``, ``by_name``).  Writes are buffered and committed in groups
+(``GROUP_ROWS`` rows or ``GROUP_SECONDS``, whichever comes first, and at ``close``):
+never a commit per event.  A ``done`` row is written only from a ``Finished`` report,
+which the batch makes after the store published the file under its final name, so a
+SIGKILL loses at most the last group and never leaves a row pointing at a partial file.
+
+The journal is locked for its run (``flock`` on the file, released by the OS on any
+exit, SIGKILL included): a second run on the same journal refuses at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+
+from .core.actions import Failed, Finished, Started
+from .core.errors import DownloadError, InputError
+from .core.jobs import Job, Options
+from .core.results import Failure, Results, Success
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_NAME = ".midair-journal.sqlite"  # inside the download directory
+GROUP_ROWS = 2000  # rows per transaction at most
+GROUP_SECONDS = 0.5  # and no row waits longer than this for its commit (while reports come)
+QUEUED, ACTIVE, DONE, FAILED = "queued", "active", "done", "failed"
+STATES = (QUEUED, ACTIVE, DONE, FAILED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    url TEXT PRIMARY KEY,
+    name TEXT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    status INTEGER,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    size INTEGER,
+    etag TEXT,
+    last_modified TEXT,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name);
+CREATE TABLE IF NOT EXISTS runs (
+    pid INTEGER, started REAL, ended REAL, jobs INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 0
+);
+"""
+# One statement for every state change: later columns keep what an earlier row knew.
+_UPSERT = """
+INSERT INTO jobs (url, name, state, reason, status, bytes, size, updated)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (url) DO UPDATE SET
+    name = COALESCE(excluded.name, name), state = excluded.state,
+    reason = excluded.reason, status = excluded.status,
+    bytes = MAX(bytes, excluded.bytes), size = COALESCE(excluded.size, size),
+    updated = excluded.updated
+"""
+_RUNNING = "SELECT pid, started FROM runs WHERE ended IS NULL ORDER BY rowid DESC"
+_LATEST = "SELECT jobs, active FROM runs ORDER BY rowid DESC"
+_Row = tuple[str, str | None, str, str | None, int | None, int, int | None, float]
+
+
+def journal_path(directory: str, given: str | None = None) -> str:
+    """Where a run's journal is: ``given`` (``--journal FILE``), else inside ``directory``."""
+    return given if given else os.path.join(directory, DEFAULT_NAME)
+
+
+class Journal:
+    """One open, locked journal.  Not thread-safe: the run's reports arrive on one thread
+    (the session's, or the sharded engines' drain), as ``Run.report`` requires anyway."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self._lock_fd = _lock(path)
+        try:
+            self._db = _connect(path)
+            started = (os.getpid(), time.time())
+            self._run = self._db.execute(
+                "INSERT INTO runs (pid, started) VALUES (?, ?)", started
+            ).lastrowid
+            self._db.commit()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._rows: list[_Row] = []
+        self._flushed_at = time.monotonic()
+        self._in_flight: set[int] = set()  # this run's downloads begun and not ended
+
+    # --- what the run tells it -----------------------------------------------------------
+    def begin(self, jobs: int) -> None:
+        """The run's batch has ``jobs`` jobs: those without a done or failed row are queued
+        (no row per queued job: at thousands of files per second, a row per job's end is
+        the journal's whole cost)."""
+        with self._db:
+            self._db.execute("UPDATE runs SET jobs = ? WHERE rowid = ?", (jobs, self._run))
+
+    def started(self, action: Started) -> None:
+        self._in_flight.add(action.download)
+
+    def finished(self, action: Finished) -> None:
+        self._in_flight.discard(action.download)
+        self._add((action.url, action.path, DONE, None, None, action.size, action.size))
+
+    def failed(self, action: Failed) -> None:
+        error = action.error
+        if isinstance(error, EarlierFailure):  # its row says so already, with its reason
+            return
+        self._in_flight.discard(action.download)
+        self._add((action.url, None, FAILED, error.reason, error.status, 0, None))
+
+    def recorders(self) -> dict[type, Callable[[Any], None]]:
+        """The reports the journal hears, for ``Run.recorders``."""
+        return {Started: self.started, Finished: self.finished, Failed: self.failed}
+
+    def _add(
+        self, row: tuple[str, str | None, str, str | None, int | None, int, int | None]
+    ) -> None:
+        self._rows.append((*row, time.time()))
+        if len(self._rows) >= GROUP_ROWS or time.monotonic() - self._flushed_at >= GROUP_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffered rows as one transaction."""
+        with self._db:
+            if self._rows:
+                self._db.executemany(_UPSERT, self._rows)
+            self._db.execute(
+                "UPDATE runs SET active = ? WHERE rowid = ?", (len(self._in_flight), self._run)
+            )
+        self._rows = []
+        self._flushed_at = time.monotonic()
+
+    def close(self) -> None:
+        """Commit what is buffered, mark the run ended, release the lock."""
+        try:
+            self.flush()
+            with self._db:
+                self._db.execute(
+                    "UPDATE runs SET ended = ?, active = 0 WHERE rowid = ?",
+                    (time.time(), self._run),
+                )
+            self._db.close()
+        finally:
+            os.close(self._lock_fd)
+
+    # --- what a run asks it ----------------------------------------------------------------
+    def empty(self) -> bool:
+        return self._db.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is None
+
+    def get(self, url: str) -> Entry | None:
+        row = self._db.execute(f"SELECT {_ENTRY} FROM jobs WHERE url = ?", (url,)).fetchone()
+        return None if row is None else Entry(*row)
+
+    def by_name(self, name: str) -> Entry | None:
+        row = self._db.execute(f"SELECT {_ENTRY} FROM jobs WHERE name = ?", (name,)).fetchone()
+        return None if row is None else Entry(*row)
+
+    def claim(self, name: str, url: str) -> bool:
+        """Whether ``url`` may have ``name``: no other job's row holds it (then it is ours)."""
+        other = self.by_name(name)
+        if other is not None and other.url != url:
+            return False
+        self._add((url, name, QUEUED if other is None else other.state, None, None, 0, None))
+        return True
+
+
+_ENTRY = "url, name, state, reason, status, bytes, size, updated"
+
+
+class Entry:
+    """One job's row, as read back."""
+
+    __slots__ = ("bytes", "name", "reason", "size", "state", "status", "updated", "url")
+
+    def __init__(
+        self,
+        url: str,
+        name: str | None,
+        state: str,
+        reason: str | None,
+        status: int | None,
+        bytes: int,
+        size: int | None,
+        updated: float = 0.0,  # wall-clock time of the row's last change
+    ) -> None:
+        self.url, self.name, self.state, self.reason = url, name, state, reason
+        self.status, self.bytes, self.size, self.updated = status, bytes, size, updated
+
+
+def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        return db
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _lock(path: str) -> int:
+    """The run's lock on the journal file itself (flock, not SQLite's own POSIX locks)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(_busy_message(path)) from None
+    return fd
+
+
+def _busy_message(path: str) -> str:
+    pid = _running_pid(path)
+    who = f"PID {pid}" if pid is not None else "another process"
+    where = os.path.dirname(os.path.abspath(path))
+    return f"{where}: another midair run ({who}) is using this directory (journal {path})"
+
+
+def _running_pid(path: str) -> int | None:
+    try:
+        db = _connect(path, readonly=True)
+        try:
+            row = db.execute(_RUNNING).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else int(row[0])
+
+
+# --- reading a journal without running (midair status, read_journal) ---------------------
+def entries(path: str) -> Iterator[Entry]:
+    """Every row of the journal at ``path``, streamed (not held as a list)."""
+    db = _connect(path, readonly=True)
+    try:
+        yield from (Entry(*row) for row in db.execute(f"SELECT {_ENTRY} FROM jobs"))
+    finally:
+        db.close()
+
+
+def latest_run(path: str) -> tuple[int, int]:
+    """The latest run's job count and its transfers in flight at its last group."""
+    db = _connect(path, readonly=True)
+    try:
+        row = db.execute(_LATEST).fetchone()
+    finally:
+        db.close()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+def active_run(path: str) -> tuple[int, float] | None:
+    """The PID and start time of the run now holding the journal, if one does."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass
+    else:
+        return None  # nobody holds it
+    finally:
+        os.close(fd)
+    db = _connect(path, readonly=True)
+    try:
+        row = db.execute(_RUNNING).fetchone()
+    finally:
+        db.close()
+    return None if row is None else (int(row[0]), float(row[1]))
+
+
+# --- a run against its journal -------------------------------------------------------------
+def sort_out(journal: Journal, jobs: list[Job], options: Options) -> tuple[list[Job], Results]:
+    """The jobs still to run, and what the journal already settles: done jobs (skipped
+    without a stat per file unless ``verify``), and jobs that failed in an earlier run
+    (unless ``retry_failed``), which fail again with the earlier reason."""
+    journal.begin(len(jobs))
+    settled = Results()
+    if journal.empty():  # a first run: no look-up per job
+        return jobs, settled
+    todo: list[Job] = []
+    for job in jobs:
+        entry = journal.get(job.url.text)
+        if entry is not None and entry.state == DONE and _still_there(entry, options):
+            settled.successes.append(Success(entry.url, entry.name or "", entry.size or 0, True))
+        elif entry is not None and entry.state == FAILED and not options.retry_failed:
+            settled.failures.append(Failure(entry.url, EarlierFailure.of(entry)))
+        else:
+            todo.append(job)
+    return todo, settled
+
+
+def _still_there(entry: Entry, options: Options) -> bool:
+    """``--verify``: the file is there with the size the journal says (else fetched again)."""
+    if not options.verify:
+        return True
+    try:
+        return os.stat(entry.name or "").st_size == entry.size
+    except OSError:
+        return False
+
+
+class EarlierFailure(DownloadError):
+    """A job the journal says failed in an earlier run, not retried (no --retry-failed)."""
+
+    @classmethod
+    def of(cls, entry: Entry) -> EarlierFailure:
+        reason = f"failed in an earlier run: {entry.reason} (--retry-failed retries it)"
+        return cls(entry.url, reason, status=entry.status)
+
+
+def read_journal(directory: str = ".", journal: str | None = None) -> Results:
+    """The results recorded in a directory's journal (or the file ``journal``): a done job
+    is a skipped ``Success``; a failed one a ``Failure`` with its reason and status."""
+    results = Results()
+    for entry in entries(journal_path(directory, journal)):
+        if entry.state == DONE:
+            results.successes.append(Success(entry.url, entry.name or "", entry.size or 0, True))
+        elif entry.state == FAILED:
+            error = DownloadError(entry.url, entry.reason or "", status=entry.status)
+            results.failures.append(Failure(entry.url, error))
+    return results

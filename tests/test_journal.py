@@ -1,0 +1,164 @@
+"""The batch journal: re-runs continue from it, a lock keeps a second run out, `midair
+status` reads it, and a SIGKILL at any moment never leaves a row pointing at a wrong file."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Midair
+
+import midair
+from midair import store
+from midair.journal import DEFAULT_NAME, Journal, entries
+from midair.serve import ServerThread, expected_bytes
+
+
+def _urls(server: ServerThread, count: int) -> list[str]:
+    return [server.url(i % 2, f"/gen/j{i}.bin?size={100 + i}") for i in range(count)]
+
+
+def _status(directory: Path) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "midair", "status", "--json", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def test_rerun_skips_done_and_repeats_earlier_failures(engine, tmp_path):
+    midair_get = Midair(engine)
+    with ServerThread(addresses=2) as server:
+        bad = server.url(0, "/gen/gone.bin?status=404")
+        urls = [*_urls(server, 6), bad]
+        first = midair_get.get("-q", "--journal", "-d", str(tmp_path), *urls)
+        assert first.returncode == 1, first.stderr
+        asked = server.stats().requests
+        again = midair_get.get("-q", "--journal", "-d", str(tmp_path), *urls)
+        assert server.stats().requests == asked  # nothing fetched, not even the failure
+        retried = midair_get.get("-q", "--journal", "--retry-failed", "-d", str(tmp_path), *urls)
+        assert server.stats().requests == asked + 1  # only the failed job, once
+    assert again.returncode == 1
+    assert "failed in an earlier run: HTTP 404" in again.stderr
+    assert retried.returncode == 1 and "gone.bin?status=404: HTTP 404" in retried.stderr
+    for i in range(6):
+        assert (tmp_path / f"j{i}.bin").read_bytes() == expected_bytes(f"j{i}.bin", 100 + i)
+    status = _status(tmp_path)
+    assert (status["done"], status["failed"], status["queued"], status["active"]) == (6, 1, 0, 0)
+    assert status["reasons"] == {"HTTP 404": 1}
+
+
+def test_second_run_on_a_locked_journal_refuses_naming_dir_and_pid(tmp_path):
+    journal = Journal(str(tmp_path / DEFAULT_NAME))
+    try:
+        started = time.monotonic()
+        out = Midair("epoll").get("--journal", "-d", str(tmp_path), "http://127.0.0.1:9/x")
+        assert time.monotonic() - started < 10  # at once, not after trying the URL
+    finally:
+        journal.close()
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert str(tmp_path) in lines[0] and f"PID {os.getpid()}" in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_copy_without_extended_attributes_is_recognised(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "_tag", lambda fd, url, size: None)  # a file system without
+    monkeypatch.setattr(store, "_read_tag", lambda path, follow_symlinks=True: None)
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    with ServerThread(addresses=2) as server:
+        urls = _urls(server, 4)
+        ran = midair.download(urls, str(first), journal="", fsync=False)
+        assert ran.ok and not any(s.skipped for s in ran.successes)
+        shutil.copytree(first, copy)
+        asked = server.stats().requests
+        without = midair.download(urls, str(copy), fsync=False)  # the store alone: foreign
+        again = midair.download(urls, str(copy), journal="", fsync=False)
+        assert server.stats().requests == asked
+    assert not without.ok and "not made by midair" in str(without.failures[0].error)
+    assert again.ok and all(s.skipped for s in again.successes)
+    assert sorted(Path(s.path).name for s in again.successes) == [f"j{i}.bin" for i in range(4)]
+    read = midair.read_journal(str(copy))
+    assert len(read.successes) == 4 and not read.failures
+
+
+def test_verify_fetches_again_a_file_gone_since(tmp_path):
+    with ServerThread(addresses=2) as server:
+        urls = _urls(server, 3)
+        assert midair.download(urls, str(tmp_path), journal="", fsync=False).ok
+        (tmp_path / "j1.bin").unlink()
+        trusting = midair.download(urls, str(tmp_path), journal="", fsync=False)
+        assert not (tmp_path / "j1.bin").exists()  # done in the journal: no stat, no fetch
+        checked = midair.download(urls, str(tmp_path), journal="", verify=True, fsync=False)
+    assert trusting.ok and checked.ok
+    assert [s.skipped for s in checked.successes].count(False) == 1
+    assert (tmp_path / "j1.bin").read_bytes() == expected_bytes("j1.bin", 101)
+
+
+def test_journal_elsewhere_and_a_bad_value(tmp_path):
+    with pytest.raises(midair.InputError, match="journal"):
+        midair.Downloader(str(tmp_path), journal=3)
+    with ServerThread(addresses=2) as server:
+        where = tmp_path / "elsewhere.sqlite"
+        assert midair.download(_urls(server, 2), str(tmp_path / "d"), journal=str(where)).ok
+    assert not (tmp_path / "d" / DEFAULT_NAME).exists()
+    assert {e.state for e in entries(str(where))} == {"done"}
+
+
+# --- SIGKILL at random moments over 10,000 files ------------------------------------------
+FILES = 10_000
+KILLS = 5
+
+
+def _done_rows_are_right(journal: Path, root: Path) -> int:
+    """Every row saying done names a published file with the server's bytes."""
+    done = 0
+    for entry in entries(str(journal)):
+        if entry.state == "done":
+            name = Path(entry.name or "")
+            assert name.read_bytes() == (root / name.name).read_bytes(), entry.name
+            assert entry.size == name.stat().st_size
+            done += 1
+    return done
+
+
+def test_sigkill_at_random_moments_then_complete(nginx, tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    root.mkdir()
+    for i in range(FILES):
+        (root / f"t{i}.txt").write_bytes(b"%d\n" % (i * 7919))
+    server = nginx(root, hosts=["127.0.0.1"])
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(server.url(0, f"/t{i}.txt") + "\n" for i in range(FILES)))
+    command = Midair("epoll").command("-q", "--journal", "-d", str(out), "-i", str(listing))
+    journal = out / DEFAULT_NAME
+    seeded = random.Random(9)
+    progress = []
+    for _ in range(KILLS):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(seeded.uniform(0.3, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        if journal.exists():
+            progress.append(_done_rows_are_right(journal, root))
+            status = _status(out)  # nobody runs: nothing active, the rest still queued
+            assert (status["active"], status["running"]) == (0, None)
+            assert status["queued"] == FILES - progress[-1] - int(status["failed"])
+    final = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert _done_rows_are_right(journal, root) == FILES
+    assert progress == sorted(progress) and progress[-1] > 0  # kills lost no finished work
+    for i in range(0, FILES, 1):
+        assert (out / f"t{i}.txt").read_bytes() == b"%d\n" % (i * 7919)
