@@ -148,6 +148,41 @@ def test_blocking_callers_share_the_first_callers_lookup() -> None:
     assert len(got) == 5 and look.calls == {"h.test": 1}
 
 
+def test_a_stop_ends_a_blocking_callers_wait_while_the_lookup_goes_on() -> None:
+    """The lookup is held at a gate: the waiting caller returns (with an error) on the
+    stop alone; the lookup's answer, given later, is kept for the next caller."""
+    gate = threading.Event()
+    look = Counting(gate=gate)
+    resolver = Resolver(look)
+    errors: list[OSError] = []
+
+    def wait() -> None:
+        try:
+            resolver.resolve_blocking("h.test", 80)
+        except OSError as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    while not look.calls:  # the lookup started: the caller is waiting for it
+        threading.Event().wait(0.01)
+    resolver.stop()
+    waiter.join(10)
+    assert not waiter.is_alive() and "stopped" in str(errors[0])
+    with pytest.raises(OSError, match="stopped"):  # later callers do not wait either
+        resolver.resolve_blocking("other.test", 80)
+    gate.set()
+    assert _eventually(lambda: resolver.now("h.test", 80) is not None)
+
+
+def _eventually(check: Callable[[], bool]) -> bool:
+    for _ in range(1000):
+        if check():
+            return True
+        threading.Event().wait(0.01)
+    return False
+
+
 def test_prefetched_names_are_answered_from_what_was_kept() -> None:
     look = Counting()
     resolver = Resolver(look)
@@ -186,7 +221,9 @@ class Answers:
 _never: Callable[[Answer], None] = lambda answer: pytest.fail("answered later")  # noqa: E731
 
 
-@pytest.mark.parametrize("engine", ["epoll", "asyncio", "reactor"])
+@pytest.mark.parametrize(
+    "engine", ["epoll", "asyncio", "reactor", "threads", "sequential", "green"]
+)
 def test_a_stop_while_a_name_is_looked_up_ends_the_run_without_waiting_for_it(
     server: ServerThread, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,7 +244,8 @@ def test_a_stop_while_a_name_is_looked_up_ends_the_run_without_waiting_for_it(
     port = server.port
     dl = Downloader(str(tmp_path), engine=engine).enqueue(f"http://slow.test:{port}/gen/a")
     try:
-        results = dl.run(around=lambda run: stop_once(asked, run))
+        # settle: sequential prefetches, so its connection must be waiting by the stop
+        results = dl.run(around=lambda run: stop_once(asked, run, settle=0.3))
         assert asked.is_set() and not gave_up.is_set()  # returned with the lookup held
     finally:
         release.set()

@@ -76,7 +76,10 @@ class Runtime:
     waker: Callable[[], Waker]
     readable: Callable[[int, float | None], bool] = poll_readable  # waits before a splice
     lookup: Lookup = lookup  # a host name's getaddrinfo, blocking only the caller
-    event: type[Any] = threading.Event  # what a connection waits on for another's lookup
+    event: type[Any] = threading.Event  # what a connection waits on for its name's lookup
+    start_lookup: Callable[[Callable[[], None]], object] | None = None  # None: the pool's
+    # Whether ``event``'s set() works from any thread (a stop's): gevent's only on the hub's.
+    events_any_thread: bool = True
 
 
 class _Link:
@@ -117,7 +120,7 @@ class Driver:
         self.armed: float | None = None  # the deadline the waiting thread sleeps towards
         self.links: dict[int, _Link] = {}
         self.tls = LazyTls(session.options, runtime.context_class)
-        self.resolver = Resolver(runtime.lookup, runtime.event)
+        self.resolver = Resolver(runtime.lookup, runtime.event, start=runtime.start_lookup)
         self.sequential = sequential  # one link at a time: bound each recv by the deadline
         session.run.on_stop(self.interrupt)
 
@@ -179,6 +182,8 @@ class Driver:
     def interrupt(self) -> None:
         """A stop: wake the waiting thread and every blocked owner (no lock; see above)."""
         self.wake.set()
+        if self.runtime.events_any_thread:  # else ``abort``, on the run's thread, does it
+            self.resolver.stop()  # no owner stays waiting for a name (sequential: the caller)
         for link in list(self.links.values()):
             if link.sock is not None:
                 _shutdown(link.sock)
@@ -428,7 +433,9 @@ class Driver:
         self.tick()
 
     def abort(self) -> None:
-        """Every exit path: shut every socket down so its owner returns."""
+        """Every exit path: shut every socket down, end every wait for a name, so each
+        owner returns."""
+        self.resolver.stop()
         with self.lock:
             for link in list(self.links.values()):
                 self.forget(link)

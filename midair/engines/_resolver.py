@@ -18,9 +18,11 @@ Event engines (``resolve``) have the lookup run on ``POOL``, daemon threads
 started on the first name that needs one (a lookup stuck on a dead server must
 not hold up the exit), and the answer handed to a callback on a pool thread,
 which posts it to the loop through the engine's own wake-up.  Blocking engines
-(``resolve_blocking``) look up on the calling thread or greenlet, with the
-lookup and the wait of their runtime; ``prefetch`` starts lookups ahead, for
-``sequential``, which would otherwise make one at a time.  What a failed lookup
+(``resolve_blocking``) start the lookup the same way (or on a greenlet, with
+their runtime's lookup) and wait for the answer on their runtime's event, never
+inside ``getaddrinfo``: ``stop`` ends every such wait at once, so a stop ends the
+run within a second however long the DNS server takes.  ``prefetch`` starts
+lookups ahead, for ``sequential``, which would otherwise make one at a time.  What a failed lookup
 means for the host's other jobs is the core's decision (``Batch.closed``).
 """
 
@@ -44,6 +46,8 @@ else:
 Answer = list[AddrInfo] | OSError  # addresses, or why there are none
 Lookup = Callable[[str], list[AddrInfo]]  # a blocking getaddrinfo of a name, port 0
 Done = Callable[[Answer], None]
+
+Task = Callable[[], None]
 
 CACHE_SECONDS = 60.0
 POOL_SIZE = 32  # lookups in flight at once: 100 names at 0.3 s each in ~1 s
@@ -91,13 +95,17 @@ class Resolver:
         look: Lookup = lookup,
         event: Callable[[], Any] = threading.Event,  # its set() and wait()
         clock: Callable[[], float] = time.monotonic,
+        start: Callable[[Task], object] | None = None,
     ) -> None:
         """``look`` and ``event``: the runtime's blocking lookup and what a caller of
-        ``resolve_blocking`` waits on (gevent's for green); ``clock`` ages answers."""
+        ``resolve_blocking`` waits on (gevent's for green); ``clock`` ages answers;
+        ``start`` runs a blocking caller's lookup elsewhere (``POOL``, or a greenlet)."""
         self.look, self.event, self.clock = look, event, clock
+        self.start = start or _on_pool
         self._lock = threading.Lock()  # never held across a lookup
         self._answers: dict[str, tuple[float, Answer]] = {}  # name -> (expiry, answer)
         self._waiting: dict[str, list[Done]] = {}  # names being looked up -> who waits
+        self.stopped = False  # the run stopped: blocking callers wait no more
 
     # --- what engines call ------------------------------------------------------------
     def resolve(self, host: str, port: int, done: Done) -> list[AddrInfo] | None:
@@ -116,15 +124,29 @@ class Resolver:
             return exc
 
     def resolve_blocking(self, host: str, port: int) -> list[AddrInfo]:
-        """Addresses, looked up on this thread or waited for (another caller's lookup)."""
+        """Addresses, waited for on the runtime's event; raises OSError once stopped."""
         now = self.now(host, port)
         if now is not None:
             return now
         wait = _Wait(self.event())
         if self.join(host, wait):
-            self.look_up(host)
+            self.start(functools.partial(self.look_up, host))
+        if self.stopped:  # checked after joining: a stop between is not missed
+            wait(STOPPED)
         wait.ready.wait()
         return addresses_of(_for_port(wait.answer, port))
+
+    def stop(self) -> None:
+        """The run stopped: every blocking caller's wait ends now, with ``STOPPED``.
+
+        Call it where the runtime's events may be set (any thread for threading's; the
+        hub's thread for gevent's).  The lookups go on; their answers are still kept."""
+        self.stopped = True
+        with self._lock:
+            waits = [done for dones in self._waiting.values() for done in dones]
+        for done in waits:
+            if isinstance(done, _Wait):  # an event engine's callback is its loop's affair
+                done(STOPPED)
 
     def prefetch(self, hosts: list[str]) -> None:
         """Start looking up ``hosts`` now, answers to be kept for the connections to come."""
@@ -202,8 +224,16 @@ class _Wait:
         self.answer: Answer = []
 
     def __call__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.ready.set()
+        if not self.ready.is_set():  # the first of the answer and a stop counts
+            self.answer = answer
+            self.ready.set()
+
+
+STOPPED = OSError("stopped while the name was looked up")
+
+
+def _on_pool(task: Task) -> None:
+    POOL.submit(task)  # the pool of now: a forked child gets its own
 
 
 def _ignore(answer: Answer) -> None:
@@ -230,10 +260,10 @@ class Pool:
     def __init__(self, size: int) -> None:
         self.size = size
         self.threads = 0
-        self.tasks: queue.SimpleQueue[Callable[[], None]] | None = None
+        self.tasks: queue.SimpleQueue[Task] | None = None
         self._lock = threading.Lock()
 
-    def submit(self, task: Callable[[], None]) -> None:
+    def submit(self, task: Task) -> None:
         with self._lock:
             if self.tasks is None:
                 import queue
@@ -247,7 +277,7 @@ class Pool:
         self.tasks.put(task)
 
     @staticmethod
-    def _work(tasks: queue.SimpleQueue[Callable[[], None]]) -> None:
+    def _work(tasks: queue.SimpleQueue[Task]) -> None:
         while True:
             tasks.get()()
 

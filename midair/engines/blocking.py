@@ -150,16 +150,30 @@ class _GreenLookups:
 
     def __init__(self) -> None:
         self.pool: Any = None
+        self.in_flight = 0  # lookups not answered yet (a stop does not wait for them)
 
     def __call__(self, host: str) -> list[AddrInfo]:
         if self.pool is None:
             import gevent.threadpool
 
             self.pool = gevent.threadpool.ThreadPool(POOL_SIZE)
-        return self.pool.apply(lookup, (host,))  # type: ignore[no-any-return]
+        self.in_flight += 1
+        try:
+            return self.pool.apply(lookup, (host,))  # type: ignore[no-any-return]
+        finally:
+            self.in_flight -= 1
 
     def close(self) -> None:
-        if self.pool is not None:
+        """End the pool's threads.  ``kill`` waits for a thread still in ``getaddrinfo``
+        (for as long as the DNS server takes): with lookups in flight, it is left to a
+        greenlet of its own, which ends with the last of them."""
+        if self.pool is None:
+            return
+        if self.in_flight:
+            import gevent
+
+            gevent.spawn(self.pool.kill)
+        else:
             self.pool.kill()
 
 
@@ -178,6 +192,8 @@ def _green_runtime(lookups: _GreenLookups) -> Runtime:
         _green_readable,
         lookups,
         gevent.event.Event,
+        gevent.spawn,  # the lookup on its own greenlet: the caller's wait can be ended
+        events_any_thread=False,
     )
 
 
