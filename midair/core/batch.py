@@ -7,8 +7,10 @@ never reads a clock — every call takes ``now`` — so a test can run a
 million-file batch in virtual time.
 
 Scheduling in one paragraph: downloads wait in a queue per origin.  A host is
-*ready* when it has work, is below ``per_host`` open connections and is not
-paused (after a 429/503).  Ready hosts take turns (round robin) while fewer
+*ready* when it has work, is below its open-connection limit and is not
+paused (after a 429/503).  The limit adapts (``politeness.Aimd``): halved on a
+429/503, a stall or a connection error, one more per window of successes, never
+above ``per_host``.  Ready hosts take turns (round robin) while fewer
 than ``concurrency`` connections are open.  A connection that finishes a
 response cleanly takes the next download for its origin, else it is closed so
 its slot goes to another host.  Stalls are found by a periodic sweep rather
@@ -67,6 +69,7 @@ from .errors import (
 )
 from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
 from .jobs import Job, Options
+from .politeness import Aimd, ConcurrencyPolicy
 from .retry import backoff
 from .state import ENDS, DownloadState
 from .urls import URL
@@ -112,13 +115,17 @@ class _Host:
         "origin",
         "paused_until",
         "pending",
+        "polite",
         "proxy",
         "queued",
         "unknown",
     )
 
-    def __init__(self, origin: tuple[str, str, int], prior_http2: bool = False) -> None:
+    def __init__(
+        self, origin: tuple[str, str, int], polite: ConcurrencyPolicy, prior_http2: bool = False
+    ) -> None:
         self.origin = origin
+        self.polite = polite  # how many connections it may have now (at most --per-host)
         # HTTP/2 known before connecting (h2c by prior knowledge): one connection, whose
         # streams carry the rest; ALPN tells only after a handshake, so TLS opens several.
         self.one = prior_http2 and origin[0] == "http"
@@ -527,6 +534,7 @@ class Batch:
             self._abandon_host(conn.host, self._connection_error(conn, failure).reason)
             self._enqueue(conn.download, now)  # fails it with the host's reason
         else:
+            conn.host.polite.on_congestion()
             self._attempt_failed(conn, self._connection_error(conn, failure), now)
         return self._flush(now)
 
@@ -835,6 +843,8 @@ class Batch:
         self._redirect(conn.download, decision.url, now)
 
     def _retry_later(self, conn: _Conn, decision: t.Retry, head: Head, now: float) -> None:
+        if decision.pause_host:  # 429/503: fewer connections to it, before this one's slot frees
+            conn.host.polite.on_congestion()
         self._close(conn, now)
         wait = self._retry(conn.download, decision.error, now, decision.wait)
         if decision.pause_host and wait:  # the whole host said "slow down"
@@ -905,7 +915,16 @@ class Batch:
             self._close(conn, now)
             return
         host = conn.host
-        if conn.http.reusable and host.pending and host.paused_until <= now:
+        polite, limit = host.polite, host.polite.limit
+        polite.on_success()
+        if polite.limit != limit:  # room for one more connection to it
+            self._mark_ready(host, now)
+        if (
+            conn.http.reusable
+            and host.pending
+            and host.paused_until <= now
+            and host.open <= polite.limit  # not kept past a lowered limit
+        ):
             conn.download = self._take(host)
             self._send_request(conn)
         elif conn.proxy_fields is None or not conn.http.reusable or not self._move(conn, now):
@@ -920,7 +939,7 @@ class Batch:
             if (
                 host.proxy is proxy
                 and host.pending
-                and host.open < self.options.per_host
+                and host.open < host.polite.limit
                 and host.paused_until <= now
             ):
                 conn.host.open -= 1
@@ -958,6 +977,7 @@ class Batch:
         for conn in list(self._conns.values()):
             idle = now - conn.last_active
             if idle >= opts.timeout:
+                conn.host.polite.on_congestion()  # a host that stalls is one to ask less of
                 self._attempt_failed(
                     conn,
                     StallTimeout(
@@ -1023,7 +1043,8 @@ class Batch:
         host = self._hosts.get(d.url.origin)
         if host is None:
             prior = self.options.http2_prior_knowledge
-            host = self._hosts[d.url.origin] = _Host(d.url.origin, prior)
+            polite = Aimd(self.options.per_host)
+            host = self._hosts[d.url.origin] = _Host(d.url.origin, polite, prior)
             if self._proxies is not None:
                 host.proxy = self._proxies.for_origin(d.url.scheme, d.url.host)
         if host.unknown is not None:
@@ -1134,7 +1155,7 @@ class Batch:
             return host.link.http.room > 0
         if host.one and host.open:  # its streams wait for the first connection's SETTINGS
             return False
-        return host.open < self.options.per_host
+        return host.open < host.polite.limit
 
     def _fill(self, now: float) -> None:
         while self._ready and len(self._conns) < self.max_connections:

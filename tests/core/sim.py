@@ -479,6 +479,7 @@ class Sim:
         self.sends: list[tuple[Origin, Request]] = []
         self.max_open = 0
         self.max_per_origin: Counter[Origin] = Counter()
+        self.opened: list[tuple[float, Origin, int]] = []  # at each Connect: open to it then
         self._conns: dict[int, _SimConn] = {}
         self._open: Counter[Origin] = Counter()
         self._queue: list[tuple[float, int, int, str, bytes]] = []
@@ -567,6 +568,7 @@ class Sim:
         assert self._open[key] <= self.options.per_host, f"{self._open[key]} to {key}"
         self.max_open = max(self.max_open, total)
         self.max_per_origin[key] = max(self.max_per_origin[key], self._open[key])
+        self.opened.append((self.now, key, self._open[key]))
         kind = "connected" if key in self.servers else "connection refused"
         self._schedule(self.now + self.connect_delay, action.conn, kind)
 
