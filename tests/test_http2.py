@@ -207,7 +207,8 @@ def test_stream_faults_retry_that_download_only(
         assert (tmp_path / name).read_bytes() == expected_bytes(name, size), name
     for name in faults:
         mine = [r for r in requests_for(h2c, name) if tag in r.target]
-        assert len(mine) == 2 and {r.version for r in mine} == {"HTTP/2"}, name
+        # Retried once; one more when c.bin's GOAWAY names a retried stream unprocessed.
+        assert len(mine) in (2, 3) and {r.version for r in mine} == {"HTTP/2"}, name
     resumed = [r for r in requests_for(h2c, "r.bin") if tag in r.target][-1]
     assert resumed.header("range") == "bytes=20000-"  # resumed, not fetched again whole
 

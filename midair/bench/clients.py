@@ -328,7 +328,6 @@ PEERS: dict[str, Client] = {
             "midair-journal",
             _midair_journal_cmd,
             _midair_version,
-            tls=True,
             note="midair-default with --journal: every job's state in a SQLite journal "
             "in the download directory; the difference is what the journal costs",
         ),

@@ -69,7 +69,7 @@ from .errors import (
 )
 from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
 from .jobs import Job, Options
-from .politeness import Aimd, ConcurrencyPolicy
+from .politeness import Aimd
 from .retry import backoff
 from .state import ENDS, DownloadState
 from .urls import URL
@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from typing import ClassVar
 
     from .http2 import Http2Connection
+    from .politeness import ConcurrencyPolicy
     from .proxy import Proxy, ProxyChoice
     from .tunnel import Tunnel
 

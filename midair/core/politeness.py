@@ -11,19 +11,21 @@ with the same two methods.  No clock here: a policy counts events, never time.
 
 from __future__ import annotations
 
-from typing import Protocol
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
+if TYPE_CHECKING:
+    from typing import Protocol
 
-__all__ = ["Aimd", "ConcurrencyPolicy"]
+    class ConcurrencyPolicy(Protocol):
+        """The connections one host may have open; the batch never exceeds ``limit``."""
+
+        limit: int
+
+        def on_success(self) -> None: ...
+
+        def on_congestion(self) -> None: ...
 
 
-class ConcurrencyPolicy(Protocol):
-    """The connections one host may have open; the batch never exceeds ``limit``."""
-
-    limit: int
-
-    def on_success(self) -> None: ...
-
-    def on_congestion(self) -> None: ...
+__all__ = ["Aimd"]
 
 
 class Aimd:

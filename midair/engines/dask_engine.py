@@ -233,8 +233,9 @@ def _follow(futures: dict[Any, int], home: _Home, interval: float) -> None:
     while pending and not merger.run.stopping:
         with contextlib.suppress(TimeoutError):
             wait(list(pending), timeout=interval, return_when="FIRST_COMPLETED")
-        home.drain()  # before endings: what a finished shard sent before returning
-        for future, number in [(f, n) for f, n in pending.items() if f.done()]:
+        finished = [(f, n) for f, n in pending.items() if f.done()]
+        home.drain()  # after looking: all a finished shard sent before returning is in
+        for future, number in finished:
             del pending[future]
             if future.status == "finished":
                 endings, error = future.result()
