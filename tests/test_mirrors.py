@@ -26,7 +26,9 @@ def midair(engine: str, request: pytest.FixtureRequest) -> Midair:
     return Midair(engine, ("--scheduler", cluster, "--retries", "1"))
 
 
-def gen(server: ServerThread, host: int, name: str, size: int, engine: str, faults: str = "") -> str:
+def gen(
+    server: ServerThread, host: int, name: str, size: int, engine: str, faults: str = ""
+) -> str:
     return server.url(host, f"/gen/{name}?size={size}&t={engine}{faults}")
 
 
@@ -44,7 +46,7 @@ def input_file(tmp_path: Path, *lines: list[str]) -> str:
     return str(path)
 
 
-def get(midair: Midair, tmp_path: Path, *lines: list[str]):  # noqa: ANN201
+def get(midair: Midair, tmp_path: Path, *lines: list[str]):
     out = tmp_path / "out"
     return midair.get("-d", str(out), "-i", input_file(tmp_path, *lines))
 

@@ -190,7 +190,7 @@ def test_from_urls_takes_the_first_as_the_job_and_the_rest_as_mirrors() -> None:
     assert job.url.text == "http://a/x" and [m.text for m in job.mirrors] == ["http://b/x"]
     with pytest.raises(InputError, match="at least one URL"):
         Job.from_urls([])
-    with pytest.raises(InputError, match="^ftp://b/x: unsupported scheme"):
+    with pytest.raises(InputError, match=r"^ftp://b/x: unsupported scheme"):
         Job.from_urls(["http://a/x", "ftp://b/x"])
 
 
