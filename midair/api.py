@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import fields
 
@@ -168,22 +168,25 @@ class Downloader:
 
     def enqueue(
         self,
-        url: str,
+        url: str | None = None,
         *,
+        urls: Sequence[str] = (),
         out: str | None = None,
         checksum: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Downloader:
-        """Add one URL; returns the downloader, so calls chain into ``run()``."""
+        """Add one file: ``url``, or ``urls``, several places holding it (mirrors, tried
+        in turn; named after the first).  Returns the downloader, so calls chain."""
         from .core.naming import relative_path
 
+        given = _sources(url, urls)
         try:
             name = relative_path(out) if out else None
         except ValueError as exc:
-            raise InputError(f"{redact(url)}: out={exc}") from None
+            raise InputError(f"{redact(given[0])}: out={exc}") from None
         self.jobs.append(
-            Job.from_url(
-                url,
+            Job.from_urls(
+                given,
                 out=name,
                 checksum=_checksum(checksum) if checksum else None,
                 headers=_headers(headers or {}),
@@ -304,3 +307,13 @@ def _downloader(urls: Iterable[str] | str, dest: str, options: dict[str, Any]) -
     for url in [urls] if isinstance(urls, str) else urls:
         downloader.enqueue(url)
     return downloader
+
+
+def _sources(url: str | None, urls: Sequence[str]) -> list[str]:
+    """``enqueue``'s URLs: exactly one of ``url`` and ``urls`` is given."""
+    if isinstance(urls, str):
+        raise InputError("urls: expected a list of URLs, got one string (use url=)")
+    given = ([url] if url is not None else []) + list(urls)
+    if not given or (url is not None and urls):
+        raise InputError("enqueue: give url or urls (a non-empty list), not both")
+    return given

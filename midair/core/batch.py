@@ -1136,9 +1136,23 @@ class Batch:
         )
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
+        if d.sources is not None:
+            source = d.sources.next_after(error, d.size)
+            # Not once publishing (a bad whole-file checksum): the part is discarded then,
+            # and fetching it again elsewhere is not wired yet.
+            if source is not None and d.state is not PUBLISHING:
+                self._switch_source(d, source)
+                return
+            error = d.sources.every_reason(error, d.job.url.text)
         d.move(FAILED)
         self._end(d)
         self._out.append(Failed(d.id, d.job.url.text, error))
+
+    def _switch_source(self, d: t.Download, source: URL) -> None:
+        """Go on with the job's next URI, afresh: its own retries and redirects."""
+        d.url = d.source = source
+        d.attempts = d.hops = 0
+        self._enqueue(d, self._now)
 
     def _end(self, d: t.Download) -> None:
         self._unfinished -= 1

@@ -49,9 +49,11 @@ class Checksum(Record):
 
 
 class Job(Record):
-    """One file to fetch.  ``out`` and ``subdir`` are validated relative paths."""
+    """One file to fetch.  ``out`` and ``subdir`` are validated relative paths.
+    ``mirrors``: more places holding the same file, tried in turn when ``url`` fails
+    (see core/mirrors.py); the file is named after ``url``."""
 
-    __match_args__ = ("url", "out", "subdir", "checksum", "headers")
+    __match_args__ = ("url", "out", "subdir", "checksum", "headers", "mirrors")
     __slots__ = __match_args__
 
     def __init__(
@@ -61,19 +63,32 @@ class Job(Record):
         subdir: str | None = None,
         checksum: Checksum | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        mirrors: tuple[URL, ...] = (),
     ) -> None:
         self.url: Final = url
         self.out: Final = out
         self.subdir: Final = subdir
         self.checksum: Final = checksum
         self.headers: Final = headers
+        self.mirrors: Final = mirrors
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> Job:
-        try:
-            return cls(parse_url(url), **kwargs)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise InputError(f"{redact(url)}: {exc}") from None
+        return cls.from_urls([url], **kwargs)
+
+    @classmethod
+    def from_urls(cls, urls: Iterable[str], **kwargs: object) -> Job:
+        """A job for the first of ``urls``, the others its mirrors."""
+        texts = [urls] if isinstance(urls, str) else list(urls)
+        if not texts:
+            raise InputError("urls: expected at least one URL")
+        parsed = []
+        for url in texts:
+            try:
+                parsed.append(parse_url(url))
+            except (ValueError, TypeError) as exc:
+                raise InputError(f"{redact(str(url))}: {exc}") from None
+        return cls(parsed[0], mirrors=tuple(parsed[1:]), **kwargs)  # type: ignore[arg-type]
 
 
 # A netrc entry: (machine, login, password); machine "" is the ``default`` entry.
@@ -316,7 +331,7 @@ def _entry_job(source: str, url_line: int, url: str | None, opts: list[tuple[int
     if url is None:
         raise InputError(f"{source}:{url_line}: option line before any URL")
     try:  # a line with no options (most lists) is its URL alone: nothing else to read
-        return _job(url, opts) if opts else Job(parse_url(url))
+        return _job(url, opts) if opts or "\t" in url else Job(parse_url(url))
     except _LineError as exc:
         raise InputError(f"{source}:{exc.line}: {exc.message}") from None
     except ValueError as exc:
@@ -362,13 +377,14 @@ def _entries(text: str) -> Iterator[tuple[int, str | None, list[tuple[int, str]]
             continue
         if current is not None:
             yield current
-        # aria2 allows several tab-separated mirrors; midair takes the first.
-        current = (number, stripped.split("\t")[0], [])
+        # aria2's several tab-separated URIs for one file: the first, then its mirrors.
+        current = (number, stripped, [])
     if current is not None:
         yield current
 
 
-def _job(url: str, opts: Iterable[tuple[int, str]]) -> Job:
+def _job(line: str, opts: Iterable[tuple[int, str]]) -> Job:
+    url, *mirrors = (u for u in line.split("\t") if u.strip())
     values: dict[str, object] = {}
     headers: list[tuple[str, str]] = []
     for number, opt in opts:
@@ -389,4 +405,9 @@ def _job(url: str, opts: Iterable[tuple[int, str]]) -> Job:
                 raise ValueError(f"unknown option {key!r}")
         except (ValueError, InputError) as exc:
             raise _LineError(number, str(exc)) from None
-    return Job(parse_url(url), headers=tuple(headers), **values)  # type: ignore[arg-type]
+    return Job(
+        parse_url(url),
+        headers=tuple(headers),
+        mirrors=tuple(parse_url(m.strip()) for m in mirrors),
+        **values,  # type: ignore[arg-type]
+    )

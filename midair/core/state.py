@@ -39,7 +39,8 @@ MOVES: dict[DownloadState, frozenset[DownloadState]] = {
     S.NEW: frozenset({S.PREPARING, S.FAILED}),
     # Again PREPARING: the path was another URL's file, or a redirect renames it.
     S.PREPARING: frozenset({S.PREPARING, S.QUEUED, S.FINISHED, S.FAILED}),
-    S.QUEUED: frozenset({S.FETCHING, S.FAILED}),
+    # Again QUEUED: a mirror on another host takes over from a host that does not exist.
+    S.QUEUED: frozenset({S.QUEUED, S.FETCHING, S.FAILED}),
     S.WAITING: frozenset({S.QUEUED, S.FAILED}),
     S.FETCHING: frozenset({S.QUEUED, S.WAITING, S.PREPARING, S.PUBLISHING, S.FAILED}),
     S.PUBLISHING: frozenset({S.FINISHED, S.FAILED}),

@@ -21,6 +21,7 @@ from .errors import (
 )
 from .http import Head, encode_fields, field_key
 from .jobs import Job, Options
+from .mirrors import Sources
 from .records import Record
 from .retry import parse_retry_after
 from .state import MOVES, DownloadState, StateError
@@ -148,6 +149,8 @@ class Download:
         "position",
         "renames",
         "size",
+        "source",
+        "sources",
         "state",
         "target",
         "url",
@@ -157,7 +160,9 @@ class Download:
         self.id = ident
         self.job = job
         self.options = options
-        self.url = job.url
+        self.url = self.source = job.url  # source: the URI (of the job's) now in use
+        # The job's other URIs, only when it has some (see core/mirrors.py).
+        self.sources = Sources(job.mirrors) if job.mirrors else None
         self.hops = 0
         self.attempts = 0
         self.path: str | None = None
@@ -230,8 +235,8 @@ class Download:
 
     @property
     def same_origin(self) -> bool:
-        """Whether the URL now asked for is on the job's origin (no redirect left it)."""
-        return self.url is self.job.url or self.url.origin == self.job.url.origin
+        """Whether the URL now asked for is on its source's origin (no redirect left it)."""
+        return self.url is self.source or self.url.origin == self.source.origin
 
     @property
     def credentials(self) -> tuple[str, str] | None:
@@ -240,8 +245,8 @@ class Download:
         so an https -> http downgrade too): the one rule ``user_headers`` follows as well."""
         if not self.same_origin:
             return None
-        job_url = self.job.url
-        return job_url.credentials or self.options.credentials_for(job_url.host)
+        source = self.source
+        return source.credentials or self.options.credentials_for(source.host)
 
     def request_headers(self) -> list[tuple[str, str]]:
         """midair's headers, each replaced by a user header of the same name, then the
@@ -334,6 +339,8 @@ class Download:
         self.etag = etag if etag and not etag.startswith("W/") else None
         self.last_modified = head.text(_LAST_MODIFIED)
         self.offset, self.size = 0, head.content_length
+        if self.sources is not None and (wrong := self.sources.wrong_size(self.size)):
+            return Fail(IntegrityError(self.url.text, wrong))
         return self._check_limit() or _FROM_ZERO
 
     def _partial(self, head: Head) -> Decision:
@@ -434,7 +441,7 @@ class RequestFields:
             download.url.host_header,
             download.same_origin,
             download.job.headers,
-            download.job.url.credentials,  # None unless the URL had userinfo
+            download.source.credentials,  # None unless the URL had userinfo
         )
         fields = self._known.get(key)
         if fields is None:

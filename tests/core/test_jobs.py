@@ -169,8 +169,29 @@ def test_parse_input_file() -> None:
     assert first.subdir == os.path.join("sub", "dir")
     assert first.checksum == Checksum("sha256", SHA256_EMPTY)
     assert first.headers == (("X-Token", "t1"), ("Cookie", "c=1"))
-    assert jobs[1] == Job(parse_url("http://b.example/two.iso"))
+    mirror = parse_url("http://mirror.example/two.iso")
+    assert jobs[1] == Job(parse_url("http://b.example/two.iso"), mirrors=(mirror,))
     assert jobs[2] == Job(parse_url("http://c.example/three"))
+
+
+def test_every_tab_separated_uri_is_a_mirror_and_options_still_apply() -> None:
+    [job] = parse_input_file("http://a/x\thttp://b/y\t\thttp://c/z\n  out=n\n", "l")
+    assert job.url.text == "http://a/x" and job.out == "n"
+    assert [m.text for m in job.mirrors] == ["http://b/y", "http://c/z"]
+
+
+def test_a_bad_mirror_names_its_line() -> None:
+    with pytest.raises(InputError, match=r"^l:2: .*unsupported scheme 'ftp'"):
+        parse_input_file("http://a/x\nhttp://a/y\tftp://b/y\n", "l")
+
+
+def test_from_urls_takes_the_first_as_the_job_and_the_rest_as_mirrors() -> None:
+    job = Job.from_urls(["http://a/x", "http://b/x"])
+    assert job.url.text == "http://a/x" and [m.text for m in job.mirrors] == ["http://b/x"]
+    with pytest.raises(InputError, match="at least one URL"):
+        Job.from_urls([])
+    with pytest.raises(InputError, match=r"^ftp://b/x: unsupported scheme"):
+        Job.from_urls(["http://a/x", "ftp://b/x"])
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
