@@ -39,7 +39,6 @@ from midair.serve.stats import StatsBook
 
 __all__ = ["H2ServeProtocol"]
 
-_UNCOUNTED_PATH = "/__stats"
 # Connection-specific fields, which HTTP/2 forbids (RFC 9113 8.2.2).
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
 _INTERNAL_ERROR = 2
@@ -152,8 +151,7 @@ class H2ServeProtocol(asyncio.Protocol):
     def _request(self, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
         request = _as_request(raw)
         plan = plan_response(self._settings, request)
-        if not request.target.startswith(_UNCOUNTED_PATH):
-            self._stats.request(self._host, request, plan.status)
+        self._stats.request(self._host, request, plan.status)
         plan.chunked = False  # DATA frames carry any body: no chunk framing in HTTP/2
         stream = self._streams[stream_id] = _Stream(self, stream_id, plan)
         if self._write_paused:

@@ -19,8 +19,6 @@ from midair.serve.stats import StatsBook
 
 __all__ = ["ServeProtocol"]
 
-_UNCOUNTED_PATH = "/__stats"  # looking at the statistics must not change them
-
 
 class ServeProtocol(asyncio.Protocol):
     """HTTP/1.1 server side of one connection; ``registry`` tracks the live ones."""
@@ -127,8 +125,7 @@ class ServeProtocol(asyncio.Protocol):
         request, used = parsed
         del self._buffer[:used]
         plan = plan_response(self._settings, request)
-        if not request.target.startswith(_UNCOUNTED_PATH):
-            self._stats.request(self._host, request, plan.status)
+        self._stats.request(self._host, request, plan.status)
         self._start(plan)
 
     def _start(self, plan: Plan) -> None:

@@ -23,6 +23,7 @@ from midair.serve.content import BytesBody, FileResource, GeneratedResource, fin
 from midair.serve.faults import FailCounter, Options, fail_key, parse_options
 from midair.serve.ranges import Unsatisfiable, if_range_matches, parse_range
 from midair.serve.request import Request, build_head
+from midair.serve.stats import STATS_PATH
 
 __all__ = ["Ending", "Plan", "Settings", "plan_response", "refusal"]
 
@@ -179,7 +180,7 @@ def _echo(req: Request) -> Plan:
 
 
 def _route(settings: Settings, req: Request, path: str, query: str, opts: Options) -> Plan:
-    if path == "/__stats":
+    if path == STATS_PATH:
         return _text(200, settings.stats_json().decode(), "application/json")
     refused = _refused(req, opts)
     if refused is not None:

@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass
 
 from midair.serve.request import Request
 
-__all__ = ["LOG_SIZE", "AddressStats", "RequestRecord", "ServerStats", "StatsBook"]
+__all__ = ["LOG_SIZE", "STATS_PATH", "AddressStats", "RequestRecord", "ServerStats", "StatsBook"]
 
 LOG_SIZE = 1000
+
+STATS_PATH = "/__stats"  # what answers with the statistics, uncounted
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,10 @@ class StatsBook:
         self._of(host).current -= 1
 
     def request(self, host: str, req: Request, status: int) -> None:
+        """Count and log ``req``, unless it asks for the statistics: looking at them must
+        not change them."""
+        if req.target.startswith(STATS_PATH):
+            return
         self._of(host).requests += 1
         record = RequestRecord(
             host, req.method, req.target, req.headers, status, time.time(), req.version
