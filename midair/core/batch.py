@@ -916,15 +916,13 @@ class Batch:
             self._close(conn, now)
             return
         host = conn.host
-        polite, limit = host.polite, host.polite.limit
-        polite.on_success()
-        if polite.limit != limit:  # room for one more connection to it
+        if host.polite.on_success():  # room for one more connection to it
             self._mark_ready(host, now)
         if (
             conn.http.reusable
             and host.pending
             and host.paused_until <= now
-            and host.open <= polite.limit  # not kept past a lowered limit
+            and host.open <= host.polite.limit  # not kept past a lowered limit
         ):
             conn.download = self._take(host)
             self._send_request(conn)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
         limit: int
 
-        def on_success(self) -> None: ...
+        def on_success(self) -> bool:
+            """A response arrived whole; True if that raised ``limit``."""
 
         def on_congestion(self) -> None: ...
 
@@ -42,13 +43,15 @@ class Aimd:
         self.limit = ceiling
         self._successes = 0
 
-    def on_success(self) -> None:
+    def on_success(self) -> bool:
         if self.limit >= self.ceiling:  # the common case: nothing to recover
-            return
+            return False
         self._successes += 1
-        if self._successes >= self.limit:
-            self.limit += 1
-            self._successes = 0
+        if self._successes < self.limit:
+            return False
+        self.limit += 1
+        self._successes = 0
+        return True
 
     def on_congestion(self) -> None:
         self.limit = max(1, self.limit // 2)

@@ -31,12 +31,13 @@ def test_aimd_adds_one_per_window_of_successes_up_to_the_ceiling() -> None:
     policy = Aimd(4)
     policy.on_congestion()
     policy.on_congestion()
-    limits = []
+    limits, raised = [], []
     for _ in range(12):
-        policy.on_success()
+        raised.append(policy.on_success())
         limits.append(policy.limit)
     # A window is the limit: 1 success to reach 2, 2 more to 3, 3 more to 4, then stays.
     assert limits == [2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4]
+    assert [i for i, rose in enumerate(raised) if rose] == [0, 2, 5]  # what the batch heeds
 
 
 def test_a_push_back_restarts_the_window() -> None:
