@@ -131,20 +131,21 @@ H2_ENGINES = ("epoll", "asyncio", "threads", "processes")
 def over_http2(engines: tuple[str, ...] | None = None) -> pytest.MarkDecorator:
     """Parametrize ``engine`` x ``protocol``: every engine over HTTP/1.1, and over h2c
     (``midair serve --http2``, ``--http2-prior-knowledge``) ``engines`` (default: all)."""
-    every = test_engines()
-    h2 = every if engines is None else [e for e in every if e in engines]
-    pairs = [(e, HTTP1) for e in every] + [(e, H2C) for e in h2]
-    return pytest.mark.parametrize(
-        ("engine", "protocol"), pairs, ids=[f"{e}-{p}" for e, p in pairs]
-    )
+    return _over(H2C, engines)
 
 
 def over_tls_http2(engines: tuple[str, ...] = H2_ENGINES) -> pytest.MarkDecorator:
     """Parametrize ``engine`` x ``protocol`` for the HTTPS cases: every engine over
     HTTP/1.1, and over h2 by ALPN (``SlowServer(tls=..., http2=True)``) ``engines``;
     each I/O glue reads ALPN its own way, so one engine of each."""
+    return _over(H2, engines)
+
+
+def _over(http2: str, engines: tuple[str, ...] | None) -> pytest.MarkDecorator:
+    """Every engine over HTTP/1.1, and ``engines`` (None: all) over ``http2`` too."""
     every = test_engines()
-    pairs = [(e, HTTP1) for e in every] + [(e, H2) for e in every if e in engines]
+    pairs = [(e, HTTP1) for e in every]
+    pairs += [(e, http2) for e in every if engines is None or e in engines]
     return pytest.mark.parametrize(
         ("engine", "protocol"), pairs, ids=[f"{e}-{p}" for e, p in pairs]
     )
