@@ -8,6 +8,7 @@ too, so the library and the command line cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -16,10 +17,10 @@ from dataclasses import fields
 from .core.actions import Action
 from .core.errors import InputError
 from .core.jobs import Checksum, Job, Options, check_header, parse_header
-from .core.results import Results
+from .core.results import Failure, Results, Success
 from .core.urls import redact
 from .engines import DEFAULT_ENGINE, engine_info, get_engine
-from .run import REPORTS, Run, distinct, stop_on_signals
+from .run import REPORTS, Run, stop_on_signals
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
@@ -164,6 +165,9 @@ class Downloader:
         self.on_event = on_event
         self.listens_to: Collection[type] = REPORTS  # the kinds ``on_event`` is called for
         self.jobs: list[Job] = []
+        self._streams: list[Iterable[Job]] = []  # add_jobs' iterators, read as a run goes
+        # False: a run's ``Results`` holds no entry per finished file (the CLI's counts do).
+        self.keeps_successes = True
         self.last_run: Run | None = None  # the latest run: its tracker and results
 
     def enqueue(
@@ -195,21 +199,40 @@ class Downloader:
         return self
 
     def add_jobs(self, jobs: Iterable[Job]) -> Downloader:
-        self.jobs.extend(jobs)
+        """Add jobs: a list (or tuple) at once, to ``jobs``; any other iterable (a generator, a
+        file's entries) is read as the next run goes, a window at a time, so a list of
+        millions is never held whole.  An iterator is read by one run only."""
+        if isinstance(jobs, list | tuple):
+            self.jobs.extend(jobs)
+        else:
+            self._streams.append(jobs)
         return self
+
+    def _source(self) -> Iterable[Job]:
+        """Every job added so far, the streamed ones last; those streams are used up."""
+        streams, self._streams = self._streams, []
+        return itertools.chain(self.jobs, *streams) if streams else list(self.jobs)
 
     def new_run(self, journal: Journal | None = None) -> Run:
         """A new run of the jobs so far (an engine's ``run`` drives it); with ``journal``,
         of those it does not settle already (see ``midair.journal.sort_out``)."""
-        jobs, settled = self.jobs, None
+        screen = None
         if journal is not None:
             from .journal import sort_out
 
-            jobs, settled = sort_out(journal, distinct(self.jobs), self.options)
-        run = Run(jobs, self.options, listener=self.on_event, listens_to=self.listens_to)
-        if journal is not None and settled is not None:
+            def screen(jobs: Iterator[Job]) -> Iterator[Job]:
+                return sort_out(journal, jobs, self.options, lambda done: _count_settled(run, done))
+
+        run = Run(
+            self._source(),
+            self.options,
+            listener=self.on_event,
+            listens_to=self.listens_to,
+            keeps_successes=self.keeps_successes,
+            screen=screen,
+        )
+        if journal is not None:
             run.recorders.update(journal.recorders())
-            _count_settled(run, settled)
         self.last_run = run
         return run
 
@@ -257,17 +280,19 @@ def _journal(options: Options) -> Iterator[Journal | None]:
         journal.close()
 
 
-def _count_settled(run: Run, settled: Results) -> None:
-    """What the journal settled counts in the run's totals and results as if run; its
-    failures are reported (so a display shows why), its done files only counted."""
+def _count_settled(run: Run, settled: Success | Failure) -> None:
+    """A job the journal settled counts in the run's totals and results as if run: a
+    failure is reported (so a display shows why), a done file only counted."""
     from .core.actions import Failed
 
     tracker = run.tracker
-    tracker.jobs += len(settled.successes) + len(settled.failures)
-    tracker.files_done += len(settled.successes)
-    tracker.results.successes.extend(settled.successes)
-    for failure in settled.failures:
-        run.report(Failed(-1, failure.url, failure.error))  # -1: no download of this run
+    tracker.jobs += 1
+    if isinstance(settled, Failure):
+        run.report(Failed(-1, settled.url, settled.error))  # -1: no download of this run
+        return
+    tracker.files_done += 1
+    if tracker.keeps:
+        tracker.results.successes.append(settled)
 
 
 @contextlib.contextmanager

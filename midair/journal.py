@@ -23,7 +23,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .core.actions import Failed, Finished, Started
 from .core.errors import DownloadError, InputError
@@ -284,24 +284,28 @@ def active_run(path: str) -> tuple[int, float] | None:
 
 
 # --- a run against its journal -------------------------------------------------------------
-def sort_out(journal: Journal, jobs: list[Job], options: Options) -> tuple[list[Job], Results]:
-    """The jobs still to run, and what the journal already settles: done jobs (skipped
-    without a stat per file unless ``verify``), and jobs that failed in an earlier run
-    (unless ``retry_failed``), which fail again with the earlier reason."""
-    journal.begin(len(jobs))
-    settled = Results()
-    if journal.empty():  # a first run: no look-up per job
-        return jobs, settled
-    todo: list[Job] = []
+def sort_out(
+    journal: Journal,
+    jobs: Iterable[Job],
+    options: Options,
+    settle: Callable[[Success | Failure], None],
+) -> Iterator[Job]:
+    """The jobs still to run, as they come; what the journal already settles goes to
+    ``settle`` instead: done jobs (skipped without a stat per file unless ``verify``),
+    and jobs that failed in an earlier run (unless ``retry_failed``), which fail again
+    with the earlier reason.  The run's count of jobs is recorded once they are read."""
+    count = 0
+    first = journal.empty()  # a first run: no look-up per job
     for job in jobs:
-        entry = journal.get(job.url.text)
+        count += 1
+        entry = None if first else journal.get(job.url.text)
         if entry is not None and entry.state == DONE and _still_there(entry, options):
-            settled.successes.append(Success(entry.url, entry.name or "", entry.size or 0, True))
+            settle(Success(entry.url, entry.name or "", entry.size or 0, True))
         elif entry is not None and entry.state == FAILED and not options.retry_failed:
-            settled.failures.append(Failure(entry.url, EarlierFailure.of(entry)))
+            settle(Failure(entry.url, EarlierFailure.of(entry)))
         else:
-            todo.append(job)
-    return todo, settled
+            yield job
+    journal.begin(count)
 
 
 def _still_there(entry: Entry, options: Options) -> bool:

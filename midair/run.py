@@ -25,6 +25,7 @@ stop, so no exception ever lands in the middle of a Batch transition.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import signal
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -62,14 +63,22 @@ def distinct(jobs: Iterable[Job]) -> list[Job]:
     jobs = list(jobs)
     if len({job.url.text for job in jobs}) == len(jobs):  # nearly every list: no URL twice
         return jobs
-    seen: set[tuple[str, str | None, str | None]] = set()
-    kept = []
+    return list(iter_distinct(jobs))
+
+
+def iter_distinct(jobs: Iterable[Job]) -> Iterator[Job]:
+    """``distinct`` as the jobs come: what is remembered per job is its URL's text alone
+    (and its ``out=``/``dir=`` where given), not the job."""
+    seen: set[str | tuple[str, str | None, str | None]] = set()
     for job in jobs:
-        key = (job.url.text, job.out, job.subdir)
+        key = job.url.text if job.out is None and job.subdir is None else _key(job)
         if key not in seen:
             seen.add(key)
-            kept.append(job)
-    return kept
+            yield job
+
+
+def _key(job: Job) -> tuple[str, str | None, str | None]:
+    return (job.url.text, job.out, job.subdir)
 
 
 class Run:
@@ -84,12 +93,22 @@ class Run:
         ids: Sequence[int] | None = None,
         paths: Sequence[str | None] | None = None,
         listens_to: Collection[type] = REPORTS,
+        keeps_successes: bool = True,
+        screen: Callable[[Iterator[Job]], Iterator[Job]] | None = None,
     ) -> None:
         """``listens_to``: the kinds of report ``listener`` is called for (a quiet display
         hears only ``Failed``); the transfers in the air are followed (``Tracker.active``)
-        only when ``Started``, the report that begins one, is among them."""
+        only when ``Started``, the report that begins one, is among them.
+        ``jobs`` are read as the run needs them (``intake``), unless something asks for them
+        all (``jobs``: the sharding engines' plans).  ``keeps_successes``: False keeps no
+        entry per finished file in ``results`` (the CLI, which prints counts only).
+        ``screen``: what the jobs pass through, without repeats, before the run takes them
+        (the journal's, which settles the jobs an earlier run did)."""
         # A shard's jobs (``ids``, ``paths`` given) are a share of a run's, without repeats.
-        self.jobs = list(jobs) if ids is not None or paths is not None else distinct(jobs)
+        self._jobs: list[Job] | None = list(jobs) if ids is not None or paths is not None else None
+        self._source: Iterable[Job] | None = jobs
+        self._ahead: list[Job] | None = None  # jobs ``head`` read before the run took them
+        self._screen = screen
         self.options = options
         # The ids the jobs' reports carry, one per job; None: their positions in ``jobs``.
         # A shard's run uses the whole batch's, so what it reports needs no renumbering.
@@ -99,7 +118,9 @@ class Run:
         self.paths = paths
         self._listener = listener
         self._listens_to = frozenset(listens_to)
-        self.tracker = Tracker(jobs=len(self.jobs), follows=Started in self._listens_to)
+        self.tracker = Tracker(follows=Started in self._listens_to, keeps=keeps_successes)
+        if self._jobs is not None:
+            self.tracker.jobs = len(self._jobs)
         self._reporters: dict[type, Callable[[Any], None] | None] = {}
         # Appends are atomic, so a signal handler may add to these while a thread reads them.
         # ``stops`` is read-only outside: its truth is ``stopping`` without a call, for a
@@ -112,6 +133,51 @@ class Run:
         # Who else hears a kind of report besides the tracker and listener (the journal):
         # set before the engine starts, as reporters are made once.
         self.recorders: dict[type, Callable[[Any], None]] = {}
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every job of the run, read whole (once): for an engine that plans over them all."""
+        if self._jobs is None:
+            self._jobs = distinct(self._take_source())
+            self.tracker.jobs = len(self._jobs)
+        return self._jobs
+
+    def intake(self) -> Iterator[Job]:
+        """The jobs one by one, without repeats, counted (``Tracker.jobs``) as they are
+        taken: a list of millions is never held whole.  Once only, or after ``jobs``."""
+        if self._jobs is not None:
+            return iter(self._jobs)
+        return self._counted(self._take_source())
+
+    def head(self, count: int) -> tuple[list[Job], bool]:
+        """The first ``count`` jobs (read ahead, still to come from ``intake``), and whether
+        they are all the run's: enough to choose an engine without reading a long list."""
+        if self._jobs is not None:
+            return self._jobs[:count], len(self._jobs) <= count
+        if self._ahead is None:
+            rest = self._take_source()
+            self._ahead = list(itertools.islice(rest, count + 1))  # one more: is there more?
+            self._source = itertools.chain(self._ahead, rest)
+        return self._ahead[:count], len(self._ahead) <= count
+
+    def _take_source(self) -> Iterable[Job]:
+        """The jobs given, read once: a list (held anyway) may be read again (``jobs`` after
+        the run, as the tests do), an iterator not."""
+        source = self._source
+        if not isinstance(source, list | tuple):
+            self._source = None
+        if source is None:
+            raise RuntimeError("a run's jobs are read once")
+        if self._ahead is not None:  # screened already
+            return source
+        jobs = iter_distinct(source)
+        return jobs if self._screen is None else self._screen(jobs)
+
+    def _counted(self, jobs: Iterable[Job]) -> Iterator[Job]:
+        tracker = self.tracker
+        for job in jobs:
+            tracker.jobs += 1
+            yield job
 
     @property
     def cookies(self) -> JarCookies:

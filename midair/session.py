@@ -134,7 +134,7 @@ class Session:
     def _batch(self, run: Run, clock: Callable[[], float]) -> Batch:
         epoch = time.time() - clock()  # the wall clock, for the core's one use of it
         return Batch(
-            run.jobs,
+            run.intake(),
             run.options,
             ids=run.ids,
             paths=run.paths,
@@ -187,6 +187,8 @@ class Session:
         actions: list[Action] = []
         for ident, error in self.store.collect():
             actions += self.batch.published(ident, now, error)
+        if self.batch.wants_jobs:  # the next window: named after the store's survey
+            actions += self.batch.name_jobs(self.store.survey(*self.batch.take_jobs()), now)
         if self.batch.unprepared:
             actions += self.batch.prepare_more(self._prepare_step(), now)
             if not self.batch.unprepared:
@@ -197,7 +199,7 @@ class Session:
     def _schedule(self, now: float) -> None:
         """When ``timer`` is due on the session's own account: at once while files wait to
         be prepared (it takes the next step), soon while publications are pending."""
-        if self.batch.unprepared:
+        if self.batch.unprepared or self.batch.wants_jobs:
             self._poll_at = now
         else:
             self._poll_at = now + PUBLISH_POLL if self.store.pending else None
@@ -218,6 +220,8 @@ class Session:
         once done: a stopped session calls for no timer (files left to prepare keep it due)."""
         if self.done:
             return None
+        if self.batch.wants_jobs:  # jobs ended outside ``timer``: the next window is due
+            return self.clock()
         deadline = self.batch.next_deadline()
         if self._poll_at is not None:  # a fixed instant: engines compare it with the clock
             return self._poll_at if deadline is None else min(deadline, self._poll_at)

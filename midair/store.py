@@ -149,9 +149,12 @@ class Store:
         """What is on disk at ``action.path``.
 
         A name is looked up on disk only when its directory's listing may hold
-        it.  The listing is read once per batch and learns every name this
-        batch creates, so it can go stale only by another process creating a
-        file meanwhile; publication checks the final name again, atomically.
+        it.  The listing is read once per batch and does not learn the names the
+        batch creates: a batch claims each name for one job, to its end, so it
+        never prepares a name it made (learning them was a set entry per file,
+        the bulk of a long list's memory).  It goes stale only by another
+        process creating a file meanwhile; publication checks the final name
+        again, atomically.
         """
         path = action.path
         directory, name = _split(path)
@@ -190,11 +193,6 @@ class Store:
                 self._listings[directory] = None
         return self._listings[directory]
 
-    def _note_created(self, directory: str, *created: str) -> None:
-        names = self._listings.get(directory)
-        if names is not None:
-            names.update(created)
-
     def _ensure_directory(self, directory: str) -> None:
         if directory and directory not in self._directories:
             os.makedirs(directory, exist_ok=True)
@@ -214,7 +212,7 @@ class Store:
     # --- during: open, write ---------------------------------------------------------
     def open(self, action: Open | Save) -> None:
         part, ident = action.path + PART_SUFFIX, action.download
-        directory, name = _split(action.path)
+        directory = _split(action.path)[0]
         try:
             self._ensure_directory(directory)
             cached = ident in self._fds and self._parts[ident] == part
@@ -222,7 +220,6 @@ class Store:
             fd = self._fd(ident, part, os.O_CREAT | (os.O_TRUNC if action.offset == 0 else 0))
             if cached or action.offset:
                 _cut(fd, action.offset)
-            self._note_created(directory, name + PART_SUFFIX)
             durable = self._durable(directory, fd)
             self._records[ident] = _Unpublished(action.path, action.record, durable)
             if action.path in self._controls:
@@ -241,7 +238,6 @@ class Store:
         unpublished = self._records[ident]
         path = unpublished.path
         _write_control(path + CONTROL_SUFFIX, unpublished.record)
-        self._note_created(*_split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 
     def write(self, action: Write | Save) -> None:
@@ -262,7 +258,7 @@ class Store:
             self.open(action)
             self.write(action)
             return self.submit(action)
-        directory, name = _split(action.path)
+        directory = _split(action.path)[0]
         fd = self._create(action, directory)
         try:
             _write_body(fd, action.data, 0)
@@ -271,7 +267,7 @@ class Store:
             durable = self._durable(directory, fd)  # as ``open`` records it
             self._records[action.download] = _Unpublished(action.path, action.record, durable)
             raise self._local_error(action.download, action.path, exc) from exc
-        return self._queue(self._saved(action, fd, directory, name))
+        return self._queue(self._saved(action, fd, directory))
 
     def _create(self, action: Save, directory: str) -> int:
         """A new, empty part file for ``action``; DestinationError if it cannot be made."""
@@ -282,13 +278,8 @@ class Store:
         except OSError as exc:
             raise self._local_error(action.download, action.path, exc, action.url) from exc
 
-    def _saved(self, action: Save, fd: int, directory: str, name: str) -> _Publication:
+    def _saved(self, action: Save, fd: int, directory: str) -> _Publication:
         """The publication of a part file ``save`` made and wrote whole."""
-        if action.target == action.path:  # the server named no other file: one directory
-            self._note_created(directory, name + PART_SUFFIX, name)
-        else:
-            self._note_created(directory, name + PART_SUFFIX)
-            self._note_created(*_split(action.target))
         durable = self._durable(directory, fd)
         publication = _Publication(action, fd, action.url, action.record, False, durable)
         publication.written = len(action.data)
@@ -347,7 +338,6 @@ class Store:
         unpublished = self._records.pop(ident, None)
         had_control = action.path in self._controls
         self._controls.discard(action.path)
-        self._note_created(*_split(action.target or action.path))
         if unpublished is None:  # never opened by this store: all it knows is the action
             return _Publication(action, fd, action.url, None, had_control, self.fsync)
         record = unpublished.record

@@ -286,9 +286,10 @@ def wait_for_phase(proc: subprocess.Popen[str], directory: Path, phase: str, by_
         time.sleep(0.01)
 
 
-# loading: parsing the list; start-up: the core's start (nothing on disk yet: a signal
-# raises); preparing: committed, files being prepared (a signal only stops).  A sharding
-# engine prepares in its workers, each starting its own shard's core: signalled then.
+# loading: parsing the list (read whole only with --check-input: else it is read as the run
+# goes); start-up: the core's start (nothing on disk yet: a signal raises); preparing:
+# committed, files being prepared (a signal only stops).  A sharding engine prepares in
+# its workers, each starting its own shard's core: signalled then.
 @pytest.mark.parametrize(
     ("phase", "after", "signum"),
     [
@@ -307,7 +308,10 @@ def test_a_signal_before_transfers_begin_ends_within_a_second(
     marks.mkdir()
     out = tmp_path / "out"
     env = phase_markers(marks)
-    proc = start(midair, "-q", "-d", str(out), "-i", str(urls), stdout=subprocess.DEVNULL, env=env)
+    checks = ["--check-input"] if phase == "loading" else []
+    proc = start(
+        midair, "-q", *checks, "-d", str(out), "-i", str(urls), stdout=subprocess.DEVNULL, env=env
+    )
     try:
         if in_workers:
             wait_for_phase(proc, marks, "preparing", by_worker=False)

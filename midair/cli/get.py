@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from ..api import Downloader
 from ..core.errors import InputError
-from ..core.jobs import Options, parse_input_file
+from ..core.jobs import Job, Options, iter_input_file
 from ..engines import DEFAULT_ENGINE, ENGINES
 from ..run import LISTENER, Run
 from ._units import parse_size
@@ -251,9 +251,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for url in args.urls:
         downloader.enqueue(url)
-    skipped = _add_input(downloader, args) if args.input_file else 0
+    bad = _add_input(downloader, args) if args.input_file else []
     if not downloader.jobs:
-        if skipped:
+        if bad:
             return 1  # every entry was bad, each already reported: nothing to start
         raise InputError("no URLs given (pass URLs or -i FILE)")
     if args.insecure:
@@ -263,23 +263,42 @@ def run(args: argparse.Namespace) -> int:
         )
     reporter = make_reporter(json=args.json, quiet=args.quiet)
     downloader.on_event, downloader.listens_to = reporter.event, reporter.kinds
+    downloader.keeps_successes = False  # the summary counts; no entry per file is needed
     results = downloader.run(around=lambda run: _display(reporter, run))
-    return 0 if results.ok and not skipped else 1
+    return 0 if results.ok and not bad else 1
 
 
-def _add_input(downloader: Downloader, args: argparse.Namespace) -> int:
-    """Add the -i list's jobs; the number of bad entries reported and skipped (none with
-    --check-input: the first one raises, before anything starts)."""
-    skipped = 0
+def _add_input(downloader: Downloader, args: argparse.Namespace) -> list[InputError]:
+    """Add the -i list's jobs, read as the run goes (a window at a time); the bad entries,
+    reported and skipped as they are reached (the list grows while the run reads).  With
+    --check-input the whole list is read first and the first bad entry raises, before
+    anything starts.  The first job is read here, so an empty list fails at once."""
+    bad: list[InputError] = []
 
     def skip(error: InputError) -> None:
-        nonlocal skipped
-        skipped += 1
+        bad.append(error)
         print(f"midair: {error} (entry skipped)", file=sys.stderr)
 
-    on_bad = None if args.check_input else skip
-    downloader.add_jobs(parse_input_file(*_read_input(args.input_file), on_bad=on_bad))
-    return skipped
+    if args.check_input:
+        downloader.add_jobs(_checked(args.input_file))
+        return bad
+    jobs = iter_input_file(_open_input(args.input_file), _source_name(args.input_file), skip)
+    first = next(jobs, None)
+    if first is not None:
+        downloader.add_jobs([first])
+        downloader.add_jobs(jobs)
+    return bad
+
+
+def _checked(name: str) -> Iterator[Job] | list[Job]:
+    """--check-input: every entry of the list read (and checked) before the run starts; a
+    file is then read again as the run goes, rather than held whole (stdin is held)."""
+    source = _source_name(name)
+    if name == "-":
+        return list(iter_input_file(_open_input(name), source))
+    for _ in iter_input_file(_open_input(name), source):
+        pass
+    return iter_input_file(_open_input(name), source)
 
 
 @contextlib.contextmanager
@@ -356,13 +375,26 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in chosen.items() if v is not None}
 
 
-def _read_input(name: str) -> tuple[str, str]:
+def _source_name(name: str) -> str:
+    return "<stdin>" if name == "-" else name
+
+
+def _open_input(name: str) -> Iterator[str]:
+    """The list's lines as they are read.  A file that cannot be opened fails here, before
+    the run; one that is not UTF-8 fails where the bad bytes are reached (an InputError,
+    which stops the run: what came before it is kept)."""
     if name == "-":
-        return sys.stdin.read(), "<stdin>"
+        return _lines(sys.stdin, name)
     try:
-        with open(name, encoding="utf-8") as f:
-            return f.read(), name
+        f = open(name, encoding="utf-8")  # noqa: SIM115 -- closed by _lines, read or dropped
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror}") from None
+    return _lines(f, name)
+
+
+def _lines(f: Any, name: str) -> Iterator[str]:
+    try:
+        with contextlib.closing(f) if f is not sys.stdin else contextlib.nullcontext():
+            yield from f
     except UnicodeDecodeError:
-        raise InputError(f"{name}: not UTF-8 text") from None
+        raise InputError(f"{_source_name(name)}: not UTF-8 text") from None

@@ -31,7 +31,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 
 from . import claims, naming
 from . import transfer as t
@@ -85,6 +85,10 @@ if TYPE_CHECKING:
     from .tunnel import Tunnel
 
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
+# Jobs taken from the source at a time (at least 4 per connection): the next window is taken
+# once fewer than this many are unended, so at most two windows' jobs are held at once.
+WINDOW = 4096
+ENDED = -1  # the claim of a name whose job ended: still the batch's, no longer anyone's
 # The states a batch moves its downloads to (state.MOVES says which moves are allowed).
 PREPARING, QUEUED, WAITING = DownloadState.PREPARING, DownloadState.QUEUED, DownloadState.WAITING
 FETCHING, PUBLISHING = DownloadState.FETCHING, DownloadState.PUBLISHING
@@ -255,23 +259,32 @@ class Batch:
         self.options = options
         self._cookies = cookies
         self._epoch = epoch
-        self._jobs = dict(enumerate(jobs)) if ids is None else dict(zip(ids, jobs, strict=True))
-        self._first_paths = paths
+        # The jobs come from ``_source`` a window at a time (``take_jobs``), so a list of
+        # millions costs the memory of a few windows; ``_jobs`` holds those not yet ended.
+        self._source = _numbered(jobs, ids, paths)
+        self._paths_given = paths is not None
+        self._more = True  # the source may hold more jobs
+        self._window: list[tuple[int, str | None]] = []  # the latest window's jobs, first paths
+        self._window_size = max(WINDOW, 4 * options.concurrency)
+        self._jobs: dict[int, Job] = {}
         self._downloads: dict[int, t.Download] = {}  # made as each job's file is prepared
         self._unprepared: deque[tuple[int, str]] = deque()  # claimed at start, Prepare to come
         self._request_fields = t.RequestFields(options)
-        self._unfinished = len(self._jobs)
-        self.done = not self._unfinished  # every job ended; read on every event: no call
+        self._unfinished = 0  # jobs taken from the source and not ended
+        self.done = False  # every job ended; read on every event: no call
         self._hosts: dict[tuple[str, str, int], _Host] = {}
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
         self._links: dict[int, _Link] = {}  # HTTP/2 connections, by the engine's id
         self._timers: list[tuple[float, int, t.Download | _Host]] = []
-        self._claims: dict[str, int] = {}  # path -> the download that has it
-        self._alone: dict[str, int] | None = None  # first paths of one job each, until start
-        self._clashes: dict[str, list[int]] = {}  # first paths several jobs share
-        self._escaping: list[int] = []  # jobs whose first path lands outside
+        # path -> the download that has it (ENDED once it ended): one entry per name of the
+        # batch, kept to its end, so a clash with a name taken long before is still found.
+        self._claims: dict[str, int] = {}
+        self._clashes: dict[str, list[int]] = {}  # the window's first paths several jobs share
+        self._escaping: list[int] = []  # the window's jobs whose first path lands outside
         self._directories: set[str] = set()  # where the jobs land, for the store's survey
+        self._surveyed: set[str] = set()  # of those, the ones the store surveyed already
+        self._owned: dict[str, str] = {}  # URL -> a file it owns under another name (survey)
         self._taken: set[str] = set()  # on disk and no job's to take (the survey says)
         self._renames: dict[int, int] = {}  # job -> its path's number, for the few numbered
         self._ids = itertools.count(1)
@@ -327,37 +340,62 @@ class Batch:
             deadlines.append(self._next_sweep)
         return min(deadlines, default=None)
 
-    # --- events in ------------------------------------------------------------------
+    # --- intake: jobs taken in windows, named across the whole batch -------------------
     @property
     def unprepared(self) -> int:
         """Jobs whose name is claimed but whose ``Prepare`` is still to come (``prepare_more``)."""
         return len(self._unprepared)
 
+    @property
+    def wants_jobs(self) -> bool:
+        """Whether to take the next window now (``take_jobs``, then ``name_jobs``): the source
+        may hold more, and fewer than a window's jobs are taken and not ended."""
+        return self._more and self._unfinished < self._window_size
+
     def to_survey(self) -> tuple[set[str], Container[str]]:
-        """What the store looks at before ``start`` (``Store.survey``): the directories the
-        jobs land in, and the paths it may pass over, each the first choice of one job alone
-        (``prepared`` will tell about those).  Which URL made each other file there is what
-        keeps names stable across runs: a duplicate's ``NAME.1``, a server's name."""
-        if self._alone is None:
-            self._group_first_paths()
-        assert self._alone is not None
-        return self._directories, self._alone
+        """What the store looks at before ``start`` (``Store.survey``): ``take_jobs``'s answer
+        for the first window (taken here if ``start`` has not taken it)."""
+        if not self._window and self._more:
+            return self.take_jobs()
+        return self._directories - self._surveyed, self._claims
+
+    def take_jobs(self) -> tuple[set[str], Container[str]]:
+        """Take the next window of jobs from the source and find each one's first-choice path;
+        return what the store surveys before ``name_jobs``: the directories not surveyed yet,
+        and the paths it may pass over, each claimed by one job alone (``prepared`` will tell
+        about those).  Which URL made each other file there is what keeps names stable
+        across runs: a duplicate's ``NAME.1``, a server's name."""
+        window = list(itertools.islice(self._source, self._window_size))
+        self._more = len(window) == self._window_size
+        self._unfinished += len(window)
+        self.done = not (self._unfinished or self._more)
+        self._group_first_paths(window)
+        fresh = self._directories - self._surveyed
+        self._surveyed |= fresh
+        return fresh, self._claims
 
     def start(
         self, now: float, first: int | None = None, owners: Mapping[str, str | None] | None = None
     ) -> list[Action]:
-        """Name every job, then prepare the first ``first`` files (all when None).
+        """Name the first window's jobs, then prepare the first ``first`` files (all when None).
 
         ``owners``: the store's survey, path -> the URL midair made the file for (None: a
-        file midair did not make).  Every name is settled here (``claims.settle``), so a clash
-        anywhere in the batch is settled before any file is touched; the cost per job is
-        one name and one dict entry.  The rest of the files are prepared by
-        ``prepare_more``: their ``Download`` and ``Prepare`` are made then, so the first
-        connections need not wait for them.
+        file midair did not make).  Every name of a window is settled before any of its files
+        is touched (``claims.settle``), against every name claimed before it, so a clash
+        anywhere in the batch is found; the cost per job is one name and one dict entry,
+        kept to the batch's end.  The rest of the files are prepared by ``prepare_more``:
+        their ``Download`` and ``Prepare`` are made then, so the first connections need not
+        wait for them.
         """
         self.to_survey()
         self._name_jobs(owners or {})
         return self.prepare_more(len(self._unprepared) if first is None else first, now)
+
+    def name_jobs(self, owners: Mapping[str, str | None], now: float) -> list[Action]:
+        """Settle the names of the window ``take_jobs`` took (see ``start``), after the store's
+        survey of its directories; ``prepare_more`` prepares them."""
+        self._name_jobs(owners)
+        return self._flush(now)
 
     def prepare_more(self, count: int, now: float) -> list[Action]:
         """``Prepare`` the next ``count`` claimed files (fewer when fewer are left)."""
@@ -373,15 +411,18 @@ class Batch:
             out.append(Prepare(ident, path, d.job.url.text, d.checksum))
         return self._flush(now)
 
-    def _group_first_paths(self) -> None:
-        """Each job's first-choice path: claimed by it alone, shared (a clash), or None."""
-        options = self.options
-        paths = self._first_paths
-        if paths is None:
-            paths = [t.claimable_path(job, options) for job in self._jobs.values()]
-        alone, clashes, directories = self._claims, self._clashes, self._directories
+    def _group_first_paths(self, taken: list[tuple[int, Job, str | None]]) -> None:
+        """Each job's first-choice path: claimed by it alone, shared (a clash, with this
+        window's jobs or with a name claimed before), or None (it lands outside)."""
+        options, jobs, claims = self.options, self._jobs, self._claims
+        mine: dict[str, int] = {}  # claimed by one job of this window, so far
+        clashes, directories = self._clashes, self._directories
         directories.add(naming.directory_of(options.directory))
-        for (ident, job), path in zip(self._jobs.items(), paths, strict=True):
+        window = self._window = []
+        for ident, job, given in taken:
+            jobs[ident] = job
+            path = given if self._paths_given else t.claimable_path(job, options)
+            window.append((ident, path))
             if path is None:
                 self._escaping.append(ident)
                 continue
@@ -389,47 +430,67 @@ class Batch:
                 directories.add(path.rpartition("/")[0] or "/")
             if path in clashes:
                 clashes[path].append(ident)
-            elif path in alone:
-                clashes[path] = [alone.pop(path), ident]
+            elif path in mine:
+                clashes[path] = [mine.pop(path), ident]
+            elif path in claims:  # an earlier window's: it keeps it, as if first in the list
+                clashes[path] = [ident]
             else:
-                alone[path] = ident
-        self._alone = alone  # ``_claims`` from now on: a claim by one job's own name
+                mine[path] = ident
+        claims.update(mine)
 
     def _name_jobs(self, owners: Mapping[str, str | None]) -> None:
-        """Settle every job's path (``claims.settle``): its first choice when it has it alone
-        and its URL owns no other file; failed at once when the name lands outside."""
+        """Settle the window's paths (``claims.settle``): each job's first choice when it has
+        it alone and its URL owns no other file; failed at once when the name lands outside."""
         for ident in self._escaping:
             d = self._downloads[ident] = t.Download(ident, self._jobs[ident], self.options)
             self._prepare(d, d.candidate_name())
-        if not owners and not self._clashes:  # nearly every batch: each job has its own name
-            self._unprepared.extend((ident, path) for path, ident in self._claims.items())
-            return
-        self._settle(owners)
-        paths = {ident: path for path, ident in self._claims.items()}
-        self._unprepared.extend((i, paths[i]) for i in self._jobs if i in paths)  # list order
+        self._escaping = []
+        if owners:
+            self._note_owners(owners)
+        window, claims = self._window, self._claims
+        if self._clashes or (self._owned and any(self._owns(i) for i, _ in window)):
+            placed = self._settle()
+        else:  # nearly every window: each job has its own name
+            placed = {}
+        for ident, first in window:  # list order
+            if ident in placed:
+                self._unprepared.append((ident, placed[ident][0]))
+            elif first is not None and claims.get(first) == ident:
+                self._unprepared.append((ident, first))
+        self._window, self._clashes = [], {}
 
-    def _settle(self, owners: Mapping[str, str | None]) -> None:
+    def _note_owners(self, owners: Mapping[str, str | None]) -> None:
+        """Remember what the survey found, for this window and the ones after it."""
         overwrite = self.options.overwrite
-        self._taken = {path for path, url in owners.items() if url is not None or not overwrite}
-        owned: dict[str, str] = {}
+        self._taken.update(p for p, url in owners.items() if url is not None or not overwrite)
         for path in sorted(owners):  # the lowest path, should one URL own two
             url = owners[path]
             name = path.rpartition("/")[2]
             if url is not None and naming.sanitize(name) == name:  # a name midair gives
-                owned.setdefault(url, path)
-        escaping = set(self._escaping)
-        movers = [
-            self._wish(i)
-            for i, job in self._jobs.items()
-            if job.url.text in owned and i not in escaping
-        ]
+                self._owned.setdefault(url, path)
+
+    def _owns(self, ident: int) -> bool:
+        job = self._jobs.get(ident)
+        return job is not None and job.url.text in self._owned
+
+    def _settle(self) -> dict[int, tuple[str, int]]:
+        escaping = {i for i, first in self._window if first is None}
+        movers = [self._wish(i) for i, _ in self._window if i not in escaping and self._owns(i)]
         clashes = {p: [self._wish(i, p) for i in group] for p, group in self._clashes.items()}
         settled = claims.settle(
-            self._claims, movers, clashes, owned, self._taken, no_clobber=self.options.no_clobber
+            self._claims,
+            movers,
+            clashes,
+            self._owned,
+            self._taken,
+            no_clobber=self.options.no_clobber,
         )
-        self._renames = {ident: number for ident, (_, number) in settled.placed.items() if number}
+        self._renames.update(
+            (ident, number) for ident, (_, number) in settled.placed.items() if number
+        )
         for ident, winner in settled.beaten.items():
             self._beaten(ident, winner)
+        return settled.placed
 
     def _wish(self, ident: int, first: str | None = None) -> claims.Wish:
         job = self._jobs[ident]
@@ -439,13 +500,21 @@ class Batch:
     def _beaten(self, ident: int, winner: int) -> None:
         """--no-clobber: another job of the batch took this one's path; it fails now."""
         d = self._downloads[ident] = t.Download(ident, self._jobs[ident], self.options)
-        path, other = t.first_path(d.job, self.options), self._jobs[winner].url.text
-        message = f"{path} is also the target of {other} (--no-clobber)"
+        path = t.first_path(d.job, self.options)
+        message = f"{path} is also the target of {self._url_of(winner)} (--no-clobber)"
         self._fail(d, DestinationError(d.job.url.text, message))
 
+    def _url_of(self, ident: int) -> str:
+        """The URL of job ``ident``, for a message: one ended long ago is no longer held."""
+        job = self._jobs.get(ident)
+        return job.url.text if job is not None else "another URL of the list"
+
+    # --- events in ------------------------------------------------------------------
     def prepared(self, ident: int, disk: OnDisk, now: float) -> list[Action]:
         """The store's answer to ``Prepare``: what is already on disk at the path."""
-        d = self._downloads[ident]
+        d = self._downloads.get(ident)
+        if d is None:  # ended meanwhile (a stop's late answer): nothing is held for it
+            return self._flush(now)
         assert d.path is not None
         if disk.kind is Disk.COMPLETE:
             d.size = disk.offset
@@ -556,8 +625,8 @@ class Batch:
 
     def published(self, ident: int, now: float, error: DownloadError | None = None) -> list[Action]:
         """The store's answer to ``Publish`` (or to a failed ``Open``/``Write``)."""
-        d = self._downloads[ident]
-        if d.state in ENDS:  # a late answer, e.g. to a Publish after a failed Write
+        d = self._downloads.get(ident)
+        if d is None or d.state in ENDS:  # a late answer, e.g. to a Publish after a failed Write
             return self._flush(now)
         if error is None:
             self._finish(d, skipped=False)
@@ -1012,7 +1081,7 @@ class Batch:
             path = d.resolve(name)
             while path in self._claims or path in self._taken:
                 if self.options.no_clobber and path in self._claims:
-                    other = self._jobs[self._claims[path]].url.text
+                    other = self._url_of(self._claims[path])
                     message = f"{path} is also the target of {other} (--no-clobber)"
                     self._fail(d, DestinationError(d.job.url.text, message))
                     return
@@ -1153,8 +1222,15 @@ class Batch:
         self._enqueue(d, self._now)
 
     def _end(self, d: t.Download) -> None:
+        """Forget the ended job but for its names' claims (the batch's clashes need them)."""
         self._unfinished -= 1
-        self.done = not self._unfinished
+        self.done = not (self._unfinished or self._more)
+        self._jobs.pop(d.id, None)
+        self._downloads.pop(d.id, None)
+        claimed = self._claims
+        for path in (d.path, d.target):
+            if path is not None and claimed.get(path) == d.id:
+                claimed[path] = ENDED
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:
@@ -1206,13 +1282,26 @@ class Batch:
     def _flush(self, now: float) -> list[Action]:
         if self._ready:
             self._fill(now)
-        if self._links and not self._unfinished:  # kept for work that did not come
+        if self._links and self.done:  # kept for work that did not come
             for link in list(self._links.values()):
                 self._close_link(link, now)
         if not self._conns:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out
+
+
+def _numbered(
+    jobs: Iterable[Job], ids: Iterable[int] | None, paths: Iterable[str | None] | None
+) -> Iterator[tuple[int, Job, str | None]]:
+    """Each job with its id (default: its position) and first path (None: not given)."""
+    if paths is None and ids is None:
+        return ((i, job, None) for i, job in enumerate(jobs))
+    if paths is None:
+        return ((i, job, None) for i, job in zip(ids, jobs, strict=True))  # type: ignore[arg-type]
+    if ids is None:
+        return ((i, job, path) for i, (job, path) in enumerate(zip(jobs, paths, strict=True)))
+    return zip(ids, jobs, paths, strict=True)
 
 
 def _proxy_choice(options: Options) -> ProxyChoice | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -305,11 +306,12 @@ def _check_value(name: str, value: object) -> None:
 
 
 def parse_input_file(
-    text: str, source: str, on_bad: Callable[[InputError], None] | None = None
+    text: str, source: str, on_bad: Callable[[InputError], None] | None = None, first: int = 1
 ) -> list[Job]:
     """Parse aria2's input-file format: a URL line, then indented ``key=value`` lines.
 
-    Errors name ``source`` and the line number, so a user can fix the file.  Without
+    Errors name ``source`` and the line number (``first``: the number of the text's first
+    line, for a piece of a longer list), so a user can fix the file.  Without
     ``on_bad`` the first bad entry raises its InputError; with it, each bad entry (a URL
     and its option lines) is handed to ``on_bad`` and left out, and the rest are read.
     """
@@ -317,7 +319,7 @@ def parse_input_file(
     if plain is not None:
         return plain
     jobs: list[Job] = []
-    for url_line, url, opts in _entries(text):
+    for url_line, url, opts in _entries(text, first):
         try:
             jobs.append(_entry_job(source, url_line, url, opts))
         except InputError as exc:
@@ -325,6 +327,65 @@ def parse_input_file(
                 raise
             on_bad(exc)
     return jobs
+
+
+def iter_input_file(
+    lines: Iterable[str], source: str, on_bad: Callable[[InputError], None] | None = None
+) -> Iterator[Job]:
+    """``parse_input_file`` as the lines come (a file object, stdin): the jobs are made a
+    block of lines at a time, so a list of millions is never held whole, and a bad entry is
+    found (and raised, or handed to ``on_bad``) when its line is reached."""
+    pending: list[str] = []  # the last entry's lines: option lines may follow in the next block
+    number = 1  # of pending's first line
+    for block in _blocks(lines):
+        plain = _plain_block(block)
+        if plain is not None:  # no line of it is an option line: pending's entry is whole
+            yield from parse_input_file("".join(pending), source, on_bad, number)
+            number += _line_count(pending)
+            yield from plain[:-1]
+            number += _line_count(block[:-1])
+            pending = [block[-1]]
+            continue
+        pending += block
+        cut = _last_entry_start(pending)
+        yield from parse_input_file("".join(pending[:cut]), source, on_bad, number)
+        number += _line_count(pending[:cut])
+        pending = pending[cut:]
+    yield from parse_input_file("".join(pending), source, on_bad, number)
+
+
+BLOCK_LINES = 2048  # lines read at a time by ``iter_input_file``
+
+
+def _blocks(lines: Iterable[str]) -> Iterator[list[str]]:
+    it = iter(lines)
+    while block := list(itertools.islice(it, BLOCK_LINES)):
+        yield block
+
+
+def _line_count(lines: list[str]) -> int:
+    """How many lines ``str.splitlines`` makes of ``lines`` joined (\v, \f... end lines too)."""
+    return sum(len(line.splitlines()) or 1 for line in lines)
+
+
+def _plain_block(block: list[str]) -> list[Job] | None:
+    """A block's jobs, one per non-empty line, if every line is a bare URL (else None)."""
+    jobs = _plain_list("".join(block))
+    if jobs is None or len(jobs) != sum(1 for line in block if line.strip()):
+        return None
+    return jobs if block[-1].strip() else None
+
+
+def _last_entry_start(lines: list[str]) -> int:
+    """Where the last entry (a URL line and the option or blank lines after it) begins:
+    what may still take option lines from the lines to come.  0 when there is none: option
+    lines before any URL wait for it, to be one bad entry however long."""
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        stripped = line.strip()
+        if stripped and line[0] not in " \t" and not stripped.startswith("#"):
+            return index
+    return 0
 
 
 def _entry_job(source: str, url_line: int, url: str | None, opts: list[tuple[int, str]]) -> Job:
@@ -362,11 +423,11 @@ class _LineError(ValueError):
         self.line, self.message = line, message
 
 
-def _entries(text: str) -> Iterator[tuple[int, str | None, list[tuple[int, str]]]]:
+def _entries(text: str, first: int = 1) -> Iterator[tuple[int, str | None, list[tuple[int, str]]]]:
     """Each URL line with its option lines; option lines before any URL come as one
     entry whose URL is None, so the caller reports them as one bad entry."""
     current: tuple[int, str | None, list[tuple[int, str]]] | None = None
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), first):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

@@ -38,7 +38,7 @@ class Tracker(MutableRecord):
 
     __match_args__ = (
         *("jobs", "bytes_done", "files_done", "files_failed", "retries"),
-        *("active", "results", "follows"),
+        *("active", "results", "follows", "keeps"),
     )
     __slots__ = __match_args__
 
@@ -52,7 +52,9 @@ class Tracker(MutableRecord):
         active: dict[int, Transfer] | None = None,
         results: Results | None = None,
         follows: bool = True,
+        keeps: bool = True,
     ) -> None:
+        """``keeps``: add a ``Success`` to ``results`` per finished file (False: count only)."""
         self.jobs = jobs
         self.bytes_done = bytes_done
         self.files_done = files_done
@@ -61,6 +63,7 @@ class Tracker(MutableRecord):
         self.active: dict[int, Transfer] = {} if active is None else active
         self.results = Results() if results is None else results
         self.follows = follows
+        self.keeps = keeps
 
     def observe(self, action: Action) -> None:
         count = self._count(type(action))
@@ -98,7 +101,10 @@ class Tracker(MutableRecord):
     def _finished(self, action: Finished) -> None:
         self.active.pop(action.download, None)
         self.files_done += 1
-        self.results.successes.append(Success(action.url, action.path, action.size, action.skipped))
+        if self.keeps:
+            self.results.successes.append(
+                Success(action.url, action.path, action.size, action.skipped)
+            )
 
     def _failed(self, action: Failed) -> None:
         self.active.pop(action.download, None)

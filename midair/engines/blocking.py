@@ -48,13 +48,14 @@ class SequentialEngine:
     name = "sequential"
 
     def run(self, run: Run) -> None:
+        ahead, _ = run.head(PREFETCH)  # read before the session takes the jobs
         session = Session(run)
         queue: deque[_Link] = deque()
         driver = Driver(session, STDLIB, lambda _, link: queue.append(link), sequential=True)
         session.limit_connections(1)
         try:
             # One connection at a time would mean one lookup at a time: look ahead.
-            driver.resolver.prefetch(list(dict.fromkeys(j.url.host for j in run.jobs[:PREFETCH])))
+            driver.resolver.prefetch(list(dict.fromkeys(j.url.host for j in ahead)))
             driver.start()
             while not session.done:
                 if queue:

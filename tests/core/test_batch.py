@@ -831,7 +831,7 @@ def test_a_batch_given_its_first_paths_starts_as_one_that_finds_them(
     auto_rename: bool, names: list[str]
 ) -> None:
     found = names_batch(names, auto_rename=auto_rename)
-    jobs, options = list(found._jobs.values()), found.options
+    jobs, options = [Job.from_url(f"{H}/{name}") for name in names], found.options
     paths = [claimable_path(job, options) for job in jobs]
     given = Batch(jobs, options, seed=1, paths=paths)
     assert outcome(given.start(0.0)) == outcome(found.start(0.0))
@@ -849,8 +849,8 @@ def test_a_batch_numbers_its_downloads_with_the_ids_it_is_given() -> None:
         12: "/d/a.1",  # the same URL twice (a Run keeps it once): the second numbered
     }
     assert batch.prepared(3, OnDisk("fresh"), 0.0) == [Connect(1, "h.example", 80, False)]
-    with pytest.raises(ValueError):
-        Batch(jobs, Options(directory="/d"), ids=[1, 2])  # one id per job
+    with pytest.raises(ValueError):  # one id per job, found as the jobs are taken
+        Batch(jobs, Options(directory="/d"), ids=[1, 2]).start(0.0)
 
 
 def test_out_and_dir_are_honoured(tmp_path: Path) -> None:
