@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import NginxFactory
+from conftest import NginxFactory, require_nginx
 
 from midair.bench import clients, data, downloads, runner
 from midair.bench.clients import PEERS, Job, engine_clients
@@ -466,7 +466,7 @@ def test_each_rep_starts_with_the_next_client() -> None:
 
 def test_small_h2_is_small_over_tls_and_never_reuses_its_runs(tmp_path: Path) -> None:
     small, h2 = parse_scenario("small", quick=True), parse_scenario("small-h2", quick=True)
-    assert OPT_IN == ["small-h2"] and "small-h2" not in NAMES and h2.tls and not small.tls
+    assert OPT_IN == ["small-h2", "list"] and "small-h2" not in NAMES and h2.tls and not small.tls
     [point] = h2.points()
     assert h2.key(point) != small.key(point)  # measured anew, not taken from small's runs
     job = Job(["https://127.0.1.1:1/f"], tmp_path / "urls.txt", tmp_path, 100, 100, tmp_path / "ca")
@@ -477,3 +477,23 @@ def test_small_h2_is_small_over_tls_and_never_reuses_its_runs(tmp_path: Path) ->
     midair_cmd = engine_clients(["epoll"])["midair-epoll"].command(job)
     assert midair_cmd[-2:] == ["--ca-certificate", str(tmp_path / "ca")]
     assert {n for n, c in PEERS.items() if c.tls} == {"curl", "httpx"}
+
+
+def test_the_list_scenario_streams_a_list_of_tiny_bodies_from_nginx(tmp_path: Path) -> None:
+    """``list``: URLs with no files behind them (nginx answers each with one byte), every
+    file checked, first request and peak RSS in the report; nginx only."""
+    require_nginx()
+    done = _bench(tmp_path, "list:files=3000", "--server", "nginx", "--engines", "default,epoll")
+    assert done.returncode == 0, done.stderr[-2000:]
+    [scenario] = json.loads((tmp_path / "out" / "bench.json").read_text())["scenarios"]
+    assert scenario["name"] == "list" and scenario["server"] == "nginx"
+    runs = {r["client"]: r for r in scenario["runs"]}
+    for name in ("midair-default", "midair-epoll"):
+        run = runs[name]
+        assert run["status"] == "ok" and run["verified_ok"] == 3000, run
+        assert 0 < run["timing"]["first_request_ms"] < run["measurement"]["wall_s"] * 1000
+        assert run["measurement"]["maxrss_mib"] > 0
+    assert not list((tmp_path / "cache").glob("*3000x1*"))  # no data set made on disk
+    assert "| midair-epoll |" in (tmp_path / "out" / "bench.md").read_text()
+    refused = _bench(tmp_path / "m", "list:files=10")  # midair serve: no such route
+    assert refused.returncode != 0 and "needs nginx" in refused.stderr

@@ -23,7 +23,18 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MANIFEST", "Dataset", "Verification", "into_page_cache", "make_dataset", "verify"]
+from midair.bench.scenarios import TINY_BODY
+
+__all__ = [
+    "MANIFEST",
+    "Dataset",
+    "TinySet",
+    "Verification",
+    "into_page_cache",
+    "make_dataset",
+    "tiny_set",
+    "verify",
+]
 
 MANIFEST = "manifest.json"
 _CHUNK = 8 << 20  # big files are generated and hashed this much at a time
@@ -44,6 +55,30 @@ class Dataset:
     def subset(self, count: int) -> dict[str, str]:
         """The first ``count`` files' digests: sweep points reuse one data set."""
         return {n: self.sha256[n] for n in self.names[:count]}
+
+
+@dataclass(frozen=True)
+class TinySet:
+    """A ``tiny`` scenario's files (``list``): none on disk, as a list of millions would
+    need millions of inodes; nginx answers every ``/tiny/`` path with ``TINY_BODY``."""
+
+    root: Path  # an empty directory: nginx's root
+    count: int
+    size: int = len(TINY_BODY)
+    prefix: str = "tiny/"  # the URL path the names are under
+
+    @property
+    def names(self) -> list[str]:
+        return [f"t{i}" for i in range(self.count)]
+
+    def subset(self, count: int) -> dict[str, str]:
+        return dict.fromkeys(self.names[:count], hashlib.sha256(TINY_BODY).hexdigest())
+
+
+def tiny_set(work: Path, count: int) -> TinySet:
+    root = work / "tiny-root"
+    root.mkdir(parents=True, exist_ok=True)
+    return TinySet(root, count)
 
 
 def dataset_dir(cache: Path, count: int, size: int, seed: str) -> Path:

@@ -39,6 +39,7 @@ GOALS = {  # issue 8, "What to reach", for the default `midair get`
     "c10k": "<= 2.5x floor and ahead of wget2, RSS per in-flight transfer <= 20 KiB",
     "bulk": ">= wget2's GB/s and >= 90% of the new-file ceiling",
     "small": "files/s >= wget2's, CPU per file <= curl's",
+    "list": "first request <= 1 s after exec, peak RSS <= 200 MiB flat in list length (issue 9)",
 }
 
 

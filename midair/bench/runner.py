@@ -45,7 +45,15 @@ from pathlib import Path
 
 from midair.bench.ceiling import WRITERS, measure_ceiling
 from midair.bench.clients import Client, Job
-from midair.bench.data import Dataset, Verification, into_page_cache, make_dataset, verify
+from midair.bench.data import (
+    Dataset,
+    TinySet,
+    Verification,
+    into_page_cache,
+    make_dataset,
+    tiny_set,
+    verify,
+)
 from midair.bench.downloads import prefault
 from midair.bench.measure import Measurement, run_measured
 from midair.bench.scenarios import SEED, Point, Scenario
@@ -139,14 +147,19 @@ def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     points = [p for p in scn.points() if not _too_many_fds(p, ctx, result)]
     if not points:
         return result
-    ctx.say(f"[{scn.name}] data: {scn.dataset_files} x {scn.size} bytes in {ctx.cache}")
-    data = make_dataset(ctx.cache, scn.dataset_files, scn.size, SEED)
     work = ctx.work / scn.name
     work.mkdir(parents=True, exist_ok=True)
+    data: Dataset | TinySet
+    if scn.tiny:
+        ctx.say(f"[{scn.name}] {scn.dataset_files} URLs, each answered by a one-byte body")
+        data = tiny_set(work, scn.dataset_files)
+    else:
+        ctx.say(f"[{scn.name}] data: {scn.dataset_files} x {scn.size} bytes in {ctx.cache}")
+        data = make_dataset(ctx.cache, scn.dataset_files, scn.size, SEED)
     hosts = max(p.hosts for p in points)
     workers = nginx_workers(points, ctx)
     ca, tls = _certificate(work, hosts) if scn.tls else (None, None)
-    with serve(ctx.server, data.root, hosts, scn.rate, work, workers, tls) as served:
+    with serve(ctx.server, data.root, hosts, scn.rate, work, workers, tls, scn.tiny) as served:
         result.server = served.kind + (
             f" ({workers} workers)" if served.kind == "nginx" and workers != 1 else ""
         )
@@ -209,7 +222,7 @@ def _too_many_fds(point: Point, ctx: Context, result: ScenarioResult) -> bool:
 
 
 def _baseline(
-    scn: Scenario, served: Served, data: Dataset, ctx: Context, result: ScenarioResult
+    scn: Scenario, served: Served, data: Dataset | TinySet, ctx: Context, result: ScenarioResult
 ) -> None:
     """The floor (throttled) or the loopback ceilings (bulk), once per rep; each writer
     into memory that is ready as it is for the clients (``_ready``)."""
@@ -257,14 +270,15 @@ def _run_point(
     point: Point,
     rep: int,
     served: Served,
-    data: Dataset,
+    data: Dataset | TinySet,
     work: Path,
     ctx: Context,
     result: ScenarioResult,
     ca: Path | None = None,
 ) -> list[Run]:
     names = data.names[: point.files]
-    urls = [served.url(i % point.hosts, name) for i, name in enumerate(names)]
+    prefix = data.prefix if isinstance(data, TinySet) else ""
+    urls = [served.url(i % point.hosts, prefix + name) for i, name in enumerate(names)]
     list_file = work / f"urls-{point.files}.txt"
     list_file.write_text("".join(u + "\n" for u in urls))
     expected = data.subset(point.files)
@@ -277,7 +291,8 @@ def _run_point(
             continue
         out = work / f"{name}-{point.files}-{rep}"
         job = Job(urls, list_file, out, point.jobs, point.per_host, ca)
-        into_page_cache(data.root, names)  # the server sends from memory to everyone (data)
+        if isinstance(data, Dataset):  # the server sends from memory to everyone (data)
+            into_page_cache(data.root, names)
         runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx, result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)
     return runs

@@ -9,6 +9,10 @@
            nginx only, so run when named, not by default
     sweep  c10k's files and rate with N = 10, 100, 1,000, 10,000 transfers in flight
            (a point identical to one already run, e.g. N = 10,000 after c10k, reuses it)
+    list   a list of 1,000,000 URLs, 100 at a time, every path answered by nginx with a
+           one-byte body (no files behind them): time to first request, peak RSS and
+           files/s against list length (``list:files=10000000`` for 10M); nginx only,
+           and long: run when named
 
 Any field can be overridden on the command line: ``crowd:files=2000,rate=64K``
 (sizes and rates take K/M/G; ``counts=10/100/1000`` for sweep). ``jobs`` (in
@@ -27,7 +31,16 @@ from typing import Any
 
 from midair.cli._units import parse_size
 
-__all__ = ["DEFAULTS", "NAMES", "OPT_IN", "QUICK", "Point", "Scenario", "parse_scenario"]
+__all__ = [
+    "DEFAULTS",
+    "NAMES",
+    "OPT_IN",
+    "QUICK",
+    "TINY_BODY",
+    "Point",
+    "Scenario",
+    "parse_scenario",
+]
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 SEED = "midair-bench-v1"
@@ -56,6 +69,7 @@ class Scenario:
     counts: tuple[int, ...] = ()  # sweep only: the N values
     reps: int = 0  # 0 = --reps
     tls: bool = False  # nginx over TLS with HTTP/2 offered; only clients that can trust it
+    tiny: bool = False  # nginx answers every /tiny/ path with TINY_BODY: no data set on disk
 
     @property
     def throttled(self) -> bool:
@@ -81,6 +95,7 @@ class Scenario:
             self.size,
             self.rate,
             self.tls,
+            self.tiny,
         )
 
     @property
@@ -100,10 +115,12 @@ DEFAULTS: dict[str, Scenario] = {
         Scenario(
             "sweep", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120, counts=(10, 100, 1000, 10_000)
         ),
+        Scenario("list", 1_000_000, 1, 1, 0, jobs=100, per_host=100, timeout=900, tiny=True),
     ]
 }
-NAMES = [s.name for s in DEFAULTS.values() if not s.tls]  # the default run: any server
-OPT_IN = [s.name for s in DEFAULTS.values() if s.tls]  # asked by name, against nginx
+NAMES = [s.name for s in DEFAULTS.values() if not (s.tls or s.tiny)]  # the default run
+OPT_IN = [s.name for s in DEFAULTS.values() if s.tls or s.tiny]  # asked by name, nginx only
+TINY_BODY = b"x"  # what nginx answers for every path of a ``tiny`` scenario
 
 QUICK: dict[str, Scenario] = {
     s.name: s
@@ -115,6 +132,7 @@ QUICK: dict[str, Scenario] = {
         Scenario("small", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30),
         Scenario("small-h2", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30, tls=True),
         Scenario("sweep", 400, 6 * KIB, 20, 4 * KIB, timeout=30, counts=(10, 400)),
+        Scenario("list", 20_000, 1, 1, 0, jobs=100, per_host=100, timeout=60, tiny=True),
     ]
 }
 

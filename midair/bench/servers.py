@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from midair.bench.measure import tool_version
+from midair.bench.scenarios import TINY_BODY
 from midair.bench.timeline import NginxLog, RequestLog, StatsLog
 from midair.serve.nginx import Nginx, find_nginx
 from midair.serve.server import loopback_hosts
@@ -29,6 +30,11 @@ from midair.serve.server import loopback_hosts
 __all__ = ["Served", "choose_server", "serve", "server_version"]
 
 _STOP_TIMEOUT = 10.0
+_TINY_LOCATION = f"""        location /tiny/ {{
+            default_type application/octet-stream;
+            return 200 "{TINY_BODY.decode()}";
+        }}
+"""
 
 
 @dataclass(frozen=True)
@@ -72,14 +78,18 @@ def serve(
     work: Path,
     workers: int = 1,
     tls: tuple[Path, Path] | None = None,
+    tiny: bool = False,
 ) -> Iterator[Served]:
     """Serve ``root`` on ``hosts`` loopback addresses at ``rate`` bytes/s per connection.
 
     ``work`` takes nginx's access log and ``midair serve``'s stderr (a pipe
     could fill and stall it).  ``tls`` (certificate, key): nginx over TLS, HTTP/2 offered.
+    ``tiny``: nginx also answers every ``/tiny/`` path with ``TINY_BODY`` (no file behind it).
     """
     if tls is not None and kind != "nginx":
         raise RuntimeError("TLS scenarios need nginx (--server nginx)")
+    if tiny and kind != "nginx":
+        raise RuntimeError("the list scenario needs nginx (--server nginx)")
     if kind == "nginx":
         access = work / "access.log"
         with Nginx(
@@ -90,6 +100,7 @@ def serve(
             access_log=access,
             tls=tls,
             http2=tls is not None,
+            extra_locations=_TINY_LOCATION if tiny else "",
         ) as ng:
             yield Served("nginx", [ng.url(i, "") for i in range(hosts)], NginxLog(access))
         return
