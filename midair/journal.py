@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 DEFAULT_NAME = ".midair-journal.sqlite"  # inside the download directory
 GROUP_ROWS = 2000  # rows per transaction at most
 GROUP_SECONDS = 0.5  # and no row waits longer than this for its commit (while reports come)
+COUNT_EVERY = 10_000  # jobs read between two records of the run's count (``sort_out``)
 QUEUED, ACTIVE, DONE, FAILED = "queued", "active", "done", "failed"
 STATES = (QUEUED, ACTIVE, DONE, FAILED)
 
@@ -293,11 +294,14 @@ def sort_out(
     """The jobs still to run, as they come; what the journal already settles goes to
     ``settle`` instead: done jobs (skipped without a stat per file unless ``verify``),
     and jobs that failed in an earlier run (unless ``retry_failed``), which fail again
-    with the earlier reason.  The run's count of jobs is recorded once they are read."""
+    with the earlier reason.  The run's count of jobs is recorded as they are read (every
+    ``COUNT_EVERY``: ``midair status`` shows what is queued of a list still being read)."""
     count = 0
     first = journal.empty()  # a first run: no look-up per job
     for job in jobs:
         count += 1
+        if count % COUNT_EVERY == 0:
+            journal.begin(count)
         entry = None if first else journal.get(job.url.text)
         if entry is not None and entry.state == DONE and _still_there(entry, options):
             settle(Success(entry.url, entry.name or "", entry.size or 0, True))

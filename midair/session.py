@@ -24,18 +24,20 @@ not stall the I/O loop), else right there.  While publications are pending,
 ``next_deadline`` asks for a short poll, and ``timer`` hands their outcomes to
 the core — so engines need not know.
 
-A batch starts transferring before every file is prepared: ``start`` has the
-batch claim every name and prepare the first files (two steps' worth); while
-some are left unprepared, ``timer`` is due at once and has the batch prepare
-the next step of them (``Batch.prepare_more``).  Preparing 20,000 files takes
-~100 ms that the first connections no longer wait for.  Every name of the
-batch is settled in ``Batch.start``, after the store's survey of which URL made
-which file (``Store.survey``: one listing per directory, a tag read per file no
-job claims by its own name), so duplicates are numbered before any file is
-touched; a download is only queued for a connection once its
-``Prepare`` is answered.  A step is at least one ``Prepare`` per connection: a
-connection finishes at most one file per event, so the prepared downloads
-never run out while some are left.
+A batch starts transferring before every file is prepared, and before its
+list is read: the batch takes its jobs a window at a time (``Batch.take_jobs``,
+a few thousand), and ``start`` has it claim the first window's names and
+prepare the first files (two steps' worth).  While some are left unprepared,
+or the batch wants its next window (fewer than a window's jobs unended),
+``timer`` is due at once and takes the next step: the next window, named after
+the store's survey of its new directories (``Store.survey``: one listing per
+directory, a tag read per file no job claims by its own name), then the next
+``Prepare``s (``Batch.prepare_more``).  A window's names are settled against
+every name claimed before, so duplicates are numbered before any of its files
+is touched; a download is only queued for a connection once its ``Prepare``
+is answered.  A step is at least one ``Prepare`` per connection: a connection
+finishes at most one file per event, so the prepared downloads never run out
+while some are left.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ its slot goes to another host.  Stalls are found by a periodic sweep rather
 than a timer per connection: one pass a second costs less than re-arming
 thousands of timers on every chunk.
 
+Jobs come from an iterator a window at a time (``take_jobs``, ``name_jobs``):
+a list of millions costs the memory of two windows of jobs, plus one claimed
+name per job (kept to the end, so a clash with a name claimed long before is
+still found: the later job is numbered past it).  An ended job is forgotten.
+
 Control files cost a file creation each; a transfer that finishes within
 ``CHECKPOINT_AFTER`` seconds never needs one (a crash would lose at most that
 much of it), so ``Checkpoint`` is asked for only once an attempt has been
