@@ -81,6 +81,13 @@ def _key(job: Job) -> tuple[str, str | None, str | None]:
     return (job.url.text, job.out, job.subdir)
 
 
+def _drained(jobs: list[Job]) -> Iterator[Job]:
+    """``jobs`` in order, each let go of as it is taken (a head read ahead is not held)."""
+    jobs.reverse()
+    while jobs:
+        yield jobs.pop()
+
+
 class Run:
     """One batch's jobs, options, listener and results, and its stop and failure state."""
 
@@ -157,7 +164,7 @@ class Run:
         if self._ahead is None:
             rest = self._take_source()
             self._ahead = list(itertools.islice(rest, count + 1))  # one more: is there more?
-            self._source = itertools.chain(self._ahead, rest)
+            self._source = itertools.chain(_drained(self._ahead[:]), rest)
         return self._ahead[:count], len(self._ahead) <= count
 
     def _take_source(self) -> Iterable[Job]:
@@ -169,6 +176,7 @@ class Run:
         if source is None:
             raise RuntimeError("a run's jobs are read once")
         if self._ahead is not None:  # screened already
+            self._ahead = []  # the head is the source's now, let go of as the run takes it
             return source
         jobs = iter_distinct(source)
         return jobs if self._screen is None else self._screen(jobs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import midair
 from midair.api import make_options
 from midair.core.jobs import Job
 from midair.engines import DEFAULT_ENGINE, get_engine
-from midair.engines.auto import MANY_JOBS, choose
+from midair.engines.auto import LONG_LIST, MANY_JOBS, choose
 from midair.run import Run
 from midair.serve import ServerThread
 
@@ -43,6 +44,26 @@ def test_a_big_batch_mostly_from_one_origin_runs_on_every_core() -> None:
 )
 def test_otherwise_one_loop(hosts: list[int], options: dict[str, int], cores: int) -> None:
     assert choose(batch(hosts, **options), cores=cores) == "epoll"
+
+
+def test_a_list_longer_than_it_reads_ahead_streams_on_one_loop() -> None:
+    """The processes engine plans over every job: a long list is streamed by one loop
+    instead, after reading LONG_LIST jobs ahead, which the run then still takes, in order."""
+    read = [0]
+
+    def jobs() -> Iterator[Job]:
+        for i in range(LONG_LIST + 10):
+            read[0] += 1
+            yield Job.from_url(f"http://h0.test/f{i}")
+
+    run = Run(jobs(), make_options("/tmp/x", per_host=8))
+    assert choose(run, cores=2) == "epoll"
+    assert read[0] == LONG_LIST + 1  # no further than one past the head
+    taken = [job.url.text for job in run.intake()]
+    assert taken == [f"http://h0.test/f{i}" for i in range(LONG_LIST + 10)]
+    assert run.tracker.jobs == LONG_LIST + 10
+    whole = Run(iter(list(jobs())[:LONG_LIST]), make_options("/tmp/x", per_host=8))
+    assert choose(whole, cores=2) == "processes"  # all of it read: planned on every core
 
 
 def test_options_go_to_the_engine_chosen() -> None:
