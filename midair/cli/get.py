@@ -127,6 +127,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="refuse bodies larger than this (units K, M, G)",
     )
     p.add_argument(
+        "-s",
+        "--split",
+        type=whole,
+        metavar="N",
+        help="fetch a large file as up to N ranges at once, within -j and --per-host, "
+        f"when its server honours Range (default: {D.split}: one connection)",
+    )
+    p.add_argument(
+        "--min-split-size",
+        type=size,
+        metavar="BYTES",
+        help=f"no range smaller than this (default: {D.min_split_size >> 20}M)",
+    )
+    p.add_argument(
         "--lowest-speed",
         type=size,
         metavar="BYTES_PER_S",
@@ -304,6 +318,8 @@ _OPTIONS = (
     "no_clobber",
     "trust_server_names",
     "max_filesize",
+    "split",
+    "min_split_size",
     "lowest_speed",
     "lowest_speed_time",
     "fsync",

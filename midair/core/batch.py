@@ -61,6 +61,7 @@ from .cookies import Cookies
 from .errors import (
     DestinationError,
     DownloadError,
+    HTTPStatusError,
     IntegrityError,
     NetworkError,
     ProtocolError,
@@ -71,6 +72,7 @@ from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, fi
 from .jobs import Job, Options
 from .politeness import Aimd
 from .retry import backoff
+from .segments import Plan, Split, judge
 from .state import ENDS, DownloadState
 from .urls import URL
 
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from .http2 import Http2Connection
     from .politeness import ConcurrencyPolicy
     from .proxy import Proxy, ProxyChoice
+    from .segments import Piece
     from .tunnel import Tunnel
 
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
@@ -95,6 +98,9 @@ _NOT_OURS = {
     Disk.TAKEN: "{} exists, made by midair for another URL (--no-clobber)",
 }
 _SET_COOKIE = field_key(b"set-cookie")
+_ACCEPT_RANGES = field_key(b"accept-ranges")
+_ETAG = field_key(b"etag")
+_LAST_MODIFIED = field_key(b"last-modified")
 
 
 def _cookie_field(d: t.Download, value: str) -> bytes:
@@ -120,6 +126,7 @@ class _Host:
         "proxy",
         "queued",
         "unknown",
+        "wanted",
     )
 
     def __init__(
@@ -131,6 +138,8 @@ class _Host:
         # streams carry the rest; ALPN tells only after a handshake, so TLS opens several.
         self.one = prior_http2 and origin[0] == "http"
         self.pending: deque[t.Download] = deque()
+        # Downloads fetched in segments that asked for one more connection each entry.
+        self.wanted: deque[tuple[t.Download, Split]] = deque()
         self.open = 0
         self.paused_until = 0.0
         self.queued = False  # in the ready queue
@@ -158,7 +167,7 @@ class _Conn:
     __slots__ = (
         *("id", "host", "download", "last_active", "batch", "http", "window_start"),
         *("window_bytes", "body_limit", "checkpoint_at", "exchanges", "answered"),
-        *("held", "saving", "tunnel", "proxy_fields"),
+        *("held", "saving", "tunnel", "proxy_fields", "piece"),
     )
 
     def __init__(
@@ -184,6 +193,7 @@ class _Conn:
         # through an HTTP proxy, the header lines each request adds (absolute-form targets).
         self.tunnel: Tunnel | None = None
         self.proxy_fields: bytes | None = None
+        self.piece: Piece | None = None  # the range it fetches, for a file in segments
         self.http = ClientConnection(self)
 
     # --- ResponseSink: straight to the batch, at the time of the bytes being fed -------
@@ -315,6 +325,8 @@ class Batch:
         conn = self._conns.get(conn_id)
         if conn is None:
             return 0
+        if conn.piece is not None:  # what is left of its range: the rest is another's
+            return int(min(conn.http.body_remaining, conn.piece.remaining))
         room = conn.body_limit - conn.download.position
         return int(min(conn.http.body_remaining, room))
 
@@ -468,7 +480,8 @@ class Batch:
         if conn is not None and conn.host.paused_until > now:
             # Opened before the host said "slow down": its download waits with the others.
             self._close(conn, now)
-            self._requeue(conn.host, conn.download)
+            if not self._still_split(conn.download, now):
+                self._requeue(conn.host, conn.download)
         elif conn is not None and self._speaks_http2(conn, protocol) and _at_origin(conn):
             self._start_link(conn, now)
         elif conn is not None:
@@ -518,7 +531,8 @@ class Batch:
             # The server closed a kept-alive connection just as we reused it: a race,
             # not a fault of this download.  Try again at once, uncounted (as urllib3 does).
             self._close(conn, now)
-            self._enqueue(conn.download, now)
+            if not self._still_split(conn.download, now):
+                self._enqueue(conn.download, now)
             return self._flush(now)
         if conn.host.proxy is not None:
             failure = self._failure_via_proxy(conn, failure)
@@ -586,10 +600,17 @@ class Batch:
     # --- one connection's exchange --------------------------------------------------
     def _send_request(self, conn: _Conn) -> None:
         d = conn.download
+        if d.finished is not None:  # its control file lists ranges: resume them
+            self._plan_from_record(d)
+        if d.split is not None and not self._take_piece(conn, d.split):
+            return
         d.position = d.offset
         conn.exchanges += 1
         conn.answered = False
-        fields = self._request_fields.of(d)
+        if conn.piece is None:
+            fields = self._request_fields.of(d)
+        else:
+            fields = encode_fields(d.request_headers(conn.piece))
         cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
         if cookie is not None:
             fields += _cookie_field(d, cookie)
@@ -610,6 +631,9 @@ class Batch:
     def _start_link(self, conn: _Conn, now: float) -> None:
         """Make ``conn`` the host's HTTP/2 connection, its download the first stream.  A
         second connection opened before the first spoke HTTP/2 gives its download to it."""
+        if conn.download.split is not None:  # no segments over HTTP/2: the stream takes it whole
+            self._leave_split(conn, conn.download.split)
+            self._drop_split(conn.download, now)
         del self._conns[conn.id]
         host = conn.host
         if host.link is not None:
@@ -722,6 +746,168 @@ class Batch:
         else:
             self._mark_ready(host, now)
 
+    # --- segments: one file over several connections (core/segments.py) -----------
+    def _maybe_split(self, conn: _Conn, head: Head, now: float) -> None:
+        """Fetch the accepted file in segments when it is worth it and can be proven
+        safe: a known size, a validator for If-Range, an answer that honours ranges."""
+        d, opts = conn.download, self.options
+        if d.size is None or not d.validator or d.size - d.position < 2 * opts.min_split_size:
+            return
+        if head.status != 206 and (head.text(_ACCEPT_RANGES) or "").strip().lower() != "bytes":
+            return
+        finished = [(0, d.position)] if d.position else []
+        plan = Plan(d.size, opts.split, opts.min_split_size, finished)
+        if len(plan.pieces) < 2:
+            return
+        d.split = Split(plan, now + CHECKPOINT_AFTER, opened=True)  # conn.held is its Open
+        self._take_piece(conn, d.split)  # the first piece: this answer's body starts it
+        self._want_pieces(d, conn.host, now)
+
+    def _plan_from_record(self, d: t.Download) -> None:
+        """Resume a file its control file says was fetched in segments: the ranges it
+        lists stay, the gaps are fetched (as segments, with -s)."""
+        finished, d.finished = d.finished, None
+        assert finished is not None and d.size is not None
+        plan = Plan(d.size, self.options.split, self.options.min_split_size, list(finished))
+        if plan.complete:  # every byte is there: a range past the end (416) proves the version
+            d.offset = d.size
+            return
+        d.split = Split(plan, self._now + CHECKPOINT_AFTER)
+
+    def _take_piece(self, conn: _Conn, split: Split) -> bool:
+        """Give ``conn`` the next range of ``split``'s file; False (and it is closed) when
+        none is worth a request."""
+        piece = split.plan.take(conn.id)
+        if piece is None:
+            self._close(conn, self._now)
+            return False
+        conn.piece = piece
+        split.conns.add(conn.id)
+        return True
+
+    def _leave_split(self, conn: _Conn, split: Split) -> None:
+        split.conns.discard(conn.id)
+        if conn.piece is not None:
+            split.plan.release(conn.piece)
+            conn.piece = None
+
+    def _want_pieces(self, d: t.Download, host: _Host, now: float) -> None:
+        """Ask ``host`` for the connections ``d``'s plan can use now (``_next_to_connect``)."""
+        split = d.split
+        assert split is not None
+        more = split.more_wanted()
+        if more:
+            split.wanted += more
+            host.wanted.extend([(d, split)] * more)
+            self._mark_ready(host, now)
+
+    def _next_to_connect(self, host: _Host) -> t.Download | None:
+        """What a new connection to ``host`` is for: a file in segments that asked for one
+        more (first: it is under way), else the next queued download."""
+        while host.wanted:
+            d, split = host.wanted.popleft()
+            if split is d.split:
+                split.wanted -= 1
+                if d.state is FETCHING:
+                    return d
+        return self._take(host) if host.pending else None
+
+    def _still_split(self, d: t.Download, now: float) -> bool:
+        """Whether ``d`` goes on over its other connections (one more is asked for) after
+        losing one uncounted; False: it has no other, and is queued as usual."""
+        if d.split is None or not d.split.conns:
+            return False
+        self._want_pieces(d, self._hosts[d.url.origin], now)
+        return True
+
+    def _on_piece_head(self, conn: _Conn, piece: Piece, head: Head, now: float) -> None:
+        d, status = conn.download, head.status
+        if status >= 400:
+            if status in (429, 503):
+                conn.host.polite.on_congestion()
+            reason = f"HTTP {status} for bytes {piece.next}-{piece.end - 1}"
+            self._attempt_failed(conn, HTTPStatusError(d.url.text, reason, status=status), now)
+            return
+        validator = head.text(_ETAG if d.etag else _LAST_MODIFIED)
+        assert d.size is not None and d.split is not None
+        verdict = judge(piece, status, t.content_range(head), validator, d.validator, d.size)
+        if verdict.action == "keep":
+            self._keep_piece(conn, d.split, piece, now)
+        elif verdict.action == "degrade" and len(d.split.conns) > 1:
+            d.split.plan.degrade()  # the others finish the file, taking this range too
+            self._close(conn, now)
+        else:
+            self._restart_split(d, verdict.reason, now)
+
+    def _keep_piece(self, conn: _Conn, split: Split, piece: Piece, now: float) -> None:
+        d = conn.download
+        if not split.opened:  # the run's first answer for it: the store opens the part
+            split.opened = True
+            conn.held = piece.next
+            if self._starts:
+                assert d.path is not None
+                done = split.plan.bytes_done
+                self._out.append(Started(d.id, d.job.url.text, d.path, done, d.size))
+        self._want_pieces(d, conn.host, now)
+
+    def _write_piece(self, conn: _Conn, piece: Piece, data: Chunk, now: float) -> None:
+        d, split = conn.download, conn.download.split
+        assert split is not None
+        if conn.held is not None:
+            self._unhold(conn)
+        at, count = piece.next, len(data)
+        kept = split.plan.wrote(piece, count)
+        if kept == count:
+            self._out.append(Write(d.id, at, data))
+        elif kept:  # never Piped bytes: ``pipeable`` hands no more than the range holds
+            self._out.append(Write(d.id, at, data[:kept]))  # type: ignore[index]
+        if split.plan.complete:
+            for other in list(split.conns):
+                self._close(self._conns[other], now)
+            self._publish(d)
+        elif kept < count:  # the rest is another connection's range: this answer is done
+            self._close(conn, now)
+            self._want_pieces(d, conn.host, now)
+        elif now >= split.checkpoint_at:
+            split.checkpoint_at = now + CHECKPOINT_AFTER
+            self._out.append(Checkpoint(d.id))
+
+    def _end_piece(self, conn: _Conn, piece: Piece, now: float) -> None:
+        d = conn.download
+        if piece.remaining:
+            reason = f"the range ended at byte {piece.next} of {piece.end}"
+            self._attempt_failed(conn, ProtocolError(d.url.text, reason), now)
+            return
+        assert d.split is not None
+        self._leave_split(conn, d.split)
+        if conn.http.reusable:
+            self._send_request(conn)  # its next range (or it is closed: none left)
+        else:
+            self._close(conn, now)
+            self._want_pieces(d, conn.host, now)
+
+    def _piece_failed(self, d: t.Download, host: _Host, error: DownloadError, now: float) -> None:
+        """One connection of a file in segments failed; the others go on.  It counts
+        against --retries as any attempt; a connection takes its place at once."""
+        if self._may_retry(d, error):
+            self._out.append(Retrying(d.id, d.job.url.text, error.reason, 0.0, d.attempts))
+            self._want_pieces(d, host, now)
+
+    def _restart_split(self, d: t.Download, reason: str, now: float) -> None:
+        """Another version answered a range: nothing on disk is spliced with it."""
+        self._drop_split(d, now)
+        d.size = d.etag = d.last_modified = None
+        self._retry(d, ProtocolError(d.url.text, reason), now, wait=0.0)
+
+    def _drop_split(self, d: t.Download, now: float) -> None:
+        """Fetch ``d`` on one connection from now on (its others are closed); the ranges
+        on disk are no prefix, so the next attempt starts from zero."""
+        split, d.split = d.split, None
+        assert split is not None
+        for conn_id in list(split.conns):
+            self._close(self._conns[conn_id], now)
+        d.offset = 0
+
     # --- through a proxy ----------------------------------------------------------
     def _connect_via(self, conn: _Conn, proxy: Proxy) -> None:
         """Connect to ``proxy``: a tunnel to the origin, or absolute-form requests."""
@@ -824,6 +1010,9 @@ class Batch:
         d = conn.download
         if self._cookies is not None and head.find(_SET_COOKIE) is not None:
             self._cookies.store_cookies(d.url, head.every(_SET_COOKIE))  # redirects' too
+        if conn.piece is not None:
+            self._on_piece_head(conn, conn.piece, head, now)
+            return
         decision = d.on_head(head, None if self._epoch is None else self._epoch + now)
         self._DECISIONS[type(decision)](self, conn, decision, head, now)
 
@@ -836,6 +1025,8 @@ class Batch:
         conn.checkpoint_at = now + CHECKPOINT_AFTER
         assert d.path is not None
         conn.held = decision.offset  # its Open, unless the body comes whole: see ``_write``
+        if self.options.split > 1 and type(conn) is _Conn:
+            self._maybe_split(conn, head, now)
         if self._starts:
             self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
 
@@ -878,6 +1069,9 @@ class Batch:
     }
 
     def _write(self, conn: _Conn, data: Chunk, now: float) -> None:
+        if conn.piece is not None:
+            self._write_piece(conn, conn.piece, data, now)
+            return
         d = conn.download
         end = d.position + len(data)
         if conn.held is not None or conn.saving is not None:
@@ -897,6 +1091,9 @@ class Batch:
             self._out.append(Checkpoint(d.id))
 
     def _on_end(self, conn: _Conn, now: float) -> None:
+        if conn.piece is not None:
+            self._end_piece(conn, conn.piece, now)
+            return
         d = conn.download
         saving, conn.saving = conn.saving, None
         if saving is None:
@@ -968,7 +1165,11 @@ class Batch:
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)
-        self._retry(conn.download, error, now)
+        d = conn.download
+        if d.split is not None and d.split.conns and d.state is FETCHING:
+            self._piece_failed(d, conn.host, error, now)
+        else:
+            self._retry(d, error, now)
 
     def _sweep(self, now: float) -> None:
         """Abort attempts that stalled, or that crawl below --lowest-speed."""
@@ -1076,19 +1277,7 @@ class Batch:
         self, d: t.Download, error: DownloadError, now: float, wait: float | None = None
     ) -> float | None:
         """Schedule another attempt and return its delay, or fail ``d`` and return None."""
-        if not error.retryable:
-            self._fail(d, error)
-            return None
-        d.attempts += 1
-        if d.attempts > self.options.retries:
-            self._fail(
-                d,
-                type(error)(
-                    error.url,
-                    f"{error.reason} (gave up after {self.options.retries} retries)",
-                    status=error.status,
-                ),
-            )
+        if not self._may_retry(d, error):
             return None
         opts = self.options
         if wait is None:
@@ -1098,6 +1287,20 @@ class Batch:
         d.move(WAITING)
         heapq.heappush(self._timers, (now + wait, next(self._ids), d))
         return wait
+
+    def _may_retry(self, d: t.Download, error: DownloadError) -> bool:
+        """Count another attempt of ``d``, or fail it: ``error`` is final, or --retries
+        are spent."""
+        if not error.retryable:
+            self._fail(d, error)
+            return False
+        d.attempts += 1
+        if d.attempts > self.options.retries:
+            retries = self.options.retries
+            reason = f"{error.reason} (gave up after {retries} retries)"
+            self._fail(d, type(error)(error.url, reason, status=error.status))
+            return False
+        return True
 
     def _adopt_server_name(self, d: t.Download, head: Head) -> None:
         """Publish under the server's Content-Disposition name, when it is usable.
@@ -1134,6 +1337,8 @@ class Batch:
         )
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
+        if d.split is not None:
+            self._drop_split(d, self._now)
         if d.sources is not None:
             source = d.sources.next_after(error, d.size)
             # Not once publishing (a bad whole-file checksum): the part is discarded then,
@@ -1158,7 +1363,12 @@ class Batch:
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:
-        if not host.queued and host.pending and self._has_room(host) and host.paused_until <= now:
+        if (
+            not host.queued
+            and (host.pending or host.wanted)
+            and self._has_room(host)
+            and host.paused_until <= now
+        ):
             host.queued = True
             self._ready.append(host)
 
@@ -1174,13 +1384,19 @@ class Batch:
         while self._ready and len(self._conns) < self.max_connections:
             host = self._ready.popleft()
             host.queued = False
-            if not host.pending or not self._has_room(host) or host.paused_until > now:
+            if not self._has_room(host) or host.paused_until > now:
                 continue
             if host.link is not None:
-                self._open_stream(host.link, self._take(host), now)
+                if host.pending:
+                    self._open_stream(host.link, self._take(host), now)
                 self._mark_ready(host, now)
                 continue
-            conn = _Conn(next(self._ids), host, self._take(host), now, self)
+            d = self._next_to_connect(host)
+            if d is None:
+                continue
+            conn = _Conn(next(self._ids), host, d, now, self)
+            if d.split is not None:
+                d.split.conns.add(conn.id)
             self._conns[conn.id] = conn
             host.open += 1
             if host.proxy is None:
@@ -1198,6 +1414,9 @@ class Batch:
         if type(conn) is _Stream:
             self._close_stream(conn, now)
             return
+        split = conn.download.split
+        if split is not None:
+            self._leave_split(conn, split)
         conn.http.abandon()
         self._out.append(Close(conn.id))
         conn.host.open -= 1

@@ -119,6 +119,11 @@ class Options:
     trust_server_names: bool = False  # name a file after the last redirect's URL (wget)
     checksum: Checksum | None = None
     max_filesize: int | None = None
+    # Segments (core/segments.py): a file of known size whose server honours Range is
+    # fetched as up to ``split`` ranges at once, none under ``min_split_size`` (aria2's -s,
+    # --min-split-size; 1: one connection per file, as curl and wget).
+    split: int = 1
+    min_split_size: int = 20 << 20
     lowest_speed: int = 0
     lowest_speed_time: float = 10.0
     insecure: bool = False
@@ -199,6 +204,8 @@ _WHOLE_NUMBERS = {
     "retries": 0,
     "max_redirects": 0,
     "lowest_speed": 0,
+    "split": 1,
+    "min_split_size": 1,
 }
 _SECONDS = {
     "timeout": True,

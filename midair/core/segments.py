@@ -184,10 +184,16 @@ class Plan:
 
     @property
     def connections(self) -> int:
-        """How many connections are worth having now (within -s)."""
-        waiting = sum(1 for p in self.pieces if p.owner is None and p.remaining)
-        busy = sum(1 for p in self.pieces if p.owner is not None and p.remaining)
-        return min(self.split, busy + waiting)
+        """How many connections are worth having now (within -s): one per piece in
+        flight or waiting, and one more per piece in flight with half worth stealing."""
+        waiting = busy = stealable = 0
+        for p in self.pieces:
+            if p.owner is None:
+                waiting += p.remaining > 0
+            elif p.remaining:
+                busy += 1
+                stealable += p.remaining >= 2 * MIN_STEAL
+        return min(self.split, busy + waiting + stealable)
 
     # --- what a connection reports ------------------------------------------------
     def wrote(self, piece: Piece, count: int) -> int:
@@ -223,6 +229,11 @@ class Plan:
 
     # --- state ----------------------------------------------------------------------
     @property
+    def bytes_done(self) -> int:
+        """Bytes on disk: what a resumed transfer starts its progress from."""
+        return sum(end - start for start, end in self.written())
+
+    @property
     def complete(self) -> bool:
         return all(not p.remaining for p in self.pieces)
 
@@ -236,6 +247,27 @@ class Plan:
             else:
                 merged.append((start, end))
         return merged
+
+
+class Split:
+    """One download fetched in segments: its ``plan``, the connections working on it
+    (``conns``, by id: each owns a piece, or is connecting to take one), and how many
+    more it asked its host for (``wanted``).  ``opened``: the store has the part file
+    open for this run (its ``Open`` went out with the first accepted answer)."""
+
+    __slots__ = ("checkpoint_at", "conns", "opened", "plan", "wanted")
+
+    def __init__(self, plan: Plan, checkpoint_at: float, opened: bool = False) -> None:
+        self.plan = plan
+        self.conns: set[int] = set()
+        self.wanted = 0
+        self.opened = opened
+        self.checkpoint_at = checkpoint_at  # when to write the control file next
+
+    def more_wanted(self) -> int:
+        """How many more connections to ask for: what the plan can use, less those it
+        has or asked for."""
+        return max(0, self.plan.connections - len(self.conns) - self.wanted)
 
 
 def judge(

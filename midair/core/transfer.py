@@ -31,6 +31,8 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Final
 
+    from .segments import Piece, Split
+
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
@@ -139,6 +141,7 @@ class Download:
         "attempts",
         "checksum",
         "etag",
+        "finished",
         "hops",
         "id",
         "job",
@@ -151,6 +154,7 @@ class Download:
         "size",
         "source",
         "sources",
+        "split",
         "state",
         "target",
         "url",
@@ -174,6 +178,10 @@ class Download:
         self.checksum = job.checksum or options.checksum
         self.renames = 0  # how many names were taken before ours: NAME.renames
         self.target: str | None = None  # set when the server names the file
+        # Fetched in segments (core/segments.py): the plan and its connections, or None.
+        # ``finished`` is set from a control file until a plan takes it over.
+        self.split: Split | None = None
+        self.finished: tuple[tuple[int, int], ...] | None = None
         self.state = DownloadState.NEW
 
     def move(self, state: DownloadState) -> None:
@@ -217,14 +225,24 @@ class Download:
         """Take over what the store found.  Without a validator, nothing can be resumed."""
         self.offset, self.size = 0, None
         self.etag = self.last_modified = None
+        self.split = self.finished = None
         if disk.kind is Disk.PARTIAL and disk.resume and disk.resume.url == self.job.url.text:
             record = disk.resume
             if record.etag or record.last_modified:
                 self.offset, self.size = disk.offset, record.size
                 self.etag, self.last_modified = record.etag, record.last_modified
+                if record.ranges is not None:  # written in segments: its ranges, not a prefix
+                    self.offset, self.finished = 0, record.ranges
 
     def record(self) -> Resume:
-        return Resume(self.job.url.text, self.size, self.etag, self.last_modified)
+        split = self.split
+        ranges = None if split is None else tuple(split.plan.written())
+        return Resume(self.job.url.text, self.size, self.etag, self.last_modified, ranges)
+
+    @property
+    def validator(self) -> str | None:
+        """The strong ETag, else Last-Modified: what proves two answers are one version."""
+        return self.etag or self.last_modified
 
     # --- the request --------------------------------------------------------------
     @property
@@ -248,9 +266,10 @@ class Download:
         source = self.source
         return source.credentials or self.options.credentials_for(source.host)
 
-    def request_headers(self) -> list[tuple[str, str]]:
+    def request_headers(self, piece: Piece | None = None) -> list[tuple[str, str]]:
         """midair's headers, each replaced by a user header of the same name, then the
-        user's others.  Host comes first, as RFC 9112 asks."""
+        user's others.  Host comes first, as RFC 9112 asks.  ``piece``: the range asked,
+        for a file fetched in segments (always with If-Range: a plan needs a validator)."""
         user = self.user_headers()
         given = {name.lower() for name, _ in user}
         ours = [
@@ -263,7 +282,9 @@ class Download:
         if credentials is not None:
             ours.append(("Authorization", basic_authorization(*credentials)))
         validator = self.resume_validator
-        if validator:
+        if piece is not None:
+            ours += [("Range", piece.range_header()), ("If-Range", self.validator or "")]
+        elif validator:
             ours += [("Range", f"bytes={self.offset}-"), ("If-Range", validator)]
         host = [h for h in user if h[0].lower() == "host"] or ours[:1]
         rest = [h for h in ours[1:] if h[0].lower() not in given]
@@ -405,6 +426,14 @@ class Download:
                 self.url.text, f"body ended at {self.position} of {self.size} bytes"
             )
         return None
+
+
+def content_range(head: Head) -> tuple[int, int, int | None] | None:
+    """Content-Range's (first, last, total) (total None for ``*``), None if absent or bad."""
+    match = _CONTENT_RANGE.fullmatch((head.text(_CONTENT_RANGE_FIELD) or "").strip())
+    if not match:
+        return None
+    return int(match[1]), int(match[2]), None if match[3] == "*" else int(match[3])
 
 
 def _retry_after(head: Head, wall: float | None) -> float | None:
