@@ -162,7 +162,7 @@ class Download:
         self.options = options
         self.url = self.source = job.url  # source: the URI (of the job's) now in use
         # The job's other URIs, only when it has some (see core/mirrors.py).
-        self.sources = Sources(job.mirrors) if job.mirrors else None
+        self.sources = Sources(job.mirrors, job.size) if job.mirrors else None
         self.hops = 0
         self.attempts = 0
         self.path: str | None = None
