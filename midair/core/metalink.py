@@ -98,17 +98,23 @@ def _defused_reason(exc: Exception) -> str:
     return str(exc)
 
 
+# A root element's tag -> its version's namespace and the path to its <file>s.
+_FILES = {
+    f"{{{V4}}}metalink": (V4, f"{{{V4}}}file"),
+    f"{{{V3}}}metalink": (V3, f"{{{V3}}}files/{{{V3}}}file"),
+}
+
+
 def _files(root: Element) -> list[tuple[str, Element]]:
     """(namespace, ``<file>``) of each file, checking the root says it is a Metalink."""
-    if root.tag == f"{{{V4}}}metalink":
-        files = root.findall(f"{{{V4}}}file")
-    elif root.tag == f"{{{V3}}}metalink":
-        files = root.findall(f"{{{V3}}}files/{{{V3}}}file")
-    else:
+    known = _FILES.get(root.tag)
+    if known is None:
         raise MetalinkError(f"not a Metalink document (root element {_shown(root.tag)})")
+    ns, path = known
+    files = root.findall(path)
     if not files:
         raise MetalinkError("no <file> in the Metalink")
-    return [(V4 if root.tag.startswith(f"{{{V4}}}") else V3, file) for file in files]
+    return [(ns, file) for file in files]
 
 
 def _shown(tag: str) -> str:
