@@ -291,3 +291,18 @@ def test_run_async_follows_a_served_meta4(http1_server, nginx, tmp_path):
     assert results.ok, results
     assert listing(tmp_path / "out") == ["async.bin"]
     assert [s.path for s in results.successes] == [str(tmp_path / "out" / "async.bin")]
+
+
+def test_a_rerun_with_a_journal_skips_the_documents_done_files(server, tmp_path):
+    doc = written(
+        tmp_path, meta4(meta4_file("j1.bin", [gen(server, 0, "j1.bin", 2000, "jr")], 2000))
+    )
+    out = tmp_path / "out"
+    midair = Midair("epoll")
+    first = midair.get("-d", str(out), "--journal", "-M", doc)
+    assert first.returncode == 0, first.stderr
+    asked = [r for r in server.stats().log if "t=jr" in r.target]
+    again = midair.get("-d", str(out), "--journal", "-M", doc)
+    assert again.returncode == 0, again.stderr
+    assert [r for r in server.stats().log if "t=jr" in r.target] == asked  # nothing fetched
+    assert (out / "j1.bin").read_bytes() == expected_bytes("j1.bin", 2000)
