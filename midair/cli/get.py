@@ -36,6 +36,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="aria2-style list of URLs with out=, dir=, checksum=, header= ('-': stdin)",
     )
     p.add_argument(
+        "-M",
+        "--metalink",
+        action="append",
+        metavar="FILE",
+        help="download the files a Metalink (v4 .meta4 or v3 .metalink) lists (repeatable)",
+    )
+    p.add_argument(
+        "--no-follow-metalink",
+        dest="follow_metalink",
+        action="store_false",
+        default=None,
+        help="save a .meta4/.metalink URL as a file instead of downloading what it lists",
+    )
+    p.add_argument(
         "--check-input",
         action="store_true",
         help="read the whole -i list before starting: a bad entry stops the run (exit 2); "
@@ -265,11 +279,13 @@ def run(args: argparse.Namespace) -> int:
     )
     for url in args.urls:
         downloader.enqueue(url)
+    for name in args.metalink or ():
+        downloader.enqueue_metalink(name)
     skipped = _add_input(downloader, args) if args.input_file else 0
     if not downloader.jobs:
         if skipped:
             return 1  # every entry was bad, each already reported: nothing to start
-        raise InputError("no URLs given (pass URLs or -i FILE)")
+        raise InputError("no URLs given (pass URLs, -i FILE or -M FILE)")
     if args.insecure:
         print(
             "midair: warning: --insecure: TLS certificates and host names are not verified",
@@ -336,6 +352,7 @@ _OPTIONS = (
     "journal",
     "retry_failed",
     "verify",
+    "follow_metalink",
 )
 
 

@@ -166,7 +166,7 @@ class Download:
         self.options = options
         self.url = self.source = job.url  # source: the URI (of the job's) now in use
         # The job's other URIs, only when it has some (see core/mirrors.py).
-        self.sources = Sources(job.mirrors) if job.mirrors else None
+        self.sources = Sources(job.mirrors, job.size) if job.mirrors else None
         self.hops = 0
         self.attempts = 0
         self.path: str | None = None
@@ -360,9 +360,19 @@ class Download:
         self.etag = etag if etag and not etag.startswith("W/") else None
         self.last_modified = head.text(_LAST_MODIFIED)
         self.offset, self.size = 0, head.content_length
-        if self.sources is not None and (wrong := self.sources.wrong_size(self.size)):
+        if wrong := self._wrong_size(self.size):
             return Fail(IntegrityError(self.url.text, wrong))
+        if self.size is None:  # no length given: the body must still end at the job's size
+            self.size = self.job.size
         return self._check_limit() or _FROM_ZERO
+
+    def _wrong_size(self, size: int | None) -> str | None:
+        """Why ``size``, declared by this source, is not the file's: not the job's own
+        size (a Metalink's), or not what an earlier mirror served."""
+        expected = self.job.size
+        if size is not None and expected is not None and size != expected:
+            return f"serves {size} bytes where {expected} were expected"
+        return self.sources.wrong_size(size) if self.sources is not None else None
 
     def _partial(self, head: Head) -> Decision:
         match = _CONTENT_RANGE.fullmatch((head.text(_CONTENT_RANGE_FIELD) or "").strip())
@@ -370,6 +380,8 @@ class Download:
             return Restart("206 without a usable Content-Range")
         start, end, total = int(match[1]), int(match[2]), match[3]
         size = None if total == "*" else int(total)
+        if wrong := self._wrong_size(size):
+            return Fail(IntegrityError(self.url.text, wrong))
         if start != self.offset or (size is not None and end != size - 1):
             return Restart(f"Content-Range {match[0]!r} does not continue at byte {self.offset}")
         length = head.content_length
