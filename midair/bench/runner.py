@@ -214,7 +214,9 @@ def _baseline(
     """The floor (throttled) or the loopback ceilings (bulk), once per rep; each writer
     into memory that is ready as it is for the clients (``_ready``)."""
     work = ctx.work / scn.name
-    if scn.throttled:
+    if scn.split:  # what N connections at the rate take: one alone would take N times as long
+        result.floor_s.append(scn.size / (scn.split * scn.rate))
+    elif scn.throttled:
         result.floor_s.append(measure_floor(served.url(0, data.names[0]), work, scn.timeout))
     elif scn.files == 1:  # twice, best kept: the first read may come from disk, not cache
         url = served.url(0, data.names[0])
@@ -271,12 +273,12 @@ def _run_point(
     runs = []
     for name, client in _rotated(list(ctx.clients.items()), rep):
         elsewhere = bool(client.only) and scn.name not in client.only
-        if elsewhere or (scn.tls and not client.tls):
+        if elsewhere or (scn.tls and not client.tls) or (scn.split and not client.splits):
             continue
         if _not_repeated(name, client, point, rep, result):
             continue
         out = work / f"{name}-{point.files}-{rep}"
-        job = Job(urls, list_file, out, point.jobs, point.per_host, ca)
+        job = Job(urls, list_file, out, point.jobs, point.per_host, ca, scn.split)
         into_page_cache(data.root, names)  # the server sends from memory to everyone (data)
         runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx, result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)

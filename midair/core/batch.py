@@ -68,7 +68,7 @@ from .errors import (
     StallTimeout,
     TLSError,
 )
-from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
+from .http import Chunk, ClientConnection, FramingError, Head, Piped, encode_fields, field_key
 from .jobs import Job, Options
 from .politeness import Aimd
 from .retry import backoff
@@ -859,8 +859,8 @@ class Batch:
         kept = split.plan.wrote(piece, count)
         if kept == count:
             self._out.append(Write(d.id, at, data))
-        elif kept:  # never Piped bytes: ``pipeable`` hands no more than the range holds
-            self._out.append(Write(d.id, at, data[:kept]))  # type: ignore[index]
+        elif kept:  # the range shrank (another connection took its end) since ``pipeable``
+            self._out.append(Write(d.id, at, _first(data, kept)))
         if split.plan.complete:
             for other in list(split.conns):
                 self._close(self._conns[other], now)
@@ -1432,6 +1432,12 @@ class Batch:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out
+
+
+def _first(data: Chunk, count: int) -> Chunk:
+    """The first ``count`` bytes of ``data``; of ``Piped`` ones, the rest stays in the pipe
+    (not ``emptied``: the engine clears it before its next body)."""
+    return Piped(count, data.pipe) if isinstance(data, Piped) else data[:count]
 
 
 def _proxy_choice(options: Options) -> ProxyChoice | None:
