@@ -138,8 +138,8 @@ class _Host:
         # streams carry the rest; ALPN tells only after a handshake, so TLS opens several.
         self.one = prior_http2 and origin[0] == "http"
         self.pending: deque[t.Download] = deque()
-        # Downloads fetched in segments that asked for one more connection each entry.
-        self.wanted: deque[tuple[t.Download, Split]] = deque()
+        # Files in segments that asked for one more connection (each entry), to this URL.
+        self.wanted: deque[tuple[t.Download, Split, URL]] = deque()
         self.open = 0
         self.paused_until = 0.0
         self.queued = False  # in the ready queue
@@ -167,7 +167,7 @@ class _Conn:
     __slots__ = (
         *("id", "host", "download", "last_active", "batch", "http", "window_start"),
         *("window_bytes", "body_limit", "checkpoint_at", "exchanges", "answered"),
-        *("held", "saving", "tunnel", "proxy_fields", "piece"),
+        *("held", "saving", "tunnel", "proxy_fields", "piece", "source", "began"),
     )
 
     def __init__(
@@ -193,7 +193,11 @@ class _Conn:
         # through an HTTP proxy, the header lines each request adds (absolute-form targets).
         self.tunnel: Tunnel | None = None
         self.proxy_fields: bytes | None = None
-        self.piece: Piece | None = None  # the range it fetches, for a file in segments
+        # A file in segments: the range it fetches, the URL it asks (a mirror's, maybe),
+        # and when and from which byte of the range it began (the source's speed).
+        self.piece: Piece | None = None
+        self.source: URL | None = None
+        self.began = (0.0, 0)
         self.http = ClientConnection(self)
 
     # --- ResponseSink: straight to the batch, at the time of the bytes being fed -------
@@ -545,9 +549,13 @@ class Batch:
                     now,
                 )
         elif failure.unresolved and not failure.retryable:
-            self._close(conn, now)
-            self._abandon_host(conn.host, self._connection_error(conn, failure).reason)
-            self._enqueue(conn.download, now)  # fails it with the host's reason
+            error = self._connection_error(conn, failure)
+            self._abandon_host(conn.host, error.reason)
+            if conn.source is not None:  # in segments (a mirror's name, maybe): that source fails
+                self._attempt_failed(conn, error, now)
+            else:
+                self._close(conn, now)
+                self._enqueue(conn.download, now)  # fails it with the host's reason
         else:
             conn.host.polite.on_congestion()
             self._attempt_failed(conn, self._connection_error(conn, failure), now)
@@ -607,17 +615,18 @@ class Batch:
         d.position = d.offset
         conn.exchanges += 1
         conn.answered = False
+        url = d.url
         if conn.piece is None:
             fields = self._request_fields.of(d)
         else:
-            fields = encode_fields(d.request_headers(conn.piece))
-        cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
+            fields = self._piece_fields(conn, conn.piece)
+            url = conn.source or url
+        cookie = None if self._cookies is None else self._cookies.cookies_for(url)
         if cookie is not None:
             fields += _cookie_field(d, cookie)
         if conn.proxy_fields is None:
-            data = conn.http.request_with(d.url.target, fields)
+            data = conn.http.request_with(url.target, fields)
         else:  # to an HTTP proxy: the whole URL (absolute-form), and its credentials
-            url = d.url
             target = f"{url.scheme}://{url.host_header}{url.target}"
             data = conn.http.request_with(target, fields + conn.proxy_fields)
         self._out.append(Send(conn.id, data))
@@ -759,9 +768,9 @@ class Batch:
         plan = Plan(d.size, opts.split, opts.min_split_size, finished)
         if len(plan.pieces) < 2:
             return
-        d.split = Split(plan, now + CHECKPOINT_AFTER, opened=True)  # conn.held is its Open
+        d.split = self._new_split(d, plan, now, opened=True)  # conn.held is its Open
         self._take_piece(conn, d.split)  # the first piece: this answer's body starts it
-        self._want_pieces(d, conn.host, now)
+        self._want_pieces(d, now)
 
     def _plan_from_record(self, d: t.Download) -> None:
         """Resume a file its control file says was fetched in segments: the ranges it
@@ -772,69 +781,103 @@ class Batch:
         if plan.complete:  # every byte is there: a range past the end (416) proves the version
             d.offset = d.size
             return
-        d.split = Split(plan, self._now + CHECKPOINT_AFTER)
+        d.split = self._new_split(d, plan, self._now)
 
-    def _take_piece(self, conn: _Conn, split: Split) -> bool:
-        """Give ``conn`` the next range of ``split``'s file; False (and it is closed) when
-        none is worth a request."""
-        piece = split.plan.take(conn.id)
-        if piece is None:
-            self._close(conn, self._now)
-            return False
-        conn.piece = piece
+    def _new_split(self, d: t.Download, plan: Plan, now: float, opened: bool = False) -> Split:
+        """The split of ``d``: its ranges from the URL in use and from every mirror left
+        (taken from ``d.sources``; those still usable go back if the split is dropped)."""
+        mirrors: list[URL] = []
+        if d.sources is not None:
+            mirrors, d.sources.left = list(d.sources.left), deque()
+        return Split(plan, now + CHECKPOINT_AFTER, [d.url, *mirrors], d.validator, opened)
+
+    def _join(self, conn: _Conn, split: Split, url: URL, counted: bool = False) -> None:
+        """``conn`` works on ``split``'s file, asking ``url`` (``counted``: as wanted)."""
+        conn.source = url
         split.conns.add(conn.id)
-        return True
+        if not counted:
+            split.using[url.text] += 1
 
     def _leave_split(self, conn: _Conn, split: Split) -> None:
-        split.conns.discard(conn.id)
+        if conn.id in split.conns:
+            split.conns.discard(conn.id)
+            split.using[(conn.source or conn.download.url).text] -= 1
         if conn.piece is not None:
             split.plan.release(conn.piece)
             conn.piece = None
 
-    def _want_pieces(self, d: t.Download, host: _Host, now: float) -> None:
-        """Ask ``host`` for the connections ``d``'s plan can use now (``_next_to_connect``)."""
+    def _take_piece(self, conn: _Conn, split: Split) -> bool:
+        """Give ``conn`` the next range of ``split``'s file; False (and it is closed) when
+        none is worth a request, or its source was dropped meanwhile."""
+        if conn.id not in split.conns:  # a connection the download itself came with
+            self._join(conn, split, conn.download.url)
+        piece = None if conn.source not in split.sources else split.plan.take(conn.id)
+        if piece is None:
+            self._close(conn, self._now)
+            return False
+        conn.piece, conn.began = piece, (self._now, piece.done)
+        return True
+
+    def _piece_fields(self, conn: _Conn, piece: Piece) -> bytes:
+        d, split = conn.download, conn.download.split
+        assert split is not None and conn.source is not None
+        validator = split.validators.get(conn.source.text)
+        return encode_fields(d.request_headers(piece, conn.source, validator))
+
+    def _want_pieces(self, d: t.Download, now: float) -> None:
+        """Ask the sources' hosts for the connections ``d``'s plan can use now, one source
+        at a time (``Split.pick``); ``_next_to_connect`` opens them."""
         split = d.split
         assert split is not None
-        more = split.more_wanted()
-        if more:
-            split.wanted += more
-            host.wanted.extend([(d, split)] * more)
+        for _ in range(split.more_wanted()):
+            url = split.pick()
+            split.wanted += 1
+            split.using[url.text] += 1
+            host = self._host_for(url)
+            host.wanted.append((d, split, url))
             self._mark_ready(host, now)
 
-    def _next_to_connect(self, host: _Host) -> t.Download | None:
+    def _next_to_connect(self, host: _Host) -> tuple[t.Download | None, URL | None]:
         """What a new connection to ``host`` is for: a file in segments that asked for one
-        more (first: it is under way), else the next queued download."""
+        more (first: it is under way), and the source it asks; else the next download
+        queued, and None."""
         while host.wanted:
-            d, split = host.wanted.popleft()
+            d, split, url = host.wanted.popleft()
             if split is d.split:
                 split.wanted -= 1
-                if d.state is FETCHING:
-                    return d
-        return self._take(host) if host.pending else None
+                if d.state is FETCHING and url in split.sources:
+                    return d, url
+                split.using[url.text] -= 1
+        return (self._take(host) if host.pending else None), None
 
     def _still_split(self, d: t.Download, now: float) -> bool:
         """Whether ``d`` goes on over its other connections (one more is asked for) after
         losing one uncounted; False: it has no other, and is queued as usual."""
         if d.split is None or not d.split.conns:
             return False
-        self._want_pieces(d, self._hosts[d.url.origin], now)
+        self._want_pieces(d, now)
         return True
 
     def _on_piece_head(self, conn: _Conn, piece: Piece, head: Head, now: float) -> None:
-        d, status = conn.download, head.status
+        d, split, source, status = conn.download, conn.download.split, conn.source, head.status
+        assert split is not None and source is not None and d.size is not None
         if status >= 400:
             if status in (429, 503):
                 conn.host.polite.on_congestion()
             reason = f"HTTP {status} for bytes {piece.next}-{piece.end - 1}"
-            self._attempt_failed(conn, HTTPStatusError(d.url.text, reason, status=status), now)
+            self._attempt_failed(conn, HTTPStatusError(source.text, reason, status=status), now)
             return
-        validator = head.text(_ETAG if d.etag else _LAST_MODIFIED)
-        assert d.size is not None and d.split is not None
-        verdict = judge(piece, status, t.content_range(head), validator, d.validator, d.size)
+        validator = _strong(head)
+        known = split.validators.get(source.text)  # None: a mirror's first answer
+        verdict = judge(piece, status, t.content_range(head), validator, known, d.size)
         if verdict.action == "keep":
-            self._keep_piece(conn, d.split, piece, now)
-        elif verdict.action == "degrade" and len(d.split.conns) > 1:
-            d.split.plan.degrade()  # the others finish the file, taking this range too
+            split.validators.setdefault(source.text, validator)
+            self._keep_piece(conn, split, piece, now)
+        elif source != split.origin:  # a mirror not serving this file's bytes: not for it
+            self._close(conn, now)
+            self._drop_source(d, source, f"{verdict.reason} (as a mirror)", now)
+        elif verdict.action == "degrade" and len(split.conns) > 1:
+            split.plan.degrade()  # the others finish the file, taking this range too
             self._close(conn, now)
         else:
             self._restart_split(d, verdict.reason, now)
@@ -848,7 +891,7 @@ class Batch:
                 assert d.path is not None
                 done = split.plan.bytes_done
                 self._out.append(Started(d.id, d.job.url.text, d.path, done, d.size))
-        self._want_pieces(d, conn.host, now)
+        self._want_pieces(d, now)
 
     def _write_piece(self, conn: _Conn, piece: Piece, data: Chunk, now: float) -> None:
         d, split = conn.download, conn.download.split
@@ -867,31 +910,62 @@ class Batch:
             self._publish(d)
         elif kept < count:  # the rest is another connection's range: this answer is done
             self._close(conn, now)
-            self._want_pieces(d, conn.host, now)
+            self._want_pieces(d, now)
         elif now >= split.checkpoint_at:
             split.checkpoint_at = now + CHECKPOINT_AFTER
             self._out.append(Checkpoint(d.id))
 
     def _end_piece(self, conn: _Conn, piece: Piece, now: float) -> None:
-        d = conn.download
+        d, split = conn.download, conn.download.split
         if piece.remaining:
             reason = f"the range ended at byte {piece.next} of {piece.end}"
             self._attempt_failed(conn, ProtocolError(d.url.text, reason), now)
             return
-        assert d.split is not None
-        self._leave_split(conn, d.split)
+        assert split is not None and conn.source is not None
+        began, done = conn.began
+        split.measured(conn.source, piece.done - done, now - began)
+        split.plan.release(piece)
+        conn.piece = None
         if conn.http.reusable:
             self._send_request(conn)  # its next range (or it is closed: none left)
         else:
             self._close(conn, now)
-            self._want_pieces(d, conn.host, now)
+            self._want_pieces(d, now)
 
-    def _piece_failed(self, d: t.Download, host: _Host, error: DownloadError, now: float) -> None:
-        """One connection of a file in segments failed; the others go on.  It counts
-        against --retries as any attempt; a connection takes its place at once."""
-        if self._may_retry(d, error):
-            self._out.append(Retrying(d.id, d.job.url.text, error.reason, 0.0, d.attempts))
-            self._want_pieces(d, host, now)
+    def _piece_failed(self, d: t.Download, conn: _Conn, error: DownloadError, now: float) -> None:
+        """One connection of a file in segments failed; the others go on.  Its source is
+        dropped for this file once it failed --retries times, or for good at once."""
+        split, source = d.split, conn.source
+        assert split is not None and source is not None
+        split.failures[source.text] += 1
+        tries = split.failures[source.text]
+        if error.retryable and tries <= self.options.retries:
+            self._out.append(Retrying(d.id, d.job.url.text, error.reason, 0.0, tries))
+            self._want_pieces(d, now)
+            return
+        reason = error.reason
+        if error.retryable:
+            reason = f"{reason} (gave up after {self.options.retries} retries)"
+        self._drop_source(d, source, reason, now, type(error), error.status)
+
+    def _drop_source(
+        self,
+        d: t.Download,
+        source: URL,
+        reason: str,
+        now: float,
+        kind: type[DownloadError] = IntegrityError,
+        status: int | None = None,
+    ) -> None:
+        """``source`` fails for this file; the file fails once every source has."""
+        split = d.split
+        assert split is not None
+        split.drop(source, reason)
+        if split.sources:
+            self._want_pieces(d, now)
+            return
+        split.dropped.pop()  # ``_fail`` records the last one's reason, as any source's
+        self._fail(d, kind(source.text, reason, status=status))
 
     def _restart_split(self, d: t.Download, reason: str, now: float) -> None:
         """Another version answered a range: nothing on disk is spliced with it."""
@@ -901,11 +975,15 @@ class Batch:
 
     def _drop_split(self, d: t.Download, now: float) -> None:
         """Fetch ``d`` on one connection from now on (its others are closed); the ranges
-        on disk are no prefix, so the next attempt starts from zero."""
+        on disk are no prefix, so the next attempt starts from zero.  The mirrors still
+        usable go back to ``d.sources``, for a failure to move to."""
         split, d.split = d.split, None
         assert split is not None
         for conn_id in list(split.conns):
             self._close(self._conns[conn_id], now)
+        if d.sources is not None:
+            d.sources.left.extend(url for url in split.sources if url != d.url)
+            d.sources.dropped += [(u, r) for u, r in split.dropped if u != d.url.text]
         d.offset = 0
 
     # --- through a proxy ----------------------------------------------------------
@@ -1166,8 +1244,9 @@ class Batch:
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)
         d = conn.download
-        if d.split is not None and d.split.conns and d.state is FETCHING:
-            self._piece_failed(d, conn.host, error, now)
+        # One of several connections of a file in segments (its source set as it joined).
+        if d.split is not None and conn.source is not None and d.split.conns:
+            self._piece_failed(d, conn, error, now)
         else:
             self._retry(d, error, now)
 
@@ -1239,14 +1318,18 @@ class Batch:
         d.renames = 0
         self._prepare(d, d.candidate_name())  # the store answers, then it is queued
 
-    def _enqueue(self, d: t.Download, now: float) -> None:
-        host = self._hosts.get(d.url.origin)
+    def _host_for(self, url: URL) -> _Host:
+        host = self._hosts.get(url.origin)
         if host is None:
             prior = self.options.http2_prior_knowledge
             polite = Aimd(self.options.per_host)
-            host = self._hosts[d.url.origin] = _Host(d.url.origin, polite, prior)
+            host = self._hosts[url.origin] = _Host(url.origin, polite, prior)
             if self._proxies is not None:
-                host.proxy = self._proxies.for_origin(d.url.scheme, d.url.host)
+                host.proxy = self._proxies.for_origin(url.scheme, url.host)
+        return host
+
+    def _enqueue(self, d: t.Download, now: float) -> None:
+        host = self._host_for(d.url)
         if host.unknown is not None:
             self._fail(d, DownloadError(d.url.text, host.unknown))
             return
@@ -1391,12 +1474,13 @@ class Batch:
                     self._open_stream(host.link, self._take(host), now)
                 self._mark_ready(host, now)
                 continue
-            d = self._next_to_connect(host)
+            d, source = self._next_to_connect(host)
             if d is None:
                 continue
             conn = _Conn(next(self._ids), host, d, now, self)
-            if d.split is not None:
-                d.split.conns.add(conn.id)
+            if source is not None:  # a file in segments asked for it: it joins at once
+                assert d.split is not None
+                self._join(conn, d.split, source, counted=True)
             self._conns[conn.id] = conn
             host.open += 1
             if host.proxy is None:
@@ -1432,6 +1516,12 @@ class Batch:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out
+
+
+def _strong(head: Head) -> str | None:
+    """The answer's validator for If-Range: a strong ETag, else Last-Modified."""
+    etag = head.text(_ETAG)
+    return etag if etag and not etag.startswith("W/") else head.text(_LAST_MODIFIED)
 
 
 def _first(data: Chunk, count: int) -> Chunk:

@@ -25,12 +25,15 @@ Which URL serves a piece is a choice (``Sources``): one URL by default; mirrors
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 
 from .records import MutableRecord, Record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Final, Protocol
+
+    from .urls import URL
 
     class Sources(Protocol):
         """Which URL serves a piece: asked each time a connection takes one."""
@@ -252,22 +255,69 @@ class Plan:
 class Split:
     """One download fetched in segments: its ``plan``, the connections working on it
     (``conns``, by id: each owns a piece, or is connecting to take one), and how many
-    more it asked its host for (``wanted``).  ``opened``: the store has the part file
-    open for this run (its ``Open`` went out with the first accepted answer)."""
+    more it asked for (``wanted``).  ``opened``: the store has the part file open for
+    this run (its ``Open`` went out with the first accepted answer).
 
-    __slots__ = ("checkpoint_at", "conns", "opened", "plan", "wanted")
+    Its ``sources`` are the URL in use and the job's mirrors: each new connection goes to
+    the one ``pick`` prefers (one not yet measured, else the fastest), and a source
+    that fails for good is dropped for this file, its reason kept (``drop``).
+    """
 
-    def __init__(self, plan: Plan, checkpoint_at: float, opened: bool = False) -> None:
+    __slots__ = (
+        *("checkpoint_at", "conns", "opened", "plan", "wanted", "origin", "sources", "dropped"),
+        *("validators", "rates", "using", "failures"),
+    )
+
+    def __init__(
+        self,
+        plan: Plan,
+        checkpoint_at: float,
+        sources: list[URL],
+        validator: str | None,
+        opened: bool = False,
+    ) -> None:
         self.plan = plan
         self.conns: set[int] = set()
         self.wanted = 0
         self.opened = opened
         self.checkpoint_at = checkpoint_at  # when to write the control file next
+        self.origin = sources[0]  # where the first answer came from: its validator rules
+        self.sources = sources  # those still usable
+        self.dropped: list[tuple[str, str]] = []  # (URL, reason), in the order dropped
+        # What each source's answers must carry (If-Range): the first's from its first
+        # answer, a mirror's from its own first range (servers' validators differ).
+        self.validators: dict[str, str | None] = {sources[0].text: validator}
+        self.rates: dict[str, float] = {}  # bytes/s of each source's last finished range
+        self.using: Counter[str] = Counter()  # connections (and wanted ones) per source
+        self.failures: Counter[str] = Counter()  # failed ranges per source
 
     def more_wanted(self) -> int:
         """How many more connections to ask for: what the plan can use, less those it
-        has or asked for."""
+        has or asked for; none once no source is left."""
+        if not self.sources:
+            return 0
         return max(0, self.plan.connections - len(self.conns) - self.wanted)
+
+    def pick(self) -> URL:
+        """The source for one more connection: one not measured yet (fewest connections
+        first), else the fastest."""
+        return max(
+            self.sources,
+            key=lambda u: (
+                u.text not in self.rates,
+                self.rates.get(u.text, 0.0),
+                -self.using[u.text],
+            ),
+        )
+
+    def drop(self, url: URL, reason: str) -> None:
+        if url in self.sources:
+            self.sources.remove(url)
+            self.dropped.append((url.text, reason))
+
+    def measured(self, url: URL, count: int, seconds: float) -> None:
+        if seconds > 0:
+            self.rates[url.text] = count / seconds
 
 
 def judge(

@@ -266,34 +266,42 @@ class Download:
         source = self.source
         return source.credentials or self.options.credentials_for(source.host)
 
-    def request_headers(self, piece: Piece | None = None) -> list[tuple[str, str]]:
+    def request_headers(
+        self, piece: Piece | None = None, url: URL | None = None, validator: str | None = None
+    ) -> list[tuple[str, str]]:
         """midair's headers, each replaced by a user header of the same name, then the
-        user's others.  Host comes first, as RFC 9112 asks.  ``piece``: the range asked,
-        for a file fetched in segments (always with If-Range: a plan needs a validator)."""
-        user = self.user_headers()
+        user's others.  Host comes first, as RFC 9112 asks.  For a file fetched in
+        segments: ``piece``, the range asked, of ``url`` (a mirror's; default the one now
+        in use), If-Range ``validator`` (none yet for a mirror's first range)."""
+        url = url or self.url
+        same = self.same_origin if url is self.url else url.origin == self.source.origin
+        user = self.user_headers(same)
         given = {name.lower() for name, _ in user}
         ours = [
-            ("Host", self.url.host_header),
+            ("Host", url.host_header),
             ("User-Agent", self.options.user_agent),
             ("Accept", "*/*"),
             ("Accept-Encoding", "identity"),
         ]
-        credentials = self.credentials
+        credentials = self.credentials if same else None
         if credentials is not None:
             ours.append(("Authorization", basic_authorization(*credentials)))
-        validator = self.resume_validator
+        resume = self.resume_validator
         if piece is not None:
-            ours += [("Range", piece.range_header()), ("If-Range", self.validator or "")]
-        elif validator:
-            ours += [("Range", f"bytes={self.offset}-"), ("If-Range", validator)]
+            ours.append(("Range", piece.range_header()))
+            ours += [("If-Range", validator)] if validator else []
+        elif resume:
+            ours += [("Range", f"bytes={self.offset}-"), ("If-Range", resume)]
         host = [h for h in user if h[0].lower() == "host"] or ours[:1]
         rest = [h for h in ours[1:] if h[0].lower() not in given]
         return host + rest + [h for h in user if h[0].lower() != "host"]
 
-    def user_headers(self) -> list[tuple[str, str]]:
+    def user_headers(self, same_origin: bool | None = None) -> list[tuple[str, str]]:
         """-H and header= values; those bound to the origin are dropped after a redirect
-        to another one (credentials, and a Host meant for the first server)."""
-        same_origin = self.same_origin
+        to another one (credentials, and a Host meant for the first server), and for a
+        mirror's ranges (``same_origin`` False)."""
+        if same_origin is None:
+            same_origin = self.same_origin
         return [
             (name, value)
             for name, value in (*self.options.headers, *self.job.headers)

@@ -260,3 +260,90 @@ def test_a_job_with_its_own_name_is_split_too() -> None:
     sim = run([Job.from_url(f"{H}/f", out="renamed")], {H: server}, **SPLIT)
     assert sim.content(0) == data
     assert sim.paths[0].endswith("renamed")
+
+
+# --- over mirrors: the job's other URIs serve ranges too --------------------------------
+M1, M2 = "http://m1.example", "http://m2.example"
+
+
+def mirrored(*servers: FileServer) -> Job:
+    return Job.from_urls([f"{H}/f", *(f"{m}/f" for m in (M1, M2)[: len(servers) - 1])])
+
+
+def bytes_from(server: FileServer) -> int:
+    total = 0
+    for r in server.requests:
+        value = r.header("range")
+        if value:
+            first, _, last = value.removeprefix("bytes=").partition("-")
+            total += int(last) + 1 - int(first) if last else 0
+    return total
+
+
+def test_ranges_spread_over_the_mirrors_each_with_its_own_validator() -> None:
+    data = body(1 * MiB)
+    servers = [slow_server() for _ in range(3)]
+    for version, server in enumerate(servers, start=1):
+        server.add("/f", data, version=version)  # each server its own ETag
+    sim = run([mirrored(*servers)], dict(zip((H, M1, M2), servers, strict=True)), **SPLIT)
+    assert sim.content(0) == data
+    assert all(s.requests for s in servers), "every mirror served a range"
+    for version, server in enumerate(servers[1:], start=2):
+        first, *later = server.requests
+        assert first.header("if-range") is None  # its validator is not known yet
+        assert all(r.header("if-range") == f'"v{version}-1048576"' for r in later)
+
+
+def test_per_host_counts_every_mirrors_host() -> None:
+    data = body(1 * MiB)
+    servers = [slow_server() for _ in range(3)]
+    for server in servers:
+        server.add("/f", data)
+    sim = run(
+        [mirrored(*servers)],
+        dict(zip((H, M1, M2), servers, strict=True)),
+        **{**SPLIT, "per_host": 1},
+    )
+    assert sim.content(0) == data
+    assert all(sim.max_per_origin[origin(u)] == 1 for u in (H, M1, M2))
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"body": body(1 * MiB + 1)}, "the size changed"),
+        ({"steps": [Step(status=404)] * 10}, "HTTP 404"),
+        ({"ranges": False}, "ignored Range"),
+    ],
+)
+def test_a_mirror_that_cannot_serve_the_file_is_dropped_and_the_others_finish(
+    bad: dict[str, object], reason: str
+) -> None:
+    data = body(1 * MiB)
+    good, mirror = slow_server(), slow_server()
+    good.add("/f", data)
+    mirror.add("/f", bad.get("body", data), *bad.get("steps", []), ranges=bad.get("ranges", True))  # type: ignore[arg-type]
+    sim = run([Job.from_urls([f"{H}/f", f"{M1}/f"])], {H: good, M1: mirror}, **SPLIT)
+    assert sim.content(0) == data
+    assert not sim.failed
+    assert mirror.requests, "the mirror was asked"
+
+
+def test_the_faster_mirror_serves_most_of_the_file() -> None:
+    data = body(2 * MiB)
+    slow, fast = FileServer(piece=16 * KiB, gap=0.05), FileServer(piece=16 * KiB, gap=0.005)
+    slow.add("/f", data)
+    fast.add("/f", data)
+    sim = run([Job.from_urls([f"{H}/f", f"{M1}/f"])], {H: slow, M1: fast}, **SPLIT)
+    assert sim.content(0) == data
+    assert bytes_from(fast) > 2 * bytes_from(slow)
+
+
+def test_a_file_fails_only_when_every_source_failed_naming_each() -> None:
+    servers = [slow_server() for _ in range(2)]
+    servers[0].add("/f", body(1 * MiB), Step(), *[Step(status=404)] * 10)
+    servers[1].add("/f", body(1 * MiB), *[Step(status=410)] * 10)
+    sim = run([Job.from_urls([f"{H}/f", f"{M1}/f"])], {H: servers[0], M1: servers[1]}, **SPLIT)
+    [failed] = sim.failed.values()
+    text = str(failed.error)
+    assert "every mirror failed" in text and "HTTP 404" in text and "HTTP 410" in text
