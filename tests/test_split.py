@@ -188,3 +188,36 @@ def _logged(log: Path, expected: int, wait: float = 3.0) -> list:
         if len(lines) >= expected or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
+
+
+# --- over mirrors -----------------------------------------------------------------------
+@faulted
+def test_ranges_over_mirrors_survive_a_truncating_a_slow_and_a_refusing_one(
+    midair: Midair, server: ServerThread, engine: str, tmp_path: Path
+) -> None:
+    """The issue's mirrors: one 10x slower, one cutting every answer short, one refusing
+    connections; the good one and the slow one finish the file, byte-exact."""
+    name = "mirrored.bin"
+    query = f"/gen/{name}?size={SIZE}&t={engine}"
+    good = server.url(0, f"{query}&rate={RATE}")
+    slow = server.url(1, f"{query}&rate={RATE // 10}")
+    cutting = server.url(2, f"{query}&rate={RATE}&truncate=50000")
+    refusing = f"http://127.0.0.1:{_dead_port()}{query}"
+    lines = tmp_path / "list.txt"
+    lines.write_text("\t".join([good, slow, cutting, refusing]) + "\n")
+    result = midair.get("-d", str(tmp_path / "out"), *SPLIT, "--retries", "2", "-i", str(lines))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / name).read_bytes() == expected_bytes(name, SIZE)
+    served = {
+        u: sum(_length(r.header("range"), SIZE) for r in asked(server, u) if r.header("range"))
+        for u in (good, slow)
+    }
+    assert served[good] > served[slow], served
+
+
+def _dead_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
