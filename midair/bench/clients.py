@@ -72,6 +72,7 @@ class Job:
     per_host: int
     ca: Path | None = None  # a TLS scenario's CA certificate: the client must trust it
     split: int = 0  # connections per file, for a client that fetches ranges in parallel
+    mirrors: list[list[str]] | None = None  # each file's URLs, when it has several
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,11 @@ def _aria2_cmd(job: Job) -> list[str]:
 
 
 def _axel_cmd(job: Job) -> list[str]:
-    """axel fetches one URL (the split scenario's one file) over ``-n`` connections."""
+    """axel fetches one file (the split scenarios') over ``-n`` connections, from each of
+    its URLs (mirrors) when it has several."""
     [url] = job.urls
-    return ["axel", "-q", "-n", str(job.split or 1), "-o", str(job.out / _name(url)), url]
+    urls = job.mirrors[0] if job.mirrors else [url]
+    return ["axel", "-q", "-n", str(job.split or 1), "-o", str(job.out / _name(url)), *urls]
 
 
 def _wget2_cmd(job: Job) -> list[str]:
@@ -253,7 +256,7 @@ def _package(dist: str, *needs: str) -> Callable[[], str | None]:
 
 
 def _name(url: str) -> str:
-    return url.rsplit("/", 1)[-1]
+    return url.rsplit("/", 1)[-1].partition("?")[0]
 
 
 def _curl_cap(version: str) -> int | None:
@@ -300,8 +303,9 @@ PEERS: dict[str, Client] = {
             _axel_cmd,
             _binary_version("axel"),
             splits=True,
-            only=("split",),
-            note="-n N connections for the one file (split scenarios only)",
+            only=("split", "mirrors"),
+            note="-n N connections for the one file, its mirrors as more URLs (split "
+            "scenarios only)",
         ),
         Client(
             "wget2",

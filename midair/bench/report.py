@@ -40,6 +40,7 @@ GOALS = {  # issue 8's "What to reach" (split: issue 10's), for the default `mid
     "bulk": ">= wget2's GB/s and >= 90% of the new-file ceiling",
     "small": "files/s >= wget2's, CPU per file <= curl's",
     "split": "-s 16 within 1.2x of the floor, beside aria2c -x16 -s16 and axel -n 16 (issue 10)",
+    "mirrors": "ahead of aria2c -x16 -s16 with the same three mirrors (issue 10)",
 }
 
 
@@ -344,7 +345,13 @@ def describe(result: ScenarioResult) -> str:
         if not scn.counts
         else (" All N in flight, over min(N, addresses) addresses.")
     )
-    if result.floor and scn.split:
+    if result.floor and scn.mirrors:
+        rates = ", ".join(f"{size_text(scn.rate >> k)}/s" for k in range(scn.mirrors))
+        text += (
+            f" {scn.mirrors} mirrors per file at {rates} per connection. Floor: "
+            f"{result.floor:.2f} s, the size over {scn.split} connections to the fastest."
+        )
+    elif result.floor and scn.split:
         text += (
             f" Floor: {result.floor:.2f} s, the size over {scn.split} connections at the rate"
             f" (-s {scn.split}; nginx sends each range's first second at once, so beating it"

@@ -926,7 +926,7 @@ class Batch:
         split.measured(conn.source, piece.done - done, now - began)
         split.plan.release(piece)
         conn.piece = None
-        if conn.http.reusable:
+        if conn.http.reusable and not split.better_than(conn.source):
             self._send_request(conn)  # its next range (or it is closed: none left)
         else:
             self._close(conn, now)

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 
 DEFAULT_MIN_SPLIT_SIZE = 20 << 20  # aria2's --min-split-size default
-# A range smaller than this is not worth a new request: stealing leaves it alone.
-MIN_STEAL = 64 << 10
+# A range smaller than this is not worth a new request: stealing leaves it alone.  Small,
+# so the tail on a slow connection (a slow mirror) is short: 32 KiB at most at its pace.
+MIN_STEAL = 16 << 10
 
 
 class OneSource:
@@ -299,16 +300,24 @@ class Split:
         return max(0, self.plan.connections - len(self.conns) - self.wanted)
 
     def pick(self) -> URL:
-        """The source for one more connection: one not measured yet (fewest connections
-        first), else the fastest."""
-        return max(
-            self.sources,
-            key=lambda u: (
-                u.text not in self.rates,
-                self.rates.get(u.text, 0.0),
-                -self.using[u.text],
-            ),
-        )
+        """The source for one more connection: one nobody has tried yet, else the fastest
+        measured (those not measured yet count as slowest), fewest connections first."""
+        using, rates = self.using, self.rates
+
+        def preference(url: URL) -> tuple[bool, float, int]:
+            untried = url.text not in rates and not using[url.text]
+            return untried, rates.get(url.text, 0.0), -using[url.text]
+
+        return max(self.sources, key=preference)
+
+    def better_than(self, url: URL) -> bool:
+        """Whether a connection to another source would do better than one to ``url``:
+        one untried, or one measured at least twice as fast."""
+        best = self.pick()
+        if best == url:
+            return False
+        rate = self.rates.get(best.text)
+        return rate is None or rate >= 2 * self.rates.get(url.text, 0.0)
 
     def drop(self, url: URL, reason: str) -> None:
         if url in self.sources:

@@ -487,6 +487,7 @@ class Sim:
         self.connects: Counter[Origin] = Counter()
         self.sends: list[tuple[Origin, Request]] = []
         self.max_open = 0
+        self.delivered: Counter[Origin] = Counter()  # bytes each origin's answers delivered
         self.max_per_origin: Counter[Origin] = Counter()
         self.opened: list[tuple[float, Origin, int]] = []  # at each Connect: open to it then
         self._conns: dict[int, _SimConn] = {}
@@ -528,6 +529,7 @@ class Sim:
             c.connected = True
             self._call(self.session.connected, conn)
         elif kind == "data":
+            self.delivered[c.origin] += len(data)
             self._call(self.session.received, conn, data)
         elif kind == "eof":
             self._call(self.session.closed, conn)

@@ -336,7 +336,9 @@ def test_the_faster_mirror_serves_most_of_the_file() -> None:
     fast.add("/f", data)
     sim = run([Job.from_urls([f"{H}/f", f"{M1}/f"])], {H: slow, M1: fast}, **SPLIT)
     assert sim.content(0) == data
-    assert bytes_from(fast) > 2 * bytes_from(slow)
+    # 10x faster per connection: the fast mirror delivers most of the file (its share
+    # grows as connections on the slow one move over when they finish a range).
+    assert sim.delivered[origin(M1)] > 3 * sim.delivered[origin(H)]
 
 
 def test_a_file_fails_only_when_every_source_failed_naming_each() -> None:
