@@ -8,6 +8,7 @@ too, so the library and the command line cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -15,12 +16,12 @@ from contextlib import AbstractContextManager
 from dataclasses import fields
 
 from .core.actions import Action
-from .core.errors import InputError
+from .core.errors import DownloadError, InputError
 from .core.jobs import Checksum, Job, Options, check_header, parse_header
 from .core.results import Failure, Results, Success
 from .core.urls import redact
 from .engines import DEFAULT_ENGINE, engine_info, get_engine
-from .run import REPORTS, Run, stop_on_signals
+from .run import REPORTS, Run, distinct, stop_on_signals
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from .engines import Engine
     from .journal import Journal
 
+    Followed = tuple[list[Job], list[Failure]]  # follow_metalinks': the jobs, the failures
     Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
 
 _OPTION_NAMES = {f.name for f in fields(Options)}
@@ -198,6 +200,14 @@ class Downloader:
         )
         return self
 
+    def enqueue_metalink(self, source: str | os.PathLike[str] | bytes) -> Downloader:
+        """Add every file of a Metalink (v4 ``.meta4`` or v3 ``.metalink``), given as a
+        file name or as the document's bytes: each with its mirrors, checksum and size.
+        A malformed document raises InputError naming it; nothing is added then."""
+        from .metalink import load
+
+        return self.add_jobs(load(source))
+
     def add_jobs(self, jobs: Iterable[Job]) -> Downloader:
         """Add jobs: a list (or tuple) at once, to ``jobs``; any other iterable (a generator, a
         file's entries) is read as the next run goes, a window at a time, so a list of
@@ -208,33 +218,72 @@ class Downloader:
             self._streams.append(jobs)
         return self
 
-    def _source(self) -> Iterable[Job]:
-        """Every job added so far, the streamed ones last; those streams are used up."""
+    def _source(self, jobs: list[Job]) -> Iterable[Job]:
+        """``jobs``, then the streamed ones (used up: an iterator is read by one run)."""
         streams, self._streams = self._streams, []
-        return itertools.chain(self.jobs, *streams) if streams else list(self.jobs)
+        return itertools.chain(jobs, *streams) if streams else list(jobs)
 
-    def new_run(self, journal: Journal | None = None) -> Run:
+    def new_run(self, journal: Journal | None = None, followed: Followed | None = None) -> Run:
         """A new run of the jobs so far (an engine's ``run`` drives it); with ``journal``,
-        of those it does not settle already (see ``midair.journal.sort_out``)."""
-        screen = None
-        if journal is not None:
+        of those it does not settle already (see ``midair.journal.sort_out``); with
+        ``followed`` (``follow_metalinks``), of its jobs, its failures reported."""
+        follow = self.options.follow_metalink
+
+        def screen(jobs: Iterator[Job]) -> Iterator[Job]:
+            settle = functools.partial(_count_settled, run)
+            if follow:  # only a streamed job can still be one: the others were followed
+                jobs = _unfollowed(jobs, settle)
+            if journal is None:
+                return jobs
             from .journal import sort_out
 
-            def screen(jobs: Iterator[Job]) -> Iterator[Job]:
-                return sort_out(journal, jobs, self.options, lambda done: _count_settled(run, done))
+            return sort_out(journal, jobs, self.options, settle)
 
         run = Run(
-            self._source(),
+            self._source(self.jobs if followed is None else followed[0]),
             self.options,
             listener=self.on_event,
             listens_to=self.listens_to,
             keeps_successes=self.keeps_successes,
-            screen=screen,
+            screen=screen if follow or journal is not None else None,
         )
         if journal is not None:
             run.recorders.update(journal.recorders())
+        for failure in followed[1] if followed is not None else ():
+            _count_settled(run, failure)
         self.last_run = run
         return run
+
+    def follow_metalinks(self, engine: Engine) -> Followed | None:
+        """The jobs with each Metalink URL replaced by the files its document lists,
+        fetched with ``engine`` (see midair/metalink.py); None when there is none."""
+        found = self._metalink_documents()
+        if not found:
+            return None
+        from .metalink import expand, fetching
+
+        with fetching(found, self.options) as run:
+            with _running(None, run):
+                engine.run(run)
+            return expand(self.jobs, run.results)
+
+    async def follow_metalinks_async(self, engine: Engine) -> Followed | None:
+        found = self._metalink_documents()
+        if not found:
+            return None
+        from .metalink import expand, fetching
+
+        with fetching(found, self.options) as run:
+            await self._run_async(engine, run, None)
+            return expand(self.jobs, run.results)
+
+    def _metalink_documents(self) -> list[Job]:
+        """The jobs to follow as Metalink documents rather than save (none if not asked)."""
+        if not self.options.follow_metalink:
+            return []
+        from .core.metalink import metalink_jobs
+
+        return distinct(metalink_jobs(self.jobs))
 
     def engine(self) -> Engine:
         return get_engine(self.engine_name, **self.engine_options)  # InputError if it cannot
@@ -242,16 +291,18 @@ class Downloader:
     def run(self, around: Around | None = None) -> Results:
         """Download every job; ``around(run)`` is entered for the run's duration."""
         engine = self.engine()
+        followed = self.follow_metalinks(engine)
         with _journal(self.options) as journal:
-            run = self.new_run(journal)
+            run = self.new_run(journal, followed)
             with _running(around, run):
                 engine.run(run)
         return run.results
 
     async def run_async(self, around: Around | None = None) -> Results:
         engine = self.engine()
+        followed = await self.follow_metalinks_async(engine)
         with _journal(self.options) as journal:
-            return await self._run_async(engine, self.new_run(journal), around)
+            return await self._run_async(engine, self.new_run(journal, followed), around)
 
     async def _run_async(self, engine: Engine, run: Run, around: Around | None) -> Results:
         run_async = getattr(engine, "run_async", None)
@@ -278,6 +329,23 @@ def _journal(options: Options) -> Iterator[Journal | None]:
         yield journal
     finally:
         journal.close()
+
+
+def _unfollowed(jobs: Iterable[Job], settle: Callable[[Failure], None]) -> Iterator[Job]:
+    """``jobs`` but the Metalink URLs among them, which fail: a streamed list is read as the
+    run goes, after the documents are followed (``follow_metalinks``)."""
+    from .core.metalink import metalink_jobs
+
+    for job in jobs:
+        if not metalink_jobs([job]):
+            yield job
+            continue
+        url = job.url.text
+        reason = (
+            "a Metalink URL in a streamed list is not followed: give it as a URL or with -M "
+            "(--no-follow-metalink saves it as a file)"
+        )
+        settle(Failure(url, DownloadError(url, reason)))
 
 
 def _count_settled(run: Run, settled: Success | Failure) -> None:

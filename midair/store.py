@@ -34,6 +34,7 @@ record must never go stale), and for every unfinished download on ``close``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import functools
@@ -63,6 +64,7 @@ from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.http import Bytes, Piped
 from .core.jobs import Checksum
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
+from .core.segments import recorded
 
 # json's string encoder, from its C module: importing the json package costs ~1 ms of every
 # command's start-up, and only control files and a re-run's look at a file's tag need the rest.
@@ -88,12 +90,38 @@ _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 class _Unpublished:
     """What the store keeps about an opened download until it is published or discarded."""
 
-    __slots__ = ("durable", "path", "record")
+    __slots__ = ("durable", "path", "ranges", "record")
 
     def __init__(self, path: str, record: Resume, durable: bool) -> None:
         self.path = path
         self.record = record
         self.durable = durable  # publication must wait for stable storage
+        # A file written in segments: the ranges on disk, kept from every ``Write`` so a
+        # control file written at any moment (a checkpoint, the exit) tells the truth.
+        self.ranges = None if record.ranges is None else list(record.ranges)
+
+    def wrote(self, start: int, end: int) -> None:
+        """Merge ``[start, end)`` into ``ranges`` (a write lands next to the one before it,
+        nearly always, so the last range grows or a new one is inserted in order)."""
+        ranges = self.ranges
+        assert ranges is not None
+        index = bisect.bisect_left(ranges, (start, end))
+        ranges.insert(index, (start, end))
+        low = max(index - 1, 0)
+        merged = ranges[low : index + 2]
+        joined = [merged[0]]
+        for s, e in merged[1:]:
+            if s <= joined[-1][1]:
+                joined[-1] = (joined[-1][0], max(joined[-1][1], e))
+            else:
+                joined.append((s, e))
+        ranges[low : index + 2] = joined
+
+    def control(self) -> Resume:
+        """The record a control file holds now."""
+        if self.ranges is None:
+            return self.record
+        return self.record.with_ranges(tuple(self.ranges))
 
 
 class Store:
@@ -216,9 +244,12 @@ class Store:
         try:
             self._ensure_directory(directory)
             cached = ident in self._fds and self._parts[ident] == part
-            # From zero, O_TRUNC cuts a new or old part in the open call itself.
-            fd = self._fd(ident, part, os.O_CREAT | (os.O_TRUNC if action.offset == 0 else 0))
-            if cached or action.offset:
+            # From zero, O_TRUNC cuts a new or old part in the open call itself; a part
+            # written in segments keeps what its ranges say is there.
+            ranges = action.record.ranges
+            empty = action.offset == 0 and not ranges
+            fd = self._fd(ident, part, os.O_CREAT | (os.O_TRUNC if empty else 0))
+            if (cached or action.offset) and not ranges:
                 _cut(fd, action.offset)
             durable = self._durable(directory, fd)
             self._records[ident] = _Unpublished(action.path, action.record, durable)
@@ -237,13 +268,16 @@ class Store:
     def _write_control(self, ident: int) -> None:
         unpublished = self._records[ident]
         path = unpublished.path
-        _write_control(path + CONTROL_SUFFIX, unpublished.record)
+        _write_control(path + CONTROL_SUFFIX, unpublished.control())
         self._controls.add(path)
 
     def write(self, action: Write | Save) -> None:
         try:
             fd = self._fd(action.download, self._parts[action.download])
             _write_body(fd, action.data, action.offset)
+            unpublished = self._records.get(action.download)
+            if unpublished is not None and unpublished.ranges is not None:
+                unpublished.wrote(action.offset, action.offset + len(action.data))
         except OSError as exc:
             path = self._parts[action.download].removesuffix(PART_SUFFIX)
             raise self._local_error(action.download, path, exc) from exc
@@ -340,7 +374,7 @@ class Store:
         self._controls.discard(action.path)
         if unpublished is None:  # never opened by this store: all it knows is the action
             return _Publication(action, fd, action.url, None, had_control, self.fsync)
-        record = unpublished.record
+        record = unpublished.control()
         return _Publication(action, fd, record.url, record, had_control, unpublished.durable)
 
     def discard(self, action: Discard) -> None:
@@ -359,7 +393,7 @@ class Store:
         for ident in list(self._fds):
             self._forget(ident)
         for ident, unpublished in list(self._records.items()):
-            if unpublished.path not in self._controls:
+            if unpublished.path not in self._controls or unpublished.ranges is not None:
                 with contextlib.suppress(OSError):
                     self._write_control(ident)
 
@@ -820,9 +854,15 @@ def _read_control(path: str) -> Resume | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return Resume(
-            str(data["url"]), data.get("size"), data.get("etag"), data.get("last_modified")
-        )
+        if not isinstance(data, dict):
+            return None
+        size, ranges = data.get("size"), data.get("ranges")
+        if ranges is not None:  # one it cannot vouch for restarts the file
+            ranges = recorded(ranges, size) if type(size) is int else None
+            if ranges is None:
+                return None
+            ranges = tuple(ranges)
+        return Resume(str(data["url"]), size, data.get("etag"), data.get("last_modified"), ranges)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: the part file cannot be trusted, so it restarts
 

@@ -114,3 +114,19 @@ def test_a_bad_line_deep_in_a_list_fails_itself_alone(
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(files) == 2999 and "l2499.bin" not in files
     assert (tmp_path / "out" / "l2999.bin").read_bytes() == expected_bytes("l2999.bin", 3)
+
+
+def test_a_metalink_url_in_a_streamed_list_fails_alone_saying_how_to_follow_it(
+    http1_server: ServerThread, tmp_path: Path
+) -> None:
+    """Metalinks are followed before the run; a streamed list is read during it."""
+    doc = http1_server.url(0, "/gen/files.meta4?size=10")
+    plain = http1_server.url(1, "/gen/plain.bin?size=5")
+    jobs = (Job.from_url(u) for u in (doc, plain))
+    results = Downloader(str(tmp_path), engine="epoll").add_jobs(jobs).run()
+    assert [s.url for s in results.successes] == [plain]
+    [failure] = results.failures
+    assert failure.url == doc and "streamed list is not followed" in failure.error.reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.bin"]
+    saved = Downloader(str(tmp_path / "saved"), engine="epoll", follow_metalink=False)
+    assert saved.add_jobs(Job.from_url(u) for u in (doc,)).run().ok  # saved as a file

@@ -91,26 +91,44 @@ class Prepare(Record):
 
 
 class Resume(Record):
-    """What a previous run left; the fields of the control file."""
+    """What a previous run left; the fields of the control file.
 
-    __match_args__ = ("url", "size", "etag", "last_modified")
+    ``ranges``: for a file fetched in segments (core/segments.py), the ``[start, end)``
+    ranges already on disk, any of them anywhere in the part file; None for a file
+    fetched from the start, whose part file holds its first bytes and nothing else.
+    """
+
+    __match_args__ = ("url", "size", "etag", "last_modified", "ranges")
     __slots__ = __match_args__
 
     def __init__(
-        self, url: str, size: int | None, etag: str | None, last_modified: str | None
+        self,
+        url: str,
+        size: int | None,
+        etag: str | None,
+        last_modified: str | None,
+        ranges: tuple[tuple[int, int], ...] | None = None,
     ) -> None:
         self.url: Final = url
         self.size: Final = size
         self.etag: Final = etag
         self.last_modified: Final = last_modified
+        self.ranges: Final = ranges
 
     def as_dict(self) -> dict[str, Any]:
-        """The control file's JSON object."""
-        return dict(zip(self.__match_args__, self.values(), strict=True))
+        """The control file's JSON object (``ranges`` only when there are some to keep)."""
+        fields = dict(zip(self.__match_args__[:4], self.values()[:4], strict=True))
+        if self.ranges is not None:
+            fields["ranges"] = [list(r) for r in self.ranges]
+        return fields
+
+    def with_ranges(self, ranges: tuple[tuple[int, int], ...]) -> Resume:
+        return Resume(self.url, self.size, self.etag, self.last_modified, ranges)
 
 
 class Open(Record):
-    """Open the part file for writing from ``offset`` (cutting off anything after it)."""
+    """Open the part file for writing from ``offset`` (cutting off anything after it),
+    unless ``record.ranges`` says it is written in segments: then what is there stays."""
 
     __match_args__ = ("download", "path", "offset", "record")
     __slots__ = __match_args__
