@@ -114,6 +114,11 @@ def test_a_bad_line_deep_in_a_list_fails_itself_alone(
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(files) == 2999 and "l2499.bin" not in files
     assert (tmp_path / "out" / "l2999.bin").read_bytes() == expected_bytes("l2999.bin", 3)
+    del lines[2499]
+    listing.write_text("\n".join(lines) + "\n")  # checked whole, then read again as it goes
+    checked = midair_get("-q", "--check-input", "-d", str(tmp_path / "all"), "-i", str(listing))
+    assert checked.returncode == 0, checked.stderr
+    assert len(list((tmp_path / "all").iterdir())) == 2999
 
 
 def test_a_metalink_url_in_a_streamed_list_fails_alone_saying_how_to_follow_it(

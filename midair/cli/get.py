@@ -310,14 +310,20 @@ def _add_input(downloader: Downloader, args: argparse.Namespace) -> list[InputEr
         print(f"midair: {error} (entry skipped)", file=sys.stderr)
 
     if args.check_input:
-        downloader.add_jobs(_checked(args.input_file))
+        _add_stream(downloader, iter(_checked(args.input_file)))
         return bad
-    jobs = iter_input_file(_open_input(args.input_file), _source_name(args.input_file), skip)
+    name = args.input_file
+    _add_stream(downloader, iter_input_file(_open_input(name), _source_name(name), skip))
+    return bad
+
+
+def _add_stream(downloader: Downloader, jobs: Iterator[Job]) -> None:
+    """Add ``jobs``, read as the run goes; the first is read here, so an empty list (or
+    one whose every entry is bad) is known before anything starts."""
     first = next(jobs, None)
     if first is not None:
         downloader.add_jobs([first])
         downloader.add_jobs(jobs)
-    return bad
 
 
 def _checked(name: str) -> Iterator[Job] | list[Job]:
