@@ -221,3 +221,35 @@ def _dead_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@faulted
+def test_a_metalinks_piece_digests_catch_a_mirror_serving_other_bytes(
+    midair: Midair, server: ServerThread, engine: str, tmp_path: Path
+) -> None:
+    """The second mirror serves another version of the same size: each of its pieces fails
+    its digest as it lands, it is blamed, and the first mirror fetches them again."""
+    import hashlib
+
+    name, piece = "pieces.bin", 256 * KiB
+    data = expected_bytes(name, SIZE)
+    hashes = "".join(
+        f"<hash>{hashlib.sha256(data[i : i + piece]).hexdigest()}</hash>"
+        for i in range(0, SIZE, piece)
+    )
+    good = server.url(0, f"/gen/{name}?size={SIZE}&rate={RATE}&t={engine}")
+    other = server.url(1, f"/gen/{name}?size={SIZE}&rate={RATE}&t={engine}&version=2")
+    doc = tmp_path / "f.meta4"
+    doc.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<metalink xmlns="urn:ietf:params:xml:ns:metalink">'
+        f'<file name="{name}"><size>{SIZE}</size>'
+        f'<pieces length="{piece}" type="sha-256">{hashes}</pieces>'
+        f'<url priority="1">{good.replace("&", "&amp;")}</url>'
+        f'<url priority="2">{other.replace("&", "&amp;")}</url>'
+        "</file></metalink>\n"
+    )
+    result = midair.get("-d", str(tmp_path / "out"), *SPLIT, "-M", str(doc))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / name).read_bytes() == data
+    assert asked(server, other), "the other mirror was asked (and blamed)"

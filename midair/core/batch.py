@@ -594,6 +594,38 @@ class Batch:
         self._fail(d, error)
         return self._flush(now)
 
+    def rejected(self, ident: int, start: int, end: int, reason: str, now: float) -> list[Action]:
+        """The store's word that bytes ``[start, end)`` of a file in segments failed their
+        piece's digest (a Metalink's): they are fetched again, and the source that wrote
+        them is blamed: dropped for the file while another is left, else it counts
+        against --retries.  A file whose last piece it was goes back to fetching (the
+        store refused its publication)."""
+        d = self._downloads.get(ident)
+        if d is None or d.split is None or d.state not in (FETCHING, PUBLISHING):
+            return self._flush(now)
+        split = d.split
+        if d.state is PUBLISHING:
+            d.move(FETCHING)
+        for text in split.plan.redo(start, end):
+            source = next((u for u in split.sources if u.text == text), None)
+            if source is not None:
+                self._blame(d, split, source, reason, now)
+        if d.split is split:  # not failed for it
+            self._want_pieces(d, now)
+        return self._flush(now)
+
+    def _blame(self, d: t.Download, split: Split, source: URL, reason: str, now: float) -> None:
+        if len(split.sources) > 1:
+            split.drop(source, reason)
+            return
+        split.failures[source.text] += 1
+        tries = split.failures[source.text]
+        if tries <= self.options.retries:
+            self._out.append(Retrying(d.id, d.job.url.text, reason, 0.0, tries))
+        else:
+            gave_up = f"{reason} (gave up after {self.options.retries} retries)"
+            self._drop_source(d, source, gave_up, now)
+
     def timer(self, now: float) -> list[Action]:
         while self._timers and self._timers[0][0] <= now:
             _, _, item = heapq.heappop(self._timers)
@@ -816,6 +848,7 @@ class Batch:
             self._close(conn, self._now)
             return False
         conn.piece, conn.began = piece, (self._now, piece.done)
+        piece.source = conn.source.text if conn.source is not None else None  # to blame
         return True
 
     def _piece_fields(self, conn: _Conn, piece: Piece) -> bytes:
@@ -1078,7 +1111,8 @@ class Batch:
         if conn.held is not None:
             d = conn.download
             assert d.path is not None
-            self._out.append(Open(d.id, d.path, conn.held, d.record()))
+            pieces = None if d.split is None else d.job.pieces  # checked as they land
+            self._out.append(Open(d.id, d.path, conn.held, d.record(), pieces))
         elif conn.saving is not None:
             self._out += conn.saving.split()
         conn.held = conn.saving = None

@@ -56,8 +56,9 @@ class Checksum(Record):
 
 class Pieces(Record):
     """Expected digests of a file's consecutive pieces of ``length`` bytes (a Metalink's
-    ``<pieces>``; the last piece may be shorter).  Carried on the job for the segmented
-    download to verify each piece as it lands; nothing checks them yet."""
+    ``<pieces>``; the last piece may be shorter).  A file fetched in segments (-s) has
+    each piece checked as its last byte lands (the store reads it back); a bad one is
+    fetched again, its source blamed.  Otherwise the whole-file checksum decides."""
 
     __match_args__ = ("length", "algorithm", "hexdigests")
     __slots__ = __match_args__
