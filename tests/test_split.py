@@ -253,3 +253,48 @@ def test_a_metalinks_piece_digests_catch_a_mirror_serving_other_bytes(
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / name).read_bytes() == data
     assert asked(server, other), "the other mirror was asked (and blamed)"
+
+
+def test_metalink_http_duplicates_and_digest_from_nginx_are_used(
+    nginx: NginxFactory, tmp_path: Path
+) -> None:
+    """RFC 6249 from a real server: nginx names a second nginx ``rel=duplicate`` and the
+    file's ``Digest``; midair -s fetches ranges from both and checks the digest."""
+    import base64
+    import hashlib
+
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(SIZE)
+    (root / "big.bin").write_bytes(data)
+    log_b = tmp_path / "b.log"
+    mirror = nginx(root, hosts=["127.0.1.2"], limit_rate=256 * KiB, access_log=log_b)
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    hints = (
+        "        location = /big.bin {\n"
+        "            limit_rate 256k;\n"
+        f'            add_header Link "<{mirror.url(0, "big.bin")}>; rel=duplicate";\n'
+        f'            add_header Digest "SHA-256={digest}";\n'
+        "        }\n"
+    )
+    first = nginx(root, limit_rate=256 * KiB, extra_locations=hints)
+    out = tmp_path / "out"
+    result = Midair("asyncio").get("-d", str(out), *SPLIT, first.url(0, "big.bin"))
+    assert result.returncode == 0, result.stderr
+    assert (out / "big.bin").read_bytes() == data
+    assert [r for r in _logged(log_b, expected=1) if r.status == 206], "the duplicate served ranges"
+
+
+def test_a_wrong_digest_from_nginx_fails_the_file_leaving_nothing(
+    nginx: NginxFactory, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.bin").write_bytes(b"x" * 100_000)
+    wrong = "SHA-256=" + "A" * 43 + "="
+    hints = f'        location = /f.bin {{\n            add_header Digest "{wrong}";\n        }}\n'
+    server = nginx(root, extra_locations=hints)
+    out = tmp_path / "out"
+    result = Midair("asyncio").get("-d", str(out), server.url(0, "f.bin"))
+    assert result.returncode == 1 and "checksum mismatch" in result.stderr
+    assert not (out / "f.bin").exists()
