@@ -38,6 +38,7 @@ import bisect
 import contextlib
 import errno
 import functools
+import math
 import os
 import re
 import resource
@@ -49,6 +50,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable
 
 from .core.actions import (
+    Action,
     Checkpoint,
     Discard,
     Disk,
@@ -56,15 +58,16 @@ from .core.actions import (
     Open,
     Prepare,
     Publish,
+    Rejected,
     Resume,
     Save,
     Write,
 )
 from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.http import Bytes, Piped
-from .core.jobs import Checksum
+from .core.jobs import Checksum, Pieces
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
-from .core.segments import recorded
+from .core.segments import recorded, subtract
 
 # json's string encoder, from its C module: importing the json package costs ~1 ms of every
 # command's start-up, and only control files and a re-run's look at a file's tag need the rest.
@@ -90,15 +93,51 @@ _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 class _Unpublished:
     """What the store keeps about an opened download until it is published or discarded."""
 
-    __slots__ = ("durable", "path", "ranges", "record")
+    __slots__ = ("durable", "path", "pieces", "ranges", "record", "verified")
 
-    def __init__(self, path: str, record: Resume, durable: bool) -> None:
+    def __init__(
+        self, path: str, record: Resume, durable: bool, pieces: Pieces | None = None
+    ) -> None:
         self.path = path
         self.record = record
         self.durable = durable  # publication must wait for stable storage
         # A file written in segments: the ranges on disk, kept from every ``Write`` so a
         # control file written at any moment (a checkpoint, the exit) tells the truth.
         self.ranges = None if record.ranges is None else list(record.ranges)
+        self.pieces = pieces  # digests each piece is checked against as it completes
+        self.verified: set[int] = set()  # the pieces that passed
+
+    def holds(self, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` is all written (``ranges`` are merged and sorted)."""
+        ranges = self.ranges or []
+        index = bisect.bisect_right(ranges, (start, math.inf)) - 1
+        return index >= 0 and ranges[index][1] >= end
+
+    def whole(self) -> bool:
+        """Whether every piece to check is there (a rejected one is not, until fetched again)."""
+        return self.pieces is None or self.holds(0, self.record.size or 0)
+
+    def unwrote(self, start: int, end: int) -> None:
+        assert self.ranges is not None
+        self.ranges = [kept for s, e in self.ranges for kept in subtract(s, e, start, end)]
+
+    def check(self, ident: int, fd: int, start: int, end: int) -> list[Action] | None:
+        """Check the pieces ``[start, end)`` completed; a bad one is no longer counted as
+        written and is answered ``Rejected``, for the core to fetch it again."""
+        pieces, size = self.pieces, self.record.size
+        assert pieces is not None and size is not None
+        length, rejected = pieces.length, list[Action]()
+        for k in range(start // length, min((end - 1) // length + 1, len(pieces.hexdigests))):
+            first, last = k * length, min((k + 1) * length, size)
+            if k in self.verified or not self.holds(first, last):
+                continue
+            if _digest(fd, first, last, pieces.algorithm) == pieces.hexdigests[k]:
+                self.verified.add(k)
+                continue
+            self.unwrote(first, last)
+            reason = f"piece {k} (bytes {first}-{last - 1}) does not match its {pieces.algorithm}"
+            rejected.append(Rejected(ident, first, last, reason))
+        return rejected or None
 
     def wrote(self, start: int, end: int) -> None:
         """Merge ``[start, end)`` into ``ranges`` (a write lands next to the one before it,
@@ -252,7 +291,8 @@ class Store:
             if (cached or action.offset) and not ranges:
                 _cut(fd, action.offset)
             durable = self._durable(directory, fd)
-            self._records[ident] = _Unpublished(action.path, action.record, durable)
+            pieces = action.pieces if isinstance(action, Open) else None
+            self._records[ident] = _Unpublished(action.path, action.record, durable, pieces)
             if action.path in self._controls:
                 self._write_control(ident)
         except OSError as exc:
@@ -271,13 +311,19 @@ class Store:
         _write_control(path + CONTROL_SUFFIX, unpublished.control())
         self._controls.add(path)
 
-    def write(self, action: Write | Save) -> None:
+    def write(self, action: Write | Save) -> list[Action] | None:
+        """Write at the offset; for a file in segments, note the range, and check the
+        pieces it completes (answering ``Rejected`` for a bad one)."""
         try:
             fd = self._fd(action.download, self._parts[action.download])
             _write_body(fd, action.data, action.offset)
             unpublished = self._records.get(action.download)
             if unpublished is not None and unpublished.ranges is not None:
-                unpublished.wrote(action.offset, action.offset + len(action.data))
+                end = action.offset + len(action.data)
+                unpublished.wrote(action.offset, end)
+                if unpublished.pieces is not None:
+                    return unpublished.check(action.download, fd, action.offset, end)
+            return None
         except OSError as exc:
             path = self._parts[action.download].removesuffix(PART_SUFFIX)
             raise self._local_error(action.download, path, exc) from exc
@@ -291,7 +337,7 @@ class Store:
         if action.offset or action.download in self._fds or action.path in self._controls:
             self.open(action)
             self.write(action)
-            return self.submit(action)
+            return self._queue(self._detach(action))  # no pieces: a Save is never in segments
         directory = _split(action.path)[0]
         fd = self._create(action, directory)
         try:
@@ -320,10 +366,14 @@ class Store:
         return publication
 
     # --- after: publish or discard --------------------------------------------------
-    def submit(self, action: Publish | Save) -> bool:
+    def submit(self, action: Publish | Save) -> bool | None:
         """Queue ``action`` for the group ``collect`` publishes (True: its outcome comes from
         ``collect``), or, when not ``background``, publish it here and now (False; raises on
-        failure)."""
+        failure).  None: not published, as a piece of it failed its digest just now (its
+        ``Rejected`` follows: the core fetches the piece again)."""
+        unpublished = self._records.get(action.download)
+        if unpublished is not None and not unpublished.whole():
+            return None
         return self._queue(self._detach(action))
 
     def _queue(self, publication: _Publication) -> bool:
@@ -455,6 +505,21 @@ def default_max_open(sockets: int) -> int:
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
     return max(16, min(4096, soft - sockets - 64))
+
+
+def _digest(fd: int, start: int, end: int, algorithm: str) -> str:
+    """The hex digest of the part file's bytes ``[start, end)``, read back (from the page
+    cache: they were just written)."""
+    import hashlib
+
+    digest = hashlib.new(algorithm)
+    while start < end:
+        chunk = os.pread(fd, min(1 << 20, end - start), start)
+        if not chunk:
+            break
+        digest.update(chunk)
+        start += len(chunk)
+    return digest.hexdigest()
 
 
 def _write_body(fd: int, data: Bytes | Piped, offset: int) -> None:

@@ -221,3 +221,80 @@ def _dead_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@faulted
+def test_a_metalinks_piece_digests_catch_a_mirror_serving_other_bytes(
+    midair: Midair, server: ServerThread, engine: str, tmp_path: Path
+) -> None:
+    """The second mirror serves another version of the same size: each of its pieces fails
+    its digest as it lands, it is blamed, and the first mirror fetches them again."""
+    import hashlib
+
+    name, piece = "pieces.bin", 256 * KiB
+    data = expected_bytes(name, SIZE)
+    hashes = "".join(
+        f"<hash>{hashlib.sha256(data[i : i + piece]).hexdigest()}</hash>"
+        for i in range(0, SIZE, piece)
+    )
+    good = server.url(0, f"/gen/{name}?size={SIZE}&rate={RATE}&t={engine}")
+    other = server.url(1, f"/gen/{name}?size={SIZE}&rate={RATE}&t={engine}&version=2")
+    doc = tmp_path / "f.meta4"
+    doc.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<metalink xmlns="urn:ietf:params:xml:ns:metalink">'
+        f'<file name="{name}"><size>{SIZE}</size>'
+        f'<pieces length="{piece}" type="sha-256">{hashes}</pieces>'
+        f'<url priority="1">{good.replace("&", "&amp;")}</url>'
+        f'<url priority="2">{other.replace("&", "&amp;")}</url>'
+        "</file></metalink>\n"
+    )
+    result = midair.get("-d", str(tmp_path / "out"), *SPLIT, "-M", str(doc))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / name).read_bytes() == data
+    assert asked(server, other), "the other mirror was asked (and blamed)"
+
+
+def test_metalink_http_duplicates_and_digest_from_nginx_are_used(
+    nginx: NginxFactory, tmp_path: Path
+) -> None:
+    """RFC 6249 from a real server: nginx names a second nginx ``rel=duplicate`` and the
+    file's ``Digest``; midair -s fetches ranges from both and checks the digest."""
+    import base64
+    import hashlib
+
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(SIZE)
+    (root / "big.bin").write_bytes(data)
+    log_b = tmp_path / "b.log"
+    mirror = nginx(root, hosts=["127.0.1.2"], limit_rate=256 * KiB, access_log=log_b)
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    hints = (
+        "        location = /big.bin {\n"
+        "            limit_rate 256k;\n"
+        f'            add_header Link "<{mirror.url(0, "big.bin")}>; rel=duplicate";\n'
+        f'            add_header Digest "SHA-256={digest}";\n'
+        "        }\n"
+    )
+    first = nginx(root, limit_rate=256 * KiB, extra_locations=hints)
+    out = tmp_path / "out"
+    result = Midair("asyncio").get("-d", str(out), *SPLIT, first.url(0, "big.bin"))
+    assert result.returncode == 0, result.stderr
+    assert (out / "big.bin").read_bytes() == data
+    assert [r for r in _logged(log_b, expected=1) if r.status == 206], "the duplicate served ranges"
+
+
+def test_a_wrong_digest_from_nginx_fails_the_file_leaving_nothing(
+    nginx: NginxFactory, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.bin").write_bytes(b"x" * 100_000)
+    wrong = "SHA-256=" + "A" * 43 + "="
+    hints = f'        location = /f.bin {{\n            add_header Digest "{wrong}";\n        }}\n'
+    server = nginx(root, extra_locations=hints)
+    out = tmp_path / "out"
+    result = Midair("asyncio").get("-d", str(out), server.url(0, "f.bin"))
+    assert result.returncode == 1 and "checksum mismatch" in result.stderr
+    assert not (out / "f.bin").exists()

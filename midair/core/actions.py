@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from .errors import DownloadError
 from .http import Chunk, Piped
-from .jobs import Checksum
+from .jobs import Checksum, Pieces
 from .records import Record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -128,16 +128,21 @@ class Resume(Record):
 
 class Open(Record):
     """Open the part file for writing from ``offset`` (cutting off anything after it),
-    unless ``record.ranges`` says it is written in segments: then what is there stays."""
+    unless ``record.ranges`` says it is written in segments: then what is there stays.
+    ``pieces``: digests to check each piece against as its last byte lands (segments;
+    a bad one is answered ``Rejected``)."""
 
-    __match_args__ = ("download", "path", "offset", "record")
+    __match_args__ = ("download", "path", "offset", "record", "pieces")
     __slots__ = __match_args__
 
-    def __init__(self, download: int, path: str, offset: int, record: Resume) -> None:
+    def __init__(
+        self, download: int, path: str, offset: int, record: Resume, pieces: Pieces | None = None
+    ) -> None:
         self.download: Final = download
         self.path: Final = path
         self.offset: Final = offset
         self.record: Final = record
+        self.pieces: Final = pieces
 
 
 class Checkpoint(Record):
@@ -268,6 +273,20 @@ class Discard(Record):
         self.path: Final = path
 
 
+class Rejected(Record):
+    """The store's word that bytes ``[start, end)`` it wrote fail their piece's digest:
+    it no longer counts them as written; the driver hands it to ``Batch.rejected``."""
+
+    __match_args__ = ("download", "start", "end", "reason")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, start: int, end: int, reason: str) -> None:
+        self.download: Final = download
+        self.start: Final = start
+        self.end: Final = end
+        self.reason: Final = reason
+
+
 StoreAction = Prepare | Open | Checkpoint | Write | Publish | Save | Discard
 
 
@@ -319,7 +338,7 @@ class Failed(Record):
 
 
 Report = Started | Retrying | Finished | Failed
-Action = NetAction | StoreAction | Report
+Action = NetAction | StoreAction | Report | Rejected  # Rejected: the store's, for the core
 
 
 class Disk(StrEnum):

@@ -57,8 +57,9 @@ class Checksum(Record):
 
 class Pieces(Record):
     """Expected digests of a file's consecutive pieces of ``length`` bytes (a Metalink's
-    ``<pieces>``; the last piece may be shorter).  Carried on the job for the segmented
-    download to verify each piece as it lands; nothing checks them yet."""
+    ``<pieces>``; the last piece may be shorter).  A file fetched in segments (-s) has
+    each piece checked as its last byte lands (the store reads it back); a bad one is
+    fetched again, its source blamed.  Otherwise the whole-file checksum decides."""
 
     __match_args__ = ("length", "algorithm", "hexdigests")
     __slots__ = __match_args__
@@ -151,6 +152,9 @@ class Options:
     # --min-split-size; 1: one connection per file, as curl and wget).
     split: int = 1
     min_split_size: int = 20 << 20
+    # A Metalink's URLs of servers in these locations (ISO 3166 codes, lower case) first
+    # (aria2's --metalink-location).
+    metalink_location: tuple[str, ...] = ()
     lowest_speed: int = 0
     lowest_speed_time: float = 10.0
     insecure: bool = False
@@ -198,6 +202,9 @@ class Options:
             if not isinstance(getattr(self, name), str | None):
                 raise _bad(name, "a file name", getattr(self, name))
         _check_credentials(self.user, self.netrc)
+        locations = self.metalink_location
+        if not isinstance(locations, tuple) or not all(isinstance(c, str) for c in locations):
+            raise _bad("metalink_location", "a tuple of location codes", locations)
         if not isinstance(self.checksum, Checksum | None):
             raise _bad("checksum", "ALGO=HEX", self.checksum)
         _check_value("User-Agent", self.user_agent)

@@ -221,6 +221,20 @@ class Plan:
         piece.end = after.end
         return self.wrote(piece, count)
 
+    def redo(self, start: int, end: int) -> set[str]:
+        """Bytes ``[start, end)`` proved bad: fetch them again.  Returns the sources of
+        the pieces that wrote them (to blame).  A piece in flight keeps its identity and
+        its next byte (its connection writes on where it was); what each piece had
+        written, less the bad bytes, counts as finished."""
+        blamed = {p.source for p in self.pieces if p.done and p.start < end and start < p.next}
+        finished = [*self.finished, *((p.start, p.next) for p in self.pieces if p.done)]
+        self.finished = [kept for s, e in finished for kept in subtract(s, e, start, end)]
+        for p in self.pieces:
+            p.start, p.done = p.next, 0
+        self.pieces = [p for p in self.pieces if p.remaining or p.owner is not None]
+        self._add(Piece(start, end))
+        return {source for source in blamed if source is not None}
+
     def release(self, piece: Piece) -> None:
         """The connection fetching ``piece`` is gone: the piece waits again, what
         it wrote kept (its own retry rules decided this is not a failure)."""
@@ -327,6 +341,11 @@ class Split:
     def measured(self, url: URL, count: int, seconds: float) -> None:
         if seconds > 0:
             self.rates[url.text] = count / seconds
+
+
+def subtract(s: int, e: int, start: int, end: int) -> list[tuple[int, int]]:
+    """``[s, e)`` less ``[start, end)``: none, one or two ranges."""
+    return [(a, b) for a, b in ((s, min(e, start)), (max(s, end), e)) if a < b]
 
 
 def judge(

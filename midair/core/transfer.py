@@ -44,6 +44,9 @@ _LAST_MODIFIED = field_key(b"last-modified")
 _CONTENT_RANGE_FIELD = field_key(b"content-range")
 _RETRY_AFTER = field_key(b"retry-after")
 _DATE = field_key(b"date")
+_LINK = field_key(b"link")
+_DIGEST = field_key(b"digest")
+_REPR_DIGEST = field_key(b"repr-digest")
 # User headers that must not follow a redirect to another origin.
 _ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 
@@ -314,8 +317,10 @@ class Download:
         caller knows it; a Retry-After date is measured against it when no Date came."""
         status = head.status
         if status == 200:  # first: nearly every response
+            self._hints(head)
             return self._full(head)
         if status in REDIRECTS:
+            self._hints(head)  # a mirror redirector names the mirrors on its 302
             return self._redirect(head)
         if status == 206:
             return self._partial(head)
@@ -325,6 +330,30 @@ class Download:
         if error.retryable:
             return self._retry_or_end(error, _retry_after(head, wall))
         return Fail(error)
+
+    def _hints(self, head: Head) -> None:
+        """Metalink/HTTP (core/metalink_http.py): the mirrors (``Link: rel=duplicate``)
+        and the digest the answer names become the download's, unless it has a digest."""
+        if head.find(_LINK) is not None:
+            from .metalink_http import duplicates
+
+            self._add_mirrors(duplicates(head.every(_LINK), self.url))
+        if self.checksum is None and (
+            head.find(_DIGEST) is not None or head.find(_REPR_DIGEST) is not None
+        ):
+            from .metalink_http import digest
+
+            self.checksum = digest([*head.every(_DIGEST), *head.every(_REPR_DIGEST)])
+
+    def _add_mirrors(self, urls: list[URL]) -> None:
+        known = {self.url, self.source, *(self.sources.left if self.sources else ())}
+        new = tuple(url for url in urls if url not in known)
+        if not new:
+            return
+        if self.sources is None:
+            self.sources = Sources(new, self.job.size)
+        else:
+            self.sources.left.extend(new)
 
     def _status_reason(self, status: int) -> str:
         if status != 401:

@@ -8,6 +8,7 @@ how a control file's ranges resume.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -16,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from midair.core.actions import Checkpoint, Open, Publish, Resume, Write
-from midair.core.jobs import Job, Options
+from midair.core.jobs import Job, Options, Pieces
 from midair.core.segments import MIN_STEAL
+from midair.core.urls import parse_url
 from midair.store import CONTROL_SUFFIX, PART_SUFFIX
 
 from .sim import DiskStore, FileServer, Sim, Step, origin, run
@@ -349,3 +351,66 @@ def test_a_file_fails_only_when_every_source_failed_naming_each() -> None:
     [failed] = sim.failed.values()
     text = str(failed.error)
     assert "every mirror failed" in text and "HTTP 404" in text and "HTTP 410" in text
+
+
+# --- piece digests (a Metalink's <pieces>): each checked as it lands ---------------------
+PIECE = 256 * KiB
+
+
+def digests(data: bytes) -> Pieces:
+    chunks = [data[i : i + PIECE] for i in range(0, len(data), PIECE)]
+    return Pieces(PIECE, "sha256", tuple(hashlib.sha256(c).hexdigest() for c in chunks))
+
+
+def corrupted(data: bytes, start: int, end: int) -> bytes:
+    return data[:start] + bytes(b ^ 0xFF for b in data[start:end]) + data[end:]
+
+
+def test_a_mirror_serving_bad_pieces_is_blamed_and_the_pieces_come_from_another(
+    tmp_path: Path,
+) -> None:
+    data = body(1 * MiB)
+    good, bad = slow_server(), slow_server()
+    good.add("/f", data)
+    bad.add("/f", corrupted(data, 0, len(data)))  # every byte wrong, the size right
+    job = Job(parse_url(f"{H}/f"), mirrors=(parse_url(f"{M1}/f"),), pieces=digests(data))
+    options = Options(directory=str(tmp_path), **SPLIT)  # type: ignore[arg-type]
+    Sim([job], options, {H: good, M1: bad}, store=DiskStore()).run()
+    assert (tmp_path / "f").read_bytes() == data
+    assert bad.requests, "the bad mirror was asked"
+    assert len(bad.requests) <= 2, "it was dropped after its first bad piece"
+
+
+def test_a_single_source_serving_a_bad_piece_fails_the_file_after_retries(
+    tmp_path: Path,
+) -> None:
+    data = body(1 * MiB)
+    server = slow_server()
+    server.add("/f", corrupted(data, 600 * KiB, 601 * KiB))
+    job = Job(parse_url(f"{H}/f"), pieces=digests(data))
+    options = Options(directory=str(tmp_path), retries=2, **SPLIT)  # type: ignore[arg-type]
+    sim = Sim([job], options, {H: server}, store=DiskStore()).run()
+    [failed] = sim.failed.values()
+    assert "piece 2 (bytes 524288-786431) does not match its sha256" in str(failed.error)
+    assert "gave up after 2 retries" in str(failed.error)
+    assert not (tmp_path / "f").exists()
+    asked = [r.header("range") for r in server.requests]
+    assert asked.count(f"bytes={2 * PIECE}-{3 * PIECE - 1}") == 3  # once, then per retry
+
+
+def test_the_store_refuses_to_publish_a_file_whose_last_piece_was_just_rejected(
+    tmp_path: Path,
+) -> None:
+    data = body(2 * PIECE)
+    store = DiskStore()
+    path = str(tmp_path / "f")
+    record = Resume(f"{H}/f", len(data), '"e"', None, ())
+    store.open(Open(1, path, 0, record, digests(data)))
+    assert store.write(Write(1, 0, data[:PIECE])) is None
+    [rejected] = store.write(Write(1, PIECE, corrupted(data, PIECE, PIECE + 1)[PIECE:]))
+    assert (rejected.start, rejected.end) == (PIECE, 2 * PIECE)
+    publish = Publish(1, path, len(data), None, f"{H}/f", path, False)
+    assert store.submit(publish) is None  # the core fetches the piece again first
+    assert store.write(Write(1, PIECE, data[PIECE:])) is None
+    assert store.submit(publish) is False  # published (in the caller's thread)
+    assert (tmp_path / "f").read_bytes() == data
