@@ -52,10 +52,12 @@ from .core.actions import (
     Connect,
     ConnectionFailure,
     Discard,
+    Hold,
     NetAction,
     Open,
     Prepare,
     Publish,
+    Release,
     Resolve,
     Save,
     Send,
@@ -142,6 +144,12 @@ class Session:
             epoch=epoch,
             starts=run.heeds(Started),  # no Started made for a quiet run
         )
+
+    @property
+    def read_size(self) -> int | None:
+        """The most bytes to read at once from a connection, under a rate limit (None: no
+        limit); see core/rate.py."""
+        return self.batch.read_size
 
     def limit_connections(self, limit: int) -> None:
         """For engines that keep fewer connections in the air than ``concurrency``."""
@@ -280,6 +288,8 @@ class Session:
             Close: net,
             StartTls: net,
             Resolve: net,
+            Hold: net,
+            Release: net,
         }
         for kind in REPORTS:  # a report nobody heeds is skipped
             table[kind] = self.run.reporter(kind) or _unheeded

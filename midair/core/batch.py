@@ -70,6 +70,7 @@ from .errors import (
 from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
 from .jobs import Job, Options
 from .politeness import Aimd
+from .rate import Spacing, Throttle, read_size
 from .retry import backoff
 from .state import ENDS, DownloadState
 from .urls import URL
@@ -266,7 +267,7 @@ class Batch:
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
         self._links: dict[int, _Link] = {}  # HTTP/2 connections, by the engine's id
-        self._timers: list[tuple[float, int, t.Download | _Host]] = []
+        self._timers: list[tuple[float, int, t.Download | _Host | Send]] = []  # Send: spaced
         self._claims: dict[str, int] = {}  # path -> the download that has it
         self._alone: dict[str, int] | None = None  # first paths of one job each, until start
         self._clashes: dict[str, list[int]] = {}  # first paths several jobs share
@@ -284,6 +285,9 @@ class Batch:
         self.max_connections = options.concurrency
         self._starts = starts
         self._proxies = _proxy_choice(options)
+        self._throttle = _throttle(options)  # --max-rate, --max-overall-rate (None: neither)
+        self._spacing = Spacing(options.host_delay) if options.host_delay else None
+        self.read_size = read_size(options.max_rate, options.max_overall_rate)
 
     def _jitter(self) -> float:
         """A random draw for a retry's backoff.  ``random`` is loaded at the first: its
@@ -313,7 +317,7 @@ class Batch:
         is left of a Content-Length body, within the body limit (a body that would pass
         it comes as bytes, and fails where bytes do).  0 when there is no such body."""
         conn = self._conns.get(conn_id)
-        if conn is None:
+        if conn is None or self._throttle is not None:  # spliced bytes would pass a limit
             return 0
         room = conn.body_limit - conn.download.position
         return int(min(conn.http.body_remaining, room))
@@ -325,6 +329,8 @@ class Batch:
         deadlines = [self._timers[0][0]] if self._timers else []
         if self._conns and self._next_sweep is not None:
             deadlines.append(self._next_sweep)
+        if self._throttle is not None and (held := self._throttle.next_deadline()) is not None:
+            deadlines.append(held)
         return min(deadlines, default=None)
 
     # --- events in ------------------------------------------------------------------
@@ -474,7 +480,7 @@ class Batch:
         elif conn is not None:
             conn.last_active = conn.window_start = now
             if conn.tunnel is None or conn.tunnel.ready:  # (again, after a tunnel's StartTls)
-                self._send_request(conn)
+                self._send_request(conn, now)
             else:
                 self._open_tunnel(conn, now)
         return self._flush(now)
@@ -502,6 +508,8 @@ class Batch:
             self._feed(conn, data, now)
         elif conn_id in self._links:
             self._feed_link(self._links[conn_id], data, now)
+        if self._throttle is not None:
+            self._limit_rate(conn_id, len(data), now)
         return self._flush(now)
 
     def closed(
@@ -577,14 +585,19 @@ class Batch:
             _, _, item = heapq.heappop(self._timers)
             if isinstance(item, _Host):
                 self._mark_ready(item, now)
+            elif isinstance(item, Send):  # a request whose turn came (--host-delay)
+                if item.conn in self._conns:
+                    self._out.append(item)
             elif item.state is WAITING:  # not failed meanwhile (a late answer to a Write)
                 self._enqueue(item, now)
+        if self._throttle is not None:
+            self._out += self._throttle.releases(now)
         if self._next_sweep is not None and now >= self._next_sweep:
             self._sweep(now)
         return self._flush(now)
 
     # --- one connection's exchange --------------------------------------------------
-    def _send_request(self, conn: _Conn) -> None:
+    def _send_request(self, conn: _Conn, now: float) -> None:
         d = conn.download
         d.position = d.offset
         conn.exchanges += 1
@@ -599,7 +612,39 @@ class Batch:
             url = d.url
             target = f"{url.scheme}://{url.host_header}{url.target}"
             data = conn.http.request_with(target, fields + conn.proxy_fields)
-        self._out.append(Send(conn.id, data))
+        self._send_spaced(conn, Send(conn.id, data), now)
+
+    def _send_spaced(self, conn: _Conn, send: Send, now: float) -> None:
+        """Send a request now, or at its host's turn (--host-delay): the connection waits,
+        and its stall clock starts then."""
+        at = now if self._spacing is None else self._spacing.book(conn.host.origin[1], now)
+        if at <= now:
+            self._out.append(send)
+            return
+        conn.last_active = conn.window_start = at
+        heapq.heappush(self._timers, (at, next(self._ids), send))
+
+    def _spaced(self, host: _Host, now: float) -> bool:
+        """--host-delay: whether ``host`` must wait for its turn before a new connection or
+        stream (then a timer marks it ready at that turn)."""
+        if self._spacing is None or (at := self._spacing.free_at(host.origin[1])) <= now:
+            return False
+        heapq.heappush(self._timers, (at, next(self._ids), host))
+        return True
+
+    def _limit_rate(self, conn_id: int, count: int, now: float) -> None:
+        """--max-rate, --max-overall-rate: hold the connection its bytes overdrew a limit on
+        (core/rate.py).  A hold is no stall: its transfers' stall clocks start at its end."""
+        assert self._throttle is not None
+        link, conn = self._links.get(conn_id), self._conns.get(conn_id)
+        if link is None and conn is None:
+            return  # closed by its own bytes
+        watched: list[_Conn] = [conn] if conn is not None else list(link.streams.values())  # type: ignore[union-attr]
+        hold = self._throttle.received(conn_id, count, now, max(1, len(watched)))
+        if hold is not None:
+            self._out.append(hold)
+            for held in watched:
+                held.last_active = max(held.last_active, hold.until)
 
     # --- HTTP/2: one connection per origin, a stream per download -------------------
     def _speaks_http2(self, conn: _Conn, protocol: str | None) -> bool:
@@ -635,6 +680,8 @@ class Batch:
         cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
         if cookie is not None and _cookie_field(d, cookie):  # the HTTP/1.1 rule, as a pair
             headers.append(("Cookie", cookie))
+        if self._spacing is not None:  # its turn has come (``_fill``, ``_close_stream``)
+            self._spacing.book(link.host.origin[1], now)
         stream.stream, data = link.http.request(stream, d.url.scheme, d.url.target, headers)
         link.streams[stream.stream] = stream
         self._out.append(Send(link.id, data))
@@ -698,6 +745,8 @@ class Batch:
             host.link = None
         host.open -= 1
         self._out.append(Close(link.id))
+        if self._throttle is not None:
+            self._throttle.forget(link.id)
         self._mark_ready(host, now)
 
     def _close_stream(self, stream: _Stream, now: float) -> None:
@@ -711,7 +760,12 @@ class Batch:
         if data:
             self._out.append(Send(link.id, data))
         host = link.host
-        if host.pending and host.paused_until <= now and link.http.room > 0:
+        if (
+            host.pending
+            and host.paused_until <= now
+            and link.http.room > 0
+            and (self._spacing is None or self._spacing.free_at(host.origin[1]) <= now)
+        ):
             # The freed place goes to the host's next download, as a kept-alive HTTP/1.1
             # connection takes it: a link never idles with work waiting (``sequential``
             # would wait on it for good).
@@ -756,7 +810,7 @@ class Batch:
         if scheme == "https":  # TLS to the origin inside; then ``connected`` again
             self._out.append(StartTls(conn.id, name))
         else:
-            self._send_request(conn)
+            self._send_request(conn, now)
 
     def _tunnel_step(
         self, conn: _Conn, step: Callable[..., bytes], arg: object, now: float
@@ -925,7 +979,7 @@ class Batch:
             and host.open <= host.polite.limit  # not kept past a lowered limit
         ):
             conn.download = self._take(host)
-            self._send_request(conn)
+            self._send_request(conn, now)
         elif conn.proxy_fields is None or not conn.http.reusable or not self._move(conn, now):
             self._close(conn, now)
 
@@ -945,7 +999,7 @@ class Batch:
                 self._mark_ready(conn.host, now)
                 host.open += 1
                 conn.host, conn.download = host, self._take(host)
-                self._send_request(conn)
+                self._send_request(conn, now)
                 return True
         return False
 
@@ -1176,6 +1230,8 @@ class Batch:
             host.queued = False
             if not host.pending or not self._has_room(host) or host.paused_until > now:
                 continue
+            if self._spacing is not None and self._spaced(host, now):
+                continue
             if host.link is not None:
                 self._open_stream(host.link, self._take(host), now)
                 self._mark_ready(host, now)
@@ -1200,6 +1256,8 @@ class Batch:
             return
         conn.http.abandon()
         self._out.append(Close(conn.id))
+        if self._throttle is not None:
+            self._throttle.forget(conn.id)
         conn.host.open -= 1
         self._mark_ready(conn.host, now)
 
@@ -1224,6 +1282,12 @@ def _proxy_choice(options: Options) -> ProxyChoice | None:
 
     choice = ProxyChoice(options.proxy, dict(options.proxies), options.noproxy)
     return choice if choice.any else None
+
+
+def _throttle(options: Options) -> Throttle | None:
+    if not (options.max_rate or options.max_overall_rate):
+        return None
+    return Throttle(options.max_rate, options.max_overall_rate)
 
 
 def _at_origin(conn: _Conn) -> bool:

@@ -121,6 +121,12 @@ class Options:
     max_filesize: int | None = None
     lowest_speed: int = 0
     lowest_speed_time: float = 10.0
+    # Rate limits in bytes per second (0: none), as aria2's --max-download-limit and
+    # --max-overall-download-limit, and the least seconds between two requests to one
+    # host (core/rate.py).
+    max_rate: int = 0
+    max_overall_rate: int = 0
+    host_delay: float = 0.0
     insecure: bool = False
     ca_certificate: str | None = None
     user_agent: str = f"midair/{__version__}"
@@ -166,6 +172,10 @@ class Options:
         if not isinstance(self.checksum, Checksum | None):
             raise _bad("checksum", "ALGO=HEX", self.checksum)
         _check_value("User-Agent", self.user_agent)
+        if self.max_rate and self.lowest_speed > self.max_rate:  # every attempt would fail
+            raise InputError(
+                f"--lowest-speed {self.lowest_speed} is above --max-rate {self.max_rate}"
+            )
         if self.http2_prior_knowledge and not self.http2:
             raise InputError("--http2-prior-knowledge and --http1.1 contradict each other")
         if self.proxy is not None or self.proxies or self.noproxy is not None:
@@ -199,12 +209,15 @@ _WHOLE_NUMBERS = {
     "retries": 0,
     "max_redirects": 0,
     "lowest_speed": 0,
+    "max_rate": 0,
+    "max_overall_rate": 0,
 }
 _SECONDS = {
     "timeout": True,
     "max_retry_wait": False,
     "retry_base": False,
     "lowest_speed_time": True,
+    "host_delay": False,
 }  # name -> must be above zero
 _FLAGS = (
     "overwrite",

@@ -1,0 +1,135 @@
+"""Rate limits and request spacing: when a connection may be read, and a host asked, again.
+
+``--max-rate`` bounds each connection, ``--max-overall-rate`` the whole batch, each by
+a token bucket (``Bucket``) filled at the rate and spent by the bytes received.  An
+engine has read a chunk before the core counts it, so a bucket may go into debt: the
+connection is then held (``Hold``) until the debt is paid back, and released
+(``Release``) by the batch's timer.  Bytes received by any time ``T`` are at most
+``depth + rate * T`` plus one read, so the long-run rate holds whatever the read size;
+``read_size`` keeps that one read small next to a second's worth (``READS_PER_SECOND``),
+so even a short transfer takes as long as its rate says.
+
+The overall bucket holds only the connection whose bytes overdrew it: each other
+connection is held at its own next read, so no connection overdraws it by more
+than one read, and they take turns as their holds end.
+
+An HTTP/2 connection carries several transfers: its bucket fills ``--max-rate`` for
+each stream open on it, so each transfer gets about its rate when they share it evenly.
+
+``--host-delay`` (``Spacing``) books each host's requests at least that far apart.
+
+Sharding engines give each shard an equal part of ``--max-overall-rate``
+(``_shards.plan_shards``), so the sum holds across processes or computers.
+No clock here: every call takes ``now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from .actions import Hold, Release
+
+__all__ = ["READS_PER_SECOND", "Bucket", "Spacing", "Throttle", "read_size"]
+
+READS_PER_SECOND = 32  # a limited connection's reads are at most 1/32 of its second
+LEAST_READ = 1024  # below this, a read costs more in calls than a rate is worth
+
+
+def read_size(per_connection: int, overall: int) -> int | None:
+    """The most bytes an engine should read at once from a limited connection (None: no
+    limit, read as much as it likes)."""
+    rates = [rate for rate in (per_connection, overall) if rate]
+    if not rates:
+        return None
+    return max(LEAST_READ, min(rates) // READS_PER_SECOND)
+
+
+class Bucket:
+    """Bytes that may arrive, ``rate`` per second, at most ``depth`` saved up."""
+
+    __slots__ = ("depth", "level", "rate", "stamp")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.depth = rate / READS_PER_SECOND  # what may come at once after a quiet spell
+        self.level = self.depth
+        self.stamp = now
+
+    def spend(self, count: int, now: float, share: int = 1) -> float:
+        """Take ``count`` bytes (``share`` times the rate fills it, for as many transfers);
+        when reading may go on: ``now`` at once, later while in debt."""
+        rate = self.rate * share
+        self.level = min(self.depth * share, self.level + (now - self.stamp) * rate) - count
+        self.stamp = now
+        return now if self.level >= 0 else now - self.level / rate
+
+
+class Throttle:
+    """The batch's rate limits: which connection to hold after a read, and until when."""
+
+    __slots__ = ("_buckets", "_due", "_held", "_overall", "overall", "per_connection")
+
+    def __init__(self, per_connection: int, overall: int) -> None:
+        self.per_connection = per_connection  # bytes/s, 0: none
+        self.overall = overall
+        self._overall: Bucket | None = None  # made at the first bytes, with their ``now``
+        self._buckets: dict[int, Bucket] = {}  # by connection
+        self._held: dict[int, float] = {}  # connection -> the end of its current hold
+        self._due: list[tuple[float, int]] = []  # (end, connection), a heap; stale ones stay
+
+    def received(self, conn: int, count: int, now: float, share: int = 1) -> Hold | None:
+        """``count`` bytes came on ``conn``: a ``Hold`` if it must pause, else None."""
+        until = now
+        if self.per_connection:
+            bucket = self._buckets.get(conn)
+            if bucket is None:
+                bucket = self._buckets[conn] = Bucket(self.per_connection, now)
+            until = bucket.spend(count, now, share)
+        if self.overall:
+            if self._overall is None:
+                self._overall = Bucket(self.overall, now)
+            until = max(until, self._overall.spend(count, now))
+        if until <= now:
+            return None
+        self._held[conn] = until
+        heapq.heappush(self._due, (until, conn))
+        return Hold(conn, until)
+
+    def releases(self, now: float) -> list[Release]:
+        """The holds that ended by ``now``, as actions."""
+        due, held, out = self._due, self._held, []
+        while due and due[0][0] <= now:
+            until, conn = heapq.heappop(due)
+            if held.get(conn) == until:  # not closed, nor held again since
+                del held[conn]
+                out.append(Release(conn))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When the next hold ends (maybe one since forgotten: a timer call too many)."""
+        return self._due[0][0] if self._due else None
+
+    def forget(self, conn: int) -> None:
+        """``conn`` is closed: no bucket and no release for it."""
+        self._buckets.pop(conn, None)
+        self._held.pop(conn, None)
+
+
+class Spacing:
+    """``--host-delay``: each host's requests at least ``delay`` seconds apart."""
+
+    __slots__ = ("_next", "delay")
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._next: dict[str, float] = {}  # host name -> when its next request may go
+
+    def free_at(self, host: str) -> float:
+        """When ``host`` may next be asked (0: whenever)."""
+        return self._next.get(host, 0.0)
+
+    def book(self, host: str, now: float) -> float:
+        """Take ``host``'s next turn: when this request may go (``now`` or later)."""
+        at = max(now, self._next.get(host, 0.0))
+        self._next[host] = at + self.delay
+        return at
