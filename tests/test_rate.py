@@ -1,0 +1,127 @@
+"""--max-rate, --max-overall-rate and --host-delay end to end, on every engine.
+
+``midair serve`` here is unthrottled: any time a transfer takes beyond its round trips
+is the limit's doing.  Every timing is a lower bound (load only makes a run slower, so
+none can flake from it), measured from the server's own log of when each request came
+to the ``done`` event of ``--json``: a limit that did not hold would let the bytes come
+as fast as loopback carries them, in a few milliseconds.  (Reports from the sharding
+engines' workers reach the parent up to 0.2 s late; the bounds leave room for that.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import H2_ENGINES, Midair, over_http2, protocol_options
+
+from midair import download
+from midair.core.errors import InputError
+from midair.serve import ServerThread, expected_bytes
+
+K = 1024
+
+
+@pytest.fixture
+def midair(engine: str, protocol: str, request: pytest.FixtureRequest) -> Midair:
+    options = protocol_options(protocol)
+    if engine != "dask":
+        return Midair(engine, options)
+    return Midair(engine, ("--scheduler", request.getfixturevalue("dask_cluster"), *options))
+
+
+def urls(server: ServerThread, engine: str, hosts: list[int], size: int) -> list[str]:
+    """One generated file per entry of ``hosts`` (a server address each), named apart from
+    every other test's and engine's: the server's log is read by name."""
+    mark = f"{engine}-{time.time_ns()}"
+    return [server.url(host, f"/gen/r{i}.bin?size={size}&t={mark}") for i, host in enumerate(hosts)]
+
+
+def fetch(midair: Midair, tmp_path, *args: str) -> dict[str, float]:
+    """Run ``midair get --json``; each URL's ``done`` time (wall clock)."""
+    result = midair.get("--json", "-d", str(tmp_path), *args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    return {e["url"]: e["time"] for e in events if e.get("event") == "done"}
+
+
+def asked_at(server: ServerThread, url: str) -> list[float]:
+    """When the server got each request for ``url`` (wall clock)."""
+    target = "/" + url.split("/", 3)[3]
+    return sorted(r.time for r in server.stats().log if r.target == target)
+
+
+def assert_files(tmp_path, count: int, size: int) -> None:
+    for i in range(count):
+        name = f"r{i}.bin"
+        assert (tmp_path / name).read_bytes() == expected_bytes(name, size), name
+
+
+@over_http2(H2_ENGINES)
+def test_max_rate_bounds_each_transfer(midair, server, engine, tmp_path):
+    """256 KiB at 256 KiB/s: about a second each, both side by side."""
+    files = urls(server, engine, [0, 1], 256 * K)
+    done = fetch(midair, tmp_path, "--max-rate", "256K", *files)
+    assert_files(tmp_path, 2, 256 * K)
+    for url in files:
+        [asked] = asked_at(server, url)
+        assert done[url] - asked >= 0.8, f"{url} took {done[url] - asked:.2f} s"
+
+
+def test_max_overall_rate_bounds_all_transfers_together(midair, server, engine, tmp_path):
+    """Four files of 256 KiB over two hosts at 512 KiB/s in all: about two seconds, though
+    each connection alone could go as fast as loopback carries it."""
+    files = urls(server, engine, [0, 1, 0, 1], 256 * K)
+    done = fetch(midair, tmp_path, "--max-overall-rate", "512K", *files)
+    assert_files(tmp_path, 4, 256 * K)
+    first = min(asked_at(server, url)[0] for url in files)
+    assert max(done.values()) - first >= 1.6, f"{max(done.values()) - first:.2f} s in all"
+
+
+@over_http2(H2_ENGINES)
+def test_host_delay_spaces_the_requests_to_one_host(midair, server, engine, tmp_path):
+    """Four files on one host, --host-delay 0.4: the server sees the requests that far apart
+    (less the jitter of one request's way over loopback)."""
+    files = urls(server, engine, [2, 2, 2, 2], 1000)
+    fetch(midair, tmp_path, "--host-delay", "0.4", *files)
+    assert_files(tmp_path, 4, 1000)
+    times = sorted(t for url in files for t in asked_at(server, url))
+    assert len(times) == 4
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.3, f"requests {gaps} s apart"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-rate", "fast"),
+        ("--max-rate", "-1"),
+        ("--max-overall-rate", "2X"),
+        ("--max-overall-rate", "-5K"),
+        ("--host-delay", "soon"),
+        ("--host-delay", "-1"),
+    ],
+)
+def test_bad_values_exit_2_naming_the_option(option: str, value: str, tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "midair", "get", "-d", str(tmp_path), option, value, "http://x/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert option in result.stderr
+    assert len(result.stderr.strip().splitlines()[-1]) < 200  # one clear line, no traceback
+    assert "Traceback" not in result.stderr
+
+
+def test_the_library_takes_rates_as_text_or_bytes_per_second(http1_server, tmp_path) -> None:
+    files = urls(http1_server, "library", [0], 64 * K)
+    results = download(files, str(tmp_path), max_rate="128K", max_overall_rate=1 << 20)
+    assert results.ok
+    with pytest.raises(InputError, match="--max-rate: 'quick' is not an amount"):
+        download(files, str(tmp_path), max_rate="quick")
