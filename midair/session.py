@@ -3,10 +3,13 @@
 The contract: carry out ``Connect``/``Send``/``Close`` in order; report
 ``connected``, ``received``, ``closed`` (EOF or a classified failure) and call
 ``timer`` when ``due()``; report nothing for a connection after its ``Close``;
-end promptly once ``done`` and call ``close()`` on every exit path.  A
-``Send`` only ever answers an event on its own connection (its connect, or the
-end of the previous response), so a thread-per-connection engine may send
-from the connection's own thread.
+end promptly once ``done`` and call ``close()`` on every exit path.  Under a
+rate limit (core/rate.py), read nothing from a connection between its ``Hold``
+and its ``Release``, and at most ``read_size`` bytes at once.  A ``Send`` only
+ever answers an event on its own connection (its connect, or the end of the
+previous response), so a thread-per-connection engine may send from the
+connection's own thread — except under ``--host-delay``, when ``timer`` sends a
+request whose turn has come.
 
 An engine's whole job is to turn ``Connect``/``Send``/``Close`` into socket
 operations and to feed back what the sockets did.  Everything else — the file
