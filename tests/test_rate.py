@@ -21,6 +21,8 @@ from conftest import H2_ENGINES, Midair, over_http2, protocol_options
 
 from midair import download
 from midair.core.errors import InputError
+from midair.core.jobs import Job, Options
+from midair.engines._shards import plan_shards
 from midair.serve import ServerThread, expected_bytes
 
 K = 1024
@@ -63,10 +65,11 @@ def assert_files(tmp_path, count: int, size: int) -> None:
 
 @over_http2(H2_ENGINES)
 def test_max_rate_bounds_each_transfer(midair, server, engine, tmp_path):
-    """256 KiB at 256 KiB/s: about a second each, both side by side."""
-    files = urls(server, engine, [0, 1], 256 * K)
+    """256 KiB at 256 KiB/s: about a second each, side by side.  Two share a host: over
+    HTTP/2 one connection carries both, and still neither goes faster."""
+    files = urls(server, engine, [0, 0, 1], 256 * K)
     done = fetch(midair, tmp_path, "--max-rate", "256K", *files)
-    assert_files(tmp_path, 2, 256 * K)
+    assert_files(tmp_path, 3, 256 * K)
     for url in files:
         [asked] = asked_at(server, url)
         assert done[url] - asked >= 0.8, f"{url} took {done[url] - asked:.2f} s"
@@ -125,3 +128,21 @@ def test_the_library_takes_rates_as_text_or_bytes_per_second(http1_server, tmp_p
     assert results.ok
     with pytest.raises(InputError, match="--max-rate: 'quick' is not an amount"):
         download(files, str(tmp_path), max_rate="quick")
+
+
+# --- sharding: the plan alone --------------------------------------------------------------
+def test_shards_share_the_overall_rate_evenly() -> None:
+    jobs = [Job.from_url(f"http://h{i}.example/f{i}") for i in range(8)]
+    plan = plan_shards(jobs, Options(max_overall_rate=1 << 20, max_rate=4096), 4)
+    assert len(plan) == 4
+    assert {s.options.max_overall_rate for s in plan} == {1 << 18}  # a quarter each
+    assert {s.options.max_rate for s in plan} == {4096}  # per transfer: the same everywhere
+
+
+def test_a_spaced_host_is_never_split_between_shards() -> None:
+    """One host with most jobs is spread over shards (each with a share of --per-host) unless
+    --host-delay: the gap between its requests is kept by one batch."""
+    jobs = [Job.from_url(f"http://big.example/f{i}") for i in range(8)]
+    assert len(plan_shards(jobs, Options(), 4)) > 1
+    [shard] = plan_shards(jobs, Options(host_delay=1.0), 4)
+    assert len(shard.indexes) == 8

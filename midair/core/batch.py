@@ -225,6 +225,8 @@ class _Stream(_Conn):
     def on_body(self, data: Chunk) -> None:
         self.last_active = self.batch._now
         self.window_bytes += len(data)
+        if self.batch._throttle is not None:  # each stream keeps to --max-rate
+            self.batch._throttle.stream(self.link.id, self.id, len(data), self.batch._now)  # type: ignore[union-attr]
         self.batch._write(self, data, self.batch._now)
 
     def on_broken(self, reason: str, refused: bool) -> None:
@@ -640,7 +642,7 @@ class Batch:
         if link is None and conn is None:
             return  # closed by its own bytes
         watched: list[_Conn] = [conn] if conn is not None else list(link.streams.values())  # type: ignore[union-attr]
-        hold = self._throttle.received(conn_id, count, now, max(1, len(watched)))
+        hold = self._throttle.received(conn_id, count, now, streams=link is not None)
         if hold is not None:
             self._out.append(hold)
             for held in watched:
@@ -731,6 +733,8 @@ class Batch:
         for number, stream in link.streams.items():
             self._unhold(stream)
             del self._conns[stream.id]
+            if self._throttle is not None:
+                self._throttle.forget(stream.id)
             unprocessed = processed is not None and number > processed
             if link.ended and (unprocessed or not stream.answered):
                 self._enqueue(stream.download, now)
@@ -1251,13 +1255,13 @@ class Batch:
     def _close(self, conn: _Conn, now: float) -> None:
         if self._conns.pop(conn.id, None) is None:
             return
+        if self._throttle is not None:
+            self._throttle.forget(conn.id)
         if type(conn) is _Stream:
             self._close_stream(conn, now)
             return
         conn.http.abandon()
         self._out.append(Close(conn.id))
-        if self._throttle is not None:
-            self._throttle.forget(conn.id)
         conn.host.open -= 1
         self._mark_ready(conn.host, now)
 

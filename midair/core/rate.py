@@ -13,8 +13,10 @@ The overall bucket holds only the connection whose bytes overdrew it: each other
 connection is held at its own next read, so no connection overdraws it by more
 than one read, and they take turns as their holds end.
 
-An HTTP/2 connection carries several transfers: its bucket fills ``--max-rate`` for
-each stream open on it, so each transfer gets about its rate when they share it evenly.
+An HTTP/2 connection carries several transfers: each stream has its own bucket,
+spent by its bytes within a read (``stream``), and the connection is held until the
+most overdrawn of them is paid back.  No stream passes its rate; streams that share a
+connection unevenly may get less than theirs (the connection is held for the busiest).
 
 ``--host-delay`` (``Spacing``) books each host's requests at least that far apart.
 
@@ -55,19 +57,17 @@ class Bucket:
         self.level = self.depth
         self.stamp = now
 
-    def spend(self, count: int, now: float, share: int = 1) -> float:
-        """Take ``count`` bytes (``share`` times the rate fills it, for as many transfers);
-        when reading may go on: ``now`` at once, later while in debt."""
-        rate = self.rate * share
-        self.level = min(self.depth * share, self.level + (now - self.stamp) * rate) - count
+    def spend(self, count: int, now: float) -> float:
+        """Take ``count`` bytes; when reading may go on: ``now`` at once, later in debt."""
+        self.level = min(self.depth, self.level + (now - self.stamp) * self.rate) - count
         self.stamp = now
-        return now if self.level >= 0 else now - self.level / rate
+        return now if self.level >= 0 else now - self.level / self.rate
 
 
 class Throttle:
     """The batch's rate limits: which connection to hold after a read, and until when."""
 
-    __slots__ = ("_buckets", "_due", "_held", "_overall", "overall", "per_connection")
+    __slots__ = ("_buckets", "_due", "_held", "_overall", "_owed", "overall", "per_connection")
 
     def __init__(self, per_connection: int, overall: int) -> None:
         self.per_connection = per_connection  # bytes/s, 0: none
@@ -76,15 +76,21 @@ class Throttle:
         self._buckets: dict[int, Bucket] = {}  # by connection
         self._held: dict[int, float] = {}  # connection -> the end of its current hold
         self._due: list[tuple[float, int]] = []  # (end, connection), a heap; stale ones stay
+        self._owed: dict[int, float] = {}  # HTTP/2 connection -> its streams' latest debt end
 
-    def received(self, conn: int, count: int, now: float, share: int = 1) -> Hold | None:
-        """``count`` bytes came on ``conn``: a ``Hold`` if it must pause, else None."""
-        until = now
+    def stream(self, conn: int, stream: int, count: int, now: float) -> None:
+        """``count`` bytes of HTTP/2 stream ``stream`` came in the read of ``conn`` being
+        counted: its own --max-rate (then ``received`` for the whole read, ``streams``)."""
         if self.per_connection:
-            bucket = self._buckets.get(conn)
-            if bucket is None:
-                bucket = self._buckets[conn] = Bucket(self.per_connection, now)
-            until = bucket.spend(count, now, share)
+            until = self._spend(stream, count, now)
+            self._owed[conn] = max(self._owed.get(conn, now), until)
+
+    def received(self, conn: int, count: int, now: float, streams: bool = False) -> Hold | None:
+        """``count`` bytes came on ``conn``: a ``Hold`` if it must pause, else None.
+        ``streams``: an HTTP/2 connection's, each stream's counted by ``stream`` already."""
+        until = self._owed.pop(conn, now)
+        if self.per_connection and not streams:
+            until = self._spend(conn, count, now)
         if self.overall:
             if self._overall is None:
                 self._overall = Bucket(self.overall, now)
@@ -94,6 +100,12 @@ class Throttle:
         self._held[conn] = until
         heapq.heappush(self._due, (until, conn))
         return Hold(conn, until)
+
+    def _spend(self, key: int, count: int, now: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = Bucket(self.per_connection, now)
+        return bucket.spend(count, now)
 
     def releases(self, now: float) -> list[Release]:
         """The holds that ended by ``now``, as actions."""
@@ -110,9 +122,10 @@ class Throttle:
         return self._due[0][0] if self._due else None
 
     def forget(self, conn: int) -> None:
-        """``conn`` is closed: no bucket and no release for it."""
+        """``conn`` (or a stream) is closed: no bucket and no release for it."""
         self._buckets.pop(conn, None)
         self._held.pop(conn, None)
+        self._owed.pop(conn, None)
 
 
 class Spacing:

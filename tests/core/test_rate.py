@@ -60,11 +60,6 @@ def test_a_quiet_bucket_saves_up_no_more_than_its_depth() -> None:
     assert bucket.spend(3200, 100.0) == pytest.approx(101.0)  # the rest: a second's wait
 
 
-def test_an_http2_share_fills_the_bucket_for_each_transfer() -> None:
-    # 2000 bytes less what it saved up (a depth), paid back at 4 x 1000 B/s
-    assert Bucket(1000, 0.0).spend(2000, 0.0, share=4) == pytest.approx((2000 - 1000 / 32) / 4000)
-
-
 def test_read_size_is_a_small_part_of_the_lowest_rate_and_none_without_one() -> None:
     assert read_size(0, 0) is None
     assert read_size(256 * K, 0) == 8 * K
@@ -108,6 +103,26 @@ def test_the_overall_rate_holds_whichever_connection_overdraws_it() -> None:
     assert hold is not None and hold.conn == 2
     later = throttle.received(1, 500, 0.0)  # and 1 is held at its next read, behind 2
     assert later is not None and later.until == pytest.approx(hold.until + 0.5)
+
+
+def test_an_http2_connection_is_held_for_its_most_overdrawn_stream() -> None:
+    """Each stream keeps to --max-rate: the connection carrying them is held until the
+    stream most in debt is paid back, not granted the sum of their rates."""
+    throttle = Throttle(per_connection=1000, overall=0)
+    throttle.stream(7, 101, 10, 0.0)
+    throttle.stream(7, 102, 2000, 0.0)  # the busy one
+    hold = throttle.received(7, 2010, 0.0, streams=True)
+    assert hold is not None and hold.conn == 7
+    assert hold.until == pytest.approx((2000 - 1000 / 32) / 1000)
+    throttle.stream(7, 101, 10, 0.0)  # the quiet stream alone owes nothing
+    assert throttle.received(7, 10, 0.0, streams=True) is None
+
+
+def test_a_closed_http2_connection_leaves_no_debt_to_the_next_read() -> None:
+    throttle = Throttle(per_connection=1000, overall=0)
+    throttle.stream(7, 101, 5000, 0.0)
+    throttle.forget(7)  # closed by the bytes it read
+    assert throttle.received(8, 10, 0.0) is None
 
 
 def test_spacing_books_each_hosts_requests_apart() -> None:
