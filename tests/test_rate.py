@@ -10,20 +10,24 @@ engines' workers reach the parent up to 0.2 s late; the bounds leave room for th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from conftest import H2_ENGINES, Midair, over_http2, over_tls_http2, protocol_options
 from test_conformance import tls_server, tls_servers_by_protocol  # noqa: F401 (fixtures)
 
-from midair import download
+from midair import Downloader, download
+from midair.core.actions import Action, Finished, Started
 from midair.core.errors import InputError
 from midair.core.jobs import Job, Options
 from midair.engines._shards import plan_shards
+from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
 K = 1024
@@ -160,3 +164,59 @@ def test_a_spaced_host_is_never_split_between_shards() -> None:
     assert len(plan_shards(jobs, Options(), 4)) > 1
     [shard] = plan_shards(jobs, Options(host_delay=1.0), 4)
     assert len(shard.indexes) == 8
+
+
+# --- a stop while held or spaced ends the run at once ---------------------------------------
+def stopped_run(engine: str, tmp_path, files: list[str], **options: object) -> float:
+    """Run ``files`` in process, stopped 0.3 s after the first transfer starts; the seconds
+    from the stop to the run's end."""
+    begun, stopped = threading.Event(), []
+
+    def listen(action: Action) -> None:
+        if type(action) in (Started, Finished):
+            begun.set()
+
+    def around(run: Run):
+        def stop() -> None:
+            begun.wait(timeout=30)
+            time.sleep(0.3)
+            stopped.append(time.monotonic())
+            run.request_stop()
+
+        return _stopping(stop)
+
+    dl = Downloader(
+        str(tmp_path),
+        engine=engine,
+        engine_options={"workers": 2} if engine in ("processes", "dask") else {},
+        on_event=listen,
+        **options,
+    )
+    for url in files:
+        dl.enqueue(url)
+    results = dl.run(around=around)
+    assert results.failures == []
+    return time.monotonic() - stopped[0]
+
+
+@contextlib.contextmanager
+def _stopping(stop):
+    thread = threading.Thread(target=stop)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+def test_a_stop_while_held_ends_the_run_at_once(server, engine, tmp_path):
+    """Files of 10 s each at --max-rate: a stop ends the run in far less, part files kept."""
+    files = urls(server, engine, [0, 1], 1000 * K)
+    assert stopped_run(engine, tmp_path, files, max_rate=100 * K) < 5
+    assert len(list(tmp_path.glob("r*.bin.midair-part"))) >= 1
+
+
+def test_a_stop_while_a_request_waits_its_turn_ends_the_run_at_once(server, engine, tmp_path):
+    files = urls(server, engine, [2, 2], 1000)
+    assert stopped_run(engine, tmp_path, files, host_delay=60.0) < 5
+    assert len(list(tmp_path.glob("r*.bin"))) == 1  # the first; the second never asked
