@@ -159,7 +159,7 @@ class _Conn:
     __slots__ = (
         *("id", "host", "download", "last_active", "batch", "http", "window_start"),
         *("window_bytes", "body_limit", "checkpoint_at", "exchanges", "answered"),
-        *("held", "saving", "tunnel", "proxy_fields"),
+        *("held", "saving", "tunnel", "proxy_fields", "turn"),
     )
 
     def __init__(
@@ -185,6 +185,7 @@ class _Conn:
         # through an HTTP proxy, the header lines each request adds (absolute-form targets).
         self.tunnel: Tunnel | None = None
         self.proxy_fields: bytes | None = None
+        self.turn: float | None = None  # --host-delay: the turn booked for its first request
         self.http = ClientConnection(self)
 
     # --- ResponseSink: straight to the batch, at the time of the bytes being fed -------
@@ -619,7 +620,10 @@ class Batch:
     def _send_spaced(self, conn: _Conn, send: Send, now: float) -> None:
         """Send a request now, or at its host's turn (--host-delay): the connection waits,
         and its stall clock starts then."""
-        at = now if self._spacing is None else self._spacing.book(conn.host.origin[1], now)
+        at = now
+        if self._spacing is not None:
+            at = self._spacing.take(conn.host.origin[1], conn.turn, now)
+            conn.turn = None
         if at <= now:
             self._out.append(send)
             return
@@ -1241,6 +1245,8 @@ class Batch:
                 self._mark_ready(host, now)
                 continue
             conn = _Conn(next(self._ids), host, self._take(host), now, self)
+            if self._spacing is not None:  # one connection opens per turn, not all at once
+                conn.turn = self._spacing.book(host.origin[1], now)
             self._conns[conn.id] = conn
             host.open += 1
             if host.proxy is None:

@@ -18,7 +18,10 @@ spent by its bytes within a read (``stream``), and the connection is held until 
 most overdrawn of them is paid back.  No stream passes its rate; streams that share a
 connection unevenly may get less than theirs (the connection is held for the busiest).
 
-``--host-delay`` (``Spacing``) books each host's requests at least that far apart.
+``--host-delay`` (``Spacing``) books each host's requests at least that far apart.  A
+new connection books its first request's turn as it opens, so connections open one per
+turn rather than all at once to sit idle; connecting takes time, so the turn is taken
+at the request, its gap counted from then, unless another was booked meanwhile.
 
 Sharding engines give each shard an equal part of ``--max-overall-rate``
 (``_shards.plan_shards``), so the sum holds across processes or computers.
@@ -146,3 +149,12 @@ class Spacing:
         at = max(now, self._next.get(host, 0.0))
         self._next[host] = at + self.delay
         return at
+
+    def take(self, host: str, turn: float | None, now: float) -> float:
+        """When a request may go: at once on the ``turn`` booked for it (when its connection
+        opened) if no turn was booked after it, its gap counted from ``now``; else (or
+        without one) at the next turn, as ``book``."""
+        if turn is not None and self._next.get(host) == turn + self.delay:
+            self._next[host] = max(now, turn) + self.delay
+            return max(now, turn)
+        return self.book(host, now)

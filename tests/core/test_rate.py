@@ -239,19 +239,38 @@ def test_host_delay_keeps_reused_connections_waiting_their_turn() -> None:
     assert [round(b - a, 6) >= 1.0 for a, b in itertools.pairwise(times)] == [True] * 2
 
 
-def test_a_batch_sends_nothing_of_a_spaced_request_until_its_turn() -> None:
+def connects(actions: list) -> list[Connect]:
+    return [a for a in actions if isinstance(a, Connect)]
+
+
+def sends(actions: list) -> list[Send]:
+    return [a for a in actions if isinstance(a, Send)]
+
+
+def test_a_spaced_host_gets_one_new_connection_per_turn() -> None:
+    """Not --per-host connections at once, to sit idle waiting their turns: one opens per
+    turn, and its request goes as it connects."""
     batch = Batch(
         [Job.from_url(f"{H}/a"), Job.from_url(f"{H}/b")],
         Options(directory="/d", host_delay=5.0, per_host=2),
         seed=1,
     )
     batch.start(0.0)
-    [first] = [a for a in batch.prepared(0, OnDisk("fresh"), 0.0) if isinstance(a, Connect)]
-    [second] = [a for a in batch.prepared(1, OnDisk("fresh"), 0.0) if isinstance(a, Connect)]
-    assert [a for a in batch.connected(first.conn, 0.1) if isinstance(a, Send)]
-    # The second connection opened before any request was booked: it waits its turn.
-    assert not [a for a in batch.connected(second.conn, 0.2) if isinstance(a, Send)]
-    assert batch.next_deadline() is not None and batch.next_deadline() <= 5.1
-    assert not [a for a in batch.timer(5.0) if isinstance(a, Send)]
-    [send] = [a for a in batch.timer(5.1) if isinstance(a, Send)]
-    assert send.conn == second.conn and send.data.startswith(b"GET /b ")
+    [first] = connects(batch.prepared(0, OnDisk("fresh"), 0.0))
+    assert not connects(batch.prepared(1, OnDisk("fresh"), 0.0))  # b waits for its turn
+    assert sends(batch.connected(first.conn, 0.1))  # a goes: the next turn is at 5.1
+    assert not connects(batch.timer(5.0))
+    [second] = connects(batch.timer(5.1))
+    [send] = sends(batch.connected(second.conn, 5.2))
+    assert send.data.startswith(b"GET /b ")
+
+
+def test_a_request_whose_turn_was_taken_while_connecting_waits_for_the_next() -> None:
+    spacing = Spacing(1.0)
+    turn = spacing.book("h", 0.0)  # a connection opens for it
+    assert spacing.take("h", turn, 0.2) == 0.2  # connected: its request goes, gap from 0.2
+    assert spacing.free_at("h") == 1.2
+    turn = spacing.book("h", 1.2)
+    spacing.book("h", 1.3)  # another connection's request took the turn after it
+    assert spacing.take("h", turn, 1.4) == 3.2  # then it waits for the next free one
+    assert spacing.take("h", None, 1.4) == 4.2  # (a kept-alive connection books as it asks)
