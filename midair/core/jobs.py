@@ -172,10 +172,12 @@ class Options:
         if not isinstance(self.checksum, Checksum | None):
             raise _bad("checksum", "ALGO=HEX", self.checksum)
         _check_value("User-Agent", self.user_agent)
-        if self.max_rate and self.lowest_speed > self.max_rate:  # every attempt would fail
-            raise InputError(
-                f"--lowest-speed {self.lowest_speed} is above --max-rate {self.max_rate}"
-            )
+        for name in ("max_rate", "max_overall_rate"):  # or every attempt would fail
+            if getattr(self, name) and self.lowest_speed > getattr(self, name):
+                raise InputError(
+                    f"--lowest-speed {self.lowest_speed} is above "
+                    f"{option_flag(name)} {getattr(self, name)}"
+                )
         if self.http2_prior_knowledge and not self.http2:
             raise InputError("--http2-prior-knowledge and --http1.1 contradict each other")
         if self.proxy is not None or self.proxies or self.noproxy is not None:

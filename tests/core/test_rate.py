@@ -159,9 +159,12 @@ def test_bad_values_are_refused_naming_the_option(name: str, value: object, mess
         Options(**{name: value})  # type: ignore[arg-type]
 
 
-def test_a_lowest_speed_above_the_max_rate_is_refused() -> None:
-    with pytest.raises(InputError, match="--lowest-speed 2000 is above --max-rate 1000"):
-        Options(max_rate=1000, lowest_speed=2000)
+@pytest.mark.parametrize("name", ["max_rate", "max_overall_rate"])
+def test_a_lowest_speed_above_a_rate_limit_is_refused(name: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(InputError, match=f"--lowest-speed 2000 is above {flag} 1000"):
+        Options(**{name: 1000}, lowest_speed=2000)  # type: ignore[arg-type]
+    assert Options(**{name: 1000}, lowest_speed=1000)  # type: ignore[arg-type]
 
 
 # --- through a batch --------------------------------------------------------------------
