@@ -643,9 +643,14 @@ class Batch:
         (core/rate.py).  A hold is no stall: its transfers' stall clocks start at its end."""
         assert self._throttle is not None
         link, conn = self._links.get(conn_id), self._conns.get(conn_id)
-        if link is None and conn is None:
-            return  # closed by its own bytes
-        watched: list[_Conn] = [conn] if conn is not None else list(link.streams.values())  # type: ignore[union-attr]
+        watched: list[_Conn]
+        if conn is not None:
+            watched = [conn]
+        elif link is not None:
+            watched = list(link.streams.values())
+        else:  # closed by its own bytes
+            self._throttle.received_closed(count, now)
+            return
         hold = self._throttle.received(conn_id, count, now, streams=link is not None)
         if hold is not None:
             self._out.append(hold)
@@ -1233,6 +1238,8 @@ class Batch:
         return host.open < host.polite.limit
 
     def _fill(self, now: float) -> None:
+        if self._throttle is not None and self._throttle.overdrawn(now):
+            return  # no new transfer until the overall rate's debt is paid (core/rate.py)
         while self._ready and len(self._conns) < self.max_connections:
             host = self._ready.popleft()
             host.queued = False

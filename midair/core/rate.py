@@ -11,7 +11,10 @@ so even a short transfer takes as long as its rate says.
 
 The overall bucket holds only the connection whose bytes overdrew it: each other
 connection is held at its own next read, so no connection overdraws it by more
-than one read, and they take turns as their holds end.
+than one read, and they take turns as their holds end.  A small file comes whole in
+one read, often on a connection its end closes, where no hold can reach: its bytes
+count all the same, and while the overall bucket is in debt no new connection or
+stream opens (``overdrawn``), so many small files keep to the rate too.
 
 An HTTP/2 connection carries several transfers: each stream has its own bucket,
 spent by its bytes within a read (``stream``), and the connection is held until the
@@ -64,13 +67,20 @@ class Bucket:
         """Take ``count`` bytes; when reading may go on: ``now`` at once, later in debt."""
         self.level = min(self.depth, self.level + (now - self.stamp) * self.rate) - count
         self.stamp = now
-        return now if self.level >= 0 else now - self.level / self.rate
+        return self.paid(now)
+
+    def paid(self, now: float) -> float:
+        """When the debt is paid back: ``now`` if there is none."""
+        return now if self.level >= 0 else max(now, self.stamp - self.level / self.rate)
 
 
 class Throttle:
     """The batch's rate limits: which connection to hold after a read, and until when."""
 
-    __slots__ = ("_buckets", "_due", "_held", "_overall", "_owed", "overall", "per_connection")
+    __slots__ = (
+        *("_buckets", "_due", "_held", "_overall", "_owed", "_wake"),
+        *("overall", "per_connection"),
+    )
 
     def __init__(self, per_connection: int, overall: int) -> None:
         self.per_connection = per_connection  # bytes/s, 0: none
@@ -80,6 +90,7 @@ class Throttle:
         self._held: dict[int, float] = {}  # connection -> the end of its current hold
         self._due: list[tuple[float, int]] = []  # (end, connection), a heap; stale ones stay
         self._owed: dict[int, float] = {}  # HTTP/2 connection -> its streams' latest debt end
+        self._wake = 0.0  # when the batch's timer comes for new connections (``overdrawn``)
 
     def stream(self, conn: int, stream: int, count: int, now: float) -> None:
         """``count`` bytes of HTTP/2 stream ``stream`` came in the read of ``conn`` being
@@ -95,14 +106,36 @@ class Throttle:
         if self.per_connection and not streams:
             until = self._spend(conn, count, now)
         if self.overall:
-            if self._overall is None:
-                self._overall = Bucket(self.overall, now)
-            until = max(until, self._overall.spend(count, now))
+            until = max(until, self._spend_overall(count, now))
         if until <= now:
             return None
         self._held[conn] = until
         heapq.heappush(self._due, (until, conn))
         return Hold(conn, until)
+
+    def received_closed(self, count: int, now: float) -> None:
+        """``count`` bytes came on a connection that ended with them (no hold reaches it):
+        they count against the overall rate all the same."""
+        if self.overall:
+            self._spend_overall(count, now)
+
+    def overdrawn(self, now: float) -> bool:
+        """Whether all transfers together are over --max-overall-rate now: then no new
+        connection or stream opens, and the batch's timer comes when the debt is paid."""
+        if self._overall is None:
+            return False
+        paid = self._overall.paid(now)
+        if paid <= now:
+            return False
+        if paid != self._wake:  # one timer per debt, however often the batch asks
+            self._wake = paid
+            heapq.heappush(self._due, (paid, -1))  # no connection: releases nothing
+        return True
+
+    def _spend_overall(self, count: int, now: float) -> float:
+        if self._overall is None:
+            self._overall = Bucket(self.overall, now)
+        return self._overall.spend(count, now)
 
     def _spend(self, key: int, count: int, now: float) -> float:
         bucket = self._buckets.get(key)

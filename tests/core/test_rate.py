@@ -277,3 +277,28 @@ def test_a_request_whose_turn_was_taken_while_connecting_waits_for_the_next() ->
     spacing.book("h", 1.3)  # another connection's request took the turn after it
     assert spacing.take("h", turn, 1.4) == 3.2  # then it waits for the next free one
     assert spacing.take("h", None, 1.4) == 4.2  # (a kept-alive connection books as it asks)
+
+
+def test_many_small_files_keep_to_max_overall_rate() -> None:
+    """Each file comes whole in one read on a connection that ends with it, where no hold
+    reaches: the overall rate holds by opening no new connection while in debt.  (What
+    the connections open at once bring is a burst: -j 5 here.)"""
+    servers = {}
+    for i in range(40):
+        server = servers[f"http://h{i}.example"] = FileServer(keep_alive=False)
+        server.add("/f", b"x" * 1000)
+    sim = run([f"{url}/f" for url in servers], servers, max_overall_rate=10_000, concurrency=5)
+    assert len(sim.finished) == 40
+    assert finish_times(sim)[-1] >= 3.0  # 40,000 bytes at 10,000 B/s, less one burst
+
+
+def test_an_overdrawn_batch_opens_nothing_until_its_debt_is_paid() -> None:
+    throttle = Throttle(per_connection=0, overall=1000)
+    assert not throttle.overdrawn(0.0)
+    throttle.received_closed(2000, 0.0)
+    assert throttle.overdrawn(0.5)
+    wake = throttle.next_deadline()
+    assert wake == pytest.approx(2 - 1 / 32)  # the timer comes when the debt is paid
+    assert throttle.overdrawn(0.6) and throttle.next_deadline() == wake  # one timer
+    assert throttle.releases(wake) == []  # nothing held: a wake-up only
+    assert not throttle.overdrawn(wake)
