@@ -654,8 +654,8 @@ class Batch:
         hold = self._throttle.received(conn_id, count, now, streams=link is not None)
         if hold is not None:
             self._out.append(hold)
-            for held in watched:
-                held.last_active = max(held.last_active, hold.until)
+            for transfer in watched:
+                transfer.last_active = max(transfer.last_active, hold.until)
 
     # --- HTTP/2: one connection per origin, a stream per download -------------------
     def _speaks_http2(self, conn: _Conn, protocol: str | None) -> bool:
