@@ -25,9 +25,11 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Any
 
+    from .core.results import Failure
     from .engines import Engine
     from .journal import Journal
 
+    Followed = tuple[list[Job], list[Failure]]  # follow_metalinks': the jobs, the failures
     Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
 
 _OPTION_NAMES = {f.name for f in fields(Options)}
@@ -207,24 +209,66 @@ class Downloader:
         )
         return self
 
+    def enqueue_metalink(self, source: str | os.PathLike[str] | bytes) -> Downloader:
+        """Add every file of a Metalink (v4 ``.meta4`` or v3 ``.metalink``), given as a
+        file name or as the document's bytes: each with its mirrors, checksum and size.
+        A malformed document raises InputError naming it; nothing is added then."""
+        from .metalink import load
+
+        return self.add_jobs(load(source))
+
     def add_jobs(self, jobs: Iterable[Job]) -> Downloader:
         self.jobs.extend(jobs)
         return self
 
-    def new_run(self, journal: Journal | None = None) -> Run:
+    def new_run(self, journal: Journal | None = None, followed: Followed | None = None) -> Run:
         """A new run of the jobs so far (an engine's ``run`` drives it); with ``journal``,
-        of those it does not settle already (see ``midair.journal.sort_out``)."""
-        jobs, settled = self.jobs, None
+        of those it does not settle already (see ``midair.journal.sort_out``); with
+        ``followed`` (``follow_metalinks``), of its jobs, its failures reported."""
+        jobs, settled = self.jobs if followed is None else followed[0], None
         if journal is not None:
             from .journal import sort_out
 
-            jobs, settled = sort_out(journal, distinct(self.jobs), self.options)
+            jobs, settled = sort_out(journal, distinct(jobs), self.options)
         run = Run(jobs, self.options, listener=self.on_event, listens_to=self.listens_to)
         if journal is not None and settled is not None:
             run.recorders.update(journal.recorders())
             _count_settled(run, settled)
+        if followed is not None:
+            _count_settled(run, Results(failures=followed[1]))
         self.last_run = run
         return run
+
+    def follow_metalinks(self, engine: Engine) -> Followed | None:
+        """The jobs with each Metalink URL replaced by the files its document lists,
+        fetched with ``engine`` (see midair/metalink.py); None when there is none."""
+        found = self._metalink_documents()
+        if not found:
+            return None
+        from .metalink import expand, fetching
+
+        with fetching(found, self.options) as run:
+            with _running(None, run):
+                engine.run(run)
+            return expand(self.jobs, run.results)
+
+    async def follow_metalinks_async(self, engine: Engine) -> Followed | None:
+        found = self._metalink_documents()
+        if not found:
+            return None
+        from .metalink import expand, fetching
+
+        with fetching(found, self.options) as run:
+            await self._run_async(engine, run, None)
+            return expand(self.jobs, run.results)
+
+    def _metalink_documents(self) -> list[Job]:
+        """The jobs to follow as Metalink documents rather than save (none if not asked)."""
+        if not self.options.follow_metalink:
+            return []
+        from .core.metalink import metalink_jobs
+
+        return distinct(metalink_jobs(self.jobs))
 
     def engine(self) -> Engine:
         return get_engine(self.engine_name, **self.engine_options)  # InputError if it cannot
@@ -232,16 +276,18 @@ class Downloader:
     def run(self, around: Around | None = None) -> Results:
         """Download every job; ``around(run)`` is entered for the run's duration."""
         engine = self.engine()
+        followed = self.follow_metalinks(engine)
         with _journal(self.options) as journal:
-            run = self.new_run(journal)
+            run = self.new_run(journal, followed)
             with _running(around, run):
                 engine.run(run)
         return run.results
 
     async def run_async(self, around: Around | None = None) -> Results:
         engine = self.engine()
+        followed = await self.follow_metalinks_async(engine)
         with _journal(self.options) as journal:
-            return await self._run_async(engine, self.new_run(journal), around)
+            return await self._run_async(engine, self.new_run(journal, followed), around)
 
     async def _run_async(self, engine: Engine, run: Run, around: Around | None) -> Results:
         run_async = getattr(engine, "run_async", None)

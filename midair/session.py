@@ -60,6 +60,7 @@ from .core.actions import (
     Open,
     Prepare,
     Publish,
+    Rejected,
     Release,
     Resolve,
     Save,
@@ -280,6 +281,7 @@ class Session:
             Write: self.store.write,
             Open: self.store.open,
             Checkpoint: self.store.checkpoint,
+            Rejected: self._rejected,
             Discard: self.store.discard,
             Prepare: self._prepare,
             Publish: self._publish,
@@ -328,15 +330,23 @@ class Session:
             raise DestinationError(action.url, f"cannot read {action.path}: {exc}") from exc
         return self.batch.prepared(action.download, disk, self.clock())
 
+    def _rejected(self, action: Rejected) -> list[Action]:
+        return self.batch.rejected(
+            action.download, action.start, action.end, action.reason, self.clock()
+        )
+
     def _publish(self, action: Publish) -> list[Action] | None:
         return self._submitted(action, self.store.submit(action))
 
     def _save(self, action: Save) -> list[Action] | None:
         return self._submitted(action, self.store.save(action))
 
-    def _submitted(self, action: Publish | Save, queued: bool) -> list[Action] | None:
+    def _submitted(self, action: Publish | Save, queued: bool | None) -> list[Action] | None:
         """The store took ``action``: its outcome comes from ``collect`` (``queued``), or it
-        stands published already (a store that publishes at once)."""
+        stands published already (a store that publishes at once); None: it refused (a
+        piece failed its digest: its ``Rejected`` follows), so nothing is answered."""
+        if queued is None:
+            return None
         if not queued:
             return self.batch.published(action.download, self.clock())
         now = self.clock()

@@ -34,9 +34,11 @@ record must never go stale), and for every unfinished download on ``close``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import functools
+import math
 import os
 import re
 import resource
@@ -48,6 +50,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable
 
 from .core.actions import (
+    Action,
     Checkpoint,
     Discard,
     Disk,
@@ -55,14 +58,16 @@ from .core.actions import (
     Open,
     Prepare,
     Publish,
+    Rejected,
     Resume,
     Save,
     Write,
 )
 from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.http import Bytes, Piped
-from .core.jobs import Checksum
+from .core.jobs import Checksum, Pieces
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
+from .core.segments import recorded, subtract
 
 # json's string encoder, from its C module: importing the json package costs ~1 ms of every
 # command's start-up, and only control files and a re-run's look at a file's tag need the rest.
@@ -88,12 +93,74 @@ _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 class _Unpublished:
     """What the store keeps about an opened download until it is published or discarded."""
 
-    __slots__ = ("durable", "path", "record")
+    __slots__ = ("durable", "path", "pieces", "ranges", "record", "verified")
 
-    def __init__(self, path: str, record: Resume, durable: bool) -> None:
+    def __init__(
+        self, path: str, record: Resume, durable: bool, pieces: Pieces | None = None
+    ) -> None:
         self.path = path
         self.record = record
         self.durable = durable  # publication must wait for stable storage
+        # A file written in segments: the ranges on disk, kept from every ``Write`` so a
+        # control file written at any moment (a checkpoint, the exit) tells the truth.
+        self.ranges = None if record.ranges is None else list(record.ranges)
+        self.pieces = pieces  # digests each piece is checked against as it completes
+        self.verified: set[int] = set()  # the pieces that passed
+
+    def holds(self, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` is all written (``ranges`` are merged and sorted)."""
+        ranges = self.ranges or []
+        index = bisect.bisect_right(ranges, (start, math.inf)) - 1
+        return index >= 0 and ranges[index][1] >= end
+
+    def whole(self) -> bool:
+        """Whether every piece to check is there (a rejected one is not, until fetched again)."""
+        return self.pieces is None or self.holds(0, self.record.size or 0)
+
+    def unwrote(self, start: int, end: int) -> None:
+        assert self.ranges is not None
+        self.ranges = [kept for s, e in self.ranges for kept in subtract(s, e, start, end)]
+
+    def check(self, ident: int, fd: int, start: int, end: int) -> list[Action] | None:
+        """Check the pieces ``[start, end)`` completed; a bad one is no longer counted as
+        written and is answered ``Rejected``, for the core to fetch it again."""
+        pieces, size = self.pieces, self.record.size
+        assert pieces is not None and size is not None
+        length, rejected = pieces.length, list[Action]()
+        for k in range(start // length, min((end - 1) // length + 1, len(pieces.hexdigests))):
+            first, last = k * length, min((k + 1) * length, size)
+            if k in self.verified or not self.holds(first, last):
+                continue
+            if _digest(fd, first, last, pieces.algorithm) == pieces.hexdigests[k]:
+                self.verified.add(k)
+                continue
+            self.unwrote(first, last)
+            reason = f"piece {k} (bytes {first}-{last - 1}) does not match its {pieces.algorithm}"
+            rejected.append(Rejected(ident, first, last, reason))
+        return rejected or None
+
+    def wrote(self, start: int, end: int) -> None:
+        """Merge ``[start, end)`` into ``ranges`` (a write lands next to the one before it,
+        nearly always, so the last range grows or a new one is inserted in order)."""
+        ranges = self.ranges
+        assert ranges is not None
+        index = bisect.bisect_left(ranges, (start, end))
+        ranges.insert(index, (start, end))
+        low = max(index - 1, 0)
+        merged = ranges[low : index + 2]
+        joined = [merged[0]]
+        for s, e in merged[1:]:
+            if s <= joined[-1][1]:
+                joined[-1] = (joined[-1][0], max(joined[-1][1], e))
+            else:
+                joined.append((s, e))
+        ranges[low : index + 2] = joined
+
+    def control(self) -> Resume:
+        """The record a control file holds now."""
+        if self.ranges is None:
+            return self.record
+        return self.record.with_ranges(tuple(self.ranges))
 
 
 class Store:
@@ -218,13 +285,17 @@ class Store:
         try:
             self._ensure_directory(directory)
             cached = ident in self._fds and self._parts[ident] == part
-            # From zero, O_TRUNC cuts a new or old part in the open call itself.
-            fd = self._fd(ident, part, os.O_CREAT | (os.O_TRUNC if action.offset == 0 else 0))
-            if cached or action.offset:
+            # From zero, O_TRUNC cuts a new or old part in the open call itself; a part
+            # written in segments keeps what its ranges say is there.
+            ranges = action.record.ranges
+            empty = action.offset == 0 and not ranges
+            fd = self._fd(ident, part, os.O_CREAT | (os.O_TRUNC if empty else 0))
+            if (cached or action.offset) and not ranges:
                 _cut(fd, action.offset)
             self._note_created(directory, name + PART_SUFFIX)
             durable = self._durable(directory, fd)
-            self._records[ident] = _Unpublished(action.path, action.record, durable)
+            pieces = action.pieces if isinstance(action, Open) else None
+            self._records[ident] = _Unpublished(action.path, action.record, durable, pieces)
             if action.path in self._controls:
                 self._write_control(ident)
         except OSError as exc:
@@ -240,14 +311,23 @@ class Store:
     def _write_control(self, ident: int) -> None:
         unpublished = self._records[ident]
         path = unpublished.path
-        _write_control(path + CONTROL_SUFFIX, unpublished.record)
+        _write_control(path + CONTROL_SUFFIX, unpublished.control())
         self._note_created(*_split(path + CONTROL_SUFFIX))
         self._controls.add(path)
 
-    def write(self, action: Write | Save) -> None:
+    def write(self, action: Write | Save) -> list[Action] | None:
+        """Write at the offset; for a file in segments, note the range, and check the
+        pieces it completes (answering ``Rejected`` for a bad one)."""
         try:
             fd = self._fd(action.download, self._parts[action.download])
             _write_body(fd, action.data, action.offset)
+            unpublished = self._records.get(action.download)
+            if unpublished is not None and unpublished.ranges is not None:
+                end = action.offset + len(action.data)
+                unpublished.wrote(action.offset, end)
+                if unpublished.pieces is not None:
+                    return unpublished.check(action.download, fd, action.offset, end)
+            return None
         except OSError as exc:
             path = self._parts[action.download].removesuffix(PART_SUFFIX)
             raise self._local_error(action.download, path, exc) from exc
@@ -261,7 +341,7 @@ class Store:
         if action.offset or action.download in self._fds or action.path in self._controls:
             self.open(action)
             self.write(action)
-            return self.submit(action)
+            return self._queue(self._detach(action))  # no pieces: a Save is never in segments
         directory, name = _split(action.path)
         fd = self._create(action, directory)
         try:
@@ -295,10 +375,14 @@ class Store:
         return publication
 
     # --- after: publish or discard --------------------------------------------------
-    def submit(self, action: Publish | Save) -> bool:
+    def submit(self, action: Publish | Save) -> bool | None:
         """Queue ``action`` for the group ``collect`` publishes (True: its outcome comes from
         ``collect``), or, when not ``background``, publish it here and now (False; raises on
-        failure)."""
+        failure).  None: not published, as a piece of it failed its digest just now (its
+        ``Rejected`` follows: the core fetches the piece again)."""
+        unpublished = self._records.get(action.download)
+        if unpublished is not None and not unpublished.whole():
+            return None
         return self._queue(self._detach(action))
 
     def _queue(self, publication: _Publication) -> bool:
@@ -350,7 +434,7 @@ class Store:
         self._note_created(*_split(action.target or action.path))
         if unpublished is None:  # never opened by this store: all it knows is the action
             return _Publication(action, fd, action.url, None, had_control, self.fsync)
-        record = unpublished.record
+        record = unpublished.control()
         return _Publication(action, fd, record.url, record, had_control, unpublished.durable)
 
     def discard(self, action: Discard) -> None:
@@ -369,7 +453,7 @@ class Store:
         for ident in list(self._fds):
             self._forget(ident)
         for ident, unpublished in list(self._records.items()):
-            if unpublished.path not in self._controls:
+            if unpublished.path not in self._controls or unpublished.ranges is not None:
                 with contextlib.suppress(OSError):
                     self._write_control(ident)
 
@@ -431,6 +515,21 @@ def default_max_open(sockets: int) -> int:
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
     return max(16, min(4096, soft - sockets - 64))
+
+
+def _digest(fd: int, start: int, end: int, algorithm: str) -> str:
+    """The hex digest of the part file's bytes ``[start, end)``, read back (from the page
+    cache: they were just written)."""
+    import hashlib
+
+    digest = hashlib.new(algorithm)
+    while start < end:
+        chunk = os.pread(fd, min(1 << 20, end - start), start)
+        if not chunk:
+            break
+        digest.update(chunk)
+        start += len(chunk)
+    return digest.hexdigest()
 
 
 def _write_body(fd: int, data: Bytes | Piped, offset: int) -> None:
@@ -830,9 +929,15 @@ def _read_control(path: str) -> Resume | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return Resume(
-            str(data["url"]), data.get("size"), data.get("etag"), data.get("last_modified")
-        )
+        if not isinstance(data, dict):
+            return None
+        size, ranges = data.get("size"), data.get("ranges")
+        if ranges is not None:  # one it cannot vouch for restarts the file
+            ranges = recorded(ranges, size) if type(size) is int else None
+            if ranges is None:
+                return None
+            ranges = tuple(ranges)
+        return Resume(str(data["url"]), size, data.get("etag"), data.get("last_modified"), ranges)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: the part file cannot be trusted, so it restarts
 

@@ -466,7 +466,12 @@ def test_each_rep_starts_with_the_next_client() -> None:
 
 def test_small_h2_is_small_over_tls_and_never_reuses_its_runs(tmp_path: Path) -> None:
     small, h2 = parse_scenario("small", quick=True), parse_scenario("small-h2", quick=True)
-    assert OPT_IN == ["small-h2"] and "small-h2" not in NAMES and h2.tls and not small.tls
+    assert (
+        OPT_IN == ["small-h2", "split", "mirrors"]
+        and "small-h2" not in NAMES
+        and h2.tls
+        and not small.tls
+    )
     [point] = h2.points()
     assert h2.key(point) != small.key(point)  # measured anew, not taken from small's runs
     job = Job(["https://127.0.1.1:1/f"], tmp_path / "urls.txt", tmp_path, 100, 100, tmp_path / "ca")
@@ -477,3 +482,31 @@ def test_small_h2_is_small_over_tls_and_never_reuses_its_runs(tmp_path: Path) ->
     midair_cmd = engine_clients(["epoll"])["midair-epoll"].command(job)
     assert midair_cmd[-2:] == ["--ca-certificate", str(tmp_path / "ca")]
     assert {n for n, c in PEERS.items() if c.tls} == {"curl", "httpx"}
+
+
+def test_split_is_one_file_over_n_connections_for_the_clients_that_split(tmp_path: Path) -> None:
+    scn = parse_scenario("split", quick=False)
+    assert "split" not in NAMES and (scn.files, scn.split, scn.per_host) == (1, 16, 16)
+    job = Job(["http://127.0.1.1:1/f"], tmp_path / "urls.txt", tmp_path, 1, 16, None, 16)
+    aria2 = " ".join(PEERS["aria2c"].command(job))
+    assert "--max-connection-per-server=16 --split=16 --min-split-size=1M" in aria2
+    assert PEERS["axel"].command(job)[:4] == ["axel", "-q", "-n", "16"]
+    midair_cmd = " ".join(engine_clients(["default"])["midair-default"].command(job))
+    assert "-j 16 " in midair_cmd and midair_cmd.endswith("-s 16 --min-split-size 1M")
+    splitting = {n for n, c in PEERS.items() if c.splits}
+    assert splitting == {"aria2c", "axel"}  # curl, wget2 and the rest: one connection a file
+    assert PEERS["axel"].only == ("split", "mirrors")
+
+
+def test_mirrors_gives_each_file_a_url_per_address_at_halving_rates(tmp_path: Path) -> None:
+    scn = parse_scenario("mirrors", quick=True)
+    assert "mirrors" in OPT_IN and scn.mirrors == 3 and scn.split == 16
+    bases = [f"http://127.0.1.{i}:1/" for i in (1, 2, 3)]
+    served = runner.Served("midair serve", bases, None)  # type: ignore[arg-type]
+    urls = runner._sources(scn, served, 0, "f.bin")
+    rates = [int(u.rpartition("rate=")[2]) for u in urls]
+    assert [u.split("/")[2] for u in urls] == ["127.0.1.1:1", "127.0.1.2:1", "127.0.1.3:1"]
+    assert rates == [scn.rate, scn.rate // 2, scn.rate // 4]
+    job = Job(urls[:1], tmp_path / "l", tmp_path, 1, 16, None, 16, [urls])
+    assert PEERS["axel"].command(job)[-3:] == urls  # axel takes mirrors as more URLs
+    assert PEERS["axel"].command(job)[5].endswith("/f.bin")  # named without the query

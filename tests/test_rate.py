@@ -19,7 +19,14 @@ import threading
 import time
 
 import pytest
-from conftest import H2_ENGINES, Midair, over_http2, over_tls_http2, protocol_options
+from conftest import (
+    H2_ENGINES,
+    Midair,
+    over_http2,
+    over_tls_http2,
+    protocol_options,
+    test_engines,
+)
 from test_conformance import tls_server, tls_servers_by_protocol  # noqa: F401 (fixtures)
 
 from midair import Downloader, download
@@ -91,6 +98,22 @@ def test_max_rate_holds_over_tls(midair, tls_server, engine, tmp_path):  # noqa:
     for url in files:
         [asked] = asked_at(srv, url)
         assert done[url] - asked >= 0.8, f"{url} took {done[url] - asked:.2f} s"
+
+
+@pytest.mark.parametrize("engine", [e for e in test_engines() if e != "sequential"])
+def test_max_rate_bounds_a_file_fetched_in_segments_as_one_transfer(
+    midair, server, engine, tmp_path
+):
+    """-s 4: four connections carry the file's ranges, and together keep to its rate (as
+    aria2's --max-download-limit is per download), not four times it.  (Not sequential:
+    one connection at a time, it splits nothing.)"""
+    [url] = urls(server, engine, [0], 1024 * K)
+    split = ("-s", "4", "--min-split-size", "256K", "--per-host", "4")
+    done = fetch(midair, tmp_path, *split, "--max-rate", "512K", url)
+    assert (tmp_path / "r0.bin").read_bytes() == expected_bytes("r0.bin", 1024 * K)
+    first, *ranges = asked_at(server, url)
+    assert len(ranges) >= 2  # it was split
+    assert done[url] - first >= 1.6, f"1 MiB at 512 KiB/s took {done[url] - first:.2f} s"
 
 
 def test_max_overall_rate_bounds_all_transfers_together(midair, server, engine, tmp_path):

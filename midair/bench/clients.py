@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 CURL_PARALLEL_CAP = 300  # curl clamps --parallel-max to 300 before 8.16
+SPLIT_MIN = "1M"  # --min-split-size for midair and aria2c in split scenarios (aria2's least)
 DEFAULT = "default"  # the --engines name of plain `midair get`
 DEFAULT_CLIENT = "midair-default"
 NO_FSYNC = "--no-fsync"
@@ -70,6 +71,8 @@ class Job:
     jobs: int
     per_host: int
     ca: Path | None = None  # a TLS scenario's CA certificate: the client must trust it
+    split: int = 0  # connections per file, for a client that fetches ranges in parallel
+    mirrors: list[list[str]] | None = None  # each file's URLs, when it has several
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class Client:
     note: str = ""
     reference: bool = False  # a measuring loop shown beside the clients, not ranked
     tls: bool = False  # takes ``Job.ca`` and speaks HTTP/2 over TLS: runs in TLS scenarios
+    splits: bool = False  # takes ``Job.split``: fetches one file over several connections
 
     def in_flight(self, files: int, jobs: int, version: str) -> int:
         """How many transfers this client really keeps in the air for this job."""
@@ -123,6 +127,7 @@ def _curl_loop_cmd(job: Job) -> list[str]:
 
 
 def _aria2_cmd(job: Job) -> list[str]:
+    split = str(job.split or 1)
     return [
         "aria2c",
         "-i",
@@ -132,8 +137,9 @@ def _aria2_cmd(job: Job) -> list[str]:
         str(job.out),
         "-j",
         str(job.jobs),
-        "--max-connection-per-server=1",
-        "--split=1",
+        f"--max-connection-per-server={split}",
+        f"--split={split}",
+        *([f"--min-split-size={SPLIT_MIN}"] if job.split else []),
         "--file-allocation=none",
         "--quiet=true",
         "--show-console-readout=false",
@@ -144,6 +150,14 @@ def _aria2_cmd(job: Job) -> list[str]:
         "--allow-overwrite=true",
         "--no-conf=true",
     ]
+
+
+def _axel_cmd(job: Job) -> list[str]:
+    """axel fetches one file (the split scenarios') over ``-n`` connections, from each of
+    its URLs (mirrors) when it has several."""
+    [url] = job.urls
+    urls = job.mirrors[0] if job.mirrors else [url]
+    return ["axel", "-q", "-n", str(job.split or 1), "-o", str(job.out / _name(url)), *urls]
 
 
 def _wget2_cmd(job: Job) -> list[str]:
@@ -242,7 +256,7 @@ def _package(dist: str, *needs: str) -> Callable[[], str | None]:
 
 
 def _name(url: str) -> str:
-    return url.rsplit("/", 1)[-1]
+    return url.rsplit("/", 1)[-1].partition("?")[0]
 
 
 def _curl_cap(version: str) -> int | None:
@@ -278,9 +292,20 @@ PEERS: dict[str, Client] = {
             "aria2c",
             _aria2_cmd,
             _binary_version("aria2c"),
-            note="-j N, --max-connection-per-server=1 --split=1, keep-alive, "
+            splits=True,
+            note="-j N, --max-connection-per-server=1 --split=1 (split scenarios: -x N -s N "
+            f"--min-split-size={SPLIT_MIN}), keep-alive, "
             "--file-allocation=none, no console readout; -x is per download, so no "
             "cross-download per-host cap",
+        ),
+        Client(
+            "axel",
+            _axel_cmd,
+            _binary_version("axel"),
+            splits=True,
+            only=("split", "mirrors"),
+            note="-n N connections for the one file, its mirrors as more URLs (split "
+            "scenarios only)",
         ),
         Client(
             "wget2",
@@ -345,7 +370,7 @@ def _midair_cmd(*flags: str) -> Callable[[Job], list[str]]:
             "get",
             *flags,
             "-j",
-            str(job.jobs),
+            str(job.jobs * (job.split or 1)),  # midair's -j counts connections, ranges too
             "--per-host",
             str(job.per_host),
             "-q",
@@ -354,6 +379,7 @@ def _midair_cmd(*flags: str) -> Callable[[Job], list[str]]:
             "-d",
             str(job.out),
             *(["--ca-certificate", str(job.ca)] if job.ca else []),
+            *(["-s", str(job.split), "--min-split-size", SPLIT_MIN] if job.split else []),
         ]
 
     return command
@@ -388,7 +414,7 @@ def _engine_client(name: str) -> tuple[str, Client]:
     if name == DEFAULT:
         note = f"`midair get` without --engine: the default (today {default_engine()})"
         return DEFAULT_CLIENT, Client(
-            DEFAULT_CLIENT, _midair_cmd(), lambda: __version__, note=note, tls=True
+            DEFAULT_CLIENT, _midair_cmd(), lambda: __version__, note=note, tls=True, splits=True
         )
     info = ENGINES[name]
     return f"midair-{name}", Client(
@@ -398,6 +424,7 @@ def _engine_client(name: str) -> tuple[str, Client]:
         sequential=name == "sequential",
         note=info.model,
         tls=True,
+        splits=name != "sequential",
     )
 
 

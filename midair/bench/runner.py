@@ -143,10 +143,11 @@ def run_scenario(scn: Scenario, ctx: Context) -> ScenarioResult:
     data = make_dataset(ctx.cache, scn.dataset_files, scn.size, SEED)
     work = ctx.work / scn.name
     work.mkdir(parents=True, exist_ok=True)
-    hosts = max(p.hosts for p in points)
+    hosts = max(scn.mirrors, *(p.hosts for p in points))  # each mirror its own address
     workers = nginx_workers(points, ctx)
     ca, tls = _certificate(work, hosts) if scn.tls else (None, None)
-    with serve(ctx.server, data.root, hosts, scn.rate, work, workers, tls) as served:
+    kind = "midair" if scn.mirrors else ctx.server  # a rate per URL: midair serve's query
+    with serve(kind, data.root, hosts, scn.rate, work, workers, tls) as served:
         result.server = served.kind + (
             f" ({workers} workers)" if served.kind == "nginx" and workers != 1 else ""
         )
@@ -214,7 +215,9 @@ def _baseline(
     """The floor (throttled) or the loopback ceilings (bulk), once per rep; each writer
     into memory that is ready as it is for the clients (``_ready``)."""
     work = ctx.work / scn.name
-    if scn.throttled:
+    if scn.split:  # what N connections at the rate take: one alone would take N times as long
+        result.floor_s.append(scn.size / (scn.split * scn.rate))
+    elif scn.throttled:
         result.floor_s.append(measure_floor(served.url(0, data.names[0]), work, scn.timeout))
     elif scn.files == 1:  # twice, best kept: the first read may come from disk, not cache
         url = served.url(0, data.names[0])
@@ -264,23 +267,32 @@ def _run_point(
     ca: Path | None = None,
 ) -> list[Run]:
     names = data.names[: point.files]
-    urls = [served.url(i % point.hosts, name) for i, name in enumerate(names)]
+    lines = [_sources(scn, served, i % point.hosts, name) for i, name in enumerate(names)]
+    urls = [line[0] for line in lines]
     list_file = work / f"urls-{point.files}.txt"
-    list_file.write_text("".join(u + "\n" for u in urls))
+    list_file.write_text("".join("\t".join(line) + "\n" for line in lines))  # aria2's format
     expected = data.subset(point.files)
     runs = []
     for name, client in _rotated(list(ctx.clients.items()), rep):
         elsewhere = bool(client.only) and scn.name not in client.only
-        if elsewhere or (scn.tls and not client.tls):
+        if elsewhere or (scn.tls and not client.tls) or (scn.split and not client.splits):
             continue
         if _not_repeated(name, client, point, rep, result):
             continue
         out = work / f"{name}-{point.files}-{rep}"
-        job = Job(urls, list_file, out, point.jobs, point.per_host, ca)
+        mirrors = lines if scn.mirrors else None
+        job = Job(urls, list_file, out, point.jobs, point.per_host, ca, scn.split, mirrors)
         into_page_cache(data.root, names)  # the server sends from memory to everyone (data)
         runs.append(_run_client(scn, point, rep, name, client, job, expected, served, ctx, result))
     ctx.done.setdefault(scn.key(point), []).extend(runs)
     return runs
+
+
+def _sources(scn: Scenario, served: Served, host: int, name: str) -> list[str]:
+    """A file's URL, or (mirrors) one per address, the k-th at half the (k-1)-th's rate."""
+    if not scn.mirrors:
+        return [served.url(host, name)]
+    return [served.url(k, name) + f"?rate={scn.rate >> k}" for k in range(scn.mirrors)]
 
 
 def _rotated(clients: list[tuple[str, Client]], rep: int) -> list[tuple[str, Client]]:

@@ -7,6 +7,11 @@
     small  20,000 x 8 KiB from one unthrottled server, 100 at a time: files per second
     small-h2  small over TLS and HTTP/2 (ALPN h2): midair, curl --http2 and httpx only;
            nginx only, so run when named, not by default
+    split  1 x 256 MiB at 1 MiB/s per connection over 16 connections (-s 16): midair,
+           aria2c -x16 -s16 and axel -n 16 only; floor size / (16 x rate); when named
+    mirrors  split's clients, 1 x 64 MiB from 3 mirrors (addresses) at 1 MiB/s, 512 KiB/s
+           and 256 KiB/s per connection (midair serve: a rate per URL); floor as split's
+           on the fastest; when named
     sweep  c10k's files and rate with N = 10, 100, 1,000, 10,000 transfers in flight
            (a point identical to one already run, e.g. N = 10,000 after c10k, reuses it)
 
@@ -56,6 +61,8 @@ class Scenario:
     counts: tuple[int, ...] = ()  # sweep only: the N values
     reps: int = 0  # 0 = --reps
     tls: bool = False  # nginx over TLS with HTTP/2 offered; only clients that can trust it
+    split: int = 0  # connections per file (-s): only clients that fetch ranges in parallel
+    mirrors: int = 0  # URLs per file, one per address, the k-th at rate / 2**k
 
     @property
     def throttled(self) -> bool:
@@ -81,6 +88,8 @@ class Scenario:
             self.size,
             self.rate,
             self.tls,
+            self.split,
+            self.mirrors,
         )
 
     @property
@@ -97,13 +106,15 @@ DEFAULTS: dict[str, Scenario] = {
         Scenario("bulk", 1, 2 * GIB, 1, 0, timeout=120),
         Scenario("small", 20_000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=180),
         Scenario("small-h2", 20_000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=180, tls=True),
+        Scenario("split", 1, 256 * MIB, 1, 1 * MIB, per_host=16, timeout=120, split=16),
+        Scenario("mirrors", 1, 64 * MIB, 3, 1 * MIB, per_host=16, split=16, mirrors=3),
         Scenario(
             "sweep", 10_000, 64 * KIB, 100, 16 * KIB, timeout=120, counts=(10, 100, 1000, 10_000)
         ),
     ]
 }
-NAMES = [s.name for s in DEFAULTS.values() if not s.tls]  # the default run: any server
-OPT_IN = [s.name for s in DEFAULTS.values() if s.tls]  # asked by name, against nginx
+NAMES = [s.name for s in DEFAULTS.values() if not (s.tls or s.split)]  # the default run
+OPT_IN = [s.name for s in DEFAULTS.values() if s.tls or s.split]  # asked by name
 
 QUICK: dict[str, Scenario] = {
     s.name: s
@@ -114,11 +125,13 @@ QUICK: dict[str, Scenario] = {
         Scenario("bulk", 1, 64 * MIB, 1, 0, timeout=30),
         Scenario("small", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30),
         Scenario("small-h2", 1000, 8 * KIB, 1, 0, jobs=100, per_host=100, timeout=30, tls=True),
+        Scenario("split", 1, 32 * MIB, 1, 512 * KIB, per_host=16, timeout=30, split=16),
+        Scenario("mirrors", 1, 8 * MIB, 3, 256 * KIB, per_host=16, timeout=30, split=16, mirrors=3),
         Scenario("sweep", 400, 6 * KIB, 20, 4 * KIB, timeout=30, counts=(10, 400)),
     ]
 }
 
-_INTS = {"files", "hosts", "jobs", "per_host", "reps"}
+_INTS = {"files", "hosts", "jobs", "per_host", "reps", "split", "mirrors"}
 _SIZES = {"size", "rate"}
 
 

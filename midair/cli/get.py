@@ -36,6 +36,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="aria2-style list of URLs with out=, dir=, checksum=, header= ('-': stdin)",
     )
     p.add_argument(
+        "-M",
+        "--metalink",
+        action="append",
+        metavar="FILE",
+        help="download the files a Metalink (v4 .meta4 or v3 .metalink) lists (repeatable)",
+    )
+    p.add_argument(
+        "--no-follow-metalink",
+        dest="follow_metalink",
+        action="store_false",
+        default=None,
+        help="save a .meta4/.metalink URL as a file instead of downloading what it lists",
+    )
+    p.add_argument(
         "--check-input",
         action="store_true",
         help="read the whole -i list before starting: a bad entry stops the run (exit 2); "
@@ -127,6 +141,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="refuse bodies larger than this (units K, M, G)",
     )
     p.add_argument(
+        "-s",
+        "--split",
+        type=whole,
+        metavar="N",
+        help="fetch a large file as up to N ranges at once, within -j and --per-host, "
+        f"when its server honours Range (default: {D.split}: one connection)",
+    )
+    p.add_argument(
+        "--min-split-size",
+        type=size,
+        metavar="BYTES",
+        help=f"no range smaller than this (default: {D.min_split_size >> 20}M)",
+    )
+    p.add_argument(
         "--lowest-speed",
         type=size,
         metavar="BYTES_PER_S",
@@ -142,7 +170,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--max-rate",
         type=size,
         metavar="RATE",
-        help="limit each transfer to RATE bytes/s, units K, M, G as 512K, 1.5M (off)",
+        help="limit each file to RATE bytes/s (all its connections; units K, M, G; off)",
     )
     p.add_argument(
         "--max-overall-rate",
@@ -269,11 +297,13 @@ def run(args: argparse.Namespace) -> int:
     )
     for url in args.urls:
         downloader.enqueue(url)
+    for name in args.metalink or ():
+        downloader.enqueue_metalink(name)
     skipped = _add_input(downloader, args) if args.input_file else 0
     if not downloader.jobs:
         if skipped:
             return 1  # every entry was bad, each already reported: nothing to start
-        raise InputError("no URLs given (pass URLs or -i FILE)")
+        raise InputError("no URLs given (pass URLs, -i FILE or -M FILE)")
     if args.insecure:
         print(
             "midair: warning: --insecure: TLS certificates and host names are not verified",
@@ -322,6 +352,8 @@ _OPTIONS = (
     "no_clobber",
     "trust_server_names",
     "max_filesize",
+    "split",
+    "min_split_size",
     "lowest_speed",
     "lowest_speed_time",
     "max_rate",
@@ -341,6 +373,7 @@ _OPTIONS = (
     "journal",
     "retry_failed",
     "verify",
+    "follow_metalink",
 )
 
 

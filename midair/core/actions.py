@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from .errors import DownloadError
 from .http import Chunk, Piped
-from .jobs import Checksum
+from .jobs import Checksum, Pieces
 from .records import Record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -114,35 +114,58 @@ class Prepare(Record):
 
 
 class Resume(Record):
-    """What a previous run left; the fields of the control file."""
+    """What a previous run left; the fields of the control file.
 
-    __match_args__ = ("url", "size", "etag", "last_modified")
+    ``ranges``: for a file fetched in segments (core/segments.py), the ``[start, end)``
+    ranges already on disk, any of them anywhere in the part file; None for a file
+    fetched from the start, whose part file holds its first bytes and nothing else.
+    """
+
+    __match_args__ = ("url", "size", "etag", "last_modified", "ranges")
     __slots__ = __match_args__
 
     def __init__(
-        self, url: str, size: int | None, etag: str | None, last_modified: str | None
+        self,
+        url: str,
+        size: int | None,
+        etag: str | None,
+        last_modified: str | None,
+        ranges: tuple[tuple[int, int], ...] | None = None,
     ) -> None:
         self.url: Final = url
         self.size: Final = size
         self.etag: Final = etag
         self.last_modified: Final = last_modified
+        self.ranges: Final = ranges
 
     def as_dict(self) -> dict[str, Any]:
-        """The control file's JSON object."""
-        return dict(zip(self.__match_args__, self.values(), strict=True))
+        """The control file's JSON object (``ranges`` only when there are some to keep)."""
+        fields = dict(zip(self.__match_args__[:4], self.values()[:4], strict=True))
+        if self.ranges is not None:
+            fields["ranges"] = [list(r) for r in self.ranges]
+        return fields
+
+    def with_ranges(self, ranges: tuple[tuple[int, int], ...]) -> Resume:
+        return Resume(self.url, self.size, self.etag, self.last_modified, ranges)
 
 
 class Open(Record):
-    """Open the part file for writing from ``offset`` (cutting off anything after it)."""
+    """Open the part file for writing from ``offset`` (cutting off anything after it),
+    unless ``record.ranges`` says it is written in segments: then what is there stays.
+    ``pieces``: digests to check each piece against as its last byte lands (segments;
+    a bad one is answered ``Rejected``)."""
 
-    __match_args__ = ("download", "path", "offset", "record")
+    __match_args__ = ("download", "path", "offset", "record", "pieces")
     __slots__ = __match_args__
 
-    def __init__(self, download: int, path: str, offset: int, record: Resume) -> None:
+    def __init__(
+        self, download: int, path: str, offset: int, record: Resume, pieces: Pieces | None = None
+    ) -> None:
         self.download: Final = download
         self.path: Final = path
         self.offset: Final = offset
         self.record: Final = record
+        self.pieces: Final = pieces
 
 
 class Checkpoint(Record):
@@ -273,6 +296,20 @@ class Discard(Record):
         self.path: Final = path
 
 
+class Rejected(Record):
+    """The store's word that bytes ``[start, end)`` it wrote fail their piece's digest:
+    it no longer counts them as written; the driver hands it to ``Batch.rejected``."""
+
+    __match_args__ = ("download", "start", "end", "reason")
+    __slots__ = __match_args__
+
+    def __init__(self, download: int, start: int, end: int, reason: str) -> None:
+        self.download: Final = download
+        self.start: Final = start
+        self.end: Final = end
+        self.reason: Final = reason
+
+
 StoreAction = Prepare | Open | Checkpoint | Write | Publish | Save | Discard
 
 
@@ -324,7 +361,7 @@ class Failed(Record):
 
 
 Report = Started | Retrying | Finished | Failed
-Action = NetAction | StoreAction | Report
+Action = NetAction | StoreAction | Report | Rejected  # Rejected: the store's, for the core
 
 
 class Disk(StrEnum):

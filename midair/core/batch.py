@@ -61,17 +61,19 @@ from .cookies import Cookies
 from .errors import (
     DestinationError,
     DownloadError,
+    HTTPStatusError,
     IntegrityError,
     NetworkError,
     ProtocolError,
     StallTimeout,
     TLSError,
 )
-from .http import Chunk, ClientConnection, FramingError, Head, encode_fields, field_key
+from .http import Chunk, ClientConnection, FramingError, Head, Piped, encode_fields, field_key
 from .jobs import Job, Options
 from .politeness import Aimd
 from .rate import Spacing, Throttle, read_size
 from .retry import backoff
+from .segments import Plan, Split, judge
 from .state import ENDS, DownloadState
 from .urls import URL
 
@@ -83,6 +85,7 @@ if TYPE_CHECKING:
     from .http2 import Http2Connection
     from .politeness import ConcurrencyPolicy
     from .proxy import Proxy, ProxyChoice
+    from .segments import Piece
     from .tunnel import Tunnel
 
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
@@ -96,6 +99,9 @@ _NOT_OURS = {
     Disk.TAKEN: "{} exists, made by midair for another URL (--no-clobber)",
 }
 _SET_COOKIE = field_key(b"set-cookie")
+_ACCEPT_RANGES = field_key(b"accept-ranges")
+_ETAG = field_key(b"etag")
+_LAST_MODIFIED = field_key(b"last-modified")
 
 
 def _cookie_field(d: t.Download, value: str) -> bytes:
@@ -121,6 +127,7 @@ class _Host:
         "proxy",
         "queued",
         "unknown",
+        "wanted",
     )
 
     def __init__(
@@ -132,6 +139,8 @@ class _Host:
         # streams carry the rest; ALPN tells only after a handshake, so TLS opens several.
         self.one = prior_http2 and origin[0] == "http"
         self.pending: deque[t.Download] = deque()
+        # Files in segments that asked for one more connection (each entry), to this URL.
+        self.wanted: deque[tuple[t.Download, Split, URL]] = deque()
         self.open = 0
         self.paused_until = 0.0
         self.queued = False  # in the ready queue
@@ -159,7 +168,8 @@ class _Conn:
     __slots__ = (
         *("id", "host", "download", "last_active", "batch", "http", "window_start"),
         *("window_bytes", "body_limit", "checkpoint_at", "exchanges", "answered"),
-        *("held", "saving", "tunnel", "proxy_fields", "turn"),
+        *("held", "saving", "tunnel", "proxy_fields", "piece", "source", "began"),
+        "turn",
     )
 
     def __init__(
@@ -185,6 +195,11 @@ class _Conn:
         # through an HTTP proxy, the header lines each request adds (absolute-form targets).
         self.tunnel: Tunnel | None = None
         self.proxy_fields: bytes | None = None
+        # A file in segments: the range it fetches, the URL it asks (a mirror's, maybe),
+        # and when and from which byte of the range it began (the source's speed).
+        self.piece: Piece | None = None
+        self.source: URL | None = None
+        self.began = (0.0, 0)
         self.turn: float | None = None  # --host-delay: the turn booked for its first request
         self.http = ClientConnection(self)
 
@@ -226,8 +241,9 @@ class _Stream(_Conn):
     def on_body(self, data: Chunk) -> None:
         self.last_active = self.batch._now
         self.window_bytes += len(data)
-        if self.batch._throttle is not None:  # each stream keeps to --max-rate
-            self.batch._throttle.stream(self.link.id, self.id, len(data), self.batch._now)  # type: ignore[union-attr]
+        throttle, link = self.batch._throttle, self.link
+        if throttle is not None and link is not None:  # its file keeps to --max-rate
+            throttle.transfer(link.id, self.download.id, len(data), self.batch._now)
         self.batch._write(self, data, self.batch._now)
 
     def on_broken(self, reason: str, refused: bool) -> None:
@@ -322,6 +338,8 @@ class Batch:
         conn = self._conns.get(conn_id)
         if conn is None or self._throttle is not None:  # spliced bytes would pass a limit
             return 0
+        if conn.piece is not None:  # what is left of its range: the rest is another's
+            return int(min(conn.http.body_remaining, conn.piece.remaining))
         room = conn.body_limit - conn.download.position
         return int(min(conn.http.body_remaining, room))
 
@@ -477,7 +495,8 @@ class Batch:
         if conn is not None and conn.host.paused_until > now:
             # Opened before the host said "slow down": its download waits with the others.
             self._close(conn, now)
-            self._requeue(conn.host, conn.download)
+            if not self._still_split(conn.download, now):
+                self._requeue(conn.host, conn.download)
         elif conn is not None and self._speaks_http2(conn, protocol) and _at_origin(conn):
             self._start_link(conn, now)
         elif conn is not None:
@@ -508,6 +527,8 @@ class Batch:
                 self._through_tunnel(conn, bytes(data), now)  # type: ignore[arg-type]
                 return self._flush(now)
             conn.window_bytes += len(data)
+            if self._throttle is not None:  # whose bytes: the end may reuse conn for another
+                self._throttle.transfer(conn_id, conn.download.id, len(data), now)
             self._feed(conn, data, now)
         elif conn_id in self._links:
             self._feed_link(self._links[conn_id], data, now)
@@ -529,7 +550,8 @@ class Batch:
             # The server closed a kept-alive connection just as we reused it: a race,
             # not a fault of this download.  Try again at once, uncounted (as urllib3 does).
             self._close(conn, now)
-            self._enqueue(conn.download, now)
+            if not self._still_split(conn.download, now):
+                self._enqueue(conn.download, now)
             return self._flush(now)
         if conn.host.proxy is not None:
             failure = self._failure_via_proxy(conn, failure)
@@ -542,9 +564,13 @@ class Batch:
                     now,
                 )
         elif failure.unresolved and not failure.retryable:
-            self._close(conn, now)
-            self._abandon_host(conn.host, self._connection_error(conn, failure).reason)
-            self._enqueue(conn.download, now)  # fails it with the host's reason
+            error = self._connection_error(conn, failure)
+            self._abandon_host(conn.host, error.reason)
+            if conn.source is not None:  # in segments (a mirror's name, maybe): that source fails
+                self._attempt_failed(conn, error, now)
+            else:
+                self._close(conn, now)
+                self._enqueue(conn.download, now)  # fails it with the host's reason
         else:
             conn.host.polite.on_congestion()
             self._attempt_failed(conn, self._connection_error(conn, failure), now)
@@ -583,6 +609,38 @@ class Batch:
         self._fail(d, error)
         return self._flush(now)
 
+    def rejected(self, ident: int, start: int, end: int, reason: str, now: float) -> list[Action]:
+        """The store's word that bytes ``[start, end)`` of a file in segments failed their
+        piece's digest (a Metalink's): they are fetched again, and the source that wrote
+        them is blamed: dropped for the file while another is left, else it counts
+        against --retries.  A file whose last piece it was goes back to fetching (the
+        store refused its publication)."""
+        d = self._downloads.get(ident)
+        if d is None or d.split is None or d.state not in (FETCHING, PUBLISHING):
+            return self._flush(now)
+        split = d.split
+        if d.state is PUBLISHING:
+            d.move(FETCHING)
+        for text in split.plan.redo(start, end):
+            source = next((u for u in split.sources if u.text == text), None)
+            if source is not None:
+                self._blame(d, split, source, reason, now)
+        if d.split is split:  # not failed for it
+            self._want_pieces(d, now)
+        return self._flush(now)
+
+    def _blame(self, d: t.Download, split: Split, source: URL, reason: str, now: float) -> None:
+        if len(split.sources) > 1:
+            split.drop(source, reason)
+            return
+        split.failures[source.text] += 1
+        tries = split.failures[source.text]
+        if tries <= self.options.retries:
+            self._out.append(Retrying(d.id, d.job.url.text, reason, 0.0, tries))
+        else:
+            gave_up = f"{reason} (gave up after {self.options.retries} retries)"
+            self._drop_source(d, source, gave_up, now)
+
     def timer(self, now: float) -> list[Action]:
         while self._timers and self._timers[0][0] <= now:
             _, _, item = heapq.heappop(self._timers)
@@ -602,17 +660,25 @@ class Batch:
     # --- one connection's exchange --------------------------------------------------
     def _send_request(self, conn: _Conn, now: float) -> None:
         d = conn.download
+        if d.finished is not None:  # its control file lists ranges: resume them
+            self._plan_from_record(d)
+        if d.split is not None and not self._take_piece(conn, d.split):
+            return
         d.position = d.offset
         conn.exchanges += 1
         conn.answered = False
-        fields = self._request_fields.of(d)
-        cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
+        url = d.url
+        if conn.piece is None:
+            fields = self._request_fields.of(d)
+        else:
+            fields = self._piece_fields(conn, conn.piece)
+            url = conn.source or url
+        cookie = None if self._cookies is None else self._cookies.cookies_for(url)
         if cookie is not None:
             fields += _cookie_field(d, cookie)
         if conn.proxy_fields is None:
-            data = conn.http.request_with(d.url.target, fields)
+            data = conn.http.request_with(url.target, fields)
         else:  # to an HTTP proxy: the whole URL (absolute-form), and its credentials
-            url = d.url
             target = f"{url.scheme}://{url.host_header}{url.target}"
             data = conn.http.request_with(target, fields + conn.proxy_fields)
         self._send_spaced(conn, Send(conn.id, data), now)
@@ -651,7 +717,7 @@ class Batch:
         else:  # closed by its own bytes
             self._throttle.received_closed(count, now)
             return
-        hold = self._throttle.received(conn_id, count, now, streams=link is not None)
+        hold = self._throttle.received(conn_id, count, now)
         if hold is not None:
             self._out.append(hold)
             for transfer in watched:
@@ -666,6 +732,9 @@ class Batch:
     def _start_link(self, conn: _Conn, now: float) -> None:
         """Make ``conn`` the host's HTTP/2 connection, its download the first stream.  A
         second connection opened before the first spoke HTTP/2 gives its download to it."""
+        if conn.download.split is not None:  # no segments over HTTP/2: the stream takes it whole
+            self._leave_split(conn, conn.download.split)
+            self._drop_split(conn.download, now)
         del self._conns[conn.id]
         host = conn.host
         if host.link is not None:
@@ -742,8 +811,6 @@ class Batch:
         for number, stream in link.streams.items():
             self._unhold(stream)
             del self._conns[stream.id]
-            if self._throttle is not None:
-                self._throttle.forget(stream.id)
             unprocessed = processed is not None and number > processed
             if link.ended and (unprocessed or not stream.answered):
                 self._enqueue(stream.download, now)
@@ -788,6 +855,238 @@ class Batch:
             self._close_link(link, now)
         else:
             self._mark_ready(host, now)
+
+    # --- segments: one file over several connections (core/segments.py) -----------
+    def _maybe_split(self, conn: _Conn, head: Head, now: float) -> None:
+        """Fetch the accepted file in segments when it is worth it and can be proven
+        safe: a known size, a validator for If-Range, an answer that honours ranges."""
+        d, opts = conn.download, self.options
+        if d.size is None or not d.validator or d.size - d.position < 2 * opts.min_split_size:
+            return
+        if head.status != 206 and (head.text(_ACCEPT_RANGES) or "").strip().lower() != "bytes":
+            return
+        finished = [(0, d.position)] if d.position else []
+        plan = Plan(d.size, opts.split, opts.min_split_size, finished)
+        if len(plan.pieces) < 2:
+            return
+        d.split = self._new_split(d, plan, now, opened=True)  # conn.held is its Open
+        self._take_piece(conn, d.split)  # the first piece: this answer's body starts it
+        self._want_pieces(d, now)
+
+    def _plan_from_record(self, d: t.Download) -> None:
+        """Resume a file its control file says was fetched in segments: the ranges it
+        lists stay, the gaps are fetched (as segments, with -s)."""
+        finished, d.finished = d.finished, None
+        assert finished is not None and d.size is not None
+        plan = Plan(d.size, self.options.split, self.options.min_split_size, list(finished))
+        if plan.complete:  # every byte is there: a range past the end (416) proves the version
+            d.offset = d.size
+            return
+        d.split = self._new_split(d, plan, self._now)
+
+    def _new_split(self, d: t.Download, plan: Plan, now: float, opened: bool = False) -> Split:
+        """The split of ``d``: its ranges from the URL in use and from every mirror left
+        (taken from ``d.sources``; those still usable go back if the split is dropped)."""
+        mirrors: list[URL] = []
+        if d.sources is not None:
+            mirrors, d.sources.left = list(d.sources.left), deque()
+        return Split(plan, now + CHECKPOINT_AFTER, [d.url, *mirrors], d.validator, opened)
+
+    def _join(self, conn: _Conn, split: Split, url: URL, counted: bool = False) -> None:
+        """``conn`` works on ``split``'s file, asking ``url`` (``counted``: as wanted)."""
+        conn.source = url
+        split.conns.add(conn.id)
+        if not counted:
+            split.using[url.text] += 1
+
+    def _leave_split(self, conn: _Conn, split: Split) -> None:
+        if conn.id in split.conns:
+            split.conns.discard(conn.id)
+            split.using[(conn.source or conn.download.url).text] -= 1
+        if conn.piece is not None:
+            split.plan.release(conn.piece)
+            conn.piece = None
+
+    def _take_piece(self, conn: _Conn, split: Split) -> bool:
+        """Give ``conn`` the next range of ``split``'s file; False (and it is closed) when
+        none is worth a request, or its source was dropped meanwhile."""
+        if conn.id not in split.conns:  # a connection the download itself came with
+            self._join(conn, split, conn.download.url)
+        piece = None if conn.source not in split.sources else split.plan.take(conn.id)
+        if piece is None:
+            self._close(conn, self._now)
+            return False
+        conn.piece, conn.began = piece, (self._now, piece.done)
+        piece.source = conn.source.text if conn.source is not None else None  # to blame
+        return True
+
+    def _piece_fields(self, conn: _Conn, piece: Piece) -> bytes:
+        d, split = conn.download, conn.download.split
+        assert split is not None and conn.source is not None
+        validator = split.validators.get(conn.source.text)
+        return encode_fields(d.request_headers(piece, conn.source, validator))
+
+    def _want_pieces(self, d: t.Download, now: float) -> None:
+        """Ask the sources' hosts for the connections ``d``'s plan can use now, one source
+        at a time (``Split.pick``); ``_next_to_connect`` opens them."""
+        split = d.split
+        assert split is not None
+        for _ in range(split.more_wanted()):
+            url = split.pick()
+            split.wanted += 1
+            split.using[url.text] += 1
+            host = self._host_for(url)
+            host.wanted.append((d, split, url))
+            self._mark_ready(host, now)
+
+    def _next_to_connect(self, host: _Host) -> tuple[t.Download | None, URL | None]:
+        """What a new connection to ``host`` is for: a file in segments that asked for one
+        more (first: it is under way), and the source it asks; else the next download
+        queued, and None."""
+        while host.wanted:
+            d, split, url = host.wanted.popleft()
+            if split is d.split:
+                split.wanted -= 1
+                if d.state is FETCHING and url in split.sources:
+                    return d, url
+                split.using[url.text] -= 1
+        return (self._take(host) if host.pending else None), None
+
+    def _still_split(self, d: t.Download, now: float) -> bool:
+        """Whether ``d`` goes on over its other connections (one more is asked for) after
+        losing one uncounted; False: it has no other, and is queued as usual."""
+        if d.split is None or not d.split.conns:
+            return False
+        self._want_pieces(d, now)
+        return True
+
+    def _on_piece_head(self, conn: _Conn, piece: Piece, head: Head, now: float) -> None:
+        d, split, source, status = conn.download, conn.download.split, conn.source, head.status
+        assert split is not None and source is not None and d.size is not None
+        if status >= 400:
+            if status in (429, 503):
+                conn.host.polite.on_congestion()
+            reason = f"HTTP {status} for bytes {piece.next}-{piece.end - 1}"
+            self._attempt_failed(conn, HTTPStatusError(source.text, reason, status=status), now)
+            return
+        validator = _strong(head)
+        known = split.validators.get(source.text)  # None: a mirror's first answer
+        verdict = judge(piece, status, t.content_range(head), validator, known, d.size)
+        if verdict.action == "keep":
+            split.validators.setdefault(source.text, validator)
+            self._keep_piece(conn, split, piece, now)
+        elif source != split.origin:  # a mirror not serving this file's bytes: not for it
+            self._close(conn, now)
+            self._drop_source(d, source, f"{verdict.reason} (as a mirror)", now)
+        elif verdict.action == "degrade" and len(split.conns) > 1:
+            split.plan.degrade()  # the others finish the file, taking this range too
+            self._close(conn, now)
+        else:
+            self._restart_split(d, verdict.reason, now)
+
+    def _keep_piece(self, conn: _Conn, split: Split, piece: Piece, now: float) -> None:
+        d = conn.download
+        if not split.opened:  # the run's first answer for it: the store opens the part
+            split.opened = True
+            conn.held = piece.next
+            if self._starts:
+                assert d.path is not None
+                done = split.plan.bytes_done
+                self._out.append(Started(d.id, d.job.url.text, d.path, done, d.size))
+        self._want_pieces(d, now)
+
+    def _write_piece(self, conn: _Conn, piece: Piece, data: Chunk, now: float) -> None:
+        d, split = conn.download, conn.download.split
+        assert split is not None
+        if conn.held is not None:
+            self._unhold(conn)
+        at, count = piece.next, len(data)
+        kept = split.plan.wrote(piece, count)
+        if kept == count:
+            self._out.append(Write(d.id, at, data))
+        elif kept:  # the range shrank (another connection took its end) since ``pipeable``
+            self._out.append(Write(d.id, at, _first(data, kept)))
+        if split.plan.complete:
+            for other in list(split.conns):
+                self._close(self._conns[other], now)
+            self._publish(d)
+        elif kept < count:  # the rest is another connection's range: this answer is done
+            self._close(conn, now)
+            self._want_pieces(d, now)
+        elif now >= split.checkpoint_at:
+            split.checkpoint_at = now + CHECKPOINT_AFTER
+            self._out.append(Checkpoint(d.id))
+
+    def _end_piece(self, conn: _Conn, piece: Piece, now: float) -> None:
+        d, split = conn.download, conn.download.split
+        if piece.remaining:
+            reason = f"the range ended at byte {piece.next} of {piece.end}"
+            self._attempt_failed(conn, ProtocolError(d.url.text, reason), now)
+            return
+        assert split is not None and conn.source is not None
+        began, done = conn.began
+        split.measured(conn.source, piece.done - done, now - began)
+        split.plan.release(piece)
+        conn.piece = None
+        if conn.http.reusable and not split.better_than(conn.source):
+            self._send_request(conn, now)  # its next range (or it is closed: none left)
+        else:
+            self._close(conn, now)
+            self._want_pieces(d, now)
+
+    def _piece_failed(self, d: t.Download, conn: _Conn, error: DownloadError, now: float) -> None:
+        """One connection of a file in segments failed; the others go on.  Its source is
+        dropped for this file once it failed --retries times, or for good at once."""
+        split, source = d.split, conn.source
+        assert split is not None and source is not None
+        split.failures[source.text] += 1
+        tries = split.failures[source.text]
+        if error.retryable and tries <= self.options.retries:
+            self._out.append(Retrying(d.id, d.job.url.text, error.reason, 0.0, tries))
+            self._want_pieces(d, now)
+            return
+        reason = error.reason
+        if error.retryable:
+            reason = f"{reason} (gave up after {self.options.retries} retries)"
+        self._drop_source(d, source, reason, now, type(error), error.status)
+
+    def _drop_source(
+        self,
+        d: t.Download,
+        source: URL,
+        reason: str,
+        now: float,
+        kind: type[DownloadError] = IntegrityError,
+        status: int | None = None,
+    ) -> None:
+        """``source`` fails for this file; the file fails once every source has."""
+        split = d.split
+        assert split is not None
+        split.drop(source, reason)
+        if split.sources:
+            self._want_pieces(d, now)
+            return
+        split.dropped.pop()  # ``_fail`` records the last one's reason, as any source's
+        self._fail(d, kind(source.text, reason, status=status))
+
+    def _restart_split(self, d: t.Download, reason: str, now: float) -> None:
+        """Another version answered a range: nothing on disk is spliced with it."""
+        self._drop_split(d, now)
+        d.size = d.etag = d.last_modified = None
+        self._retry(d, ProtocolError(d.url.text, reason), now, wait=0.0)
+
+    def _drop_split(self, d: t.Download, now: float) -> None:
+        """Fetch ``d`` on one connection from now on (its others are closed); the ranges
+        on disk are no prefix, so the next attempt starts from zero.  The mirrors still
+        usable go back to ``d.sources``, for a failure to move to."""
+        split, d.split = d.split, None
+        assert split is not None
+        for conn_id in list(split.conns):
+            self._close(self._conns[conn_id], now)
+        if d.sources is not None:
+            d.sources.left.extend(url for url in split.sources if url != d.url)
+            d.sources.dropped += [(u, r) for u, r in split.dropped if u != d.url.text]
+        d.offset = 0
 
     # --- through a proxy ----------------------------------------------------------
     def _connect_via(self, conn: _Conn, proxy: Proxy) -> None:
@@ -881,7 +1180,8 @@ class Batch:
         if conn.held is not None:
             d = conn.download
             assert d.path is not None
-            self._out.append(Open(d.id, d.path, conn.held, d.record()))
+            pieces = None if d.split is None else d.job.pieces  # checked as they land
+            self._out.append(Open(d.id, d.path, conn.held, d.record(), pieces))
         elif conn.saving is not None:
             self._out += conn.saving.split()
         conn.held = conn.saving = None
@@ -891,6 +1191,9 @@ class Batch:
         d = conn.download
         if self._cookies is not None and head.find(_SET_COOKIE) is not None:
             self._cookies.store_cookies(d.url, head.every(_SET_COOKIE))  # redirects' too
+        if conn.piece is not None:
+            self._on_piece_head(conn, conn.piece, head, now)
+            return
         decision = d.on_head(head, None if self._epoch is None else self._epoch + now)
         self._DECISIONS[type(decision)](self, conn, decision, head, now)
 
@@ -903,6 +1206,8 @@ class Batch:
         conn.checkpoint_at = now + CHECKPOINT_AFTER
         assert d.path is not None
         conn.held = decision.offset  # its Open, unless the body comes whole: see ``_write``
+        if self.options.split > 1 and type(conn) is _Conn:
+            self._maybe_split(conn, head, now)
         if self._starts:
             self._out.append(Started(d.id, d.job.url.text, d.path, decision.offset, d.size))
 
@@ -945,6 +1250,9 @@ class Batch:
     }
 
     def _write(self, conn: _Conn, data: Chunk, now: float) -> None:
+        if conn.piece is not None:
+            self._write_piece(conn, conn.piece, data, now)
+            return
         d = conn.download
         end = d.position + len(data)
         if conn.held is not None or conn.saving is not None:
@@ -964,6 +1272,9 @@ class Batch:
             self._out.append(Checkpoint(d.id))
 
     def _on_end(self, conn: _Conn, now: float) -> None:
+        if conn.piece is not None:
+            self._end_piece(conn, conn.piece, now)
+            return
         d = conn.download
         saving, conn.saving = conn.saving, None
         if saving is None:
@@ -1035,7 +1346,12 @@ class Batch:
 
     def _attempt_failed(self, conn: _Conn, error: DownloadError, now: float) -> None:
         self._close(conn, now)
-        self._retry(conn.download, error, now)
+        d = conn.download
+        # One of several connections of a file in segments (its source set as it joined).
+        if d.split is not None and conn.source is not None and d.split.conns:
+            self._piece_failed(d, conn, error, now)
+        else:
+            self._retry(d, error, now)
 
     def _sweep(self, now: float) -> None:
         """Abort attempts that stalled, or that crawl below --lowest-speed."""
@@ -1105,14 +1421,18 @@ class Batch:
         d.renames = 0
         self._prepare(d, d.candidate_name())  # the store answers, then it is queued
 
-    def _enqueue(self, d: t.Download, now: float) -> None:
-        host = self._hosts.get(d.url.origin)
+    def _host_for(self, url: URL) -> _Host:
+        host = self._hosts.get(url.origin)
         if host is None:
             prior = self.options.http2_prior_knowledge
             polite = Aimd(self.options.per_host)
-            host = self._hosts[d.url.origin] = _Host(d.url.origin, polite, prior)
+            host = self._hosts[url.origin] = _Host(url.origin, polite, prior)
             if self._proxies is not None:
-                host.proxy = self._proxies.for_origin(d.url.scheme, d.url.host)
+                host.proxy = self._proxies.for_origin(url.scheme, url.host)
+        return host
+
+    def _enqueue(self, d: t.Download, now: float) -> None:
+        host = self._host_for(d.url)
         if host.unknown is not None:
             self._fail(d, DownloadError(d.url.text, host.unknown))
             return
@@ -1143,19 +1463,7 @@ class Batch:
         self, d: t.Download, error: DownloadError, now: float, wait: float | None = None
     ) -> float | None:
         """Schedule another attempt and return its delay, or fail ``d`` and return None."""
-        if not error.retryable:
-            self._fail(d, error)
-            return None
-        d.attempts += 1
-        if d.attempts > self.options.retries:
-            self._fail(
-                d,
-                type(error)(
-                    error.url,
-                    f"{error.reason} (gave up after {self.options.retries} retries)",
-                    status=error.status,
-                ),
-            )
+        if not self._may_retry(d, error):
             return None
         opts = self.options
         if wait is None:
@@ -1165,6 +1473,20 @@ class Batch:
         d.move(WAITING)
         heapq.heappush(self._timers, (now + wait, next(self._ids), d))
         return wait
+
+    def _may_retry(self, d: t.Download, error: DownloadError) -> bool:
+        """Count another attempt of ``d``, or fail it: ``error`` is final, or --retries
+        are spent."""
+        if not error.retryable:
+            self._fail(d, error)
+            return False
+        d.attempts += 1
+        if d.attempts > self.options.retries:
+            retries = self.options.retries
+            reason = f"{error.reason} (gave up after {retries} retries)"
+            self._fail(d, type(error)(error.url, reason, status=error.status))
+            return False
+        return True
 
     def _adopt_server_name(self, d: t.Download, head: Head) -> None:
         """Publish under the server's Content-Disposition name, when it is usable.
@@ -1201,6 +1523,8 @@ class Batch:
         )
 
     def _fail(self, d: t.Download, error: DownloadError) -> None:
+        if d.split is not None:
+            self._drop_split(d, self._now)
         if d.sources is not None:
             source = d.sources.next_after(error, d.size)
             # Not once publishing (a bad whole-file checksum): the part is discarded then,
@@ -1220,12 +1544,19 @@ class Batch:
         self._enqueue(d, self._now)
 
     def _end(self, d: t.Download) -> None:
+        if self._throttle is not None:
+            self._throttle.ended(d.id)
         self._unfinished -= 1
         self.done = not self._unfinished
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:
-        if not host.queued and host.pending and self._has_room(host) and host.paused_until <= now:
+        if (
+            not host.queued
+            and (host.pending or host.wanted)
+            and self._has_room(host)
+            and host.paused_until <= now
+        ):
             host.queued = True
             self._ready.append(host)
 
@@ -1243,17 +1574,24 @@ class Batch:
         while self._ready and len(self._conns) < self.max_connections:
             host = self._ready.popleft()
             host.queued = False
-            if not host.pending or not self._has_room(host) or host.paused_until > now:
+            if not self._has_room(host) or host.paused_until > now:
                 continue
             if self._spacing is not None and self._spaced(host, now):
                 continue
             if host.link is not None:
-                self._open_stream(host.link, self._take(host), now)
+                if host.pending:
+                    self._open_stream(host.link, self._take(host), now)
                 self._mark_ready(host, now)
                 continue
-            conn = _Conn(next(self._ids), host, self._take(host), now, self)
+            d, source = self._next_to_connect(host)
+            if d is None:
+                continue
+            conn = _Conn(next(self._ids), host, d, now, self)
             if self._spacing is not None:  # one connection opens per turn, not all at once
                 conn.turn = self._spacing.book(host.origin[1], now)
+            if source is not None:  # a file in segments asked for it: it joins at once
+                assert d.split is not None
+                self._join(conn, d.split, source, counted=True)
             self._conns[conn.id] = conn
             host.open += 1
             if host.proxy is None:
@@ -1268,11 +1606,14 @@ class Batch:
     def _close(self, conn: _Conn, now: float) -> None:
         if self._conns.pop(conn.id, None) is None:
             return
-        if self._throttle is not None:
-            self._throttle.forget(conn.id)
         if type(conn) is _Stream:
             self._close_stream(conn, now)
             return
+        if self._throttle is not None:
+            self._throttle.forget(conn.id)
+        split = conn.download.split
+        if split is not None:
+            self._leave_split(conn, split)
         conn.http.abandon()
         self._out.append(Close(conn.id))
         conn.host.open -= 1
@@ -1288,6 +1629,18 @@ class Batch:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out
+
+
+def _strong(head: Head) -> str | None:
+    """The answer's validator for If-Range: a strong ETag, else Last-Modified."""
+    etag = head.text(_ETAG)
+    return etag if etag and not etag.startswith("W/") else head.text(_LAST_MODIFIED)
+
+
+def _first(data: Chunk, count: int) -> Chunk:
+    """The first ``count`` bytes of ``data``; of ``Piped`` ones, the rest stays in the pipe
+    (not ``emptied``: the engine clears it before its next body)."""
+    return Piped(count, data.pipe) if isinstance(data, Piped) else data[:count]
 
 
 def _proxy_choice(options: Options) -> ProxyChoice | None:

@@ -17,8 +17,14 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Final
 
-CHECKSUM_ALGORITHMS = {"sha-256": "sha256", "sha-1": "sha1", "sha-512": "sha512", "md5": "md5"}
-_HEX_LENGTH = {"sha256": 64, "sha1": 40, "sha512": 128, "md5": 32}
+CHECKSUM_ALGORITHMS = {
+    "sha-256": "sha256",
+    "sha-1": "sha1",
+    "sha-512": "sha512",
+    "sha-384": "sha384",
+    "md5": "md5",
+}
+HEX_LENGTH = {"sha256": 64, "sha1": 40, "sha512": 128, "sha384": 96, "md5": 32}
 
 
 class Checksum(Record):
@@ -38,22 +44,39 @@ class Checksum(Record):
         algo = algo.lower()
         algo = CHECKSUM_ALGORITHMS.get(algo, algo.replace("-", ""))
         digest = digest.strip().lower()
-        if not sep or algo not in _HEX_LENGTH:
+        if not sep or algo not in HEX_LENGTH:
             raise ValueError(
                 f"checksum {text!r}: expected ALGO=HEX with ALGO one of "
                 f"{', '.join(CHECKSUM_ALGORITHMS)}"
             )
-        if len(digest) != _HEX_LENGTH[algo] or not re.fullmatch(r"[0-9a-f]+", digest):
+        if len(digest) != HEX_LENGTH[algo] or not re.fullmatch(r"[0-9a-f]+", digest):
             raise ValueError(f"checksum {text!r}: not a {algo} hex digest")
         return cls(algo, digest)
+
+
+class Pieces(Record):
+    """Expected digests of a file's consecutive pieces of ``length`` bytes (a Metalink's
+    ``<pieces>``; the last piece may be shorter).  A file fetched in segments (-s) has
+    each piece checked as its last byte lands (the store reads it back); a bad one is
+    fetched again, its source blamed.  Otherwise the whole-file checksum decides."""
+
+    __match_args__ = ("length", "algorithm", "hexdigests")
+    __slots__ = __match_args__
+
+    def __init__(self, length: int, algorithm: str, hexdigests: tuple[str, ...]) -> None:
+        self.length: Final = length
+        self.algorithm: Final = algorithm  # a hashlib name, as Checksum's
+        self.hexdigests: Final = hexdigests
 
 
 class Job(Record):
     """One file to fetch.  ``out`` and ``subdir`` are validated relative paths.
     ``mirrors``: more places holding the same file, tried in turn when ``url`` fails
-    (see core/mirrors.py); the file is named after ``url``."""
+    (see core/mirrors.py); the file is named after ``url``.  ``size``: the size the
+    file must have (a Metalink's ``<size>``); a source declaring another is dropped.
+    ``pieces``: per-piece digests (see ``Pieces``)."""
 
-    __match_args__ = ("url", "out", "subdir", "checksum", "headers", "mirrors")
+    __match_args__ = ("url", "out", "subdir", "checksum", "headers", "mirrors", "size", "pieces")
     __slots__ = __match_args__
 
     def __init__(
@@ -64,6 +87,8 @@ class Job(Record):
         checksum: Checksum | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         mirrors: tuple[URL, ...] = (),
+        size: int | None = None,
+        pieces: Pieces | None = None,
     ) -> None:
         self.url: Final = url
         self.out: Final = out
@@ -71,6 +96,8 @@ class Job(Record):
         self.checksum: Final = checksum
         self.headers: Final = headers
         self.mirrors: Final = mirrors
+        self.size: Final = size
+        self.pieces: Final = pieces
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> Job:
@@ -119,11 +146,16 @@ class Options:
     trust_server_names: bool = False  # name a file after the last redirect's URL (wget)
     checksum: Checksum | None = None
     max_filesize: int | None = None
+    # Segments (core/segments.py): a file of known size whose server honours Range is
+    # fetched as up to ``split`` ranges at once, none under ``min_split_size`` (aria2's -s,
+    # --min-split-size; 1: one connection per file, as curl and wget).
+    split: int = 1
+    min_split_size: int = 20 << 20
     lowest_speed: int = 0
     lowest_speed_time: float = 10.0
-    # Rate limits in bytes per second (0: none), as aria2's --max-download-limit and
-    # --max-overall-download-limit, and the least seconds between two requests to one
-    # host (core/rate.py).
+    # Rate limits in bytes per second (0: none): each file, as aria2's --max-download-limit,
+    # and all together, as --max-overall-download-limit; and the least seconds between two
+    # requests to one host (core/rate.py).
     max_rate: int = 0
     max_overall_rate: int = 0
     host_delay: float = 0.0
@@ -151,6 +183,9 @@ class Options:
     journal: str | None = None
     retry_failed: bool = False  # retry jobs the journal says failed in an earlier run
     verify: bool = False  # a journaled done job is skipped only if its file has its size
+    # A .meta4/.metalink URL: fetch the document and download the files it lists (aria2's
+    # --follow-metalink), done by the surface (midair/metalink.py); False saves it as is.
+    follow_metalink: bool = True
 
     def __post_init__(self) -> None:
         for name, low in _WHOLE_NUMBERS.items():
@@ -213,6 +248,8 @@ _WHOLE_NUMBERS = {
     "lowest_speed": 0,
     "max_rate": 0,
     "max_overall_rate": 0,
+    "split": 1,
+    "min_split_size": 1,
 }
 _SECONDS = {
     "timeout": True,
@@ -232,6 +269,7 @@ _FLAGS = (
     "http2_prior_knowledge",
     "retry_failed",
     "verify",
+    "follow_metalink",
 )
 
 

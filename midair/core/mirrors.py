@@ -22,10 +22,12 @@ class Sources:
 
     __slots__ = ("dropped", "left", "size")
 
-    def __init__(self, mirrors: tuple[URL, ...]) -> None:
+    def __init__(self, mirrors: tuple[URL, ...], size: int | None = None) -> None:
         self.left = deque(mirrors)
         self.dropped: list[tuple[str, str]] = []  # (URL, reason), in the order tried
-        self.size: int | None = None  # the size an earlier source declared, if any
+        # The file's size: the job's own (a Metalink's), else the one an earlier source
+        # declared, if any.
+        self.size = size
 
     def next_after(self, error: DownloadError, size: int | None) -> URL | None:
         """The source to try after ``error``, or None: the download fails.  A local

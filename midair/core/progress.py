@@ -87,7 +87,7 @@ class Tracker(MutableRecord):
         self.bytes_done += len(action.data)
         transfer = self.active.get(action.download)
         if transfer is not None:
-            transfer.done = action.offset + len(action.data)
+            transfer.done += len(action.data)  # segments land anywhere: count, not place
 
     def _started(self, action: Started) -> None:
         self.active[action.download] = Transfer(action.url, action.path, action.offset, action.size)

@@ -1,10 +1,11 @@
 """Rate limits and request spacing: when a connection may be read, and a host asked, again.
 
-``--max-rate`` bounds each connection, ``--max-overall-rate`` the whole batch, each by
-a token bucket (``Bucket``) filled at the rate and spent by the bytes received.  An
-engine has read a chunk before the core counts it, so a bucket may go into debt: the
-connection is then held (``Hold``) until the debt is paid back, and released
-(``Release``) by the batch's timer.  Bytes received by any time ``T`` are at most
+``--max-rate`` bounds each transfer (a file, as aria2's --max-download-limit: all its
+connections together under ``-s``, its stream over HTTP/2), ``--max-overall-rate``
+the whole batch, each by a token bucket (``Bucket``) filled at the rate and spent by
+the bytes received.  An engine has read a chunk before the core counts it, so a bucket
+may go into debt: the connection is then held (``Hold``) until the debt is paid back,
+and released (``Release``) by the batch's timer.  Bytes received by any time ``T`` are at most
 ``depth + rate * T`` plus one read, so the long-run rate holds whatever the read size;
 ``read_size`` keeps that one read small next to a second's worth (``READS_PER_SECOND``),
 so even a short transfer takes as long as its rate says.
@@ -16,10 +17,12 @@ one read, often on a connection its end closes, where no hold can reach: its byt
 count all the same, and while the overall bucket is in debt no new connection or
 stream opens (``overdrawn``), so many small files keep to the rate too.
 
-An HTTP/2 connection carries several transfers: each stream has its own bucket,
-spent by its bytes within a read (``stream``), and the connection is held until the
-most overdrawn of them is paid back.  No stream passes its rate; streams that share a
-connection unevenly may get less than theirs (the connection is held for the busiest).
+A read is counted by transfer first (``transfer``: the batch tells whose bytes they
+were) and then as a whole (``received``): a connection is held until the debt of the
+most overdrawn transfer it carried is paid back.  The other connections of a file in
+segments are held at their own next reads.  An HTTP/2 connection carries several
+transfers: no stream passes its rate, but streams that share a connection unevenly
+may get less than theirs (the connection is held for the busiest).
 
 ``--host-delay`` (``Spacing``) books each host's requests at least that far apart.  A
 new connection books its first request's turn as it opens, so connections open one per
@@ -79,32 +82,32 @@ class Throttle:
 
     __slots__ = (
         *("_buckets", "_due", "_held", "_overall", "_owed", "_wake"),
-        *("overall", "per_connection"),
+        *("overall", "per_transfer"),
     )
 
-    def __init__(self, per_connection: int, overall: int) -> None:
-        self.per_connection = per_connection  # bytes/s, 0: none
+    def __init__(self, per_transfer: int, overall: int) -> None:
+        self.per_transfer = per_transfer  # bytes/s, 0: none
         self.overall = overall
         self._overall: Bucket | None = None  # made at the first bytes, with their ``now``
-        self._buckets: dict[int, Bucket] = {}  # by connection
+        self._buckets: dict[int, Bucket] = {}  # by transfer (the batch's download id)
         self._held: dict[int, float] = {}  # connection -> the end of its current hold
         self._due: list[tuple[float, int]] = []  # (end, connection), a heap; stale ones stay
-        self._owed: dict[int, float] = {}  # HTTP/2 connection -> its streams' latest debt end
+        self._owed: dict[int, float] = {}  # connection -> its transfers' latest debt end
         self._wake = 0.0  # when the batch's timer comes for new connections (``overdrawn``)
 
-    def stream(self, conn: int, stream: int, count: int, now: float) -> None:
-        """``count`` bytes of HTTP/2 stream ``stream`` came in the read of ``conn`` being
-        counted: its own --max-rate (then ``received`` for the whole read, ``streams``)."""
-        if self.per_connection:
-            until = self._spend(stream, count, now)
-            self._owed[conn] = max(self._owed.get(conn, now), until)
+    def transfer(self, conn: int, transfer: int, count: int, now: float) -> None:
+        """``count`` bytes of ``transfer`` (a file: all its connections' bytes, its streams')
+        came in the read of ``conn`` being counted: its --max-rate.  Then ``received``."""
+        if self.per_transfer:
+            bucket = self._buckets.get(transfer)
+            if bucket is None:
+                bucket = self._buckets[transfer] = Bucket(self.per_transfer, now)
+            self._owed[conn] = max(self._owed.get(conn, now), bucket.spend(count, now))
 
-    def received(self, conn: int, count: int, now: float, streams: bool = False) -> Hold | None:
-        """``count`` bytes came on ``conn``: a ``Hold`` if it must pause, else None.
-        ``streams``: an HTTP/2 connection's, each stream's counted by ``stream`` already."""
+    def received(self, conn: int, count: int, now: float) -> Hold | None:
+        """The read of ``count`` bytes on ``conn`` is counted: a ``Hold`` if it must pause
+        (for a transfer's debt or the batch's), else None."""
         until = self._owed.pop(conn, now)
-        if self.per_connection and not streams:
-            until = self._spend(conn, count, now)
         if self.overall:
             until = max(until, self._spend_overall(count, now))
         if until <= now:
@@ -137,12 +140,6 @@ class Throttle:
             self._overall = Bucket(self.overall, now)
         return self._overall.spend(count, now)
 
-    def _spend(self, key: int, count: int, now: float) -> float:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = Bucket(self.per_connection, now)
-        return bucket.spend(count, now)
-
     def releases(self, now: float) -> list[Release]:
         """The holds that ended by ``now``, as actions."""
         due, held, out = self._due, self._held, []
@@ -158,10 +155,13 @@ class Throttle:
         return self._due[0][0] if self._due else None
 
     def forget(self, conn: int) -> None:
-        """``conn`` (or a stream) is closed: no bucket and no release for it."""
-        self._buckets.pop(conn, None)
+        """``conn`` is closed: no release for it, nor debt left to its next read."""
         self._held.pop(conn, None)
         self._owed.pop(conn, None)
+
+    def ended(self, transfer: int) -> None:
+        """``transfer`` finished or failed: its bucket goes (a retry keeps it)."""
+        self._buckets.pop(transfer, None)
 
 
 class Spacing:

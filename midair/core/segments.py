@@ -25,12 +25,15 @@ Which URL serves a piece is a choice (``Sources``): one URL by default; mirrors
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 
 from .records import MutableRecord, Record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Final, Protocol
+
+    from .urls import URL
 
     class Sources(Protocol):
         """Which URL serves a piece: asked each time a connection takes one."""
@@ -39,8 +42,9 @@ if TYPE_CHECKING:
 
 
 DEFAULT_MIN_SPLIT_SIZE = 20 << 20  # aria2's --min-split-size default
-# A range smaller than this is not worth a new request: stealing leaves it alone.
-MIN_STEAL = 64 << 10
+# A range smaller than this is not worth a new request: stealing leaves it alone.  Small,
+# so the tail on a slow connection (a slow mirror) is short: 32 KiB at most at its pace.
+MIN_STEAL = 16 << 10
 
 
 class OneSource:
@@ -184,10 +188,16 @@ class Plan:
 
     @property
     def connections(self) -> int:
-        """How many connections are worth having now (within -s)."""
-        waiting = sum(1 for p in self.pieces if p.owner is None and p.remaining)
-        busy = sum(1 for p in self.pieces if p.owner is not None and p.remaining)
-        return min(self.split, busy + waiting)
+        """How many connections are worth having now (within -s): one per piece in
+        flight or waiting, and one more per piece in flight with half worth stealing."""
+        waiting = busy = stealable = 0
+        for p in self.pieces:
+            if p.owner is None:
+                waiting += p.remaining > 0
+            elif p.remaining:
+                busy += 1
+                stealable += p.remaining >= 2 * MIN_STEAL
+        return min(self.split, busy + waiting + stealable)
 
     # --- what a connection reports ------------------------------------------------
     def wrote(self, piece: Piece, count: int) -> int:
@@ -211,6 +221,20 @@ class Plan:
         piece.end = after.end
         return self.wrote(piece, count)
 
+    def redo(self, start: int, end: int) -> set[str]:
+        """Bytes ``[start, end)`` proved bad: fetch them again.  Returns the sources of
+        the pieces that wrote them (to blame).  A piece in flight keeps its identity and
+        its next byte (its connection writes on where it was); what each piece had
+        written, less the bad bytes, counts as finished."""
+        blamed = {p.source for p in self.pieces if p.done and p.start < end and start < p.next}
+        finished = [*self.finished, *((p.start, p.next) for p in self.pieces if p.done)]
+        self.finished = [kept for s, e in finished for kept in subtract(s, e, start, end)]
+        for p in self.pieces:
+            p.start, p.done = p.next, 0
+        self.pieces = [p for p in self.pieces if p.remaining or p.owner is not None]
+        self._add(Piece(start, end))
+        return {source for source in blamed if source is not None}
+
     def release(self, piece: Piece) -> None:
         """The connection fetching ``piece`` is gone: the piece waits again, what
         it wrote kept (its own retry rules decided this is not a failure)."""
@@ -222,6 +246,11 @@ class Plan:
         self.split = 1
 
     # --- state ----------------------------------------------------------------------
+    @property
+    def bytes_done(self) -> int:
+        """Bytes on disk: what a resumed transfer starts its progress from."""
+        return sum(end - start for start, end in self.written())
+
     @property
     def complete(self) -> bool:
         return all(not p.remaining for p in self.pieces)
@@ -236,6 +265,87 @@ class Plan:
             else:
                 merged.append((start, end))
         return merged
+
+
+class Split:
+    """One download fetched in segments: its ``plan``, the connections working on it
+    (``conns``, by id: each owns a piece, or is connecting to take one), and how many
+    more it asked for (``wanted``).  ``opened``: the store has the part file open for
+    this run (its ``Open`` went out with the first accepted answer).
+
+    Its ``sources`` are the URL in use and the job's mirrors: each new connection goes to
+    the one ``pick`` prefers (one not yet measured, else the fastest), and a source
+    that fails for good is dropped for this file, its reason kept (``drop``).
+    """
+
+    __slots__ = (
+        *("checkpoint_at", "conns", "opened", "plan", "wanted", "origin", "sources", "dropped"),
+        *("validators", "rates", "using", "failures"),
+    )
+
+    def __init__(
+        self,
+        plan: Plan,
+        checkpoint_at: float,
+        sources: list[URL],
+        validator: str | None,
+        opened: bool = False,
+    ) -> None:
+        self.plan = plan
+        self.conns: set[int] = set()
+        self.wanted = 0
+        self.opened = opened
+        self.checkpoint_at = checkpoint_at  # when to write the control file next
+        self.origin = sources[0]  # where the first answer came from: its validator rules
+        self.sources = sources  # those still usable
+        self.dropped: list[tuple[str, str]] = []  # (URL, reason), in the order dropped
+        # What each source's answers must carry (If-Range): the first's from its first
+        # answer, a mirror's from its own first range (servers' validators differ).
+        self.validators: dict[str, str | None] = {sources[0].text: validator}
+        self.rates: dict[str, float] = {}  # bytes/s of each source's last finished range
+        self.using: Counter[str] = Counter()  # connections (and wanted ones) per source
+        self.failures: Counter[str] = Counter()  # failed ranges per source
+
+    def more_wanted(self) -> int:
+        """How many more connections to ask for: what the plan can use, less those it
+        has or asked for; none once no source is left."""
+        if not self.sources:
+            return 0
+        return max(0, self.plan.connections - len(self.conns) - self.wanted)
+
+    def pick(self) -> URL:
+        """The source for one more connection: one nobody has tried yet, else the fastest
+        measured (those not measured yet count as slowest), fewest connections first."""
+        using, rates = self.using, self.rates
+
+        def preference(url: URL) -> tuple[bool, float, int]:
+            untried = url.text not in rates and not using[url.text]
+            return untried, rates.get(url.text, 0.0), -using[url.text]
+
+        return max(self.sources, key=preference)
+
+    def better_than(self, url: URL) -> bool:
+        """Whether a connection to another source would do better than one to ``url``:
+        one untried, or one measured at least twice as fast."""
+        best = self.pick()
+        if best == url:
+            return False
+        rate = self.rates.get(best.text)
+        return rate is None or rate >= 2 * self.rates.get(url.text, 0.0)
+
+    def drop(self, url: URL, reason: str) -> None:
+        if url in self.sources:
+            self.sources.remove(url)
+            self.dropped.append((url.text, reason))
+
+    def measured(self, url: URL, count: int, seconds: float) -> None:
+        if seconds > 0:
+            self.rates[url.text] = count / seconds
+
+
+def subtract(s: int, e: int, start: int, end: int) -> list[tuple[int, int]]:
+    """``[s, e)`` less ``[start, end)``: none, one or two ranges."""
+    return [(a, b) for a, b in ((s, min(e, start)), (max(s, end), e)) if a < b]
 
 
 def judge(

@@ -43,7 +43,8 @@ MOVES: dict[DownloadState, frozenset[DownloadState]] = {
     S.QUEUED: frozenset({S.QUEUED, S.FETCHING, S.FAILED}),
     S.WAITING: frozenset({S.QUEUED, S.FAILED}),
     S.FETCHING: frozenset({S.QUEUED, S.WAITING, S.PREPARING, S.PUBLISHING, S.FAILED}),
-    S.PUBLISHING: frozenset({S.FINISHED, S.FAILED}),
+    # Back to FETCHING: a piece failed its digest as the file's last byte landed.
+    S.PUBLISHING: frozenset({S.FINISHED, S.FAILED, S.FETCHING}),
     S.FINISHED: frozenset(),
     S.FAILED: frozenset(),
 }

@@ -31,6 +31,8 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Final
 
+    from .segments import Piece, Split
+
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
@@ -42,6 +44,9 @@ _LAST_MODIFIED = field_key(b"last-modified")
 _CONTENT_RANGE_FIELD = field_key(b"content-range")
 _RETRY_AFTER = field_key(b"retry-after")
 _DATE = field_key(b"date")
+_LINK = field_key(b"link")
+_DIGEST = field_key(b"digest")
+_REPR_DIGEST = field_key(b"repr-digest")
 # User headers that must not follow a redirect to another origin.
 _ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 
@@ -139,6 +144,7 @@ class Download:
         "attempts",
         "checksum",
         "etag",
+        "finished",
         "hops",
         "id",
         "job",
@@ -151,6 +157,7 @@ class Download:
         "size",
         "source",
         "sources",
+        "split",
         "state",
         "target",
         "url",
@@ -162,7 +169,7 @@ class Download:
         self.options = options
         self.url = self.source = job.url  # source: the URI (of the job's) now in use
         # The job's other URIs, only when it has some (see core/mirrors.py).
-        self.sources = Sources(job.mirrors) if job.mirrors else None
+        self.sources = Sources(job.mirrors, job.size) if job.mirrors else None
         self.hops = 0
         self.attempts = 0
         self.path: str | None = None
@@ -174,6 +181,10 @@ class Download:
         self.checksum = job.checksum or options.checksum
         self.renames = 0  # how many names were taken before ours: NAME.renames
         self.target: str | None = None  # set when the server names the file
+        # Fetched in segments (core/segments.py): the plan and its connections, or None.
+        # ``finished`` is set from a control file until a plan takes it over.
+        self.split: Split | None = None
+        self.finished: tuple[tuple[int, int], ...] | None = None
         self.state = DownloadState.NEW
 
     def move(self, state: DownloadState) -> None:
@@ -217,14 +228,24 @@ class Download:
         """Take over what the store found.  Without a validator, nothing can be resumed."""
         self.offset, self.size = 0, None
         self.etag = self.last_modified = None
+        self.split = self.finished = None
         if disk.kind is Disk.PARTIAL and disk.resume and disk.resume.url == self.job.url.text:
             record = disk.resume
             if record.etag or record.last_modified:
                 self.offset, self.size = disk.offset, record.size
                 self.etag, self.last_modified = record.etag, record.last_modified
+                if record.ranges is not None:  # written in segments: its ranges, not a prefix
+                    self.offset, self.finished = 0, record.ranges
 
     def record(self) -> Resume:
-        return Resume(self.job.url.text, self.size, self.etag, self.last_modified)
+        split = self.split
+        ranges = None if split is None else tuple(split.plan.written())
+        return Resume(self.job.url.text, self.size, self.etag, self.last_modified, ranges)
+
+    @property
+    def validator(self) -> str | None:
+        """The strong ETag, else Last-Modified: what proves two answers are one version."""
+        return self.etag or self.last_modified
 
     # --- the request --------------------------------------------------------------
     @property
@@ -248,31 +269,42 @@ class Download:
         source = self.source
         return source.credentials or self.options.credentials_for(source.host)
 
-    def request_headers(self) -> list[tuple[str, str]]:
+    def request_headers(
+        self, piece: Piece | None = None, url: URL | None = None, validator: str | None = None
+    ) -> list[tuple[str, str]]:
         """midair's headers, each replaced by a user header of the same name, then the
-        user's others.  Host comes first, as RFC 9112 asks."""
-        user = self.user_headers()
+        user's others.  Host comes first, as RFC 9112 asks.  For a file fetched in
+        segments: ``piece``, the range asked, of ``url`` (a mirror's; default the one now
+        in use), If-Range ``validator`` (none yet for a mirror's first range)."""
+        url = url or self.url
+        same = self.same_origin if url is self.url else url.origin == self.source.origin
+        user = self.user_headers(same)
         given = {name.lower() for name, _ in user}
         ours = [
-            ("Host", self.url.host_header),
+            ("Host", url.host_header),
             ("User-Agent", self.options.user_agent),
             ("Accept", "*/*"),
             ("Accept-Encoding", "identity"),
         ]
-        credentials = self.credentials
+        credentials = self.credentials if same else None
         if credentials is not None:
             ours.append(("Authorization", basic_authorization(*credentials)))
-        validator = self.resume_validator
-        if validator:
-            ours += [("Range", f"bytes={self.offset}-"), ("If-Range", validator)]
+        resume = self.resume_validator
+        if piece is not None:
+            ours.append(("Range", piece.range_header()))
+            ours += [("If-Range", validator)] if validator else []
+        elif resume:
+            ours += [("Range", f"bytes={self.offset}-"), ("If-Range", resume)]
         host = [h for h in user if h[0].lower() == "host"] or ours[:1]
         rest = [h for h in ours[1:] if h[0].lower() not in given]
         return host + rest + [h for h in user if h[0].lower() != "host"]
 
-    def user_headers(self) -> list[tuple[str, str]]:
+    def user_headers(self, same_origin: bool | None = None) -> list[tuple[str, str]]:
         """-H and header= values; those bound to the origin are dropped after a redirect
-        to another one (credentials, and a Host meant for the first server)."""
-        same_origin = self.same_origin
+        to another one (credentials, and a Host meant for the first server), and for a
+        mirror's ranges (``same_origin`` False)."""
+        if same_origin is None:
+            same_origin = self.same_origin
         return [
             (name, value)
             for name, value in (*self.options.headers, *self.job.headers)
@@ -285,8 +317,10 @@ class Download:
         caller knows it; a Retry-After date is measured against it when no Date came."""
         status = head.status
         if status == 200:  # first: nearly every response
+            self._hints(head)
             return self._full(head)
         if status in REDIRECTS:
+            self._hints(head)  # a mirror redirector names the mirrors on its 302
             return self._redirect(head)
         if status == 206:
             return self._partial(head)
@@ -296,6 +330,30 @@ class Download:
         if error.retryable:
             return self._retry_or_end(error, _retry_after(head, wall))
         return Fail(error)
+
+    def _hints(self, head: Head) -> None:
+        """Metalink/HTTP (core/metalink_http.py): the mirrors (``Link: rel=duplicate``)
+        and the digest the answer names become the download's, unless it has a digest."""
+        if head.find(_LINK) is not None:
+            from .metalink_http import duplicates
+
+            self._add_mirrors(duplicates(head.every(_LINK), self.url))
+        if self.checksum is None and (
+            head.find(_DIGEST) is not None or head.find(_REPR_DIGEST) is not None
+        ):
+            from .metalink_http import digest
+
+            self.checksum = digest([*head.every(_DIGEST), *head.every(_REPR_DIGEST)])
+
+    def _add_mirrors(self, urls: list[URL]) -> None:
+        known = {self.url, self.source, *(self.sources.left if self.sources else ())}
+        new = tuple(url for url in urls if url not in known)
+        if not new:
+            return
+        if self.sources is None:
+            self.sources = Sources(new, self.job.size)
+        else:
+            self.sources.left.extend(new)
 
     def _status_reason(self, status: int) -> str:
         if status != 401:
@@ -339,9 +397,19 @@ class Download:
         self.etag = etag if etag and not etag.startswith("W/") else None
         self.last_modified = head.text(_LAST_MODIFIED)
         self.offset, self.size = 0, head.content_length
-        if self.sources is not None and (wrong := self.sources.wrong_size(self.size)):
+        if wrong := self._wrong_size(self.size):
             return Fail(IntegrityError(self.url.text, wrong))
+        if self.size is None:  # no length given: the body must still end at the job's size
+            self.size = self.job.size
         return self._check_limit() or _FROM_ZERO
+
+    def _wrong_size(self, size: int | None) -> str | None:
+        """Why ``size``, declared by this source, is not the file's: not the job's own
+        size (a Metalink's), or not what an earlier mirror served."""
+        expected = self.job.size
+        if size is not None and expected is not None and size != expected:
+            return f"serves {size} bytes where {expected} were expected"
+        return self.sources.wrong_size(size) if self.sources is not None else None
 
     def _partial(self, head: Head) -> Decision:
         match = _CONTENT_RANGE.fullmatch((head.text(_CONTENT_RANGE_FIELD) or "").strip())
@@ -349,6 +417,8 @@ class Download:
             return Restart("206 without a usable Content-Range")
         start, end, total = int(match[1]), int(match[2]), match[3]
         size = None if total == "*" else int(total)
+        if wrong := self._wrong_size(size):
+            return Fail(IntegrityError(self.url.text, wrong))
         if start != self.offset or (size is not None and end != size - 1):
             return Restart(f"Content-Range {match[0]!r} does not continue at byte {self.offset}")
         length = head.content_length
@@ -405,6 +475,14 @@ class Download:
                 self.url.text, f"body ended at {self.position} of {self.size} bytes"
             )
         return None
+
+
+def content_range(head: Head) -> tuple[int, int, int | None] | None:
+    """Content-Range's (first, last, total) (total None for ``*``), None if absent or bad."""
+    match = _CONTENT_RANGE.fullmatch((head.text(_CONTENT_RANGE_FIELD) or "").strip())
+    if not match:
+        return None
+    return int(match[1]), int(match[2]), None if match[3] == "*" else int(match[3])
 
 
 def _retry_after(head: Head, wall: float | None) -> float | None:

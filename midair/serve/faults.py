@@ -45,10 +45,15 @@ Faults (gated by ``fail_times``):
 - ``bad_range=1``     answer a ``Range`` request with ``206`` whose ``Content-Range``
   start is one too high (the body is the requested bytes).
 - ``trickle=S``       send the body one byte every S seconds.
+- ``new_version=V``   serve version ``V`` (content and ETag) instead of ``version``:
+  with ``faults_after``, a file that changes while a client fetches it.
 - ``fail_times=N``    apply the faults above only to the first N requests for this
   exact path and query (without ``fail_times``), counted per server across all
   its addresses, HEAD included; later requests are served normally. This is how
   a test sees a retry succeed.
+- ``faults_after=N``  serve the first N requests for this path and query normally,
+  the faults from the next one on (then ``fail_times`` counts from there): how a
+  test faults the second connection of a file fetched in segments.
 
 The K of ``reset_after``/``stall_after``/``truncate``/``goaway_after`` counts body bytes of this
 response; if K is at least the body length the whole body goes out first.
@@ -78,6 +83,7 @@ FAULT_FIELDS = (
     "no_range",
     "bad_range",
     "trickle",
+    "new_version",
 )
 
 
@@ -107,7 +113,9 @@ class Options:
     no_range: bool = False
     bad_range: bool = False
     trickle: float | None = None
+    new_version: str | None = None
     fail_times: int | None = None
+    faults_after: int | None = None
 
     def without_faults(self) -> Options:
         """The same request once its ``fail_times`` budget is spent."""
@@ -172,7 +180,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "no_range": _flag,
     "bad_range": _flag,
     "trickle": _seconds,
+    "new_version": str,
     "fail_times": _count,
+    "faults_after": _count,
 }
 
 
@@ -205,11 +215,13 @@ class FailCounter:
     def __init__(self) -> None:
         self._seen: Counter[str] = Counter()
 
-    def should_fail(self, key: str, times: int) -> bool:
-        """Count this request; True while it is one of the first ``times``."""
+    def should_fail(self, key: str, times: int | None, after: int | None = None) -> bool:
+        """Count this request; True when it is past the first ``after`` (if given) and
+        one of the ``times`` after those (all of them when ``times`` is None)."""
         seen = self._seen[key]
         self._seen[key] = seen + 1
-        return seen < times
+        seen -= after or 0
+        return seen >= 0 and (times is None or seen < times)
 
     def clear(self) -> None:
         self._seen.clear()

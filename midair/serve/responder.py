@@ -102,10 +102,14 @@ def _one_less_redirect(path: str, query: str, hops: int) -> str:
 
 def _resource(settings: Settings, path: str, opts: Options) -> Resource | None:
     if path.startswith("/gen/") and len(path) > 5:
-        return GeneratedResource(unquote(path[5:]), opts.size, opts.version)
+        return GeneratedResource(unquote(path[5:]), opts.size, _version(opts))
     if path.startswith("/files/") and settings.root is not None:
-        return find_file(settings.root, path[7:], opts.version)
+        return find_file(settings.root, path[7:], _version(opts))
     return None
+
+
+def _version(opts: Options) -> str:
+    return opts.version if opts.new_version is None else opts.new_version
 
 
 def _validators(resource: Resource, opts: Options) -> list[tuple[str, str]]:
@@ -259,7 +263,8 @@ def _decide(settings: Settings, req: Request) -> tuple[Plan, Options]:
     except ValueError as exc:
         return _text(400, str(exc)), Options()
     key = fail_key(path, query)
-    if opts.fail_times is not None and not settings.fails.should_fail(key, opts.fail_times):
+    gated = opts.fail_times is not None or opts.faults_after is not None
+    if gated and not settings.fails.should_fail(key, opts.fail_times, opts.faults_after):
         opts = opts.without_faults()
     return _route(settings, req, path, query, opts), opts
 

@@ -175,7 +175,8 @@ class Step:
     Retry-After or Location).  ``change`` first replaces the content (a new
     version with new validators).  ``cut`` sends only that many bytes of the
     response, then ``then``.  ``ignore_if_range`` serves the range even when
-    the validator does not match (a broken server).
+    the validator does not match (a broken server); ``ignore_range`` answers 200
+    with the whole body whatever Range asks.
     """
 
     status: int = 200
@@ -185,6 +186,7 @@ class Step:
     then: str = "reset"
     pieces: tuple[int, ...] = ()
     ignore_if_range: bool = False
+    ignore_range: bool = False
     close: bool = False
 
 
@@ -196,9 +198,10 @@ class Resource:
     framing: str = "length"
     version: int = 1
     steps: deque[Step] = field(default_factory=deque)
+    ranges: bool = True  # honours Range (and says so: Accept-Ranges)
 
     def validators(self) -> list[tuple[str, str]]:
-        out = []
+        out = [("Accept-Ranges", "bytes")] if self.ranges else []
         if self.etag:
             out.append(("ETag", f'"v{self.version}-{len(self.body)}"'))
         if self.last_modified:
@@ -259,10 +262,11 @@ class FileServer:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         headers = res.validators()
         wanted = req.header("range")
-        if wanted is None:
+        if wanted is None or not res.ranges or step.ignore_range:
             return 200, headers, res.body
-        assert wanted.startswith("bytes=") and wanted.endswith("-"), wanted
-        start = int(wanted[6:-1])
+        assert wanted.startswith("bytes="), wanted
+        first, _, last = wanted[6:].partition("-")
+        start = int(first)
         validator = req.header("if-range")
         matches = validator is None or validator in [v for _, v in headers]
         if not matches and not step.ignore_if_range:
@@ -270,10 +274,11 @@ class FileServer:
         size = len(res.body)
         if start >= size:
             return 416, [("Content-Range", f"bytes */{size}")], b""
+        end = min(int(last) + 1, size) if last else size
         return (
             206,
-            [*headers, ("Content-Range", f"bytes {start}-{size - 1}/{size}")],
-            res.body[start:],
+            [*headers, ("Content-Range", f"bytes {start}-{end - 1}/{size}")],
+            res.body[start:end],
         )
 
     def _travel(self, data: bytes, head_len: int, step: Step, close: bool) -> Reply:
@@ -347,8 +352,9 @@ class MemoryStore:
 
     def open(self, action: Open | Save) -> None:
         part = self.parts.setdefault(action.path, bytearray())
-        del part[action.offset :]
-        part.extend(bytes(action.offset - len(part)))
+        if not action.record.ranges:  # a part written in segments keeps what it holds
+            del part[action.offset :]
+            part.extend(bytes(action.offset - len(part)))
         self._records[action.download] = (action.path, action.record)
         if action.path in self.controls:
             self.controls[action.path] = action.record
@@ -358,7 +364,10 @@ class MemoryStore:
         self.controls[path] = record
 
     def write(self, action: Write | Save) -> None:
-        part = self.parts[self._records[action.download][0]]
+        path, record = self._records[action.download]
+        part = self.parts[path]
+        if record.ranges is not None:  # in segments: a write lands anywhere
+            part.extend(bytes(max(0, action.offset - len(part))))
         assert len(part) >= action.offset, "a write leaves a hole"
         part[action.offset : action.offset + len(action.data)] = action.data
 
@@ -482,6 +491,7 @@ class Sim:
         self.connects: Counter[Origin] = Counter()
         self.sends: list[tuple[Origin, Request]] = []
         self.max_open = 0
+        self.delivered: Counter[Origin] = Counter()  # bytes each origin's answers delivered
         self.max_per_origin: Counter[Origin] = Counter()
         self.opened: list[tuple[float, Origin, int]] = []  # at each Connect: open to it then
         self._conns: dict[int, _SimConn] = {}
@@ -526,6 +536,7 @@ class Sim:
             c.connected = True
             self._call(self.session.connected, conn)
         elif kind == "data":
+            self.delivered[c.origin] += len(data)
             self._call(self.session.received, conn, data)
         elif kind == "eof":
             self._call(self.session.closed, conn)

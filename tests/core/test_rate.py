@@ -68,10 +68,16 @@ def test_read_size_is_a_small_part_of_the_lowest_rate_and_none_without_one() -> 
 
 
 # --- the throttle: holds and releases --------------------------------------------------
+def read(throttle: Throttle, conn: int, transfer: int, count: int, now: float) -> Hold | None:
+    """One read of ``count`` bytes of ``transfer`` on ``conn``, as the batch counts it."""
+    throttle.transfer(conn, transfer, count, now)
+    return throttle.received(conn, count, now)
+
+
 def test_a_connection_over_its_rate_is_held_then_released() -> None:
-    throttle = Throttle(per_connection=1000, overall=0)
-    assert throttle.received(1, 10, 0.0) is None  # within what it saved up
-    hold = throttle.received(1, 1000, 0.0)
+    throttle = Throttle(per_transfer=1000, overall=0)
+    assert read(throttle, 1, 0, 10, 0.0) is None  # within what it saved up
+    hold = read(throttle, 1, 0, 1000, 0.0)
     assert isinstance(hold, Hold) and hold.conn == 1 and hold.until == pytest.approx(1.01 - 1 / 32)
     assert throttle.next_deadline() == hold.until
     assert throttle.releases(hold.until - 0.01) == []
@@ -80,49 +86,61 @@ def test_a_connection_over_its_rate_is_held_then_released() -> None:
 
 
 def test_a_closed_connection_is_never_released() -> None:
-    throttle = Throttle(per_connection=1000, overall=0)
-    hold = throttle.received(1, 5000, 0.0)
+    throttle = Throttle(per_transfer=1000, overall=0)
+    hold = read(throttle, 1, 0, 5000, 0.0)
     assert hold is not None
     throttle.forget(1)
     assert throttle.releases(hold.until) == []
 
 
 def test_a_connection_held_again_is_released_at_the_later_end_only() -> None:
-    throttle = Throttle(per_connection=1000, overall=0)
-    first = throttle.received(1, 2000, 0.0)
-    second = throttle.received(1, 2000, 0.5)  # bytes an engine had read already
+    throttle = Throttle(per_transfer=1000, overall=0)
+    first = read(throttle, 1, 0, 2000, 0.0)
+    second = read(throttle, 1, 0, 2000, 0.5)  # bytes an engine had read already
     assert first is not None and second is not None and second.until > first.until
     assert throttle.releases(first.until) == []
     assert throttle.releases(second.until) == [Release(1)]
 
 
 def test_the_overall_rate_holds_whichever_connection_overdraws_it() -> None:
-    throttle = Throttle(per_connection=0, overall=1000)
-    assert throttle.received(1, 30, 0.0) is None
-    hold = throttle.received(2, 1000, 0.0)  # connection 2's bytes empty the batch's bucket
+    throttle = Throttle(per_transfer=0, overall=1000)
+    assert read(throttle, 1, 0, 30, 0.0) is None
+    hold = read(throttle, 2, 1, 1000, 0.0)  # connection 2's bytes empty the batch's bucket
     assert hold is not None and hold.conn == 2
-    later = throttle.received(1, 500, 0.0)  # and 1 is held at its next read, behind 2
+    later = read(throttle, 1, 0, 500, 0.0)  # and 1 is held at its next read, behind 2
     assert later is not None and later.until == pytest.approx(hold.until + 0.5)
 
 
+def test_a_file_on_several_connections_keeps_to_one_rate() -> None:
+    """-s: the ranges of one file share its bucket, so the file, not each connection,
+    keeps to --max-rate; each connection is held at its own read."""
+    throttle = Throttle(per_transfer=1000, overall=0)
+    first = read(throttle, 1, 0, 1000, 0.0)
+    second = read(throttle, 2, 0, 1000, 0.0)  # the same file on another connection
+    assert first is not None and second is not None
+    assert second.conn == 2 and second.until == pytest.approx(first.until + 1.0)
+    assert read(throttle, 3, 9, 10, 0.0) is None  # another file: its own bucket
+    throttle.ended(0)
+    assert read(throttle, 1, 0, 10, 0.0) is None  # a bucket made afresh (ids stay unique)
+
+
 def test_an_http2_connection_is_held_for_its_most_overdrawn_stream() -> None:
-    """Each stream keeps to --max-rate: the connection carrying them is held until the
-    stream most in debt is paid back, not granted the sum of their rates."""
-    throttle = Throttle(per_connection=1000, overall=0)
-    throttle.stream(7, 101, 10, 0.0)
-    throttle.stream(7, 102, 2000, 0.0)  # the busy one
-    hold = throttle.received(7, 2010, 0.0, streams=True)
+    """Each stream's file keeps to --max-rate: the connection carrying them is held until
+    the file most in debt is paid back, not granted the sum of their rates."""
+    throttle = Throttle(per_transfer=1000, overall=0)
+    throttle.transfer(7, 101, 10, 0.0)
+    throttle.transfer(7, 102, 2000, 0.0)  # the busy one
+    hold = throttle.received(7, 2010, 0.0)
     assert hold is not None and hold.conn == 7
     assert hold.until == pytest.approx((2000 - 1000 / 32) / 1000)
-    throttle.stream(7, 101, 10, 0.0)  # the quiet stream alone owes nothing
-    assert throttle.received(7, 10, 0.0, streams=True) is None
+    assert read(throttle, 7, 101, 10, 0.0) is None  # the quiet stream alone owes nothing
 
 
-def test_a_closed_http2_connection_leaves_no_debt_to_the_next_read() -> None:
-    throttle = Throttle(per_connection=1000, overall=0)
-    throttle.stream(7, 101, 5000, 0.0)
+def test_a_closed_connection_leaves_no_debt_to_the_next_read() -> None:
+    throttle = Throttle(per_transfer=1000, overall=0)
+    throttle.transfer(7, 101, 5000, 0.0)
     throttle.forget(7)  # closed by the bytes it read
-    assert throttle.received(8, 10, 0.0) is None
+    assert throttle.received(7, 10, 0.0) is None
 
 
 def test_spacing_books_each_hosts_requests_apart() -> None:
@@ -293,7 +311,7 @@ def test_many_small_files_keep_to_max_overall_rate() -> None:
 
 
 def test_an_overdrawn_batch_opens_nothing_until_its_debt_is_paid() -> None:
-    throttle = Throttle(per_connection=0, overall=1000)
+    throttle = Throttle(per_transfer=0, overall=1000)
     assert not throttle.overdrawn(0.0)
     throttle.received_closed(2000, 0.0)
     assert throttle.overdrawn(0.5)

@@ -91,6 +91,29 @@ def test_200_over_max_filesize_fails() -> None:
     assert download(max_filesize=100).on_head(head(200, length(100))) == Accept(0)
 
 
+def test_200_of_another_size_than_the_jobs_fails_that_source() -> None:
+    decision = download(job={"size": 100}).on_head(head(200, length(101)))
+    assert isinstance(decision, Fail) and isinstance(decision.error, IntegrityError)
+    assert "serves 101 bytes where 100 were expected" in str(decision.error)
+    assert download(job={"size": 100}).on_head(head(200, length(100))) == Accept(0)
+
+
+def test_200_without_a_length_must_end_at_the_jobs_size() -> None:
+    d = download(job={"size": 100})
+    assert d.on_head(head(200, ("Transfer-Encoding", "chunked"))) == Accept(0)
+    assert d.size == 100 and d.body_limit() == 100
+    d.position = 60
+    assert "body ended at 60 of 100 bytes" in str(d.short_body())
+
+
+def test_206_of_another_total_than_the_jobs_fails_that_source() -> None:
+    d = download(offset=400, size=1000, etag='"e1"', job={"size": 1000})
+    decision = d.on_head(
+        head(206, ("Content-Range", "bytes 400-1199/1200"), length(800), ("ETag", '"e1"'))
+    )
+    assert isinstance(decision, Fail) and "serves 1200 bytes where 1000" in str(decision.error)
+
+
 # --- 206 --------------------------------------------------------------------------------
 def test_206_continues_at_the_offset() -> None:
     d = download(offset=400, size=1000, etag='"e1"')
