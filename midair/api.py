@@ -52,6 +52,12 @@ def make_options(dest: str | os.PathLike[str] = ".", **options: Any) -> Options:
     for name in ("max_rate", "max_overall_rate"):
         if isinstance(options.get(name), str):
             options[name] = _amount(name, options[name])
+    places = options.get("metalink_location")
+    if isinstance(places, str | list):  # "jp,us" as the CLI takes it, or a list
+        from .core.metalink import parse_locations
+
+        text = places if isinstance(places, str) else ",".join(map(str, places))
+        options["metalink_location"] = parse_locations(text)
     ca = options.get("ca_certificate")
     if isinstance(ca, str) and ca and not os.path.isfile(ca):
         raise InputError(f"{ca}: CA certificate file not found")
@@ -215,7 +221,7 @@ class Downloader:
         A malformed document raises InputError naming it; nothing is added then."""
         from .metalink import load
 
-        return self.add_jobs(load(source))
+        return self.add_jobs(load(source, self.options.metalink_location))
 
     def add_jobs(self, jobs: Iterable[Job]) -> Downloader:
         self.jobs.extend(jobs)
@@ -250,7 +256,7 @@ class Downloader:
         with fetching(found, self.options) as run:
             with _running(None, run):
                 engine.run(run)
-            return expand(self.jobs, run.results)
+            return expand(self.jobs, run.results, self.options.metalink_location)
 
     async def follow_metalinks_async(self, engine: Engine) -> Followed | None:
         found = self._metalink_documents()
@@ -260,7 +266,7 @@ class Downloader:
 
         with fetching(found, self.options) as run:
             await self._run_async(engine, run, None)
-            return expand(self.jobs, run.results)
+            return expand(self.jobs, run.results, self.options.metalink_location)
 
     def _metalink_documents(self) -> list[Job]:
         """The jobs to follow as Metalink documents rather than save (none if not asked)."""

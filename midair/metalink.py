@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from .core.errors import DownloadError, InputError
 from .core.jobs import Job, Options
@@ -27,10 +27,11 @@ if TYPE_CHECKING:
     Source = str | os.PathLike[str] | bytes
 
 
-def load(source: Source) -> list[Job]:
-    """The jobs of a Metalink given as a file name or as the document's bytes."""
+def load(source: Source, locations: Collection[str] = ()) -> list[Job]:
+    """The jobs of a Metalink given as a file name or as the document's bytes
+    (``locations``: see ``read_metalink``)."""
     if isinstance(source, bytes | bytearray | memoryview):
-        return parse_metalink(bytes(source), "<metalink>")
+        return parse_metalink(bytes(source), "<metalink>", locations)
     try:
         name = os.fspath(source)
     except TypeError:
@@ -42,7 +43,7 @@ def load(source: Source) -> list[Job]:
         raise InputError(f"{name}: {exc.strerror}") from None
     if len(data) > MAX_DOCUMENT:
         raise InputError(f"{name}: larger than {MAX_DOCUMENT} bytes: not a Metalink")
-    return parse_metalink(data, name)
+    return parse_metalink(data, name, locations)
 
 
 @contextlib.contextmanager
@@ -73,14 +74,16 @@ def _fetch_options(options: Options, scratch: str) -> Options:
     )
 
 
-def expand(jobs: list[Job], fetched: Results) -> tuple[list[Job], list[Failure]]:
+def expand(
+    jobs: list[Job], fetched: Results, locations: Collection[str] = ()
+) -> tuple[list[Job], list[Failure]]:
     """``jobs`` with each fetched document replaced by the files it lists; the
     documents that could not be fetched or read, as failures."""
     listed: dict[str, list[Job]] = {}
     failures = list(fetched.failures)
     for success in fetched.successes:
         try:
-            listed[success.url] = _read(success.path)
+            listed[success.url] = _read(success.path, locations)
         except MetalinkError as exc:
             reason = f"not a usable Metalink: {exc}"
             failures.append(Failure(success.url, DownloadError(success.url, reason)))
@@ -95,6 +98,6 @@ def expand(jobs: list[Job], fetched: Results) -> tuple[list[Job], list[Failure]]
     return expanded, failures
 
 
-def _read(path: str) -> list[Job]:
+def _read(path: str, locations: Collection[str]) -> list[Job]:
     with open(path, "rb") as f:
-        return read_metalink(f.read())
+        return read_metalink(f.read(), locations)

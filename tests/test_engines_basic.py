@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import test_engines
 
 import midair
 from midair.core.actions import Retrying
@@ -216,3 +217,24 @@ def test_a_waker_waits_on_descriptors_past_fd_setsize(green: bool) -> None:
         waker.close()
         for fd in fillers:
             os.close(fd)
+
+
+@pytest.mark.parametrize("engine_any", [e for e in test_engines() if e != "dask"])
+def test_an_untrusted_host_fails_every_job_with_one_reason_in_few_connections(
+    engine_any: str, tls_server: tuple[ServerThread, str], tmp_path: Path
+) -> None:
+    """A host is given up as a whole (issue 9): 40 jobs, a certificate that does not
+    verify, one round of connections, one reason; every engine but dask (whose cluster
+    costs seconds; its shards are the processes engine's), shards included."""
+    server, _ = tls_server
+    before = sum(a.connections for a in server.stats().addresses.values())
+    urls = [server.url(0, f"/gen/{engine_any}-host{i}?size=10") for i in range(40)]
+    options = {"workers": 2} if engine_any == "processes" else {}
+    downloader = midair.Downloader(tmp_path, engine=engine_any, engine_options=options)
+    for url in urls:
+        downloader.enqueue(url)
+    results = downloader.run()
+    assert len(results.failures) == 40
+    assert len({f.error.reason for f in results.failures}) == 1
+    after = sum(a.connections for a in server.stats().addresses.values())
+    assert after - before <= 2 * 6  # a shard or two, --per-host each: not 40

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from ..api import Downloader
 from ..core.errors import InputError
 from ..core.jobs import Options, parse_input_file
+from ..core.metalink import parse_locations
 from ..engines import DEFAULT_ENGINE, ENGINES
 from ..run import LISTENER, Run
 from ._units import parse_size
@@ -41,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         action="append",
         metavar="FILE",
         help="download the files a Metalink (v4 .meta4 or v3 .metalink) lists (repeatable)",
+    )
+    p.add_argument(
+        "--metalink-location",
+        type=parse_locations,
+        metavar="LOC[,LOC...]",
+        help="a Metalink's URLs of servers in these locations (country codes) first",
     )
     p.add_argument(
         "--no-follow-metalink",
@@ -374,6 +381,7 @@ _OPTIONS = (
     "retry_failed",
     "verify",
     "follow_metalink",
+    "metalink_location",
 )
 
 

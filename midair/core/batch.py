@@ -117,6 +117,8 @@ class _Host:
     ~0.4 ms of start-up per class.)"""
 
     __slots__ = (
+        "failures",
+        "gone",
         "link",
         "one",
         "open",
@@ -126,7 +128,6 @@ class _Host:
         "polite",
         "proxy",
         "queued",
-        "unknown",
         "wanted",
     )
 
@@ -144,7 +145,10 @@ class _Host:
         self.open = 0
         self.paused_until = 0.0
         self.queued = False  # in the ready queue
-        self.unknown: str | None = None  # why its name does not resolve: each job fails with it
+        # Why it cannot be reached for good (its name does not resolve, its connections
+        # kept failing): each of its jobs fails with this, as this kind of error.
+        self.gone: tuple[type[DownloadError], str] | None = None
+        self.failures = 0  # connections in a row that failed before their request
         self.link: _Link | None = None  # its HTTP/2 connection, once one is open
         self.proxy: Proxy | None = None  # what its connections go through (once per origin)
 
@@ -501,6 +505,7 @@ class Batch:
             self._start_link(conn, now)
         elif conn is not None:
             conn.last_active = conn.window_start = now
+            conn.host.failures = 0  # it answers: connections to it work
             if conn.tunnel is None or conn.tunnel.ready:  # (again, after a tunnel's StartTls)
                 self._send_request(conn, now)
             else:
@@ -565,7 +570,7 @@ class Batch:
                 )
         elif failure.unresolved and not failure.retryable:
             error = self._connection_error(conn, failure)
-            self._abandon_host(conn.host, error.reason)
+            self._abandon_host(conn.host, type(error), error.reason)
             if conn.source is not None:  # in segments (a mirror's name, maybe): that source fails
                 self._attempt_failed(conn, error, now)
             else:
@@ -573,7 +578,11 @@ class Batch:
                 self._enqueue(conn.download, now)  # fails it with the host's reason
         else:
             conn.host.polite.on_congestion()
-            self._attempt_failed(conn, self._connection_error(conn, failure), now)
+            error = self._connection_error(conn, failure)
+            if conn.exchanges or conn.source is not None or conn.host.proxy is not None:
+                self._attempt_failed(conn, error, now)
+            else:  # never reached the origin's server: the host backs off as a whole
+                self._unreachable(conn, error, now)
         return self._flush(now)
 
     def _link_error(self, stream: _Stream, failure: ConnectionFailure | None) -> DownloadError:
@@ -1433,8 +1442,9 @@ class Batch:
 
     def _enqueue(self, d: t.Download, now: float) -> None:
         host = self._host_for(d.url)
-        if host.unknown is not None:
-            self._fail(d, DownloadError(d.url.text, host.unknown))
+        if host.gone is not None:
+            kind, reason = host.gone
+            self._fail(d, kind(d.url.text, reason))
             return
         d.move(QUEUED)
         host.pending.append(d)
@@ -1451,13 +1461,38 @@ class Batch:
         d.move(QUEUED)
         host.pending.appendleft(d)
 
-    def _abandon_host(self, host: _Host, reason: str) -> None:
-        """The host's name does not exist: its jobs, queued or still to come, fail with
-        ``reason`` instead of each one asking again (a retry cannot make it exist)."""
-        host.unknown = reason
+    def _abandon_host(self, host: _Host, kind: type[DownloadError], reason: str) -> None:
+        """The host cannot be reached (its name does not exist, or its connections kept
+        failing): its jobs, queued or still to come, fail with ``reason`` (one ``kind``
+        of error) instead of each one trying again on its own."""
+        host.gone = (kind, reason)
         while host.pending:
             d = host.pending.popleft()
-            self._fail(d, DownloadError(d.url.text, reason))
+            self._fail(d, kind(d.url.text, reason))
+
+    def _unreachable(self, conn: _Conn, error: DownloadError, now: float) -> None:
+        """A connection failed before its request (refused, timed out, TLS): the host's
+        failure, not its download's.  The download waits at the front of the host's
+        queue, uncounted, while the whole host backs off (the failures of one round of
+        connections count once); after --retries such rounds in a row, or an error no
+        retry mends, the host is given up and every job of it fails with one reason."""
+        host, d = conn.host, conn.download
+        self._close(conn, now)
+        opts = self.options
+        if host.paused_until <= now:  # the first of its round
+            host.failures += 1
+        if not error.retryable or host.failures > opts.retries:
+            reason = error.reason
+            if error.retryable:
+                reason = f"{reason} (gave up after {opts.retries} retries)"
+            self._abandon_host(host, type(error), reason)
+            self._fail(d, type(error)(d.url.text, reason, status=error.status))
+            return
+        self._requeue(host, d)
+        if host.paused_until <= now:
+            wait = backoff(host.failures, opts.retry_base, opts.max_retry_wait, self._jitter())
+            self._out.append(Retrying(d.id, d.job.url.text, error.reason, wait, host.failures))
+            self._pause(host, now + wait)
 
     def _retry(
         self, d: t.Download, error: DownloadError, now: float, wait: float | None = None

@@ -116,6 +116,10 @@ class Head:
         value = self.find(key)
         return None if value is None else value.decode("latin-1")  # never a decode error
 
+    def has(self, fields: re.Pattern[bytes]) -> bool:
+        """Whether any field ``fields`` matches is there (a pattern of ``field_key``s)."""
+        return fields.search(self._lower) is not None
+
     def find(self, key: bytes) -> bytes | None:
         """``field`` for a ``field_key``: the core's own names are made into keys once."""
         at = self._lower.find(key)

@@ -151,6 +151,9 @@ class Options:
     # --min-split-size; 1: one connection per file, as curl and wget).
     split: int = 1
     min_split_size: int = 20 << 20
+    # A Metalink's URLs of servers in these locations (ISO 3166 codes, lower case) first
+    # (aria2's --metalink-location).
+    metalink_location: tuple[str, ...] = ()
     lowest_speed: int = 0
     lowest_speed_time: float = 10.0
     # Rate limits in bytes per second (0: none): each file, as aria2's --max-download-limit,
@@ -204,6 +207,9 @@ class Options:
             if not isinstance(getattr(self, name), str | None):
                 raise _bad(name, "a file name", getattr(self, name))
         _check_credentials(self.user, self.netrc)
+        locations = self.metalink_location
+        if not isinstance(locations, tuple) or not all(isinstance(c, str) for c in locations):
+            raise _bad("metalink_location", "a tuple of location codes", locations)
         if not isinstance(self.checksum, Checksum | None):
             raise _bad("checksum", "ALGO=HEX", self.checksum)
         _check_value("User-Agent", self.user_agent)

@@ -15,7 +15,7 @@ Pure: bytes in, jobs out (defusedxml and ElementTree read no files here).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from .errors import InputError
 from .jobs import CHECKSUM_ALGORITHMS, HEX_LENGTH, Checksum, Job, Pieces
@@ -40,18 +40,25 @@ class MetalinkError(ValueError):
     """What is wrong with a Metalink document (one line, without the document's name)."""
 
 
-def parse_metalink(data: bytes, source: str) -> list[Job]:
+def parse_locations(text: str) -> tuple[str, ...]:
+    """``--metalink-location jp,US``: the codes, lower case (a document's are compared so)."""
+    return tuple(code.strip().lower() for code in text.split(",") if code.strip())
+
+
+def parse_metalink(data: bytes, source: str, locations: Collection[str] = ()) -> list[Job]:
     """The jobs of the Metalink ``data`` given by the user as ``source`` (which an
     InputError names)."""
     try:
-        return read_metalink(data)
+        return read_metalink(data, locations)
     except MetalinkError as exc:
         raise InputError(f"{source}: {exc}") from None
 
 
-def read_metalink(data: bytes) -> list[Job]:
-    """The jobs of the Metalink ``data``; MetalinkError says what is wrong with it."""
-    return [_job(file, ns) for ns, file in _files(_root(data))]
+def read_metalink(data: bytes, locations: Collection[str] = ()) -> list[Job]:
+    """The jobs of the Metalink ``data``; MetalinkError says what is wrong with it.
+    ``locations`` (aria2's --metalink-location, lower case): the URLs of servers there
+    come first, each group by priority."""
+    return [_job(file, ns, locations) for ns, file in _files(_root(data))]
 
 
 def metalink_jobs(jobs: Iterable[Job]) -> list[Job]:
@@ -123,22 +130,22 @@ def _shown(tag: str) -> str:
 
 
 # --- one file -------------------------------------------------------------------------
-def _job(file: Element, ns: str) -> Job:
+def _job(file: Element, ns: str, locations: Collection[str]) -> Job:
     name = file.get("name")
     if not name:
         raise MetalinkError("a <file> without a name")
     try:
-        return _named_job(file, ns, name)
+        return _named_job(file, ns, name, locations)
     except MetalinkError as exc:
         raise MetalinkError(f"file {name!r}: {exc}") from None
 
 
-def _named_job(file: Element, ns: str, name: str) -> Job:
+def _named_job(file: Element, ns: str, name: str, locations: Collection[str]) -> Job:
     try:
         out = relative_path(name)
     except ValueError as exc:
         raise MetalinkError(f"unsafe name: {exc}") from None
-    url, *mirrors = _urls(file, ns)
+    url, *mirrors = _urls(file, ns, locations)
     hashes = file.findall(f"{{{ns}}}hash" if ns == V4 else f"{{{ns}}}verification/{{{ns}}}hash")
     return Job(
         url,
@@ -150,16 +157,21 @@ def _named_job(file: Element, ns: str, name: str) -> Job:
     )
 
 
-def _urls(file: Element, ns: str) -> list[URL]:
-    """The file's http(s) URLs, best first; others (ftp, torrents) and unparsable ones
-    are left out, as aria2 leaves what it cannot fetch."""
+def _urls(file: Element, ns: str, locations: Collection[str] = ()) -> list[URL]:
+    """The file's http(s) URLs, best first (those in ``locations`` before the others);
+    others (ftp, torrents) and unparsable ones are left out, as aria2 leaves what it
+    cannot fetch."""
     if ns == V4:
         found = file.findall(f"{{{ns}}}url")
         ranked = [(_rank(u.get("priority"), "priority"), u) for u in found]
     else:
         found = file.findall(f"{{{ns}}}resources/{{{ns}}}url")
         ranked = [(-_rank(u.get("preference"), "preference", missing=0), u) for u in found]
-    ranked.sort(key=lambda pair: pair[0])  # stable: ties keep the document's order
+
+    def elsewhere(element: Element) -> bool:
+        return (element.get("location") or "").strip().lower() not in locations
+
+    ranked.sort(key=lambda pair: (elsewhere(pair[1]), pair[0]))  # stable: ties keep order
     urls = [url for _, element in ranked if (url := _http_url(element.text)) is not None]
     if not urls:
         raise MetalinkError("no http or https URL")

@@ -47,6 +47,7 @@ _DATE = field_key(b"date")
 _LINK = field_key(b"link")
 _DIGEST = field_key(b"digest")
 _REPR_DIGEST = field_key(b"repr-digest")
+_HINTS = re.compile(rb"\n(?:link|digest|repr-digest):")  # Metalink/HTTP's fields
 # User headers that must not follow a redirect to another origin.
 _ORIGIN_BOUND = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 
@@ -334,13 +335,13 @@ class Download:
     def _hints(self, head: Head) -> None:
         """Metalink/HTTP (core/metalink_http.py): the mirrors (``Link: rel=duplicate``)
         and the digest the answer names become the download's, unless it has a digest."""
+        if not head.has(_HINTS):  # nearly every answer: one search, not three
+            return
         if head.find(_LINK) is not None:
             from .metalink_http import duplicates
 
             self._add_mirrors(duplicates(head.every(_LINK), self.url))
-        if self.checksum is None and (
-            head.find(_DIGEST) is not None or head.find(_REPR_DIGEST) is not None
-        ):
+        if self.checksum is None:
             from .metalink_http import digest
 
             self.checksum = digest([*head.every(_DIGEST), *head.every(_REPR_DIGEST)])

@@ -492,6 +492,11 @@ class Sim:
         self.sends: list[tuple[Origin, Request]] = []
         self.max_open = 0
         self.delivered: Counter[Origin] = Counter()  # bytes each origin's answers delivered
+        # Connections to refuse before an origin accepts (counted down), and origins whose
+        # every connection fails so (a TLS handshake, say).
+        self.refusals: Counter[Origin] = Counter()
+        self.connect_failures: dict[Origin, ConnectionFailure] = {}
+        self._failures: dict[int, ConnectionFailure] = {}
         self.max_per_origin: Counter[Origin] = Counter()
         self.opened: list[tuple[float, Origin, int]] = []  # at each Connect: open to it then
         self._conns: dict[int, _SimConn] = {}
@@ -541,7 +546,8 @@ class Sim:
         elif kind == "eof":
             self._call(self.session.closed, conn)
         else:
-            self._call(self.session.closed, conn, ConnectionFailure(kind))
+            failure = self._failures.pop(conn, None) or ConnectionFailure(kind)
+            self._call(self.session.closed, conn, failure)
         if kind not in ("connected", "data"):
             assert not c.alive, f"the batch kept connection {conn} after it closed"
 
@@ -590,6 +596,13 @@ class Sim:
         self.max_per_origin[key] = max(self.max_per_origin[key], self._open[key])
         self.opened.append((self.now, key, self._open[key]))
         kind = "connected" if key in self.servers else "connection refused"
+        if self.refusals[key]:  # a server that refuses its next few connections
+            self.refusals[key] -= 1
+            kind = "connection refused"
+        failure = self.connect_failures.get(key)
+        if failure is not None:
+            self._failures[action.conn] = failure
+            kind = "failure"
         self._schedule(self.now + self.connect_delay, action.conn, kind)
 
     def _send(self, action: Send) -> None:

@@ -1351,3 +1351,40 @@ def test_twenty_thousand_jobs_over_a_hundred_hosts_in_virtual_time() -> None:
     assert sum(sim.connects.values()) == 300  # all the slots, every connection kept alive
     assert sim.content(12345) == b"12345"
     assert elapsed < 20, f"{elapsed:.1f} s: the scheduler is slower than linear"
+
+
+# --- a host that cannot be reached backs off as a whole ---------------------------------
+def test_a_refusing_host_is_given_up_as_a_whole_with_one_reason() -> None:
+    jobs = [f"http://nobody.example/f{i}" for i in range(300)]
+    sim = run(jobs, {}, retries=3)
+    reasons = {str(f.error).split(": ", 1)[1] for f in sim.failed.values()}
+    assert reasons == {"connection refused (gave up after 3 retries)"}
+    # Rounds of --per-host connections, one per retry: not 300 jobs x 4 attempts.
+    assert sim.connects[origin("http://nobody.example")] <= 4 * 6
+    assert all(isinstance(f.error, NetworkError) for f in sim.failed.values())
+
+
+def test_a_tls_failure_at_connect_fails_every_job_of_the_host_at_once() -> None:
+    jobs = [f"https://bad-cert.example/f{i}" for i in range(50)]
+    server = FileServer()
+    sim = Sim(jobs, options(Path("/sim")), {"https://bad-cert.example": server})
+    failure = ConnectionFailure("certificate verify failed", retryable=False, tls=True)
+    sim.connect_failures[origin("https://bad-cert.example")] = failure
+    sim.run()
+    assert len(sim.failed) == 50 and not sim.retrying
+    assert {str(f.error).split(": ", 1)[1] for f in sim.failed.values()} == {
+        "certificate verify failed"
+    }
+    assert sim.connects[origin("https://bad-cert.example")] <= 6
+
+
+def test_a_host_that_refuses_a_while_then_serves_loses_no_job_and_burns_no_retries() -> None:
+    server = FileServer()
+    for i in range(40):
+        server.add(f"/f{i}", body(100, seed=i))
+    sim = Sim([f"{H}/f{i}" for i in range(40)], options(Path("/sim"), retries=5), {H: server})
+    sim.refusals[origin(H)] = 8  # a round of six; then AIMD's single connections, refused twice
+    sim.run()
+    assert len(sim.finished) == 40 and not sim.failed
+    assert all(sim.content(i) == body(100, seed=i) for i in range(40))
+    assert len(sim.retrying) == 3  # one a round, for the host: no job spent its own retries

@@ -15,6 +15,7 @@ from midair.core.metalink import (
     MetalinkError,
     looks_like_metalink,
     metalink_jobs,
+    parse_locations,
     parse_metalink,
     read_metalink,
 )
@@ -95,6 +96,33 @@ def test_v4_priority_lower_first_ties_in_document_order_none_given_last() -> Non
         "five-b.example",
         "none.example",
     ]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("", ["us", "de", "jp"]),  # by priority alone
+        ("jp", ["jp", "us", "de"]),
+        ("DE, jp", ["de", "jp", "us"]),  # the preferred by priority, then the rest
+    ],
+)
+def test_metalink_location_puts_servers_there_first(given: str, expected: list[str]) -> None:
+    body = (
+        '<url location="de" priority="2">http://de.example/f</url>'
+        '<url location="jp" priority="3">http://jp.example/f</url>'
+        '<url location="us" priority="1">http://us.example/f</url>'
+    )
+    [job] = read_metalink(meta4(v4_file("f", body)), parse_locations(given))
+    assert [u.split("/")[2].split(".")[0] for u in urls(job)] == expected
+
+
+def test_v3_location_counts_too() -> None:
+    body = (
+        '<resources><url type="http" location="us" preference="100">http://us.example/f</url>'
+        '<url type="http" location="fr" preference="10">http://fr.example/f</url></resources>'
+    )
+    [job] = read_metalink(metalink3(f'<file name="f">{body}</file>'), ("fr",))
+    assert job.url.text == "http://fr.example/f"
 
 
 def test_v4_one_job_per_file_in_order() -> None:
