@@ -17,7 +17,7 @@ from dataclasses import fields
 
 from .core.actions import Action
 from .core.errors import DownloadError, InputError
-from .core.jobs import Checksum, Job, Options, check_header, parse_header
+from .core.jobs import Checksum, Job, Options, check_header, option_flag, parse_header
 from .core.results import Failure, Results, Success
 from .core.urls import redact
 from .engines import DEFAULT_ENGINE, engine_info, get_engine
@@ -50,6 +50,9 @@ def make_options(dest: str | os.PathLike[str] = ".", **options: Any) -> Options:
         options["checksum"] = _checksum(options["checksum"])
     if "headers" in options:
         options["headers"] = _headers(options["headers"])
+    for name in ("max_rate", "max_overall_rate"):
+        if isinstance(options.get(name), str):
+            options[name] = _amount(name, options[name])
     places = options.get("metalink_location")
     if isinstance(places, str | list):  # "jp,us" as the CLI takes it, or a list
         from .core.metalink import parse_locations
@@ -124,6 +127,16 @@ def _checksum(text: str) -> Checksum:
         return Checksum.parse(text)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def _amount(name: str, text: str) -> int:
+    """A rate given as text (``"2M"``), as the CLI reads it."""
+    from .core.units import parse_amount
+
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise InputError(f"{option_flag(name)}: {exc}") from None
 
 
 def _headers(headers: object) -> tuple[tuple[str, str], ...]:

@@ -3,10 +3,13 @@
 The contract: carry out ``Connect``/``Send``/``Close`` in order; report
 ``connected``, ``received``, ``closed`` (EOF or a classified failure) and call
 ``timer`` when ``due()``; report nothing for a connection after its ``Close``;
-end promptly once ``done`` and call ``close()`` on every exit path.  A
-``Send`` only ever answers an event on its own connection (its connect, or the
-end of the previous response), so a thread-per-connection engine may send
-from the connection's own thread.
+end promptly once ``done`` and call ``close()`` on every exit path.  Under a
+rate limit (core/rate.py), read nothing from a connection between its ``Hold``
+and its ``Release``, and at most ``read_size`` bytes at once.  A ``Send`` only
+ever answers an event on its own connection (its connect, or the end of the
+previous response), so a thread-per-connection engine may send from the
+connection's own thread — except under ``--host-delay``, when ``timer`` sends a
+request whose turn has come.
 
 An engine's whole job is to turn ``Connect``/``Send``/``Close`` into socket
 operations and to feed back what the sockets did.  Everything else — the file
@@ -54,11 +57,13 @@ from .core.actions import (
     Connect,
     ConnectionFailure,
     Discard,
+    Hold,
     NetAction,
     Open,
     Prepare,
     Publish,
     Rejected,
+    Release,
     Resolve,
     Save,
     Send,
@@ -145,6 +150,12 @@ class Session:
             epoch=epoch,
             starts=run.heeds(Started),  # no Started made for a quiet run
         )
+
+    @property
+    def read_size(self) -> int | None:
+        """The most bytes to read at once from a connection, under a rate limit (None: no
+        limit); see core/rate.py."""
+        return self.batch.read_size
 
     def limit_connections(self, limit: int) -> None:
         """For engines that keep fewer connections in the air than ``concurrency``."""
@@ -288,6 +299,8 @@ class Session:
             Close: net,
             StartTls: net,
             Resolve: net,
+            Hold: net,
+            Release: net,
         }
         for kind in REPORTS:  # a report nobody heeds is skipped
             table[kind] = self.run.reporter(kind) or _unheeded

@@ -76,3 +76,60 @@ def test_a_broken_connection_raises_after_what_arrived() -> None:
             await inbox.read()
 
     asyncio.run(main())
+
+
+# --- under a rate limit (core/rate.py) ------------------------------------------------------
+def test_under_a_rate_limit_a_chunk_goes_out_in_pieces_uncopied() -> None:
+    async def main() -> None:
+        inbox, _ = _inbox()
+        inbox.most = 4
+        inbox.data_received(b"abcdefghij")
+        pieces = [await inbox.read() for _ in range(3)]
+        assert [bytes(p) for p in pieces] == [b"abcd", b"efgh", b"ij"]
+        assert all(isinstance(p, memoryview) for p in pieces[:2])  # views of the chunk
+        assert inbox.held == 0
+
+    asyncio.run(main())
+
+
+def test_a_held_inbox_pauses_its_socket_and_gives_nothing_until_released() -> None:
+    async def main() -> None:
+        inbox, transport = _inbox()
+        inbox.data_received(b"waiting")
+        inbox.hold(True)
+        assert transport.paused
+        reading = asyncio.ensure_future(inbox.read())
+        await asyncio.sleep(0)
+        assert not reading.done()
+        inbox.hold(False)
+        assert await reading == b"waiting"
+        assert not transport.paused
+
+    asyncio.run(main())
+
+
+def test_a_release_does_not_resume_a_socket_paused_for_a_full_inbox() -> None:
+    async def main() -> None:
+        inbox, transport = _inbox()
+        inbox.data_received(b"x" * (INBOX_LIMIT + 1))
+        inbox.hold(True)
+        inbox.hold(False)
+        assert transport.paused  # still over the limit until read
+        await inbox.read()
+        assert not transport.paused
+
+    asyncio.run(main())
+
+
+def test_the_end_of_a_held_stream_waits_for_its_release() -> None:
+    async def main() -> None:
+        inbox, _ = _inbox()
+        inbox.hold(True)
+        inbox.eof_received()
+        reading = asyncio.ensure_future(inbox.read())
+        await asyncio.sleep(0)
+        assert not reading.done()
+        inbox.hold(False)
+        assert await reading == b""
+
+    asyncio.run(main())

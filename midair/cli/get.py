@@ -174,6 +174,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help=f"window for --lowest-speed (default: {D.lowest_speed_time:g})",
     )
     p.add_argument(
+        "--max-rate",
+        type=size,
+        metavar="RATE",
+        help="limit each file to RATE bytes/s (all its connections; units K, M, G; off)",
+    )
+    p.add_argument(
+        "--max-overall-rate",
+        type=size,
+        metavar="RATE",
+        help="limit all transfers together to RATE bytes/s (off)",
+    )
+    p.add_argument(
+        "--host-delay",
+        type=seconds,
+        metavar="S",
+        help="wait at least S seconds between two requests to one host (off)",
+    )
+    p.add_argument(
         "--no-fsync",
         dest="fsync",
         action="store_false",
@@ -370,6 +388,9 @@ _OPTIONS = (
     "min_split_size",
     "lowest_speed",
     "lowest_speed_time",
+    "max_rate",
+    "max_overall_rate",
+    "host_delay",
     "fsync",
     "insecure",
     "ca_certificate",

@@ -73,7 +73,30 @@ class Resolve(Record):
         self.host: Final = host
 
 
-NetAction = Connect | Send | Close | StartTls | Resolve
+class Hold(Record):
+    """Read nothing more from ``conn`` until ``until`` (the session's clock): a rate limit
+    (core/rate.py).  ``Release`` follows, from the batch's timer; an engine that blocks
+    may instead sleep until ``until`` before its next read."""
+
+    __match_args__ = ("conn", "until")
+    __slots__ = __match_args__
+
+    def __init__(self, conn: int, until: float) -> None:
+        self.conn: Final = conn
+        self.until: Final = until
+
+
+class Release(Record):
+    """Read ``conn`` again: its ``Hold`` is over."""
+
+    __match_args__ = ("conn",)
+    __slots__ = __match_args__
+
+    def __init__(self, conn: int) -> None:
+        self.conn: Final = conn
+
+
+NetAction = Connect | Send | Close | StartTls | Resolve | Hold | Release
 
 
 # --- files: executed by the store ---------------------------------------------------

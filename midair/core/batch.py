@@ -76,6 +76,7 @@ from .errors import (
 from .http import Chunk, ClientConnection, FramingError, Head, Piped, encode_fields, field_key
 from .jobs import Job, Options
 from .politeness import Aimd
+from .rate import Spacing, Throttle, read_size
 from .retry import backoff
 from .segments import Plan, Split, judge
 from .state import ENDS, DownloadState
@@ -181,6 +182,7 @@ class _Conn:
         *("id", "host", "download", "last_active", "batch", "http", "window_start"),
         *("window_bytes", "body_limit", "checkpoint_at", "exchanges", "answered"),
         *("held", "saving", "tunnel", "proxy_fields", "piece", "source", "began"),
+        "turn",
     )
 
     def __init__(
@@ -211,6 +213,7 @@ class _Conn:
         self.piece: Piece | None = None
         self.source: URL | None = None
         self.began = (0.0, 0)
+        self.turn: float | None = None  # --host-delay: the turn booked for its first request
         self.http = ClientConnection(self)
 
     # --- ResponseSink: straight to the batch, at the time of the bytes being fed -------
@@ -251,6 +254,9 @@ class _Stream(_Conn):
     def on_body(self, data: Chunk) -> None:
         self.last_active = self.batch._now
         self.window_bytes += len(data)
+        throttle, link = self.batch._throttle, self.link
+        if throttle is not None and link is not None:  # its file keeps to --max-rate
+            throttle.transfer(link.id, self.download.id, len(data), self.batch._now)
         self.batch._write(self, data, self.batch._now)
 
     def on_broken(self, reason: str, refused: bool) -> None:
@@ -299,7 +305,7 @@ class Batch:
         self._ready: deque[_Host] = deque()
         self._conns: dict[int, _Conn] = {}
         self._links: dict[int, _Link] = {}  # HTTP/2 connections, by the engine's id
-        self._timers: list[tuple[float, int, t.Download | _Host]] = []
+        self._timers: list[tuple[float, int, t.Download | _Host | Send]] = []  # Send: spaced
         # path -> the download that has it (ENDED once it ended): one entry per name of the
         # batch, kept to its end, so a clash with a name taken long before is still found.
         self._claims: dict[str, int] = {}
@@ -320,6 +326,9 @@ class Batch:
         self.max_connections = options.concurrency
         self._starts = starts
         self._proxies = _proxy_choice(options)
+        self._throttle = _throttle(options)  # --max-rate, --max-overall-rate (None: neither)
+        self._spacing = Spacing(options.host_delay) if options.host_delay else None
+        self.read_size = read_size(options.max_rate, options.max_overall_rate)
 
     def _jitter(self) -> float:
         """A random draw for a retry's backoff.  ``random`` is loaded at the first: its
@@ -349,7 +358,7 @@ class Batch:
         is left of a Content-Length body, within the body limit (a body that would pass
         it comes as bytes, and fails where bytes do).  0 when there is no such body."""
         conn = self._conns.get(conn_id)
-        if conn is None:
+        if conn is None or self._throttle is not None:  # spliced bytes would pass a limit
             return 0
         if conn.piece is not None:  # what is left of its range: the rest is another's
             return int(min(conn.http.body_remaining, conn.piece.remaining))
@@ -363,6 +372,8 @@ class Batch:
         deadlines = [self._timers[0][0]] if self._timers else []
         if self._conns and self._next_sweep is not None:
             deadlines.append(self._next_sweep)
+        if self._throttle is not None and (held := self._throttle.next_deadline()) is not None:
+            deadlines.append(held)
         return min(deadlines, default=None)
 
     # --- intake: jobs taken in windows, named across the whole batch -------------------
@@ -570,7 +581,7 @@ class Batch:
             conn.last_active = conn.window_start = now
             conn.host.failures = 0  # it answers: connections to it work
             if conn.tunnel is None or conn.tunnel.ready:  # (again, after a tunnel's StartTls)
-                self._send_request(conn)
+                self._send_request(conn, now)
             else:
                 self._open_tunnel(conn, now)
         return self._flush(now)
@@ -595,9 +606,13 @@ class Batch:
                 self._through_tunnel(conn, bytes(data), now)  # type: ignore[arg-type]
                 return self._flush(now)
             conn.window_bytes += len(data)
+            if self._throttle is not None:  # whose bytes: the end may reuse conn for another
+                self._throttle.transfer(conn_id, conn.download.id, len(data), now)
             self._feed(conn, data, now)
         elif conn_id in self._links:
             self._feed_link(self._links[conn_id], data, now)
+        if self._throttle is not None:
+            self._limit_rate(conn_id, len(data), now)
         return self._flush(now)
 
     def closed(
@@ -714,14 +729,19 @@ class Batch:
             _, _, item = heapq.heappop(self._timers)
             if isinstance(item, _Host):
                 self._mark_ready(item, now)
+            elif isinstance(item, Send):  # a request whose turn came (--host-delay)
+                if item.conn in self._conns:
+                    self._out.append(item)
             elif item.state is WAITING:  # not failed meanwhile (a late answer to a Write)
                 self._enqueue(item, now)
+        if self._throttle is not None:
+            self._out += self._throttle.releases(now)
         if self._next_sweep is not None and now >= self._next_sweep:
             self._sweep(now)
         return self._flush(now)
 
     # --- one connection's exchange --------------------------------------------------
-    def _send_request(self, conn: _Conn) -> None:
+    def _send_request(self, conn: _Conn, now: float) -> None:
         d = conn.download
         if d.finished is not None:  # its control file lists ranges: resume them
             self._plan_from_record(d)
@@ -744,7 +764,47 @@ class Batch:
         else:  # to an HTTP proxy: the whole URL (absolute-form), and its credentials
             target = f"{url.scheme}://{url.host_header}{url.target}"
             data = conn.http.request_with(target, fields + conn.proxy_fields)
-        self._out.append(Send(conn.id, data))
+        self._send_spaced(conn, Send(conn.id, data), now)
+
+    def _send_spaced(self, conn: _Conn, send: Send, now: float) -> None:
+        """Send a request now, or at its host's turn (--host-delay): the connection waits,
+        and its stall clock starts then."""
+        at = now
+        if self._spacing is not None:
+            at = self._spacing.take(conn.host.origin[1], conn.turn, now)
+            conn.turn = None
+        if at <= now:
+            self._out.append(send)
+            return
+        conn.last_active = conn.window_start = at
+        heapq.heappush(self._timers, (at, next(self._ids), send))
+
+    def _spaced(self, host: _Host, now: float) -> bool:
+        """--host-delay: whether ``host`` must wait for its turn before a new connection or
+        stream (then a timer marks it ready at that turn)."""
+        if self._spacing is None or (at := self._spacing.free_at(host.origin[1])) <= now:
+            return False
+        heapq.heappush(self._timers, (at, next(self._ids), host))
+        return True
+
+    def _limit_rate(self, conn_id: int, count: int, now: float) -> None:
+        """--max-rate, --max-overall-rate: hold the connection its bytes overdrew a limit on
+        (core/rate.py).  A hold is no stall: its transfers' stall clocks start at its end."""
+        assert self._throttle is not None
+        link, conn = self._links.get(conn_id), self._conns.get(conn_id)
+        watched: list[_Conn]
+        if conn is not None:
+            watched = [conn]
+        elif link is not None:
+            watched = list(link.streams.values())
+        else:  # closed by its own bytes
+            self._throttle.received_closed(count, now)
+            return
+        hold = self._throttle.received(conn_id, count, now)
+        if hold is not None:
+            self._out.append(hold)
+            for transfer in watched:
+                transfer.last_active = max(transfer.last_active, hold.until)
 
     # --- HTTP/2: one connection per origin, a stream per download -------------------
     def _speaks_http2(self, conn: _Conn, protocol: str | None) -> bool:
@@ -783,6 +843,8 @@ class Batch:
         cookie = None if self._cookies is None else self._cookies.cookies_for(d.url)
         if cookie is not None and _cookie_field(d, cookie):  # the HTTP/1.1 rule, as a pair
             headers.append(("Cookie", cookie))
+        if self._spacing is not None:  # its turn has come (``_fill``, ``_close_stream``)
+            self._spacing.book(link.host.origin[1], now)
         stream.stream, data = link.http.request(stream, d.url.scheme, d.url.target, headers)
         link.streams[stream.stream] = stream
         self._out.append(Send(link.id, data))
@@ -846,6 +908,8 @@ class Batch:
             host.link = None
         host.open -= 1
         self._out.append(Close(link.id))
+        if self._throttle is not None:
+            self._throttle.forget(link.id)
         self._mark_ready(host, now)
 
     def _close_stream(self, stream: _Stream, now: float) -> None:
@@ -859,7 +923,12 @@ class Batch:
         if data:
             self._out.append(Send(link.id, data))
         host = link.host
-        if host.pending and host.paused_until <= now and link.http.room > 0:
+        if (
+            host.pending
+            and host.paused_until <= now
+            and link.http.room > 0
+            and (self._spacing is None or self._spacing.free_at(host.origin[1]) <= now)
+        ):
             # The freed place goes to the host's next download, as a kept-alive HTTP/1.1
             # connection takes it: a link never idles with work waiting (``sequential``
             # would wait on it for good).
@@ -1043,7 +1112,7 @@ class Batch:
         split.plan.release(piece)
         conn.piece = None
         if conn.http.reusable and not split.better_than(conn.source):
-            self._send_request(conn)  # its next range (or it is closed: none left)
+            self._send_request(conn, now)  # its next range (or it is closed: none left)
         else:
             self._close(conn, now)
             self._want_pieces(d, now)
@@ -1136,7 +1205,7 @@ class Batch:
         if scheme == "https":  # TLS to the origin inside; then ``connected`` again
             self._out.append(StartTls(conn.id, name))
         else:
-            self._send_request(conn)
+            self._send_request(conn, now)
 
     def _tunnel_step(
         self, conn: _Conn, step: Callable[..., bytes], arg: object, now: float
@@ -1317,7 +1386,7 @@ class Batch:
             and host.open <= host.polite.limit  # not kept past a lowered limit
         ):
             conn.download = self._take(host)
-            self._send_request(conn)
+            self._send_request(conn, now)
         elif conn.proxy_fields is None or not conn.http.reusable or not self._move(conn, now):
             self._close(conn, now)
 
@@ -1337,7 +1406,7 @@ class Batch:
                 self._mark_ready(conn.host, now)
                 host.open += 1
                 conn.host, conn.download = host, self._take(host)
-                self._send_request(conn)
+                self._send_request(conn, now)
                 return True
         return False
 
@@ -1585,6 +1654,8 @@ class Batch:
 
     def _end(self, d: t.Download) -> None:
         """Forget the ended job but for its names' claims (the batch's clashes need them)."""
+        if self._throttle is not None:
+            self._throttle.ended(d.id)
         self._unfinished -= 1
         self.done = not (self._unfinished or self._more)
         self._jobs.pop(d.id, None)
@@ -1614,10 +1685,14 @@ class Batch:
         return host.open < host.polite.limit
 
     def _fill(self, now: float) -> None:
+        if self._throttle is not None and self._throttle.overdrawn(now):
+            return  # no new transfer until the overall rate's debt is paid (core/rate.py)
         while self._ready and len(self._conns) < self.max_connections:
             host = self._ready.popleft()
             host.queued = False
             if not self._has_room(host) or host.paused_until > now:
+                continue
+            if self._spacing is not None and self._spaced(host, now):
                 continue
             if host.link is not None:
                 if host.pending:
@@ -1628,6 +1703,8 @@ class Batch:
             if d is None:
                 continue
             conn = _Conn(next(self._ids), host, d, now, self)
+            if self._spacing is not None:  # one connection opens per turn, not all at once
+                conn.turn = self._spacing.book(host.origin[1], now)
             if source is not None:  # a file in segments asked for it: it joins at once
                 assert d.split is not None
                 self._join(conn, d.split, source, counted=True)
@@ -1648,6 +1725,8 @@ class Batch:
         if type(conn) is _Stream:
             self._close_stream(conn, now)
             return
+        if self._throttle is not None:
+            self._throttle.forget(conn.id)
         split = conn.download.split
         if split is not None:
             self._leave_split(conn, split)
@@ -1702,6 +1781,12 @@ def _proxy_choice(options: Options) -> ProxyChoice | None:
 
     choice = ProxyChoice(options.proxy, dict(options.proxies), options.noproxy)
     return choice if choice.any else None
+
+
+def _throttle(options: Options) -> Throttle | None:
+    if not (options.max_rate or options.max_overall_rate):
+        return None
+    return Throttle(options.max_rate, options.max_overall_rate)
 
 
 def _at_origin(conn: _Conn) -> bool:

@@ -157,6 +157,12 @@ class Options:
     metalink_location: tuple[str, ...] = ()
     lowest_speed: int = 0
     lowest_speed_time: float = 10.0
+    # Rate limits in bytes per second (0: none): each file, as aria2's --max-download-limit,
+    # and all together, as --max-overall-download-limit; and the least seconds between two
+    # requests to one host (core/rate.py).
+    max_rate: int = 0
+    max_overall_rate: int = 0
+    host_delay: float = 0.0
     insecure: bool = False
     ca_certificate: str | None = None
     user_agent: str = f"midair/{__version__}"
@@ -208,6 +214,12 @@ class Options:
         if not isinstance(self.checksum, Checksum | None):
             raise _bad("checksum", "ALGO=HEX", self.checksum)
         _check_value("User-Agent", self.user_agent)
+        for name in ("max_rate", "max_overall_rate"):  # or every attempt would fail
+            if getattr(self, name) and self.lowest_speed > getattr(self, name):
+                raise InputError(
+                    f"--lowest-speed {self.lowest_speed} is above "
+                    f"{option_flag(name)} {getattr(self, name)}"
+                )
         if self.http2_prior_knowledge and not self.http2:
             raise InputError("--http2-prior-knowledge and --http1.1 contradict each other")
         if self.proxy is not None or self.proxies or self.noproxy is not None:
@@ -241,6 +253,8 @@ _WHOLE_NUMBERS = {
     "retries": 0,
     "max_redirects": 0,
     "lowest_speed": 0,
+    "max_rate": 0,
+    "max_overall_rate": 0,
     "split": 1,
     "min_split_size": 1,
 }
@@ -249,6 +263,7 @@ _SECONDS = {
     "max_retry_wait": False,
     "retry_base": False,
     "lowest_speed_time": True,
+    "host_delay": False,
 }  # name -> must be above zero
 _FLAGS = (
     "overwrite",

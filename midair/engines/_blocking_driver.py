@@ -39,7 +39,9 @@ from ..core.actions import (
     Close,
     Connect,
     ConnectionFailure,
+    Hold,
     NetAction,
+    Release,
     Resolve,
     Send,
     StartTls,
@@ -85,7 +87,10 @@ class Runtime:
 class _Link:
     """One connection: the owner's socket, and the bytes the core asked it to send."""
 
-    __slots__ = ("action", "closed", "outbox", "sock", "splicer", "tls", "waker")
+    __slots__ = (
+        *("action", "closed", "held_until", "outbox", "pause", "sock", "splicer", "tls"),
+        "waker",
+    )
 
     def __init__(self, action: Connect) -> None:
         self.action = action
@@ -96,9 +101,14 @@ class _Link:
         # Made for the first big body: a pipe per connection, since owners fill theirs
         # outside the lock.
         self.splicer: Splicer | None = None
-        # HTTP/2 only: other threads' events open streams on it, so a Send must wake an
-        # owner blocked reading (HTTP/1.1 sends only in answer to its own reads).
+        # HTTP/2 (other threads' events open streams on it) or --host-delay (the timer
+        # sends a request when its turn comes): a Send must wake an owner blocked reading
+        # (else HTTP/1.1 sends only in answer to its own reads).
         self.waker: Waker | None = None
+        # A rate limit's Hold: no read before this time (session clock; 0: none), and what
+        # the owner sleeps on meanwhile, set by a Release, a Close or a stop.
+        self.held_until = 0.0
+        self.pause: Waker | None = None
 
 
 class Driver:
@@ -167,17 +177,31 @@ class Driver:
                 link = self.links.get(action.conn)
                 if link is not None:
                     self.forget(link)
+            elif type(action) is Hold or type(action) is Release:
+                link = self.links.get(action.conn)
+                if link is not None:
+                    self.hold(link, action)
         deadline = self.session.next_deadline()
         if self.session.done or (
             deadline is not None and (self.armed is None or deadline < self.armed)
         ):
             self.wake.set()
 
+    def hold(self, link: _Link, action: Hold | Release) -> None:
+        """A rate limit: the owner sleeps until ``until`` before its next read."""
+        if link.pause is None:
+            link.pause = self.runtime.waker()
+        link.held_until = action.until if type(action) is Hold else 0.0
+        if type(action) is Release:
+            link.pause.set()
+
     def forget(self, link: _Link) -> None:
         link.closed = True
         del self.links[link.action.conn]
         if link.sock is not None:
             _shutdown(link.sock)  # wakes the owner if it is blocked on this socket
+        if link.pause is not None:
+            link.pause.set()  # or sleeping out a hold
 
     def interrupt(self) -> None:
         """A stop: wake the waiting thread and every blocked owner (no lock; see above)."""
@@ -187,6 +211,8 @@ class Driver:
         for link in list(self.links.values()):
             if link.sock is not None:
                 _shutdown(link.sock)
+            if link.pause is not None:
+                link.pause.set()
 
     # --- one connection, start to end (the owner's code) ------------------------------
     def connection(self, link: _Link) -> None:
@@ -219,9 +245,16 @@ class Driver:
                 link.splicer.close()
             if link.waker is not None:
                 link.waker.close()
+            if link.pause is not None:
+                with self.lock:  # a Release may be setting it
+                    link.pause.close()
 
     def multiplexed(self, link: _Link, protocol: str | None) -> bool:
-        """Whether the core will speak HTTP/2 on ``link`` (as Batch decides it)."""
+        """Whether a Send for ``link`` may come from another thread's event: the core will
+        speak HTTP/2 on it (as Batch decides it), or --host-delay has its timer send the
+        requests whose turn came."""
+        if self.session.options.host_delay:
+            return True
         if protocol is None:
             return not link.action.tls and self.session.options.http2_prior_knowledge
         return protocol == "h2"
@@ -303,7 +336,7 @@ class Driver:
             return True
 
     def pump(self, link: _Link, sock: socket.socket) -> None:
-        view = memoryview(bytearray(READ_SIZE))
+        view = memoryview(bytearray(min(READ_SIZE, self.session.read_size or READ_SIZE)))
         while True:
             if link.outbox and self.sequential:  # sends stay bounded, as connects are
                 sock.settimeout(self.session.options.timeout)
@@ -320,6 +353,8 @@ class Driver:
                     sock.sendall(item)  # type: ignore[arg-type]
             if link.closed:
                 return
+            if link.held_until and self.sit_out_hold(link):
+                continue  # woken early (a Send, a timer, a stop): look again
             if link.waker is not None and not self.wait_multiplexed(link, sock):
                 continue  # woken to send
             piped = self.splice(link, sock)
@@ -329,10 +364,27 @@ class Driver:
             n = self.receive(link, sock, view) if self.sequential else sock.recv_into(view)
             if link.closed or self.session.done:
                 return
+            if n is None:
+                continue  # a timer sent a request: it goes out first
             if n == 0:
                 self.report_end(link, None)
                 return
             self.report(link, self.session.received, bytes(view[:n]))
+
+    def sit_out_hold(self, link: _Link) -> bool:
+        """Sleep until the link's hold ends; False once it has (read on).  Sequential
+        wakes for the session's timer meanwhile, as ``receive`` does."""
+        assert link.pause is not None
+        wait = link.held_until - self.session.clock()
+        if wait <= 0 or self.session.done:
+            link.held_until = 0.0
+            return False
+        timer = self.session.timeout() if self.sequential else None
+        link.pause.wait(wait if timer is None else min(wait, timer))
+        link.pause.clear()
+        if self.sequential:
+            self.tick()
+        return True
 
     def wait_multiplexed(self, link: _Link, sock: socket.socket) -> bool:
         """Wait for bytes or a Send for ``link``; True: bytes (TLS may hold some already)."""
@@ -391,19 +443,24 @@ class Driver:
             self.tick()
         return False
 
-    def receive(self, link: _Link, sock: socket.socket, view: memoryview) -> int:
+    def receive(self, link: _Link, sock: socket.socket, view: memoryview) -> int | None:
         """Sequential: ``recv_into``, waking for the session's timer when it is due.
-        0 once the session is done: a stop must not leave it ticking a due timer."""
+        0 once the session is done: a stop must not leave it ticking a due timer.  None
+        when the timer had a request sent (--host-delay): it goes out before reading."""
         while not (link.closed or self.session.done):
             wait = self.session.timeout()
             if wait == 0:  # (a zero socket timeout would mean non-blocking)
                 self.tick()
+                if link.outbox:
+                    return None
                 continue
             sock.settimeout(wait)
             try:
                 return sock.recv_into(view)
             except TimeoutError:
                 self.tick()
+                if link.outbox:
+                    return None
         return 0
 
     # --- the calling thread: timers until the batch is done ---------------------------

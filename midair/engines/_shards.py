@@ -117,7 +117,11 @@ def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shar
     When one origin holds most jobs, that would leave the other cores idle:
     then jobs are grouped by name only, and every shard gets a share of
     ``--per-host`` (the shares add up to it), so each origin's limit still
-    holds across shards, however its jobs were spread.
+    holds across shards, however its jobs were spread.  Not with ``--host-delay``:
+    the gap between two requests to a host is kept by one batch, so a host's jobs
+    stay in one shard.  ``--max-overall-rate`` is divided evenly between the shards
+    (``_overall_share``): their sum holds, though a shard that finishes early leaves
+    its share unused.
     """
     base = _shard_base(options)
     paths = [claimable_path(job, base) for job in jobs]
@@ -140,7 +144,7 @@ def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shar
 
 def _ways_to_split(largest: int, total: int, options: Options, shards: int) -> int:
     """How many shards may share the largest group: 1 unless it holds most jobs."""
-    if 2 * largest <= total:
+    if 2 * largest <= total or options.host_delay:
         return 1
     return max(1, min(shards, options.per_host, options.concurrency, largest))
 
@@ -180,10 +184,21 @@ def _plan(
     bins, caps = _bins(sorted(groups, key=len, reverse=True), count, per_host)
     shares = split(base.concurrency, caps)
     shared = tuple(paths)
+    rate = _overall_share(base.max_overall_rate, count)
     return [
-        Shard(n, tuple(sorted(b)), replace(base, concurrency=c, per_host=p), shared)
+        Shard(
+            n,
+            tuple(sorted(b)),
+            replace(base, concurrency=c, per_host=p, max_overall_rate=rate),
+            shared,
+        )
         for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))
     ]
+
+
+def _overall_share(rate: int, shards: int) -> int:
+    """Each shard's part of ``--max-overall-rate`` (0: none), at least a byte a second."""
+    return max(1, rate // shards) if rate and shards else rate
 
 
 def _bins(

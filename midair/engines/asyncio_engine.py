@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
-from ..core.actions import Close, Connect, NetAction, Resolve, Send, StartTls
+from ..core.actions import Close, Connect, Hold, NetAction, Release, Resolve, Send, StartTls
 from ..run import Run
 from ..session import Session
 from ._aio import (
@@ -39,12 +39,18 @@ INBOX_LIMIT = 512 * 1024
 
 
 class _Inbox(asyncio.Protocol):
-    """One connection's received chunks, as the transport read them, for its task."""
+    """One connection's received chunks, as the transport read them, for its task.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    Under a rate limit, a chunk goes out in pieces of at most ``most`` bytes (views of
+    it, uncopied), and none while the core holds the connection (``hold``): the socket
+    is paused meanwhile, so the server is slowed down too, not only the core."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, most: int | None = None) -> None:
         self.loop = loop
+        self.most = most
+        self.holding = False
         self.transport: asyncio.Transport | None = None
-        self.chunks: deque[bytes] = deque()
+        self.chunks: deque[bytes | memoryview] = deque()
         self.held = 0  # bytes in ``chunks``
         self.paused = False
         self.ended = False  # the stream ended: EOF, or lost with ``error``
@@ -57,10 +63,25 @@ class _Inbox(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
         self.held += len(data)
-        if self.held > INBOX_LIMIT and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
+        self.flow()
         self.wake()
+
+    def hold(self, holding: bool) -> None:
+        """The core's Hold (True) or Release (False) of this connection."""
+        self.holding = holding
+        self.flow()
+        if not holding:
+            self.wake()
+
+    def flow(self) -> None:
+        """Pause the socket while held or holding too much, resume it once neither."""
+        pause = self.holding or self.held > INBOX_LIMIT
+        if pause != self.paused and self.transport is not None:
+            self.paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         self.ended = True
@@ -75,20 +96,22 @@ class _Inbox(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    async def read(self) -> bytes:
+    async def read(self) -> bytes | memoryview:
         """The next chunk; b"" once the stream ended; the connection's error if it broke."""
-        while not self.chunks:
-            if self.ended:
+        while self.holding or not self.chunks:
+            if self.ended and not self.chunks and not self.holding:
                 if self.error is not None:
                     raise self.error
                 return b""
             self.waiter = self.loop.create_future()
             await self.waiter
         data = self.chunks.popleft()
+        if self.most is not None and len(data) > self.most:
+            view = memoryview(data)
+            data, rest = view[: self.most], view[self.most :]
+            self.chunks.appendleft(rest)
         self.held -= len(data)
-        if self.paused and self.held <= INBOX_LIMIT and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        self.flow()
         return data
 
 
@@ -120,6 +143,7 @@ class _Driver:
         self.resolver = Resolver()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.writers: dict[int, asyncio.Transport] = {}
+        self.inboxes: dict[int, _Inbox] = {}  # for a rate limit's Hold and Release
         self.tunnelling: set[asyncio.Task[None]] = set()  # TLS starts, SOCKS look-ups
         self.finished = finished_on_stop(session.run)
         self.alarm = Alarm(self.loop, session, lambda: self.execute(session.timer()))
@@ -148,6 +172,10 @@ class _Driver:
                 self.tunnel_step(self.start_tls(action))
             elif type(action) is Resolve:
                 self.tunnel_step(self.resolve(action))
+            elif type(action) is Hold or type(action) is Release:
+                inbox = self.inboxes.get(action.conn)
+                if inbox is not None:
+                    inbox.hold(type(action) is Hold)
         self.rearm()
 
     def tunnel_step(self, work: Coroutine[Any, Any, None]) -> None:
@@ -161,6 +189,7 @@ class _Driver:
         self.execute(self.session.resolved(*told))
 
     def close(self, conn: int) -> None:
+        self.inboxes.pop(conn, None)
         writer = self.writers.pop(conn, None)
         if writer is not None:
             writer.abort()  # nothing left to send: skip the graceful dance
@@ -179,13 +208,14 @@ class _Driver:
         try:
             tls = self.tls.get() if action.tls else None
             writer, reader = await open_connection(
-                self.loop, lambda: _Inbox(self.loop), self.resolver, action, tls
+                self.loop, lambda: _Inbox(self.loop, session.read_size), self.resolver, action, tls
             )
         except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
             self.tasks.pop(conn, None)
             self.execute(session.closed(conn, classify(exc)))
             return
         self.writers[conn] = writer
+        self.inboxes[conn] = reader
         self.execute(session.connected(conn, alpn(writer.get_extra_info("ssl_object"))))
         try:
             await self.pump(conn, reader)

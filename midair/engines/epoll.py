@@ -42,7 +42,9 @@ from ..core.actions import (
     Close,
     Connect,
     ConnectionFailure,
+    Hold,
     NetAction,
+    Release,
     Resolve,
     Send,
     StartTls,
@@ -78,14 +80,18 @@ class State(Enum):
 
 
 class _Conn:
-    __slots__ = ("addresses", "asked", "host", "id", "outbuf", "sock", "state", "tls", "want")
+    __slots__ = (
+        *("addresses", "asked", "held", "host", "id", "outbuf", "sock", "state", "tls"),
+        "want",
+    )
 
     def __init__(self, action: Connect, addresses: list[AddrInfo]) -> None:
         self.id, self.host, self.tls = action.conn, action.host, action.tls
         self.addresses = addresses  # getaddrinfo results still to try
         self.sock: socket.socket | None = None
         self.state = State.CONNECTING
-        self.want = WRITE  # the readiness the current state waits for
+        self.want = WRITE  # the readiness the current state waits for (0: unregistered)
+        self.held = False  # a rate limit's Hold: not read until its Release
         self.outbuf = bytearray()
         self.asked = False  # a request went out and nothing came back yet
 
@@ -114,7 +120,8 @@ class _Loop:
         # A late answer must not write to the waker's descriptors once closed (their
         # numbers may be another file's by then): posting and closing take turns.
         self.posting = threading.Lock()
-        self.view = memoryview(bytearray(READ_SIZE))  # one buffer: one thread reads
+        # One buffer: one thread reads.  Smaller under a rate limit: see core/rate.py.
+        self.view = memoryview(bytearray(min(READ_SIZE, session.read_size or READ_SIZE)))
         self.head_view = self.view[:HEAD_READ_SIZE]
         self.tls = LazyTls(session.options)
         self.splicer = make_splicer()
@@ -171,6 +178,23 @@ class _Loop:
                 self.start_tls(action)
             elif type(action) is Resolve:
                 self.resolve(action)
+            elif type(action) is Hold or type(action) is Release:
+                self.hold(action)
+
+    def hold(self, action: Hold | Release) -> None:
+        """Stop reading a connection, or read it again: a rate limit (core/rate.py)."""
+        conn = self.conns.get(action.conn)
+        if conn is None or conn.state is not State.OPEN:
+            return
+        conn.held = type(action) is Hold
+        self.interest(conn, READ | WRITE if conn.outbuf else READ)
+        if not conn.held and conn.tls and conn.sock.pending():  # type: ignore[union-attr]
+            # Decrypted bytes the socket will not signal: read them from the loop's top.
+            self.answers.append(functools.partial(self.read_again, conn))
+
+    def read_again(self, conn: _Conn) -> None:
+        if self.conns.get(conn.id) is conn and not conn.held:
+            self.ready(conn, READ)
 
     def resolve(self, action: Resolve) -> None:
         """A SOCKS proxy's origin address, told at the top of the loop (no re-entry)."""
@@ -350,7 +374,7 @@ class _Loop:
                 self.execute(self.session.closed(conn.id))
                 return
             self.execute(self.session.received(conn.id, bytes(view[:n])))
-            if not (conn.tls and conn.sock is not None and conn.sock.pending()):  # type: ignore[attr-defined]
+            if conn.held or not (conn.tls and conn.sock is not None and conn.sock.pending()):  # type: ignore[attr-defined]
                 return
 
     def splice(self, conn: _Conn) -> bool:
@@ -406,6 +430,14 @@ class _Loop:
             return None
 
     def interest(self, conn: _Conn, events: int) -> None:
-        if conn.want != events and conn.sock is not None:
-            conn.want = events
+        if conn.held:
+            events &= ~READ
+        if conn.want == events or conn.sock is None:
+            return
+        if not events:  # a selector takes no empty interest: held with nothing to send
+            self.selector.unregister(conn.sock)
+        elif not conn.want:
+            self.selector.register(conn.sock, events, conn)
+        else:
             self.selector.modify(conn.sock, events, conn)
+        conn.want = events

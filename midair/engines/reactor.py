@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from ..core.actions import Close, Connect, NetAction, Resolve, Send, StartTls
+from ..core.actions import Close, Connect, Hold, NetAction, Release, Resolve, Send, StartTls
 from ..run import Run
 from ..session import Session
 from ._aio import (
@@ -86,6 +86,26 @@ class _Conn(asyncio.Protocol):
         self.reactor.lost(self, exc)
 
 
+class _Limited(_Conn, asyncio.BufferedProtocol):
+    """A connection under a rate limit: the loop reads at most ``read_size`` bytes at once,
+    into its buffer (core/rate.py).  A memoryview of it goes to the session, which copies
+    the bytes out before the next read."""
+
+    __slots__ = ("buffer",)
+
+    def __init__(self, reactor: _Reactor, conn: int) -> None:
+        super().__init__(reactor, conn)
+        self.buffer = memoryview(bytearray(reactor.session.read_size or 1))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        reactor = self.reactor
+        if reactor.protocols.get(self.conn) is self:
+            reactor.call(reactor.session.received, self.conn, self.buffer[:nbytes])
+
+
 class _Reactor:
     def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
         self.session = session
@@ -120,7 +140,18 @@ class _Reactor:
                 self.start_tls(action)  # type: ignore[arg-type]
             elif kind is Resolve:
                 self.resolve(action)  # type: ignore[arg-type]
+            elif kind is Hold or kind is Release:
+                self.hold(action.conn, kind is Hold)
         self.rearm()
+
+    def hold(self, conn: int, holding: bool) -> None:
+        """A rate limit: stop reading ``conn`` (the loop reads nothing for it), or go on."""
+        protocol = self.protocols.get(conn)
+        if protocol is not None and protocol.transport is not None:
+            if holding:
+                protocol.transport.pause_reading()
+            else:
+                protocol.transport.resume_reading()
 
     def rearm(self) -> None:
         if not self.session.done:
@@ -130,7 +161,7 @@ class _Reactor:
 
     # --- connections -----------------------------------------------------------------
     def connect(self, action: Connect) -> None:
-        protocol = _Conn(self, action.conn)
+        protocol = (_Conn if self.session.read_size is None else _Limited)(self, action.conn)
         self.protocols[action.conn] = protocol
         task = self.loop.create_task(guarded(self.session.run, self.open(action, protocol)))
         self.connecting[action.conn] = task

@@ -35,11 +35,13 @@ from midair.core.actions import (
     Disk,
     Failed,
     Finished,
+    Hold,
     NetAction,
     OnDisk,
     Open,
     Prepare,
     Publish,
+    Release,
     Resume,
     Retrying,
     Save,
@@ -441,6 +443,8 @@ class _SimConn:
     alive: bool = True
     doomed: bool = False  # the server is done with it: no more answers
     ready_at: float = 0.0  # the server's next byte cannot leave before this
+    held: bool = False  # a rate limit's Hold: what arrives waits until its Release
+    waiting: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class Sim:
@@ -530,6 +534,9 @@ class Sim:
         c = self._conns[conn]
         if not c.alive:
             return
+        if c.held and kind != "connected":  # the engine reads nothing of it meanwhile
+            c.waiting.append((kind, data))
+            return
         if kind == "connected":
             c.connected = True
             self._call(self.session.connected, conn)
@@ -555,6 +562,8 @@ class Sim:
                 self._connect(action)
             elif isinstance(action, Send):
                 self._send(action)
+            elif isinstance(action, Hold | Release):
+                self._hold(action)
             else:
                 self._close(action)
         assert sum(self._open.values()) == self.batch.open_connections
@@ -620,6 +629,15 @@ class Sim:
                 self._schedule(t, action.conn, "eof")
             elif answer.then == "reset":
                 self._schedule(t, action.conn, "connection reset by peer")
+
+    def _hold(self, action: Hold | Release) -> None:
+        c = self._conns[action.conn]
+        assert c.alive, f"{action} of connection {action.conn} that is closed"
+        c.held = isinstance(action, Hold)
+        if not c.held:
+            for kind, data in c.waiting:  # read now, in the order they came
+                self._schedule(self.now, action.conn, kind, data)
+            c.waiting.clear()
 
     def _close(self, action: Close) -> None:
         c = self._conns[action.conn]
