@@ -25,7 +25,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+from .core import transfer
 from .core.actions import Failed, Finished, Started
+from .core.claims import made_for
 from .core.errors import DownloadError, InputError
 from .core.jobs import Job, Options
 from .core.results import Failure, Results, Success
@@ -168,6 +170,11 @@ class Journal:
         row = self._db.execute(f"SELECT {_ENTRY} FROM jobs WHERE url = ?", (url,)).fetchone()
         return None if row is None else Entry(*row)
 
+    def rekey(self, old: str, new: str) -> None:
+        """Key ``old``'s row by ``new`` from now on (a signed URL's new signature): the next
+        run finds it at once.  Committed with the next group, like every other write."""
+        self._db.execute("UPDATE OR IGNORE jobs SET url = ? WHERE url = ?", (new, old))
+
     def by_name(self, name: str) -> Entry | None:
         row = self._db.execute(f"SELECT {_ENTRY} FROM jobs WHERE name = ?", (name,)).fetchone()
         return None if row is None else Entry(*row)
@@ -292,18 +299,19 @@ def sort_out(
     settle: Callable[[Success | Failure], None],
 ) -> Iterator[Job]:
     """The jobs still to run, as they come; what the journal already settles goes to
-    ``settle`` instead: done jobs (skipped without a stat per file unless ``verify``),
-    and jobs that failed in an earlier run (unless ``retry_failed``), which fail again
-    with the earlier reason.  The run's count of jobs is recorded as they are read (every
-    ``COUNT_EVERY``: ``midair status`` shows what is queued of a list still being read)."""
+        ``settle`` instead: done jobs (skipped without a stat per file unless ``verify``; found
+    by name for a signed URL with a new signature, see ``_signed``),
+        and jobs that failed in an earlier run (unless ``retry_failed``), which fail again
+        with the earlier reason.  The run's count of jobs is recorded as they are read (every
+        ``COUNT_EVERY``: ``midair status`` shows what is queued of a list still being read)."""
     count = 0
     first = journal.empty()  # a first run: no look-up per job
     for job in jobs:
         count += 1
         if count % COUNT_EVERY == 0:
             journal.begin(count)
-        entry = None if first else journal.get(job.url.text)
-        if entry is not None and entry.state == DONE and _still_there(entry, options):
+        entry = None if first else journal.get(job.url.text) or _signed(journal, job, options)
+        if entry is not None and entry.state == DONE and _still_there(entry, job, options):
             settle(Success(entry.url, entry.name or "", entry.size or 0, True))
         elif entry is not None and entry.state == FAILED and not options.retry_failed:
             settle(Failure(entry.url, EarlierFailure.of(entry)))
@@ -312,12 +320,39 @@ def sort_out(
     journal.begin(count)
 
 
-def _still_there(entry: Entry, options: Options) -> bool:
-    """``--verify``: the file is there with the size the journal says (else fetched again)."""
+def _signed(journal: Journal, job: Job, options: Options) -> Entry | None:
+    """The done row at ``job``'s first path, made for its URL with other signing parameters
+    (``claims.made_for``; a signed URL's new signature), re-keyed to the job's URL: the rule
+    the store applies to a file's tag, here for a file without one (copied, or on a file
+    system without user xattrs).  None for any other job, and at once for one without a
+    query (nothing signs it), so a plain list's new jobs cost no look-up more."""
+    url = job.url.text
+    path = transfer.claimable_path(job, options) if "?" in url else None
+    entry = journal.by_name(path) if path is not None else None
+    if entry is None or entry.state != DONE or not made_for(entry.url, url, by_name=True):
+        return None
+    journal.rekey(entry.url, url)
+    return Entry(url, entry.name, entry.state, None, None, entry.bytes, entry.size, entry.updated)
+
+
+def _still_there(entry: Entry, job: Job, options: Options) -> bool:
+    """``--verify``: the file is there with the size the journal says and, for a job with a
+    checksum, that checksum (else it is fetched again, and replaced: the file is midair's)."""
     if not options.verify:
         return True
+    path = entry.name or ""
     try:
-        return os.stat(entry.name or "").st_size == entry.size
+        if os.stat(path).st_size != entry.size:
+            return False
+    except OSError:
+        return False
+    checksum = job.checksum or options.checksum
+    if checksum is None:
+        return True
+    from .store import file_digest  # only --verify with checksums reads the bytes back
+
+    try:
+        return file_digest(path, checksum) == checksum.hexdigest
     except OSError:
         return False
 

@@ -63,6 +63,7 @@ from .core.actions import (
     Save,
     Write,
 )
+from .core.claims import made_for
 from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.http import Bytes, Piped
 from .core.jobs import Checksum, Pieces
@@ -234,7 +235,7 @@ class Store:
 
     def _look_at(self, path: str, action: Prepare, may_exist: Callable[[str], bool]) -> OnDisk:
         if may_exist("") and os.path.lexists(path):
-            return _inspect_final(path, action.url, action.checksum)
+            return _inspect_final(path, action)
         part = path + PART_SUFFIX
         if not may_exist(PART_SUFFIX):
             return _FRESH
@@ -246,7 +247,7 @@ class Store:
         if not (may_exist(CONTROL_SUFFIX) and os.path.exists(control)):
             return OnDisk(Disk.PARTIAL, size, None)
         self._controls.add(path)
-        return OnDisk(Disk.PARTIAL, size, _read_control(control))
+        return OnDisk(Disk.PARTIAL, size, _control_for(control, action))
 
     def _names_in(self, directory: str) -> set[str] | None:
         """The names in ``directory`` (empty if it does not exist); None if unlistable."""
@@ -601,26 +602,48 @@ def _survey_name(inside: str, name: str, names: set[str], owners: dict[str, str 
     owners[inside + name] = url if isinstance(url, str) else None
 
 
-def _inspect_final(path: str, url: str, checksum: Checksum | None) -> OnDisk:
+def _control_for(control: str, action: Prepare) -> Resume | None:
+    """The part file's record, as this job's when the file is its own by name (a signed
+    URL's old token, ``claims.made_for``): the core resumes a record of its own URL only,
+    and then only if the server still answers the record's validator."""
+    record = _read_control(control)
+    if record is None or record.url == action.url:
+        return record
+    if not made_for(record.url, action.url, action.by_name):
+        return record  # another URL's part: the core restarts it from zero
+    return Resume(action.url, record.size, record.etag, record.last_modified, record.ranges)
+
+
+def _inspect_final(path: str, action: Prepare) -> OnDisk:
+    """A finished file at a job's path: complete (skipped), fresh (fetched again and
+    replaced: its own), or another URL's or a foreign file (never replaced unasked).  A file
+    made for the job's URL with another query is complete by name (``claims.made_for``) if
+    it has its tag's size, and never replaced on that ground."""
     try:
         info = os.stat(path)
     except FileNotFoundError:  # a dangling symlink
         return OnDisk(Disk.FOREIGN)
     if not stat.S_ISREG(info.st_mode):
         return OnDisk(Disk.FOREIGN)
-    tag = _read_tag(path)
-    ours = tag is not None and tag.get("url") == url
+    tag, url, checksum = _read_tag(path), action.url, action.checksum
+    owner = tag.get("url") if tag is not None else None
+    ours = owner == url
     if checksum is not None:
-        import hashlib  # only checksummed jobs need it (and libcrypto's load time)
-
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, checksum.algorithm).hexdigest()
-        if digest == checksum.hexdigest:
+        if file_digest(path, checksum) == checksum.hexdigest:
             return OnDisk(Disk.COMPLETE, info.st_size)
         return OnDisk(Disk.FRESH) if ours else _not_ours(tag)
-    if ours and tag is not None and tag.get("size") == info.st_size:
+    by_name = isinstance(owner, str) and made_for(owner, url, action.by_name)
+    if (ours or by_name) and tag is not None and tag.get("size") == info.st_size:
         return OnDisk(Disk.COMPLETE, info.st_size)
     return OnDisk(Disk.FRESH) if ours else _not_ours(tag)
+
+
+def file_digest(path: str, checksum: Checksum) -> str:
+    """The hex digest of the file at ``path`` by ``checksum``'s algorithm."""
+    import hashlib  # only checksummed jobs need it (and libcrypto's load time)
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, checksum.algorithm).hexdigest()
 
 
 def _not_ours(tag: dict[str, object] | None) -> OnDisk:

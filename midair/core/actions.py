@@ -101,16 +101,23 @@ NetAction = Connect | Send | Close | StartTls | Resolve | Hold | Release
 
 # --- files: executed by the store ---------------------------------------------------
 class Prepare(Record):
-    """Look at ``path`` on disk; answer with ``Batch.prepared``."""
+    """Look at ``path`` on disk; answer with ``Batch.prepared``.
 
-    __match_args__ = ("download", "path", "url", "checksum")
+    ``by_name``: the job claims ``path`` alone, as its first choice, so a file made for
+    its URL with another query (a signed URL's old token) is its own (``claims.made_for``).
+    """
+
+    __match_args__ = ("download", "path", "url", "checksum", "by_name")
     __slots__ = __match_args__
 
-    def __init__(self, download: int, path: str, url: str, checksum: Checksum | None) -> None:
+    def __init__(
+        self, download: int, path: str, url: str, checksum: Checksum | None, by_name: bool = False
+    ) -> None:
         self.download: Final = download
         self.path: Final = path
         self.url: Final = url
         self.checksum: Final = checksum
+        self.by_name: Final = by_name
 
 
 class Resume(Record):

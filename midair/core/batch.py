@@ -297,7 +297,9 @@ class Batch:
         self._window_size = max(WINDOW, 4 * options.concurrency)
         self._jobs: dict[int, Job] = {}
         self._downloads: dict[int, t.Download] = {}  # made as each job's file is prepared
-        self._unprepared: deque[tuple[int, str]] = deque()  # claimed at start, Prepare to come
+        # Claimed at start, Prepare to come: id, path, and whether the job claims the path
+        # alone as its first choice (``Prepare.by_name``: see ``claims.made_for``).
+        self._unprepared: deque[tuple[int, str, bool]] = deque()
         self._request_fields = t.RequestFields(options)
         self._unfinished = 0  # jobs taken from the source and not ended
         self.done = False  # every job ended; read on every event: no call
@@ -438,13 +440,13 @@ class Batch:
         unprepared, jobs, downloads, out = self._unprepared, self._jobs, self._downloads, self._out
         renames = self._renames
         for _ in range(min(count, len(unprepared))):
-            ident, path = unprepared.popleft()
+            ident, path, by_name = unprepared.popleft()
             d = downloads[ident] = t.Download(ident, jobs[ident], self.options)
             d.path = path
             d.state = PREPARING  # NEW -> PREPARING, set directly: the one move of every file here
             if renames:
                 d.renames = renames.pop(ident, 0)
-            out.append(Prepare(ident, path, d.job.url.text, d.checksum))
+            out.append(Prepare(ident, path, d.job.url.text, d.checksum, by_name))
         return self._flush(now)
 
     def _group_first_paths(self, taken: list[tuple[int, Job, str | None]]) -> None:
@@ -489,10 +491,10 @@ class Batch:
         else:  # nearly every window: each job has its own name
             placed = {}
         for ident, first in window:  # list order
-            if ident in placed:
-                self._unprepared.append((ident, placed[ident][0]))
+            if ident in placed:  # a clash's, or a file its URL owns: by exact URL only
+                self._unprepared.append((ident, placed[ident][0], False))
             elif first is not None and claims.get(first) == ident:
-                self._unprepared.append((ident, first))
+                self._unprepared.append((ident, first, True))
         self._window, self._clashes = [], {}
 
     def _note_owners(self, owners: Mapping[str, str | None]) -> None:

@@ -15,6 +15,29 @@ of what is on disk, in two steps:
 
 With ``no_clobber`` step 2 gives a shared path to the first job of the list
 and fails the others.
+
+Whose file is it?  A file (its tag) or a part file (its control file) names the
+URL midair made it for; a re-run's job takes it as its own (``made_for``) when
+that is its URL exactly, or, for a signed URL whose signature changes between
+runs, when both hold:
+
+- the URLs differ in signing parameters only (``differs_in_signature_only``:
+  same scheme, host, port, path and every other query parameter; the differing
+  ones named as signatures, tokens and expiry times are, by S3, GCS, Azure,
+  CloudFront, Akamai and most CDNs, see ``SIGNING_PARAMETERS``), and
+- the job claims the path alone, as its first choice (``by_name``, which the
+  batch grants only then: two jobs of a window wanting one path are a clash,
+  and the files of a clash go by exact URL only, step 1).
+
+``download.php?id=1`` and ``?id=2`` differ in ``id``, no signing parameter: they
+never take each other's file, whichever is in the batch and whatever ran before;
+a batch holding both numbers them by step 1 and 2.  A query parameter this list
+does not know keeps the old behaviour (the file is another URL's: fetched again
+under a number), never a wrong file.  Safety nets: a part file so taken resumes
+only if the server still answers its validator (``If-Range``), else it restarts
+from zero; a finished file must have the size its tag records.  The journal
+applies the same rule to the names it recorded (``midair.journal.sort_out``), for
+files without a tag (a copied directory, a file system without user xattrs).
 """
 
 from __future__ import annotations
@@ -136,3 +159,44 @@ def _unavailable(
 ) -> bool:
     """Claimed by a job, held on disk, or the first choice of another shared path."""
     return path in claims or path in taken or (path != base and path in clashes)
+
+
+# Query parameters that sign or expire a URL, not name what it points at (lower case):
+# AWS S3 and CloudFront, Google Cloud Storage, Azure SAS, Alibaba OSS, Akamai, and the
+# generic names CDNs use (Bunny, Fastly, KeyCDN, Nginx secure_link).
+SIGNING_PREFIXES = ("x-amz-", "x-goog-", "x-oss-")
+SIGNING_PARAMETERS = frozenset(
+    {
+        "awsaccesskeyid", "googleaccessid", "ossaccesskeyid", "signature", "expires",
+        "policy", "key-pair-id", "sv", "ss", "srt", "sp", "se", "st", "spr", "sig", "sr",
+        "sip", "si", "skoid", "sktid", "skt", "ske", "sks", "skv", "hdnts", "__token__",
+        "token", "access_token", "auth", "expiry", "exp", "sign", "md5", "verify",
+    }
+)  # fmt: skip
+
+
+def made_for(owner: str, url: str, by_name: bool) -> bool:
+    """Whether a file midair made for ``owner`` (a URL) is the file of the job for ``url``:
+    the same URL, or (``by_name``: the job claims the path alone) one that differs in its
+    signing parameters only (see the module's docstring)."""
+    return owner == url or (by_name and differs_in_signature_only(owner, url))
+
+
+def differs_in_signature_only(a: str, b: str) -> bool:
+    """Whether URLs ``a`` and ``b`` are one scheme, host, port, path and query but for
+    the values of signing parameters (added, dropped or changed): a signed URL anew."""
+    base_a, _, query_a = a.partition("?")
+    base_b, _, query_b = b.partition("?")
+    if base_a != base_b or query_a == query_b:
+        return False
+    return _unsigned(query_a) == _unsigned(query_b)
+
+
+def _unsigned(query: str) -> list[str]:
+    """The query's parameters that are no signing parameter, in order, as written."""
+    return [pair for pair in query.split("&") if pair and not _signing(pair)]
+
+
+def _signing(pair: str) -> bool:
+    name = pair.partition("=")[0].lower()
+    return name in SIGNING_PARAMETERS or name.startswith(SIGNING_PREFIXES)

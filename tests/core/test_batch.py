@@ -79,7 +79,7 @@ def options(directory: Path, **kwargs: object) -> Options:
 # --- by hand: the whole API, one event at a time -------------------------------------
 def test_driving_a_batch_by_hand() -> None:
     batch = Batch([Job.from_url(f"{H}/f")], Options(directory="/d"), seed=1)
-    assert batch.start(0.0) == [Prepare(0, "/d/f", f"{H}/f", None)]
+    assert batch.start(0.0) == [Prepare(0, "/d/f", f"{H}/f", None, by_name=True)]
     assert batch.prepared(0, OnDisk("fresh"), 0.0) == [Connect(1, "h.example", 80, False)]
     assert batch.next_deadline() == 0.0 + min(1.0, batch.options.timeout / 4)  # the sweep
     [send] = batch.connected(1, 0.1)
