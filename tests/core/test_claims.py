@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midair.core.claims import Settled, Wish, settle
+from midair.core.claims import Settled, Wish, differs_in_signature_only, made_for, settle
 from midair.core.jobs import Job, Options
 from midair.store import CONTROL_SUFFIX, PART_SUFFIX
 
@@ -202,6 +202,77 @@ def test_an_owner_elsewhere_is_ignored_for_a_job_with_out(tmp_path: Path) -> Non
     mine = Job.from_url(f"{H}/download", out="mine.pdf")
     again = fetch([mine], tmp_path, server)  # type: ignore[list-item]
     assert again.finished[0].path == str(tmp_path / "mine.pdf") and not again.finished[0].skipped
+
+
+# --- signed URLs: the job's file by name when only signing parameters differ ---------------
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        (f"{H}/f?token=a", f"{H}/f?token=b", True),
+        (f"{H}/f?id=1&sig=a&se=1", f"{H}/f?id=1&sig=b&se=2", True),
+        (f"{H}/f", f"{H}/f?X-Amz-Date=1&X-Amz-Signature=s", True),  # signed now, plain before
+        (f"{H}/f?X-Goog-Signature=a", f"{H}/f?x-goog-signature=b", True),  # names: any case
+        (f"{H}/f?id=1", f"{H}/f?id=2", False),  # two files of one name
+        (f"{H}/f?id=1&token=a", f"{H}/f?id=2&token=b", False),
+        (f"{H}/f?id=1&token=a", f"{H}/f?token=b", False),  # an id dropped: another file
+        (f"{H}/f?a=1&b=2&token=x", f"{H}/f?b=2&a=1&token=y", False),  # reordered: not told
+        (f"{H}/f?token=a", f"{H}/g?token=b", False),
+        (f"{H}/f?token=a", "http://other.example/f?token=b", False),
+        (f"{H}/f?token=a", f"{H}/f?token=a", False),  # the same URL: made_for's first test
+    ],
+)
+def test_only_signing_parameters_may_differ(a: str, b: str, same: bool) -> None:
+    assert differs_in_signature_only(a, b) is same
+    assert differs_in_signature_only(b, a) is same
+    assert made_for(a, b, by_name=True) is (same or a == b)
+    assert made_for(a, b, by_name=False) is (a == b)  # a clash's path: exact URLs only
+
+
+SIGNED = [f"{H}/f?token=a", f"{H}/f?token=b"]
+
+
+def test_a_signed_part_resumes_under_a_new_signature(tmp_path: Path) -> None:
+    data = body(5000, 1)
+    server = serve({SIGNED[1].removeprefix(H): data})
+    server.add(SIGNED[0].removeprefix(H), data, Step(cut=2000))  # same bytes, same ETag
+    fetch([SIGNED[0]], tmp_path, server, retries=0)
+    assert (tmp_path / ("f" + PART_SUFFIX)).stat().st_size == 2000
+    again = fetch([SIGNED[1]], tmp_path, server)
+    assert server.requests[-1].target == "/f?token=b"
+    assert server.requests[-1].header("range") == "bytes=2000-"
+    assert again.finished[0].path == str(tmp_path / "f")
+    assert (tmp_path / "f").read_bytes() == data and sorted(os.listdir(tmp_path)) == ["f"]
+
+
+def test_a_part_by_name_whose_file_changed_restarts(tmp_path: Path) -> None:
+    old, new = body(5000, 1), body(6000, 2)  # another length: another ETag
+    server = serve({SIGNED[1].removeprefix(H): new})
+    server.add(SIGNED[0].removeprefix(H), old, Step(cut=2000))
+    fetch([SIGNED[0]], tmp_path, server, retries=0)
+    fetch([SIGNED[1]], tmp_path, server)
+    assert server.requests[-1].header("if-range") == f'"v1-{len(old)}"'  # the server said no
+    assert (tmp_path / "f").read_bytes() == new
+
+
+def test_a_signed_file_is_skipped_under_a_new_signature(tmp_path: Path) -> None:
+    server = serve({url.removeprefix(H): body(30) for url in SIGNED})
+    fetch([SIGNED[0]], tmp_path, server)
+    again = fetch([SIGNED[1]], tmp_path, server)
+    assert again.finished[0].skipped and len(server.requests) == 1
+    assert sorted(os.listdir(tmp_path)) == ["f"]
+
+
+def test_another_id_never_takes_the_file_of_one_name(tmp_path: Path) -> None:
+    server = serve({f"/f?id={n}&token={t}": body(10 + n, n) for n in (1, 2) for t in "ab"})
+    fetch([f"{H}/f?id=1&token=a"], tmp_path, server)  # f
+    alone = fetch([f"{H}/f?id=2&token=b"], tmp_path, server)  # alone on f: still not its
+    assert alone.finished[0].path == str(tmp_path / "f.1") and not alone.finished[0].skipped
+    both = fetch([f"{H}/f?id=2&token=a", f"{H}/f?id=1&token=b"], tmp_path, server)
+    for f in both.finished.values():  # a clash: by exact URL only, so no swap either
+        n = 1 if "id=1" in f.url else 2
+        assert Path(f.path).read_bytes() == body(10 + n, n), (f.url, f.path)
+    assert (tmp_path / "f").read_bytes() == body(11, 1)
+    assert (tmp_path / "f.1").read_bytes() == body(12, 2)
 
 
 SHARED = [f"{H}/f?id={n}" for n in range(4)] + [f"{H}/f.1", f"{H}/g"]

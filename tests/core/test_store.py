@@ -212,6 +212,57 @@ def test_our_file_for_another_url_is_taken(store: Store, tmp_path: Path) -> None
     assert prepare(store, tmp_path / "f", url="http://other/f") == OnDisk("taken")
 
 
+# --- signed URLs: a file is the job's by name when only signing parameters differ ----------
+SIGNED_A = "http://h/file.bin?X-Amz-Date=1&X-Amz-Signature=aaaa"
+SIGNED_B = "http://h/file.bin?X-Amz-Date=2&X-Amz-Signature=bbbb"
+ID_1, ID_2 = "http://h/file.bin?id=1", "http://h/file.bin?id=2"
+
+
+@pytest.mark.parametrize(
+    ("made", "asked", "by_name", "kind"),
+    [
+        (SIGNED_A, SIGNED_B, True, "complete"),  # a new signature: the job's own file
+        (SIGNED_A, SIGNED_B, False, "taken"),  # the path is a clash's: exact URLs only
+        (ID_1, ID_2, True, "taken"),  # another file of one name: never the job's
+        (f"{ID_1}&token=a", f"{ID_1}&token=b", True, "complete"),
+        (f"{ID_1}&token=a", f"{ID_2}&token=b", True, "taken"),
+    ],
+)
+def test_a_file_made_for_another_signature_is_the_jobs_by_name(
+    store: Store, tmp_path: Path, made: str, asked: str, by_name: bool, kind: str
+) -> None:
+    path = tmp_path / "f"
+    download(store, path, url=made)
+    found = store.prepare(Prepare(1, str(path), asked, None, by_name))
+    assert found == (OnDisk(kind, len(DATA)) if kind == "complete" else OnDisk(kind))
+
+
+def test_a_file_by_name_changed_since_is_not_the_jobs(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    download(store, path, url=SIGNED_A)
+    with open(path, "ab") as f:
+        f.write(b"more")
+    assert store.prepare(Prepare(1, str(path), SIGNED_B, None, True)) == OnDisk("taken")
+
+
+@pytest.mark.parametrize(
+    ("made", "asked", "by_name", "owner"),
+    [
+        (SIGNED_A, SIGNED_B, True, SIGNED_B),  # handed over as the job's record: it resumes
+        (SIGNED_A, SIGNED_B, False, SIGNED_A),  # another URL's: the core restarts it
+        (ID_1, ID_2, True, ID_1),
+    ],
+)
+def test_a_part_made_for_another_signature_resumes_by_name(
+    store: Store, tmp_path: Path, made: str, asked: str, by_name: bool, owner: str
+) -> None:
+    path = tmp_path / "f"
+    part(path).write_bytes(DATA[:100])
+    control(path).write_text(json.dumps(record(made).as_dict()))
+    found = store.prepare(Prepare(1, str(path), asked, None, by_name))
+    assert found == OnDisk("partial", 100, record(owner))
+
+
 @pytest.mark.parametrize("kind", ["directory", "dangling symlink", "symlink to a directory"])
 def test_things_that_are_not_files_are_foreign(store: Store, tmp_path: Path, kind: str) -> None:
     path = tmp_path / "f"
