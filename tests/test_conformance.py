@@ -345,6 +345,31 @@ def test_interrupted_run_resumes_byte_exact(engine, protocol, tmp_path, how):
     assert len(resumed) == in_flight, "every started file should resume from its part file"
 
 
+def test_a_signed_url_resumes_its_part_under_a_new_token(tmp_path):
+    """A run of ``?token=a`` killed mid-file, then the same file signed anew (``?token=b``):
+    the part file is the job's by name, so it resumes with Range from where it stopped."""
+    midair = Midair("epoll")
+    size = 400_000
+    with ServerThread(addresses=1, rate=150_000) as slow:
+        proc = _start(midair, "-d", str(tmp_path), slow.url(0, f"/gen/s.bin?size={size}&token=a"))
+        try:
+            _wait_for_parts(tmp_path, 1, 100_000)  # its control file is written by then
+        finally:
+            _interrupt(proc, "SIGKILL")
+            proc.communicate(timeout=30)
+        kept = (tmp_path / "s.bin.midair-part").stat().st_size
+        slow.reset_stats()
+        slow.set_rate(0)
+        result = midair.get("-d", str(tmp_path), slow.url(0, f"/gen/s.bin?size={size}&token=b"))
+        log = slow.stats().log
+    assert result.returncode == 0, result.stderr
+    assert_file(tmp_path, "s.bin", size)
+    assert leftovers(tmp_path) == [] and not (tmp_path / "s.bin.1").exists()
+    [request] = log
+    assert "token=b" in request.target
+    assert request.header("range") == f"bytes={kept}-" and request.header("if-range")
+
+
 # --- HTTPS ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tls_servers_by_protocol(tmp_path_factory) -> Iterator[tuple[dict[str, ServerThread], Path]]:
