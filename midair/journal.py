@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER, started REAL, ended REAL, jobs INTEGER NOT NULL DEFAULT 0,
     active INTEGER NOT NULL DEFAULT 0
@@ -93,6 +94,8 @@ class Journal:
         self._lock_fd = _lock(path)
         try:
             self._db = _connect(path)
+            if os.path.basename(path) == DEFAULT_NAME:  # in its download directory
+                _follow_directory(self._db, directory + os.sep)
             started = (os.getpid(), time.time())
             self._run = self._db.execute(
                 "INSERT INTO runs (pid, started) VALUES (?, ?)", started
@@ -220,6 +223,23 @@ def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits
     db.executescript(_SCHEMA)
     return db
+
+
+def _follow_directory(db: sqlite3.Connection, root: str) -> None:
+    """Rows name files by absolute path: a journal inside a download directory that was
+    copied or moved since (its recorded ``root`` differs) has its names moved along, once,
+    so that they name the files beside it (``sort_out``'s look-ups by name, ``--verify``,
+    results).  A journal kept elsewhere (``--journal FILE``) names what it named."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
+    with db:
+        if row is not None and row[0] != root:
+            old = row[0]
+            db.execute(
+                "UPDATE jobs SET name = ? || substr(name, ?) WHERE substr(name, 1, ?) = ?",
+                (root, len(old) + 1, len(old), old),
+            )
+        if row is None or row[0] != root:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('root', ?)", (root,))
 
 
 def _lock(path: str) -> int:

@@ -18,8 +18,9 @@ from conftest import Midair
 
 import midair
 from midair import store
+from midair.core.jobs import Checksum
 from midair.journal import DEFAULT_NAME, Journal, entries
-from midair.serve import ServerThread, expected_bytes
+from midair.serve import ServerThread, expected_bytes, expected_sha256
 
 
 def _urls(server: ServerThread, count: int) -> list[str]:
@@ -105,6 +106,64 @@ def test_verify_fetches_again_a_file_gone_since(tmp_path):
     assert trusting.ok and checked.ok
     assert [s.skipped for s in checked.successes].count(False) == 1
     assert (tmp_path / "j1.bin").read_bytes() == expected_bytes("j1.bin", 101)
+
+
+def test_verify_fetches_again_a_file_whose_checksum_fails(tmp_path):
+    size = 5000
+    sha = Checksum("sha256", expected_sha256("c.bin", size))
+    with ServerThread(addresses=1) as server:
+        url = server.url(0, f"/gen/c.bin?size={size}")
+        assert midair.download([url], str(tmp_path), journal="", checksum=sha, fsync=False).ok
+        target = tmp_path / "c.bin"
+        corrupt = bytearray(target.read_bytes())
+        corrupt[1234] ^= 0xFF  # same size: only the checksum can tell
+        target.write_bytes(bytes(corrupt))
+        asked = server.stats().requests
+        trusting = midair.download([url], str(tmp_path), journal="", checksum=sha, fsync=False)
+        assert server.stats().requests == asked and target.read_bytes() == bytes(corrupt)
+        checked = midair.download(
+            [url], str(tmp_path), journal="", checksum=sha, verify=True, fsync=False
+        )
+        assert server.stats().requests == asked + 1
+        again = midair.download(
+            [url], str(tmp_path), journal="", checksum=sha, verify=True, fsync=False
+        )
+        assert server.stats().requests == asked + 1  # verified good now: skipped
+    assert trusting.ok and trusting.successes[0].skipped
+    assert checked.ok and not checked.successes[0].skipped
+    assert target.read_bytes() == expected_bytes("c.bin", size)
+    assert again.ok and again.successes[0].skipped
+
+
+def test_a_signed_url_done_before_is_found_by_name_without_xattrs(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "_tag", lambda fd, url, size: None)  # a file system without
+    monkeypatch.setattr(store, "_read_tag", lambda path, follow_symlinks=True: None)
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    with ServerThread(addresses=2) as server:
+
+        def signed(i: int, token: str) -> str:
+            return server.url(i % 2, f"/gen/j{i}.bin?size={100 + i}&id={i}&token={token}")
+
+        assert midair.download([signed(i, "a") for i in range(3)], str(first), journal="").ok
+        shutil.copytree(first, copy)
+        asked = server.stats().requests
+        renewed = [signed(i, "b") for i in range(3)]
+        again = midair.download(renewed, str(copy), journal="", fsync=False)
+        third = midair.download([signed(i, "c") for i in range(3)], str(copy), journal="")
+        assert server.stats().requests == asked  # each found by name: nothing fetched
+        other_id = server.url(0, "/gen/j0.bin?size=100&id=9&token=b")  # not j0's file
+        other = midair.download([other_id], str(copy), journal="", fsync=False)
+        assert server.stats().requests == asked  # another id: never j0's file, never fetched
+    assert again.ok and third.ok and all(s.skipped for s in [*again.successes, *third.successes])
+    assert sorted(Path(s.path) for s in again.successes) == [copy / f"j{i}.bin" for i in range(3)]
+    assert not other.ok and "not made by midair" in str(other.failures[0].error)
+    assert (copy / "j0.bin").read_bytes() == expected_bytes("j0.bin", 100)
+    rows = {e.url: e for e in entries(str(copy / DEFAULT_NAME))}
+    assert {url for url, e in rows.items() if e.state == "done"} == {
+        signed(i, "c") for i in range(3)
+    }  # re-keyed to the latest signature: the next run finds them at once
+    for i in range(3):  # names moved along with the copied directory's journal
+        assert rows[signed(i, "c")].name == str(copy / f"j{i}.bin")
 
 
 def test_journal_elsewhere_and_a_bad_value(tmp_path):
