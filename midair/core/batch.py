@@ -315,7 +315,8 @@ class Batch:
         self._escaping: list[int] = []  # the window's jobs whose first path lands outside
         self._directories: set[str] = set()  # where the jobs land, for the store's survey
         self._surveyed: set[str] = set()  # of those, the ones the store surveyed already
-        self._owned: dict[str, str] = {}  # URL -> a file it owns under another name (survey)
+        # URL (``claims.identity``: signatures dropped) -> a file it owns under another name
+        self._owned: dict[str, str] = {}  # (the survey's)
         self._taken: set[str] = set()  # on disk and no job's to take (the survey says)
         self._renames: dict[int, int] = {}  # job -> its path's number, for the few numbered
         self._ids = itertools.count(1)
@@ -491,8 +492,9 @@ class Batch:
         else:  # nearly every window: each job has its own name
             placed = {}
         for ident, first in window:  # list order
-            if ident in placed:  # a clash's, or a file its URL owns: by exact URL only
-                self._unprepared.append((ident, placed[ident][0], False))
+            if ident in placed:  # a file its URL owns (by name), or a clash's (exact URL)
+                path = placed[ident][0]
+                self._unprepared.append((ident, path, self._owned_path(ident) == path))
             elif first is not None and claims.get(first) == ident:
                 self._unprepared.append((ident, first, True))
         self._window, self._clashes = [], {}
@@ -505,11 +507,15 @@ class Batch:
             url = owners[path]
             name = path.rpartition("/")[2]
             if url is not None and naming.sanitize(name) == name:  # a name midair gives
-                self._owned.setdefault(url, path)
+                self._owned.setdefault(claims.identity(url), path)
 
     def _owns(self, ident: int) -> bool:
+        return self._owned_path(ident) is not None
+
+    def _owned_path(self, ident: int) -> str | None:
+        """The file job ``ident``'s URL owns (the survey says), signatures aside."""
         job = self._jobs.get(ident)
-        return job is not None and job.url.text in self._owned
+        return None if job is None else self._owned.get(claims.identity(job.url.text))
 
     def _settle(self) -> dict[int, tuple[str, int]]:
         escaping = {i for i, first in self._window if first is None}
@@ -533,7 +539,7 @@ class Batch:
     def _wish(self, ident: int, first: str | None = None) -> claims.Wish:
         job = self._jobs[ident]
         first = first or t.claimable_path(job, self.options)
-        return claims.Wish(ident, job.url.text, first or "", job.out is not None)
+        return claims.Wish(ident, claims.identity(job.url.text), first or "", job.out is not None)
 
     def _beaten(self, ident: int, winner: int) -> None:
         """--no-clobber: another job of the batch took this one's path; it fails now."""

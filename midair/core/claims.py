@@ -25,9 +25,13 @@ runs, when both hold:
   same scheme, host, port, path and every other query parameter; the differing
   ones named as signatures, tokens and expiry times are, by S3, GCS, Azure,
   CloudFront, Akamai and most CDNs, see ``SIGNING_PARAMETERS``), and
-- the job claims the path alone, as its first choice (``by_name``, which the
-  batch grants only then: two jobs of a window wanting one path are a clash,
-  and the files of a clash go by exact URL only, step 1).
+- the job claims the path alone: as its first choice, or as the file its URL
+  owns by step 1 (``by_name``, which the batch grants only then; the other jobs
+  of a clash, numbered by step 2, go by exact URL only).
+
+Step 1 and step 2's order go by a URL's ``identity``, its signing parameters
+dropped, so a clash of signed URLs (``f?id=1&token=..``, ``f?id=2&token=..``)
+keeps its numbers when every signature changes.
 
 ``download.php?id=1`` and ``?id=2`` differ in ``id``, no signing parameter: they
 never take each other's file, whichever is in the batch and whatever ran before;
@@ -61,7 +65,7 @@ class Wish(Record):
 
     def __init__(self, ident: int, url: str, first: str, fixed: bool) -> None:
         self.ident: Final = ident
-        self.url: Final = url
+        self.url: Final = url  # its ``identity``: the URL without signing parameters
         self.first: Final = first  # its first-choice path: ``out=`` or the URL's name
         self.fixed: Final = fixed  # ``out=`` names it: ``first`` or a number of it only
 
@@ -180,6 +184,17 @@ def made_for(owner: str, url: str, by_name: bool) -> bool:
     the same URL, or (``by_name``: the job claims the path alone) one that differs in its
     signing parameters only (see the module's docstring)."""
     return owner == url or (by_name and differs_in_signature_only(owner, url))
+
+
+def identity(url: str) -> str:
+    """``url`` without its signing parameters: what stays of a signed URL from run to run.
+    Who owns a file and the order of a clash go by it (``Wish.url``), so a clash of signed
+    URLs keeps its numbers when every signature changes."""
+    if "?" not in url:
+        return url
+    base, _, query = url.partition("?")
+    kept = _unsigned(query)
+    return f"{base}?{'&'.join(kept)}" if kept else base
 
 
 def differs_in_signature_only(a: str, b: str) -> bool:

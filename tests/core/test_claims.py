@@ -275,6 +275,20 @@ def test_another_id_never_takes_the_file_of_one_name(tmp_path: Path) -> None:
     assert (tmp_path / "f.1").read_bytes() == body(12, 2)
 
 
+def test_a_clash_of_signed_urls_keeps_its_numbers_under_new_signatures(tmp_path: Path) -> None:
+    def signed(n: int, token: str) -> str:
+        return f"{H}/f?id={n}&token={token}"
+
+    server = serve({signed(n, t).removeprefix(H): body(10 + n, n) for n in range(3) for t in "ab"})
+    first = fetch([signed(n, "a") for n in (2, 0, 1)], tmp_path, server)
+    named = {f.url.partition("&")[0]: f.path for f in first.finished.values()}
+    requests = len(server.requests)
+    again = fetch([signed(n, "b") for n in (0, 1, 2)], tmp_path, server)  # new order too
+    assert all(f.skipped for f in again.finished.values()) and len(again.finished) == 3
+    assert {f.url.partition("&")[0]: f.path for f in again.finished.values()} == named
+    assert len(server.requests) == requests and sorted(os.listdir(tmp_path)) == ["f", "f.1", "f.2"]
+
+
 SHARED = [f"{H}/f?id={n}" for n in range(4)] + [f"{H}/f.1", f"{H}/g"]
 
 
