@@ -222,7 +222,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--verify",
         action="store_true",
         default=None,
-        help="skip a journaled done job only if its file is there with its size",
+        help="skip a journaled done job only if its file is there with its size and checksum",
     )
     p.add_argument("--ca-certificate", metavar="FILE", help="trust this CA bundle as well")
     version = p.add_mutually_exclusive_group()

@@ -186,7 +186,9 @@ class Options:
     # "" keeps it in the download directory, else the file's name.
     journal: str | None = None
     retry_failed: bool = False  # retry jobs the journal says failed in an earlier run
-    verify: bool = False  # a journaled done job is skipped only if its file has its size
+    verify: bool = (
+        False  # a journaled done job is skipped only if its file has its size (and checksum)
+    )
     # A .meta4/.metalink URL: fetch the document and download the files it lists (aria2's
     # --follow-metalink), done by the surface (midair/metalink.py); False saves it as is.
     follow_metalink: bool = True
