@@ -345,10 +345,10 @@ def test_interrupted_run_resumes_byte_exact(engine, protocol, tmp_path, how):
     assert len(resumed) == in_flight, "every started file should resume from its part file"
 
 
-def test_a_signed_url_resumes_its_part_under_a_new_token(tmp_path):
+def test_a_signed_url_resumes_its_part_under_a_new_token(engine, tmp_path):
     """A run of ``?token=a`` killed mid-file, then the same file signed anew (``?token=b``):
     the part file is the job's by name, so it resumes with Range from where it stopped."""
-    midair = Midair("epoll")
+    midair = Midair(engine)
     size = 400_000
     with ServerThread(addresses=1, rate=150_000) as slow:
         proc = _start(midair, "-d", str(tmp_path), slow.url(0, f"/gen/s.bin?size={size}&token=a"))
@@ -357,6 +357,7 @@ def test_a_signed_url_resumes_its_part_under_a_new_token(tmp_path):
         finally:
             _interrupt(proc, "SIGKILL")
             proc.communicate(timeout=30)
+            _wait_until_gone(proc.pid)  # workers too: none may write while the re-run does
         kept = (tmp_path / "s.bin.midair-part").stat().st_size
         slow.reset_stats()
         slow.set_rate(0)
