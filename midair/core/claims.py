@@ -39,7 +39,10 @@ a batch holding both numbers them by step 1 and 2.  A query parameter this list
 does not know keeps the old behaviour (the file is another URL's: fetched again
 under a number), never a wrong file.  Safety nets: a part file so taken resumes
 only if the server still answers its validator (``If-Range``), else it restarts
-from zero; a finished file must have the size its tag records.  The journal
+from zero; a finished file must have the size its tag records.  The limit: a
+parameter named like a signature that selects the file (``get?token=<file id>``)
+listed alone in a later run is taken for the earlier file of its name when the
+two have one size (in one batch they clash, and go by exact URL).  The journal
 applies the same rule to the names it recorded (``midair.journal.sort_out``), for
 files without a tag (a copied directory, a file system without user xattrs).
 """
