@@ -103,8 +103,8 @@ NetAction = Connect | Send | Close | StartTls | Resolve | Hold | Release
 class Prepare(Record):
     """Look at ``path`` on disk; answer with ``Batch.prepared``.
 
-    ``by_name``: the job claims ``path`` alone, as its first choice, so a file made for
-    its URL with another query (a signed URL's old token) is its own (``claims.made_for``).
+    ``by_name``: the job claims ``path`` alone (its first choice, or the file its URL owns),
+    so a file made for its URL with other signing parameters is its own (``claims.made_for``).
     """
 
     __match_args__ = ("download", "path", "url", "checksum", "by_name")

@@ -298,7 +298,7 @@ class Batch:
         self._jobs: dict[int, Job] = {}
         self._downloads: dict[int, t.Download] = {}  # made as each job's file is prepared
         # Claimed at start, Prepare to come: id, path, and whether the job claims the path
-        # alone as its first choice (``Prepare.by_name``: see ``claims.made_for``).
+        # alone, as its first choice or as the file its URL owns (``Prepare.by_name``).
         self._unprepared: deque[tuple[int, str, bool]] = deque()
         self._request_fields = t.RequestFields(options)
         self._unfinished = 0  # jobs taken from the source and not ended
