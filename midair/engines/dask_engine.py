@@ -122,6 +122,8 @@ class DaskEngine:
             finally:
                 if futures and (run.stopping or not all(f.done() for f in futures)):
                     _stop(client, queue.name, futures, home)  # shards flush files and end
+                elif futures:  # a lost result's re-run, still running, ends at once
+                    _stop_event(client, queue.name).set()
                 queue.close()
 
     def _submit(self, client: Any, run: Run, shards: list[Shard], name: str) -> dict[Any, int]:
@@ -259,13 +261,31 @@ def _follow(futures: dict[Any, int], home: _Home, interval: float) -> None:
         for future, number in finished:
             del pending[future]
             if future.status == "finished":
-                endings, error = future.result()
+                try:
+                    outcome = _result(future, home, interval)
+                except Exception as exc:  # lost with its worker, then failed
+                    _failed(merger, number, exc)
+                    continue
+                if outcome is None:
+                    return  # stopping
+                endings, error = outcome
                 merger.reports(number, endings)
                 if error is not None:
                     merger.run.fail(ShardError(f"dask shard {number} crashed: {error}"))
                 merger.lost(number, f"dask shard {number} ended without finishing its jobs")
             else:
                 _failed(merger, number, future.exception())
+
+
+def _result(future: Any, home: _Home, interval: float) -> Any:
+    """A finished shard's return value, or None once the run is stopping.  Home is drained
+    meanwhile: a result held by a worker that dies before handing it over is computed
+    again, by a re-run that waits for home's answer to ``_RESUME``."""
+    while not home.merger.run.stopping:
+        with contextlib.suppress(TimeoutError):
+            return future.result(timeout=interval)
+        home.drain()
+    return None
 
 
 def _failed(merger: Merger, number: int, error: BaseException) -> None:
@@ -280,15 +300,21 @@ def _failed(merger: Merger, number: int, error: BaseException) -> None:
 
 def _stop(client: Any, name: str, futures: dict[Any, int], home: _Home) -> None:
     """Tell the shards to stop; wait for those with files open to flush them."""
-    from distributed import Event, wait
+    from distributed import wait
 
-    Event(f"{name}-stop", client=client).set()
+    _stop_event(client, name).set()
     home.drain()  # after the stop is set: a shard that begins later sees the stop
     flushing = [f for f, number in futures.items() if number in home.began]
     if flushing:
         with contextlib.suppress(Exception):
             wait(flushing, timeout=_STOP_WAIT)
     client.cancel(list(futures))
+
+
+def _stop_event(client: Any, name: str) -> Any:
+    from distributed import Event
+
+    return Event(f"{name}-stop", client=client)
 
 
 def _answer_name(queue_name: str, token: str) -> str:
