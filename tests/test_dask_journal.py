@@ -146,3 +146,14 @@ def test_a_killed_workers_shard_resumes_elsewhere_without_refetching(
     again = download(dest, dask_cluster, batch).last_run.results  # type: ignore[union-attr]
     assert again.ok and len(again.successes) == len(batch)
     assert server.stats().requests == 0, "a re-run fetched what the journal records as done"
+
+
+def test_the_scale_bench_runs_small() -> None:
+    """``midair.bench.dask_scale`` (100,000 x 1,000 in CHANGELOG) runs, killing a worker."""
+    from midair.bench.dask_scale import run
+
+    report = run(urls=600, hosts=6, per_host=2, concurrency=100, kill_after=200)
+    assert report["ok"] == 600 and report["failed"] == 0
+    assert report["requests"] >= 600 and report["logged_after_done"] == 0
+    assert report["max_concurrent_per_host"] <= 2
+    assert report["rerun_ok"] == 600 and report["rerun_requests"] == 0

@@ -46,13 +46,13 @@ from midair.core.results import Results
 def serve(hosts: int) -> Iterator[list[str]]:
     """``midair serve`` on ``hosts`` addresses in its own process: their base URLs."""
     argv = [sys.executable, "-m", "midair", "serve", "--addresses", str(hosts), "--port", "0"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        yield [proc.stdout.readline().strip().rstrip("/") for _ in range(hosts)]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            yield [proc.stdout.readline().strip().rstrip("/") for _ in range(hosts)]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def server_stats(base: str) -> dict[str, Any]:
