@@ -22,9 +22,8 @@ a partial file resumes from its part.  (Endings the dead worker had not sent
 home yet are run again; the store finds their files.)  The host stays whole: a
 re-run is the same task, which the scheduler never runs twice at once, so
 ``--per-host`` holds across the cluster.  A shard that still cannot finish fails
-its remaining jobs, naming the shard.  A shard
-whose run had an internal error returns it (a re-run would only repeat the
-bug), and that fails the whole run.
+its remaining jobs, naming the shard.  A shard whose run had an internal error
+returns it (a re-run would only repeat the bug), and that fails the whole run.
 
 A stop request (Ctrl-C, SIGTERM, an error), seen within ``interval``, sets a
 ``distributed.Event`` the shards poll; each stops its run, closes its part
@@ -355,13 +354,9 @@ def _shard_task(
 
     try:
         jobs = unpack_jobs(packed, stop.is_set)
-        ended = (
-            None if jobs is None else _ended_before(queue_name, number, send, stop.is_set, interval)
-        )
-        if jobs is None or ended is None:
-            return [], None
-        jobs, ids = _without(jobs, ids, ended)
-        if not jobs:  # a re-run whose every job had ended
+        if jobs is not None:
+            jobs, ids = _still_to_run(jobs, ids, queue_name, number, send, stop.is_set, interval)
+        if not jobs:  # stopped, or a re-run whose every job had ended
             return [], None
         endings = run_shard(
             jobs,
@@ -378,6 +373,23 @@ def _shard_task(
         return [], f"{type(exc).__name__}: {exc}"
     finally:
         queue.close()
+
+
+def _still_to_run(
+    jobs: list[Job],
+    ids: tuple[int, ...],
+    queue_name: str,
+    number: int,
+    send: Callable[[Any], None],
+    stopped: Callable[[], bool],
+    interval: float,
+) -> tuple[list[Job], tuple[int, ...]]:
+    """``jobs`` (and their ``ids``) but those an earlier run of this task ended; none
+    once ``stopped``."""
+    ended = _ended_before(queue_name, number, send, stopped, interval)
+    if ended is None:
+        return [], ()
+    return _without(jobs, ids, ended)
 
 
 def _ended_before(
