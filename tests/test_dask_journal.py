@@ -157,3 +157,30 @@ def test_the_scale_bench_runs_small() -> None:
     assert report["requests"] >= 600 and report["logged_after_done"] == 0
     assert report["max_concurrent_per_host"] <= 2
     assert report["rerun_ok"] == 600 and report["rerun_requests"] == 0
+
+
+def test_a_finished_shards_result_is_awaited_with_home_drained() -> None:
+    """A result whose worker died before handing it over is computed again by a re-run
+    that waits for home's answer: home must keep draining while the parent waits for it
+    (it deadlocked), and give up once the run stops."""
+    from types import SimpleNamespace
+
+    from midair.engines.dask_engine import _result
+
+    class Late:
+        def __init__(self, waits: int) -> None:
+            self.waits = waits
+
+        def result(self, timeout: float) -> object:
+            if self.waits:
+                self.waits -= 1
+                raise TimeoutError
+            return ([], None)
+
+    drained: list[int] = []
+    run = SimpleNamespace(stopping=False)
+    home = SimpleNamespace(merger=SimpleNamespace(run=run), drain=lambda: drained.append(1))
+    assert _result(Late(3), home, 0.01) == ([], None)  # type: ignore[arg-type]
+    assert len(drained) == 3
+    run.stopping = True
+    assert _result(Late(1), home, 0.01) is None  # type: ignore[arg-type]
