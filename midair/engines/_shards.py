@@ -453,6 +453,10 @@ class Merger:
         reason = f"worker {number} reported job {ident}, which is not in its shard"
         self.run.fail(ShardError(reason))
 
+    def ended_in(self, number: int) -> list[int]:
+        """The jobs of shard ``number`` that have ended (what a re-run of it skips)."""
+        return [ident for ident in self.shards[number].indexes if ident in self.ended]
+
     def lost(self, number: int, reason: str) -> None:
         """Fail every job of shard ``number`` that has not ended: ``reason`` says why."""
         for ident in self.shards[number].indexes:

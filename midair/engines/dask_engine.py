@@ -13,11 +13,17 @@ progress bar, never a result.
 
 A worker that dies mid-shard is the scheduler's to handle: it runs the task
 again on another worker (up to ``distributed.scheduler.allowed-failures``
-times; ``retries`` covers a task that raised).  The re-run resumes from the
-part files and its repeated reports are dropped by the merge.  A shard that
-still cannot finish fails its remaining jobs, naming the shard.  A shard
-whose run had an internal error returns it (a re-run would only repeat the
-bug), and that fails the whole run.
+times; ``retries`` covers a task that raised).  The re-run knows it is one (the
+shard's ``-ran-`` event is set) and asks home for the jobs its shard has ended
+(``_RESUME``): what the merge took, which is what the run's journal recorded, as
+the journal hears the same reports.  It runs only the rest, so a lost worker's
+hosts resume elsewhere without fetching a file again once it was reported done;
+a partial file resumes from its part.  (Endings the dead worker had not sent
+home yet are run again; the store finds their files.)  The host stays whole: a
+re-run is the same task, which the scheduler never runs twice at once, so
+``--per-host`` holds across the cluster.  A shard that still cannot finish fails
+its remaining jobs, naming the shard.  A shard whose run had an internal error
+returns it (a re-run would only repeat the bug), and that fails the whole run.
 
 A stop request (Ctrl-C, SIGTERM, an error), seen within ``interval``, sets a
 ``distributed.Event`` the shards poll; each stops its run, closes its part
@@ -42,11 +48,11 @@ import logging
 import pickle
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core.actions import Report
-from ..core.jobs import Options
+from ..core.jobs import Job, Options
 from ..run import Run
 from ._shards import (
     Merger,
@@ -74,6 +80,8 @@ _STOP_WAIT = 0.4
 _CLOSE_GRACE = 0.2
 # A worker in these states still has its client: a summary it cannot send is a fault.
 _SENDING = ("running", "paused")
+# What a re-run shard sends home first, with a token naming the answer it waits for.
+_RESUME = "resume"
 
 
 class DaskEngine:
@@ -107,12 +115,14 @@ class DaskEngine:
             queue = Queue(f"midair-{uuid.uuid4().hex}", client=client)
             run.commit()  # shards about to write files: from here a signal only stops
             futures = self._submit(client, run, shards, queue.name)
-            home = _Home(queue, merger)
+            home = _Home(queue, merger, client)
             try:
                 _follow(futures, home, self.interval)
             finally:
                 if futures and (run.stopping or not all(f.done() for f in futures)):
                     _stop(client, queue.name, futures, home)  # shards flush files and end
+                elif futures:  # a lost result's re-run, still running, ends at once
+                    _stop_event(client, queue.name).set()
                 queue.close()
 
     def _submit(self, client: Any, run: Run, shards: list[Shard], name: str) -> dict[Any, int]:
@@ -209,10 +219,11 @@ def _close_workers_now(cluster: Any) -> None:
 
 
 class _Home:
-    """What the shards send home: summaries for the merge, and which shards began."""
+    """What the shards send home: summaries for the merge, which shards began, and
+    re-run shards asking which of their jobs have ended."""
 
-    def __init__(self, queue: Any, merger: Merger) -> None:
-        self.queue, self.merger = queue, merger
+    def __init__(self, queue: Any, merger: Merger, client: Any) -> None:
+        self.queue, self.merger, self.client = queue, merger, client
         self.began: set[int] = set()
 
     def drain(self) -> None:
@@ -220,8 +231,19 @@ class _Home:
             number, summary = pickle.loads(item)
             if summary is None:
                 self.began.add(number)
+            elif isinstance(summary, tuple):  # (_RESUME, token)
+                self.answer(number, summary[1])
             else:
                 self.merger.apply(number, summary)
+
+    def answer(self, number: int, token: str) -> None:
+        """Tell a re-run of shard ``number`` the jobs of its that have ended.  The queue
+        keeps order, so every summary its dead run sent is merged already."""
+        from distributed import Event, Variable
+
+        name = _answer_name(self.queue.name, token)
+        Variable(name, client=self.client).set(self.merger.ended_in(number))
+        Event(name, client=self.client).set()
 
 
 def _follow(futures: dict[Any, int], home: _Home, interval: float) -> None:
@@ -238,13 +260,31 @@ def _follow(futures: dict[Any, int], home: _Home, interval: float) -> None:
         for future, number in finished:
             del pending[future]
             if future.status == "finished":
-                endings, error = future.result()
+                try:
+                    outcome = _result(future, home, interval)
+                except Exception as exc:  # lost with its worker, then failed
+                    _failed(merger, number, exc)
+                    continue
+                if outcome is None:
+                    return  # stopping
+                endings, error = outcome
                 merger.reports(number, endings)
                 if error is not None:
                     merger.run.fail(ShardError(f"dask shard {number} crashed: {error}"))
                 merger.lost(number, f"dask shard {number} ended without finishing its jobs")
             else:
                 _failed(merger, number, future.exception())
+
+
+def _result(future: Any, home: _Home, interval: float) -> Any:
+    """A finished shard's return value, or None once the run is stopping.  Home is drained
+    meanwhile: a result held by a worker that dies before handing it over is computed
+    again, by a re-run that waits for home's answer to ``_RESUME``."""
+    while not home.merger.run.stopping:
+        with contextlib.suppress(TimeoutError):
+            return future.result(timeout=interval)
+        home.drain()
+    return None
 
 
 def _failed(merger: Merger, number: int, error: BaseException) -> None:
@@ -259,15 +299,25 @@ def _failed(merger: Merger, number: int, error: BaseException) -> None:
 
 def _stop(client: Any, name: str, futures: dict[Any, int], home: _Home) -> None:
     """Tell the shards to stop; wait for those with files open to flush them."""
-    from distributed import Event, wait
+    from distributed import wait
 
-    Event(f"{name}-stop", client=client).set()
+    _stop_event(client, name).set()
     home.drain()  # after the stop is set: a shard that begins later sees the stop
     flushing = [f for f, number in futures.items() if number in home.began]
     if flushing:
         with contextlib.suppress(Exception):
             wait(flushing, timeout=_STOP_WAIT)
     client.cancel(list(futures))
+
+
+def _stop_event(client: Any, name: str) -> Any:
+    from distributed import Event
+
+    return Event(f"{name}-stop", client=client)
+
+
+def _answer_name(queue_name: str, token: str) -> str:
+    return f"{queue_name}-ended-{token}"
 
 
 def _describe(error: BaseException) -> str:
@@ -293,7 +343,7 @@ def _shard_task(
     stop = Event(f"{queue_name}-stop")
     worker = get_worker()
 
-    def send(summary: Summary | None) -> None:
+    def send(summary: Summary | tuple[str, str] | None) -> None:
         try:
             queue.put(pickle.dumps((number, summary)))
         except Exception:
@@ -304,7 +354,9 @@ def _shard_task(
 
     try:
         jobs = unpack_jobs(packed, stop.is_set)
-        if jobs is None:
+        if jobs is not None:
+            jobs, ids = _still_to_run(jobs, ids, queue_name, number, send, stop.is_set, interval)
+        if not jobs:  # stopped, or a re-run whose every job had ended
             return [], None
         endings = run_shard(
             jobs,
@@ -321,3 +373,58 @@ def _shard_task(
         return [], f"{type(exc).__name__}: {exc}"
     finally:
         queue.close()
+
+
+def _still_to_run(
+    jobs: list[Job],
+    ids: tuple[int, ...],
+    queue_name: str,
+    number: int,
+    send: Callable[[Any], None],
+    stopped: Callable[[], bool],
+    interval: float,
+) -> tuple[list[Job], tuple[int, ...]]:
+    """``jobs`` (and their ``ids``) but those an earlier run of this task ended; none
+    once ``stopped``."""
+    ended = _ended_before(queue_name, number, send, stopped, interval)
+    if ended is None:
+        return [], ()
+    return _without(jobs, ids, ended)
+
+
+def _ended_before(
+    queue_name: str,
+    number: int,
+    send: Callable[[Any], None],
+    stopped: Callable[[], bool],
+    interval: float,
+) -> frozenset[int] | None:
+    """The shard's jobs that ended in an earlier run of this task (a lost worker's): none
+    on its first run; else home's answer to ``_RESUME``, or None once ``stopped``."""
+    from distributed import Event, Variable
+
+    ran = Event(f"{queue_name}-ran-{number}")
+    if not ran.is_set():
+        ran.set()
+        return frozenset()
+    token = uuid.uuid4().hex
+    send((_RESUME, token))
+    name = _answer_name(queue_name, token)
+    answered = Event(name)
+    while not stopped():
+        if answered.wait(timeout=interval):  # an Event, not Variable.get's timeout,
+            answer = Variable(name)  # which logs a traceback on the scheduler
+            ended = frozenset(answer.get())
+            answer.delete()
+            return ended
+    return None
+
+
+def _without(
+    jobs: list[Job], ids: tuple[int, ...], ended: frozenset[int]
+) -> tuple[list[Job], tuple[int, ...]]:
+    """``jobs`` and their ``ids`` but those in ``ended``."""
+    if not ended:
+        return jobs, ids
+    kept = [(job, i) for job, i in zip(jobs, ids, strict=True) if i not in ended]
+    return [job for job, _ in kept], tuple(i for _, i in kept)
