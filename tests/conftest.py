@@ -161,9 +161,17 @@ def protocol() -> str:
     return HTTP1
 
 
+def midair_for(engine: str, request: pytest.FixtureRequest, *options: str) -> Midair:
+    """``Midair`` for ``engine`` with ``options``; dask's joins the module's LocalCluster
+    (``dask_cluster``) instead of starting one per run."""
+    if engine != "dask":
+        return Midair(engine, options)
+    return Midair(engine, ("--scheduler", request.getfixturevalue("dask_cluster"), *options))
+
+
 @pytest.fixture
-def midair(engine: str, protocol: str) -> Midair:
-    return Midair(engine, protocol_options(protocol))
+def midair(engine: str, protocol: str, request: pytest.FixtureRequest) -> Midair:
+    return midair_for(engine, request, *protocol_options(protocol))
 
 
 @pytest.fixture(scope="session")

@@ -47,14 +47,6 @@ from conftest import (
 from midair.serve import ServerThread, expected_bytes
 
 
-@pytest.fixture
-def midair(engine: str, protocol: str, request: pytest.FixtureRequest) -> Midair:
-    options = protocol_options(protocol)
-    if engine != "dask":
-        return Midair(engine, options)
-    return Midair(engine, ("--scheduler", request.getfixturevalue("dask_cluster"), *options))
-
-
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*.midair-*"))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
-from conftest import Midair
+from conftest import Midair, midair_for
 
 from midair import Downloader
 from midair.serve import ServerThread, expected_bytes
@@ -24,10 +24,7 @@ from midair.serve import ServerThread, expected_bytes
 
 @pytest.fixture
 def midair(engine: str, request: pytest.FixtureRequest) -> Midair:
-    if engine != "dask":
-        return Midair(engine, ("--retries", "1"))
-    cluster = request.getfixturevalue("dask_cluster")
-    return Midair(engine, ("--scheduler", cluster, "--retries", "1"))
+    return midair_for(engine, request, "--retries", "1")
 
 
 def gen(server: ServerThread, host: int, name: str, size: int, tag: str, faults: str = "") -> str:

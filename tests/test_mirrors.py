@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import Midair
+from conftest import Midair, midair_for
 
 from midair import Downloader
 from midair.serve import ServerThread, expected_bytes
@@ -20,10 +20,7 @@ from midair.serve import ServerThread, expected_bytes
 
 @pytest.fixture
 def midair(engine: str, request: pytest.FixtureRequest) -> Midair:
-    if engine != "dask":
-        return Midair(engine, ("--retries", "1"))
-    cluster = request.getfixturevalue("dask_cluster")
-    return Midair(engine, ("--scheduler", cluster, "--retries", "1"))
+    return midair_for(engine, request, "--retries", "1")
 
 
 def gen(

@@ -24,7 +24,6 @@ from conftest import (
     Midair,
     over_http2,
     over_tls_http2,
-    protocol_options,
     test_engines,
 )
 from test_conformance import tls_server, tls_servers_by_protocol  # noqa: F401 (fixtures)
@@ -38,14 +37,6 @@ from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
 K = 1024
-
-
-@pytest.fixture
-def midair(engine: str, protocol: str, request: pytest.FixtureRequest) -> Midair:
-    options = protocol_options(protocol)
-    if engine != "dask":
-        return Midair(engine, options)
-    return Midair(engine, ("--scheduler", request.getfixturevalue("dask_cluster"), *options))
 
 
 def urls(server: ServerThread, engine: str, hosts: list[int], size: int) -> list[str]:
@@ -77,14 +68,14 @@ def assert_files(tmp_path, count: int, size: int) -> None:
 
 @over_http2(H2_ENGINES)
 def test_max_rate_bounds_each_transfer(midair, server, engine, tmp_path):
-    """256 KiB at 256 KiB/s: about a second each, side by side.  Two share a host: over
-    HTTP/2 one connection carries both, and still neither goes faster."""
-    files = urls(server, engine, [0, 0, 1], 256 * K)
+    """128 KiB at 256 KiB/s: about half a second each, side by side.  Two share a host:
+    over HTTP/2 one connection carries both, and still neither goes faster."""
+    files = urls(server, engine, [0, 0, 1], 128 * K)
     done = fetch(midair, tmp_path, "--max-rate", "256K", *files)
-    assert_files(tmp_path, 3, 256 * K)
+    assert_files(tmp_path, 3, 128 * K)
     for url in files:
         [asked] = asked_at(server, url)
-        assert done[url] - asked >= 0.8, f"{url} took {done[url] - asked:.2f} s"
+        assert done[url] - asked >= 0.4, f"{url} took {done[url] - asked:.2f} s"
 
 
 @over_tls_http2()
@@ -92,12 +83,12 @@ def test_max_rate_holds_over_tls(midair, tls_server, engine, tmp_path):  # noqa:
     """TLS may hold decrypted bytes the socket no longer signals (epoll reads them when the
     hold ends); asyncio and reactor pause a TLS transport: each transfer keeps to its rate."""
     srv, ca_path = tls_server
-    files = urls(srv, engine, [0, 0], 256 * K)
+    files = urls(srv, engine, [0, 0], 128 * K)
     done = fetch(midair, tmp_path, "--ca-certificate", str(ca_path), "--max-rate", "256K", *files)
-    assert_files(tmp_path, 2, 256 * K)
+    assert_files(tmp_path, 2, 128 * K)
     for url in files:
         [asked] = asked_at(srv, url)
-        assert done[url] - asked >= 0.8, f"{url} took {done[url] - asked:.2f} s"
+        assert done[url] - asked >= 0.4, f"{url} took {done[url] - asked:.2f} s"
 
 
 @pytest.mark.parametrize("engine", [e for e in test_engines() if e != "sequential"])
@@ -107,36 +98,36 @@ def test_max_rate_bounds_a_file_fetched_in_segments_as_one_transfer(
     """-s 4: four connections carry the file's ranges, and together keep to its rate (as
     aria2's --max-download-limit is per download), not four times it.  (Not sequential:
     one connection at a time, it splits nothing.)"""
-    [url] = urls(server, engine, [0], 1024 * K)
-    split = ("-s", "4", "--min-split-size", "256K", "--per-host", "4")
+    [url] = urls(server, engine, [0], 512 * K)
+    split = ("-s", "4", "--min-split-size", "128K", "--per-host", "4")
     done = fetch(midair, tmp_path, *split, "--max-rate", "512K", url)
-    assert (tmp_path / "r0.bin").read_bytes() == expected_bytes("r0.bin", 1024 * K)
+    assert (tmp_path / "r0.bin").read_bytes() == expected_bytes("r0.bin", 512 * K)
     first, *ranges = asked_at(server, url)
     assert len(ranges) >= 2  # it was split
-    assert done[url] - first >= 1.6, f"1 MiB at 512 KiB/s took {done[url] - first:.2f} s"
+    assert done[url] - first >= 0.8, f"512 KiB at 512 KiB/s took {done[url] - first:.2f} s"
 
 
 def test_max_overall_rate_bounds_all_transfers_together(midair, server, engine, tmp_path):
-    """Four files of 256 KiB over two hosts at 512 KiB/s in all: about two seconds, though
+    """Four files of 128 KiB over two hosts at 512 KiB/s in all: about a second, though
     each connection alone could go as fast as loopback carries it."""
-    files = urls(server, engine, [0, 1, 0, 1], 256 * K)
+    files = urls(server, engine, [0, 1, 0, 1], 128 * K)
     done = fetch(midair, tmp_path, "--max-overall-rate", "512K", *files)
-    assert_files(tmp_path, 4, 256 * K)
+    assert_files(tmp_path, 4, 128 * K)
     first = min(asked_at(server, url)[0] for url in files)
-    assert max(done.values()) - first >= 1.6, f"{max(done.values()) - first:.2f} s in all"
+    assert max(done.values()) - first >= 0.8, f"{max(done.values()) - first:.2f} s in all"
 
 
 @over_http2(H2_ENGINES)
 def test_host_delay_spaces_the_requests_to_one_host(midair, server, engine, tmp_path):
-    """Four files on one host, --host-delay 0.4: the server sees the requests that far apart
+    """Four files on one host, --host-delay 0.2: the server sees the requests that far apart
     (less the jitter of one request's way over loopback)."""
     files = urls(server, engine, [2, 2, 2, 2], 1000)
-    fetch(midair, tmp_path, "--host-delay", "0.4", *files)
+    fetch(midair, tmp_path, "--host-delay", "0.2", *files)
     assert_files(tmp_path, 4, 1000)
     times = sorted(t for url in files for t in asked_at(server, url))
     assert len(times) == 4
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.3, f"requests {gaps} s apart"
+    assert min(gaps) >= 0.15, f"requests {gaps} s apart"
 
 
 @pytest.mark.parametrize(
