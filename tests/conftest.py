@@ -170,7 +170,15 @@ def midair_for(engine: str, request: pytest.FixtureRequest, *options: str) -> Mi
 
 
 @pytest.fixture
-def midair(engine: str, protocol: str, request: pytest.FixtureRequest) -> Midair:
+def midair(engine: str, protocol: str) -> Midair:
+    """dask starts its own cluster per run, in the run's process: what the contract's
+    cases need (their markers and faults reach its workers through the environment)."""
+    return Midair(engine, protocol_options(protocol))
+
+
+@pytest.fixture
+def clustered_midair(engine: str, protocol: str, request: pytest.FixtureRequest) -> Midair:
+    """``midair``, dask's runs joining the module's LocalCluster (seconds saved a run)."""
     return midair_for(engine, request, *protocol_options(protocol))
 
 

@@ -47,6 +47,11 @@ from conftest import (
 from midair.serve import ServerThread, expected_bytes
 
 
+@pytest.fixture
+def midair(clustered_midair: Midair) -> Midair:
+    return clustered_midair
+
+
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*.midair-*"))
 

@@ -36,6 +36,12 @@ from midair.engines._shards import plan_shards
 from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
+
+@pytest.fixture
+def midair(clustered_midair: Midair) -> Midair:
+    return clustered_midair
+
+
 K = 1024
 
 
