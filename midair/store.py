@@ -68,7 +68,7 @@ from .core.errors import DestinationError, DownloadError, IntegrityError
 from .core.http import Bytes, Piped
 from .core.jobs import Checksum, Pieces
 from .core.naming import CONTROL_SUFFIX, PART_SUFFIX
-from .core.segments import recorded, subtract
+from .core.segments import merged, recorded, subtract
 
 # json's string encoder, from its C module: importing the json package costs ~1 ms of every
 # command's start-up, and only control files and a re-run's look at a file's tag need the rest.
@@ -132,7 +132,7 @@ class _Unpublished:
             first, last = k * length, min((k + 1) * length, size)
             if k in self.verified or not self.holds(first, last):
                 continue
-            if _digest(fd, first, last, pieces.algorithm) == pieces.hexdigests[k]:
+            if _digest(fd, pieces.algorithm, first, last) == pieces.hexdigests[k]:
                 self.verified.add(k)
                 continue
             self.unwrote(first, last)
@@ -141,21 +141,9 @@ class _Unpublished:
         return rejected or None
 
     def wrote(self, start: int, end: int) -> None:
-        """Merge ``[start, end)`` into ``ranges`` (a write lands next to the one before it,
-        nearly always, so the last range grows or a new one is inserted in order)."""
-        ranges = self.ranges
-        assert ranges is not None
-        index = bisect.bisect_left(ranges, (start, end))
-        ranges.insert(index, (start, end))
-        low = max(index - 1, 0)
-        merged = ranges[low : index + 2]
-        joined = [merged[0]]
-        for s, e in merged[1:]:
-            if s <= joined[-1][1]:
-                joined[-1] = (joined[-1][0], max(joined[-1][1], e))
-            else:
-                joined.append((s, e))
-        ranges[low : index + 2] = joined
+        """Merge ``[start, end)`` into ``ranges`` (a few: one per range in flight, at most)."""
+        assert self.ranges is not None
+        self.ranges = merged([*self.ranges, (start, end)])
 
     def control(self) -> Resume:
         """The record a control file holds now."""
@@ -508,16 +496,13 @@ def default_max_open(sockets: int) -> int:
     return max(16, min(4096, soft - sockets - 64))
 
 
-def _digest(fd: int, start: int, end: int, algorithm: str) -> str:
-    """The hex digest of the part file's bytes ``[start, end)``, read back (from the page
-    cache: they were just written)."""
-    import hashlib
+def _digest(fd: int, algorithm: str, start: int = 0, end: float = math.inf) -> str:
+    """The hex digest of the file's bytes ``[start, end)`` (to its end by default), read
+    back a MiB at a time (from the page cache, for bytes just written)."""
+    import hashlib  # only checksummed jobs need it (and libcrypto's load time)
 
     digest = hashlib.new(algorithm)
-    while start < end:
-        chunk = os.pread(fd, min(1 << 20, end - start), start)
-        if not chunk:
-            break
+    while start < end and (chunk := os.pread(fd, int(min(1 << 20, end - start)), start)):
         digest.update(chunk)
         start += len(chunk)
     return digest.hexdigest()
@@ -842,18 +827,10 @@ def _check_replaceable(target: str, action: Publish | Save, url: str) -> None:
 
 
 def _verify(fd: int, checksum: Checksum, url: str) -> None:
-    import hashlib  # only checksummed jobs need it (and libcrypto's load time)
-
-    digest = hashlib.new(checksum.algorithm)
-    offset = 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        digest.update(chunk)
-        offset += len(chunk)
-    if digest.hexdigest() != checksum.hexdigest:
+    got = _digest(fd, checksum.algorithm)
+    if got != checksum.hexdigest:
         raise IntegrityError(
-            url,
-            f"checksum mismatch: expected {checksum.algorithm}="
-            f"{checksum.hexdigest}, got {digest.hexdigest()}",
+            url, f"checksum mismatch: expected {checksum.algorithm}={checksum.hexdigest}, got {got}"
         )
 
 

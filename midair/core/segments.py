@@ -257,14 +257,7 @@ class Plan:
 
     def written(self) -> list[tuple[int, int]]:
         """Every range on disk, merged: what the control file records for a resume."""
-        spans = self.finished + [(p.start, p.next) for p in self.pieces if p.done]
-        merged: list[tuple[int, int]] = []
-        for start, end in sorted(spans):
-            if merged and start <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-            else:
-                merged.append((start, end))
-        return merged
+        return merged(self.finished + [(p.start, p.next) for p in self.pieces if p.done])
 
 
 class Split:
@@ -341,6 +334,17 @@ class Split:
     def measured(self, url: URL, count: int, seconds: float) -> None:
         if seconds > 0:
             self.rates[url.text] = count / seconds
+
+
+def merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` (any order, may overlap or touch) as sorted, disjoint ranges."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def subtract(s: int, e: int, start: int, end: int) -> list[tuple[int, int]]:
