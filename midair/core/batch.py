@@ -109,8 +109,6 @@ _NOT_OURS = {
 }
 _SET_COOKIE = field_key(b"set-cookie")
 _ACCEPT_RANGES = field_key(b"accept-ranges")
-_ETAG = field_key(b"etag")
-_LAST_MODIFIED = field_key(b"last-modified")
 
 
 def _cookie_field(d: t.Download, value: str) -> bytes:
@@ -723,14 +721,8 @@ class Batch:
     def _blame(self, d: t.Download, split: Split, source: URL, reason: str, now: float) -> None:
         if len(split.sources) > 1:
             split.drop(source, reason)
-            return
-        split.failures[source.text] += 1
-        tries = split.failures[source.text]
-        if tries <= self.options.retries:
-            self._out.append(Retrying(d.id, d.job.url.text, reason, 0.0, tries))
-        else:
-            gave_up = f"{reason} (gave up after {self.options.retries} retries)"
-            self._drop_source(d, source, gave_up, now)
+        elif not self._source_retried(d, split, source, reason):
+            self._drop_source(d, source, self._gave_up(reason), now)
 
     def timer(self, now: float) -> list[Action]:
         while self._timers and self._timers[0][0] <= now:
@@ -1060,7 +1052,7 @@ class Batch:
             reason = f"HTTP {status} for bytes {piece.next}-{piece.end - 1}"
             self._attempt_failed(conn, HTTPStatusError(source.text, reason, status=status), now)
             return
-        validator = _strong(head)
+        validator = t.validator_of(head)
         known = split.validators.get(source.text)  # None: a mirror's first answer
         verdict = judge(piece, status, t.content_range(head), validator, known, d.size)
         if verdict.action == "keep":
@@ -1098,8 +1090,7 @@ class Batch:
         elif kept:  # the range shrank (another connection took its end) since ``pipeable``
             self._out.append(Write(d.id, at, _first(data, kept)))
         if split.plan.complete:
-            for other in list(split.conns):
-                self._close(self._conns[other], now)
+            self._close_split(split, now)
             self._publish(d)
         elif kept < count:  # the rest is another connection's range: this answer is done
             self._close(conn, now)
@@ -1130,16 +1121,21 @@ class Batch:
         dropped for this file once it failed --retries times, or for good at once."""
         split, source = d.split, conn.source
         assert split is not None and source is not None
-        split.failures[source.text] += 1
-        tries = split.failures[source.text]
-        if error.retryable and tries <= self.options.retries:
-            self._out.append(Retrying(d.id, d.job.url.text, error.reason, 0.0, tries))
+        if error.retryable and self._source_retried(d, split, source, error.reason):
             self._want_pieces(d, now)
             return
-        reason = error.reason
-        if error.retryable:
-            reason = f"{reason} (gave up after {self.options.retries} retries)"
+        reason = self._gave_up(error.reason) if error.retryable else error.reason
         self._drop_source(d, source, reason, now, type(error), error.status)
+
+    def _source_retried(self, d: t.Download, split: Split, source: URL, reason: str) -> bool:
+        """Count a failure of ``source`` for ``d``; whether --retries allow another try
+        (reported), else the caller drops the source."""
+        split.failures[source.text] += 1
+        tries = split.failures[source.text]
+        if tries > self.options.retries:
+            return False
+        self._out.append(Retrying(d.id, d.job.url.text, reason, 0.0, tries))
+        return True
 
     def _drop_source(
         self,
@@ -1160,6 +1156,11 @@ class Batch:
         split.dropped.pop()  # ``_fail`` records the last one's reason, as any source's
         self._fail(d, kind(source.text, reason, status=status))
 
+    def _close_split(self, split: Split, now: float) -> None:
+        """Close every connection working on ``split``'s file."""
+        for conn_id in list(split.conns):
+            self._close(self._conns[conn_id], now)
+
     def _restart_split(self, d: t.Download, reason: str, now: float) -> None:
         """Another version answered a range: nothing on disk is spliced with it."""
         self._drop_split(d, now)
@@ -1172,8 +1173,7 @@ class Batch:
         usable go back to ``d.sources``, for a failure to move to."""
         split, d.split = d.split, None
         assert split is not None
-        for conn_id in list(split.conns):
-            self._close(self._conns[conn_id], now)
+        self._close_split(split, now)
         if d.sources is not None:
             d.sources.left.extend(url for url in split.sources if url != d.url)
             d.sources.dropped += [(u, r) for u, r in split.dropped if u != d.url.text]
@@ -1564,9 +1564,7 @@ class Batch:
         if host.paused_until <= now:  # the first of its round
             host.failures += 1
         if not error.retryable or host.failures > opts.retries:
-            reason = error.reason
-            if error.retryable:
-                reason = f"{reason} (gave up after {opts.retries} retries)"
+            reason = self._gave_up(error.reason) if error.retryable else error.reason
             self._abandon_host(host, type(error), reason)
             self._fail(d, type(error)(d.url.text, reason, status=error.status))
             return
@@ -1599,11 +1597,14 @@ class Batch:
             return False
         d.attempts += 1
         if d.attempts > self.options.retries:
-            retries = self.options.retries
-            reason = f"{error.reason} (gave up after {retries} retries)"
+            reason = self._gave_up(error.reason)
             self._fail(d, type(error)(error.url, reason, status=error.status))
             return False
         return True
+
+    def _gave_up(self, reason: str) -> str:
+        """``reason`` once --retries are spent: the message says how many were tried."""
+        return f"{reason} (gave up after {self.options.retries} retries)"
 
     def _adopt_server_name(self, d: t.Download, head: Head) -> None:
         """Publish under the server's Content-Disposition name, when it is usable.
@@ -1766,12 +1767,6 @@ def _numbered(
     if ids is None:
         return ((i, job, path) for i, (job, path) in enumerate(zip(jobs, paths, strict=True)))
     return zip(ids, jobs, paths, strict=True)
-
-
-def _strong(head: Head) -> str | None:
-    """The answer's validator for If-Range: a strong ETag, else Last-Modified."""
-    etag = head.text(_ETAG)
-    return etag if etag and not etag.startswith("W/") else head.text(_LAST_MODIFIED)
 
 
 def _first(data: Chunk, count: int) -> Chunk:

@@ -394,8 +394,7 @@ class Download:
         return Redirect(target)
 
     def _full(self, head: Head) -> Decision:
-        etag = head.text(_ETAG)
-        self.etag = etag if etag and not etag.startswith("W/") else None
+        self.etag = _strong_etag(head)
         self.last_modified = head.text(_LAST_MODIFIED)
         self.offset, self.size = 0, head.content_length
         if wrong := self._wrong_size(self.size):
@@ -476,6 +475,18 @@ class Download:
                 self.url.text, f"body ended at {self.position} of {self.size} bytes"
             )
         return None
+
+
+def _strong_etag(head: Head) -> str | None:
+    """The answer's ETag if it is a strong one: a weak one (W/) proves no byte equal."""
+    etag = head.text(_ETAG)
+    return etag if etag and not etag.startswith("W/") else None
+
+
+def validator_of(head: Head) -> str | None:
+    """What an answer is conditioned on for If-Range: its strong ETag, else Last-Modified
+    (``Download.validator`` of the download it answers)."""
+    return _strong_etag(head) or head.text(_LAST_MODIFIED)
 
 
 def content_range(head: Head) -> tuple[int, int, int | None] | None:
