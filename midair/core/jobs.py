@@ -26,6 +26,9 @@ CHECKSUM_ALGORITHMS = {
     "md5": "md5",
 }
 HEX_LENGTH = {"sha256": 64, "sha1": 40, "sha512": 128, "sha384": 96, "md5": 32}
+# Strongest first: of several digests a file is given (a Metalink's, a server's), the
+# first of these is its checksum.
+STRENGTH = ("sha512", "sha384", "sha256", "sha1", "md5")
 
 
 class Checksum(Record):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from .errors import InputError
-from .jobs import CHECKSUM_ALGORITHMS, HEX_LENGTH, Checksum, Job, Pieces
+from .jobs import CHECKSUM_ALGORITHMS, HEX_LENGTH, STRENGTH, Checksum, Job, Pieces
 from .naming import relative_path
 from .urls import URL, parse_url
 
@@ -31,8 +31,6 @@ V3 = "http://www.metalinker.org/"
 # The media types a server labels a Metalink with (RFC 5854 section 7; v3's).
 MEDIA_TYPES = frozenset({"application/metalink4+xml", "application/metalink+xml"})
 SUFFIXES = (".meta4", ".metalink")
-# Strongest first: the whole-file checksum is the first of these the file gives.
-STRENGTH = ("sha512", "sha384", "sha256", "sha1", "md5")
 _LAST = 999_999  # RFC 5854 4.2.16.2: priorities run 1..999999; none given ranks last
 
 

@@ -14,20 +14,13 @@ import base64
 import binascii
 import re
 
-from .jobs import HEX_LENGTH, Checksum
+from .jobs import CHECKSUM_ALGORITHMS, HEX_LENGTH, STRENGTH, Checksum
 from .urls import URL, resolve_location
 
 # One link-value: <URI-Reference> and its parameters, up to the next one.
 _LINK_VALUE = re.compile(r"<([^>]*)>([^<]*)")
-# RFC 3230 / 9530 names, strongest first, and hashlib's.
-_DIGESTS = {
-    "sha-512": "sha512",
-    "sha-384": "sha384",
-    "sha-256": "sha256",
-    "sha": "sha1",
-    "md5": "md5",
-}
-_STRENGTH = list(_DIGESTS.values())
+# RFC 3230 / 9530 names (lower case) -> hashlib's: aria2's spellings, and RFC 3230's SHA.
+_DIGESTS = {**CHECKSUM_ALGORITHMS, "sha": "sha1"}
 
 
 def duplicates(values: list[str], base: URL) -> list[URL]:
@@ -66,7 +59,7 @@ def digest(values: list[str]) -> Checksum | None:
             hexdigest = _hex(encoded.strip().strip(":"))
             if algorithm is None or hexdigest is None or len(hexdigest) != HEX_LENGTH[algorithm]:
                 continue
-            if best is None or _STRENGTH.index(algorithm) < _STRENGTH.index(best.algorithm):
+            if best is None or STRENGTH.index(algorithm) < STRENGTH.index(best.algorithm):
                 best = Checksum(algorithm, hexdigest)
     return best
 
