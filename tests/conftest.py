@@ -221,6 +221,13 @@ def stop_once(begun: threading.Event, run: Run, settle: float = 0.0) -> Iterator
             time.sleep(settle)
         run.request_stop()
 
+    with stopping(stop):
+        yield
+
+
+@contextlib.contextmanager
+def stopping(stop: Callable[[], None]) -> Iterator[None]:
+    """Run ``stop`` in another thread for the block's duration; joined as it ends."""
     thread = threading.Thread(target=stop)
     thread.start()
     try:

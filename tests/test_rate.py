@@ -10,7 +10,6 @@ engines' workers reach the parent up to 0.2 s late; the bounds leave room for th
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import subprocess
@@ -24,6 +23,7 @@ from conftest import (
     Midair,
     over_http2,
     over_tls_http2,
+    stopping,
     test_engines,
 )
 from test_conformance import tls_server, tls_servers_by_protocol  # noqa: F401 (fixtures)
@@ -203,7 +203,7 @@ def stopped_run(engine: str, tmp_path, files: list[str], **options: object) -> f
             stopped.append(time.monotonic())
             run.request_stop()
 
-        return _stopping(stop)
+        return stopping(stop)
 
     dl = Downloader(
         str(tmp_path),
@@ -217,16 +217,6 @@ def stopped_run(engine: str, tmp_path, files: list[str], **options: object) -> f
     results = dl.run(around=around)
     assert results.failures == []
     return time.monotonic() - stopped[0]
-
-
-@contextlib.contextmanager
-def _stopping(stop):
-    thread = threading.Thread(target=stop)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
 
 
 def test_a_stop_while_held_ends_the_run_at_once(server, engine, tmp_path):
