@@ -32,9 +32,12 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from types import FrameType
 
 from .core.actions import Action, Report, Started
+from .core.batch import window_size
 from .core.jobs import Job, Options
 from .core.progress import Tracker
 from .core.results import Results
+from .fair import Fair
+from .spool import LIMIT, SpilledSet, Spool
 
 Listener = Callable[[Action], None]
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -66,19 +69,29 @@ def distinct(jobs: Iterable[Job]) -> list[Job]:
     return list(iter_distinct(jobs))
 
 
-def iter_distinct(jobs: Iterable[Job]) -> Iterator[Job]:
+def iter_distinct(jobs: Iterable[Job], spool: Spool | None = None) -> Iterator[Job]:
     """``distinct`` as the jobs come: what is remembered per job is its URL's text alone
-    (and its ``out=``/``dir=`` where given), not the job."""
-    seen: set[str | tuple[str, str | None, str | None]] = set()
+    (and its ``out=``/``dir=`` where given), not the job; past ``spool.LIMIT`` of them, on
+    disk (in ``spool``, the run's; a temporary one if None)."""
+    seen: set[str] = set()
+    spilled: SpilledSet | None = None
     for job in jobs:
         key = job.url.text if job.out is None and job.subdir is None else _key(job)
-        if key not in seen:
-            seen.add(key)
-            yield job
+        if key in seen or (spilled is not None and key in spilled):
+            continue
+        seen.add(key)
+        if len(seen) >= LIMIT:
+            spilled = spilled or SpilledSet(Spool() if spool is None else spool)
+            spilled.absorb(seen)
+            seen = set()
+        yield job
 
 
-def _key(job: Job) -> tuple[str, str | None, str | None]:
-    return (job.url.text, job.out, job.subdir)
+def _key(job: Job) -> str:
+    """The text of a job with ``out=``/``dir=``: NUL is in no URL, and None is not ''."""
+    out = "" if job.out is None else "o" + job.out
+    subdir = "" if job.subdir is None else "d" + job.subdir
+    return f"{job.url.text}\0{out}\0{subdir}"
 
 
 def _drained(jobs: list[Job]) -> Iterator[Job]:
@@ -114,6 +127,8 @@ class Run:
         # A shard's jobs (``ids``, ``paths`` given) are a share of a run's, without repeats.
         self._jobs: list[Job] | None = list(jobs) if ids is not None or paths is not None else None
         self._source: Iterable[Job] | None = jobs
+        self.spool = Spool()  # what the run remembers per job, once memory would not do
+        self.fair: Fair | None = None  # the jobs, fairly across hosts, once ``intake`` began
         self._ahead: list[Job] | None = None  # jobs ``head`` read before the run took them
         self._screen = screen
         self.options = options
@@ -154,7 +169,12 @@ class Run:
         taken: a list of millions is never held whole.  Once only, or after ``jobs``."""
         if self._jobs is not None:
             return iter(self._jobs)
-        return self._counted(self._take_source())
+        options = self.options
+        origins = -(-options.concurrency // max(1, options.per_host))  # to use every connection
+        self.fair = Fair(
+            self._take_source(), self.spool, window=window_size(options), origins=origins
+        )
+        return self._counted(self.fair)
 
     def head(self, count: int) -> tuple[list[Job], bool]:
         """The first ``count`` jobs (read ahead, still to come from ``intake``), and whether
@@ -178,7 +198,7 @@ class Run:
         if self._ahead is not None:  # screened already
             self._ahead = []  # the head is the source's now, let go of as the run takes it
             return source
-        jobs = iter_distinct(source)
+        jobs = iter_distinct(source, self.spool)
         return jobs if self._screen is None else self._screen(jobs)
 
     def _counted(self, jobs: Iterable[Job]) -> Iterator[Job]:

@@ -76,10 +76,12 @@ from .core.errors import DestinationError, DownloadError
 from .core.http import Chunk
 from .core.jobs import Options
 from .run import REPORTS, Run
+from .spool import claims_kept
 from .store import Store
 
 PUBLISH_POLL = 0.005  # seconds between looks for finished publications
 PREPARE_STEP = 256  # least files prepared per timer call while some wait (~1 ms of work)
+SEARCH_STEP = 2048  # list lines read ahead per idle timer call (~10 ms of work)
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Any, TypeVar
@@ -149,6 +151,7 @@ class Session:
             cookies=self.cookies,
             epoch=epoch,
             starts=run.heeds(Started),  # no Started made for a quiet run
+            claims_kept=claims_kept(run.spool),  # on disk past spool.LIMIT names
         )
 
     @property
@@ -207,16 +210,31 @@ class Session:
             actions += self.batch.prepare_more(self._prepare_step(), now)
             if not self.batch.unprepared:
                 self._freeze()  # the downloads made since start: the batch is whole now
+        elif self._searching:  # the list read on for other hosts' jobs: an idle step
+            self._search()
         self._schedule(now)
         return self._carry_out(actions + self.batch.timer(now))
 
     def _schedule(self, now: float) -> None:
         """When ``timer`` is due on the session's own account: at once while files wait to
         be prepared (it takes the next step), soon while publications are pending."""
-        if self.batch.unprepared or self.batch.wants_jobs:
+        if self.batch.unprepared or self.batch.wants_jobs or self._searching:
             self._poll_at = now
         else:
             self._poll_at = now + PUBLISH_POLL if self.store.pending else None
+
+    @property
+    def _searching(self) -> bool:
+        """Whether the run's intake reads ahead for other hosts' jobs (``Fair.searching``):
+        while connections are left unused for want of them."""
+        fair, batch = self.run.fair, self.batch
+        return (
+            fair is not None and fair.searching and batch.open_connections < batch.max_connections
+        )
+
+    def _search(self) -> None:
+        if self.run.fair is not None:
+            self.run.fair.search(SEARCH_STEP)
 
     def _prepare_step(self) -> int:
         return max(PREPARE_STEP, self.options.concurrency)
@@ -262,6 +280,7 @@ class Session:
         except Exception as exc:  # a file that cannot be flushed is not a success
             self.run.fail(exc)
         finally:
+            self.run.spool.close()
             if self._froze:  # what ``start`` froze: a caller's process collects it again
                 gc.unfreeze()
 

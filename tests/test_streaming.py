@@ -135,3 +135,22 @@ def test_a_metalink_url_in_a_streamed_list_fails_alone_saying_how_to_follow_it(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.bin"]
     saved = Downloader(str(tmp_path / "saved"), engine="epoll", follow_metalink=False)
     assert saved.add_jobs(Job.from_url(u) for u in (doc,)).run().ok  # saved as a file
+
+
+@pytest.mark.parametrize("engine", ["epoll", "asyncio", "threads"])
+def test_a_few_files_behind_a_long_list_of_one_host_finish_early(
+    engine: str, http1_server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """80 slow files on one host, then 5 on another: the 5 are found by reading ahead while
+    connections idle (``midair.fair``) and end long before the 80; in list order they would
+    join the batch only once all but a window of the 80 had ended."""
+    monkeypatch.setattr(batch_module, "WINDOW", 16)  # = 4 x concurrency
+    crowd = [http1_server.url(0, f"/gen/a{i}?size=10&latency=0.02") for i in range(80)]
+    few = [http1_server.url(1, f"/gen/b{i}?size=10") for i in range(5)]
+    ended: list[str] = []
+    downloader = Downloader(str(tmp_path), engine=engine, concurrency=4, per_host=1, fsync=False)
+    downloader.on_event = lambda a: ended.append(a.url) if isinstance(a, Finished) else None
+    results = downloader.add_jobs(Job.from_url(url) for url in crowd + few).run()
+    assert results.ok and len(ended) == 85
+    last_of_few = max(ended.index(url) for url in few)
+    assert last_of_few < 16 + 10  # in list order: after the 75th of the crowd

@@ -87,6 +87,7 @@ if TYPE_CHECKING:
     import random
     from typing import ClassVar
 
+    from .claims import Claims
     from .http2 import Http2Connection
     from .politeness import ConcurrencyPolicy
     from .proxy import Proxy, ProxyChoice
@@ -275,6 +276,7 @@ class Batch:
         cookies: Cookies | None = None,
         epoch: float | None = None,
         starts: bool = True,
+        claims_kept: Callable[[Claims], Claims] | None = None,
     ):
         """``ids`` name the jobs in every action and answer (default: their positions); a
         shard of a bigger batch uses the whole batch's, so its reports need no renumbering.
@@ -282,7 +284,10 @@ class Batch:
         ``cookies``: where Set-Cookie goes and Cookie comes from (None: no cookies).
         ``epoch``: the wall-clock time (POSIX seconds) at ``now`` 0, if known: the one
         rule that needs wall time (a Retry-After date without a Date) reads it so.
-        ``starts``: report ``Started``; off when nobody follows transfers (``-q``)."""
+        ``starts``: report ``Started``; off when nobody follows transfers (``-q``).
+        ``claims_kept``: where the names claimed are kept from now, given them, asked every
+        window (None: in a dict); a list of millions moves them to disk past a bound
+        (``midair.spool.claims_kept``)."""
         self.options = options
         self._cookies = cookies
         self._epoch = epoch
@@ -292,7 +297,7 @@ class Batch:
         self._paths_given = paths is not None
         self._more = True  # the source may hold more jobs
         self._window: list[tuple[int, str | None]] = []  # the latest window's jobs, first paths
-        self._window_size = max(WINDOW, 4 * options.concurrency)
+        self._window_size = window_size(options)
         self._jobs: dict[int, Job] = {}
         self._downloads: dict[int, t.Download] = {}  # made as each job's file is prepared
         # Claimed at start, Prepare to come: id, path, and whether the job claims the path
@@ -308,7 +313,8 @@ class Batch:
         self._timers: list[tuple[float, int, t.Download | _Host | Send]] = []  # Send: spaced
         # path -> the download that has it (ENDED once it ended): one entry per name of the
         # batch, kept to its end, so a clash with a name taken long before is still found.
-        self._claims: dict[str, int] = {}
+        self._claims: Claims = dict[str, int]()
+        self._claims_kept = claims_kept
         self._clashes: dict[str, list[int]] = {}  # the window's first paths several jobs share
         self._escaping: list[int] = []  # the window's jobs whose first path lands outside
         self._directories: set[str] = set()  # where the jobs land, for the store's survey
@@ -402,6 +408,8 @@ class Batch:
         and the paths it may pass over, each claimed by one job alone (``prepared`` will tell
         about those).  Which URL made each other file there is what keeps names stable
         across runs: a duplicate's ``NAME.1``, a server's name."""
+        if self._claims_kept is not None:
+            self._claims = self._claims_kept(self._claims)
         window = list(itertools.islice(self._source, self._window_size))
         self._more = len(window) == self._window_size
         self._unfinished += len(window)
@@ -1620,7 +1628,8 @@ class Batch:
             target = d.resolve(name)
         except ValueError:
             return
-        if target in (d.path, d.target) or self._claims.get(target, d.id) != d.id:
+        owner = self._claims.get(target)
+        if target in (d.path, d.target) or owner not in (None, d.id):
             return
         if d.target is not None:
             self._claims.pop(d.target, None)
@@ -1754,6 +1763,11 @@ class Batch:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out
+
+
+def window_size(options: Options) -> int:
+    """How many jobs a batch takes at a time (``take_jobs``): a few windows are in memory."""
+    return max(WINDOW, 4 * options.concurrency)
 
 
 def _numbered(

@@ -56,7 +56,20 @@ from .records import Record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
-    from typing import Final
+    from typing import Final, Protocol
+
+    class Claims(Protocol):
+        """Path -> the job that claimed it: what the batch needs of a dict.  A list of
+        millions gives one that keeps its oldest entries on disk (``midair.spool``)."""
+
+        def __contains__(self, key: object, /) -> bool: ...
+        def __getitem__(self, key: str, /) -> int: ...
+        def __setitem__(self, key: str, value: int, /) -> None: ...
+        def __delitem__(self, key: str, /) -> None: ...
+        def get(self, key: str, /) -> int | None: ...
+        def pop(self, key: str, default: None, /) -> int | None: ...
+        def setdefault(self, key: str, default: int, /) -> int: ...
+        def update(self, entries: Mapping[str, int], /) -> None: ...
 
 
 class Wish(Record):
@@ -83,7 +96,7 @@ class Settled(Record):
 
 
 def settle(
-    claims: dict[str, int],
+    claims: Claims,
     movers: Iterable[Wish],
     clashes: Mapping[str, list[Wish]],
     owned: Mapping[str, str],
@@ -111,7 +124,7 @@ def _by_url(wish: Wish) -> tuple[str, int]:
     return wish.url, wish.ident
 
 
-def _keep_owned(claims: dict[str, int], wish: Wish, path: str, settled: Settled) -> None:
+def _keep_owned(claims: Claims, wish: Wish, path: str, settled: Settled) -> None:
     number = _number_of(wish.first, path)
     if path in claims or (wish.fixed and number is None) or not _same_directory(wish.first, path):
         return
@@ -135,7 +148,7 @@ def _same_directory(a: str, b: str) -> bool:
     return a.rpartition("/")[0] == b.rpartition("/")[0]
 
 
-def _first_wins(claims: dict[str, int], base: str, waiting: list[Wish], settled: Settled) -> None:
+def _first_wins(claims: Claims, base: str, waiting: list[Wish], settled: Settled) -> None:
     for wish in waiting:
         winner = claims.setdefault(base, wish.ident)
         if winner == wish.ident:
@@ -145,7 +158,7 @@ def _first_wins(claims: dict[str, int], base: str, waiting: list[Wish], settled:
 
 
 def _number(
-    claims: dict[str, int],
+    claims: Claims,
     base: str,
     waiting: list[Wish],
     clashes: Container[str],
