@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from types import FrameType
 
 from .core.actions import Action, Report, Started
-from .core.batch import window_size
+from .core.intake import window_size
 from .core.jobs import Job, Options
 from .core.progress import Tracker
 from .core.results import Results

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from midair import fair as fair_module
 from midair import run as run_module
 from midair import spool as spool_module
-from midair.core import batch as batch_module
+from midair.core import intake as intake_module
 from midair.core.actions import OnDisk, Prepare
 from midair.core.batch import Batch
 from midair.core.jobs import Job, Options
@@ -75,7 +75,7 @@ def test_a_clash_with_a_name_claimed_windows_before_is_found_on_disk(
 ) -> None:
     """A list longer than the claims' bound: names claimed early, now on disk, still number
     the late clashes past them, as with every claim in memory."""
-    monkeypatch.setattr(batch_module, "WINDOW", 4)
+    monkeypatch.setattr(intake_module, "WINDOW", 4)
     monkeypatch.setattr(spool_module, "LIMIT", 4)
     names = [f"f{i}" for i in range(12)] + ["f0", "f5", "f5", "new"]
     spool = Spool()

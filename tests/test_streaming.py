@@ -12,12 +12,13 @@ import pytest
 
 from midair import Downloader
 from midair.core import batch as batch_module
+from midair.core import intake as intake_module
 from midair.core.actions import Action, Failed, Finished, Started
 from midair.core.jobs import Job
 from midair.engines.blocking import PREFETCH
 from midair.serve import ServerThread, expected_bytes
 
-WINDOW = 64  # jobs taken at a time here (max(batch.WINDOW, 4 x concurrency))
+WINDOW = 64  # jobs taken at a time here (max(intake.WINDOW, 4 x concurrency))
 STREAMING = ["epoll", "asyncio", "threads", "sequential"]  # every single-loop family
 
 
@@ -65,7 +66,7 @@ def held_by_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_a_generator_is_read_a_window_ahead_of_what_ended(
     engine: str, http1_server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batch_module, "WINDOW", WINDOW)
+    monkeypatch.setattr(intake_module, "WINDOW", WINDOW)
     held = held_by_batches(monkeypatch)
     jobs = Pulled(http1_server, 600)
     downloader = Downloader(str(tmp_path), engine=engine, concurrency=8, fsync=False)
@@ -144,7 +145,7 @@ def test_a_few_files_behind_a_long_list_of_one_host_finish_early(
     """80 slow files on one host, then 5 on another: the 5 are found by reading ahead while
     connections idle (``midair.fair``) and end long before the 80; in list order they would
     join the batch only once all but a window of the 80 had ended."""
-    monkeypatch.setattr(batch_module, "WINDOW", 16)  # = 4 x concurrency
+    monkeypatch.setattr(intake_module, "WINDOW", 16)  # = 4 x concurrency
     crowd = [http1_server.url(0, f"/gen/a{i}?size=10&latency=0.02") for i in range(80)]
     few = [http1_server.url(1, f"/gen/b{i}?size=10") for i in range(5)]
     ended: list[str] = []

@@ -17,10 +17,10 @@ its slot goes to another host.  Stalls are found by a periodic sweep rather
 than a timer per connection: one pass a second costs less than re-arming
 thousands of timers on every chunk.
 
-Jobs come from an iterator a window at a time (``take_jobs``, ``name_jobs``):
-a list of millions costs the memory of two windows of jobs, plus one claimed
-name per job (kept to the end, so a clash with a name claimed long before is
-still found: the later job is numbered past it).  An ended job is forgotten.
+Jobs come from an iterator a window at a time (``take_jobs``, ``name_jobs``),
+each named across the whole batch before its file is touched (core/intake.py):
+a list of millions costs the memory of a few windows of jobs, plus one claimed
+name per job.  An ended job is forgotten.
 
 Control files cost a file creation each; a transfer that finishes within
 ``CHECKPOINT_AFTER`` seconds never needs one (a crash would lose at most that
@@ -36,9 +36,8 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 
-from . import claims, naming
 from . import transfer as t
 from .actions import (
     Action,
@@ -74,6 +73,7 @@ from .errors import (
     TLSError,
 )
 from .http import Chunk, ClientConnection, FramingError, Head, Piped, encode_fields, field_key
+from .intake import Intake
 from .jobs import Job, Options
 from .politeness import Aimd
 from .rate import Spacing, Throttle, read_size
@@ -97,8 +97,6 @@ if TYPE_CHECKING:
 CHECKPOINT_AFTER = 1.0  # seconds of receiving before a control file is worth writing
 # Jobs taken from the source at a time (at least 4 per connection): the next window is taken
 # once fewer than this many are unended, so at most two windows' jobs are held at once.
-WINDOW = 4096
-ENDED = -1  # the claim of a name whose job ended: still the batch's, no longer anyone's
 # The states a batch moves its downloads to (state.MOVES says which moves are allowed).
 PREPARING, QUEUED, WAITING = DownloadState.PREPARING, DownloadState.QUEUED, DownloadState.WAITING
 FETCHING, PUBLISHING = DownloadState.FETCHING, DownloadState.PUBLISHING
@@ -291,14 +289,9 @@ class Batch:
         self.options = options
         self._cookies = cookies
         self._epoch = epoch
-        # The jobs come from ``_source`` a window at a time (``take_jobs``), so a list of
-        # millions costs the memory of a few windows; ``_jobs`` holds those not yet ended.
-        self._source = _numbered(jobs, ids, paths)
-        self._paths_given = paths is not None
-        self._more = True  # the source may hold more jobs
-        self._window: list[tuple[int, str | None]] = []  # the latest window's jobs, first paths
-        self._window_size = window_size(options)
-        self._jobs: dict[int, Job] = {}
+        # The jobs, a window at a time, and every name they claimed (core/intake.py).
+        self._intake = Intake(jobs, options, ids, paths, claims_kept)
+        self._jobs = self._intake.jobs  # taken and not ended
         self._downloads: dict[int, t.Download] = {}  # made as each job's file is prepared
         # Claimed at start, Prepare to come: id, path, and whether the job claims the path
         # alone, as its first choice or as the file its URL owns (``Prepare.by_name``).
@@ -311,18 +304,6 @@ class Batch:
         self._conns: dict[int, _Conn] = {}
         self._links: dict[int, _Link] = {}  # HTTP/2 connections, by the engine's id
         self._timers: list[tuple[float, int, t.Download | _Host | Send]] = []  # Send: spaced
-        # path -> the download that has it (ENDED once it ended): one entry per name of the
-        # batch, kept to its end, so a clash with a name taken long before is still found.
-        self._claims: Claims = dict[str, int]()
-        self._claims_kept = claims_kept
-        self._clashes: dict[str, list[int]] = {}  # the window's first paths several jobs share
-        self._escaping: list[int] = []  # the window's jobs whose first path lands outside
-        self._directories: set[str] = set()  # where the jobs land, for the store's survey
-        self._surveyed: set[str] = set()  # of those, the ones the store surveyed already
-        # URL (``claims.identity``: signatures dropped) -> a file it owns under another name
-        self._owned: dict[str, str] = {}  # (the survey's)
-        self._taken: set[str] = set()  # on disk and no job's to take (the survey says)
-        self._renames: dict[int, int] = {}  # job -> its path's number, for the few numbered
         self._ids = itertools.count(1)
         self._sweep_every = min(1.0, options.timeout / 4)
         self._next_sweep: float | None = None
@@ -393,14 +374,14 @@ class Batch:
     def wants_jobs(self) -> bool:
         """Whether to take the next window now (``take_jobs``, then ``name_jobs``): the source
         may hold more, and fewer than a window's jobs are taken and not ended."""
-        return self._more and self._unfinished < self._window_size
+        return self._intake.more and self._unfinished < self._intake.size
 
     def to_survey(self) -> tuple[set[str], Container[str]]:
         """What the store looks at before ``start`` (``Store.survey``): ``take_jobs``'s answer
         for the first window (taken here if ``start`` has not taken it)."""
-        if not self._window and self._more:
+        if self._intake.untaken:
             return self.take_jobs()
-        return self._directories - self._surveyed, self._claims
+        return self._intake.survey()
 
     def take_jobs(self) -> tuple[set[str], Container[str]]:
         """Take the next window of jobs from the source and find each one's first-choice path;
@@ -408,16 +389,9 @@ class Batch:
         and the paths it may pass over, each claimed by one job alone (``prepared`` will tell
         about those).  Which URL made each other file there is what keeps names stable
         across runs: a duplicate's ``NAME.1``, a server's name."""
-        if self._claims_kept is not None:
-            self._claims = self._claims_kept(self._claims)
-        window = list(itertools.islice(self._source, self._window_size))
-        self._more = len(window) == self._window_size
-        self._unfinished += len(window)
-        self.done = not (self._unfinished or self._more)
-        self._group_first_paths(window)
-        fresh = self._directories - self._surveyed
-        self._surveyed |= fresh
-        return fresh, self._claims
+        self._unfinished += self._intake.take()
+        self.done = not (self._unfinished or self._intake.more)
+        return self._intake.survey()
 
     def start(
         self, now: float, first: int | None = None, owners: Mapping[str, str | None] | None = None
@@ -445,7 +419,7 @@ class Batch:
     def prepare_more(self, count: int, now: float) -> list[Action]:
         """``Prepare`` the next ``count`` claimed files (fewer when fewer are left)."""
         unprepared, jobs, downloads, out = self._unprepared, self._jobs, self._downloads, self._out
-        renames = self._renames
+        renames = self._intake.renames
         for _ in range(min(count, len(unprepared))):
             ident, path, by_name = unprepared.popleft()
             d = downloads[ident] = t.Download(ident, jobs[ident], self.options)
@@ -456,108 +430,24 @@ class Batch:
             out.append(Prepare(ident, path, d.job.url.text, d.checksum, by_name))
         return self._flush(now)
 
-    def _group_first_paths(self, taken: list[tuple[int, Job, str | None]]) -> None:
-        """Each job's first-choice path: claimed by it alone, shared (a clash, with this
-        window's jobs or with a name claimed before), or None (it lands outside)."""
-        options, jobs, claims = self.options, self._jobs, self._claims
-        mine: dict[str, int] = {}  # claimed by one job of this window, so far
-        clashes, directories = self._clashes, self._directories
-        directories.add(naming.directory_of(options.directory))
-        window = self._window = []
-        for ident, job, given in taken:
-            jobs[ident] = job
-            path = given if self._paths_given else t.claimable_path(job, options)
-            window.append((ident, path))
-            if path is None:
-                self._escaping.append(ident)
-                continue
-            if job.subdir or (job.out and "/" in job.out):
-                directories.add(path.rpartition("/")[0] or "/")
-            if path in clashes:
-                clashes[path].append(ident)
-            elif path in mine:
-                clashes[path] = [mine.pop(path), ident]
-            elif path in claims:  # an earlier window's: it keeps it, as if first in the list
-                clashes[path] = [ident]
-            else:
-                mine[path] = ident
-        claims.update(mine)
-
     def _name_jobs(self, owners: Mapping[str, str | None]) -> None:
-        """Settle the window's paths (``claims.settle``): each job's first choice when it has
-        it alone and its URL owns no other file; failed at once when the name lands outside."""
-        for ident in self._escaping:
+        """Carry out what ``Intake.name`` settled: a name that lands outside fails its job
+        (``_prepare``), --no-clobber fails the jobs beaten to a path, the rest wait for
+        ``prepare_more``."""
+        named = self._intake.name(owners)
+        for ident in named.escaping:
             d = self._downloads[ident] = t.Download(ident, self._jobs[ident], self.options)
             self._prepare(d, d.candidate_name())
-        self._escaping = []
-        if owners:
-            self._note_owners(owners)
-        window, claims = self._window, self._claims
-        if self._clashes or (self._owned and any(self._owns(i) for i, _ in window)):
-            placed = self._settle()
-        else:  # nearly every window: each job has its own name
-            placed = {}
-        for ident, first in window:  # list order
-            if ident in placed:  # a file its URL owns (by name), or a clash's (exact URL)
-                path = placed[ident][0]
-                self._unprepared.append((ident, path, self._owned_path(ident) == path))
-            elif first is not None and claims.get(first) == ident:
-                self._unprepared.append((ident, first, True))
-        self._window, self._clashes = [], {}
-
-    def _note_owners(self, owners: Mapping[str, str | None]) -> None:
-        """Remember what the survey found, for this window and the ones after it."""
-        overwrite = self.options.overwrite
-        self._taken.update(p for p, url in owners.items() if url is not None or not overwrite)
-        for path in sorted(owners):  # the lowest path, should one URL own two
-            url = owners[path]
-            name = path.rpartition("/")[2]
-            if url is not None and naming.sanitize(name) == name:  # a name midair gives
-                self._owned.setdefault(claims.identity(url), path)
-
-    def _owns(self, ident: int) -> bool:
-        return self._owned_path(ident) is not None
-
-    def _owned_path(self, ident: int) -> str | None:
-        """The file job ``ident``'s URL owns (the survey says), signatures aside."""
-        job = self._jobs.get(ident)
-        return None if job is None else self._owned.get(claims.identity(job.url.text))
-
-    def _settle(self) -> dict[int, tuple[str, int]]:
-        escaping = {i for i, first in self._window if first is None}
-        movers = [self._wish(i) for i, _ in self._window if i not in escaping and self._owns(i)]
-        clashes = {p: [self._wish(i, p) for i in group] for p, group in self._clashes.items()}
-        settled = claims.settle(
-            self._claims,
-            movers,
-            clashes,
-            self._owned,
-            self._taken,
-            no_clobber=self.options.no_clobber,
-        )
-        self._renames.update(
-            (ident, number) for ident, (_, number) in settled.placed.items() if number
-        )
-        for ident, winner in settled.beaten.items():
+        for ident, winner in named.beaten:
             self._beaten(ident, winner)
-        return settled.placed
-
-    def _wish(self, ident: int, first: str | None = None) -> claims.Wish:
-        job = self._jobs[ident]
-        first = first or t.claimable_path(job, self.options)
-        return claims.Wish(ident, claims.identity(job.url.text), first or "", job.out is not None)
+        self._unprepared.extend(named.ready)
 
     def _beaten(self, ident: int, winner: int) -> None:
         """--no-clobber: another job of the batch took this one's path; it fails now."""
         d = self._downloads[ident] = t.Download(ident, self._jobs[ident], self.options)
         path = t.first_path(d.job, self.options)
-        message = f"{path} is also the target of {self._url_of(winner)} (--no-clobber)"
+        message = f"{path} is also the target of {self._intake.url_of(winner)} (--no-clobber)"
         self._fail(d, DestinationError(d.job.url.text, message))
-
-    def _url_of(self, ident: int) -> str:
-        """The URL of job ``ident``, for a message: one ended long ago is no longer held."""
-        job = self._jobs.get(ident)
-        return job.url.text if job is not None else "another URL of the list"
 
     # --- events in ------------------------------------------------------------------
     def prepared(self, ident: int, disk: OnDisk, now: float) -> list[Action]:
@@ -570,7 +460,7 @@ class Batch:
             d.size = disk.offset
             self._finish(d, skipped=True)
         elif disk.kind is Disk.TAKEN and not self.options.no_clobber:  # another URL's file
-            self._taken.add(d.path)
+            self._intake.on_disk(d.path)
             d.renames += 1
             self._prepare(d, d.candidate_name())
         elif disk.kind is Disk.TAKEN or (disk.kind is Disk.FOREIGN and not self.options.overwrite):
@@ -1488,13 +1378,13 @@ class Batch:
     def _prepare(self, d: t.Download, name: str) -> None:
         """Claim ``name`` for ``d`` and ``Prepare`` it, or the next free ``name.N``; fail
         ``d`` if it lands outside, or (--no-clobber) if another job has it."""
-        if d.path is not None and self._claims.get(d.path) == d.id:
-            del self._claims[d.path]
+        names = self._intake
+        names.release(d.id, d.path)
         try:
             path = d.resolve(name)
-            while path in self._claims or path in self._taken:
-                if self.options.no_clobber and path in self._claims:
-                    other = self._url_of(self._claims[path])
+            while not names.free(path):
+                if self.options.no_clobber and (other_id := names.claimant(path)) is not None:
+                    other = names.url_of(other_id)
                     message = f"{path} is also the target of {other} (--no-clobber)"
                     self._fail(d, DestinationError(d.job.url.text, message))
                     return
@@ -1503,7 +1393,7 @@ class Batch:
         except ValueError as exc:
             self._fail(d, DestinationError(d.job.url.text, str(exc)))
             return
-        self._claims[path] = d.id
+        names.claim(d.id, path)
         d.path = path
         d.move(PREPARING)
         self._out.append(Prepare(d.id, path, d.job.url.text, d.checksum))
@@ -1628,12 +1518,11 @@ class Batch:
             target = d.resolve(name)
         except ValueError:
             return
-        owner = self._claims.get(target)
+        owner = self._intake.claimant(target)
         if target in (d.path, d.target) or owner not in (None, d.id):
             return
-        if d.target is not None:
-            self._claims.pop(d.target, None)
-        self._claims[target] = d.id
+        self._intake.release(d.id, d.target)
+        self._intake.claim(d.id, target)
         d.target = target
 
     def _pause(self, host: _Host, until: float) -> None:
@@ -1675,13 +1564,9 @@ class Batch:
         if self._throttle is not None:
             self._throttle.ended(d.id)
         self._unfinished -= 1
-        self.done = not (self._unfinished or self._more)
-        self._jobs.pop(d.id, None)
+        self.done = not (self._unfinished or self._intake.more)
         self._downloads.pop(d.id, None)
-        claimed = self._claims
-        for path in (d.path, d.target):
-            if path is not None and claimed.get(path) == d.id:
-                claimed[path] = ENDED
+        self._intake.ended(d.id, (d.path, d.target))
 
     # --- connections ----------------------------------------------------------------
     def _mark_ready(self, host: _Host, now: float) -> None:
@@ -1763,24 +1648,6 @@ class Batch:
             self._next_sweep = None  # nothing to watch until a connection opens
         out, self._out = self._out, []
         return out
-
-
-def window_size(options: Options) -> int:
-    """How many jobs a batch takes at a time (``take_jobs``): a few windows are in memory."""
-    return max(WINDOW, 4 * options.concurrency)
-
-
-def _numbered(
-    jobs: Iterable[Job], ids: Iterable[int] | None, paths: Iterable[str | None] | None
-) -> Iterator[tuple[int, Job, str | None]]:
-    """Each job with its id (default: its position) and first path (None: not given)."""
-    if paths is None and ids is None:
-        return ((i, job, None) for i, job in enumerate(jobs))
-    if paths is None:
-        return ((i, job, None) for i, job in zip(ids, jobs, strict=True))  # type: ignore[arg-type]
-    if ids is None:
-        return ((i, job, path) for i, (job, path) in enumerate(zip(jobs, paths, strict=True)))
-    return zip(ids, jobs, paths, strict=True)
 
 
 def _first(data: Chunk, count: int) -> Chunk:

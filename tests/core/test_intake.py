@@ -9,19 +9,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midair.core import batch as batch_module
+from midair.core import intake as intake_module
 from midair.core.actions import Failed, OnDisk, Prepare
 from midair.core.batch import Batch
 from midair.core.errors import InputError
 from midair.core.jobs import Job, Options, iter_input_file, parse_input_file
 
 H = "http://h.example"
-WINDOW = 4  # max(batch.WINDOW, 4 x concurrency) with the two below
+WINDOW = 4  # max(intake.WINDOW, 4 x concurrency) with the two below
 
 
 @pytest.fixture(autouse=True)
 def small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batch_module, "WINDOW", WINDOW)
+    monkeypatch.setattr(intake_module, "WINDOW", WINDOW)
 
 
 class Counted:
@@ -97,7 +97,7 @@ def test_an_ended_job_is_forgotten_but_for_its_name() -> None:
     batch.start(0.0)
     batch.prepared(0, OnDisk("complete", 1), 0.0)
     assert 0 not in batch._jobs and 0 not in batch._downloads
-    assert batch._claims["/d/a"] == batch_module.ENDED
+    assert batch._intake.claims["/d/a"] == intake_module.ENDED
     assert batch.prepared(0, OnDisk("complete", 1), 0.0) == []  # a late answer: nothing
 
 

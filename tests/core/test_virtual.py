@@ -34,9 +34,9 @@ def test_a_virtual_run_over_many_windows_keeps_every_invariant(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The batch takes its jobs a window at a time: 3,000 jobs in windows of 200."""
-    from midair.core import batch
+    from midair.core import intake as intake_module
 
-    monkeypatch.setattr(batch, "WINDOW", 200)
+    monkeypatch.setattr(intake_module, "WINDOW", 200)
     options = Options(directory="/v", concurrency=50, per_host=4, retries=2, max_retry_wait=4.0)
     net = VirtualNet(3000, 300, options, seed=7)
     outcome = net.run()
