@@ -84,6 +84,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 XATTR = "user.midair"
+# Names of a directory held at most (a set, ~100 B each); past it each file is looked at
+# alone (a stat or two), and the survey of earlier names (NAME.1, a server's) is skipped.
+LISTING_LIMIT = 1 << 16
 # How long the publisher waits after a first publication for others to share its syncfs
 # and directory fsync (and one thread wake-up); the session polls for outcomes every 5 ms.
 GATHER_SECONDS = 0.002
@@ -238,10 +241,11 @@ class Store:
         return OnDisk(Disk.PARTIAL, size, _control_for(control, action))
 
     def _names_in(self, directory: str) -> set[str] | None:
-        """The names in ``directory`` (empty if it does not exist); None if unlistable."""
+        """The names in ``directory`` (empty if it does not exist); None if unlistable, or
+        too long to hold (past ``LISTING_LIMIT`` names): then each name is looked at."""
         if directory not in self._listings:
             try:
-                self._listings[directory] = set(os.listdir(directory or "."))
+                self._listings[directory] = _listing(directory or ".")
                 self._directories.add(directory)
             except FileNotFoundError:
                 self._listings[directory] = set()
@@ -569,6 +573,19 @@ def _cut(fd: int, offset: int) -> None:
     """Make the part file exactly ``offset`` bytes: resuming keeps only the prefix."""
     if os.fstat(fd).st_size != offset:
         os.ftruncate(fd, offset)
+
+
+def _listing(directory: str) -> set[str] | None:
+    """The names in ``directory``, or None past ``LISTING_LIMIT``: a re-run into a directory
+    of millions of files must neither hold every name nor read every file's tag before its
+    first request (a journal finds its done jobs without them)."""
+    names: set[str] = set()
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            names.add(entry.name)
+            if len(names) > LISTING_LIMIT:
+                return None
+    return names
 
 
 def _survey_name(inside: str, name: str, names: set[str], owners: dict[str, str | None]) -> None:

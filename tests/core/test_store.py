@@ -482,7 +482,7 @@ def test_one_listing_and_one_makedirs_per_directory(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    for name in ("listdir", "makedirs"):
+    for name in ("scandir", "makedirs"):
         real = getattr(os, name)
         monkeypatch.setattr(
             os, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n), _r(*a, **k))[1]
@@ -491,7 +491,7 @@ def test_one_listing_and_one_makedirs_per_directory(
         path = tmp_path / "sub" / f"f{i}"
         assert prepare(store, path) == OnDisk("fresh")
         download(store, path, ident=i)
-    assert calls == ["listdir", "makedirs"]
+    assert calls == ["scandir", "makedirs"]
     assert sorted(os.listdir(tmp_path / "sub")) == [f"f{i}" for i in range(5)]
 
 
@@ -507,6 +507,30 @@ def test_the_listing_holds_no_name_the_batch_creates(store: Store, tmp_path: Pat
     again = Store()  # the next run's: it lists them
     assert prepare(again, tmp_path / "a") == OnDisk("partial", 3, record())
     assert prepare(again, tmp_path / "b") == OnDisk("complete", len(DATA))
+
+
+def test_a_directory_of_more_names_than_a_listing_holds_is_asked_name_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-run into a directory of millions neither holds its names nor reads every tag
+    before the first request: the survey learns nothing there, and each ``Prepare`` looks
+    at its own name (a stat or two), with the same answers."""
+    monkeypatch.setattr(store_module, "LISTING_LIMIT", 3)
+    first = Store()
+    for i in range(3):
+        download(first, tmp_path / f"done{i}", ident=i, url=f"{URL}{i}")
+    first.open(Open(9, str(tmp_path / "half"), 0, record()))
+    first.write(Write(9, 0, b"abc"))
+    first.close()  # its control file written
+    (tmp_path / "theirs").write_bytes(b"x")
+    again = Store()
+    assert again.survey([str(tmp_path)], set()) == {}
+    assert again._listings[str(tmp_path)] is None
+    assert prepare(again, tmp_path / "done1", url=f"{URL}1") == OnDisk("complete", len(DATA))
+    assert prepare(again, tmp_path / "half") == OnDisk("partial", 3, record())
+    assert prepare(again, tmp_path / "theirs") == OnDisk("foreign")
+    assert prepare(again, tmp_path / "new") == OnDisk("fresh")
+    again.close()
 
 
 @pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "without renameat2"])
