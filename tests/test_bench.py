@@ -486,20 +486,26 @@ def test_small_h2_is_small_over_tls_and_never_reuses_its_runs(tmp_path: Path) ->
 
 def test_the_list_scenario_streams_a_list_of_tiny_bodies_from_nginx(tmp_path: Path) -> None:
     """``list``: URLs with no files behind them (nginx answers each with one byte), every
-    file checked, first request and peak RSS in the report; nginx only."""
+    file checked, first request and peak RSS in the report, against list length with
+    ``counts``; nginx only."""
     require_nginx()
-    done = _bench(tmp_path, "list:files=3000", "--server", "nginx", "--engines", "default,epoll")
+    done = _bench(
+        tmp_path, "list:counts=1000/2000", "--server", "nginx", "--engines", "default,epoll"
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [scenario] = json.loads((tmp_path / "out" / "bench.json").read_text())["scenarios"]
     assert scenario["name"] == "list" and scenario["server"] == "nginx"
-    runs = {r["client"]: r for r in scenario["runs"]}
+    runs = {(r["client"], r["files"]): r for r in scenario["runs"]}
     for name in ("midair-default", "midair-epoll"):
-        run = runs[name]
-        assert run["status"] == "ok" and run["verified_ok"] == 3000, run
-        assert 0 < run["timing"]["first_request_ms"] < run["measurement"]["wall_s"] * 1000
-        assert run["measurement"]["maxrss_mib"] > 0
-    assert not list((tmp_path / "cache").glob("*3000x1*"))  # no data set made on disk
-    assert "| midair-epoll |" in (tmp_path / "out" / "bench.md").read_text()
+        for files in (1000, 2000):
+            run = runs[name, files]
+            assert run["status"] == "ok" and run["verified_ok"] == files, run
+            assert 0 < run["timing"]["first_request_ms"] < run["measurement"]["wall_s"] * 1000
+            assert run["measurement"]["maxrss_mib"] > 0
+    assert not list((tmp_path / "cache").glob("*000x1*"))  # no data set made on disk
+    report = (tmp_path / "out" / "bench.md").read_text()
+    assert "**peak RSS MiB**" in report and "| client | N=1,000 | N=2,000 |" in report
+    assert "| midair-epoll |" in report
     refused = _bench(tmp_path / "m", "list:files=10")  # midair serve: no such route
     assert refused.returncode != 0 and "needs nginx" in refused.stderr
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from midair.bench.report import SWEEP_METRICS, TARGETS, Row, rows_for, size_text
+from midair.bench.report import TARGETS, Row, rows_for, size_text, sweep_metrics
 from midair.bench.runner import ScenarioResult
 from midair.bench.startup import RUNS, StartupRow
 
@@ -209,7 +209,7 @@ def _sweep(result: ScenarioResult, path: Path, server: str) -> None:
     counts = sorted({r.files for r in result.runs})
     by_n = {n: {row.client: row for row in rows_for(result, n)} for n in counts}
     clients = list(dict.fromkeys(r.client for r in result.runs))
-    metrics = [m for m in SWEEP_METRICS if m[0] != "x floor"]
+    metrics = [m for m in sweep_metrics(scn) if m[0] != "x floor"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(14, 4.8), dpi=80)
     for client, style in zip(clients, _styles(clients), strict=True):
         for ax, (_, get, _) in zip(axes, metrics, strict=True):
@@ -220,16 +220,11 @@ def _sweep(result: ScenarioResult, path: Path, server: str) -> None:
             ]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], **style)
-    units = ["wall time, s", "client CPU per file, ms (user + sys)", "peak RSS per transfer, KiB"]
-    titles = [
-        "wall time (flat = all in the air)",
-        "CPU per file",
-        "RSS per transfer (falls as fixed cost spreads)",
-    ]
+    units, titles, across, heading = _SWEEP_TEXTS[scn.tiny]
     for ax, unit, title in zip(axes, units, titles, strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("N = transfers in flight (log scale)")
+        ax.set_xlabel(across)
         ax.set_ylabel(unit + " (log scale)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
@@ -237,8 +232,7 @@ def _sweep(result: ScenarioResult, path: Path, server: str) -> None:
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(
-        f"sweep: N x {size_text(scn.size)} at {size_text(scn.rate)}/s per connection "
-        f"over min(N, {scn.hosts}) addresses ({server})",
+        heading.format(scn=scn, size=size_text(scn.size), rate=size_text(scn.rate), server=server),
         fontsize=11,
     )
     handles, labels = axes[0].get_legend_handles_labels()
@@ -248,6 +242,28 @@ def _sweep(result: ScenarioResult, path: Path, server: str) -> None:
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+# Per kind of N (in flight; list length): axis units, panel titles, x label, heading.
+_SWEEP_TEXTS = {
+    False: (
+        ["wall time, s", "client CPU per file, ms (user + sys)", "peak RSS per transfer, KiB"],
+        [
+            "wall time (flat = all in the air)",
+            "CPU per file",
+            "RSS per transfer (falls as fixed cost spreads)",
+        ],
+        "N = transfers in flight (log scale)",
+        "sweep: N x {size} at {rate}/s per connection over min(N, {scn.hosts}) addresses "
+        "({server})",
+    ),
+    True: (
+        ["files per second", "client CPU per file, ms", "peak RSS, MiB", "first request, ms"],
+        ["files/s", "CPU per file", "peak RSS (flat = constant memory)", "first request"],
+        "N = URLs in the list (log scale)",
+        "list: N URLs of {size}, {scn.jobs} in flight ({server})",
+    ),
+}
 
 
 def _styles(clients: list[str]) -> list[dict[str, Any]]:

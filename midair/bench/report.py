@@ -236,13 +236,27 @@ SWEEP_METRICS: list[tuple[str, Callable[[Row], float | None], int]] = [
 ]
 
 
+# A list of N one-byte files (``list:counts=...``): what list length costs.
+LENGTH_METRICS: list[tuple[str, Callable[[Row], float | None], int]] = [
+    ("files/s", lambda r: r.files_per_s, 0),
+    ("CPU ms per file", lambda r: r.cpu_ms_per_file, 3),
+    ("peak RSS MiB", lambda r: r.rss_mib, 1),
+    ("first request ms", lambda r: r.first_request_ms, 0),
+]
+
+
+def sweep_metrics(scn: Scenario) -> list[tuple[str, Callable[[Row], float | None], int]]:
+    """What a scenario measured at several N shows: in-flight cost, or list-length cost."""
+    return LENGTH_METRICS if scn.tiny else SWEEP_METRICS
+
+
 def sweep_tables(result: ScenarioResult) -> str:
     """One table per measure: a row per client, a column per N."""
     counts = sorted({r.files for r in result.runs})
     by_n = {n: {row.client: row for row in rows_for(result, n)} for n in counts}
     order = list(by_n[counts[-1]]) if counts else []
     parts = []
-    for title, get, digits in SWEEP_METRICS:
+    for title, get, digits in sweep_metrics(result.scenario):
         lines = [[c] + [_cell(by_n[n].get(c), get, digits) for n in counts] for c in order]
         parts.append(f"**{title}**\n\n" + _table(["client"] + [f"N={n:,}" for n in counts], lines))
     return "\n\n".join(parts)
