@@ -9,9 +9,10 @@ behind its origin, and hands them out one origin after another (round robin).
 
 How far ahead: a window's worth always; further while the origins at hand are
 too few to use every connection (fewer than ``concurrency / per_host``) — then
-it reads on, up to ``STEP`` lines for each job it hands out (so one step never
-holds a stop for long, and a long list is still searched in a fraction of the
-time its head takes).  What is queued past ``MEMORY`` jobs goes to the run's
+it reads on: ``STEP`` lines for each job it hands out, and ``search`` steps while
+the driver has time (a quarter of its loop, see ``Session``), so one step never
+holds a stop for long, and a long list is searched at reading speed, not at the
+pace its jobs end.  What is queued past ``MEMORY`` jobs goes to the run's
 ``Spool`` on disk, an origin's jobs in blocks, so the look-ahead costs no memory
 per job; an origin's jobs keep their order.
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from .spool import Spool
 
-STEP = 16  # lines read ahead, at most, for each job handed out
+STEP = 2  # lines read ahead, at most, for each job handed out (a window: 2 windows' reading)
 BLOCK = 1024  # jobs of one origin written to disk at once
 _PLAIN = Job.__init__.__defaults__  # a job that is its URL alone: saved as its text
 

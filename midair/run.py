@@ -37,7 +37,7 @@ from .core.jobs import Job, Options
 from .core.progress import Tracker
 from .core.results import Results
 from .fair import Fair
-from .spool import LIMIT, SpilledSet, Spool
+from .spool import LIMIT, SpilledSet, Spool, chunk
 
 Listener = Callable[[Action], None]
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -80,10 +80,9 @@ def iter_distinct(jobs: Iterable[Job], spool: Spool | None = None) -> Iterator[J
         if key in seen or (spilled is not None and key in spilled):
             continue
         seen.add(key)
-        if len(seen) >= LIMIT:
+        if len(seen) >= LIMIT:  # some move to disk (which: it makes no difference)
             spilled = spilled or SpilledSet(Spool() if spool is None else spool)
-            spilled.absorb(seen)
-            seen = set()
+            spilled.absorb([seen.pop() for _ in range(chunk(LIMIT))])
         yield job
 
 

@@ -82,6 +82,7 @@ from .store import Store
 PUBLISH_POLL = 0.005  # seconds between looks for finished publications
 PREPARE_STEP = 256  # least files prepared per timer call while some wait (~1 ms of work)
 SEARCH_STEP = 2048  # list lines read ahead per idle timer call (~10 ms of work)
+SEARCH_SHARE = 4  # a search step, then 3 times its length for the transfers
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     from typing import Any, TypeVar
@@ -136,6 +137,7 @@ class Session:
         )
         self.clock = clock
         self._poll_at: float | None = None  # when to look for finished publications
+        self._search_at = 0.0  # when the intake may next read ahead (``_search``)
         self._net: list[NetAction] = []  # what the current call hands the engine
         self._broken: set[int] = set()  # downloads whose file failed in the current call
         self._froze = False  # ``start`` moved the batch out of the collector's generations
@@ -210,16 +212,18 @@ class Session:
             actions += self.batch.prepare_more(self._prepare_step(), now)
             if not self.batch.unprepared:
                 self._freeze()  # the downloads made since start: the batch is whole now
-        elif self._searching:  # the list read on for other hosts' jobs: an idle step
-            self._search()
+        elif self._searching and now >= self._search_at:  # read on for other hosts' jobs
+            self._search(now)
         self._schedule(now)
         return self._carry_out(actions + self.batch.timer(now))
 
     def _schedule(self, now: float) -> None:
         """When ``timer`` is due on the session's own account: at once while files wait to
         be prepared (it takes the next step), soon while publications are pending."""
-        if self.batch.unprepared or self.batch.wants_jobs or self._searching:
+        if self.batch.unprepared or self.batch.wants_jobs:
             self._poll_at = now
+        elif self._searching:
+            self._poll_at = max(now, self._search_at)
         else:
             self._poll_at = now + PUBLISH_POLL if self.store.pending else None
 
@@ -232,9 +236,12 @@ class Session:
             fair is not None and fair.searching and batch.open_connections < batch.max_connections
         )
 
-    def _search(self) -> None:
+    def _search(self, now: float) -> None:
+        """One step of reading ahead; the next waits three times as long as this one took,
+        so the search has at most a quarter of the loop, and transfers the rest."""
         if self.run.fair is not None:
             self.run.fair.search(SEARCH_STEP)
+            self._search_at = now + SEARCH_SHARE * (self.clock() - now)
 
     def _prepare_step(self) -> int:
         return max(PREPARE_STEP, self.options.concurrency)
