@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from .spool import Spool
 
-STEP = 2  # lines read ahead, at most, for each job handed out (a window: 2 windows' reading)
+STEP = 2  # lines read ahead, at most, per job handed out: a window taken reads two at most
 BLOCK = 1024  # jobs of one origin written to disk at once
 _PLAIN = Job.__init__.__defaults__  # a job that is its URL alone: saved as its text
 
