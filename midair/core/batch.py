@@ -400,9 +400,8 @@ class Batch:
 
         ``owners``: the store's survey, path -> the URL midair made the file for (None: a
         file midair did not make).  Every name of a window is settled before any of its files
-        is touched (``claims.settle``), against every name claimed before it, so a clash
-        anywhere in the batch is found; the cost per job is one name and one dict entry,
-        kept to the batch's end.  The rest of the files are prepared by ``prepare_more``:
+        is touched, against every name claimed before it (core/intake.py), so a clash
+        anywhere in the batch is found.  The rest of the files are prepared by ``prepare_more``:
         their ``Download`` and ``Prepare`` are made then, so the first connections need not
         wait for them.
         """
