@@ -9,6 +9,11 @@ but the download directory.  Each child sends ``Summary`` records home over a
 pipe; this process folds them into the caller's run, so displays and
 results look the same as with a single-loop engine.
 
+A list longer than ``WHOLE_LIST`` is not read whole: the children start at
+once and the list is streamed into them as it is read (``_streamed``: each job
+routed by its name family, sent in chunks while its shard has room), so the
+parent and every child hold the jobs in the air, not the list.
+
 Endings: a child that finishes sends ``done``; one whose run failed with an
 internal error sends why, and that fails the whole run (``ShardError``); one
 that dies without a word (killed, out of memory) is seen as the end of its
