@@ -26,7 +26,15 @@ from midair.api import Downloader, make_options
 from midair.core.actions import Action, Finished, Started
 from midair.core.jobs import Job
 from midair.engines._shards import ShardError, Summary
-from midair.engines._streamed import Feeder, Inbox, Ledger, Router, pack_rows, unzipped
+from midair.engines._streamed import (
+    Feeder,
+    Inbox,
+    Ledger,
+    Router,
+    pack_rows,
+    stream_options,
+    unzipped,
+)
 from midair.run import Run
 from midair.serve import ServerThread, expected_bytes
 
@@ -212,3 +220,21 @@ def test_ctrl_c_stops_every_streamed_worker_and_keeps_part_files(
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("midair")]
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(f"c{h}.bin.midair-{kind}" for h in range(4) for kind in ("ctl", "part"))
+
+
+@pytest.mark.parametrize(
+    ("given", "workers", "per_host", "concurrency"),
+    [
+        ({"per_host": 5, "concurrency": 9}, 2, [3, 2], [5, 4]),
+        ({"per_host": 1, "concurrency": 100}, 4, [1], [100]),  # one connection: one shard
+        ({"per_host": 8, "concurrency": 100, "host_delay": 0.5}, 4, [8], [100]),
+    ],
+)
+def test_streamed_shards_share_per_host_and_concurrency(
+    given: dict[str, Any], workers: int, per_host: list[int], concurrency: list[int]
+) -> None:
+    shards = stream_options(make_options("rel", **given, max_overall_rate=1000), workers)
+    assert [o.per_host for o in shards] == per_host  # they add up to --per-host
+    assert [o.concurrency for o in shards] == concurrency
+    assert {o.max_overall_rate for o in shards} == {1000 // len(shards)}
+    assert all(os.path.isabs(o.directory) for o in shards)
