@@ -28,7 +28,7 @@ import contextlib
 import itertools
 import signal
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator
 from types import FrameType
 
 from .core.actions import Action, Report, Started
@@ -109,8 +109,8 @@ class Run:
         options: Options,
         *,
         listener: Listener | None = None,
-        ids: Sequence[int] | None = None,
-        paths: Sequence[str | None] | None = None,
+        ids: Iterable[int] | None = None,
+        paths: Iterable[str | None] | None = None,
         listens_to: Collection[type] = REPORTS,
         keeps_successes: bool = True,
         screen: Callable[[Iterator[Job]], Iterator[Job]] | None = None,
@@ -129,6 +129,7 @@ class Run:
         self.spool = Spool()  # what the run remembers per job, once memory would not do
         self.fair: Fair | None = None  # the jobs, fairly across hosts, once ``intake`` began
         self._ahead: list[Job] | None = None  # jobs ``head`` read before the run took them
+        self._given: list[Job] | tuple[Job, ...] | None = None  # a list ``head`` read into
         self._screen = screen
         self.options = options
         # The ids the jobs' reports carry, one per job; None: their positions in ``jobs``.
@@ -181,6 +182,8 @@ class Run:
         if self._jobs is not None:
             return self._jobs[:count], len(self._jobs) <= count
         if self._ahead is None:
+            if isinstance(self._source, list | tuple):  # still there to read again after
+                self._given = self._source
             rest = self._take_source()
             self._ahead = list(itertools.islice(rest, count + 1))  # one more: is there more?
             self._source = itertools.chain(_drained(self._ahead[:]), rest)
@@ -190,6 +193,8 @@ class Run:
         """The jobs given, read once: a list (held anyway) may be read again (``jobs`` after
         the run, as the tests do), an iterator not."""
         source = self._source
+        if source is None and self._given is not None:  # a list ``head`` read into: again
+            source, self._ahead = self._given, None
         if not isinstance(source, list | tuple):
             self._source = None
         if source is None:

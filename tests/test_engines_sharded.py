@@ -66,6 +66,7 @@ ENGINES = [
         marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop not installed"),
     ),
     pytest.param("processes", id="processes"),
+    pytest.param("processes-streamed", id="processes-streamed"),
     pytest.param(
         "dask",
         id="dask",
@@ -81,6 +82,8 @@ def engine(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
         return "reactor", {"loop": "uvloop"}
     if request.param == "processes":
         return "processes", {"workers": 2}
+    if request.param == "processes-streamed":  # the list streamed, however short
+        return "processes", {"workers": 2, "whole_list": 0}
     if request.param == "dask":
         return "dask", {"scheduler": request.getfixturevalue("dask_scheduler")}
     return "reactor", {}

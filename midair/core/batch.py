@@ -36,7 +36,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping
 
 from . import transfer as t
 from .actions import (
@@ -270,7 +270,7 @@ class Batch:
         *,
         seed: int | None = None,
         ids: Iterable[int] | None = None,
-        paths: Sequence[str | None] | None = None,
+        paths: Iterable[str | None] | None = None,
         cookies: Cookies | None = None,
         epoch: float | None = None,
         starts: bool = True,

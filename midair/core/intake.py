@@ -21,7 +21,7 @@ or a failure), so this module knows nothing of downloads or actions.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 
 from . import claims, naming
 from .jobs import Job, Options
@@ -67,7 +67,7 @@ class Intake:
         jobs: Iterable[Job],
         options: Options,
         ids: Iterable[int] | None = None,
-        paths: Sequence[str | None] | None = None,
+        paths: Iterable[str | None] | None = None,
         claims_kept: Callable[[Claims], Claims] | None = None,
     ) -> None:
         """``ids``, ``paths``, ``claims_kept``: see ``Batch``."""

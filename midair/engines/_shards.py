@@ -33,7 +33,7 @@ import os
 import pickle
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, get_args
@@ -296,16 +296,18 @@ def shard_engine(name: str) -> object:
 
 
 def run_shard(
-    jobs: Sequence[Job],
+    jobs: Sequence[Job] | Iterator[Job],
     options: Options,
     inner: str,
     send: Callable[[Summary], None],
     interval: float = 0.2,
     stopped: Callable[[], bool] | None = None,
     began: Callable[[], None] | None = None,
-    ids: Sequence[int] | None = None,
-    paths: Sequence[str | None] | None = None,
+    ids: Iterable[int] | None = None,
+    paths: Iterable[str | None] | None = None,
     heeds: Collection[type] = REPORTS,
+    keeps_endings: bool = True,
+    on_stop: Callable[[], None] | None = None,
 ) -> list[Report]:
     """Download ``jobs``; ``send`` summaries meanwhile; return every ending.
 
@@ -321,13 +323,20 @@ def run_shard(
     error is raised (``Run.raise_outcome``) after the part files are closed.
     ``began`` is called once the shard's run commits (its core's start is over and
     its files are about to be touched): until then a stopped shard has nothing to flush.
+
+    ``jobs`` may be an iterator (a streamed shard, ``_streamed``; ``ids`` and ``paths``
+    then too): the batch takes them as it needs them, and ``on_stop`` is called when the
+    run stops, so a wait for more ends.  ``keeps_endings``: False returns no endings (a
+    caller that has them from the summaries), so a shard of millions holds none.
     """
     if stopped is not None and stopped():  # before a batch start that cannot be interrupted
         return []
     outbox: deque[Any] = deque()  # the run hands its listener reports only
     run = _ShardRun(jobs, options, outbox.append, began, stopped, ids, paths, {*heeds, *ENDINGS})
+    if on_stop is not None:
+        run.on_stop(on_stop)
     engine = shard_engine(inner)
-    reporter = _Reporter(run, outbox, send, stopped)
+    reporter = _Reporter(run, outbox, send, stopped, keeps_endings)
     done = threading.Event()
     thread = threading.Thread(
         target=reporter.every, args=(done, interval), name="midair-shard-reporter", daemon=True
@@ -355,17 +364,31 @@ class _ShardRun(Run):
 
     def __init__(
         self,
-        jobs: Sequence[Job],
+        jobs: Sequence[Job] | Iterator[Job],
         options: Options,
         listener: Callable[[Any], None],
         began: Callable[[], None] | None,
         stopped: Callable[[], bool] | None,
-        ids: Sequence[int] | None,
-        paths: Sequence[str | None] | None,
+        ids: Iterable[int] | None,
+        paths: Iterable[str | None] | None,
         heeds: Collection[type],
     ) -> None:
-        super().__init__(jobs, options, listener=listener, ids=ids, paths=paths, listens_to=heeds)
+        # Streamed jobs (an iterator) are taken as they come, not read whole.
+        self._stream = jobs if isinstance(jobs, Iterator) else None
+        given = [] if self._stream is not None else jobs
+        super().__init__(
+            given,
+            options,
+            listener=listener,
+            ids=ids,
+            paths=paths,
+            listens_to=heeds,
+            keeps_successes=False,  # the endings go home in summaries: none is kept here
+        )
         self._began, self._stopped = began, stopped
+
+    def intake(self) -> Iterator[Job]:
+        return self._stream if self._stream is not None else super().intake()
 
     def commit(self) -> None:
         super().commit()
@@ -384,10 +407,12 @@ class _Reporter:
         outbox: deque[Any],
         send: Callable[[Summary], None],
         stopped: Callable[[], bool] | None,
+        keeps_endings: bool = True,
     ) -> None:
         self.run, self.outbox, self.send, self.stopped = run, outbox, send, stopped
         self.written = 0
         self.endings: list[Report] = []
+        self.keeps_endings = keeps_endings
 
     def every(self, done: threading.Event, interval: float) -> None:
         while not done.wait(interval):
@@ -403,7 +428,8 @@ class _Reporter:
         tracker = self.run.tracker
         positions = {d: t.done for d, t in list(tracker.active.items())}
         written, self.written = tracker.bytes_done - self.written, tracker.bytes_done
-        self.endings.extend(r for r in reports if type(r) in ENDINGS)
+        if self.keeps_endings:
+            self.endings.extend(r for r in reports if type(r) in ENDINGS)
         if reports or written or positions or cookies:
             self.send(Summary(tuple(reports), written, positions, cookies))
 

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["AutoEngine", "choose"]
 
 MANY_JOBS = 2_000  # below this, starting worker processes costs more than it saves
-# Past this, a list is streamed by one loop rather than read whole for the processes'
-# plan: its first request leaves at once and its memory stays flat (reading 50,000
-# jobs ahead to decide costs ~0.2 s).
+# Past this, a list is streamed by one loop: its first request leaves at once and its
+# memory stays flat (reading 50,000 jobs ahead to decide costs ~0.2 s).  ``processes``
+# streams such a list too (``_streamed``), but in three interpreters, each holding what
+# a batch keeps per job (its claimed names); one loop stays the cheaper in memory.
 LONG_LIST = 50_000
 SINGLE_LOOP = "epoll"
 MULTI_CORE = "processes"

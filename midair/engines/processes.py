@@ -9,6 +9,11 @@ but the download directory.  Each child sends ``Summary`` records home over a
 pipe; this process folds them into the caller's run, so displays and
 results look the same as with a single-loop engine.
 
+A list longer than ``WHOLE_LIST`` is not read whole: the children start at
+once and the list is streamed into them as it is read (``_streamed``: each job
+routed by its name family, sent in chunks while its shard has room), so the
+parent and every child hold the jobs in the air, not the list.
+
 Endings: a child that finishes sends ``done``; one whose run failed with an
 internal error sends why, and that fails the whole run (``ShardError``); one
 that dies without a word (killed, out of memory) is seen as the end of its
@@ -35,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -54,9 +60,14 @@ from ._shards import (
     shard_engine,
     unpack_jobs,
 )
+from ._streamed import Feeder, Inbox, Ledger, Router, room, stream_options
 
 _JOIN_TIMEOUT = 10.0
 _START_SECONDS = 0.5  # a worker's start: no prctl until then (see _die_with_parent)
+# Up to this many jobs a list is read whole and planned (``plan_shards``: hosts kept
+# together where they can be); a longer one is streamed (``_streamed``), its first request
+# out at once and its memory flat.  Reading this many ahead takes ~0.2 s.
+WHOLE_LIST = 50_000
 
 
 class ProcessesEngine:
@@ -68,6 +79,7 @@ class ProcessesEngine:
         inner: str = "epoll",
         start_method: str = "auto",
         interval: float = 0.2,
+        whole_list: int = WHOLE_LIST,
     ) -> None:
         if start_method not in ("auto", "spawn", "forkserver"):
             raise ValueError("start_method must be 'auto', 'spawn' or 'forkserver'")
@@ -76,8 +88,38 @@ class ProcessesEngine:
         shard_engine(inner)  # a bad name fails here, not in every child
         self.start_method = start_method
         self.interval = interval
+        self.whole_list = whole_list
 
     def run(self, run: Run) -> None:
+        if run.head(self.whole_list)[1]:
+            self.run_planned(run)
+        else:
+            self.run_streamed(run)
+
+    def run_streamed(self, run: Run) -> None:
+        """A long list: the workers start at once, and take their jobs as it is read."""
+        options = stream_options(run.options, self.workers)
+        shards = [Shard(n, (), shard_options) for n, shard_options in enumerate(options)]
+        children = _Children(start_context(self.start_method), shards, run)
+        ledger = Ledger(run, len(shards))
+        run.commit()  # children about to write files: from here a signal only stops
+        try:
+            children.start_streamed(self.inner, self.interval)
+            rooms = [room(shard_options) for shard_options in options]
+            feeder = Feeder(run, Router(run.options, len(shards)), ledger, rooms, children.send)
+            children.wait(ledger, feeder.feed)
+            while not run.stopping and feeder.feed():  # every worker lost: fail the rest
+                pass
+            if not (run.stopping or ledger.complete):  # a job no report ended: a bug
+                run.fail(ShardError(f"{sum(map(len, ledger.open))} jobs were never ended"))
+        except BaseException:  # a bug here: stop every child, then let it through
+            children.terminate()
+            raise
+        finally:
+            children.reap()
+
+    def run_planned(self, run: Run) -> None:
+        """A list read whole: planned (``plan_shards``), each child given its shard."""
         shards = plan_shards(run.jobs, run.options, self.workers)
         children = _Children(start_context(self.start_method), shards, run)
         run.commit()  # children about to write files: from here a signal only stops
@@ -127,6 +169,7 @@ class _Children:
         run.on_stop(self.waker.set)
         self.processes: dict[int, BaseProcess] = {}
         self.pipes: dict[Connection, int] = {}  # reader -> shard number
+        self.inboxes: dict[int, Connection] = {}  # streamed: shard number -> where its jobs go
         self.ends: dict[int, str] = {}  # shard number -> how it ended, once known
         # Nothing is ever sent on it: this process holds its only writer, so its end
         # (however it ends) is the end of the children's reader.
@@ -162,6 +205,31 @@ class _Children:
             self.processes[shard.number] = process
             self.pipes[reader] = shard.number
 
+    def start_streamed(self, inner: str, interval: float) -> None:
+        """One child per shard, each to be sent its jobs (``send``) on its own pipe."""
+        heeds = self.run.heeded()
+        for shard in self.shards:
+            mine, its = self.context.Pipe(duplex=True)
+            process = self.context.Process(
+                target=_child,
+                name=f"midair-shard-{shard.number}",
+                daemon=False,
+                args=(None, False, shard, inner, interval, its, heeds, self.lifeline_ends()),
+            )
+            process.start()
+            its.close()  # the child holds the only other end: its death ends the pipe
+            self.processes[shard.number] = process
+            self.pipes[mine] = shard.number
+            self.inboxes[shard.number] = mine
+
+    def send(self, number: int, packed: bytes) -> None:
+        """Send shard ``number`` a chunk of jobs (or the end of the list), unless it ended:
+        then its jobs are failed (``Ledger.lost``) when its end is read."""
+        conn = self.inboxes.get(number)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send_bytes(packed)
+
     def lifeline_ends(self) -> tuple[Connection, Connection | None]:
         """The reader, and the writer a forked child inherits (it closes that copy at once;
         a spawned child gets none), as ``_die_with_parent`` takes them."""
@@ -175,21 +243,24 @@ class _Children:
             return None if self.run.stopping else jobs
         return pack_jobs(jobs, lambda: self.run.stopping)
 
-    def wait(self, merger: Merger) -> None:
-        """Until every pipe ended; on a stop, SIGTERM the children and give them a while."""
+    def wait(self, merger: Merger | Ledger, feed: Callable[[], bool] | None = None) -> None:
+        """Until every pipe ended; on a stop, SIGTERM the children and give them a while.
+        ``feed``: sends the children more jobs; true while it has more to send at once."""
         watched: list[Any] = [self.waker]
         while self.pipes:
             if self.run.stopping and watched:
                 watched = []
                 self.terminate()
-            ready = wait([*self.pipes, *watched], None if watched else _JOIN_TIMEOUT)
-            if not ready:
+            busy = feed is not None and not self.run.stopping and feed()
+            timeout = 0 if busy else None if watched else _JOIN_TIMEOUT
+            ready = wait([*self.pipes, *watched], timeout)
+            if not ready and not busy:
                 return  # stopped children that did not end: ``reap`` kills them
             for reader in ready:
                 if reader in self.pipes:  # not the waker
                     self.receive(reader, merger)
 
-    def receive(self, reader: Connection, merger: Merger) -> None:
+    def receive(self, reader: Connection, merger: Merger | Ledger) -> None:
         number = self.pipes[reader]
         try:
             kind, body = reader.recv()
@@ -199,6 +270,7 @@ class _Children:
             merger.apply(number, body)
             return
         del self.pipes[reader]
+        self.inboxes.pop(number, None)
         reader.close()
         if kind == "eof":
             body = self.death(number)
@@ -235,7 +307,7 @@ class _Children:
 
 # --- in the child --------------------------------------------------------------------
 def _child(
-    carried: list[Any],
+    carried: list[Any] | None,
     forked: bool,
     shard: Shard,
     inner: str,
@@ -244,28 +316,25 @@ def _child(
     heeds: frozenset[type],
     lifeline: tuple[Connection, Connection | None],
 ) -> None:
-    """One shard; SIGINT and SIGTERM stop its run (``run_shard``), which flushes its files."""
+    """One shard; SIGINT and SIGTERM stop its run (``run_shard``), which flushes its files.
+    ``carried`` None: a streamed shard, whose jobs come on ``writer`` as the parent reads them."""
     # A forked child inherits the parent's handlers, which would ask the parent's run
     # (a copy, here) to stop: start from a fresh process's handlers, as ``spawn`` does.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(*lifeline)
-    # A SIGTERM while unpacking ends the process.
-    jobs = carried if forked else unpack_jobs(carried, lambda: False) or []
 
     def send(summary: Summary) -> None:
         writer.send(("summary", summary))
 
     try:
         run_shard(
-            jobs,
-            shard.options,
-            inner,
-            send,
-            interval,
-            ids=shard.indexes,
-            paths=shard.own_paths(),
+            send=send,
+            inner=inner,
+            interval=interval,
             heeds=heeds,
+            keeps_endings=False,
+            **_shard_jobs(carried, forked, shard, writer),
         )
         writer.send(("done", "ended without finishing its jobs"))
     except KeyboardInterrupt:
@@ -276,6 +345,31 @@ def _child(
         writer.send(("crashed", f"crashed: {type(exc).__name__}: {exc}"))
     finally:
         gc.freeze()  # the process ends next: skip a last full collection over every job
+
+
+def _shard_jobs(
+    carried: list[Any] | None, forked: bool, shard: Shard, conn: Connection
+) -> dict[str, Any]:
+    """``run_shard``'s jobs, ids, paths, options, and what to call on a stop: the shard's
+    own, or (streamed) what comes on ``conn``."""
+    if carried is None:
+        inbox = Inbox(conn)
+        ids, jobs, paths = inbox.columns()
+        return {
+            "jobs": jobs,
+            "options": shard.options,
+            "ids": ids,
+            "paths": paths,
+            "on_stop": inbox.stop,
+        }
+    # A SIGTERM while unpacking ends the process.
+    given = carried if forked else unpack_jobs(carried, lambda: False) or []
+    return {
+        "jobs": given,
+        "options": shard.options,
+        "ids": shard.indexes,
+        "paths": shard.own_paths(),
+    }
 
 
 def _die_with_parent(reader: Connection, inherited: Connection | None) -> None:
