@@ -35,7 +35,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -43,7 +42,7 @@ from typing import Any
 
 from ..core.jobs import Job
 from ..run import Run, Terminated
-from ._common import Waker
+from ._common import Waker, collector_paused
 from ._shards import (
     Merger,
     Shard,
@@ -79,7 +78,7 @@ class ProcessesEngine:
         self.interval = interval
 
     def run(self, run: Run) -> None:
-        with _collector_paused():  # the list read whole, then planned: no garbage, no cycles
+        with collector_paused():  # the list read whole (unless auto read it), then planned
             shards = plan_shards(run.jobs, run.options, self.workers)
         children = _Children(start_context(self.start_method), shards, run)
         run.commit()  # children about to write files: from here a signal only stops
@@ -98,20 +97,6 @@ class ProcessesEngine:
         finally:
             children.reap()
             gc.unfreeze()
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection in the block.  Reading a long list makes objects that
-    all live on, so each collection it sets off finds nothing, and the full ones walk every
-    job made so far again (on 20,000 jobs, ~5 ms of the ~40 before the first fork)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def start_context(method: str) -> Any:
