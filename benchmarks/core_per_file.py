@@ -46,7 +46,7 @@ def run_batch(files: int, size: int, in_flight: int, split: bool) -> float:
     started = time.process_time()
     now = 0.0
     actions = deque(batch.start(now))
-    while actions or requests:
+    while actions or requests or batch.unprepared or batch.wants_jobs:
         while actions:
             action = actions.popleft()
             kind = type(action)
@@ -59,6 +59,11 @@ def run_batch(files: int, size: int, in_flight: int, split: bool) -> float:
                 actions.extend(batch.connected(action.conn, now))
             elif kind is Send:
                 requests.append(action.conn)
+        if batch.wants_jobs:  # the session's step: the next window, named, then prepared
+            batch.take_jobs()
+            actions.extend(batch.name_jobs({}, now))
+        if batch.unprepared:
+            actions.extend(batch.prepare_more(in_flight, now))
         if requests:
             conn = requests.popleft()
             now += 1e-5

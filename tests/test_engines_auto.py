@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,24 @@ def test_the_default_downloads(tmp_path: Path) -> None:
         results = midair.download(urls, tmp_path)
     assert results.ok
     assert sorted(p.stat().st_size for p in tmp_path.iterdir()) == [1000, 2000, 3000, 4000]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_list_is_read_ahead_without_collections_and_the_collector_is_left_as_found(
+    enabled: bool,
+) -> None:
+    seen: list[bool] = []
+
+    def jobs() -> Iterator[Job]:
+        for i in range(MANY_JOBS):
+            seen.append(gc.isenabled())
+            yield Job.from_url(f"http://h0.test/f{i}")
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        get_engine("auto").engine(Run(jobs(), make_options("/tmp/x")))
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert len(seen) == MANY_JOBS and not any(seen)

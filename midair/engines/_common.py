@@ -10,12 +10,13 @@ so no exception can be a TLS one, and ``would_block``/``classify`` look for
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..core.actions import ConnectionFailure
 from ..core.jobs import Options
@@ -25,6 +26,21 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
     import ssl
     from typing import Any
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection in the block: for reading a whole list ahead (a plan
+    over every job).  What it makes all lives on, so each collection it sets off finds
+    nothing, and the full ones walk every job made so far again (on 20,000 jobs, ~5 ms
+    of the ~40 before the processes engine's first fork)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Waker:

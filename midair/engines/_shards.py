@@ -134,6 +134,10 @@ def plan_shards(jobs: Sequence[Job], options: Options, shards: int) -> list[Shar
         groups = sorted(_groups(list(zip(origins, names, strict=True))), key=len, reverse=True)
         largest = len(groups[0]) if groups else 0
     ways = _ways_to_split(largest, len(jobs), options, shards)
+    if ways > 1 and _all_distinct(names):  # nearly every big list: dealt in turn, no groups
+        bins = [list(range(b, len(jobs), ways)) for b in range(ways)]
+        per_host = split(options.per_host, [1] * ways)
+        return _shards_of(bins, [len(b) for b in bins], paths, base, per_host)
     if ways > 1:
         return _plan(_same_key(names), paths, base, ways, split(options.per_host, [1] * ways))
     if not groups:  # one origin holds most jobs, yet they cannot be spread
@@ -147,6 +151,12 @@ def _ways_to_split(largest: int, total: int, options: Options, shards: int) -> i
     if 2 * largest <= total or options.host_delay:
         return 1
     return max(1, min(shards, options.per_host, options.concurrency, largest))
+
+
+def _all_distinct(keys: Sequence[object]) -> bool:
+    """Whether no two keys are equal and none is None: then every job is a group alone,
+    and ``_bins`` would deal them in turn (what ``plan_shards`` does then, without them)."""
+    return None not in keys and len(set(keys)) == len(keys)
 
 
 def _same_key(keys: Sequence[object]) -> list[list[int]]:
@@ -182,6 +192,19 @@ def _plan(
     """Bin ``groups`` into ``count`` shards, largest first to the lightest; ``paths``: every
     job's first path under ``base``, the shards' options but for their shares."""
     bins, caps = _bins(sorted(groups, key=len, reverse=True), count, per_host)
+    return _shards_of(bins, caps, paths, base, per_host)
+
+
+def _shards_of(
+    bins: Sequence[list[int]],
+    caps: Sequence[int],
+    paths: Sequence[str | None],
+    base: Options,
+    per_host: Sequence[int],
+) -> list[Shard]:
+    """One shard per bin of job positions: its share of ``--concurrency`` (within its
+    ``caps``), of ``--per-host`` and of ``--max-overall-rate``."""
+    count = len(bins)
     shares = split(base.concurrency, caps)
     shared = tuple(paths)
     rate = _overall_share(base.max_overall_rate, count)

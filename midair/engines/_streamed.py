@@ -38,8 +38,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..core.actions import Failed, Report
-from ..core.intake import window_size
 from ..core.errors import NetworkError
+from ..core.intake import window_size
 from ..core.jobs import Job, Options
 from ..core.naming import family
 from ..core.transfer import claimable_path

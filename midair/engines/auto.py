@@ -62,8 +62,11 @@ class AutoEngine:
     def engine(self, run: Run) -> Any:
         """The chosen engine, given the options it takes."""
         from . import get_engine
+        from ._common import collector_paused
 
-        if choose(run, self.workers) == MULTI_CORE:
+        with collector_paused():  # ``choose`` may read the whole list ahead
+            chosen = choose(run, self.workers)
+        if chosen == MULTI_CORE:
             return get_engine(MULTI_CORE, workers=self.workers)
         if self.loop is not None:
             return get_engine("reactor", loop=self.loop)

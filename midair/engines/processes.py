@@ -48,7 +48,7 @@ from typing import Any
 
 from ..core.jobs import Job
 from ..run import Run, Terminated
-from ._common import Waker
+from ._common import Waker, collector_paused
 from ._shards import (
     Merger,
     Shard,
@@ -120,7 +120,8 @@ class ProcessesEngine:
 
     def run_planned(self, run: Run) -> None:
         """A list read whole: planned (``plan_shards``), each child given its shard."""
-        shards = plan_shards(run.jobs, run.options, self.workers)
+        with collector_paused():  # the list read whole (unless auto read it), then planned
+            shards = plan_shards(run.jobs, run.options, self.workers)
         children = _Children(start_context(self.start_method), shards, run)
         run.commit()  # children about to write files: from here a signal only stops
         # The jobs and the plan live as long as the run: out of the collector's way, full
