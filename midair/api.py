@@ -268,6 +268,7 @@ class Downloader:
         )
         if journal is not None:
             run.recorders.update(journal.recorders())
+            journal.watch(run.tracker, self.options.concurrency)
         for failure in followed[1] if followed is not None else ():
             _count_settled(run, failure)
         self.last_run = run
