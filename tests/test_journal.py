@@ -19,6 +19,7 @@ from conftest import Midair
 import midair
 import midair.journal
 from midair import store
+from midair.core.actions import Started
 from midair.core.jobs import Checksum
 from midair.journal import DEFAULT_NAME, Journal, entries
 from midair.serve import ServerThread, expected_bytes, expected_sha256
@@ -272,3 +273,28 @@ def test_results_read_from_the_journal_equal_those_held_in_memory(limit, tmp_pat
     assert [row[1] for row in second if len(row) == 3] == [earlier]
     assert read[1][2] == (5, 4, 1, False)
     assert isinstance(read[1][3], midair.Success)  # an index reads one row
+
+
+def test_active_comes_from_the_runs_tracker_not_a_report_per_start(tmp_path):
+    from midair.core.progress import Tracker, Transfer
+    from midair.journal import latest_run
+
+    path = str(tmp_path / DEFAULT_NAME)
+    journal = Journal(path)
+    quiet, shown = Tracker(jobs=10, files_done=3, follows=False), Tracker(jobs=10)
+    try:
+        assert Started not in journal.recorders()  # none made for the journal's sake
+        journal.watch(quiet, concurrency=4)
+        journal.flush()
+        bounded = latest_run(path)[1]  # 7 jobs not ended, at most 4 in the air
+        quiet.files_failed = 5
+        journal.flush()
+        tail = latest_run(path)[1]  # 2 left: both may be in the air
+        shown.active = {1: Transfer("u", "p", 0, None), 2: Transfer("v", "q", 0, None)}
+        journal.watch(shown, concurrency=4)
+        journal.flush()
+        followed = latest_run(path)[1]
+    finally:
+        journal.close()
+    assert (bounded, tail, followed) == (4, 2, 2)
+    assert latest_run(path)[1] == 0  # ended: nothing in the air
