@@ -268,6 +268,9 @@ class Downloader:
         )
         if journal is not None:
             run.recorders.update(journal.recorders())
+            journal.watch(run.tracker, self.options.concurrency)
+            if self.keeps_successes:  # a library run: past HELD jobs, read from the journal
+                journal.hold_results()
         for failure in followed[1] if followed is not None else ():
             _count_settled(run, failure)
         self.last_run = run

@@ -23,13 +23,14 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .core import transfer
-from .core.actions import Failed, Finished, Started
+from .core.actions import Failed, Finished
 from .core.claims import made_for
 from .core.errors import DownloadError, InputError
 from .core.jobs import Job, Options
+from .core.progress import Tracker
 from .core.results import Failure, Results, Success
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 DEFAULT_NAME = ".midair-journal.sqlite"  # inside the download directory
 GROUP_ROWS = 2000  # rows per transaction at most
 GROUP_SECONDS = 0.5  # and no row waits longer than this for its commit (while reports come)
+# A library run's results are held in memory up to this many jobs, read from the journal
+# past it (``Journal.hold_results``): a small run's stay as they were, a run of millions
+# costs nothing per file.
+HELD = 10_000
 COUNT_EVERY = 10_000  # jobs read between two records of the run's count (``sort_out``)
 QUEUED, ACTIVE, DONE, FAILED = "queued", "active", "done", "failed"
 STATES = (QUEUED, ACTIVE, DONE, FAILED)
@@ -54,7 +59,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     size INTEGER,
     etag TEXT,
     last_modified TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    run INTEGER,
+    skipped INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -65,17 +72,20 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 # One statement for every state change: later columns keep what an earlier row knew.
 _UPSERT = """
-INSERT INTO jobs (url, name, state, reason, status, bytes, size, updated)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO jobs (url, name, state, reason, status, bytes, size, updated, run, skipped)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (url) DO UPDATE SET
     name = COALESCE(excluded.name, name), state = excluded.state,
     reason = excluded.reason, status = excluded.status,
     bytes = MAX(bytes, excluded.bytes), size = COALESCE(excluded.size, size),
-    updated = excluded.updated
+    updated = excluded.updated, run = excluded.run, skipped = excluded.skipped
 """
+# A job an earlier run settled (done, or failed and not retried) is this run's too, skipped.
+_SETTLED = "UPDATE jobs SET run = ?, skipped = 1 WHERE url = ?"
+_COLUMNS = {"run": "INTEGER", "skipped": "INTEGER NOT NULL DEFAULT 0"}  # added since v0.1
 _RUNNING = "SELECT pid, started FROM runs WHERE ended IS NULL ORDER BY rowid DESC"
 _LATEST = "SELECT jobs, active FROM runs ORDER BY rowid DESC"
-_Row = tuple[str, str | None, str, str | None, int | None, int, int | None, float]
+_Row = tuple[str, str | None, str, str | None, int | None, int, int | None, float, int, bool]
 
 
 def journal_path(directory: str, given: str | None = None) -> str:
@@ -97,16 +107,19 @@ class Journal:
             if os.path.basename(path) == DEFAULT_NAME:  # in its download directory
                 _follow_directory(self._db, directory + os.sep)
             started = (os.getpid(), time.time())
-            self._run = self._db.execute(
-                "INSERT INTO runs (pid, started) VALUES (?, ?)", started
-            ).lastrowid
+            row = self._db.execute("INSERT INTO runs (pid, started) VALUES (?, ?)", started)
+            self._run: int = row.lastrowid or 0
             self._db.commit()
         except BaseException:
             os.close(self._lock_fd)
             raise
         self._rows: list[_Row] = []
+        self._settled: list[tuple[int, str]] = []  # (run, url) of jobs an earlier run settled
         self._flushed_at = time.monotonic()
-        self._in_flight: set[int] = set()  # this run's downloads begun and not ended
+        self._tracker: Tracker | None = None  # the run's counts, for its transfers in flight
+        self._concurrency = 0
+        self._holds: int | None = None  # results held up to this many jobs (None: not ours)
+        self._ended = 0  # this run's jobs ended or settled, while it holds results
 
     # --- what the run tells it -----------------------------------------------------------
     def begin(self, jobs: int) -> None:
@@ -116,29 +129,86 @@ class Journal:
         with self._db:
             self._db.execute("UPDATE runs SET jobs = ? WHERE rowid = ?", (jobs, self._run))
 
-    def started(self, action: Started) -> None:
-        self._in_flight.add(action.download)
+    def watch(self, tracker: Tracker, concurrency: int) -> None:
+        """Record the run's transfers in flight from its ``tracker`` at each group (see
+        ``in_flight``), not from a report per start: a quiet run makes no ``Started``
+        (from a sharded run's workers, 20,000 of them would cross a pipe: ~7% of the CPU
+        of a run of small files)."""
+        self._tracker, self._concurrency = tracker, concurrency
+
+    def hold_results(self, limit: int | None = None) -> None:
+        """The watched tracker's results (a library run's): its lists up to ``limit`` jobs
+        (``HELD``), then this journal's rows (``results``) from the job past it on."""
+        self._holds = HELD if limit is None else limit
+        if self._holds < 0:
+            self._read_results()
+
+    def _count_ended(self) -> None:
+        if self._holds is not None:
+            self._ended += 1
+            if self._ended > self._holds:
+                self._read_results()
+
+    def _read_results(self) -> None:
+        """Let go of the results held so far: the journal has them (``JournalResults``)."""
+        self._holds = None
+        tracker = self._tracker
+        if tracker is not None:
+            tracker.keeps = tracker.keeps_failures = False
+            tracker.results = self.results()
+
+    def in_flight(self) -> int:
+        """The run's transfers in the air: counted where its tracker follows them (a display
+        does), else bounded by what is known without a report per start: its jobs taken and
+        not ended, at most ``concurrency`` (--max-concurrent) of them."""
+        tracker = self._tracker
+        if tracker is None:
+            return 0
+        if tracker.follows:
+            return len(tracker.active)
+        unended = tracker.jobs - tracker.files_done - tracker.files_failed
+        return max(0, min(unended, self._concurrency))
 
     def finished(self, action: Finished) -> None:
-        self._in_flight.discard(action.download)
-        self._add((action.url, action.path, DONE, None, None, action.size, action.size))
+        size = action.size
+        self._add((action.url, action.path, DONE, None, None, size, size), action.skipped)
+        self._count_ended()
 
     def failed(self, action: Failed) -> None:
         error = action.error
         if isinstance(error, EarlierFailure):  # its row says so already, with its reason
             return
-        self._in_flight.discard(action.download)
         self._add((action.url, None, FAILED, error.reason, error.status, 0, None))
+        self._count_ended()
+
+    def results(self) -> JournalResults:
+        """This run's results, read from the journal once it is closed (see
+        ``JournalResults``)."""
+        return JournalResults(self.path, self._run)
 
     def recorders(self) -> dict[type, Callable[[Any], None]]:
-        """The reports the journal hears, for ``Run.recorders``."""
-        return {Started: self.started, Finished: self.finished, Failed: self.failed}
+        """The reports the journal hears, for ``Run.recorders``: a job's end alone."""
+        return {Finished: self.finished, Failed: self.failed}
+
+    def settled(self, url: str) -> None:
+        """``url``'s job is this run's, settled by an earlier run's row (``sort_out``)."""
+        self._settled.append((self._run, url))
+        self._maybe_flush()
+        self._count_ended()
 
     def _add(
-        self, row: tuple[str, str | None, str, str | None, int | None, int, int | None]
+        self,
+        row: tuple[str, str | None, str, str | None, int | None, int, int | None],
+        skipped: bool = False,
     ) -> None:
-        self._rows.append((*row, time.time()))
-        if len(self._rows) >= GROUP_ROWS or time.monotonic() - self._flushed_at >= GROUP_SECONDS:
+        self._rows.append((*row, time.time(), self._run, skipped))
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if (
+            len(self._rows) + len(self._settled) >= GROUP_ROWS
+            or time.monotonic() - self._flushed_at >= GROUP_SECONDS
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -146,10 +216,12 @@ class Journal:
         with self._db:
             if self._rows:
                 self._db.executemany(_UPSERT, self._rows)
+            if self._settled:
+                self._db.executemany(_SETTLED, self._settled)
             self._db.execute(
-                "UPDATE runs SET active = ? WHERE rowid = ?", (len(self._in_flight), self._run)
+                "UPDATE runs SET active = ? WHERE rowid = ?", (self.in_flight(), self._run)
             )
-        self._rows = []
+        self._rows, self._settled = [], []
         self._flushed_at = time.monotonic()
 
     def close(self) -> None:
@@ -222,7 +294,17 @@ def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits
     db.executescript(_SCHEMA)
+    _add_columns(db)
     return db
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """A journal an older midair made gets the columns added since (its rows: no run)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    with db:
+        for name, kind in _COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
 
 def _follow_directory(db: sqlite3.Connection, root: str) -> None:
@@ -332,8 +414,10 @@ def sort_out(
             journal.begin(count)
         entry = None if first else journal.get(job.url.text) or _signed(journal, job, options)
         if entry is not None and entry.state == DONE and _still_there(entry, job, options):
+            journal.settled(entry.url)
             settle(Success(entry.url, entry.name or "", entry.size or 0, True))
         elif entry is not None and entry.state == FAILED and not options.retry_failed:
+            journal.settled(entry.url)
             settle(Failure(entry.url, EarlierFailure.of(entry)))
         else:
             yield job
@@ -382,18 +466,92 @@ class EarlierFailure(DownloadError):
 
     @classmethod
     def of(cls, entry: Entry) -> EarlierFailure:
-        reason = f"failed in an earlier run: {entry.reason} (--retry-failed retries it)"
-        return cls(entry.url, reason, status=entry.status)
+        return cls(entry.url, _earlier(entry.reason), status=entry.status)
+
+
+def _earlier(reason: str | None) -> str:
+    return f"failed in an earlier run: {reason} (--retry-failed retries it)"
 
 
 def read_journal(directory: str = ".", journal: str | None = None) -> Results:
     """The results recorded in a directory's journal (or the file ``journal``): a done job
-    is a skipped ``Success``; a failed one a ``Failure`` with its reason and status."""
-    results = Results()
-    for entry in entries(journal_path(directory, journal)):
-        if entry.state == DONE:
-            results.successes.append(Success(entry.url, entry.name or "", entry.size or 0, True))
-        elif entry.state == FAILED:
-            error = DownloadError(entry.url, entry.reason or "", status=entry.status)
-            results.failures.append(Failure(entry.url, error))
-    return results
+    is a skipped ``Success``; a failed one a ``Failure`` with its reason and status.  Read
+    from the file as asked, never held (see ``JournalResults``)."""
+    return JournalResults(journal_path(directory, journal))
+
+
+class JournalResults(Results):
+    """A journaled run's ``Results``, read from its journal rather than held: ``successes``
+    and ``failures`` are sequences over its rows (``len`` counts, iterating streams, an
+    index reads one row), so a run of 10,000,000 files costs no memory per file.
+
+    ``run``: the rows of that run alone (what it did, and what it found an earlier run
+    had settled: skipped successes, ``EarlierFailure``s); None: every row, as
+    ``read_journal`` reads them (each done job a skipped success).  Read when asked, so a
+    later run on the same journal changes what an earlier run's results read; errors come
+    back as ``DownloadError`` with the recorded reason and status (not their classes)."""
+
+    __slots__ = ()
+
+    def __init__(self, path: str, run: int | None = None) -> None:
+        super().__init__()
+        self.successes = _Rows(path, run, DONE)  # type: ignore[assignment]
+        self.failures = _Rows(path, run, FAILED)  # type: ignore[assignment]
+
+
+class _Rows(Sequence):  # type: ignore[type-arg]  # typing's Any: not imported at run time
+    """One state's rows of a journal (of one run, or all), as records, read on demand."""
+
+    def __init__(self, path: str, run: int | None, state: str) -> None:
+        self.path, self.run, self.state = path, run, state
+        self._where = "state = ?" + ("" if run is None else " AND run = ?")
+        self._args: tuple[object, ...] = (state,) if run is None else (state, run)
+
+    def _query(self, what: str, tail: str = "", args: tuple[object, ...] = ()) -> list[Any]:
+        db = _connect(self.path, readonly=True)
+        try:
+            sql = f"SELECT {what} FROM jobs WHERE {self._where} {tail}"
+            return db.execute(sql, self._args + args).fetchall()
+        finally:
+            db.close()
+
+    def __len__(self) -> int:
+        return int(self._query("COUNT(*)")[0][0])
+
+    def __iter__(self) -> Iterator[Any]:
+        db = _connect(self.path, readonly=True)
+        try:
+            sql = f"SELECT {_RESULT} FROM jobs WHERE {self._where} ORDER BY rowid"
+            yield from (self._record(*row) for row in db.execute(sql, self._args))
+        finally:
+            db.close()
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        position = index + len(self) if index < 0 else index
+        rows = self._query(_RESULT, "ORDER BY rowid LIMIT 1 OFFSET ?", (position,))
+        if position < 0 or not rows:
+            raise IndexError(index)
+        return self._record(*rows[0])
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} {self.state} rows of {self.path}>"
+
+    def _record(
+        self,
+        url: str,
+        name: str | None,
+        reason: str | None,
+        status: int | None,
+        size: int | None,
+        skipped: int,
+    ) -> Success | Failure:
+        if self.state == DONE:
+            return Success(url, name or "", size or 0, bool(skipped) or self.run is None)
+        if skipped:  # failed in an earlier run, not retried by this one
+            return Failure(url, EarlierFailure(url, _earlier(reason), status=status))
+        return Failure(url, DownloadError(url, reason or "", status=status))
+
+
+_RESULT = "url, name, reason, status, size, skipped"

@@ -17,7 +17,9 @@ import pytest
 from conftest import Midair
 
 import midair
+import midair.journal
 from midair import store
+from midair.core.actions import Started
 from midair.core.jobs import Checksum
 from midair.journal import DEFAULT_NAME, Journal, entries
 from midair.serve import ServerThread, expected_bytes, expected_sha256
@@ -221,3 +223,78 @@ def test_sigkill_at_random_moments_then_complete(nginx, tmp_path):
     assert progress == sorted(progress) and progress[-1] > 0  # kills lost no finished work
     for i in range(0, FILES, 1):
         assert (out / f"t{i}.txt").read_bytes() == b"%d\n" % (i * 7919)
+
+
+# --- a library run's results, read from its journal ----------------------------------------
+def _runs(server: ServerThread, directory: Path) -> list[tuple[object, ...]]:
+    """Two journaled runs' results over one batch, each as read right after it (a later run
+    on the journal re-reads the rows): the first finds j0 on disk (a skip by the store),
+    fetches the rest and fails one (404); the second finds all settled by the journal."""
+    urls = [*_urls(server, 4), server.url(0, "/gen/lost.bin?status=404")]
+    midair.download(urls[:1], str(directory), fsync=False)
+    seen = []
+    for _ in range(2):
+        results = midair.download(urls, str(directory), journal="", fsync=False)
+        kinds = (type(results.successes), type(results.failures))
+        counts = (len(results), len(results.successes), len(results.failures), results.ok)
+        seen.append((_plain(results, directory), kinds, counts, results.successes[-1]))
+    return seen
+
+
+def _plain(results: midair.Results, directory: Path) -> list[tuple[object, ...]]:
+    """``results`` as comparable tuples: paths relative, errors by their words and status."""
+    rows: list[tuple[object, ...]] = []
+    for record in results:
+        if isinstance(record, midair.Success):
+            path = os.path.relpath(record.path, directory)
+            rows.append((record.url, path, record.size, record.skipped))
+        else:
+            rows.append((record.url, str(record.error), record.error.status))
+    return sorted(rows, key=repr)
+
+
+@pytest.mark.parametrize("limit", [0, 2])  # from the first job on; from the third
+def test_results_read_from_the_journal_equal_those_held_in_memory(limit, tmp_path, monkeypatch):
+    with ServerThread(addresses=2) as server:
+        held = _runs(server, tmp_path / "held")  # 5 jobs: fewer than HELD, held in memory
+        with monkeypatch.context() as past_held:
+            past_held.setattr(midair.journal, "HELD", limit)
+            read = _runs(server, tmp_path / "read")
+    assert all(kinds != (list, list) for _, kinds, _, _ in read)  # nothing per file held
+    assert all(kinds == (list, list) for _, kinds, _, _ in held)
+    assert [(rows, counts) for rows, _, counts, _ in read] == [
+        (rows, counts) for rows, _, counts, _ in held
+    ]
+    (first, *_), (second, *_) = read
+    assert [row[3] for row in first if len(row) == 4] == [True, False, False, False]
+    assert [row[3] for row in second if len(row) == 4] == [True] * 4
+    lost = server.url(0, "/gen/lost.bin?status=404")
+    earlier = f"{lost}: failed in an earlier run: HTTP 404 (--retry-failed retries it)"
+    assert [row[1] for row in second if len(row) == 3] == [earlier]
+    assert read[1][2] == (5, 4, 1, False)
+    assert isinstance(read[1][3], midair.Success)  # an index reads one row
+
+
+def test_active_comes_from_the_runs_tracker_not_a_report_per_start(tmp_path):
+    from midair.core.progress import Tracker, Transfer
+    from midair.journal import latest_run
+
+    path = str(tmp_path / DEFAULT_NAME)
+    journal = Journal(path)
+    quiet, shown = Tracker(jobs=10, files_done=3, follows=False), Tracker(jobs=10)
+    try:
+        assert Started not in journal.recorders()  # none made for the journal's sake
+        journal.watch(quiet, concurrency=4)
+        journal.flush()
+        bounded = latest_run(path)[1]  # 7 jobs not ended, at most 4 in the air
+        quiet.files_failed = 5
+        journal.flush()
+        tail = latest_run(path)[1]  # 2 left: both may be in the air
+        shown.active = {1: Transfer("u", "p", 0, None), 2: Transfer("v", "q", 0, None)}
+        journal.watch(shown, concurrency=4)
+        journal.flush()
+        followed = latest_run(path)[1]
+    finally:
+        journal.close()
+    assert (bounded, tail, followed) == (4, 2, 2)
+    assert latest_run(path)[1] == 0  # ended: nothing in the air

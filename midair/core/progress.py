@@ -38,7 +38,7 @@ class Tracker(MutableRecord):
 
     __match_args__ = (
         *("jobs", "bytes_done", "files_done", "files_failed", "retries"),
-        *("active", "results", "follows", "keeps"),
+        *("active", "results", "follows", "keeps", "keeps_failures"),
     )
     __slots__ = __match_args__
 
@@ -53,8 +53,11 @@ class Tracker(MutableRecord):
         results: Results | None = None,
         follows: bool = True,
         keeps: bool = True,
+        keeps_failures: bool = True,
     ) -> None:
-        """``keeps``: add a ``Success`` to ``results`` per finished file (False: count only)."""
+        """``keeps``: add a ``Success`` to ``results`` per finished file (False: count only);
+        ``keeps_failures``: a ``Failure`` per failed one (False: results kept elsewhere, as
+        a journaled library run's are, in its journal)."""
         self.jobs = jobs
         self.bytes_done = bytes_done
         self.files_done = files_done
@@ -64,6 +67,7 @@ class Tracker(MutableRecord):
         self.results = Results() if results is None else results
         self.follows = follows
         self.keeps = keeps
+        self.keeps_failures = keeps_failures
 
     def observe(self, action: Action) -> None:
         count = self._count(type(action))
@@ -109,7 +113,8 @@ class Tracker(MutableRecord):
     def _failed(self, action: Failed) -> None:
         self.active.pop(action.download, None)
         self.files_failed += 1
-        self.results.failures.append(Failure(action.url, action.error))
+        if self.keeps_failures:
+            self.results.failures.append(Failure(action.url, action.error))
 
     def add_progress(self, written: int, positions: Mapping[int, int]) -> None:
         """Merge progress counted elsewhere: bytes written, active downloads' positions."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from .errors import DownloadError
 from .records import MutableRecord, Record
 
@@ -31,7 +33,10 @@ class Failure(Record):
 
 
 class Results(MutableRecord):
-    """Every job ends in exactly one of the two lists."""
+    """Every job ends in exactly one of the two lists.  ``len`` counts every job, and
+    iterating gives every record, successes first.  A journaled library run's results are
+    read from its journal instead (``midair.journal.JournalResults``: same API, no memory
+    per file)."""
 
     __match_args__ = ("successes", "failures")
     __slots__ = __match_args__
@@ -41,6 +46,16 @@ class Results(MutableRecord):
     ) -> None:
         self.successes = [] if successes is None else successes
         self.failures = [] if failures is None else failures
+
+    def __len__(self) -> int:
+        return len(self.successes) + len(self.failures)
+
+    def __bool__(self) -> bool:  # a record, true as before ``__len__`` came (ask ``ok``)
+        return True
+
+    def __iter__(self) -> Iterator[Success | Failure]:
+        yield from self.successes
+        yield from self.failures
 
     @property
     def ok(self) -> bool:
