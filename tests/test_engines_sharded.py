@@ -156,8 +156,10 @@ def test_per_host_limit_holds(
     server.reset_stats()
     session = run(tmp_path, engine, urls, per_host=2, concurrency=100)
     assert session.results.ok and len(session.results.successes) == len(urls)
-    stats = server.stats().addresses
-    assert {stats[h].max_concurrent for h in server.hosts} == {2}
+    most = {stats.max_concurrent for stats in server.stats().addresses.values()}
+    # Never past --per-host; a streamed list splits it between shards routed by file name,
+    # whose turns at one host need not overlap, so a host may see fewer.
+    assert max(most) == 2
 
 
 def test_retry_after_503_uses_the_timer(
@@ -230,8 +232,9 @@ def test_killed_worker_fails_only_its_unfinished_jobs(server: ServerThread, tmp_
     }
 
 
+@pytest.mark.parametrize("whole_list", [50_000, 0], ids=["planned", "streamed"])
 def test_ctrl_c_stops_every_worker_and_keeps_part_files(
-    server: ServerThread, tmp_path: Path
+    server: ServerThread, tmp_path: Path, whole_list: int
 ) -> None:
     urls = [gen(server, h, f"c{h}.bin", 400_000, "&rate=100000") for h in range(4)]
     started: set[int] = set()
@@ -243,7 +246,8 @@ def test_ctrl_c_stops_every_worker_and_keeps_part_files(
                 os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, ("processes", {"workers": 2}), urls, interrupt_once_all_started)
+        engine = ("processes", {"workers": 2, "whole_list": whole_list})
+        run(tmp_path, engine, urls, interrupt_once_all_started)
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("midair")]
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(f"c{h}.bin.midair-{kind}" for h in range(4) for kind in ("ctl", "part"))

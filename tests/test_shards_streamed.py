@@ -203,25 +203,6 @@ def test_jobs_routed_to_a_lost_shard_fail_at_once_naming_it() -> None:
     assert ledger.open == [{}, {2: "http://h.test/2"}] and not ledger.complete
 
 
-def test_ctrl_c_stops_every_streamed_worker_and_keeps_part_files(
-    server: ServerThread, tmp_path: Path
-) -> None:
-    urls = [gen(server, h, f"c{h}.bin", 400_000, "&rate=100000") for h in range(4)]
-    started: set[int] = set()
-
-    def interrupt_once_all_started(event: Action) -> None:
-        if type(event) is Started:
-            started.add(event.download)
-            if len(started) == len(urls):
-                os.kill(os.getpid(), signal.SIGINT)
-
-    with pytest.raises(KeyboardInterrupt):
-        download(tmp_path, urls, interrupt_once_all_started, per_host=2)
-    assert not [p for p in multiprocessing.active_children() if p.name.startswith("midair")]
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(f"c{h}.bin.midair-{kind}" for h in range(4) for kind in ("ctl", "part"))
-
-
 @pytest.mark.parametrize(
     ("given", "workers", "per_host", "concurrency"),
     [

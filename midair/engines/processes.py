@@ -40,7 +40,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -103,7 +103,7 @@ class ProcessesEngine:
         children = _Children(start_context(self.start_method), shards, run)
         ledger = Ledger(run, len(shards))
         run.commit()  # children about to write files: from here a signal only stops
-        try:
+        with children.running():
             children.start_streamed(self.inner, self.interval)
             rooms = [room(shard_options) for shard_options in options]
             feeder = Feeder(run, Router(run.options, len(shards)), ledger, rooms, children.send)
@@ -112,11 +112,6 @@ class ProcessesEngine:
                 pass
             if not (run.stopping or ledger.complete):  # a job no report ended: a bug
                 run.fail(ShardError(f"{sum(map(len, ledger.open))} jobs were never ended"))
-        except BaseException:  # a bug here: stop every child, then let it through
-            children.terminate()
-            raise
-        finally:
-            children.reap()
 
     def run_planned(self, run: Run) -> None:
         """A list read whole: planned (``plan_shards``), each child given its shard."""
@@ -129,15 +124,13 @@ class ProcessesEngine:
         gc.freeze()
         merger = Merger(run, shards)
         try:
-            children.start(run.jobs, self.inner, self.interval)
-            children.wait(merger)
-            if not (run.stopping or merger.complete):  # a plan that left jobs out: a bug
-                run.fail(ShardError(f"{len(run.jobs) - len(merger.ended)} jobs were in no shard"))
-        except BaseException:  # a bug here: stop every child, then let it through
-            children.terminate()
-            raise
+            with children.running():
+                children.start(run.jobs, self.inner, self.interval)
+                children.wait(merger)
+                if not (run.stopping or merger.complete):  # a plan that left jobs out: a bug
+                    missing = len(run.jobs) - len(merger.ended)
+                    run.fail(ShardError(f"{missing} jobs were in no shard"))
         finally:
-            children.reap()
             gc.unfreeze()
 
 
@@ -287,6 +280,18 @@ class _Children:
         if code is not None and code < 0:
             return f"died (killed by {signal.Signals(-code).name})"
         return f"died (exit status {code})"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """While the block drives the children: a bug in it stops every child, then goes
+        through; they are reaped however it ends."""
+        try:
+            yield
+        except BaseException:
+            self.terminate()
+            raise
+        finally:
+            self.reap()
 
     def terminate(self) -> None:
         for process in self.processes.values():
