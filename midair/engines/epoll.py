@@ -68,6 +68,7 @@ READ_SIZE = 256 * 1024
 # The first read after a request, where splicing: a head, and a small body whole; a big
 # body after it is spliced, not copied through the read buffer.
 HEAD_READ_SIZE = 32 * 1024
+SPLICE_BURST = 8  # pipe-fulls moved from one socket before the loop looks at the others
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _IN_PROGRESS = (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 
@@ -379,22 +380,40 @@ class _Loop:
 
     def splice(self, conn: _Conn) -> bool:
         """Move a big enough Content-Length body's next bytes without reading them
-        (``_splice``); False: read them instead."""
+        (``_splice``); False: read them instead.
+
+        A pipe holds at most ``splicer.size`` bytes, so a fast body is many moves: the
+        next one is tried at once, up to ``SPLICE_BURST`` of them, while the socket has
+        bytes (EAGAIN ends it), rather than after another ``select`` each time (measured:
+        a select per MiB cost ~5% of bulk's throughput).  The burst keeps the loop fair
+        to the other connections."""
+        for burst in range(SPLICE_BURST):
+            moved = self.splice_once(conn)
+            if moved is None:
+                return burst > 0
+            if not moved or self.conns.get(conn.id) is not conn or conn.held:
+                return True
+        return True
+
+    def splice_once(self, conn: _Conn) -> bool | None:
+        """One move into the pipe and the session: True when bytes were moved, False when
+        there is nothing more to move now (none waiting, or the connection ended), None
+        when these bytes are not to be spliced."""
         splicer = self.splicer
         assert splicer is not None
         budget = self.session.pipeable(conn.id)
         if not splicer.worth(budget):
-            return False
+            return None
         try:
             piped = splicer.fill(conn.sock, budget)  # type: ignore[arg-type]
         except BlockingIOError:
-            return True
-        if piped is None:
             return False
+        if piped is None:
+            return None
         if not piped.count:
             self.drop(conn)
             self.execute(self.session.closed(conn.id))
-            return True
+            return False
         self.execute(self.session.received(conn.id, piped))
         if not piped.emptied:  # the store did not take them (the download failed first)
             splicer.clear()

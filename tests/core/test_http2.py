@@ -612,3 +612,77 @@ def test_credentials_and_cookies_go_as_http2_fields_too() -> None:
     requests = [fields for s in servers for _, _, fields in s.requests]
     assert requests[0][b"authorization"] == b"Basic dXNlcjpwYUBzcw=="
     assert requests[-1][b"cookie"] == b"k=v"
+
+
+# --- what is cut from h2's and hpack's cost per stream -----------------------------------
+def test_ended_and_reset_streams_are_forgotten_and_late_frames_still_handled() -> None:
+    """h2 keeps every stream until its O(streams) walk drops the closed ones; here an
+    ended or reset stream leaves h2's table at once, remembered as closed, so a frame
+    that comes for it later is answered as h2 would (not a connection error)."""
+    client = Http2Connection()
+    files = {f"/{i}": body(100, i) for i in range(250)}
+    server = H2Server(files)
+    wire = server.feed(client.start())
+    for i in range(250):
+        _, data = client.request(Recorder(), "https", f"/{i}", [("Host", "h")])
+        server.feed(client.receive(wire + server.feed(data)))
+        wire = b""
+        assert len(client._h2.streams) == 0 and client.streams == 0
+    assert len(client._h2._closed_streams) == 250
+    sink = Recorder()
+    stream, data = client.request(sink, "https", "/0", [("Host", "h")])
+    answer = server.feed(data)  # sent before the server hears of the reset
+    client.reset(stream)
+    assert stream not in client._h2.streams
+    client.receive(answer)  # late HEADERS and DATA on a stream reset and forgotten
+    assert sink.events == []
+
+
+def test_the_stream_limit_counts_the_open_sinks() -> None:
+    """h2's own check (TooManyStreamsError) still holds without its walk."""
+    import h2.exceptions
+
+    client = Http2Connection()
+    server = H2Server({"/a": b"a"}, max_streams=2)
+    client.receive(server.feed(client.start()))
+    for _ in range(2):
+        client.request(Recorder(), "https", "/a", [("Host", "h")])
+    assert client.room == 0
+    with pytest.raises(h2.exceptions.TooManyStreamsError):
+        client.request(Recorder(), "https", "/a", [("Host", "h")])
+
+
+def test_memoised_huffman_decodes_as_hpack_does() -> None:
+    import hpack
+    import hpack.hpack
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+    from hpack.huffman_table import decode_huffman as original
+
+    encoder = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+    assert hpack.hpack.decode_huffman is not original  # midair.core.http2 installed it
+    for text in [b"", b"Fri, 04 Dec 2026 21:00:00 GMT", b'"abc-2000"', bytes(range(256))]:
+        coded = encoder.encode(text)
+        assert hpack.hpack.decode_huffman(memoryview(coded)) == original(coded) == text
+        assert hpack.hpack.decode_huffman(bytearray(coded)) == text  # cached: the same
+    with pytest.raises(hpack.HPACKDecodingError):  # an error is not remembered as a value
+        hpack.hpack.decode_huffman(b"\xff\xff\xff\xff")
+    with pytest.raises(hpack.HPACKDecodingError):
+        hpack.hpack.decode_huffman(b"\xff\xff\xff\xff")
+
+
+def test_the_path_is_never_indexed_so_repeated_fields_stay_in_the_table() -> None:
+    client = Http2Connection()
+    server = H2Server({f"/{i}": b"x" for i in range(50)})
+    client.receive(server.feed(client.start()))
+    fields = [("Host", "h.example"), ("User-Agent", "midair/0.1.0")]
+    sizes = []
+    for i in range(50):
+        _, data = client.request(Recorder(), "https", f"/{i}", fields)
+        sizes.append(len(data))
+        server.feed(data)
+    assert [path for _, path, _ in server.requests] == [f"/{i}" for i in range(50)]
+    assert all(f[b"user-agent"] == b"midair/0.1.0" for _, _, f in server.requests)
+    table = client._h2.encoder.header_table.dynamic_entries
+    assert not any(name == b":path" for name, _ in table)
+    assert max(sizes[1:]) < sizes[0]  # Host and User-Agent went as indexes after the first
