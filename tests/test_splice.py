@@ -56,11 +56,12 @@ def trace(monkeypatch: pytest.MonkeyPatch) -> Trace:
         kind = "file" if to_file else "socket"
         if kind in found.refuse:
             raise OSError(errno.EINVAL, "refused by the test")
+        moved = real_splice(src, dst, count, *args, **kwargs)  # EAGAIN counts no move
         if to_file:
             found.to_file += 1
         else:
             found.to_pipe += 1
-        return real_splice(src, dst, count, *args, **kwargs)
+        return moved
 
     def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
         found.written += len(data)
