@@ -8,7 +8,9 @@ skip locally, but fail in CI (``CI`` set): there a skip would hide a broken setu
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from midair.core.actions import Started
 from midair.run import Run
 from midair.serve import ServerThread
 from midair.serve.nginx import Nginx, find_nginx
@@ -234,3 +237,19 @@ def stopping(stop: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         thread.join()
+
+
+class ShardKiller:
+    """A listener that SIGKILLs worker process ``midair-shard-0`` at the first ``Started``
+    (once); ``killed`` holds its pid after."""
+
+    def __init__(self) -> None:
+        self.killed: list[int] = []
+
+    def __call__(self, event: object) -> None:
+        if self.killed or type(event) is not Started:
+            return
+        for child in multiprocessing.active_children():
+            if child.name == "midair-shard-0" and child.pid:
+                os.kill(child.pid, signal.SIGKILL)
+                self.killed.append(child.pid)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ShardKiller
 
 from midair.api import Downloader, make_options
 from midair.core.actions import Action, Failed, Finished, Retrying, Started
@@ -207,18 +208,9 @@ def test_killed_worker_fails_only_its_unfinished_jobs(server: ServerThread, tmp_
     urls = [
         gen(server, h, f"k{h}-{i}.bin", 60_000, "&rate=100000") for h in range(4) for i in range(2)
     ]
-    killed: list[int] = []
-
-    def kill_shard_zero(event: Action) -> None:
-        if killed or type(event) is not Started:
-            return
-        for child in multiprocessing.active_children():
-            if child.name == "midair-shard-0" and child.pid:
-                os.kill(child.pid, signal.SIGKILL)
-                killed.append(child.pid)
-
-    session = run(tmp_path, ("processes", {"workers": 2}), urls, kill_shard_zero, per_host=1)
-    assert killed
+    kill = ShardKiller()
+    session = run(tmp_path, ("processes", {"workers": 2}), urls, kill, per_host=1)
+    assert kill.killed
     check_one_entry_per_job(session)
     results = session.results
     assert results.failures and results.successes

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -21,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ShardKiller
 
 from midair.api import Downloader, make_options
-from midair.core.actions import Action, Finished, Started
+from midair.core.actions import Finished, Started
 from midair.core.jobs import Job
 from midair.engines._shards import ShardError, Summary
 from midair.engines._streamed import (
@@ -171,18 +171,8 @@ def test_a_killed_worker_fails_its_unended_jobs_one_ending_each(
     urls = [
         gen(server, h, f"k{h}-{i}.bin", 20_000, "&rate=100000") for h in range(4) for i in range(4)
     ]
-    killed: list[int] = []
-
-    def kill_shard_zero(event: Action) -> None:
-        if killed or type(event) is not Started:
-            return
-        for child in multiprocessing.active_children():
-            if child.name == "midair-shard-0" and child.pid:
-                os.kill(child.pid, signal.SIGKILL)
-                killed.append(child.pid)
-
-    run = download(tmp_path, urls, kill_shard_zero, per_host=2)
-    assert killed and ended(run) == Counter(urls)
+    run = download(tmp_path, urls, kill := ShardKiller(), per_host=2)
+    assert kill.killed and ended(run) == Counter(urls)
     router = Router(run.options, 2)  # the whole list fits in a shard's room: sent at once
     zero = {url for url in urls if router.route(Job.from_url(url))[0] == 0}
     assert {f.url for f in run.results.failures} == zero
