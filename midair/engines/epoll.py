@@ -367,9 +367,14 @@ class _Loop:
             elif self.splice(conn):
                 return
         conn.asked = False
+        sock = conn.sock
+        assert sock is not None
         while True:
             try:
-                data = self.receive(conn, view, first)
+                if first:  # no larger than a rate limit's read_size, as the buffer
+                    data = sock.recv(len(self.head_view))
+                else:  # a fresh READ_SIZE object per read would cost more than the copy
+                    data = bytes(view[: sock.recv_into(view)])
             except OSError as exc:
                 if would_block(exc):
                     return
@@ -381,15 +386,6 @@ class _Loop:
             self.execute(self.session.received(conn.id, data))
             if conn.held or not (conn.tls and conn.sock is not None and conn.sock.pending()):  # type: ignore[attr-defined]
                 return
-
-    def receive(self, conn: _Conn, view: memoryview, first: bool) -> bytes:
-        """One read's bytes (b"": EOF).  The loop's buffer serves a body's further reads:
-        a fresh ``READ_SIZE`` object per read would cost more than the copy."""
-        sock = conn.sock
-        assert sock is not None
-        if first:
-            return sock.recv(len(self.head_view))  # no larger than a rate limit's read_size
-        return bytes(view[: sock.recv_into(view)])
 
     def splice(self, conn: _Conn) -> bool:
         """Move a big enough Content-Length body's next bytes without reading them
