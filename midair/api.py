@@ -356,10 +356,10 @@ def _journal(options: Options) -> Iterator[Journal | None]:
 def _unfollowed(jobs: Iterable[Job], settle: Callable[[Failure], None]) -> Iterator[Job]:
     """``jobs`` but the Metalink URLs among them, which fail: a streamed list is read as the
     run goes, after the documents are followed (``follow_metalinks``)."""
-    from .core.metalink import metalink_jobs
+    from .core.metalink import names_metalink
 
     for job in jobs:
-        if not metalink_jobs([job]):
+        if not names_metalink(job):
             yield job
             continue
         url = job.url.text

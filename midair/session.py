@@ -82,6 +82,7 @@ from .store import Store
 PUBLISH_POLL = 0.005  # seconds between looks for finished publications
 PREPARE_STEP = 256  # least files prepared per timer call while some wait (~1 ms of work)
 SEARCH_STEP = 2048  # list lines read ahead per idle timer call (~10 ms of work)
+YOUNG_OBJECTS = 10_000  # the collector's first threshold during a run (see ``_freeze``)
 SEARCH_SHARE = 4  # a search step, then 3 times its length for the transfers
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def _guarded(nothing: Callable[[], object] = list) -> Callable[[_Event], _Event]
     def guard(event: _Event) -> _Event:
         @functools.wraps(event)
         def guarded(self: Session, *args: Any) -> object:
-            if self.done:
+            if self.run.stops or self.batch.done:  # ``done``, without a call: every event asks
                 return nothing()
             try:
                 return event(self, *args)
@@ -141,6 +142,7 @@ class Session:
         self._net: list[NetAction] = []  # what the current call hands the engine
         self._broken: set[int] = set()  # downloads whose file failed in the current call
         self._froze = False  # ``start`` moved the batch out of the collector's generations
+        self._thresholds: tuple[int, ...] = gc.get_threshold()  # the caller's, for ``close``
         self._handlers = self._dispatch_table()
 
     def _batch(self, run: Run, clock: Callable[[], float]) -> Batch:
@@ -249,8 +251,18 @@ class Session:
     def _freeze(self) -> None:
         """Move what lives as long as the run (the batch's state) out of the collector's
         generations: then full collections do not walk it (on 20,000 files, ~40 ms of the
-        collector's ~90).  Objects still die by refcount; ``close`` puts them back."""
+        collector's ~90).  Objects still die by refcount; ``close`` puts them back.
+
+        The youngest generation may also grow to ``YOUNG_OBJECTS`` before it is collected:
+        a file's objects (download, actions, head) live for a few events, and with Python's
+        700 a pass came every few files, walking the files in the air and promoting them
+        (small, epoll: ~2% of the run's instructions).  ``close`` restores the thresholds."""
         gc.freeze()
+        if not self._froze:
+            self._thresholds = gc.get_threshold()
+            young, *older = self._thresholds
+            if young:  # 0: the caller turned automatic collection off, and it stays so
+                gc.set_threshold(max(young, YOUNG_OBJECTS), *older)
         self._froze = True
 
     # --- time, on the session's clock ------------------------------------------------
@@ -290,6 +302,7 @@ class Session:
             self.run.spool.close()
             if self._froze:  # what ``start`` froze: a caller's process collects it again
                 gc.unfreeze()
+                gc.set_threshold(*self._thresholds)
 
     # --- carrying out the core's actions ---------------------------------------------
     def _carry_out(self, actions: list[Action]) -> list[NetAction]:

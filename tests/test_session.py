@@ -14,7 +14,7 @@ from midair.api import make_options
 from midair.core.actions import Connect, Failed, Finished, OnDisk, Prepare, Retrying, Started
 from midair.core.jobs import Job
 from midair.run import REPORTS, Run
-from midair.session import PREPARE_STEP, Session
+from midair.session import PREPARE_STEP, YOUNG_OBJECTS, Session
 from midair.store import Store
 
 JOBS = 3 * PREPARE_STEP + 10  # more than the first window, not a whole number of steps
@@ -125,3 +125,21 @@ def test_a_listener_of_every_kind_hears_the_start_and_the_end(tmp_path: Path) ->
     run, heard = fetch_one(tmp_path, REPORTS)
     assert [type(action) for action in heard] == [Started, Finished]
     assert run.tracker.follows and run.heeded() == REPORTS
+
+
+def test_the_collector_waits_longer_during_a_run_and_as_before_after_it(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])  # Python's default, whatever another test left
+    try:
+        session, _ = session_for(tmp_path, ["a.bin"])
+        session.start()
+        assert gc.get_threshold()[0] == YOUNG_OBJECTS
+        session.close()
+        assert gc.get_threshold() == (700, *before[1:])
+        gc.set_threshold(0)  # collection turned off by the caller: a run leaves it off
+        session, _ = session_for(tmp_path, ["b.bin"])
+        session.start()
+        assert gc.get_threshold()[0] == 0
+        session.close()
+    finally:
+        gc.set_threshold(*before)

@@ -327,6 +327,12 @@ class ClientConnection:
             self._trailing = _unasked(rest)
             self._end()
             return
+        if head.content_length == len(rest):  # the whole body came with its head (most
+            response.release()  # small files): what ``_counted_body`` does, in one step
+            self._sink.on_body(rest)
+            if self._live:
+                self._end()
+            return
         self.receive = self._body_reader(response, head)
         if rest:
             self.receive(rest)

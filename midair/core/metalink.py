@@ -62,12 +62,14 @@ def read_metalink(data: bytes, locations: Collection[str] = ()) -> list[Job]:
 def metalink_jobs(jobs: Iterable[Job]) -> list[Job]:
     """The jobs whose URL names a Metalink document (its path ends in .meta4 or
     .metalink, in any case but a mixed one)."""
-    return [
-        job
-        for job in jobs
-        if ("eta" in (target := job.url.target) or "ETA" in target)  # a cheap look first
-        and looks_like_metalink(target)
-    ]
+    return [job for job in jobs if names_metalink(job)]
+
+
+def names_metalink(job: Job) -> bool:
+    """Whether ``job``'s URL names a Metalink document: ``metalink_jobs`` for one job, as a
+    streamed list asks of each (without a list made and searched per job)."""
+    target = job.url.target
+    return ("eta" in target or "ETA" in target) and looks_like_metalink(target)  # cheap first
 
 
 def looks_like_metalink(path: str, media_type: str | None = None) -> bool:

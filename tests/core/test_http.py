@@ -423,6 +423,28 @@ def test_piped_bytes_are_counted_not_read() -> None:
     assert conn.reusable
 
 
+def test_a_body_that_comes_whole_with_its_head_is_one_chunk_then_the_end() -> None:
+    conn, sink = connection()
+    conn.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+    assert [kind for kind, _ in sink.events] == ["head", "body", "end"]
+    assert bytes(sink.events[1][1]) == b"abc"  # type: ignore[arg-type]
+    assert conn.reusable and conn.body_remaining == 0
+
+
+def test_a_sink_that_abandons_a_whole_body_gets_no_end() -> None:
+    class Abandoning(Recorder):
+        def on_body(self, data: Chunk) -> None:
+            super().on_body(data)
+            conn.abandon()
+
+    sink = Abandoning()
+    conn = ClientConnection(sink)
+    conn.request("/", HOST)
+    conn.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+    assert [kind for kind, _ in sink.events] == ["head", "body"]
+    assert not conn.reusable
+
+
 def test_piped_bytes_where_framing_reads_them_are_a_bug() -> None:
     conn, _ = connection()
     with pytest.raises(TypeError):
