@@ -12,7 +12,7 @@ too few to use every connection (fewer than ``concurrency / per_host``) — then
 it reads on: ``STEP`` lines for each job it hands out, and ``search`` steps while
 the driver has time (a quarter of its loop, see ``Session``), so one step never
 holds a stop for long, and a long list is searched at reading speed, not at the
-pace its jobs end.  What is queued past ``MEMORY`` jobs goes to the run's
+pace its jobs end.  What is queued past four windows' jobs goes to the run's
 ``Spool`` on disk, an origin's jobs in blocks, so the look-ahead costs no memory
 per job; an origin's jobs keep their order.
 
@@ -100,6 +100,10 @@ class _Origin:
         self.blocks: deque[int] = deque()
         self.tail: list[Job] = []
 
+    def __bool__(self) -> bool:
+        """Whether it has jobs queued, anywhere."""
+        return bool(self.head or self.blocks or self.tail)
+
 
 class _Queues:
     def __init__(self, spool: Spool, window: int, origins: int) -> None:
@@ -129,7 +133,7 @@ class _Queues:
         origin = self._by_origin.get(key)
         if origin is None:
             origin = self._by_origin[key] = _Origin()
-        if not origin.head and not origin.blocks and not origin.tail:
+        if not origin:
             self.turns.append(key)
         self._queued += 1
         if self._in_memory < self._memory and not origin.blocks and not origin.tail:
@@ -149,7 +153,7 @@ class _Queues:
         job = origin.head.popleft()
         self._queued -= 1
         self._in_memory -= 1
-        if origin.head or origin.blocks or origin.tail:
+        if origin:
             self.turns.append(key)
         else:
             del self._by_origin[key]

@@ -13,7 +13,8 @@ fits is never slowed.
 Keys go to disk as 16-byte BLAKE2b digests, not their text: 10,000,000 names are
 ~400 MB of temporary disk instead of ~1 GB.  A digest stands for its text (two
 texts share one by chance with odds of ~1e-25 in such a list).  A lookup that
-misses memory costs a query (~2 us) once something spilled.
+misses memory costs a query (~2 us) only when a Bloom filter of what spilled
+(``_Filter``) does not rule the key out.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ class SpilledMap:
     def pop(self, key: str, default: None = None) -> int | None:
         value = self.get(key)
         self._recent.pop(key, None)
-        if self._db is not None:
+        if self._db is not None and key in self._filter:  # it may be on disk too
             self._db.execute(f"DELETE FROM {self._table} WHERE key = ?", (digest(key),))
         return value
 
