@@ -104,6 +104,40 @@ def test_sequential_queue_wait_is_not_a_stall(tmp_path: Path) -> None:
     assert retries == []
 
 
+def test_threads_start_connections_once_the_session_lock_is_released(
+    server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a thread takes a while, and a new connection's first report needs the
+    lock: 10,000 started under it kept the first request waiting ~6 s (c10k)."""
+    from midair.engines import _blocking_driver, blocking
+
+    drivers: list[_blocking_driver.Driver] = []
+    held: list[bool] = []
+    init, submit = _blocking_driver.Driver.__init__, blocking._Pool.submit
+
+    def spy_init(self: _blocking_driver.Driver, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        drivers.append(self)
+
+    def spy_submit(pool: blocking._Pool, *args: object) -> None:
+        lock = drivers[0].lock  # held by this thread: not to be had (others let it go)
+        free = lock.acquire(timeout=0.5)
+        if free:
+            lock.release()
+        held.append(not free)
+        submit(pool, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_blocking_driver.Driver, "__init__", spy_init)
+    monkeypatch.setattr(blocking._Pool, "submit", spy_submit)
+    sizes = {f"unlocked-{i}.bin": 2_000 for i in range(8)}
+    urls = [
+        server.url(i % 3, f"/gen/{name}?size={size}")
+        for i, (name, size) in enumerate(sizes.items())
+    ]
+    _check(midair.download(urls, tmp_path, engine="threads", concurrency=8), sizes)
+    assert len(held) >= 3 and not any(held)  # one connection per address at least
+
+
 @engines
 def test_refused_connection_fails(engine: str, tmp_path: Path) -> None:
     with socket.socket() as unused:  # bound, never listening: connecting is refused

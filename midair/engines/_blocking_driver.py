@@ -10,10 +10,13 @@ or one connection after another on the calling thread.
 
 The session is not thread-safe: every session call happens under ``lock``,
 and carrying out its actions never blocks there (a ``Send`` is queued for the
-connection's owner, a ``Connect`` is handed to ``spawn``, a ``Close`` marks
-the connection and shuts its socket down, which wakes an owner blocked in
-``recv``).  Timers: the concurrent models wait for the next deadline on the
-calling thread; the sequential one bounds each ``recv`` by it.
+connection's owner, a ``Close`` marks the connection and shuts its socket
+down, which wakes an owner blocked in ``recv``).  A ``Connect`` is handed to
+``spawn`` once the lock is released: starting an OS thread takes a while
+(~0.5 ms with many running), and a new connection's first report needs the
+lock, so 10,000 started under it kept every one waiting for the last.
+Timers: the concurrent models wait for the next deadline on the calling
+thread; the sequential one bounds each ``recv`` by it.
 
 A stop (signal, failure) must interrupt every blocking call at once, so each
 socket is registered on its connection *before* it connects: ``interrupt``
@@ -129,6 +132,7 @@ class Driver:
         self.wake = runtime.waker()  # set when the deadline moved earlier or the run ended
         self.armed: float | None = None  # the deadline the waiting thread sleeps towards
         self.links: dict[int, _Link] = {}
+        self.starting: list[_Link] = []  # opened by the core, to be spawned after the lock
         self.tls = LazyTls(session.options, runtime.context_class)
         self.resolver = Resolver(runtime.lookup, runtime.event, start=runtime.start_lookup)
         self.sequential = sequential  # one link at a time: bound each recv by the deadline
@@ -138,12 +142,14 @@ class Driver:
     def start(self) -> None:
         with self.lock:
             self.carry_out(self.session.start())
+        self.spawn_started()
 
     def report(self, link: _Link, method: Callable[..., list[NetAction]], *args: Any) -> None:
         """Tell the session about ``link``, unless the core already closed it."""
         with self.lock:
             if not link.closed:
                 self.carry_out(method(link.action.conn, *args))
+        self.spawn_started()
 
     def report_end(self, link: _Link, failure: ConnectionFailure | None) -> None:
         with self.lock:
@@ -151,12 +157,22 @@ class Driver:
                 return
             self.forget(link)
             self.carry_out(self.session.closed(link.action.conn, failure))
+        self.spawn_started()
 
     def tick(self) -> None:
         """Call the session's timer if it is due."""
         with self.lock:
             if self.session.due():
                 self.carry_out(self.session.timer())
+        self.spawn_started()
+
+    def spawn_started(self) -> None:
+        """Run the connections the core opened under the lock, now that it is released."""
+        if self.starting:
+            with self.lock:
+                starting, self.starting = self.starting, []
+            for link in starting:
+                self.spawn(self.connection, link)
 
     def carry_out(self, actions: list[NetAction]) -> None:
         for action in actions:
@@ -172,7 +188,7 @@ class Driver:
                     link.outbox.append(action)  # the link's owner takes it in turn
             elif type(action) is Connect:
                 link = self.links[action.conn] = _Link(action)
-                self.spawn(self.connection, link)
+                self.starting.append(link)
             elif type(action) is Close:
                 link = self.links.get(action.conn)
                 if link is not None:
@@ -475,8 +491,9 @@ class Driver:
                 self.armed = self.session.next_deadline()
                 if wait == 0:
                     self.carry_out(self.session.timer())
-                    continue
-            self.wake.wait(wait)
+            self.spawn_started()
+            if wait != 0:
+                self.wake.wait(wait)
 
     def idle(self) -> None:
         """Sequential, between connections: sleep until the timer (or a stop), then tick."""
