@@ -105,7 +105,10 @@ class _Pool:
         self._work.put((run, link))
         if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
             name = f"midair_{len(self._threads)}"
-            thread = threading.Thread(target=self._serve, name=name)
+            # A daemon: CPython walks every live non-daemon thread's lock as each one
+            # starts and ends (threading._maintain_shutdown_locks), O(n^2) for n threads:
+            # at c10k, seconds of CPU.  ``join`` waits for them all on every exit path.
+            thread = threading.Thread(target=self._serve, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
