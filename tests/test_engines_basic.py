@@ -121,7 +121,7 @@ def test_threads_start_connections_once_the_session_lock_is_released(
 
     def spy_submit(pool: blocking._Pool, *args: object) -> None:
         lock = drivers[0].lock  # held by this thread: not to be had (others let it go)
-        free = lock.acquire(timeout=0.5)
+        free = lock.acquire(timeout=2.0)
         if free:
             lock.release()
         held.append(not free)
