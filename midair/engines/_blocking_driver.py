@@ -12,7 +12,7 @@ The session is not thread-safe: every session call happens under ``lock``,
 and carrying out its actions never blocks there (a ``Send`` is queued for the
 connection's owner, a ``Close`` marks the connection and shuts its socket
 down, which wakes an owner blocked in ``recv``).  A ``Connect`` is handed to
-``spawn`` once the lock is released: starting an OS thread takes a while
+``spawn`` once the lock is released (``_SessionCall``): starting a thread takes a while
 (~0.5 ms with many running), and a new connection's first report needs the
 lock, so 10,000 started under it kept every one waiting for the last.
 Timers: the concurrent models wait for the next deadline on the calling
@@ -132,7 +132,8 @@ class Driver:
         self.wake = runtime.waker()  # set when the deadline moved earlier or the run ended
         self.armed: float | None = None  # the deadline the waiting thread sleeps towards
         self.links: dict[int, _Link] = {}
-        self.starting: list[_Link] = []  # opened by the core, to be spawned after the lock
+        self.starting: list[_Link] = []  # opened by the core, spawned as its lock is let go
+        self.session_call = _SessionCall(self)
         self.tls = LazyTls(session.options, runtime.context_class)
         self.resolver = Resolver(runtime.lookup, runtime.event, start=runtime.start_lookup)
         self.sequential = sequential  # one link at a time: bound each recv by the deadline
@@ -140,39 +141,27 @@ class Driver:
 
     # --- session calls, always under the lock ------------------------------------------
     def start(self) -> None:
-        with self.lock:
+        with self.session_call:
             self.carry_out(self.session.start())
-        self.spawn_started()
 
     def report(self, link: _Link, method: Callable[..., list[NetAction]], *args: Any) -> None:
         """Tell the session about ``link``, unless the core already closed it."""
-        with self.lock:
+        with self.session_call:
             if not link.closed:
                 self.carry_out(method(link.action.conn, *args))
-        self.spawn_started()
 
     def report_end(self, link: _Link, failure: ConnectionFailure | None) -> None:
-        with self.lock:
+        with self.session_call:
             if link.closed:
                 return
             self.forget(link)
             self.carry_out(self.session.closed(link.action.conn, failure))
-        self.spawn_started()
 
     def tick(self) -> None:
         """Call the session's timer if it is due."""
-        with self.lock:
+        with self.session_call:
             if self.session.due():
                 self.carry_out(self.session.timer())
-        self.spawn_started()
-
-    def spawn_started(self) -> None:
-        """Run the connections the core opened under the lock, now that it is released."""
-        if self.starting:
-            with self.lock:
-                starting, self.starting = self.starting, []
-            for link in starting:
-                self.spawn(self.connection, link)
 
     def carry_out(self, actions: list[NetAction]) -> None:
         for action in actions:
@@ -486,16 +475,15 @@ class Driver:
         """Concurrent models: serve the timer on this thread until the session is done."""
         while True:
             self.wake.clear()
-            with self.lock:
+            with self.session_call:
                 if self.session.done:
                     return
                 wait = self.session.timeout()
                 self.armed = self.session.next_deadline()
                 if wait == 0:
                     self.carry_out(self.session.timer())
-            self.spawn_started()
-            if wait != 0:
-                self.wake.wait(wait)
+                    continue
+            self.wake.wait(wait)
 
     def idle(self) -> None:
         """Sequential, between connections: sleep until the timer (or a stop), then tick."""
@@ -516,6 +504,27 @@ class Driver:
             for link in list(self.links.values()):
                 self.forget(link)
         self.wake.close()
+
+
+class _SessionCall:
+    """``with driver.session_call:`` holds the lock for a session call, and on leaving it
+    spawns the connections the call's actions opened (``Driver.starting``), outside it.
+    Not a ``contextlib`` generator: one runs for every read, where this costs less."""
+
+    __slots__ = ("driver",)
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    def __enter__(self) -> None:
+        self.driver.lock.__enter__()
+
+    def __exit__(self, *_: object) -> None:
+        driver = self.driver
+        starting, driver.starting = driver.starting, []
+        driver.lock.__exit__(None, None, None)
+        for link in starting:
+            driver.spawn(driver.connection, link)
 
 
 def _shutdown(sock: socket.socket) -> None:
