@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,6 +137,29 @@ def test_threads_start_connections_once_the_session_lock_is_released(
     ]
     _check(midair.download(urls, tmp_path, engine="threads", concurrency=8), sizes)
     assert len(held) >= 3 and not any(held)  # one connection per address at least
+
+
+def test_a_connection_spawned_after_the_pool_began_to_join_keeps_no_thread_waiting() -> None:
+    """The driver spawns outside the session's lock, so a connection the core opened just
+    before the abort may reach the pool once ``join`` has queued its Nones: a new thread
+    for it, started after them, waited for work for ever, and ``join`` with it (a run that
+    printed its result and never exited)."""
+    import threading
+
+    from midair.engines import blocking
+
+    ran: list[str] = []
+    busy, joining = threading.Event(), threading.Thread(target=lambda: pool.join(), daemon=True)
+    pool = blocking._Pool(4)
+    pool.submit(lambda _: busy.wait(5), None)  # type: ignore[arg-type]
+    joining.start()  # one None queued, for the one (busy) thread
+    while not pool._joining:  # type: ignore[attr-defined]
+        time.sleep(0.001)
+    pool.submit(ran.append, "late")  # type: ignore[arg-type]
+    busy.set()
+    joining.join(5)
+    assert not joining.is_alive()  # join returned
+    assert ran == [] and not any(thread.is_alive() for thread in pool._threads)
 
 
 @engines

@@ -99,18 +99,28 @@ class _Pool:
         self._work: SimpleQueue[_Work | None] = SimpleQueue()
         self._idle = threading.Semaphore(0)  # one count per thread waiting for work
         self._threads: list[threading.Thread] = []
+        # ``submit`` against ``join``: no work may be queued after the threads' Nones.
+        self._lock = threading.Lock()
+        self._joining = False
 
     def submit(self, run: Callable[[_Link], None], link: _Link) -> None:
-        """Run ``run(link)`` on a waiting thread, a new one if none waits, else queue it."""
-        self._work.put((run, link))
-        if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
-            name = f"midair_{len(self._threads)}"
-            # A daemon: CPython walks every live non-daemon thread's lock as each one
-            # starts and ends (threading._maintain_shutdown_locks), O(n^2) for n threads:
-            # at c10k, seconds of CPU.  ``join`` waits for them all on every exit path.
-            thread = threading.Thread(target=self._serve, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        """Run ``run(link)`` on a waiting thread, a new one if none waits, else queue it.
+
+        Dropped once ``join`` has begun: the driver spawns outside the session's lock, so a
+        connection opened just before the abort can come after it, closed by then; queued
+        behind the Nones, it would keep a thread (and ``join``) waiting for ever."""
+        with self._lock:
+            if self._joining:
+                return
+            self._work.put((run, link))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
+                name = f"midair_{len(self._threads)}"
+                # A daemon: CPython walks every live non-daemon thread's lock as each one
+                # starts and ends (threading._maintain_shutdown_locks), O(n^2) for n
+                # threads: at c10k, seconds of CPU.  ``join`` waits for them all.
+                thread = threading.Thread(target=self._serve, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def _serve(self) -> None:
         while (work := self._work.get()) is not None:
@@ -119,6 +129,8 @@ class _Pool:
 
     def join(self) -> None:
         """End every thread once the work queued before is done; wait for them."""
+        with self._lock:
+            self._joining = True
         for _ in self._threads:
             self._work.put(None)
         for thread in self._threads:
