@@ -20,14 +20,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import Midair
+from conftest import Midair, test_engines
 
 import midair as library
 from midair.serve import ServerThread
 
 SECRET = "Pa55-w0rd@x"  # '@': must be percent-encoded in userinfo, decoded on the wire
 DIGEST = hashlib.sha256(SECRET.encode()).hexdigest()
-SHARDING = ("processes", "dask")
+SHARDING = [e for e in ("processes", "dask") if e in test_engines()]  # dask: an extra
 
 
 def gen(server: ServerThread, host: int, name: str, size: int, engine: str, **query: object) -> str:

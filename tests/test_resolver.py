@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import stop_once
+from conftest import stop_once, test_engines
 
 from midair.api import Downloader
 from midair.core.actions import ConnectionFailure
@@ -221,9 +221,12 @@ class Answers:
 _never: Callable[[Answer], None] = lambda answer: pytest.fail("answered later")  # noqa: E731
 
 
+IN_PROCESS = ("epoll", "asyncio", "reactor", "threads", "sequential", "green")
+
+
 @pytest.mark.parametrize(
-    "engine", ["epoll", "asyncio", "reactor", "threads", "sequential", "green"]
-)
+    "engine", [e for e in IN_PROCESS if e in test_engines()]
+)  # green: an extra
 def test_a_stop_while_a_name_is_looked_up_ends_the_run_without_waiting_for_it(
     server: ServerThread, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
