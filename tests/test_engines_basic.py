@@ -150,7 +150,7 @@ def test_a_connection_spawned_after_the_pool_began_to_join_keeps_no_thread_waiti
 
     ran: list[str] = []
     busy, joining = threading.Event(), threading.Thread(target=lambda: pool.join(), daemon=True)
-    pool = blocking._Pool(4)
+    pool = blocking._Pool(4, lambda: False)
     pool.submit(lambda _: busy.wait(5), None)  # type: ignore[arg-type]
     joining.start()  # one None queued, for the one (busy) thread
     while not pool._joining:  # type: ignore[attr-defined]

@@ -23,7 +23,9 @@ socket is registered on its connection *before* it connects: ``interrupt``
 shuts every registered socket down, which ends a blocked ``connect``,
 handshake, ``sendall`` or ``recv``, and sets the waker the calling thread
 waits on.  It takes no lock, since it may run in a signal handler on a thread
-that holds it.
+that holds it.  From then on no session call is made (``stopping``): owners queued
+for the lock give up, the calling thread leaves without it, and the connections
+not started yet never are; ``abort`` closes the rest.
 """
 
 from __future__ import annotations
@@ -145,20 +147,27 @@ class Driver:
             self.carry_out(self.session.start())
 
     def report(self, link: _Link, method: Callable[..., list[NetAction]], *args: Any) -> None:
-        """Tell the session about ``link``, unless the core already closed it."""
+        """Tell the session about ``link``, unless the core already closed it or the run is
+        stopping."""
+        if self.stopping():
+            return
         with self.session_call:
-            if not link.closed:
+            if not (link.closed or self.stopping()):
                 self.carry_out(method(link.action.conn, *args))
 
     def report_end(self, link: _Link, failure: ConnectionFailure | None) -> None:
+        if self.stopping():
+            return
         with self.session_call:
-            if link.closed:
+            if link.closed or self.stopping():
                 return
             self.forget(link)
             self.carry_out(self.session.closed(link.action.conn, failure))
 
     def tick(self) -> None:
         """Call the session's timer if it is due."""
+        if self.stopping():
+            return
         with self.session_call:
             if self.session.due():
                 self.carry_out(self.session.timer())
@@ -207,6 +216,13 @@ class Driver:
             _shutdown(link.sock)  # wakes the owner if it is blocked on this socket
         if link.pause is not None:
             link.pause.set()  # or sleeping out a hold
+
+    def stopping(self) -> bool:
+        """Whether a stop was requested: then no session call is made any more, not even one
+        already waiting for the lock (at c10k, thousands of owners queue for it with a
+        chunk each; served first, they held a stop up for seconds).  ``abort`` closes what
+        is left.  Read without the lock: a flag that is only ever set."""
+        return bool(self.session.run.stops)
 
     def interrupt(self) -> None:
         """A stop: wake the waiting thread and every blocked owner (no lock; see above)."""
@@ -333,6 +349,9 @@ class Driver:
 
     def adopt(self, link: _Link, sock: socket.socket) -> bool:
         """Register ``sock`` so a stop can shut it down; False (and closed) if too late."""
+        if self.stopping():  # (not queued for the lock behind a stop)
+            sock.close()
+            return False
         with self.lock:
             link.sock = sock
             if link.closed or self.session.done:  # checked after: no stop slips between
@@ -421,7 +440,8 @@ class Driver:
         if link.tls:
             return None
         with self.lock:
-            budget = 0 if link.closed else self.session.pipeable(link.action.conn)
+            stopped = link.closed or self.stopping()
+            budget = 0 if stopped else self.session.pipeable(link.action.conn)
         if budget < MIN_BUDGET or (link.splicer is not None and not link.splicer.working):
             return None
         if link.splicer is None:
@@ -473,7 +493,7 @@ class Driver:
     # --- the calling thread: timers until the batch is done ---------------------------
     def wait_done(self) -> None:
         """Concurrent models: serve the timer on this thread until the session is done."""
-        while True:
+        while not self.stopping():
             self.wake.clear()
             with self.session_call:
                 if self.session.done:
@@ -524,6 +544,8 @@ class _SessionCall:
         starting, driver.starting = driver.starting, []
         driver.lock.__exit__(None, None, None)
         for link in starting:
+            if driver.stopping():  # 10,000 threads take seconds to start: ``abort`` closes
+                break  # the links not spawned yet
             driver.spawn(driver.connection, link)
 
 
