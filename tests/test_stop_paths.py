@@ -1,15 +1,17 @@
-"""A stop against the blocking driver, by hand: no socket, a real session.
+"""A stop against the engines' own paths, by hand: no socket, a real session.
 
 At c10k the threads engine took 2-7 s to honour SIGINT (the bound is 1 s): the
 calling thread went on starting thousands of threads after the stop, and the owners
 queued for the session's lock each made its call before the stop could take it.
-These pin down each path: a stop ends the spawning, no queued owner calls the
-session, the calling thread leaves without the lock, a pool thread ends without
-waiting for its None.
+The asyncio engine's tasks woken in the loop's last turn each fed the session their
+chunk first (~0.4 s).  These pin down each path: a stop ends the spawning, no queued
+owner or woken task calls the session, the calling thread leaves without the lock, a
+pool thread ends without waiting for its None.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -113,3 +115,32 @@ def test_a_pool_thread_ends_after_its_connection_once_stopping() -> None:
     thread.join(2)
     assert not thread.is_alive()
     pool.join()
+
+
+def test_an_asyncio_task_woken_after_a_stop_feeds_the_session_nothing(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from midair.engines import asyncio_engine
+
+    fed: list[object] = []
+    monkeypatch.setattr(Session, "received", lambda _, conn, data: fed.append(data) or [])
+
+    class Transport:
+        def abort(self) -> None:
+            pass
+
+    async def woken_after_the_stop() -> None:
+        session = Session(run)
+        driver = asyncio_engine._Driver(session)
+        inbox = asyncio_engine._Inbox(asyncio.get_running_loop())
+        inbox.data_received(b"HTTP/1.1 200 OK\r\n")  # read in the turn the stop came in
+        driver.writers[1] = Transport()  # type: ignore[assignment]
+        run.request_stop()
+        try:
+            await asyncio.wait_for(driver.pump(1, inbox), 2)
+        finally:
+            driver.abort()
+            session.close()
+
+    asyncio.run(woken_after_the_stop())
+    assert fed == []
