@@ -954,10 +954,11 @@ def _write_control(path: str, record: Resume) -> None:
     ``json.dump`` into a text file took 2.5x as long (0.45 s of the stop)."""
     import json  # see _json_string
 
-    data = json.dumps(record.as_dict()).encode()
+    rest = memoryview(json.dumps(record.as_dict()).encode())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o644)
     try:
-        _write_at(fd, data, 0)
+        while rest:  # a short write (a signal): the rest
+            rest = rest[os.write(fd, rest) :]
     finally:
         os.close(fd)
 
