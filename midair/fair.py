@@ -23,8 +23,6 @@ and serves its hosts in turn already.
 from __future__ import annotations
 
 import itertools
-import pickle
-import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 
@@ -178,6 +176,11 @@ class _Queues:
         self._tails = 0
 
     def _write(self, jobs: list[Job]) -> int:
+        # Imported here: only a list longer than four windows spools, and pickle (with its
+        # failed look-up of Jython's org.python.core) and zlib are ~2.5 ms of every start.
+        import pickle
+        import zlib
+
         if self._db is None:
             self._db, self._table = self._spool.table(", data BLOB NOT NULL")
         number = next(self._blocks)
@@ -193,6 +196,9 @@ class _Queues:
         key = (_key(number),)
         (data,) = self._db.execute(f"SELECT data FROM {self._table} WHERE key = ?", key).fetchone()
         self._db.execute(f"DELETE FROM {self._table} WHERE key = ?", key)
+        import pickle
+        import zlib
+
         body = zlib.decompress(data[1:])
         if data[:1] == b"T":
             return [Job(url) for url in parse_urls(body.decode().split("\n"))]
