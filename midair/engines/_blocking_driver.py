@@ -222,7 +222,7 @@ class Driver:
         already waiting for the lock (at c10k, thousands of owners queue for it with a
         chunk each; served first, they held a stop up for seconds).  ``abort`` closes what
         is left.  Read without the lock: a flag that is only ever set."""
-        return bool(self.session.run.stops)
+        return self.session.run.stopping
 
     def interrupt(self) -> None:
         """A stop: wake the waiting thread and every blocked owner (no lock; see above)."""
