@@ -51,6 +51,31 @@ def finished_on_stop(run: Run) -> asyncio.Future[None]:
     return finished
 
 
+class TurnWrites:
+    """Requests written together once the loop's turn ends, not each as it is made: the
+    epoll engine's ``send_unsent``, for the same reason (one wake-up of the server per
+    turn, not per file).  A callback made with ``call_soon`` runs after every callback of
+    this turn's readiness."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, run: Run) -> None:
+        self.loop, self.run = loop, run
+        self.pending: list[tuple[asyncio.WriteTransport, bytes]] = []
+
+    def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+        if not self.pending:
+            self.loop.call_soon(self.flush)
+        self.pending.append((transport, data))
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        try:
+            for transport, data in pending:
+                if not transport.is_closing():  # closed since: the core knows
+                    transport.write(data)
+        except Exception as exc:  # a callback's exception would only be logged
+            self.run.fail(exc)
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
     with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing waits
         loop.call_soon_threadsafe(callback)

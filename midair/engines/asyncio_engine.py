@@ -23,6 +23,7 @@ from ..core.actions import Close, Connect, Hold, NetAction, Release, Resolve, Se
 from ..run import Run
 from ..session import Session
 from ._aio import (
+    TurnWrites,
     check_loop,
     finished_on_stop,
     guarded,
@@ -147,6 +148,7 @@ class _Driver:
         self.tunnelling: set[asyncio.Task[None]] = set()  # TLS starts, SOCKS look-ups
         self.finished = finished_on_stop(session.run)
         self.alarm = Alarm(self.loop, session, lambda: self.execute(session.timer()))
+        self.writes = TurnWrites(self.loop, session.run)
 
     def abort(self) -> None:
         self.alarm.cancel()
@@ -162,7 +164,7 @@ class _Driver:
             if type(action) is Send:
                 writer = self.writers.get(action.conn)
                 if writer is not None:
-                    writer.write(action.data)
+                    self.writes.write(writer, action.data)
             elif type(action) is Connect:
                 work = guarded(self.session.run, self.connection(action))
                 self.tasks[action.conn] = self.loop.create_task(work)

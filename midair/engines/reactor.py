@@ -28,6 +28,7 @@ from ..core.actions import Close, Connect, Hold, NetAction, Release, Resolve, Se
 from ..run import Run
 from ..session import Session
 from ._aio import (
+    TurnWrites,
     check_loop,
     finished_on_stop,
     guarded,
@@ -116,6 +117,7 @@ class _Reactor:
         self.connecting: dict[int, asyncio.Task[None]] = {}
         self.finished = finished_on_stop(session.run)
         self.alarm = Alarm(loop, session, lambda: self.call(session.timer))
+        self.writes = TurnWrites(loop, session.run)
 
     # --- session calls: every one ends by re-arming the timer -------------------------
     def call(self, event: Callable[..., list[NetAction]], *args: object) -> None:
@@ -131,7 +133,7 @@ class _Reactor:
             if kind is Send:
                 protocol = self.protocols.get(action.conn)
                 if protocol is not None and protocol.transport is not None:
-                    protocol.transport.write(action.data)  # type: ignore[union-attr]
+                    self.writes.write(protocol.transport, action.data)  # type: ignore[union-attr]
             elif kind is Connect:
                 self.connect(action)  # type: ignore[arg-type]
             elif kind is Close:
