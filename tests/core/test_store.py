@@ -364,6 +364,38 @@ def test_descriptor_cache_is_bounded_and_writes_stay_correct(tmp_path: Path) -> 
     assert open_fds() == before
 
 
+def test_downloads_written_in_turn_reopen_about_one_file_a_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four downloads, three descriptors, written round-robin as connections' bytes come:
+    evicting the least recently used would reopen a file for every write (4 a round);
+    the least that can be done is 4/3 a round (evict the one needed last)."""
+    opens = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opens.append(a[0]) or real_open(*a, **k))
+    store = Store(max_open=3)
+    for i in range(4):
+        store.open(Open(i, str(tmp_path / f"f{i}"), 0, record(size=None)))
+    opens.clear()
+    rounds = 10
+    for offset in range(rounds):
+        for i in range(4):
+            store.write(Write(i, offset, b"x"))
+    assert len(opens) <= rounds * 4 // 3 + 1
+    for i in range(4):
+        store.publish(Publish(i, str(tmp_path / f"f{i}"), rounds, None, URL))
+        assert (tmp_path / f"f{i}").read_bytes() == b"x" * rounds
+    store.close()
+
+
+def test_the_descriptor_cache_takes_what_the_open_file_limit_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module.resource, "getrlimit", lambda _: (20_000, 20_000))
+    assert store_module.default_max_open(10_000) == 20_000 - 10_000 - 64
+    assert store_module.default_max_open(19_990) == 16
+
+
 def test_a_part_deleted_while_its_descriptor_was_closed_fails_rather_than_leave_a_hole(
     tmp_path: Path,
 ) -> None:
