@@ -12,7 +12,7 @@ import midair
 from midair.api import make_options
 from midair.core.jobs import Job
 from midair.engines import DEFAULT_ENGINE, get_engine
-from midair.engines.auto import LONG_LIST, MANY_JOBS, choose
+from midair.engines.auto import LONG_LIST, MANY_IN_FLIGHT, MANY_JOBS, choose
 from midair.run import Run
 from midair.serve import ServerThread
 
@@ -30,6 +30,24 @@ def test_auto_is_the_default() -> None:
 def test_a_big_batch_mostly_from_one_origin_runs_on_every_core() -> None:
     hosts = [0] * MANY_JOBS + [1] * (MANY_JOBS // 2)
     assert choose(batch(hosts, per_host=8), cores=2) == "processes"
+
+
+def test_thousands_in_flight_over_many_origins_run_on_every_core() -> None:
+    """c10k's shape: 100 origins, ``--per-host 100``, everything in flight at once."""
+    hosts = [i % 100 for i in range(MANY_IN_FLIGHT * 2)]
+    assert choose(batch(hosts, per_host=100, concurrency=10_000), cores=2) == "processes"
+    assert choose(batch(hosts, per_host=100, concurrency=10_000), cores=1) == "epoll"
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "per_host"),
+    [(MANY_IN_FLIGHT - 1, 100), (10_000, MANY_IN_FLIGHT // 100 - 1)],
+    ids=["concurrency", "per-host-times-origins"],
+)
+def test_fewer_in_flight_stay_on_one_loop(concurrency: int, per_host: int) -> None:
+    hosts = [i % 100 for i in range(MANY_IN_FLIGHT * 2)]
+    options = {"per_host": per_host, "concurrency": concurrency}
+    assert choose(batch(hosts, **options), cores=2) == "epoll"
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,8 @@ ENGINES: dict[str, EngineInfo] = {
             "auto",
             "midair.engines.auto",
             "AutoEngine",
-            "picks by the batch's shape: processes for many jobs on one origin, else epoll",
+            "picks by the batch's shape: processes for many jobs on one origin or "
+            "thousands in flight, else epoll",
         ),
         EngineInfo(
             "sequential",
