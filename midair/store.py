@@ -499,8 +499,8 @@ def _reason(exc: OSError) -> str:
 def default_max_open(sockets: int) -> int:
     """Part files to keep open: what the open-file limit leaves beside the sockets.
 
-    No lower cap: a descriptor the cache cannot hold is a file reopened at its next
-    write (at c10k with a cap of 4,096, 35,905 opens for 10,000 files)."""
+    No cap of its own: a descriptor the cache cannot hold is a file reopened at its next
+    write (at c10k, with the 4,096 it once had, 35,905 opens for 10,000 files)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16

@@ -11,8 +11,8 @@ transfers in flight at once (origins are sharded between the workers: at c10k,
 10,000 in flight over 100 origins, one loop spent 4.5 s of CPU in 5.5 s; on two
 cores 4.8-5.2 s, three runs each; at 2,000 in flight the two were even).  Either
 pays off only for a batch big enough to cover starting the workers, and only
-where there is more than one core.  ``--loop`` asks for an asyncio loop, so the single loop is
-then ``reactor`` on it; ``--workers`` counts as the cores to use.
+where there is more than one core.  ``--loop`` asks for an asyncio loop, so the
+single loop is then ``reactor`` on it; ``--workers`` counts as the cores to use.
 """
 
 from __future__ import annotations
