@@ -347,7 +347,7 @@ class Store:
         try:
             self._ensure_directory(directory)
             flags = os.O_RDWR | _OPEN_FLAGS | os.O_CREAT | os.O_TRUNC
-            return os.open(action.path + PART_SUFFIX, flags, 0o644)
+            return self._open(action.path + PART_SUFFIX, flags)
         except OSError as exc:
             raise self._local_error(action.download, action.path, exc, action.url) from exc
 
@@ -450,16 +450,33 @@ class Store:
         # Read-write: checksum verification reads the bytes back.  Only ``open`` creates
         # (O_CREAT): a part that vanished while its descriptor was closed must fail, not
         # come back empty and get the rest written after a hole of zeros.
-        fd = os.open(part, os.O_RDWR | _OPEN_FLAGS | flags, 0o644)
+        fd = self._open(part, os.O_RDWR | _OPEN_FLAGS | flags)
         if len(self._fds) >= self._max_open:
-            # The most recently used goes, not the least: transfers write in turn (each
-            # connection's bytes come about once a round), so the least recently used is
-            # the one written next.  At c10k (10,000 files, 9,936 descriptors left) that
-            # reopened a file for nearly every write; this way about one per round.
-            _, latest = self._fds.popitem(last=True)
-            os.close(latest)
+            self._shed(1)
         self._fds[ident], self._parts[ident] = fd, part
         return fd
+
+    def _open(self, path: str, flags: int) -> int:
+        """``os.open``; out of descriptors (EMFILE, ENFILE), it sheds half the cache, which
+        then stays that size, and tries once more: a cached descriptor is only a saved
+        open, and a download must never fail for it."""
+        try:
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._fds:
+                raise
+        self._max_open = max(1, len(self._fds) // 2)
+        self._shed(len(self._fds) - self._max_open)
+        return os.open(path, flags, 0o644)
+
+    def _shed(self, count: int) -> None:
+        """Close ``count`` cached descriptors, the most recently used first: transfers
+        write in turn (each connection's bytes come about once a round), so the least
+        recently used is the one written next.  Evicting it instead, at c10k (10,000 files,
+        9,936 descriptors), reopened a file for nearly every write; this way one a round."""
+        for _ in range(count):
+            _, latest = self._fds.popitem(last=True)
+            os.close(latest)
 
     def _forget(self, ident: int) -> None:
         fd = self._fds.pop(ident, None)
@@ -500,11 +517,14 @@ def default_max_open(sockets: int) -> int:
     """Part files to keep open: what the open-file limit leaves beside the sockets.
 
     No cap of its own: a descriptor the cache cannot hold is a file reopened at its next
-    write (at c10k, with the 4,096 it once had, 35,905 opens for 10,000 files)."""
+    write (at c10k, with the 4,096 it once had, 35,905 opens for 10,000 files).  The
+    margin is for what else a run opens: resolver sockets, pipes, the journal, control
+    files, and finished parts waiting for publication, which have left the cache."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
-    return max(16, soft - sockets - 64)
+    free = soft - sockets
+    return max(16, free - 64 - free // 16)
 
 
 def _digest(fd: int, algorithm: str, start: int = 0, end: float = math.inf) -> str:

@@ -392,8 +392,37 @@ def test_the_descriptor_cache_takes_what_the_open_file_limit_leaves(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(store_module.resource, "getrlimit", lambda _: (20_000, 20_000))
-    assert store_module.default_max_open(10_000) == 20_000 - 10_000 - 64
+    assert store_module.default_max_open(10_000) == 10_000 - 64 - 10_000 // 16
     assert store_module.default_max_open(19_990) == 16
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_out_of_descriptors_the_cache_sheds_half_and_no_download_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit the cache was sized from can be wrong (other descriptors, another
+    thread): EMFILE on a part file closes cached ones instead of failing the download."""
+    before, store = open_fds(), Store(max_open=100)
+    for i in range(8):
+        store.open(Open(i, str(tmp_path / f"f{i}"), 0, record(size=None)))
+        store.write(Write(i, 0, b"a"))
+    real_open, refused = os.open, []
+
+    def out_of_descriptors_once(path: str, *args: int) -> int:
+        if not refused:
+            refused.append(path)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", out_of_descriptors_once)
+    store.open(Open(8, str(tmp_path / "f8"), 0, record(size=None)))
+    monkeypatch.setattr(os, "open", real_open)
+    assert refused and open_fds() - before == 4  # the cache is half its size, the new one in it
+    for i in range(9):
+        store.write(Write(i, 1 if i < 8 else 0, b"b"))
+        store.publish(Publish(i, str(tmp_path / f"f{i}"), None, None, URL))
+    assert [(tmp_path / f"f{i}").read_bytes() for i in range(9)] == [b"ab"] * 8 + [b"b"]
+    store.close()
 
 
 def test_a_part_deleted_while_its_descriptor_was_closed_fails_rather_than_leave_a_hole(
