@@ -207,6 +207,9 @@ class _Driver:
 
     async def connection(self, action: Connect) -> None:
         conn, session = action.conn, self.session
+        if session.done:  # stopped before this task's first step: one turn runs the first
+            self.tasks.pop(conn, None)  # step of every task started, 10,000 at c10k (~0.7 s)
+            return
         try:
             tls = self.tls.get() if action.tls else None
             writer, reader = await open_connection(
