@@ -175,3 +175,33 @@ def test_an_asyncio_task_first_run_after_a_stop_opens_no_connection(
 
     asyncio.run(started_then_stopped())
     assert opened == []
+
+
+def test_a_reactor_connect_first_run_after_a_stop_opens_no_connection(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reactor's connects are tasks too, all first run in one turn."""
+    from midair.engines import reactor
+
+    opened: list[object] = []
+
+    async def refuse(*args: object) -> None:
+        opened.append(args)
+
+    monkeypatch.setattr(reactor, "open_connection", refuse)
+
+    async def started_then_stopped() -> None:
+        session = Session(run)
+        driver = reactor._Reactor(session, asyncio.get_running_loop())
+        driver.execute(session.start())
+        assert len(driver.connecting) == CONNECTIONS
+        run.request_stop()
+        try:
+            await asyncio.wait_for(asyncio.gather(*driver.connecting.values()), 2)
+        finally:
+            driver.abort()
+            session.close()
+        assert driver.connecting == {}
+
+    asyncio.run(started_then_stopped())
+    assert opened == []

@@ -170,6 +170,8 @@ class _Reactor:
 
     async def open(self, action: Connect, protocol: _Conn) -> None:
         try:
+            if self.session.done:  # stopped before this task's first step: one turn runs
+                return  # the first step of every task started, 10,000 at c10k (~0.7 s)
             tls = self.tls.get() if action.tls else None
             await open_connection(self.loop, lambda: protocol, self.resolver, action, tls)
         except Exception as exc:  # OSError, ssl.SSLError, a bad host name: classify decides
