@@ -173,7 +173,8 @@ class _Loop:
                     else:
                         conn.outbuf += action.data
             elif type(action) is Connect:
-                self.connect(action)
+                if not self.session.done:  # a stop amid a batch's first 10,000 connects
+                    self.connect(action)
             elif type(action) is Close:
                 conn = self.conns.get(action.conn)
                 if conn is not None:
