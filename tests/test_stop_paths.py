@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,62 +147,39 @@ def test_an_asyncio_task_woken_after_a_stop_feeds_the_session_nothing(
     assert fed == []
 
 
-def test_an_asyncio_task_first_run_after_a_stop_opens_no_connection(
-    run: Run, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("engine", ["asyncio", "reactor"])
+def test_a_connect_task_first_run_after_a_stop_opens_no_connection(
+    run: Run, monkeypatch: pytest.MonkeyPatch, engine: str
 ) -> None:
     """The first turn runs the first step of every connection's task (10,000 at c10k,
     ~0.7 s): a task whose turn comes after the stop must not connect, or the stop waits."""
-    from midair.engines import asyncio_engine
+    from midair.engines import asyncio_engine, reactor
 
     opened: list[object] = []
 
     async def refuse(*args: object) -> None:
         opened.append(args)
 
-    monkeypatch.setattr(asyncio_engine, "open_connection", refuse)
+    monkeypatch.setattr(
+        asyncio_engine if engine == "asyncio" else reactor, "open_connection", refuse
+    )
 
     async def started_then_stopped() -> None:
         session = Session(run)
-        driver = asyncio_engine._Driver(session)
+        if engine == "asyncio":
+            driver: Any = asyncio_engine._Driver(session)
+        else:
+            driver = reactor._Reactor(session, asyncio.get_running_loop())
         driver.execute(session.start())  # every connection's task made, none run yet
-        assert len(driver.tasks) == CONNECTIONS
+        pending = driver.tasks if engine == "asyncio" else driver.connecting
+        assert len(pending) == CONNECTIONS
         run.request_stop()
         try:
-            await asyncio.wait_for(asyncio.gather(*driver.tasks.values()), 2)
+            await asyncio.wait_for(asyncio.gather(*pending.values()), 2)
         finally:
             driver.abort()
             session.close()
-        assert driver.tasks == {}
-
-    asyncio.run(started_then_stopped())
-    assert opened == []
-
-
-def test_a_reactor_connect_first_run_after_a_stop_opens_no_connection(
-    run: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The reactor's connects are tasks too, all first run in one turn."""
-    from midair.engines import reactor
-
-    opened: list[object] = []
-
-    async def refuse(*args: object) -> None:
-        opened.append(args)
-
-    monkeypatch.setattr(reactor, "open_connection", refuse)
-
-    async def started_then_stopped() -> None:
-        session = Session(run)
-        driver = reactor._Reactor(session, asyncio.get_running_loop())
-        driver.execute(session.start())
-        assert len(driver.connecting) == CONNECTIONS
-        run.request_stop()
-        try:
-            await asyncio.wait_for(asyncio.gather(*driver.connecting.values()), 2)
-        finally:
-            driver.abort()
-            session.close()
-        assert driver.connecting == {}
+        assert pending == {}
 
     asyncio.run(started_then_stopped())
     assert opened == []
