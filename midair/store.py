@@ -301,7 +301,7 @@ class Store:
     def _write_control(self, ident: int) -> None:
         unpublished = self._records[ident]
         path = unpublished.path
-        _write_control(path + CONTROL_SUFFIX, unpublished.control())
+        _write_control(path + CONTROL_SUFFIX, unpublished.control(), self._open)
         self._controls.add(path)
 
     def write(self, action: Write | Save) -> list[Action] | None:
@@ -457,17 +457,17 @@ class Store:
         return fd
 
     def _open(self, path: str, flags: int) -> int:
-        """``os.open``; out of descriptors (EMFILE, ENFILE), it sheds half the cache, which
-        then stays that size, and tries once more: a cached descriptor is only a saved
-        open, and a download must never fail for it."""
+        """Open a part or control file; out of descriptors (EMFILE, ENFILE), it sheds half
+        the cache, which then stays that size, and tries once more: a cached descriptor
+        is only a saved open, and a download must never fail for it."""
         try:
-            return os.open(path, flags, 0o644)
+            return _open_file(path, flags)
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._fds:
                 raise
         self._max_open = max(1, len(self._fds) // 2)
         self._shed(len(self._fds) - self._max_open)
-        return os.open(path, flags, 0o644)
+        return _open_file(path, flags)
 
     def _shed(self, count: int) -> None:
         """Close ``count`` cached descriptors, the most recently used first: transfers
@@ -976,13 +976,20 @@ def _read_control(path: str) -> Resume | None:
         return None  # unreadable: the part file cannot be trusted, so it restarts
 
 
-def _write_control(path: str, record: Resume) -> None:
+def _open_file(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o644)
+
+
+def _write_control(
+    path: str, record: Resume, open_file: Callable[[str, int], int] = _open_file
+) -> None:
     """One encoding (C) and one write: a stop at c10k writes 10,000 of these, and
-    ``json.dump`` into a text file took 2.5x as long (0.45 s of the stop)."""
+    ``json.dump`` into a text file took 2.5x as long (0.45 s of the stop).  ``open_file``:
+    the store's, which makes room in its descriptor cache when the process is out."""
     import json  # see _json_string
 
     rest = memoryview(json.dumps(record.as_dict()).encode())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o644)
+    fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS)
     try:
         while rest:  # a short write (a signal): the rest
             rest = rest[os.write(fd, rest) :]

@@ -425,6 +425,30 @@ def test_out_of_descriptors_the_cache_sheds_half_and_no_download_fails(
     store.close()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_out_of_descriptors_a_checkpoint_sheds_the_cache_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A control file needs a descriptor as a part does: EMFILE there sheds the cache,
+    never fails the download."""
+    before, store = open_fds(), Store(max_open=100)
+    for i in range(4):
+        store.open(Open(i, str(tmp_path / f"f{i}"), 0, record(size=None)))
+    real_open = os.open
+
+    def refused_for_control_files(path: str, *args: int) -> int:
+        if path.endswith(CONTROL_SUFFIX) and open_fds() - before > 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", refused_for_control_files)
+    store.checkpoint(Checkpoint(0))
+    monkeypatch.setattr(os, "open", real_open)
+    assert open_fds() - before == 2  # half the four parts' descriptors closed
+    assert json.loads(control(tmp_path / "f0").read_text())["url"] == URL
+    store.close()
+
+
 def test_a_part_deleted_while_its_descriptor_was_closed_fails_rather_than_leave_a_hole(
     tmp_path: Path,
 ) -> None:
