@@ -13,7 +13,6 @@ import itertools
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import fields
 
 from .core.actions import Action
 from .core.errors import DownloadError, InputError
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     Followed = tuple[list[Job], list[Failure]]  # follow_metalinks': the jobs, the failures
     Around = Callable[[Run], AbstractContextManager[Any]]  # e.g. the CLI's live display
 
-_OPTION_NAMES = {f.name for f in fields(Options)}
+_OPTION_NAMES = set(Options.__match_args__)
 
 
 def make_options(dest: str | os.PathLike[str] = ".", **options: Any) -> Options:

@@ -59,11 +59,8 @@ def fetching(documents: list[Job], options: Options) -> Iterator[Run]:
 def _fetch_options(options: Options, scratch: str) -> Options:
     """The batch's options for fetching the documents themselves: into ``scratch``, no
     journal, no cookie file written, none of the files' checksum, a size bound."""
-    import dataclasses
-
     limit = min(options.max_filesize or MAX_DOCUMENT, MAX_DOCUMENT)
-    return dataclasses.replace(
-        options,
+    return options.replace(
         directory=scratch,
         journal=None,
         save_cookies=None,

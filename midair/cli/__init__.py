@@ -17,7 +17,6 @@ import os
 import resource
 import signal
 import sys
-import types
 
 from .._version import __version__
 
@@ -133,42 +132,9 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-class _OnFirstUse(types.ModuleType):
-    """Stands in for a module not imported yet; the first attribute asked of it imports
-    the real one, whose namespace it then takes on (later look-ups find it directly)."""
-
-    def __getattr__(self, name: str) -> Any:
-        if sys.modules.get(self.__name__) is self:  # only while the CLI starts: one thread
-            del sys.modules[self.__name__]
-        real = importlib.import_module(self.__name__)
-        self.__dict__.update(vars(real))
-        return getattr(real, name)
-
-
-@contextlib.contextmanager
-def _inspect_on_first_use() -> Iterator[None]:
-    """While the subcommand's modules load, ``import inspect`` gives a stand-in.
-
-    ``dataclasses`` (``Options`` is one) imports ``inspect`` (with ``ast``, ``dis`` and
-    ``tokenize``: ~5 ms, a seventh of a plain get's instructions) only to name a class
-    that has no docstring; midair's dataclasses have one, so a run never needs it.
-    Afterwards ``import inspect`` is the real thing again; a module that took the
-    stand-in gets the real module on first use.
-    """
-    if "inspect" in sys.modules:  # a test runner, an embedding program: nothing to save
-        yield
-        return
-    sys.modules["inspect"] = stand_in = _OnFirstUse("inspect")
-    try:
-        yield
-    finally:
-        if sys.modules.get("inspect") is stand_in:
-            del sys.modules["inspect"]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    with _collector_paused(), _inspect_on_first_use():
+    with _collector_paused():
         args = build_parser(argv).parse_args(argv)
     from ..core.errors import InputError
     from ..run import Terminated

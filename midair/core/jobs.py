@@ -6,12 +6,11 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 
 from .._version import __version__
 from .errors import InputError
 from .naming import relative_path
-from .records import Record
+from .records import Record, Settings
 from .urls import URL, parse_url, parse_urls, redact
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
@@ -126,8 +125,7 @@ class Job(Record):
 NetrcEntry = tuple[str, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
+class Options(Settings):
     """Everything a batch needs to know.  The defaults here are the CLI's too.
 
     Every value is checked on construction (``__post_init__``), so the library and
@@ -172,8 +170,8 @@ class Options:
     fsync: bool = True  # False: publish without waiting for stable storage (tmpfs, scratch runs)
     # Credentials for URLs without userinfo: --user "USER:PASSWORD", then --netrc's entries
     # (read at the surface).  Never shown: a repr would put them in a traceback.
-    user: str | None = field(default=None, repr=False)
-    netrc: tuple[NetrcEntry, ...] = field(default=(), repr=False)
+    user: str | None = None
+    netrc: tuple[NetrcEntry, ...] = ()
     # Cookie files (Netscape format), read and written by the session layer, not the core.
     load_cookies: str | None = None
     save_cookies: str | None = None
@@ -182,8 +180,8 @@ class Options:
     # Proxies (see core/proxy.py): ``proxy`` for every URL ("" for none, whatever the
     # environment says); else ``proxies``, the environment's by scheme (http, https, all).
     # Not in the repr: a proxy URL may hold a password.
-    proxy: str | None = field(default=None, repr=False)
-    proxies: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    proxy: str | None = None
+    proxies: tuple[tuple[str, str], ...] = ()
     noproxy: str | None = None
     # The batch journal (midair/journal.py), kept by the surface: None runs without one,
     # "" keeps it in the download directory, else the file's name.
@@ -195,6 +193,8 @@ class Options:
     # A .meta4/.metalink URL: fetch the document and download the files it lists (aria2's
     # --follow-metalink), done by the surface (midair/metalink.py); False saves it as is.
     follow_metalink: bool = True
+
+    __secret__ = frozenset({"user", "netrc", "proxy", "proxies"})  # see above
 
     def __post_init__(self) -> None:
         for name, low in _WHOLE_NUMBERS.items():

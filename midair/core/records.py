@@ -13,7 +13,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms of start-up
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, ClassVar
 
 
 class Record:
@@ -63,3 +63,67 @@ class FrozenRecord(Record):
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name}")
+
+
+if TYPE_CHECKING:
+    from typing import Self, dataclass_transform
+else:
+
+    def dataclass_transform(**_: object) -> Any:  # typing's is for the type checker only
+        return lambda cls: cls
+
+
+@dataclass_transform(frozen_default=True)
+class Settings(FrozenRecord):
+    """A ``FrozenRecord`` with many fields, each with a default, declared as a frozen
+    dataclass is: one ``name: type = default`` line each, in order (``Options``).
+
+    A dataclass's decorator writes and compiles its methods at import (~4 ms of every
+    start for ``Options``' 40 fields, and the ``dataclasses`` module's own import); here
+    the class body is the declaration and one generic ``__init__`` serves every class.
+    Values given are kept in the instance; a field not given reads the class's default.
+    Fields named in ``__secret__`` are left out of the repr (a traceback would show it).
+    ``__post_init__``, if the class has one, checks the values, as a dataclass's would.
+    """
+
+    __slots__ = ("__dict__",)
+    __secret__: ClassVar[frozenset[str]] = frozenset()
+    _names: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = vars(cls).get("__annotations__", {}).items()
+        names = tuple(name for name, kind in declared if not str(kind).startswith("ClassVar"))
+        undefaulted = [name for name in names if name not in vars(cls)]
+        if undefaulted:
+            raise TypeError(f"{cls.__name__}: no default for {', '.join(undefaulted)}")
+        # mypy holds a class's __match_args__ fixed; this one is made from the declaration.
+        cls.__match_args__ = (*cls.__match_args__, *names)  # type: ignore[misc]
+        cls._names = frozenset(cls.__match_args__)
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        if len(args) > len(self.__match_args__):
+            raise TypeError(f"{type(self).__name__}() takes {len(self.__match_args__)} values")
+        for name, value in zip(self.__match_args__, args, strict=False):
+            if name in values:
+                raise TypeError(f"{type(self).__name__}() got {name!r} twice")
+            values[name] = value
+        unknown = values.keys() - self._names
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected fields: {sorted(unknown)}")
+        self.__dict__.update(values)
+        post_init = getattr(self, "__post_init__", None)
+        if post_init is not None:
+            post_init()
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes``, checked again (``dataclasses.replace``)."""
+        return type(self)(**{**self.__dict__, **changes})
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__match_args__
+            if name not in self.__secret__
+        )
+        return f"{type(self).__name__}({shown})"

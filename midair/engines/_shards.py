@@ -34,7 +34,7 @@ import pickle
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -174,8 +174,7 @@ def _same_key(keys: Sequence[object]) -> list[list[int]]:
 
 def _shard_base(options: Options) -> Options:
     """``options`` with the paths in them absolute: a shard may run in another directory."""
-    return replace(
-        options,
+    return options.replace(
         directory=os.path.abspath(options.directory),
         ca_certificate=options.ca_certificate and os.path.abspath(options.ca_certificate),
         load_cookies=options.load_cookies and os.path.abspath(options.load_cookies),
@@ -212,7 +211,7 @@ def _shards_of(
         Shard(
             n,
             tuple(sorted(b)),
-            replace(base, concurrency=c, per_host=p, max_overall_rate=rate),
+            base.replace(concurrency=c, per_host=p, max_overall_rate=rate),
             shared,
         )
         for n, (b, c, p) in enumerate(zip(bins, shares, per_host, strict=True))

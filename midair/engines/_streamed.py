@@ -33,7 +33,6 @@ import pickle
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -59,7 +58,7 @@ def stream_options(options: Options, shards: int) -> list[Options]:
     concurrency = split(options.concurrency, [options.concurrency] * count)
     rate = _overall_share(base.max_overall_rate, count)
     return [
-        replace(base, concurrency=c, per_host=p, max_overall_rate=rate)
+        base.replace(concurrency=c, per_host=p, max_overall_rate=rate)
         for c, p in zip(concurrency, per_host, strict=True)
     ]
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 
 from midair.core.actions import Checkpoint, Close, Failed, Finished, Publish, Resume, Write
 from midair.core.errors import NetworkError
+from midair.core.records import Settings
 from midair.core.results import Success
 from midair.core.transfer import Accept, AlreadyComplete, Retry
 from midair.core.urls import parse_url
@@ -69,3 +71,66 @@ def test_resume_as_dict_is_the_control_file_object() -> None:
         "etag": None,
         "last_modified": "d",
     }
+
+
+class Limits(Settings):
+    """A small Settings class: the same machinery Options runs on."""
+
+    rate: int = 0
+    name: str = "x"
+    token: str | None = None
+
+    __secret__ = frozenset({"token"})
+
+    def __post_init__(self) -> None:
+        if self.rate < 0:
+            raise ValueError(f"rate {self.rate}")
+
+
+def test_settings_read_defaults_and_take_values_by_keyword_or_position() -> None:
+    assert Limits.__match_args__ == ("rate", "name", "token")
+    assert Limits().values() == (0, "x", None)
+    assert Limits(rate=3).values() == (3, "x", None)
+    assert Limits(3, "y").values() == (3, "y", None)
+    assert Limits(3) == Limits(rate=3, name="x")  # a default given equals one left out
+    assert hash(Limits(3)) == hash(Limits(rate=3, name="x"))
+    assert Limits(3) != Limits(4)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {"rat": 1}, "unexpected fields: ['rat']"),
+        ((1,), {"rate": 2}, "'rate' twice"),
+        ((1, "a", "t", 4), {}, "takes 3 values"),
+    ],
+)
+def test_settings_refuse_unknown_repeated_and_extra_values(
+    args: tuple[object, ...], kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        Limits(*args, **kwargs)
+
+
+def test_settings_check_their_values_on_construction_and_on_replace() -> None:
+    with pytest.raises(ValueError, match="rate -1"):
+        Limits(rate=-1)
+    with pytest.raises(ValueError, match="rate -2"):
+        Limits().replace(rate=-2)
+    assert Limits(1, "y").replace(rate=2) == Limits(2, "y")
+
+
+def test_settings_are_frozen_hide_secrets_and_pickle_whole() -> None:
+    limits = Limits(rate=1, token="s3cret")
+    with pytest.raises(AttributeError):
+        limits.rate = 2  # type: ignore[misc]
+    assert repr(limits) == "Limits(rate=1, name='x')"
+    back = pickle.loads(pickle.dumps(limits))
+    assert back == limits and back.token == "s3cret"
+
+
+def test_a_settings_field_without_a_default_is_refused_when_the_class_is_made() -> None:
+    with pytest.raises(TypeError, match="Broken: no default for size"):
+
+        class Broken(Settings):
+            size: int
