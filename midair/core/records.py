@@ -75,31 +75,31 @@ else:
 
 @dataclass_transform(frozen_default=True)
 class Settings(FrozenRecord):
-    """A ``FrozenRecord`` with many fields, each with a default, declared as a frozen
-    dataclass is: one ``name: type = default`` line each, in order (``Options``).
+    """A ``FrozenRecord`` declared as a frozen dataclass is: one ``name: type`` line per
+    field, in order, most with a ``= default`` (``Options``' 40 fields).
 
     A dataclass's decorator writes and compiles its methods at import (~4 ms of every
-    start for ``Options``' 40 fields, and the ``dataclasses`` module's own import); here
-    the class body is the declaration and one generic ``__init__`` serves every class.
-    Values given are kept in the instance; a field not given reads the class's default.
-    Fields named in ``__secret__`` are left out of the repr (a traceback would show it).
-    ``__post_init__``, if the class has one, checks the values, as a dataclass's would.
+    start for ``Options``, and the ``dataclasses`` module's own import, which brings
+    ``inspect``); here the class body is the declaration and one generic ``__init__``
+    serves every class.  Fields named in ``__secret__`` are left out of the repr (a
+    traceback would show it).  ``__post_init__``, if the class has one, checks the
+    values, as a dataclass's would.
     """
 
     __slots__ = ("__dict__",)
     __secret__: ClassVar[frozenset[str]] = frozenset()
-    _names: ClassVar[frozenset[str]] = frozenset()
+    _defaults: ClassVar[dict[str, Any]] = {}
+    _required: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         declared = vars(cls).get("__annotations__", {}).items()
         names = tuple(name for name, kind in declared if not str(kind).startswith("ClassVar"))
-        undefaulted = [name for name in names if name not in vars(cls)]
-        if undefaulted:
-            raise TypeError(f"{cls.__name__}: no default for {', '.join(undefaulted)}")
         # mypy holds a class's __match_args__ fixed; this one is made from the declaration.
         cls.__match_args__ = (*cls.__match_args__, *names)  # type: ignore[misc]
-        cls._names = frozenset(cls.__match_args__)
+        defaults = {name: vars(cls)[name] for name in names if name in vars(cls)}
+        cls._defaults = {**cls._defaults, **defaults}
+        cls._required = frozenset(cls.__match_args__) - cls._defaults.keys()
 
     def __init__(self, *args: Any, **values: Any) -> None:
         if len(args) > len(self.__match_args__):
@@ -108,10 +108,13 @@ class Settings(FrozenRecord):
             if name in values:
                 raise TypeError(f"{type(self).__name__}() got {name!r} twice")
             values[name] = value
-        unknown = values.keys() - self._names
-        if unknown:
-            raise TypeError(f"{type(self).__name__}() got unexpected fields: {sorted(unknown)}")
-        self.__dict__.update(values)
+        unknown = values.keys() - self._defaults.keys() - self._required
+        missing = self._required - values.keys()
+        if unknown or missing:
+            wrong = f"unexpected fields {sorted(unknown)}" if unknown else f"no {sorted(missing)}"
+            raise TypeError(f"{type(self).__name__}() got {wrong}")
+        # Defaults too are the instance's own: a function read from the class would bind.
+        self.__dict__.update(self._defaults, **values)
         post_init = getattr(self, "__post_init__", None)
         if post_init is not None:
             post_init()

@@ -38,7 +38,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 from ..core.actions import (
     Close,
@@ -52,6 +51,7 @@ from ..core.actions import (
     StartTls,
 )
 from ..core.http import Piped
+from ..core.records import Settings
 from ..session import Session
 from ._common import LazyTls, Waker, alpn, classify
 from ._resolver import Answer, Lookup, Resolver, lookup, socks_address
@@ -72,8 +72,7 @@ def poll_readable(fd: int, timeout: float | None) -> bool:
     return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
-@dataclass(frozen=True)
-class Runtime:
+class Runtime(Settings):
     """What "blocking" means here: stdlib sockets and threads, or gevent's."""
 
     net: Any  # the socket module, for its ``socket``

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -100,7 +101,7 @@ def test_settings_read_defaults_and_take_values_by_keyword_or_position() -> None
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        ((), {"rat": 1}, "unexpected fields: ['rat']"),
+        ((), {"rat": 1}, "unexpected fields ['rat']"),
         ((1,), {"rate": 2}, "'rate' twice"),
         ((1, "a", "t", 4), {}, "takes 3 values"),
     ],
@@ -129,8 +130,14 @@ def test_settings_are_frozen_hide_secrets_and_pickle_whole() -> None:
     assert back == limits and back.token == "s3cret"
 
 
-def test_a_settings_field_without_a_default_is_refused_when_the_class_is_made() -> None:
-    with pytest.raises(TypeError, match="Broken: no default for size"):
+class Required(Settings):
+    size: int
+    hook: Callable[[int], int] = abs  # a function as a default: read as given, unbound
 
-        class Broken(Settings):
-            size: int
+
+def test_a_settings_field_without_a_default_must_be_given() -> None:
+    with pytest.raises(TypeError, match=re.escape("Required() got no ['size']")):
+        Required()  # type: ignore[call-arg]
+    required = Required(3)
+    assert (required.size, required.hook(-2)) == (3, 2)
+    assert required.replace(hook=str).hook(4) == "4"
