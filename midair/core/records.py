@@ -6,7 +6,8 @@ costs a few attribute stores: a frozen dataclass pays an ``object.__setattr__``
 call per field (about 0.1 us each), and its decorator ~0.4 ms of import per class.
 They are immutable by contract: every field is declared ``Final`` in ``__init__``,
 so mypy refuses an assignment; that is what makes them safe to share between
-threads and processes.
+threads and processes.  ``Settings`` is the same idea for a class of many fields
+declared as a dataclass's are (``Options``): made once a run, but at every start.
 """
 
 from __future__ import annotations
